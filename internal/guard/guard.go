@@ -1,0 +1,101 @@
+// Package guard is the spine every proxied call goes through: the Call type,
+// the Handler that serves it, and the Layers that wrap that Handler.
+//
+// A Layer is middleware in the net/http sense: it receives the next Handler
+// and returns a Handler that may refuse, change or observe the call. Chain
+// stacks them in one place, so the order is data and a test can lock it.
+package guard
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Kind says what a Call asks of an upstream.
+type Kind int
+
+const (
+	KindTool     Kind = iota // tools/call, through call_dynamic_tool
+	KindResource             // resources/read
+	KindPrompt               // prompts/get
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindTool:
+		return "tool"
+	case KindResource:
+		return "resource"
+	case KindPrompt:
+		return "prompt"
+	}
+	return "unknown"
+}
+
+// A Call is one request on its way to an upstream group, decoded once at the
+// edge so no layer re-parses the wire message.
+type Call struct {
+	Kind    Kind
+	Group   string
+	Name    string            // tool or prompt name
+	URI     string            // resource URI
+	Args    json.RawMessage   // tool arguments as received (a JSON object)
+	Strings map[string]string // prompt arguments
+	Session string            // downstream session ID, for audit
+
+	// Tool is the definition the client was shown for this tool (nil for
+	// other kinds): validation and pinning check against it.
+	Tool *mcp.Tool
+
+	// Progress is the downstream progress token, if the client sent one.
+	Progress any
+}
+
+// Result is what a Call produced; exactly one field is set, matching Kind.
+type Result struct {
+	Tool     *mcp.CallToolResult
+	Resource *mcp.ReadResourceResult
+	Prompt   *mcp.GetPromptResult
+}
+
+// Handler serves a Call. A refusal is a *Denial error; the proxy turns it
+// into a tool result with IsError set. Any other error is a failure to reach
+// or hear from the upstream.
+type Handler func(ctx context.Context, c *Call) (*Result, error)
+
+// Layer wraps a Handler with one concern.
+type Layer func(next Handler) Handler
+
+// Chain wraps h so that layers[0] sees each call first and its result last.
+func Chain(h Handler, layers ...Layer) Handler {
+	for _, l := range slices.Backward(layers) {
+		h = l(h)
+	}
+	return h
+}
+
+// A Denial is a call refused by a layer. Its Error text reaches the client
+// and the model, so it names the layer, the rule and what to do, never
+// argument values or secrets. Cause is for the audit log only.
+type Denial struct {
+	Layer  string // "policy", "validate", ...
+	Rule   string // which rule refused
+	Reason string // safe to show: why, and what to do
+	Cause  error  // internal detail, never sent to the client
+}
+
+func (d *Denial) Error() string {
+	msg := d.Layer + ": refused"
+	if d.Rule != "" {
+		msg += " by rule " + d.Rule
+	}
+	if d.Reason != "" {
+		msg += ": " + d.Reason
+	}
+	return msg
+}
+
+func (d *Denial) Unwrap() error { return d.Cause }

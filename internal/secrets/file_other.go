@@ -1,0 +1,26 @@
+//go:build !unix
+
+package secrets
+
+import (
+	"context"
+	"errors"
+)
+
+// The encrypted file store relies on Unix modes, owners and O_NOFOLLOW; on
+// other systems only the keychain is offered.
+type fileStore struct{}
+
+func openFileStore(Options) (*fileStore, error) {
+	return nil, errors.New("secrets: the encrypted file store is only available on Unix; use the keychain")
+}
+
+func (*fileStore) describe() string                            { return "encrypted file" }
+func (*fileStore) get(context.Context, string) (Secret, error) { return Secret{}, ErrNotFound }
+func (*fileStore) set(context.Context, string, Secret) error   { return errors.ErrUnsupported }
+func (*fileStore) delete(context.Context, string) error        { return ErrNotFound }
+func (*fileStore) list(context.Context) ([]string, error)      { return nil, nil }
+
+const oNoFollow = 0
+
+func isLoop(error) bool { return false }

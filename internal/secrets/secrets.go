@@ -1,0 +1,325 @@
+// Package secrets stores credentials (API keys, OAuth tokens) so that none is
+// ever on disk in plain text.
+//
+// A [Store] keeps named [Secret] values in one of two back ends:
+//
+//   - the OS keychain, through github.com/zalando/go-keyring (Secret Service
+//     on Linux, Keychain on macOS, Credential Manager on Windows);
+//   - an encrypted file store, used only when no keychain answers (or when
+//     asked for): one XChaCha20-Poly1305 file per item in a 0700 directory,
+//     files 0600, the key derived from a passphrase with Argon2id.
+//
+// # Guarantees
+//
+// Every keychain call runs under a deadline ([Options.Timeout]), because
+// go-keyring can block forever on a session bus that accepts but never
+// answers. A call that times out is abandoned: its goroutine stays blocked
+// inside go-keyring until the bus answers or the process exits. At most one
+// such goroutine exists per process, because keychain calls are serialized
+// through a process-wide slot that a stuck call keeps, and later calls fail
+// at once while it is held (see keychain.go).
+//
+// The file store never writes plain text: with no keychain and no passphrase,
+// [Open] fails and says what to do. Files and the directory are created with
+// their final modes whatever the umask, replaced atomically, and checked on
+// every read: a file or directory that the group or others can access, or
+// that another user owns, is refused with the exact chmod to run. An item's
+// file name is the SHA-256 of its name, and the name is the associated data
+// of its ciphertext, so files cannot be swapped between items.
+//
+// Secret values never appear in errors, logs or listings: [Store.List]
+// returns names only, and [Secret] prints as "REDACTED".
+package secrets
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped; test with errors.Is) when an item does not exist.
+var ErrNotFound = errors.New("secrets: no such secret")
+
+// Back-end names accepted by [Options.Backend].
+const (
+	BackendAuto     = "auto"
+	BackendKeychain = "keychain"
+	BackendFile     = "file"
+)
+
+// DefaultTimeout bounds each keychain call when [Options.Timeout] is zero.
+const DefaultTimeout = 3 * time.Second
+
+// DefaultService is the keychain service name used when [Options.Service] is empty.
+const DefaultService = "moat"
+
+// maxValueLen bounds one secret value; OAuth tokens and API keys are far smaller.
+const maxValueLen = 64 << 10
+
+// Options configure [Open]. The zero value (or nil) means: keychain if it
+// answers, else the encrypted file store with MOAT_PASSPHRASE.
+type Options struct {
+	// Backend is "auto" (the default: keychain if it answers within Timeout,
+	// else the encrypted file store), "keychain" or "file".
+	Backend string
+	// Dir is the file store's directory; "" means $XDG_DATA_HOME/moat/secrets,
+	// or ~/.local/share/moat/secrets.
+	Dir string
+	// Passphrase returns the file store's passphrase. nil means the
+	// MOAT_PASSPHRASE environment variable, and an error saying what to do
+	// when it is unset.
+	Passphrase func() ([]byte, error)
+	// Timeout bounds each keychain call; 0 means DefaultTimeout.
+	Timeout time.Duration
+	// Service is the keychain service name; "" means DefaultService.
+	Service string
+}
+
+// An Item names a stored secret and where it is kept. It never holds the value.
+type Item struct {
+	Name    string
+	Backend string
+}
+
+// A HintError is an error a person can fix; Hints say how, one line each.
+type HintError struct {
+	Err   error
+	Hints []string
+}
+
+func (e *HintError) Error() string { return e.Err.Error() }
+func (e *HintError) Unwrap() error { return e.Err }
+
+// backend is what a Store needs from the keychain or the file store. Names
+// are validated before they reach it.
+type backend interface {
+	get(ctx context.Context, name string) (Secret, error)
+	set(ctx context.Context, name string, v Secret) error
+	delete(ctx context.Context, name string) error
+	list(ctx context.Context) ([]string, error)
+	describe() string
+}
+
+// A Store holds named secrets in one back end. It is safe for concurrent use.
+type Store struct {
+	mu       sync.Mutex // serializes operations, so read-modify-write of the keychain index is not lost
+	b        backend
+	fallback error // why the keychain was not used in auto mode; nil otherwise
+}
+
+// Open returns a Store using the back end that o selects. In auto mode it
+// asks the keychain once, within o.Timeout, and falls back to the file store
+// if the keychain fails or does not answer; [Store.Fallback] says why.
+func Open(ctx context.Context, o *Options) (*Store, error) {
+	var opt Options
+	if o != nil {
+		opt = *o
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = DefaultTimeout
+	}
+	if opt.Service == "" {
+		opt.Service = DefaultService
+	}
+	switch opt.Backend {
+	case "", BackendAuto:
+		kc := newKeychain(opt.Service, opt.Timeout)
+		err := kc.probe(ctx)
+		if err == nil {
+			return &Store{b: kc}, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		fs, ferr := openFileStore(opt)
+		if ferr != nil {
+			return nil, withKeychainReason(ferr, err)
+		}
+		return &Store{b: fs, fallback: err}, nil
+	case BackendKeychain:
+		kc := newKeychain(opt.Service, opt.Timeout)
+		if err := kc.probe(ctx); err != nil {
+			return nil, err
+		}
+		return &Store{b: kc}, nil
+	case BackendFile:
+		fs, err := openFileStore(opt)
+		if err != nil {
+			return nil, err
+		}
+		return &Store{b: fs}, nil
+	default:
+		return nil, &HintError{
+			Err:   fmt.Errorf("secrets: unknown back end %q", opt.Backend),
+			Hints: []string{`use "auto", "keychain" or "file"`},
+		}
+	}
+}
+
+// withKeychainReason adds, to a file-store error in auto mode, why the
+// keychain was not used: the user may rather fix the keychain.
+func withKeychainReason(ferr, kerr error) error {
+	var he *HintError
+	if errors.As(ferr, &he) {
+		return &HintError{
+			Err:   fmt.Errorf("%w (the keychain was not usable: %v)", he.Err, kerr),
+			Hints: he.Hints,
+		}
+	}
+	return fmt.Errorf("%w (the keychain was not usable: %v)", ferr, kerr)
+}
+
+// Backend describes where this Store keeps secrets, for people:
+// "keychain (Secret Service)" or "encrypted file (DIR)".
+func (s *Store) Backend() string { return s.b.describe() }
+
+// Fallback returns why the keychain was not used when Open chose the file
+// store in auto mode, and nil otherwise.
+func (s *Store) Fallback() error { return s.fallback }
+
+// Get returns the secret called name, or an error wrapping ErrNotFound.
+func (s *Store) Get(ctx context.Context, name string) (Secret, error) {
+	if err := ValidateName(name); err != nil {
+		return Secret{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, err := s.b.get(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		hints := []string{"store it with `moat secret set " + name + "`"}
+		if s.fallback != nil {
+			hints = append(hints, "the keychain was not usable ("+s.fallback.Error()+"), so "+
+				s.b.describe()+" was searched; a secret kept in the keychain is there once it answers again")
+		}
+		return Secret{}, &HintError{
+			Err:   fmt.Errorf("%w: %q in %s", ErrNotFound, name, s.b.describe()),
+			Hints: hints,
+		}
+	}
+	return v, err
+}
+
+// Set stores value under name, replacing any earlier value.
+func (s *Store) Set(ctx context.Context, name string, value Secret) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if value.IsZero() {
+		return fmt.Errorf("secrets: refusing to store an empty value for %q", name)
+	}
+	if len(value.Reveal()) > maxValueLen {
+		return fmt.Errorf("secrets: the value for %q is %d bytes; the limit is %d", name, len(value.Reveal()), maxValueLen)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.set(ctx, name, value)
+}
+
+// Delete removes the secret called name; it returns an error wrapping
+// ErrNotFound if there was none.
+func (s *Store) Delete(ctx context.Context, name string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.b.delete(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%w: %q in %s", ErrNotFound, name, s.b.describe())
+	}
+	return err
+}
+
+// List returns the stored items sorted by name. It never reads values into
+// the result.
+func (s *Store) List(ctx context.Context) ([]Item, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names, err := s.b.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	items := make([]Item, 0, len(names))
+	for _, n := range names {
+		items = append(items, Item{Name: n, Backend: s.b.describe()})
+	}
+	return items, nil
+}
+
+// maxNameLen bounds item names; keychains show them, and they travel in config.
+const maxNameLen = 200
+
+// ValidateName reports whether name can name a secret: 1 to 200 characters
+// from A-Z a-z 0-9 and ._:@+=- , starting with a letter or digit. The rule
+// keeps names printable, free of path separators and usable in
+// ${secret:NAME}; names are never file names either way.
+func ValidateName(name string) error {
+	bad := func(why string) error {
+		return &HintError{
+			Err: fmt.Errorf("secrets: invalid secret name %q: %s", name, why),
+			Hints: []string{"use 1 to 200 characters from A-Z a-z 0-9 . _ : @ + = -, starting with a letter or digit, " +
+				"for example github-token"},
+		}
+	}
+	if name == "" {
+		return bad("it is empty")
+	}
+	if len(name) > maxNameLen {
+		return bad("it is longer than 200 characters")
+	}
+	if !isAlnum(name[0]) {
+		return bad("it must start with a letter or digit")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !isAlnum(c) && !strings.ContainsRune("._:@+=-", rune(c)) {
+			return bad(fmt.Sprintf("character %q is not allowed", c))
+		}
+	}
+	return nil
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// TokenKey returns the item name under which an OAuth token for (server
+// name, url, client id) is stored: "oauth:" and 32 hex digits of a SHA-256
+// over the three length-prefixed fields. A token is thus found only for the
+// exact server, url and client it was issued for: renaming a server or
+// changing its url looks up a different item. Server names never become
+// file or item names verbatim.
+func TokenKey(server, url, clientID string) string {
+	h := sha256.New()
+	h.Write([]byte("moat-oauth-token-v1\x00"))
+	for _, f := range []string{server, url, clientID} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
+		h.Write(n[:])
+		h.Write([]byte(f))
+	}
+	return "oauth:" + hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// DefaultDir returns the file store's default directory:
+// $XDG_DATA_HOME/moat/secrets, or ~/.local/share/moat/secrets.
+func DefaultDir() (string, error) {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "moat", "secrets"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("secrets: cannot find the secret store directory: %w", err)
+	}
+	return filepath.Join(home, ".local", "share", "moat", "secrets"), nil
+}

@@ -54,6 +54,11 @@ type Server struct {
 	Enabled  bool
 	Features Features
 	Timeout  Timeouts
+
+	// SecretValues holds every non-empty value that a ${secret:NAME}
+	// reference expanded to in this server, so logs and audit records can
+	// redact them. Never print it.
+	SecretValues []string
 }
 
 // Features are opt-out switches; each defaults to true.

@@ -1,0 +1,94 @@
+package config
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+var (
+	varName    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	secretName = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+)
+
+// expansion is where a string being expanded came from, for messages.
+type expansion struct {
+	path  string // JSON pointer of the string
+	off   int    // its offset in the file
+	where string // e.g. `server "files" args[1]`
+	srv   *Server
+}
+
+// expand replaces every ${NAME} with the environment variable NAME and every
+// ${secret:NAME} with the stored secret, in one pass: replaced text is never
+// scanned again. Anything else starting with "${" is a problem, so no literal
+// placeholder ever reaches a child process or a server.
+func (c *checker) expand(s string, at expansion) (string, bool) {
+	var out strings.Builder
+	ok := true
+	rest := s
+	for {
+		i := strings.Index(rest, "${")
+		if i < 0 {
+			out.WriteString(rest)
+			break
+		}
+		out.WriteString(rest[:i])
+		rest = rest[i:]
+		j := strings.IndexByte(rest, '}')
+		if j < 0 {
+			c.ps.add(at.path, at.off, fmt.Sprintf("unterminated %q in %s", rest, at.where),
+				"close it with \"}\": write ${NAME} or ${secret:NAME}")
+			return "", false
+		}
+		ref := rest[2:j]
+		rest = rest[j+1:]
+		val, found := c.resolve(ref, at)
+		if !found {
+			ok = false
+			continue
+		}
+		out.WriteString(val)
+	}
+	return out.String(), ok
+}
+
+// resolve returns the value of one reference (the text between "${" and "}").
+func (c *checker) resolve(ref string, at expansion) (string, bool) {
+	if name, isSecret := strings.CutPrefix(ref, "secret:"); isSecret {
+		if !secretName.MatchString(name) {
+			c.ps.add(at.path, at.off, fmt.Sprintf("invalid secret name %q in %s", name, at.where),
+				"secret names use letters, digits, '_', '.' and '-'")
+			return "", false
+		}
+		if c.opts.Secret == nil {
+			c.ps.add(at.path, at.off, fmt.Sprintf("${secret:%s} in %s: secret references need the secret store", name, at.where),
+				"run moat with its secret store available")
+			return "", false
+		}
+		v, err := c.opts.Secret(name)
+		if err != nil {
+			c.ps.add(at.path, at.off, fmt.Sprintf("secret %q used in %s cannot be read: %v", name, at.where, err),
+				fmt.Sprintf("store it with `moat secret set %s`", name))
+			return "", false
+		}
+		if v != "" && !slices.Contains(at.srv.SecretValues, v) {
+			at.srv.SecretValues = append(at.srv.SecretValues, v)
+		}
+		return v, true
+	}
+	if !varName.MatchString(ref) {
+		c.ps.add(at.path, at.off, fmt.Sprintf("invalid reference %q in %s", "${"+ref+"}", at.where),
+			"write ${NAME} (letters, digits and '_', not starting with a digit) or ${secret:NAME}; there is no default or escape syntax")
+		return "", false
+	}
+	v, ok := c.getenv(ref)
+	if !ok {
+		lower := strings.ToLower(ref)
+		c.ps.add(at.path, at.off, fmt.Sprintf("${%s} is not set (used in %s)", ref, at.where),
+			fmt.Sprintf("export %s before starting moat, or store it with `moat secret set %s` and write ${secret:%s}", ref, lower, lower))
+		return "", false
+	}
+	return v, true
+}

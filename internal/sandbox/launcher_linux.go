@@ -1,0 +1,474 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaybeRunLauncher must be called first in main(). When os.Args[1] is
+// "sandbox-exec" the process is a launcher started by Start: it applies the
+// sandbox, starts the target, supervises it and exits; it never returns.
+// Otherwise it returns at once.
+func MaybeRunLauncher() {
+	if len(os.Args) < 2 || os.Args[1] != LauncherArg {
+		return
+	}
+	// Landlock and the target's Pdeathsig are per thread: everything below
+	// runs on this one locked thread, and the target is forked from it.
+	runtime.LockOSThread()
+	os.Exit(runLauncher())
+}
+
+func runLauncher() int {
+	cfgFile := os.NewFile(3, "sandbox-config")
+	statusFile := os.NewFile(4, "sandbox-status")
+	if cfgFile == nil || statusFile == nil {
+		fmt.Fprintln(os.Stderr, "moat sandbox-exec: internal command, started only by moat itself")
+		return 2
+	}
+	status := json.NewEncoder(statusFile)
+	fail := func(format string, args ...any) int {
+		_ = status.Encode(launchStatus{Error: fmt.Sprintf(format, args...)})
+		return 1
+	}
+	var cfg launchConfig
+	dec := json.NewDecoder(cfgFile)
+	if err := dec.Decode(&cfg); err != nil {
+		return fail("reading sandbox configuration: %v", err)
+	}
+
+	// Signals sent to the whole group by Stop are for the target; the
+	// launcher just waits for it. A handler (not SIG_IGN) so the target
+	// starts with default dispositions.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+
+	var rep Report
+	strict := cfg.Mode == Strict
+	var missing []string
+	notEnforced := func(name, format string, args ...any) {
+		rep.set(name, false, format, args...)
+		missing = append(missing, name+": "+fmt.Sprintf(format, args...))
+	}
+
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		notEnforced(PTreeTeardown, "PR_SET_CHILD_SUBREAPER: %v", err)
+	} else {
+		rep.set(PTreeTeardown, true, "launcher is a subreaper; the whole tree is SIGKILLed when moat stops it or dies")
+	}
+
+	if cfg.NewNetNS {
+		if err := loopbackUp(); err != nil {
+			return fail("bringing up loopback in the new network namespace: %v", err)
+		}
+		// Root inside the namespace is only for bringing up lo: the
+		// target gets no capabilities at all.
+		for c := 0; c <= unix.CAP_LAST_CAP; c++ {
+			_ = unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
+		}
+	}
+
+	applyRlimits(&cfg, &rep, notEnforced)
+
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		notEnforced(PNoNewPrivs, "prctl: %v", err)
+	} else {
+		rep.set(PNoNewPrivs, true, "setuid/file capabilities give the child nothing")
+	}
+
+	devNull, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
+	if err != nil {
+		return fail("opening /dev/null: %v", err)
+	}
+	if err := cloexecFrom(3); err != nil {
+		return fail("marking inherited file descriptors close-on-exec: %v", err)
+	}
+	rep.set(PNoInheritedFD, true, "only stdin, stdout and stderr reach the target")
+
+	applyLandlock(&cfg, &rep, notEnforced)
+
+	if strict && len(missing) > 0 {
+		return fail("strict sandbox: cannot enforce %s; use sandbox.mode \"best-effort\" or run on a kernel/user that supports it", strings.Join(missing, "; "))
+	}
+
+	pid, err := syscall.ForkExec(cfg.Path, cfg.Argv, &syscall.ProcAttr{
+		Dir:   cfg.Dir,
+		Env:   cfg.Env,
+		Files: []uintptr{0, 1, 2},
+		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+	})
+	if err != nil {
+		return fail("starting %s: %v", cfg.Path, err)
+	}
+	// The target holds stdin and stdout now; the launcher must not keep
+	// them open, or Moat would not see EOF when the target exits.
+	_ = unix.Dup2(int(devNull.Fd()), 0)
+	_ = unix.Dup2(int(devNull.Fd()), 1)
+	_ = status.Encode(launchStatus{Pid: pid, Report: &rep})
+
+	// EOF on the config pipe: moat died or Stop gave up waiting.
+	go func() {
+		_, _ = io.Copy(io.Discard, io.MultiReader(dec.Buffered(), cfgFile))
+		killTree(false) // the wait loop below reaps the target
+	}()
+
+	var ws syscall.WaitStatus
+	var ru syscall.Rusage
+	for {
+		got, err := syscall.Wait4(pid, &ws, 0, &ru)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || got == pid {
+			break
+		}
+	}
+	// The server is gone: nothing it started may outlive it. killTree
+	// reads /proc, which this (Landlock-restricted) thread may not: run it
+	// on another one.
+	treeDone := make(chan struct{})
+	go func() { killTree(true); close(treeDone) }()
+	<-treeDone
+	_ = status.Encode(launchStatus{Exit: describeWait(ws), Rusage: &ru})
+	return 0
+}
+
+func describeWait(ws syscall.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return "exit status " + strconv.Itoa(ws.ExitStatus())
+	case ws.Signaled():
+		s := "signal: " + ws.Signal().String()
+		if ws.CoreDump() {
+			s += " (core dumped)"
+		}
+		return s
+	}
+	return fmt.Sprintf("wait status %#x", uint32(ws))
+}
+
+// killTree SIGKILLs every process in the launcher's process group and every
+// child re-parented to it (the launcher is a subreaper, so a descendant that
+// left the group still ends up here when its parent dies) until none is
+// alive. With reap it also reaps them; without, it leaves the target's
+// status to the wait loop.
+func killTree(reap bool) {
+	self := os.Getpid()
+	for range 5000 {
+		victims := treeMembers(self)
+		for _, pid := range victims {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if reap {
+			for {
+				pid, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil)
+				if pid <= 0 || err != nil {
+					break
+				}
+			}
+		}
+		if len(victims) == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// treeMembers lists live (not zombie) processes other than self whose
+// process group is self's or whose parent is self.
+func treeMembers(self int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses and may
+		// contain spaces: state ppid pgrp ...
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		pgrp, _ := strconv.Atoi(f[2])
+		if ppid == self || pgrp == self {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func applyRlimits(cfg *launchConfig, rep *Report, notEnforced func(string, string, ...any)) {
+	type lim struct {
+		res  int
+		name string
+		want uint64
+	}
+	lims := []lim{
+		{unix.RLIMIT_AS, "AS", cfg.Memory},
+		{unix.RLIMIT_CPU, "CPU", cfg.CPUSeconds},
+		{unix.RLIMIT_NOFILE, "NOFILE", cfg.MaxFiles},
+		{unix.RLIMIT_FSIZE, "FSIZE", cfg.MaxFSize},
+		{unix.RLIMIT_CORE, "CORE", 0},
+	}
+	nproc := cfg.MaxProcs
+	if nproc == 0 {
+		nproc = DefaultMaxProcs
+	}
+	lims = append(lims, lim{unix.RLIMIT_NPROC, "NPROC", nproc})
+
+	var set, failed []string
+	for _, l := range lims {
+		var cur unix.Rlimit
+		if err := unix.Getrlimit(l.res, &cur); err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", l.name, err))
+			continue
+		}
+		v := min(l.want, cur.Max) // cannot raise above our own hard limit
+		if err := unix.Setrlimit(l.res, &unix.Rlimit{Cur: v, Max: v}); err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", l.name, err))
+			continue
+		}
+		set = append(set, fmt.Sprintf("%s=%d", l.name, v))
+	}
+	root := os.Geteuid() == 0
+	if root && !cfg.NewNetNS {
+		// Root keeps CAP_SYS_RESOURCE across exec and could raise its
+		// limits again; take it out of the bounding set.
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_SYS_RESOURCE, 0, 0, 0); err != nil {
+			failed = append(failed, "dropping CAP_SYS_RESOURCE: "+err.Error())
+		}
+	}
+	if len(failed) > 0 {
+		notEnforced(PRlimits, "set %s; failed %s", strings.Join(set, " "), strings.Join(failed, "; "))
+	} else {
+		rep.set(PRlimits, true, "%s", strings.Join(set, " "))
+	}
+	switch {
+	case root:
+		// The kernel exempts uid 0 (INIT_USER) from RLIMIT_NPROC.
+		detail := "running as root: the kernel does not apply RLIMIT_NPROC to uid 0"
+		if cfg.MaxProcs != 0 {
+			notEnforced(PNProc, "%s", detail)
+		} else {
+			rep.set(PNProc, false, "%s", detail)
+		}
+	default:
+		rep.set(PNProc, true, "NPROC=%d counts every process and thread of this user, not only this server's", nproc)
+	}
+}
+
+// loopbackUp sets IFF_UP on lo: a new network namespace starts with lo down.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// cloexecFrom marks every fd >= lowfd close-on-exec.
+func cloexecFrom(lowfd int) error {
+	err := unix.CloseRange(uint(lowfd), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if err == nil {
+		return nil
+	}
+	entries, derr := os.ReadDir("/proc/self/fd")
+	if derr != nil {
+		return errors.Join(err, derr)
+	}
+	for _, e := range entries {
+		fd, convErr := strconv.Atoi(e.Name())
+		if convErr == nil && fd >= lowfd {
+			unix.CloseOnExec(fd)
+		}
+	}
+	return nil
+}
+
+// Landlock ABI pieces missing from x/sys.
+const landlockRuleNetPort = 2
+
+type landlockNetPortAttr struct {
+	AllowedAccess uint64
+	Port          uint64
+}
+
+func landlockABI() int {
+	abi, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	if errno != 0 {
+		return 0
+	}
+	return int(abi)
+}
+
+// fsRights returns every filesystem right the kernel's ABI knows.
+func fsRights(abi int) uint64 {
+	r := uint64(unix.LANDLOCK_ACCESS_FS_MAKE_SYM<<1) - 1 // ABI 1: bits 0..12
+	if abi >= 2 {
+		r |= unix.LANDLOCK_ACCESS_FS_REFER
+	}
+	if abi >= 3 {
+		r |= unix.LANDLOCK_ACCESS_FS_TRUNCATE
+	}
+	if abi >= 5 {
+		r |= unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
+	}
+	return r
+}
+
+// fileRights are the rights that may be granted on a non-directory.
+const fileRights = unix.LANDLOCK_ACCESS_FS_EXECUTE | unix.LANDLOCK_ACCESS_FS_WRITE_FILE |
+	unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_TRUNCATE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
+
+const readRights = unix.LANDLOCK_ACCESS_FS_EXECUTE | unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_READ_DIR
+
+func applyLandlock(cfg *launchConfig, rep *Report, notEnforced func(string, string, ...any)) {
+	wantFS, wantNet := cfg.Landlock, cfg.NetConnect != nil
+	abi := landlockABI()
+	if !wantFS {
+		rep.set(PLandlockFS, false, "not asked (no sandbox.fs allow-list)")
+	}
+	if !wantNet {
+		rep.set(PLandlockNet, false, "not asked (no sandbox.net.connect allow-list)")
+	}
+	if !wantFS && !wantNet {
+		return
+	}
+	if abi < 1 {
+		if wantFS {
+			notEnforced(PLandlockFS, "this kernel has no Landlock (needs Linux >= 5.13 with landlock in lsm=)")
+		}
+		if wantNet {
+			notEnforced(PLandlockNet, "this kernel has no Landlock")
+		}
+		return
+	}
+	attr := unix.LandlockRulesetAttr{}
+	size := 8 // ABI 1-3: handled_access_fs only
+	all := fsRights(abi)
+	if wantFS {
+		attr.Handled_access_fs = all
+	}
+	netOK := wantNet && abi >= 4
+	if wantNet && !netOK {
+		notEnforced(PLandlockNet, "Landlock ABI %d < 4 cannot restrict TCP connect", abi)
+	}
+	if netOK {
+		attr.Handled_access_net = unix.LANDLOCK_ACCESS_NET_CONNECT_TCP
+		size = 16
+	}
+	if wantFS && abi >= 6 {
+		// The child may not signal processes outside its domain (Moat).
+		attr.Scoped = unix.LANDLOCK_SCOPE_SIGNAL
+		size = 24
+	}
+	if attr.Handled_access_fs == 0 && attr.Handled_access_net == 0 {
+		return
+	}
+	fd, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), uintptr(size), 0)
+	if errno != 0 {
+		if wantFS {
+			notEnforced(PLandlockFS, "landlock_create_ruleset: %v", errno)
+		}
+		if netOK {
+			notEnforced(PLandlockNet, "landlock_create_ruleset: %v", errno)
+		}
+		return
+	}
+	ruleset := int(fd)
+	defer unix.Close(ruleset)
+
+	var skipped []string
+	addPath := func(p string, rights uint64) {
+		pfd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			skipped = append(skipped, p)
+			return
+		}
+		defer unix.Close(pfd)
+		var st unix.Stat_t
+		if err := unix.Fstat(pfd, &st); err != nil {
+			return
+		}
+		rights &= all
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			rights &= fileRights
+		}
+		rule := unix.LandlockPathBeneathAttr{Allowed_access: rights, Parent_fd: int32(pfd)}
+		_, _, e := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, uintptr(ruleset), unix.LANDLOCK_RULE_PATH_BENEATH, uintptr(unsafe.Pointer(&rule)), 0, 0, 0)
+		if e != 0 {
+			skipped = append(skipped, p+" ("+e.Error()+")")
+		}
+	}
+	if wantFS {
+		for _, p := range cfg.ReadPaths {
+			addPath(p, readRights)
+		}
+		for _, p := range cfg.WritePaths {
+			addPath(p, all)
+		}
+	}
+	if netOK {
+		for _, port := range cfg.NetConnect {
+			rule := landlockNetPortAttr{AllowedAccess: unix.LANDLOCK_ACCESS_NET_CONNECT_TCP, Port: uint64(port)}
+			_, _, e := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, uintptr(ruleset), landlockRuleNetPort, uintptr(unsafe.Pointer(&rule)), 0, 0, 0)
+			if e != 0 {
+				notEnforced(PLandlockNet, "adding port %d: %v", port, e)
+				return
+			}
+		}
+	}
+	_, _, errno = unix.Syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(ruleset), 0, 0)
+	if errno != 0 {
+		if wantFS {
+			notEnforced(PLandlockFS, "landlock_restrict_self: %v", errno)
+		}
+		if netOK {
+			notEnforced(PLandlockNet, "landlock_restrict_self: %v", errno)
+		}
+		return
+	}
+	if wantFS {
+		d := fmt.Sprintf("ABI %d; read: %d paths, write: %d paths", abi, len(cfg.ReadPaths), len(cfg.WritePaths))
+		if len(skipped) > 0 {
+			d += "; missing (not granted): " + strings.Join(skipped, ", ")
+		}
+		rep.set(PLandlockFS, true, "%s", d)
+	}
+	if netOK {
+		rep.set(PLandlockNet, true, "ABI %d; TCP connect only to ports %v", abi, cfg.NetConnect)
+	}
+}

@@ -1,0 +1,36 @@
+package sandbox
+
+import "syscall"
+
+// launchConfig is what the parent sends the launcher on fd 3, as one JSON
+// value. The write end stays open for the child's whole life: EOF on it tells
+// the launcher that Moat is gone (or is stopping it) and the tree must die.
+type launchConfig struct {
+	Name       string   `json:"name"`
+	Path       string   `json:"path"`
+	Argv       []string `json:"argv"`
+	Env        []string `json:"env"`
+	Dir        string   `json:"dir"`
+	Mode       Mode     `json:"mode"`
+	Memory     uint64   `json:"memory"`
+	CPUSeconds uint64   `json:"cpu_seconds"`
+	MaxFiles   uint64   `json:"max_files"`
+	MaxProcs   uint64   `json:"max_procs"` // 0 = default, not explicitly asked
+	MaxFSize   uint64   `json:"max_file_size"`
+	// Landlock: nil ReadPaths and WritePaths = no filesystem restriction.
+	Landlock   bool     `json:"landlock"`
+	ReadPaths  []string `json:"read_paths"`
+	WritePaths []string `json:"write_paths"`
+	NetConnect []uint16 `json:"net_connect"` // nil = unrestricted
+	NewNetNS   bool     `json:"new_netns"`
+}
+
+// launchStatus is what the launcher writes on fd 4: first one message with
+// Pid and Report (or Error), then, when the target has exited, one with Exit.
+type launchStatus struct {
+	Pid    int             `json:"pid,omitempty"`
+	Report *Report         `json:"report,omitempty"`
+	Error  string          `json:"error,omitempty"`
+	Exit   string          `json:"exit,omitempty"`
+	Rusage *syscall.Rusage `json:"rusage,omitempty"`
+}

@@ -1,0 +1,360 @@
+// Package sandbox is the only way Moat starts a stdio upstream: it re-executes
+// Moat as a small launcher ("moat sandbox-exec") that applies resource limits,
+// no_new_privs and Landlock to itself, then starts the real command with a
+// clean environment, in its own process group, and tears the whole process
+// tree down when Moat stops it or dies.
+//
+// # How a child starts
+//
+// Go cannot run code between fork and exec, so Start runs
+//
+//	moat (parent) ── moat sandbox-exec (launcher, process group leader) ── target
+//
+// The parent sends the launcher its configuration as JSON on an extra pipe
+// (fd 3), never in argv or the environment. The launcher locks its OS thread,
+// sets RLIMIT_*, PR_SET_NO_NEW_PRIVS and Landlock on that thread (Landlock is
+// per thread), marks every fd above 2 close-on-exec, and forks+execs the target
+// from the same locked thread, so the target inherits all of it. The launcher
+// then stays as a tiny supervisor: it is a child subreaper, it reports the
+// target's pid, exit status and rusage on a second pipe (fd 4), and when the
+// parent goes away (fd 3 reaches EOF, which happens when the Moat process dies
+// for any reason, including kill -9) it SIGKILLs the target's process group and
+// every descendant that was re-parented to it. This is why Moat does not rely
+// on Pdeathsig for the launcher: Pdeathsig fires when the parent *thread*
+// exits (golang/go#27505), and a pipe closes only when the process dies.
+// The target itself gets Pdeathsig=SIGKILL from the launcher's locked thread,
+// which lives as long as the launcher waits for it.
+//
+// # Environment
+//
+// The target's environment is exactly: PATH (the clean one, or the server's
+// own env PATH), HOME, USER, LOGNAME, LANG, LC_*, TMPDIR taken from Moat's
+// environment, the variables matched by Spec.InheritEnv, and Spec.Env (which
+// wins). TERM is not passed: a stdio MCP server has no terminal. Nothing else
+// from Moat's environment ever reaches a child.
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Mode says what Start does when a protection cannot be enforced.
+type Mode int
+
+const (
+	// BestEffort starts the child anyway; the Report (and a warn log) say
+	// what is not enforced.
+	BestEffort Mode = iota
+	// Strict refuses to start the child if anything asked cannot be enforced.
+	Strict
+)
+
+func (m Mode) String() string {
+	if m == Strict {
+		return "strict"
+	}
+	return "best-effort"
+}
+
+// Defaults used when a Limits field is zero. A zero value never means
+// "unlimited". Every limit is also clamped to Moat's own hard limit, which an
+// unprivileged process cannot raise.
+const (
+	// DefaultMemory is RLIMIT_AS (address space, not resident memory): 2 GiB.
+	// Node.js starts fine with 1 GiB; 2 GiB leaves room for V8 reservations.
+	DefaultMemory uint64 = 2 << 30
+	// DefaultCPU is RLIMIT_CPU, CPU time over the whole life of the child
+	// (not a rate): one hour. A restarted child starts from zero.
+	DefaultCPU = time.Hour
+	// DefaultMaxFiles is RLIMIT_NOFILE.
+	DefaultMaxFiles uint64 = 1024
+	// DefaultMaxProcs is RLIMIT_NPROC. The kernel counts every process and
+	// thread of the *user* (not of this child) against it, so the default is
+	// high enough for a desktop session; the per-server fork-bomb defence is
+	// the cgroup's pids.max (DefaultPidsMax) where cgroup v2 is delegated.
+	DefaultMaxProcs uint64 = 8192
+	// DefaultPidsMax is the cgroup pids.max when MaxProcs is zero.
+	DefaultPidsMax uint64 = 256
+	// DefaultMaxFileSize is RLIMIT_FSIZE: 1 GiB.
+	DefaultMaxFileSize uint64 = 1 << 30
+)
+
+// Limits are the per-server sandbox settings. Zero values take the defaults
+// above.
+type Limits struct {
+	Mode        Mode
+	Memory      uint64        // RLIMIT_AS bytes (and cgroup memory.max)
+	CPU         time.Duration // RLIMIT_CPU, rounded up to whole seconds
+	MaxFiles    uint64        // RLIMIT_NOFILE
+	MaxProcs    uint64        // RLIMIT_NPROC (per user!) and cgroup pids.max
+	MaxFileSize uint64        // RLIMIT_FSIZE
+	// FSRead and FSWrite are Landlock allow-lists (paths beneath which the
+	// child may read / write). nil both = no Landlock filesystem restriction.
+	// When either is non-nil the child may also read what any process needs
+	// (see baseReadPaths), the resolved binary, and its working directory.
+	FSRead, FSWrite []string
+	// NetConnect is a Landlock (ABI >= 4) allow-list of TCP ports the child
+	// may connect to; nil = unrestricted, empty non-nil = no TCP connect.
+	NetConnect []uint16
+	// Network false = a new user + network namespace with only loopback;
+	// nil or true = the host network.
+	Network *bool
+}
+
+// Spec describes one child.
+type Spec struct {
+	Name       string            // server name, for logs and errors
+	Command    string            // absolute path (from Resolve) or as configured
+	Args       []string          // arguments, without argv[0]
+	Env        map[string]string // the server's env, already expanded; wins over inherited values
+	InheritEnv []string          // allow-list of Moat's variables: exact names or PREFIX_* globs
+	// Dir is the working directory; "" = a private empty 0700 directory
+	// created for this child and removed when it has been reaped.
+	Dir string
+	// Stderr receives the child's stderr; required (the caller bounds and
+	// logs it). Moat never discards a child's stderr.
+	Stderr io.Writer
+	Limits Limits
+}
+
+// Protection is one line of a Report.
+type Protection struct {
+	Name     string `json:"name"`
+	Enforced bool   `json:"enforced"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+// Report says which protections are enforced (for one child, or on this
+// machine for Probe).
+type Report struct {
+	Protections []Protection `json:"protections"`
+}
+
+// Names of the protections in a Report.
+const (
+	PRlimits       = "rlimits"
+	PNProc         = "rlimit_nproc"
+	PNoNewPrivs    = "no_new_privs"
+	PLandlockFS    = "landlock_fs"
+	PLandlockNet   = "landlock_net"
+	PNetNS         = "network_namespace"
+	PCgroup        = "cgroup"
+	PTreeTeardown  = "tree_teardown"
+	PCleanEnv      = "clean_env"
+	PProcessGroup  = "process_group"
+	PNoInheritedFD = "no_inherited_fds"
+)
+
+// Get returns the protection with that name.
+func (r Report) Get(name string) (Protection, bool) {
+	for _, p := range r.Protections {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Protection{}, false
+}
+
+// NotEnforced lists the protections that are not enforced.
+func (r Report) NotEnforced() []Protection {
+	var out []Protection
+	for _, p := range r.Protections {
+		if !p.Enforced {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (r *Report) set(name string, enforced bool, format string, args ...any) {
+	p := Protection{Name: name, Enforced: enforced, Detail: fmt.Sprintf(format, args...)}
+	for i := range r.Protections {
+		if r.Protections[i].Name == name {
+			r.Protections[i] = p
+			return
+		}
+	}
+	r.Protections = append(r.Protections, p)
+}
+
+func (r Report) String() string {
+	var b strings.Builder
+	for _, p := range r.Protections {
+		mark := "no "
+		if p.Enforced {
+			mark = "yes"
+		}
+		fmt.Fprintf(&b, "%-18s %s  %s\n", p.Name, mark, p.Detail)
+	}
+	return b.String()
+}
+
+// CleanPath is the fixed PATH used to resolve commands and given to children,
+// whatever Moat's own PATH is.
+const CleanPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Resolve returns the absolute path of command, searched in CleanPath (or in
+// env["PATH"] when the server's config sets PATH explicitly). A command with a
+// slash is taken as given (made absolute). The result is refused when it lies
+// in a world-writable directory without the sticky bit, or when it, or any
+// directory above it, is world-writable (anyone could replace it).
+func Resolve(command string, env map[string]string) (string, error) {
+	if command == "" {
+		return "", errors.New("sandbox: empty command; set \"command\" in the server's config")
+	}
+	var path string
+	if strings.ContainsRune(command, '/') {
+		p, err := filepath.Abs(command)
+		if err != nil {
+			return "", fmt.Errorf("sandbox: command %q: %w", command, err)
+		}
+		if err := checkExecutable(p); err != nil {
+			return "", fmt.Errorf("sandbox: command %q: %w", command, err)
+		}
+		path = p
+	} else {
+		search := CleanPath
+		if v, ok := env["PATH"]; ok {
+			search = v
+		}
+		for _, dir := range filepath.SplitList(search) {
+			if dir == "" || !filepath.IsAbs(dir) {
+				continue // a relative PATH entry would depend on the cwd
+			}
+			p := filepath.Join(dir, command)
+			if checkExecutable(p) == nil {
+				path = p
+				break
+			}
+		}
+		if path == "" {
+			return "", fmt.Errorf("sandbox: command %q not found in PATH %q; give an absolute path in \"command\" or set PATH in the server's \"env\"", command, search)
+		}
+	}
+	if err := checkNotWorldWritable(path); err != nil {
+		return "", fmt.Errorf("sandbox: refusing command %q resolved to %s: %w; move the program to a directory only its owner can write", command, path, err)
+	}
+	return path, nil
+}
+
+func checkExecutable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%s is a directory", p)
+	}
+	if fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%s is not executable", p)
+	}
+	return nil
+}
+
+// checkNotWorldWritable refuses a path when the file or any directory from it
+// up to / is world-writable, following symlinks (both the link's directory
+// and the target's are checked). Sticky root-owned directories such as /tmp
+// are refused too: a program in /tmp can be planted by any user.
+func checkNotWorldWritable(p string) error {
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return err
+	}
+	for _, start := range []string{p, real} {
+		for cur := start; ; cur = filepath.Dir(cur) {
+			fi, err := os.Lstat(cur)
+			if err != nil {
+				return err
+			}
+			if fi.Mode()&os.ModeSymlink == 0 && fi.Mode().Perm()&0o002 != 0 {
+				return fmt.Errorf("%s is world-writable", cur)
+			}
+			if cur == "/" || cur == "." {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// baseEnvNames are taken from Moat's environment for every child.
+var baseEnvNames = []string{"HOME", "USER", "LOGNAME", "LANG", "TMPDIR"}
+
+// buildEnv returns the child's environment, sorted, as NAME=value.
+func buildEnv(parent []string, inherit []string, env map[string]string) []string {
+	out := map[string]string{"PATH": CleanPath}
+	for _, kv := range parent {
+		name, val, ok := strings.Cut(kv, "=")
+		if !ok || name == "" {
+			continue
+		}
+		if slices.Contains(baseEnvNames, name) || strings.HasPrefix(name, "LC_") || matchInherit(inherit, name) {
+			out[name] = val
+		}
+	}
+	maps.Copy(out, env)
+	list := make([]string, 0, len(out))
+	for k, v := range out {
+		list = append(list, k+"="+v)
+	}
+	sort.Strings(list)
+	return list
+}
+
+// matchInherit reports whether name matches an InheritEnv entry: an exact
+// name, or PREFIX_* (a trailing * matches any suffix, including empty).
+func matchInherit(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok {
+			if prefix != "" && strings.HasPrefix(name, prefix) {
+				return true
+			}
+		} else if p == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.Memory == 0 {
+		l.Memory = DefaultMemory
+	}
+	if l.CPU <= 0 {
+		l.CPU = DefaultCPU
+	}
+	if l.MaxFiles == 0 {
+		l.MaxFiles = DefaultMaxFiles
+	}
+	if l.MaxFileSize == 0 {
+		l.MaxFileSize = DefaultMaxFileSize
+	}
+	return l
+}
+
+// LauncherPath is the program Start re-executes as the launcher; "" means
+// os.Executable(). Tests point it at the test binary.
+var LauncherPath = ""
+
+// LauncherArg is os.Args[1] of the launcher.
+const LauncherArg = "sandbox-exec"
+
+func launcherPath() (string, error) {
+	if LauncherPath != "" {
+		return LauncherPath, nil
+	}
+	p, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("sandbox: cannot find moat's own executable to use as launcher: %w", err)
+	}
+	return p, nil
+}

@@ -1,0 +1,302 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// baseReadPaths are readable (and executable) by every child under a Landlock
+// filesystem policy: what a dynamically linked program, a script interpreter
+// and TLS/DNS need. /proc is readable so that /proc/self works for the child
+// (it is not the launcher's pid); Landlock's ptrace restriction still denies
+// a sandboxed child /proc/<pid>/environ and mem of processes outside its
+// domain, such as Moat.
+var baseReadPaths = []string{
+	"/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin",
+	"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+	"/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/crypto-policies",
+	"/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf",
+	"/etc/localtime", "/etc/passwd", "/etc/group",
+	"/proc", "/dev/urandom", "/dev/random", "/dev/zero",
+}
+
+// baseWritePaths are writable by every child under a Landlock policy.
+var baseWritePaths = []string{"/dev/null", "/dev/full"}
+
+// waitDelay bounds how long the reaper waits for the stderr copy after the
+// launcher exited (the launcher kills the tree, so this is a backstop).
+const waitDelay = 2 * time.Second
+
+// Start starts the child described by s through the launcher. ctx bounds only
+// the start (until the launcher reports the target running); the child lives
+// until it exits or Stop is called.
+func Start(ctx context.Context, s *Spec) (*Process, error) {
+	if s.Stderr == nil {
+		return nil, fmt.Errorf("sandbox: server %q: Spec.Stderr is nil; the child's stderr must go to a log", s.Name)
+	}
+	path, err := Resolve(s.Command, s.Env)
+	if err != nil {
+		return nil, fmt.Errorf("server %q: %w", s.Name, err)
+	}
+	launcher, err := launcherPath()
+	if err != nil {
+		return nil, err
+	}
+	lim := s.Limits.withDefaults()
+	p := &Process{name: s.Name, done: make(chan struct{})}
+
+	dir := s.Dir
+	if dir == "" {
+		dir, err = os.MkdirTemp("", "moat-"+safeName(s.Name)+"-")
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: server %q: creating its private working directory: %w; set \"cwd\" or fix TMPDIR", s.Name, err)
+		}
+		p.privDir = dir
+	}
+	ok := false
+	defer func() {
+		if !ok && p.privDir != "" {
+			_ = os.RemoveAll(p.privDir)
+		}
+	}()
+
+	cfg := launchConfig{
+		Name: s.Name, Path: path, Argv: append([]string{path}, s.Args...),
+		Env: buildEnv(os.Environ(), s.InheritEnv, s.Env), Dir: dir, Mode: lim.Mode,
+		Memory: lim.Memory, CPUSeconds: uint64((lim.CPU + time.Second - 1) / time.Second),
+		MaxFiles: lim.MaxFiles, MaxProcs: s.Limits.MaxProcs, MaxFSize: lim.MaxFileSize,
+		NetConnect: lim.NetConnect,
+		NewNetNS:   lim.Network != nil && !*lim.Network,
+	}
+	if lim.FSRead != nil || lim.FSWrite != nil {
+		cfg.Landlock = true
+		cfg.ReadPaths = append(append(append([]string{}, baseReadPaths...), executablePaths(path)...), lim.FSRead...)
+		cfg.WritePaths = append(append([]string{}, baseWritePaths...), lim.FSWrite...)
+		if p.privDir != "" {
+			cfg.WritePaths = append(cfg.WritePaths, p.privDir)
+		} else {
+			cfg.ReadPaths = append(cfg.ReadPaths, dir)
+		}
+	}
+
+	var rep Report
+	rep.set(PCleanEnv, true, "%d variables: %s", len(cfg.Env), envNames(cfg.Env))
+	rep.set(PProcessGroup, true, "own process group; Stop signals the whole group")
+
+	err = p.launch(ctx, launcher, &cfg, s, &rep)
+	if err != nil && cfg.NewNetNS && lim.Mode == BestEffort && errors.Is(err, errNetNS) {
+		slog.Warn("sandbox: cannot create a network namespace; starting with the host network", "server", s.Name, "err", err)
+		cfg.NewNetNS = false
+		rep.set(PNetNS, false, "asked, but creating a user+network namespace failed: %v", err)
+		err = p.launch(ctx, launcher, &cfg, s, &rep)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	p.report = rep
+	if bad := rep.NotEnforced(); len(bad) > 0 {
+		var names []string
+		for _, b := range bad {
+			if !strings.HasPrefix(b.Detail, "not asked") {
+				names = append(names, b.Name+" ("+b.Detail+")")
+			}
+		}
+		if len(names) > 0 {
+			slog.Warn("sandbox: protections not enforced", "server", s.Name, "not_enforced", strings.Join(names, "; "))
+		}
+	}
+	return p, nil
+}
+
+var errNetNS = errors.New("network namespace")
+
+func (p *Process) launch(ctx context.Context, launcher string, cfg *launchConfig, s *Spec, rep *Report) error {
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("sandbox: server %q: %w", s.Name, err)
+	}
+	stdoutR, stdoutW, err := os.Pipe()
+	if err != nil {
+		closeAll(stdinR, stdinW)
+		return fmt.Errorf("sandbox: server %q: %w", s.Name, err)
+	}
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		closeAll(stdinR, stdinW, stdoutR, stdoutW)
+		return fmt.Errorf("sandbox: server %q: %w", s.Name, err)
+	}
+	stR, stW, err := os.Pipe()
+	if err != nil {
+		closeAll(stdinR, stdinW, stdoutR, stdoutW, cfgR, cfgW)
+		return fmt.Errorf("sandbox: server %q: %w", s.Name, err)
+	}
+	attr := &syscall.SysProcAttr{Setpgid: true}
+	if cfg.NewNetNS {
+		// Root inside the namespace (only so the launcher can bring lo up;
+		// it drops every capability before starting the target), mapped to
+		// our own uid/gid outside.
+		attr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	}
+	cmd := &exec.Cmd{
+		Path:        launcher,
+		Args:        []string{launcher, LauncherArg, s.Name},
+		Env:         []string{}, // the launcher needs nothing; the target's env travels on fd 3
+		Stdin:       stdinR,
+		Stdout:      stdoutW,
+		Stderr:      s.Stderr,
+		ExtraFiles:  []*os.File{cfgR, stW},
+		SysProcAttr: attr,
+		WaitDelay:   waitDelay,
+	}
+	if err := cmd.Start(); err != nil {
+		closeAll(stdinR, stdinW, stdoutR, stdoutW, cfgR, cfgW, stR, stW)
+		if cfg.NewNetNS {
+			return fmt.Errorf("sandbox: server %q: starting the launcher in a new user+network namespace: %w (%w); unprivileged user namespaces may be disabled: set sandbox.network true or allow them", s.Name, err, errNetNS)
+		}
+		return fmt.Errorf("sandbox: server %q: starting the launcher %s: %w", s.Name, launcher, err)
+	}
+	closeAll(stdinR, stdoutW, cfgR, stW)
+
+	abort := func(err error) error {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		closeAll(stdinW, stdoutR, cfgW, stR)
+		return err
+	}
+	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
+		return abort(fmt.Errorf("sandbox: server %q: sending the launcher its configuration: %w", s.Name, err))
+	}
+	status := bufio.NewReader(stR)
+	first := make(chan launchStatus, 1)
+	go func() {
+		var st launchStatus
+		line, err := status.ReadBytes('\n')
+		if err == nil {
+			err = json.Unmarshal(line, &st)
+		}
+		if err != nil {
+			st.Error = "the launcher exited before starting the server (see its stderr)"
+		}
+		first <- st
+	}()
+	var st launchStatus
+	select {
+	case st = <-first:
+	case <-ctx.Done():
+		err := abort(fmt.Errorf("sandbox: server %q: start: %w", s.Name, ctx.Err()))
+		<-first
+		return err
+	}
+	if st.Error != "" {
+		return abort(fmt.Errorf("sandbox: server %q: %s", s.Name, st.Error))
+	}
+	for _, pr := range st.Report.Protections {
+		rep.set(pr.Name, pr.Enforced, "%s", pr.Detail)
+	}
+	if cfg.NewNetNS {
+		rep.set(PNetNS, true, "new user+network namespace: loopback only")
+	} else if _, ok := rep.Get(PNetNS); !ok {
+		rep.set(PNetNS, false, "not asked (sandbox.network is not false): host network")
+	}
+	rep.set(PCgroup, false, "%s", cgroupStatus())
+
+	p.cmd, p.stdin, p.stdout, p.control = cmd, stdinW, stdoutR, cfgW
+	p.pid, p.targetPid = cmd.Process.Pid, st.Pid
+	go p.reap(status, stR)
+	return nil
+}
+
+// reap waits for the launcher's final status and its exit, then releases
+// everything and closes Done.
+func (p *Process) reap(status *bufio.Reader, stR *os.File) {
+	var final launchStatus
+	if line, err := status.ReadBytes('\n'); err == nil {
+		_ = json.Unmarshal(line, &final)
+	}
+	_ = stR.Close()
+	werr := p.cmd.Wait()
+	if final.Exit != "" {
+		p.setExit(final.Exit, final.Rusage)
+	} else {
+		var ru *syscall.Rusage
+		if ps := p.cmd.ProcessState; ps != nil {
+			ru, _ = ps.SysUsage().(*syscall.Rusage)
+		}
+		p.setExit(fmt.Sprintf("launcher ended without the server's status: %v", werr), ru)
+	}
+	_ = p.control.Close()
+	if p.privDir != "" {
+		_ = os.RemoveAll(p.privDir)
+	}
+	close(p.done)
+}
+
+func (p *Process) signalGroup(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return // reaped: the pgid may belong to someone else now
+	default:
+	}
+	_ = syscall.Kill(-p.pid, sig)
+}
+
+// executablePaths are the binary, its symlink target and, for a script, its
+// #! interpreter: what the child needs to exec at all.
+func executablePaths(path string) []string {
+	out := []string{path}
+	if real, err := filepath.EvalSymlinks(path); err == nil && real != path {
+		out = append(out, real)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	buf := make([]byte, 256)
+	n, _ := f.Read(buf)
+	line, _, _ := strings.Cut(string(buf[:n]), "\n")
+	if rest, ok := strings.CutPrefix(line, "#!"); ok {
+		if f := strings.Fields(rest); len(f) > 0 && filepath.IsAbs(f[0]) {
+			out = append(out, f[0])
+		}
+	}
+	return out
+}
+
+func envNames(env []string) string {
+	names := make([]string, 0, len(env))
+	for _, kv := range env {
+		n, _, _ := strings.Cut(kv, "=")
+		names = append(names, n)
+	}
+	return strings.Join(names, " ")
+}
+
+func safeName(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == 0 {
+			return '_'
+		}
+		return r
+	}, name)
+}
+
+func closeAll(fs ...*os.File) {
+	for _, f := range fs {
+		_ = f.Close()
+	}
+}

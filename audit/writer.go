@@ -1,0 +1,682 @@
+//go:build unix
+
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// FsyncMode says when a record counts as durable.
+type FsyncMode int
+
+const (
+	// FsyncBatch (the default) is group commit: records that arrive while a
+	// write+fdatasync is in progress are written together with one write and
+	// one fdatasync. No timer is added, so a record waits at most for the
+	// sync in progress and its own (well under 10 ms on any working disk).
+	FsyncBatch FsyncMode = iota
+	// FsyncAlways gives every record its own write and fdatasync.
+	FsyncAlways
+	// FsyncOff only writes: records survive a crash of Moat (they are in the
+	// page cache) but not of the machine.
+	FsyncOff
+)
+
+// FailureMode is what the caller should do with a call whose record could not
+// be written. The Writer records it in the audit_failure record.
+type FailureMode int
+
+const (
+	// FailDeny (the default): refuse the call (fail closed).
+	FailDeny FailureMode = iota
+	// FailContinue: go on without a record; the loss is counted and recorded
+	// as an audit_failure record once the log can be written again.
+	FailContinue
+)
+
+// ParseFsyncMode parses the config values "always", "batch" (or "") and "off".
+func ParseFsyncMode(s string) (FsyncMode, error) {
+	switch s {
+	case "", "batch":
+		return FsyncBatch, nil
+	case "always":
+		return FsyncAlways, nil
+	case "off":
+		return FsyncOff, nil
+	}
+	return 0, fmt.Errorf("audit: fsync %q is not one of always, batch, off", s)
+}
+
+// ParseFailureMode parses the config values "deny" (or "") and "continue".
+func ParseFailureMode(s string) (FailureMode, error) {
+	switch s {
+	case "", "deny":
+		return FailDeny, nil
+	case "continue":
+		return FailContinue, nil
+	}
+	return 0, fmt.Errorf("audit: on_failure %q is not one of deny, continue", s)
+}
+
+func (m FailureMode) String() string {
+	if m == FailContinue {
+		return "continue"
+	}
+	return "deny"
+}
+
+// RotateOptions control rotation. Zero values disable the corresponding limit;
+// Keep 0 keeps every rotated file (audit logs are never deleted by default).
+type RotateOptions struct {
+	MaxSize int64         // rotate before a write once the file has this many bytes
+	MaxAge  time.Duration // rotate before a write once the file's first record is this old
+	Keep    int           // rotated files to keep; older ones are removed
+}
+
+// DefaultCheckpointEvery is the number of records between checkpoints when
+// Options.CheckpointEvery is zero.
+const DefaultCheckpointEvery = 1000
+
+// Options configure a [Writer].
+type Options struct {
+	Path            string // the log file; its directory is created 0700
+	Fsync           FsyncMode
+	OnFailure       FailureMode
+	RecordArgs      bool // keep Record.Args (redacted); otherwise they are dropped
+	Rotate          RotateOptions
+	CheckpointEvery int                 // records between signed checkpoints; 0 means DefaultCheckpointEvery
+	Redact          func(string) string // applied to every string of every record (keys of maps too)
+	Clock           func() time.Time    // for tests; nil means time.Now
+}
+
+// Keys are the secrets of a log: the HMAC key (at least 32 bytes) that
+// chains records, and the Ed25519 key that signs checkpoints. Keep both out
+// of the log's directory.
+type Keys struct {
+	MAC    []byte
+	Signer ed25519.PrivateKey
+}
+
+// ErrUnavailable is wrapped by Write's error when the record could not be
+// made durable (disk full, file too large, permission lost, I/O error).
+var ErrUnavailable = errors.New("audit: log unavailable")
+
+// ErrClosed is returned by Write after Close.
+var ErrClosed = errors.New("audit: writer is closed")
+
+// A Writer appends records to a log. It is safe for concurrent use; one
+// goroutine owns the file and commits queued records in groups.
+type Writer struct {
+	opts   Options
+	signer ed25519.PrivateKey
+	every  uint64
+	pid    int
+	user   string
+
+	mu     sync.RWMutex // guards closed against sends on reqs
+	closed bool
+	reqs   chan *request
+	done   chan struct{}
+	err    error // Close's result, set by the committer before done
+
+	// Owned by the committer goroutine (and by Open before it starts).
+	f                *os.File
+	size             int64
+	fileStart        time.Time
+	mac              hash.Hash
+	st               chainState
+	lastCheckpoint   bool
+	pendingContinued string  // name of the previous file; "" none
+	pendingRecovered *Record // set by Open after cutting a torn tail
+	lost             int
+	broken           error // the file is in an unknown state; only a new Open recovers
+	lostSince        string
+	lostErr          string
+	buf              []byte
+}
+
+type chainState struct {
+	seq   uint64
+	prev  []byte
+	count uint64
+	seg   hash.Hash
+}
+
+type request struct {
+	rec  *Record
+	done chan result
+}
+
+type result struct {
+	seq       uint64
+	time, mac string
+	err       error
+}
+
+// Open opens (or creates) the log at o.Path and starts its committer. An
+// existing log is resumed: its records after the last checkpoint must verify
+// with k, and a torn last line (from a crash) is moved to
+// "<path>.torn-<time>" and recorded. Open refuses a file or directory that
+// another user owns or can write, and a file that others can read.
+func Open(o Options, k Keys) (*Writer, error) {
+	if o.Path == "" {
+		return nil, errors.New("audit: no log path configured (audit.path)")
+	}
+	if len(k.MAC) < minMACKey {
+		return nil, fmt.Errorf("audit: MAC key is %d bytes, need at least %d", len(k.MAC), minMACKey)
+	}
+	if len(k.Signer) != ed25519.PrivateKeySize {
+		return nil, errors.New("audit: checkpoint signing key is not an Ed25519 private key")
+	}
+	if o.CheckpointEvery < 0 {
+		return nil, fmt.Errorf("audit: checkpoint interval must be positive, got %d", o.CheckpointEvery)
+	}
+	if o.CheckpointEvery == 0 {
+		o.CheckpointEvery = DefaultCheckpointEvery
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	o.Path = filepath.Clean(o.Path)
+	w := &Writer{
+		opts:   o,
+		signer: k.Signer,
+		every:  uint64(o.CheckpointEvery),
+		pid:    os.Getpid(),
+		user:   currentUser(),
+		reqs:   make(chan *request, 4096),
+		done:   make(chan struct{}),
+		mac:    hmac.New(sha256.New, k.MAC),
+		st:     chainState{seg: sha256.New()},
+	}
+	if err := secureDir(filepath.Dir(o.Path)); err != nil {
+		return nil, err
+	}
+	if err := w.openFile(k); err != nil {
+		return nil, err
+	}
+	go w.run()
+	return w, nil
+}
+
+func currentUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return strconv.Itoa(os.Getuid())
+}
+
+// openFile opens o.Path, checks it, and resumes the chain from it (or, if it
+// is empty, from the newest rotated file).
+func (w *Writer) openFile(k Keys) error {
+	f, created, err := openLog(w.opts.Path)
+	if err != nil {
+		return err
+	}
+	data, err := readAll(f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit: reading %s: %w", w.opts.Path, err)
+	}
+	if i := bytes.LastIndexByte(data, '\n'); i+1 < len(data) {
+		if data, err = w.cutTornTail(f, data, i+1); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	w.f, w.size, w.fileStart = f, int64(len(data)), w.opts.Clock()
+	if created {
+		syncDir(filepath.Dir(w.opts.Path))
+	}
+	if len(data) > 0 {
+		return w.resume(k, w.opts.Path, data, true)
+	}
+	rotated, err := RotatedFiles(w.opts.Path)
+	if err != nil || len(rotated) == 0 {
+		return err
+	}
+	last := rotated[len(rotated)-1]
+	prevData, err := os.ReadFile(last)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit: reading %s to continue its chain: %w", last, err)
+	}
+	w.pendingContinued = filepath.Base(last)
+	return w.resume(k, last, prevData, false)
+}
+
+// resume verifies data from its last checkpoint on and takes over the chain
+// state. current says whether data is the file being appended to.
+func (w *Writer) resume(k Keys, path string, data []byte, current bool) error {
+	v, _ := newVerifier(k.MAC, k.Signer.Public().(ed25519.PublicKey))
+	v.trustFirst = true
+	tail := data[lastCheckpointStart(data):]
+	if !v.feed(path, tail) {
+		w.f.Close()
+		p := v.rep.Problem
+		p.Line += bytes.Count(data[:len(data)-len(tail)], []byte("\n"))
+		return fmt.Errorf("audit: the existing log does not verify with the configured keys (%v); keep it as evidence, move it aside (mv %s %s.bad) and check it with `moat audit verify %s.bad`",
+			p, path, path, path)
+	}
+	w.st = chainState{seq: v.seq, prev: v.prev, count: v.segCount, seg: v.seg}
+	w.lastCheckpoint = v.lastEvent == EventCheckpoint
+	if current {
+		if t, err := time.Parse(time.RFC3339Nano, firstTime(data)); err == nil {
+			w.fileStart = t
+		}
+	}
+	return nil
+}
+
+// lastCheckpointStart returns the offset of the last checkpoint line in data,
+// or 0. Field order puts "event" right after v, seq and time, none of which
+// can contain `,"event":"`, so the first occurrence on a line is the event.
+func lastCheckpointStart(data []byte) int {
+	end := len(data)
+	for end > 0 {
+		start := bytes.LastIndexByte(data[:end-1], '\n') + 1
+		line := data[start:end]
+		if i := bytes.Index(line, []byte(`,"event":"`)); i >= 0 && bytes.HasPrefix(line[i+10:], []byte(EventCheckpoint+`"`)) {
+			return start
+		}
+		end = start
+	}
+	return 0
+}
+
+func firstTime(data []byte) string {
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	_, after, ok := bytes.Cut(line, []byte(`"time":"`))
+	if !ok {
+		return ""
+	}
+	t, _, _ := bytes.Cut(after, []byte(`"`))
+	return string(t)
+}
+
+// cutTornTail saves the incomplete last line to "<path>.torn-<time>" and
+// truncates the file to its last complete line.
+func (w *Writer) cutTornTail(f *os.File, data []byte, keep int) ([]byte, error) {
+	torn := data[keep:]
+	name := w.opts.Path + ".torn-" + w.opts.Clock().UTC().Format(stampLayout)
+	if err := writeFileSync(name, torn); err != nil {
+		return nil, fmt.Errorf("audit: saving the torn last line of %s: %w", w.opts.Path, err)
+	}
+	if err := f.Truncate(int64(keep)); err != nil {
+		return nil, fmt.Errorf("audit: cutting the torn last line of %s (saved in %s): %w", w.opts.Path, name, err)
+	}
+	if err := fdatasync(f); err != nil {
+		return nil, fmt.Errorf("audit: %s: %w", w.opts.Path, err)
+	}
+	w.pendingRecovered = &Record{Event: EventRecovered, Reason: "incomplete last line after a crash was moved aside",
+		Detail: map[string]string{"torn_bytes": strconv.Itoa(len(torn)), "torn_file": filepath.Base(name)}}
+	return data[:keep], nil
+}
+
+// Write appends r and returns once it is durable as Options.Fsync says. On
+// success r.Seq, r.Time and r.Hash are set. If the log cannot be written the
+// error wraps [ErrUnavailable]. If ctx ends first, Write returns ctx's error;
+// the record may still be written.
+func (w *Writer) Write(ctx context.Context, r *Record) error {
+	switch r.Event {
+	case "":
+		return errors.New("audit: record has no event")
+	case EventCheckpoint, EventContinued:
+		return fmt.Errorf("audit: event %q is written by the audit writer only", r.Event)
+	}
+	c, err := sanitize(r, w.opts.Redact, w.opts.RecordArgs)
+	if err != nil {
+		return fmt.Errorf("audit: record args are not valid JSON: %w", err)
+	}
+	req := &request{rec: c, done: make(chan result, 1)}
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case w.reqs <- req:
+		w.mu.RUnlock()
+	case <-ctx.Done():
+		w.mu.RUnlock()
+		return ctx.Err()
+	}
+	select {
+	case res := <-req.done:
+		if res.err == nil {
+			r.Seq, r.Time, r.Hash = res.seq, res.time, res.mac
+		}
+		return res.err
+	case <-ctx.Done():
+		return fmt.Errorf("audit: gave up waiting for the record to be durable: %w", ctx.Err())
+	}
+}
+
+// Close seals the log with a final checkpoint and closes it. It waits for
+// queued records to be written first.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		<-w.done
+		return w.err
+	}
+	w.closed = true
+	close(w.reqs)
+	w.mu.Unlock()
+	<-w.done
+	return w.err
+}
+
+const maxBatch = 1024
+
+// run is the committer: it owns the file until Close.
+func (w *Writer) run() {
+	defer close(w.done)
+	batch := make([]*request, 0, maxBatch)
+	for {
+		req, ok := <-w.reqs
+		if !ok {
+			w.err = w.shutdown()
+			return
+		}
+		batch = append(batch[:0], req)
+	drain:
+		for w.opts.Fsync != FsyncAlways && len(batch) < maxBatch {
+			select {
+			case req, ok := <-w.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, req)
+			default:
+				break drain
+			}
+		}
+		w.commit(batch)
+	}
+}
+
+func (w *Writer) commit(batch []*request) {
+	recs := make([]*Record, len(batch))
+	for i, req := range batch {
+		recs[i] = req.rec
+	}
+	err := w.prepare()
+	if err == nil {
+		err = w.writeBatch(recs, false)
+	}
+	if err != nil {
+		w.noteLoss(len(recs), err)
+		err = fmt.Errorf("%w: %v; the call was not recorded (free space or fix permissions on %s)", ErrUnavailable, err, w.opts.Path)
+	}
+	for i, req := range batch {
+		if err != nil {
+			req.done <- result{err: err}
+			continue
+		}
+		req.done <- result{seq: recs[i].Seq, time: recs[i].Time, mac: recs[i].Hash}
+	}
+}
+
+// prepare reopens a file lost in a failed rotation and rotates when due.
+func (w *Writer) prepare() error {
+	if w.broken != nil {
+		return w.broken
+	}
+	if w.f == nil {
+		f, _, err := openLog(w.opts.Path)
+		if err != nil {
+			return err
+		}
+		if st, err := f.Stat(); err != nil || st.Size() != 0 {
+			f.Close()
+			return fmt.Errorf("a new log file %s appeared while rotating; move it aside", w.opts.Path)
+		}
+		w.f, w.size, w.fileStart = f, 0, w.opts.Clock()
+		syncDir(filepath.Dir(w.opts.Path))
+	}
+	ro := w.opts.Rotate
+	if w.size > 0 && ((ro.MaxSize > 0 && w.size >= ro.MaxSize) || (ro.MaxAge > 0 && w.opts.Clock().Sub(w.fileStart) >= ro.MaxAge)) {
+		return w.rotate()
+	}
+	return nil
+}
+
+func (w *Writer) noteLoss(n int, err error) {
+	if w.lost == 0 {
+		w.lostSince = w.opts.Clock().UTC().Format(time.RFC3339Nano)
+		w.lostErr = err.Error()
+	}
+	w.lost += n
+}
+
+// writeBatch appends the writer's own pending records, recs, the checkpoints
+// due, and a final checkpoint if seal, in one write and one sync. On failure
+// the file is cut back and the chain state restored, so nothing partial
+// stays on disk.
+func (w *Writer) writeBatch(recs []*Record, seal bool) error {
+	snap, err := w.snapshot()
+	if err != nil {
+		return err
+	}
+	buf := w.buf[:0]
+	var sys []*Record
+	if w.pendingContinued != "" {
+		sys = append(sys, &Record{Event: EventContinued, Detail: map[string]string{"previous_file": w.pendingContinued}})
+	}
+	if w.pendingRecovered != nil {
+		sys = append(sys, w.pendingRecovered)
+	}
+	if w.lost > 0 {
+		sys = append(sys, &Record{Event: EventAuditFailure, Outcome: OutcomeError,
+			Reason: "records could not be written: " + w.lostErr,
+			Detail: map[string]string{"lost": strconv.Itoa(w.lost), "since": w.lostSince, "on_failure": w.opts.OnFailure.String()}})
+	}
+	for _, r := range append(sys, recs...) {
+		if buf, err = w.appendRecord(buf, r); err != nil {
+			w.restore(snap)
+			return err
+		}
+		if w.st.count >= w.every {
+			if buf, err = w.appendCheckpoint(buf); err != nil {
+				w.restore(snap)
+				return err
+			}
+		}
+	}
+	if seal && !w.lastCheckpoint {
+		if buf, err = w.appendCheckpoint(buf); err != nil {
+			w.restore(snap)
+			return err
+		}
+	}
+	w.buf = buf
+	if len(buf) == 0 {
+		return nil
+	}
+	_, err = w.f.Write(buf)
+	if err == nil && (w.opts.Fsync != FsyncOff || seal) {
+		err = fdatasync(w.f)
+	}
+	if err != nil {
+		w.restore(snap)
+		if terr := w.f.Truncate(w.size); terr != nil {
+			// The file may now end in a partial line that only Open can cut.
+			w.broken = fmt.Errorf("%v, and cutting back the partial write failed: %v; restart moat to recover the log", err, terr)
+			return w.broken
+		}
+		return err
+	}
+	w.size += int64(len(buf))
+	w.pendingContinued, w.pendingRecovered, w.lost = "", nil, 0
+	return nil
+}
+
+// appendRecord fills in the writer's fields, chains r and appends its line.
+func (w *Writer) appendRecord(buf []byte, r *Record) ([]byte, error) {
+	r.V = Version
+	r.Seq = w.st.seq + 1
+	r.Time = w.opts.Clock().UTC().Format(time.RFC3339Nano)
+	r.Prev = ""
+	if w.st.seq > 0 {
+		r.Prev = hex.EncodeToString(w.st.prev)
+	}
+	if r.PID == 0 {
+		r.PID = w.pid
+	}
+	if r.User == "" {
+		r.User = w.user
+	}
+	r.Sig, r.Hash = "", ""
+	if r.Event != EventCheckpoint {
+		r.Count, r.Digest = 0, ""
+	}
+	body, err := marshalCanonical(r)
+	if err != nil {
+		return buf, fmt.Errorf("encoding record: %w", err)
+	}
+	if r.Event == EventCheckpoint {
+		r.Sig = base64.StdEncoding.EncodeToString(ed25519.Sign(w.signer, append([]byte(sigContext), body...)))
+		body = appendMember(body, "sig", r.Sig)
+	}
+	sum := chainMAC(w.mac, w.st.prev, body)
+	r.Hash = hex.EncodeToString(sum)
+	line := append(appendMember(body, "hash", r.Hash), '\n')
+	buf = append(buf, line...)
+	w.st.seq, w.st.prev = r.Seq, sum
+	w.lastCheckpoint = r.Event == EventCheckpoint
+	if w.lastCheckpoint {
+		w.st.seg.Reset()
+		w.st.count = 0
+	} else {
+		w.st.seg.Write(line)
+		w.st.count++
+	}
+	return buf, nil
+}
+
+// appendCheckpoint seals the records since the previous checkpoint.
+func (w *Writer) appendCheckpoint(buf []byte) ([]byte, error) {
+	return w.appendRecord(buf, &Record{Event: EventCheckpoint, Count: w.st.count, Digest: hex.EncodeToString(w.st.seg.Sum(nil))})
+}
+
+type snapshot struct {
+	seq, count     uint64
+	prev           []byte
+	seg            []byte
+	lastCheckpoint bool
+}
+
+func (w *Writer) snapshot() (snapshot, error) {
+	seg, err := w.st.seg.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return snapshot{}, fmt.Errorf("saving chain state: %w", err)
+	}
+	return snapshot{seq: w.st.seq, count: w.st.count, prev: w.st.prev, seg: seg, lastCheckpoint: w.lastCheckpoint}, nil
+}
+
+func (w *Writer) restore(s snapshot) {
+	w.st.seq, w.st.count, w.st.prev, w.lastCheckpoint = s.seq, s.count, s.prev, s.lastCheckpoint
+	// The state came from MarshalBinary of the same hash type, so this cannot fail.
+	_ = w.st.seg.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.seg)
+}
+
+// stampLayout names rotated and torn files; it sorts by time as text.
+const stampLayout = "20060102T150405.000000000Z"
+
+// rotate seals the current file, renames it to "<path>.<time>", removes
+// rotated files beyond Keep, and opens a fresh file whose first record links
+// to the seal.
+func (w *Writer) rotate() error {
+	if err := w.writeBatch(nil, true); err != nil {
+		return err
+	}
+	name := w.opts.Path + "." + w.opts.Clock().UTC().Format(stampLayout)
+	if err := os.Rename(w.opts.Path, name); err != nil {
+		return fmt.Errorf("rotating: %w", err)
+	}
+	w.f.Close()
+	w.f = nil
+	w.pendingContinued = filepath.Base(name)
+	syncDir(filepath.Dir(w.opts.Path))
+	if k := w.opts.Rotate.Keep; k > 0 {
+		if old, err := RotatedFiles(w.opts.Path); err == nil && len(old) > k {
+			for _, p := range old[:len(old)-k] {
+				os.Remove(p)
+			}
+		}
+	}
+	return w.prepare()
+}
+
+// shutdown writes what it can of the pending records and the final
+// checkpoint, then closes the file.
+func (w *Writer) shutdown() error {
+	if err := w.prepare(); err != nil {
+		if w.f != nil {
+			w.f.Close()
+		}
+		return fmt.Errorf("audit: closing %s: %w", w.opts.Path, err)
+	}
+	err := w.writeBatch(nil, true)
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("audit: writing the final checkpoint to %s: %w", w.opts.Path, err)
+	}
+	return nil
+}
+
+// RotatedFiles lists the rotated files of the log at path, oldest first.
+func RotatedFiles(path string) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	prefix := filepath.Base(path) + "."
+	var out []string
+	for _, e := range ents {
+		stamp, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok || len(stamp) != len(stampLayout) {
+			continue
+		}
+		if _, err := time.Parse(stampLayout, stamp); err == nil {
+			out = append(out, filepath.Join(filepath.Dir(path), e.Name()))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// LogFiles lists the whole log at path in chain order: rotated files, oldest
+// first, then path itself if it exists.
+func LogFiles(path string) ([]string, error) {
+	out, err := RotatedFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(path); err == nil {
+		out = append(out, path)
+	}
+	return out, nil
+}

@@ -70,8 +70,7 @@ func (g *guard) proxy(req *http.Request) (*url.URL, error) {
 
 func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := g.check(req); err != nil {
-		closeBody(req)
-		return nil, err
+		return nil, g.refuse(req, err)
 	}
 	if len(g.headers) > 0 {
 		r2 := *req
@@ -88,8 +87,7 @@ func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
 		req = &r2
 	}
 	if err := g.checkSecrets(req); err != nil {
-		closeBody(req)
-		return nil, err
+		return nil, g.refuse(req, err)
 	}
 	resp, err := g.base.RoundTrip(req)
 	if err != nil {
@@ -140,8 +138,12 @@ func (g *guard) checkSecrets(req *http.Request) error {
 	return nil
 }
 
-func closeBody(req *http.Request) {
+// refuse logs a refused request as well as returning err, because go-sdk
+// does not always pass a transport error on to its caller intact.
+func (g *guard) refuse(req *http.Request, err error) error {
 	if req.Body != nil {
 		req.Body.Close()
 	}
+	g.o.Logger.WarnContext(req.Context(), err.Error())
+	return err
 }

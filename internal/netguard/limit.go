@@ -3,6 +3,7 @@ package netguard
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 )
@@ -25,15 +26,16 @@ func (e *LimitError) Error() string {
 func (g *guard) limit(resp *http.Response) (*http.Response, error) {
 	from := resp.Request.URL.Scheme + "://" + resp.Request.URL.Host
 	if isEventStream(resp.Header.Get("Content-Type")) {
-		resp.Body = &eventLimitBody{rc: resp.Body, err: &LimitError{What: "SSE event", Limit: g.o.MaxEventBytes, From: from}}
+		resp.Body = &eventLimitBody{rc: resp.Body, log: g.o.Logger, err: &LimitError{What: "SSE event", Limit: g.o.MaxEventBytes, From: from}}
 		return resp, nil
 	}
 	lerr := &LimitError{What: "response", Limit: g.o.MaxResponseBytes, From: from}
 	if resp.ContentLength > g.o.MaxResponseBytes {
 		resp.Body.Close()
+		g.o.Logger.Warn(lerr.Error())
 		return nil, lerr
 	}
-	resp.Body = &limitBody{rc: resp.Body, left: g.o.MaxResponseBytes, err: lerr}
+	resp.Body = &limitBody{rc: resp.Body, log: g.o.Logger, left: g.o.MaxResponseBytes, err: lerr}
 	return resp, nil
 }
 
@@ -46,6 +48,7 @@ func isEventStream(contentType string) bool {
 // the limit to tell "exactly at the limit" from "over it".
 type limitBody struct {
 	rc   io.ReadCloser
+	log  *slog.Logger
 	left int64
 	err  *LimitError
 	over bool
@@ -61,6 +64,7 @@ func (b *limitBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if int64(n) > b.left {
 		b.over = true
+		b.log.Warn(b.err.Error())
 		b.rc.Close() // unread data remains, so the transport drops the connection
 		return int(b.left), b.err
 	}
@@ -74,6 +78,7 @@ func (b *limitBody) Close() error { return b.rc.Close() }
 // end at a blank line; lines end in CRLF, LF or CR (the SSE grammar).
 type eventLimitBody struct {
 	rc     io.ReadCloser
+	log    *slog.Logger // go-sdk may swallow the read error, so it is logged too
 	err    *LimitError
 	event  int64 // bytes of the current event so far
 	line   int64 // bytes of the current line, terminator excluded
@@ -104,6 +109,7 @@ func (b *eventLimitBody) Read(p []byte) (int, error) {
 		b.event++
 		if b.event > b.err.Limit {
 			b.over = true
+			b.log.Warn(b.err.Error())
 			b.rc.Close()
 			return i, b.err
 		}

@@ -108,9 +108,9 @@ func (n *node) lookup(tokens []string) int {
 
 // duplicate is a key that appears twice in one object.
 type duplicate struct {
-	path           string // JSON pointer of the key
-	off, firstOff  int
-	key            string
+	path          string // JSON pointer of the key
+	off, firstOff int
+	key           string
 }
 
 type syntaxError struct {

@@ -367,3 +367,24 @@ func TestFileCrashBetweenWriteAndRename(t *testing.T) {
 		t.Errorf("Get after a full replace = %v, want the new value", err)
 	}
 }
+
+func TestFileRefusesOtherOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file to another user")
+	}
+	dir := filepath.Join(t.TempDir(), "store")
+	s := openFile(t, dir, "pw")
+	if err := s.Set(t.Context(), "tok", NewSecret("v")); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, itemFile("tok"))
+	if err := os.Chown(p, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Get(t.Context(), "tok")
+	var he *HintError
+	if !errors.As(err, &he) || !strings.Contains(err.Error(), "owned by uid 65534") ||
+		!strings.Contains(strings.Join(he.Hints, " "), "chown 0 "+p) {
+		t.Errorf("Get of a file owned by another user = %v, want a refusal with a chown hint", err)
+	}
+}

@@ -53,7 +53,7 @@ func requireKeyring(t *testing.T) {
 	if os.Getenv("MOAT_TEST_KEYRING") == "1" {
 		return
 	}
-	why := "DBUS_SESSION_BUS_ADDRESS is not set"
+	why := fmt.Sprintf("DBUS_SESSION_BUS_ADDRESS is %q", os.Getenv("DBUS_SESSION_BUS_ADDRESS"))
 	// Probe only an explicit bus: without one, godbus would autolaunch
 	// dbus-launch (if installed) and leave daemons behind.
 	if addr := os.Getenv("DBUS_SESSION_BUS_ADDRESS"); addr != "" && addr != "disabled:" {

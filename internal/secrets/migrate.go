@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 )
 
@@ -78,7 +77,6 @@ func MigrateDynamicMCP(ctx context.Context, s *Store, home string) (migrated []s
 	if err != nil {
 		return nil, fmt.Errorf("secrets: migrate: %w", err)
 	}
-	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
 	var errs []error
 	for _, e := range ents {
 		if !strings.HasSuffix(e.Name(), ".json") {

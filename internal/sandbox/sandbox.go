@@ -260,30 +260,47 @@ func checkExecutable(p string) error {
 	return nil
 }
 
-// checkNotWorldWritable refuses a path when the file or any directory from it
-// up to / is world-writable, following symlinks (both the link's directory
-// and the target's are checked). Sticky root-owned directories such as /tmp
-// are refused too: a program in /tmp can be planted by any user.
+// checkNotWorldWritable refuses a path that someone else could replace: the
+// file itself or its directory is world-writable (a sticky, root-owned /tmp
+// included: anyone may plant a program there), or a directory higher up is
+// world-writable without the sticky bit, or is sticky but the entry below it
+// belongs to another user. Both the given path and its symlink target are
+// checked.
 func checkNotWorldWritable(p string) error {
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
 		return err
 	}
 	for _, start := range []string{p, real} {
-		for cur := start; ; cur = filepath.Dir(cur) {
-			fi, err := os.Lstat(cur)
-			if err != nil {
-				return err
-			}
-			if fi.Mode()&os.ModeSymlink == 0 && fi.Mode().Perm()&0o002 != 0 {
-				return fmt.Errorf("%s is world-writable", cur)
-			}
-			if cur == "/" || cur == "." {
-				break
-			}
+		if err := checkChain(start); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+func checkChain(p string) error {
+	below := ""
+	for cur := p; ; cur = filepath.Dir(cur) {
+		fi, err := os.Lstat(cur)
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&os.ModeSymlink == 0 && fi.Mode().Perm()&0o002 != 0 {
+			switch {
+			case cur == p || cur == filepath.Dir(p):
+				return fmt.Errorf("%s is world-writable", cur)
+			case fi.Mode()&os.ModeSticky == 0:
+				return fmt.Errorf("%s is world-writable", cur)
+			case !ownedBySelfOrRoot(below):
+				return fmt.Errorf("%s lies in the world-writable %s and belongs to another user", below, cur)
+			}
+		}
+		if cur == "/" || cur == "." {
+			return nil
+		}
+		below = cur
+	}
 }
 
 // baseEnvNames are taken from Moat's environment for every child.

@@ -17,17 +17,20 @@ import (
 
 // baseReadPaths are readable (and executable) by every child under a Landlock
 // filesystem policy: what a dynamically linked program, a script interpreter
-// and TLS/DNS need. /proc is readable so that /proc/self works for the child
-// (it is not the launcher's pid); Landlock's ptrace restriction still denies
-// a sandboxed child /proc/<pid>/environ and mem of processes outside its
-// domain, such as Moat.
+// and TLS/DNS need, and the system-wide /proc files runtimes read. Not /proc
+// as a whole: it was verified here that a Landlock-sandboxed child can still
+// read /proc/<moat pid>/environ. /proc/self is not granted either (a rule
+// would bind to the launcher's pid, not the target's); readlink of
+// /proc/self/exe is not restricted by Landlock.
 var baseReadPaths = []string{
 	"/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin",
 	"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
 	"/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/crypto-policies",
 	"/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf",
 	"/etc/localtime", "/etc/passwd", "/etc/group",
-	"/proc", "/dev/urandom", "/dev/random", "/dev/zero",
+	"/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/proc/loadavg", "/proc/uptime",
+	"/proc/version", "/proc/filesystems", "/proc/sys",
+	"/dev/urandom", "/dev/random", "/dev/zero",
 }
 
 // baseWritePaths are writable by every child under a Landlock policy.

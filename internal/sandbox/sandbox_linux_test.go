@@ -1,0 +1,594 @@
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestMain lets the test binary act as the launcher and as helper parents
+// (a Moat stand-in that gets kill -9, one that runs as another user).
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case LauncherArg:
+			MaybeRunLauncher()
+		case "helper-parent":
+			os.Exit(helperParent(os.Args[2]))
+		case "helper-nproc":
+			os.Exit(helperNProc())
+		}
+	}
+	LauncherPath = os.Args[0]
+	os.Exit(m.Run())
+}
+
+// syncBuffer is a goroutine-safe stderr sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func start(t testing.TB, s *Spec) *Process {
+	t.Helper()
+	if s.Name == "" {
+		s.Name = "test"
+	}
+	if s.Stderr == nil {
+		s.Stderr = &syncBuffer{}
+	}
+	p, err := Start(context.Background(), s)
+	if err != nil {
+		t.Fatalf("Start(%s %q): %v", s.Command, s.Args, err)
+	}
+	t.Cleanup(func() { _ = p.Stop(time.Second) })
+	return p
+}
+
+// run starts s, closes stdin, and returns stdout and the exit status.
+func run(t *testing.T, s *Spec) (string, string) {
+	t.Helper()
+	p := start(t, s)
+	_ = p.Stdin().Close()
+	out, _ := io.ReadAll(p.Stdout())
+	<-p.Done()
+	exit, _ := p.ExitStatus()
+	return string(out), exit
+}
+
+func TestEnvironmentIsClean(t *testing.T) {
+	const canary = "canary-7f3a9b"
+	t.Setenv("MOAT_PASSPHRASE", canary)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", canary)
+	t.Setenv("FOO_TOKEN", "inherited")
+	t.Setenv("FOOBAR", canary) // "FOO_*" must not match FOOBAR
+	t.Setenv("EXACT", "inherited")
+	t.Setenv("HOME", "/home/test")
+	t.Setenv("LC_ALL", "C")
+	t.Setenv("TERM", "xterm")
+	t.Setenv("PATH", "/evil:"+os.Getenv("PATH"))
+
+	out, exit := run(t, &Spec{
+		Command:    "env",
+		InheritEnv: []string{"FOO_*", "EXACT"},
+		Env:        map[string]string{"SERVER_VAR": "configured", "HOME": "/srv/home"},
+	})
+	if exit != "exit status 0" {
+		t.Fatalf("env: %s", exit)
+	}
+	if strings.Contains(out, canary) {
+		t.Errorf("the canary secret reached the child:\n%s", out)
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		got[k] = v
+	}
+	want := map[string]string{
+		"PATH": CleanPath, "HOME": "/srv/home", "LC_ALL": "C",
+		"FOO_TOKEN": "inherited", "EXACT": "inherited", "SERVER_VAR": "configured",
+	}
+	for _, n := range []string{"USER", "LOGNAME", "LANG", "TMPDIR"} {
+		if v, ok := os.LookupEnv(n); ok {
+			want[n] = v
+		}
+	}
+	for _, kv := range os.Environ() {
+		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "LC_") {
+			want[k] = v
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("child environment (-want +got):\n%s", diff)
+	}
+}
+
+func TestNoNewPrivsAndRlimitsReadBack(t *testing.T) {
+	p := start(t, &Spec{
+		Command: "/bin/sh",
+		Args:    []string{"-c", "grep NoNewPrivs /proc/$$/status; cat /proc/$$/limits"},
+		Limits: Limits{
+			Memory: 300 << 20, CPU: 7 * time.Second, MaxFiles: 64, MaxFileSize: 5 << 20,
+		},
+	})
+	out, _ := io.ReadAll(p.Stdout())
+	<-p.Done()
+	if p.TargetPid() == p.Pid() || p.TargetPid() == 0 {
+		t.Errorf("TargetPid %d, launcher pid %d: want a distinct target", p.TargetPid(), p.Pid())
+	}
+	for _, want := range []string{
+		"NoNewPrivs:\t1",
+		fmt.Sprintf("Max address space         %-21d%-21dbytes", 300<<20, 300<<20),
+		"Max cpu time              7                    7                    seconds",
+		"Max open files            64                   64                   files",
+		fmt.Sprintf("Max file size             %-21d%-21dbytes", 5<<20, 5<<20),
+		"Max core file size        0                    0                    bytes",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("child's /proc status/limits lack %q:\n%s", want, out)
+		}
+	}
+	for _, name := range []string{PRlimits, PNoNewPrivs, PTreeTeardown, PCleanEnv, PNoInheritedFD} {
+		if pr, _ := p.Enforced().Get(name); !pr.Enforced {
+			t.Errorf("Report says %s not enforced: %+v", name, pr)
+		}
+	}
+}
+
+func TestResourceLimitsStopRunawayChildren(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name      string
+		spec      Spec
+		wantExit  []string
+		wantOut   string
+		wantError string // in stderr
+	}{
+		{
+			name: "memory hog fails at RLIMIT_AS",
+			spec: Spec{Command: "python3", Args: []string{"-c", "b = bytearray(512 << 20); print('allocated')"},
+				Limits: Limits{Memory: 256 << 20}},
+			wantExit:  []string{"exit status 1"},
+			wantError: "MemoryError",
+		},
+		{
+			name: "CPU spinner is killed at RLIMIT_CPU",
+			spec: Spec{Command: "/bin/sh", Args: []string{"-c", "while :; do :; done"},
+				Limits: Limits{CPU: time.Second}},
+			wantExit: []string{"signal: CPU time limit exceeded", "signal: CPU time limit exceeded (core dumped)", "signal: killed"},
+		},
+		{
+			name: "file writer stops at RLIMIT_FSIZE with EFBIG",
+			spec: Spec{Command: "/bin/sh", Dir: dir,
+				Args:   []string{"-c", "trap '' XFSZ; head -c 3000000 /dev/zero > big; echo rc=$?; wc -c < big"},
+				Limits: Limits{MaxFileSize: 1 << 20}},
+			wantExit:  []string{"exit status 0"},
+			wantOut:   "rc=1\n1048576\n",
+			wantError: "File too large",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			stderr := &syncBuffer{}
+			tc.spec.Stderr = stderr
+			out, exit := run(t, &tc.spec)
+			if !slices.Contains(tc.wantExit, exit) {
+				t.Errorf("exit = %q, want one of %q (stderr %q)", exit, tc.wantExit, stderr)
+			}
+			if tc.wantOut != "" && out != tc.wantOut {
+				t.Errorf("stdout = %q, want %q", out, tc.wantOut)
+			}
+			if !strings.Contains(stderr.String(), tc.wantError) {
+				t.Errorf("stderr = %q, want it to contain %q", stderr, tc.wantError)
+			}
+		})
+	}
+}
+
+func listen(t *testing.T) (*net.TCPListener, uint16) {
+	t.Helper()
+	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, uint16(l.Addr().(*net.TCPAddr).Port)
+}
+
+const connectScript = `
+import socket, sys
+for port in sys.argv[1:]:
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", int(port)))
+        print(port, "ok")
+    except OSError as e:
+        print(port, "errno", e.errno)
+`
+
+func TestLandlock(t *testing.T) {
+	if landlockABI() < 4 {
+		t.Skip("SKIPPED LOUDLY: this kernel's Landlock ABI is < 4; filesystem and network allow-lists cannot be tested here")
+	}
+	outside := t.TempDir()
+	secret := filepath.Join(outside, "secret")
+	allowedDir := t.TempDir()
+	allowed := filepath.Join(allowedDir, "allowed")
+	for _, f := range []string{secret, allowed} {
+		if err := os.WriteFile(f, []byte("content of "+filepath.Base(f)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, okPort := listen(t)
+	_, deniedPort := listen(t)
+
+	stderr := &syncBuffer{}
+	script := fmt.Sprintf("cat %s; cat %s; cat /proc/%d/environ; echo x > %s/new; python3 -c '%s' %d %d",
+		allowed, secret, os.Getpid(), outside, connectScript, okPort, deniedPort)
+	p := start(t, &Spec{
+		Command: "/bin/sh", Args: []string{"-c", script}, Stderr: stderr,
+		Limits: Limits{FSRead: []string{allowedDir}, FSWrite: []string{}, NetConnect: []uint16{okPort}},
+	})
+	out, _ := io.ReadAll(p.Stdout())
+	<-p.Done()
+
+	wantOut := fmt.Sprintf("content of allowed\n%d ok\n%d errno %d\n", okPort, deniedPort, syscall.EACCES)
+	if string(out) != wantOut {
+		t.Errorf("stdout = %q, want %q (stderr %q)", out, wantOut, stderr)
+	}
+	for _, want := range []string{
+		secret + ": Permission denied",
+		fmt.Sprintf("/proc/%d/environ: Permission denied", os.Getpid()),
+		outside + "/new: Permission denied",
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	for _, name := range []string{PLandlockFS, PLandlockNet} {
+		if pr, _ := p.Enforced().Get(name); !pr.Enforced {
+			t.Errorf("Report: %s not enforced: %+v", name, pr)
+		}
+	}
+}
+
+func TestNetworkNamespaceHasOnlyLoopback(t *testing.T) {
+	if pr, _ := Probe().Get(PNetNS); !pr.Enforced {
+		t.Skipf("SKIPPED LOUDLY: %s", pr.Detail)
+	}
+	_, hostPort := listen(t)
+	off := false
+	stderr := &syncBuffer{}
+	p := start(t, &Spec{
+		Command: "/bin/sh", Stderr: stderr,
+		Args:   []string{"-c", fmt.Sprintf("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; python3 -c '%s' %d", connectScript, hostPort)},
+		Limits: Limits{Network: &off},
+	})
+	out, _ := io.ReadAll(p.Stdout())
+	<-p.Done()
+	want := fmt.Sprintf("lo\n%d errno %d\n", hostPort, syscall.ECONNREFUSED)
+	if string(out) != want {
+		t.Errorf("stdout = %q, want %q (stderr %q)", out, want, stderr)
+	}
+	if pr, _ := p.Enforced().Get(PNetNS); !pr.Enforced {
+		t.Errorf("Report: network namespace not enforced: %+v", pr)
+	}
+}
+
+func TestNoExtraFileDescriptorsInherited(t *testing.T) {
+	// An fd without O_CLOEXEC in Moat must not reach the child.
+	fd, err := syscall.Open("/etc/hostname", syscall.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	out, _ := run(t, &Spec{Command: "/bin/sh", Args: []string{"-c", `ls /proc/$$/fd`}})
+	if out != "0\n1\n2\n" {
+		t.Errorf("child's fds = %q, want 0 1 2 only", out)
+	}
+}
+
+// treeScript starts a tree that ignores SIGTERM: a background subshell with
+// a sleeper, a sleeper that left the process group with setsid, and one more.
+func treeScript(marker int) string {
+	return fmt.Sprintf(`trap '' TERM; (sleep %d & setsid sleep %d & wait) & sleep %d & sleep 0.2; echo ready; wait`,
+		marker, marker+1, marker+2)
+}
+
+// markedProcs lists pids whose command line is "sleep <marker..marker+2>".
+func markedProcs(marker int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		for i := range 3 {
+			if string(b) == fmt.Sprintf("sleep\x00%d\x00", marker+i) {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
+func waitReady(t *testing.T, r io.Reader) {
+	t.Helper()
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("child did not get ready: %q, %v", line, err)
+	}
+}
+
+func TestStopKillsWholeTreeIgnoringSIGTERM(t *testing.T) {
+	marker := 900000 + os.Getpid()%10000*3
+	p := start(t, &Spec{Command: "/bin/sh", Args: []string{"-c", treeScript(marker)}})
+	waitReady(t, p.Stdout())
+	if got := markedProcs(marker); len(got) != 3 {
+		t.Fatalf("before Stop: %d marked processes, want 3", len(got))
+	}
+	var wg sync.WaitGroup
+	for range 3 { // concurrent, idempotent
+		wg.Go(func() { _ = p.Stop(100 * time.Millisecond) })
+	}
+	wg.Wait()
+	if got := markedProcs(marker); len(got) != 0 {
+		t.Errorf("after Stop, processes of the tree remain: %v", got)
+	}
+	if exit, ru := p.ExitStatus(); exit != "signal: killed" || ru == nil {
+		t.Errorf("ExitStatus = %q, %v; want signal: killed with rusage", exit, ru)
+	}
+}
+
+// helperParent plays Moat: it starts the tree, says "ready" and waits to be
+// killed with SIGKILL.
+func helperParent(markerArg string) int {
+	marker, _ := strconv.Atoi(markerArg)
+	LauncherPath = os.Args[0]
+	p, err := Start(context.Background(), &Spec{Name: "orphan-test", Command: "/bin/sh",
+		Args: []string{"-c", treeScript(marker)}, Stderr: os.Stderr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	line, _ := bufio.NewReader(p.Stdout()).ReadString('\n')
+	fmt.Print(line)
+	<-p.Done()
+	return 0
+}
+
+func TestKill9OfMoatLeavesNoProcess(t *testing.T) {
+	marker := 800000 + os.Getpid()%10000*3
+	cmd := exec.Command(os.Args[0], "helper-parent", strconv.Itoa(marker))
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, stdout)
+	if got := markedProcs(marker); len(got) != 3 {
+		t.Fatalf("before kill -9: %d marked processes, want 3", len(got))
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	// The launcher notices at once (EOF on its control pipe); poll until it
+	// has finished, bounded so that a leak fails instead of hanging.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(markedProcs(marker)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := markedProcs(marker); len(got) != 0 {
+		t.Errorf("after kill -9 of the parent, processes of the tree remain: %v", got)
+	}
+}
+
+// helperNProc runs as an unprivileged user: it starts a bounded fork bomb
+// with MaxProcs and prints what happened.
+func helperNProc() int {
+	LauncherPath = os.Args[0]
+	stderr := &syncBuffer{}
+	p, err := Start(context.Background(), &Spec{Name: "forkbomb", Command: "/bin/sh", Stderr: stderr,
+		Args:   []string{"-c", "i=0; while [ $i -lt 300 ]; do sleep 30 & i=$((i+1)); done; echo all-forked"},
+		Limits: Limits{MaxProcs: 60}})
+	if err != nil {
+		fmt.Println("start:", err)
+		return 1
+	}
+	out, _ := io.ReadAll(p.Stdout())
+	_ = p.Stop(time.Second)
+	exit, _ := p.ExitStatus()
+	pr, _ := p.Enforced().Get(PNProc)
+	fmt.Printf("stdout=%q exit=%q nproc_enforced=%v stderr_has_cannot_fork=%v\n",
+		out, exit, pr.Enforced, strings.Contains(stderr.String(), "Cannot fork"))
+	return 0
+}
+
+func TestForkBombContainedByNProc(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED LOUDLY: runs the bomb as user nobody, which needs root to switch users")
+	}
+	// root is exempt from RLIMIT_NPROC, so the bomb runs as nobody from a
+	// copy of the test binary that nobody can execute.
+	dir, err := os.MkdirTemp("", "moat-nproc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "sandbox.test")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "helper-nproc")
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + CleanPath, "TMPDIR=" + dir}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if err := os.Chmod(dir, 0o1777); err != nil { // nobody creates its private dir here
+		t.Fatal(err)
+	}
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helper as nobody: %v\n%s%s", err, out, stderr)
+	}
+	want := "stdout=\"\" exit=\"exit status 2\" nproc_enforced=true stderr_has_cannot_fork=true\n"
+	if string(out) != want {
+		t.Errorf("fork bomb as nobody:\n got %s\nwant %s", out, want)
+	}
+	// Moat (this process) still works after the bomb.
+	if err := exec.Command("/bin/true").Run(); err != nil {
+		t.Errorf("the test process cannot start a process after the bomb: %v", err)
+	}
+}
+
+func TestStrictRefusesWhatCannotBeEnforced(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED LOUDLY: needs root, where RLIMIT_NPROC cannot be enforced; nothing else is unenforceable here")
+	}
+	_, err := Start(context.Background(), &Spec{Name: "strict", Command: "/bin/true", Stderr: io.Discard,
+		Limits: Limits{Mode: Strict, MaxProcs: 10}})
+	if err == nil || !strings.Contains(err.Error(), "strict sandbox: cannot enforce rlimit_nproc") {
+		t.Errorf("Start in strict mode with MaxProcs as root: err = %v, want a refusal naming rlimit_nproc", err)
+	}
+	p := start(t, &Spec{Command: "/bin/true", Limits: Limits{MaxProcs: 10}})
+	<-p.Done()
+	if pr, _ := p.Enforced().Get(PNProc); pr.Enforced {
+		t.Errorf("best-effort report claims NPROC enforced for root: %+v", pr)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // the caller's PATH must not matter
+	goodDir := t.TempDir()
+	good := filepath.Join(goodDir, "tool")
+	wwDir := filepath.Join(t.TempDir(), "ww")
+	for _, d := range []string{wwDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ww := filepath.Join(wwDir, "tool")
+	for _, f := range []string{good, ww} {
+		if err := os.WriteFile(f, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inTmp, err := os.CreateTemp("", "moat-resolve-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inTmp.Close()
+	defer os.Remove(inTmp.Name())
+	_ = os.Chmod(inTmp.Name(), 0o755)
+
+	tests := []struct {
+		command string
+		env     map[string]string
+		want    string
+		wantErr string
+	}{
+		{command: "env", want: "/usr/bin/env"},
+		{command: "tool", env: map[string]string{"PATH": "relative:" + goodDir}, want: good},
+		{command: good, want: good},
+		{command: "tool", env: map[string]string{"PATH": wwDir}, wantErr: wwDir + " is world-writable"},
+		{command: ww, wantErr: "is world-writable"},
+		{command: inTmp.Name(), wantErr: "/tmp is world-writable"},
+		{command: "no-such-tool-xyz", wantErr: "not found in PATH"},
+	}
+	for _, tc := range tests {
+		got, err := Resolve(tc.command, tc.env)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("Resolve(%q, %v) = %q, %v; want error containing %q", tc.command, tc.env, got, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("Resolve(%q, %v) = %q, %v; want %q", tc.command, tc.env, got, err, tc.want)
+		}
+	}
+}
+
+func TestStartNeedsStderr(t *testing.T) {
+	_, err := Start(context.Background(), &Spec{Name: "x", Command: "/bin/true"})
+	if err == nil || !strings.Contains(err.Error(), "Stderr is nil") {
+		t.Errorf("Start without Stderr: %v", err)
+	}
+}
+
+func TestPrivateWorkingDirIsRemoved(t *testing.T) {
+	p := start(t, &Spec{Command: "/bin/sh", Args: []string{"-c", "pwd; ls -A; stat -c %a ."}})
+	out, _ := io.ReadAll(p.Stdout())
+	_ = p.Stop(time.Second)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 || lines[1] != "700" {
+		t.Fatalf("private dir listing = %q, want an empty 0700 dir", out)
+	}
+	if _, err := os.Stat(lines[0]); !os.IsNotExist(err) {
+		t.Errorf("private dir %s still exists after Stop: %v", lines[0], err)
+	}
+}
+
+func BenchmarkStart(b *testing.B) {
+	b.Run("exec.Cmd", func(b *testing.B) {
+		for b.Loop() {
+			if err := exec.Command("/bin/true").Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sandbox", func(b *testing.B) {
+		for b.Loop() {
+			p, err := Start(context.Background(), &Spec{Name: "bench", Command: "/bin/true", Stderr: io.Discard})
+			if err != nil {
+				b.Fatal(err)
+			}
+			<-p.Done()
+		}
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -103,5 +104,42 @@ func TestIPLiteralUpstreamRefusedBeforeDial(t *testing.T) {
 	}
 	if d := f.dials(); len(d) != 0 {
 		t.Errorf("dialled %v, want nothing", d)
+	}
+}
+
+// TestProxy shows what is checked when HTTPS_PROXY/HTTP_PROXY apply: Moat
+// dials only the proxy (the user's choice, not checked), leaves the upstream
+// name to the proxy, and still refuses an IP-literal upstream itself.
+func TestProxy(t *testing.T) {
+	proxy := &recorder{}
+	proxySrv := httptest.NewServer(proxy)
+	defer proxySrv.Close()
+	proxyURL, _ := url.Parse(proxySrv.URL)
+	f := &fakeNet{t: t, allowed: map[string]bool{proxySrv.Listener.Addr().String(): true}, target: proxySrv.Listener.Addr().String()}
+	viaProxy := func(*http.Request) (*url.URL, error) { return proxyURL, nil }
+
+	c, err := NewClient("http://upstream.test/mcp", f.install(&Options{AllowInsecureHTTP: true, proxyFunc: viaProxy}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Get("http://upstream.test/mcp")
+	if err != nil {
+		t.Fatalf("GET through the proxy: %v", err)
+	}
+	resp.Body.Close()
+	if diff := cmp.Diff([]string{proxySrv.Listener.Addr().String()}, f.dials()); diff != "" {
+		t.Errorf("dialled (-want +got):\n%s", diff)
+	}
+
+	c, err = NewClient("http://169.254.169.254/latest", f.install(&Options{AllowInsecureHTTP: true, proxyFunc: viaProxy}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := c.Get("http://169.254.169.254/latest"); err == nil {
+		resp.Body.Close()
+		t.Error("the metadata address was requested through the proxy")
+	}
+	if n := proxy.count(); n != 1 {
+		t.Errorf("the proxy received %d requests, want only the first", n)
 	}
 }

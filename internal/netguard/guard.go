@@ -56,7 +56,7 @@ func newGuard(o *Options, bound *origin, secrets map[string]bool) (*guard, error
 // hands out: the dialer connects to those without the address check, since
 // the user chose them (see the package doc).
 func (g *guard) proxy(req *http.Request) (*url.URL, error) {
-	u, err := http.ProxyFromEnvironment(req)
+	u, err := g.o.proxyFunc(req)
 	if err != nil || u == nil {
 		return u, err
 	}

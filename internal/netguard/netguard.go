@@ -109,6 +109,9 @@ type Options struct {
 	// dial is only ever called with an address the guard has checked.
 	resolver resolver
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
+	// proxyFunc replaces http.ProxyFromEnvironment, which reads the
+	// environment only once per process.
+	proxyFunc func(*http.Request) (*url.URL, error)
 }
 
 // TLS configures certificate checks for one upstream.
@@ -340,6 +343,9 @@ func withDefaults(in *Options) *Options {
 	}
 	if o.resolver == nil {
 		o.resolver = net.DefaultResolver
+	}
+	if o.proxyFunc == nil {
+		o.proxyFunc = http.ProxyFromEnvironment
 	}
 	if o.dial == nil {
 		d := &net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second}

@@ -180,7 +180,7 @@ func (v *verifier) parseLine(line []byte) (*parsed, string) {
 		return nil, "not a record line (no trailing \"hash\" member)"
 	}
 	h, err := hex.DecodeString(hashHex)
-	if err != nil || len(h) != sha256.Size {
+	if err != nil || len(h) != sha256.Size || hex.EncodeToString(h) != hashHex {
 		return nil, "hash is not 64 hex digits"
 	}
 	p := &parsed{body: body, hash: h}
@@ -197,7 +197,7 @@ func (v *verifier) parseLine(line []byte) (*parsed, string) {
 		return nil, "bytes are not the canonical encoding of the record"
 	}
 	prev, err := hex.DecodeString(p.rec.Prev)
-	if err != nil || (len(prev) != 0 && len(prev) != sha256.Size) {
+	if err != nil || (len(prev) != 0 && len(prev) != sha256.Size) || hex.EncodeToString(prev) != p.rec.Prev {
 		return nil, "prev is not 64 hex digits"
 	}
 	if v.mac != nil && !hmac.Equal(chainMAC(v.mac, prev, body), h) {
@@ -240,7 +240,7 @@ func (v *verifier) feed(file string, data []byte) bool {
 		p, why := v.parseLine(line)
 		want := v.seq + 1
 		if p == nil {
-			if i+1 < len(lines) && v.started && v.fits(lines[i+1], want) {
+			if i+1 < len(lines) && v.fits(lines[i+1], want) {
 				return v.fail(KindInserted, file, n, want, "this line does not belong to the chain (%s); the next line continues it", why)
 			}
 			return v.fail(KindEdited, file, n, want, "%s", why)
@@ -272,7 +272,13 @@ func (v *verifier) feed(file string, data []byte) bool {
 // fits reports whether raw is a good line that continues the chain at seq want.
 func (v *verifier) fits(raw []byte, want uint64) bool {
 	p, _ := v.parseLine(bytes.TrimSuffix(raw, []byte("\n")))
-	return p != nil && p.rec.Seq == want && p.rec.Prev == hex.EncodeToString(v.prev)
+	switch {
+	case p == nil:
+		return false
+	case !v.started:
+		return p.rec.Seq == 1 && p.rec.Prev == "" || p.rec.Event == EventContinued
+	}
+	return p.rec.Seq == want && p.rec.Prev == hex.EncodeToString(v.prev)
 }
 
 // link checks that p follows the previous record, and classifies a break.
@@ -285,7 +291,8 @@ func (v *verifier) link(file string, n int, p *parsed, rest [][]byte) bool {
 		case v.trustFirst, r.Seq == 1 && r.Prev == "", r.Event == EventContinued && r.Prev != "":
 			return true
 		}
-		return v.fail(KindDeleted, file, n, 1, "the log starts at seq %d, but its first record is neither seq 1 nor the start of a rotated file: earlier records were removed", r.Seq)
+		// Neither the start of a chain nor of a rotated file: seq 1 is missing or elsewhere.
+		return v.gap(file, n, p, 1, rest)
 	}
 	want := v.seq + 1
 	prevHex := hex.EncodeToString(v.prev)
@@ -293,19 +300,7 @@ func (v *verifier) link(file string, n int, p *parsed, rest [][]byte) bool {
 	case r.Seq == want && r.Prev == prevHex:
 		return true
 	case r.Seq > want:
-		wantLater := false
-		for _, later := range rest {
-			switch seqOf(later) {
-			case r.Seq:
-				return v.fail(KindInserted, file, n, want, "a copy of record seq %d, which appears again later", r.Seq)
-			case want:
-				wantLater = true
-			}
-		}
-		if wantLater {
-			return v.fail(KindReordered, file, n, want, "found seq %d where seq %d belongs; seq %d comes later in the file", r.Seq, want, want)
-		}
-		return v.fail(KindDeleted, file, n, want, "records seq %d..%d are missing", want, r.Seq-1)
+		return v.gap(file, n, p, want, rest)
 	case r.Seq < want:
 		return v.fail(KindInserted, file, n, want, "seq %d appears again after seq %d (a duplicated or replayed record)", r.Seq, v.seq)
 	case v.mac != nil:
@@ -313,6 +308,27 @@ func (v *verifier) link(file string, n int, p *parsed, rest [][]byte) bool {
 	default:
 		return v.fail(KindEdited, file, n, want, "prev does not match the previous record's hash")
 	}
+}
+
+// gap classifies a record whose seq is beyond the wanted one.
+func (v *verifier) gap(file string, n int, p *parsed, want uint64, rest [][]byte) bool {
+	r := &p.rec
+	wantLater := false
+	for _, later := range rest {
+		switch seqOf(later) {
+		case r.Seq:
+			return v.fail(KindInserted, file, n, want, "a copy of record seq %d, which appears again later", r.Seq)
+		case want:
+			wantLater = true
+		}
+	}
+	if wantLater {
+		return v.fail(KindReordered, file, n, want, "found seq %d where seq %d belongs; seq %d comes later in the file", r.Seq, want, want)
+	}
+	if want == 1 {
+		return v.fail(KindDeleted, file, n, want, "the log starts at seq %d, but its first record is neither seq 1 nor the start of a rotated file: earlier records were removed", r.Seq)
+	}
+	return v.fail(KindDeleted, file, n, want, "records seq %d..%d are missing", want, r.Seq-1)
 }
 
 func seqOf(raw []byte) uint64 {

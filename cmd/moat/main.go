@@ -1,0 +1,177 @@
+// Command moat is a security-hardened MCP proxy: an LLM client starts it as
+// one stdio MCP server, and it fronts every upstream MCP server in its
+// config behind two tools, get_dynamic_tools and call_dynamic_tool.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/moatmcp/moat/internal/sandbox"
+)
+
+// Set by the linker (see Makefile).
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // runtime failure
+	exitUsage   = 2 // usage or config error
+)
+
+// command is one `moat NAME` subcommand.
+type command struct {
+	name    string
+	summary string
+	example string
+	run     func(ctx context.Context, args []string) int
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "run the proxy on stdio (the default)", "moat serve ~/.config/moat/moat.json", runServe},
+		{"config", "check a config file, or print its JSON Schema", "moat config validate moat.json", runConfig},
+		{"secret", "store, remove and list secrets in the OS keychain", "moat secret set github-token", func(ctx context.Context, args []string) int {
+			return secretCommand(ctx, args, os.Stdin, os.Stdout, os.Stderr)
+		}},
+		{"version", "print version, commit and Go version", "moat version", runVersion},
+		{"help", "show help for a command", "moat help secret", runHelp},
+	}
+}
+
+func main() {
+	// The sandbox launcher is moat re-executed; it must run before anything
+	// else touches the process (threads, signals, files).
+	sandbox.MaybeRunLauncher()
+	os.Exit(run(context.Background(), os.Args[1:]))
+}
+
+func run(ctx context.Context, args []string) int {
+	if len(args) > 0 {
+		switch a := args[0]; {
+		case a == "-h" || a == "--help":
+			usage(os.Stdout)
+			return exitOK
+		case a == "-V" || a == "--version":
+			return runVersion(ctx, nil)
+		case strings.HasPrefix(a, "-"):
+			return usageError("unknown flag %q", a)
+		}
+		for _, c := range commands() {
+			if c.name == args[0] {
+				return c.run(ctx, args[1:])
+			}
+		}
+		// A positional argument that is not a command is the config path,
+		// as in dynamic-mcp: `moat path/to/dynamic-mcp.json`.
+		if _, err := os.Stat(args[0]); err != nil && !strings.ContainsAny(args[0], "./") {
+			if s := suggest(args[0]); s != "" {
+				return usageError("unknown command %q; did you mean %q?", args[0], s)
+			}
+			return usageError("unknown command %q, and no file of that name", args[0])
+		}
+	}
+	return runServe(ctx, args)
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "Moat is a security-hardened MCP proxy.\n\nUsage:\n  moat [serve] [CONFIG]   (CONFIG, else $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG)\n  moat COMMAND [ARGS]\n\nCommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n           e.g. %s\n", c.name, c.summary, c.example)
+	}
+	fmt.Fprintf(w, "\nEnvironment:\n  MOAT_LOG   log level on stderr: debug, info, warn (default), error\n\nExit status: 0 ok, 1 runtime failure, 2 usage or config error.\n")
+}
+
+func usageError(format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "moat: error: "+format+"\n", args...)
+	fmt.Fprintln(os.Stderr, "moat: hint: run `moat --help` for the commands")
+	return exitUsage
+}
+
+// suggest returns the command closest to s, if any is close.
+func suggest(s string) string {
+	best, bestD := "", 3
+	for _, c := range commands() {
+		if d := editDistance(s, c.name); d < bestD {
+			best, bestD = c.name, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+func runVersion(context.Context, []string) int {
+	fmt.Printf("moat %s (commit %s, %s)\n", version, commit, goVersion())
+	return exitOK
+}
+
+func runHelp(_ context.Context, args []string) int {
+	if len(args) == 0 {
+		usage(os.Stdout)
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			fmt.Printf("moat %s: %s\n\nExample:\n  %s\n", c.name, c.summary, c.example)
+			return exitOK
+		}
+	}
+	return usageError("no command %q", args[0])
+}
+
+// newLogger logs to stderr (stdout carries MCP) at MOAT_LOG's level.
+func newLogger() (*slog.Logger, error) {
+	var level slog.Level
+	switch v := strings.ToLower(os.Getenv("MOAT_LOG")); v {
+	case "", "warn", "warning":
+		level = slog.LevelWarn
+	case "debug":
+		level = slog.LevelDebug
+	case "info":
+		level = slog.LevelInfo
+	case "error":
+		level = slog.LevelError
+	default:
+		return nil, fmt.Errorf("MOAT_LOG=%q: use debug, info, warn or error", v)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
+}
+
+// printError prints err as `moat: error:` and its hints as `moat: hint:`.
+func printError(w io.Writer, err error) {
+	fmt.Fprintf(w, "moat: error: %v\n", err)
+	var h interface{ Hints() []string }
+	if errors.As(err, &h) {
+		for _, hint := range h.Hints() {
+			fmt.Fprintf(w, "moat: hint: %s\n", hint)
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"net/url"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/yosida95/uritemplate/v3"
+
+	"github.com/moatmcp/moat/internal/upstream"
+)
+
+// registered is what refresh last put on the go-sdk server, as JSON, so a
+// refresh changes (and notifies the client about) only what changed.
+type registered struct {
+	get, call string
+	resources map[string]string // URI → JSON
+	templates map[string]string // URI template → JSON
+	prompts   map[string]string // name → JSON
+}
+
+// metaGroupsKey lists the groups of an item that several groups offer.
+const metaGroupsKey = "groups"
+
+// refresh makes the server's tools, resources, templates and prompts match
+// the groups' current states. go-sdk sends the list_changed notifications
+// (debounced) when something is added or removed.
+func (p *Server) refresh() {
+	p.refreshMu.Lock()
+	defer p.refreshMu.Unlock()
+	get, call := p.toolDefs()
+	if j := mustJSON(get); j != p.reg.get {
+		p.srv.AddTool(get, p.getDynamicTools)
+		p.reg.get = j
+	}
+	if j := mustJSON(call); j != p.reg.call {
+		p.srv.AddTool(call, p.callDynamicTool)
+		p.reg.call = j
+	}
+
+	resources := map[string]*mcp.Resource{}
+	templates := map[string]*mcp.ResourceTemplate{}
+	prompts := map[string]*mcp.Prompt{}
+	for _, g := range p.m.Groups() {
+		if g.Status().State != upstream.Ready {
+			continue
+		}
+		l := g.Lists()
+		if resourcesOn(g) {
+			for _, r := range l.Resources {
+				resources[r.URI] = mergeResource(resources[r.URI], r, g.Name())
+			}
+			for _, t := range l.Templates {
+				templates[t.URITemplate] = mergeTemplate(templates[t.URITemplate], t, g.Name())
+			}
+		}
+		if promptsOn(g) {
+			for _, pr := range l.Prompts {
+				prompts[pr.Name] = mergePrompt(prompts[pr.Name], pr, g.Name())
+			}
+		}
+	}
+	p.reg.resources = syncRegistered(p.reg.resources, resources, p.srv.RemoveResources, func(r *mcp.Resource) {
+		if _, err := url.Parse(r.URI); err != nil {
+			p.log.Warn("skipped a resource with an invalid URI", "group", r.Meta[metaGroupKey], "err", err)
+			return
+		}
+		p.srv.AddResource(r, p.readMirrored)
+	})
+	p.reg.templates = syncRegistered(p.reg.templates, templates, p.srv.RemoveResourceTemplates, func(t *mcp.ResourceTemplate) {
+		if _, err := uritemplate.New(t.URITemplate); err != nil {
+			p.log.Warn("skipped a resource template with an invalid URI template", "group", t.Meta[metaGroupKey], "err", err)
+			return
+		}
+		p.srv.AddResourceTemplate(t, p.readMirrored)
+	})
+	p.reg.prompts = syncRegistered(p.reg.prompts, prompts, p.srv.RemovePrompts, func(pr *mcp.Prompt) {
+		p.srv.AddPrompt(pr, p.getPrompt)
+	})
+}
+
+// readMirrored serves reads that reach go-sdk's own lookup; route normally
+// takes them first, so both paths apply the same routing.
+func (p *Server) readMirrored(ctx context.Context, r *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+	return p.readResource(ctx, r)
+}
+
+// syncRegistered registers want, removing what is gone and (re)adding what is new or
+// changed, and returns the new registered set.
+func syncRegistered[T any](have map[string]string, want map[string]T, remove func(...string), add func(T)) map[string]string {
+	var gone []string
+	for k := range have {
+		if _, ok := want[k]; !ok {
+			gone = append(gone, k)
+		}
+	}
+	if len(gone) > 0 {
+		remove(gone...)
+	}
+	now := make(map[string]string, len(want))
+	for k, v := range want {
+		j := mustJSON(v)
+		if have[k] != j {
+			add(v)
+		}
+		now[k] = j
+	}
+	return now
+}
+
+// merge* add group to an item: the first group's copy carries _meta.group;
+// when a second group offers the same key, _meta lists both under "groups"
+// and drops "group", so reads of it must name a group.
+func mergeResource(prev, r *mcp.Resource, group string) *mcp.Resource {
+	if prev == nil {
+		return resourceWithGroup(r, group)
+	}
+	c := *prev
+	c.Meta = addGroup(prev.Meta, group)
+	return &c
+}
+
+func mergeTemplate(prev, t *mcp.ResourceTemplate, group string) *mcp.ResourceTemplate {
+	if prev == nil {
+		return templateWithGroup(t, group)
+	}
+	c := *prev
+	c.Meta = addGroup(prev.Meta, group)
+	return &c
+}
+
+func mergePrompt(prev, pr *mcp.Prompt, group string) *mcp.Prompt {
+	if prev == nil {
+		return promptWithGroup(pr, group)
+	}
+	c := *prev
+	c.Meta = addGroup(prev.Meta, group)
+	return &c
+}
+
+func addGroup(m mcp.Meta, group string) mcp.Meta {
+	var groups []string
+	if g, ok := m[metaGroupKey].(string); ok {
+		groups = []string{g}
+	} else if gs, ok := m[metaGroupsKey].([]string); ok {
+		groups = append(groups, gs...)
+	}
+	groups = append(groups, group)
+	c := metaWith(m, metaGroupsKey, groups)
+	delete(c, metaGroupKey)
+	return c
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Every value here came from JSON; failing to re-encode is a bug.
+		panic(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,206 @@
+// Package proxy is the MCP server the client sees: two tools
+// (get_dynamic_tools and call_dynamic_tool) in front of every upstream
+// group, the groups' resources and prompts merged without letting one group
+// shadow another, and the notifications and requests that pass between the
+// client and the upstreams. Every call to an upstream goes through one
+// guard.Handler chain.
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/upstream"
+)
+
+// Downstream protocol versions Moat serves. 2026-07-28 (stateless MCP)
+// drops subscribe and logging/setLevel, which Moat forwards; clients that
+// ask for it get 2025-11-25.
+var protocolVersions = []string{"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
+
+// Options configure a Server.
+type Options struct {
+	Logger   *slog.Logger
+	Version  string
+	Upstream upstream.Options // OnChange is set by the proxy
+	// Layers wrap the handler that forwards every tool call, resource read
+	// and prompt get; Layers[0] is outermost (see guard.Chain).
+	Layers []guard.Layer
+}
+
+// Server is Moat's downstream MCP server.
+type Server struct {
+	log     *slog.Logger
+	srv     *mcp.Server
+	m       *upstream.Manager
+	handler guard.Handler
+
+	session  atomic.Pointer[mcp.ServerSession]
+	progress progressTokens
+	subs     subscriptions
+
+	refreshMu sync.Mutex // serializes refresh
+	refreshCh chan struct{}
+	reg       registered // what is registered on srv; guarded by refreshMu
+}
+
+// New returns a Server with no groups; call Apply to load a config.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	p := &Server{
+		log:       opts.Logger,
+		refreshCh: make(chan struct{}, 1),
+	}
+	uo := opts.Upstream
+	uo.Logger = opts.Logger
+	uo.OnChange = p.changed
+	p.m = upstream.NewManager(uo)
+	p.handler = guard.Chain(p.forward, opts.Layers...)
+	p.srv = mcp.NewServer(&mcp.Implementation{Name: "moat", Title: "Moat MCP proxy", Version: opts.Version}, &mcp.ServerOptions{
+		Logger:       opts.Logger,
+		Instructions: instructions,
+		Capabilities: &mcp.ServerCapabilities{
+			Tools:       &mcp.ToolCapabilities{ListChanged: true},
+			Resources:   &mcp.ResourceCapabilities{Subscribe: true, ListChanged: true},
+			Prompts:     &mcp.PromptCapabilities{ListChanged: true},
+			Logging:     &mcp.LoggingCapabilities{},
+			Completions: &mcp.CompletionCapabilities{},
+		},
+		SupportedProtocolVersions: protocolVersions,
+		InitializedHandler:        p.initialized,
+		RootsListChangedHandler:   func(ctx context.Context, r *mcp.RootsListChangedRequest) { p.syncRoots(ctx, r.Session) },
+		SubscribeHandler:          p.subscribe,
+		UnsubscribeHandler:        p.unsubscribe,
+		CompletionHandler:         p.complete,
+	})
+	p.srv.AddReceivingMiddleware(p.route)
+	p.refresh()
+	return p
+}
+
+const instructions = "Moat fronts several MCP servers (groups). Call get_dynamic_tools with a group to see its tools, then call_dynamic_tool to run one."
+
+// Manager is the upstream manager, for status displays and tests.
+func (p *Server) Manager() *upstream.Manager { return p.m }
+
+// Apply loads cfg: new groups start, removed ones stop, changed ones restart.
+func (p *Server) Apply(cfg *config.Config) {
+	p.m.Apply(cfg)
+	p.refresh()
+}
+
+// Run serves one client over t until the client disconnects or ctx ends,
+// then stops every upstream.
+func (p *Server) Run(ctx context.Context, t mcp.Transport) error {
+	defer p.m.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go p.refreshLoop(ctx)
+	ss, err := p.srv.Connect(ctx, groupParamTransport{t}, nil)
+	if err != nil {
+		return fmt.Errorf("serving the client: %w", err)
+	}
+	p.session.Store(ss)
+	done := make(chan error, 1)
+	go func() { done <- ss.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		_ = ss.Close()
+		<-done
+		return nil
+	}
+}
+
+// initialized runs once the client has finished the handshake: now Moat
+// knows the client's capabilities and lets the upstreams connect.
+func (p *Server) initialized(ctx context.Context, r *mcp.InitializedRequest) {
+	ss := r.Session
+	p.session.Store(ss)
+	caps := &mcp.ClientCapabilities{}
+	if ip := ss.InitializeParams(); ip != nil && ip.Capabilities != nil {
+		caps = ip.Capabilities
+	}
+	hooks := upstream.Client{
+		Progress: p.forwardProgress,
+		Log:      p.forwardLog,
+		ResourceUpdated: func(ctx context.Context, group string, u *mcp.ResourceUpdatedNotificationParams) {
+			p.forwardResourceUpdated(ctx, group, u)
+		},
+	}
+	if caps.Sampling != nil {
+		hooks.CreateMessage = func(ctx context.Context, group string, cp *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error) {
+			p.log.Info("forwarding sampling request to the client", "group", group)
+			return ss.CreateMessage(ctx, cp)
+		}
+	}
+	if caps.Elicitation != nil {
+		hooks.Elicit = func(ctx context.Context, group string, ep *mcp.ElicitParams) (*mcp.ElicitResult, error) {
+			p.log.Info("forwarding elicitation request to the client", "group", group)
+			return ss.Elicit(ctx, ep)
+		}
+	}
+	if caps.RootsV2 != nil || caps.Roots.ListChanged {
+		hooks.Roots = true
+		// Roots are fetched outside the handler: the client may not answer
+		// requests until its initialized notification has been handled.
+		go p.syncRoots(context.WithoutCancel(ctx), ss)
+	}
+	p.m.Open(hooks)
+}
+
+func (p *Server) syncRoots(ctx context.Context, ss *mcp.ServerSession) {
+	res, err := ss.ListRoots(ctx, nil)
+	if err != nil {
+		p.log.Warn("could not read the client's roots", "err", err)
+		return
+	}
+	p.m.SetRoots(res.Roots)
+}
+
+func (p *Server) forwardLog(ctx context.Context, group string, lp *mcp.LoggingMessageParams) {
+	ss := p.session.Load()
+	if ss == nil {
+		return
+	}
+	q := *lp
+	q.Logger = group
+	if lp.Logger != "" {
+		q.Logger = group + "/" + lp.Logger
+	}
+	if err := ss.Log(ctx, &q); err != nil {
+		p.log.Debug("forwarding a log message failed", "group", group, "err", err)
+	}
+}
+
+// changed is called by the upstream manager; refreshLoop coalesces bursts.
+func (p *Server) changed() {
+	select {
+	case p.refreshCh <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Server) refreshLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.refreshCh:
+			p.refresh()
+		}
+	}
+}

@@ -1,0 +1,365 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/yosida95/uritemplate/v3"
+
+	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/upstream"
+)
+
+// metaGroupKey names the group in a request's or item's _meta. A client may
+// also pass dynamic-mcp's params.group, which groupParamTransport moves here.
+const metaGroupKey = "group"
+
+func metaGroup(m mcp.Meta) string {
+	s, _ := m[metaGroupKey].(string)
+	return s
+}
+
+// route is receiving middleware: it takes over the methods whose answer
+// depends on which group owns a URI or name, and passes the rest to go-sdk.
+func (p *Server) route(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		switch r := req.(type) {
+		case *mcp.ReadResourceRequest:
+			return p.readResource(ctx, r)
+		case *mcp.GetPromptRequest:
+			return p.getPrompt(ctx, r)
+		case *mcp.ListResourcesRequest:
+			if name := metaGroup(r.Params.Meta); name != "" {
+				return p.listResourcesOf(name)
+			}
+		case *mcp.ListResourceTemplatesRequest:
+			if name := metaGroup(r.Params.Meta); name != "" {
+				return p.listTemplatesOf(name)
+			}
+		case *mcp.ListPromptsRequest:
+			if name := metaGroup(r.Params.Meta); name != "" {
+				return p.listPromptsOf(name)
+			}
+		case *mcp.ServerRequest[*mcp.SetLoggingLevelParams]:
+			res, err := next(ctx, method, req)
+			if err == nil {
+				p.m.SetLoggingLevel(ctx, r.Params.Level)
+			}
+			return res, err
+		}
+		return next(ctx, method, req)
+	}
+}
+
+// groupFor returns the group that must serve a request: the one the client
+// named, else the only one offering the item. Two offering groups is an
+// error naming both: Moat never guesses, so no group can shadow another.
+func (p *Server) groupFor(named, what, item string, offers func(*upstream.Group) bool, enabled func(*upstream.Group) bool) (*upstream.Group, error) {
+	if named != "" {
+		g, err := p.lookupGroup(named)
+		if err != nil {
+			return nil, err
+		}
+		if !enabled(g) {
+			return nil, invalidParams("group %q has %ss turned off in the config", named, what)
+		}
+		return g, nil
+	}
+	var owners []*upstream.Group
+	for _, g := range p.m.Groups() {
+		if enabled(g) && offers(g) {
+			owners = append(owners, g)
+		}
+	}
+	switch len(owners) {
+	case 0:
+		return nil, nil
+	case 1:
+		return owners[0], nil
+	}
+	names := make([]string, len(owners))
+	for i, g := range owners {
+		names[i] = g.Name()
+	}
+	return nil, invalidParams("%s %q is offered by groups %s; say which with _meta.group (or params.group)", what, item, strings.Join(names, " and "))
+}
+
+func resourcesOn(g *upstream.Group) bool { return g.Config().Features.Resources }
+func promptsOn(g *upstream.Group) bool   { return g.Config().Features.Prompts }
+
+// offersURI reports whether g lists uri or has a template matching it.
+func offersURI(uri string) func(*upstream.Group) bool {
+	return func(g *upstream.Group) bool {
+		l := g.Lists()
+		for _, r := range l.Resources {
+			if r.URI == uri {
+				return true
+			}
+		}
+		for _, t := range l.Templates {
+			if templateMatches(t.URITemplate, uri) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+var templateCache sync.Map // URI template → *regexp.Regexp or error
+
+func templateMatches(tmpl, uri string) bool {
+	v, ok := templateCache.Load(tmpl)
+	if !ok {
+		t, err := uritemplate.New(tmpl)
+		if err != nil {
+			v = err
+		} else {
+			v = t.Regexp()
+		}
+		templateCache.Store(tmpl, v)
+	}
+	re, ok := v.(interface{ MatchString(string) bool })
+	return ok && re.MatchString(uri)
+}
+
+func (p *Server) readResource(ctx context.Context, r *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+	uri := r.Params.URI
+	if uri == "" {
+		return nil, invalidParams("resources/read: missing uri")
+	}
+	g, err := p.groupFor(metaGroup(r.Params.Meta), "resource", uri, offersURI(uri), resourcesOn)
+	if err != nil {
+		return nil, err
+	}
+	if g == nil {
+		return nil, mcp.ResourceNotFoundError(uri)
+	}
+	res, err := p.handler(ctx, &guard.Call{Kind: guard.KindResource, Group: g.Name(), URI: uri, Session: r.Session.ID()})
+	if err != nil {
+		return nil, protocolError("reading resource", g.Name(), err)
+	}
+	return res.Resource, nil
+}
+
+func (p *Server) getPrompt(ctx context.Context, r *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+	name := r.Params.Name
+	if name == "" {
+		return nil, invalidParams("prompts/get: missing name")
+	}
+	offers := func(g *upstream.Group) bool {
+		for _, pr := range g.Lists().Prompts {
+			if pr.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	g, err := p.groupFor(metaGroup(r.Params.Meta), "prompt", name, offers, promptsOn)
+	if err != nil {
+		return nil, err
+	}
+	if g == nil {
+		return nil, invalidParams("unknown prompt %q; prompts/list shows the prompts of every group", name)
+	}
+	res, err := p.handler(ctx, &guard.Call{Kind: guard.KindPrompt, Group: g.Name(), Name: name, Strings: r.Params.Arguments, Session: r.Session.ID()})
+	if err != nil {
+		return nil, protocolError("getting prompt", g.Name(), err)
+	}
+	return res.Prompt, nil
+}
+
+// protocolError turns a failed resource read or prompt get into a JSON-RPC
+// error: these methods have no tool-style error result.
+func protocolError(what, group string, err error) error {
+	var d *guard.Denial
+	if errors.As(err, &d) {
+		return invalidParams("%s", d.Error())
+	}
+	var we *jsonrpc.Error
+	if errors.As(err, &we) {
+		return &jsonrpc.Error{Code: we.Code, Message: "group " + group + ": " + cleanText(we.Message, 1000), Data: we.Data}
+	}
+	return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: what + " from group " + group + " failed: " + failureText(err)}
+}
+
+func (p *Server) listResourcesOf(name string) (*mcp.ListResourcesResult, error) {
+	g, err := p.groupFor(name, "resource", "", nil, resourcesOn)
+	if err != nil {
+		return nil, err
+	}
+	res := &mcp.ListResourcesResult{Resources: []*mcp.Resource{}}
+	for _, r := range g.Lists().Resources {
+		res.Resources = append(res.Resources, resourceWithGroup(r, name))
+	}
+	return res, nil
+}
+
+func (p *Server) listTemplatesOf(name string) (*mcp.ListResourceTemplatesResult, error) {
+	g, err := p.groupFor(name, "resource", "", nil, resourcesOn)
+	if err != nil {
+		return nil, err
+	}
+	res := &mcp.ListResourceTemplatesResult{ResourceTemplates: []*mcp.ResourceTemplate{}}
+	for _, t := range g.Lists().Templates {
+		res.ResourceTemplates = append(res.ResourceTemplates, templateWithGroup(t, name))
+	}
+	return res, nil
+}
+
+func (p *Server) listPromptsOf(name string) (*mcp.ListPromptsResult, error) {
+	g, err := p.groupFor(name, "prompt", "", nil, promptsOn)
+	if err != nil {
+		return nil, err
+	}
+	res := &mcp.ListPromptsResult{Prompts: []*mcp.Prompt{}}
+	for _, pr := range g.Lists().Prompts {
+		res.Prompts = append(res.Prompts, promptWithGroup(pr, name))
+	}
+	return res, nil
+}
+
+// metaWith returns a copy of m with extra set; items from upstreams are
+// shared with the cache, so they are never modified in place.
+func metaWith(m mcp.Meta, key string, value any) mcp.Meta {
+	c := make(mcp.Meta, len(m)+1)
+	for k, v := range m {
+		c[k] = v
+	}
+	c[key] = value
+	return c
+}
+
+func resourceWithGroup(r *mcp.Resource, group string) *mcp.Resource {
+	c := *r
+	c.Meta = metaWith(r.Meta, metaGroupKey, group)
+	return &c
+}
+
+func templateWithGroup(t *mcp.ResourceTemplate, group string) *mcp.ResourceTemplate {
+	c := *t
+	c.Meta = metaWith(t.Meta, metaGroupKey, group)
+	return &c
+}
+
+func promptWithGroup(pr *mcp.Prompt, group string) *mcp.Prompt {
+	c := *pr
+	c.Meta = metaWith(pr.Meta, metaGroupKey, group)
+	return &c
+}
+
+func (p *Server) subscribe(ctx context.Context, r *mcp.SubscribeRequest) error {
+	uri := r.Params.URI
+	g, err := p.groupFor(metaGroup(r.Params.Meta), "resource", uri, offersURI(uri), resourcesOn)
+	if err != nil {
+		return err
+	}
+	if g == nil {
+		return mcp.ResourceNotFoundError(uri)
+	}
+	if err := g.Subscribe(ctx, &mcp.SubscribeParams{URI: uri}); err != nil {
+		return protocolError("subscribing", g.Name(), err)
+	}
+	p.subs.add(uri, g.Name())
+	return nil
+}
+
+func (p *Server) unsubscribe(ctx context.Context, r *mcp.UnsubscribeRequest) error {
+	uri := r.Params.URI
+	group, ok := p.subs.remove(uri)
+	if !ok {
+		return nil
+	}
+	g, ok := p.m.Group(group)
+	if !ok {
+		return nil
+	}
+	if err := g.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: uri}); err != nil {
+		return protocolError("unsubscribing", group, err)
+	}
+	return nil
+}
+
+func (p *Server) forwardResourceUpdated(ctx context.Context, group string, u *mcp.ResourceUpdatedNotificationParams) {
+	// Only the group the client subscribed through may say a URI changed.
+	if owner, ok := p.subs.owner(u.URI); !ok || owner != group {
+		p.log.Debug("dropped resources/updated for a URI this group was not subscribed for", "group", group)
+		return
+	}
+	if err := p.srv.ResourceUpdated(ctx, u); err != nil {
+		p.log.Debug("forwarding resources/updated failed", "err", err)
+	}
+}
+
+// subscriptions maps each subscribed URI to the group serving it.
+type subscriptions struct {
+	mu    sync.Mutex
+	byURI map[string]string
+}
+
+func (s *subscriptions) add(uri, group string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byURI == nil {
+		s.byURI = map[string]string{}
+	}
+	s.byURI[uri] = group
+}
+
+func (s *subscriptions) remove(uri string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.byURI[uri]
+	delete(s.byURI, uri)
+	return g, ok
+}
+
+func (s *subscriptions) owner(uri string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.byURI[uri]
+	return g, ok
+}
+
+func (p *Server) complete(ctx context.Context, r *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
+	ref := r.Params.Ref
+	if ref == nil {
+		return nil, invalidParams("completion/complete: missing ref")
+	}
+	var (
+		g   *upstream.Group
+		err error
+	)
+	switch ref.Type {
+	case "ref/prompt":
+		g, err = p.groupFor(metaGroup(r.Params.Meta), "prompt", ref.Name, func(g *upstream.Group) bool {
+			for _, pr := range g.Lists().Prompts {
+				if pr.Name == ref.Name {
+					return true
+				}
+			}
+			return false
+		}, promptsOn)
+	case "ref/resource":
+		g, err = p.groupFor(metaGroup(r.Params.Meta), "resource", ref.URI, offersURI(ref.URI), resourcesOn)
+	default:
+		return nil, invalidParams("completion/complete: unknown ref type %q", ref.Type)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if g == nil {
+		return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}, nil
+	}
+	if caps := g.Capabilities(); caps == nil || caps.Completions == nil {
+		return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}, nil
+	}
+	res, err := g.Complete(ctx, r.Params)
+	if err != nil {
+		return nil, protocolError("completing", g.Name(), err)
+	}
+	return res, nil
+}

@@ -1,0 +1,91 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// ErrTimeout is wrapped by errors from calls that ran out of their
+// configured timeout.
+var ErrTimeout = errors.New("timed out")
+
+// withTimeout runs f under the configured timeout d, waiting first for the
+// group to be ready, and names the timeout in the error so the user knows
+// which setting to raise.
+func withTimeout[R any](ctx context.Context, g *Group, d time.Duration, what string, f func(context.Context, *mcp.ClientSession) (R, error)) (R, error) {
+	var zero R
+	cs, err := g.Session(ctx)
+	if err != nil {
+		return zero, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	r, err := f(cctx, cs)
+	if err != nil && errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		return zero, fmt.Errorf("%s did not answer within %s (timeout.%s in the config for %q): %w", what, d, timeoutKey(what), g.name, ErrTimeout)
+	}
+	return r, err
+}
+
+func timeoutKey(what string) string {
+	switch what {
+	case "tools/call":
+		return "tools"
+	case "prompts/get", "completion/complete":
+		return "prompts"
+	}
+	return "resources"
+}
+
+// CallTool forwards tools/call.
+func (g *Group) CallTool(ctx context.Context, p *mcp.CallToolParams) (*mcp.CallToolResult, error) {
+	return withTimeout(ctx, g, g.cfg.Timeout.Tools, "tools/call", func(ctx context.Context, cs *mcp.ClientSession) (*mcp.CallToolResult, error) {
+		return cs.CallTool(ctx, p)
+	})
+}
+
+// ReadResource forwards resources/read.
+func (g *Group) ReadResource(ctx context.Context, p *mcp.ReadResourceParams) (*mcp.ReadResourceResult, error) {
+	return withTimeout(ctx, g, g.cfg.Timeout.Resources, "resources/read", func(ctx context.Context, cs *mcp.ClientSession) (*mcp.ReadResourceResult, error) {
+		return cs.ReadResource(ctx, p)
+	})
+}
+
+// GetPrompt forwards prompts/get.
+func (g *Group) GetPrompt(ctx context.Context, p *mcp.GetPromptParams) (*mcp.GetPromptResult, error) {
+	return withTimeout(ctx, g, g.cfg.Timeout.Prompts, "prompts/get", func(ctx context.Context, cs *mcp.ClientSession) (*mcp.GetPromptResult, error) {
+		return cs.GetPrompt(ctx, p)
+	})
+}
+
+// Complete forwards completion/complete.
+func (g *Group) Complete(ctx context.Context, p *mcp.CompleteParams) (*mcp.CompleteResult, error) {
+	return withTimeout(ctx, g, g.cfg.Timeout.Prompts, "completion/complete", func(ctx context.Context, cs *mcp.ClientSession) (*mcp.CompleteResult, error) {
+		return cs.Complete(ctx, p)
+	})
+}
+
+// Subscribe forwards resources/subscribe.
+func (g *Group) Subscribe(ctx context.Context, p *mcp.SubscribeParams) error {
+	_, err := withTimeout(ctx, g, g.cfg.Timeout.Resources, "resources/subscribe", func(ctx context.Context, cs *mcp.ClientSession) (struct{}, error) {
+		return struct{}{}, cs.Subscribe(ctx, p)
+	})
+	return err
+}
+
+// Unsubscribe forwards resources/unsubscribe.
+func (g *Group) Unsubscribe(ctx context.Context, p *mcp.UnsubscribeParams) error {
+	_, err := withTimeout(ctx, g, g.cfg.Timeout.Resources, "resources/unsubscribe", func(ctx context.Context, cs *mcp.ClientSession) (struct{}, error) {
+		return struct{}{}, cs.Unsubscribe(ctx, p)
+	})
+	return err
+}
+
+// Capabilities returns what the server declared, once connected.
+func (g *Group) Capabilities() *mcp.ServerCapabilities {
+	return g.serverCaps.Load()
+}

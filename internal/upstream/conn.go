@@ -1,0 +1,293 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/sandbox"
+)
+
+// conn is one live connection to an upstream: its session, the child
+// process for stdio servers, and the lists read at connect time.
+type conn struct {
+	session *mcp.ClientSession
+	cancel  context.CancelFunc // ends the session's context
+	proc    *sandbox.Process   // nil for remote servers
+	lists   Lists
+}
+
+// close ends the session and, for a child, stops its whole process group:
+// SIGTERM, then SIGKILL after grace, then reap.
+func (c *conn) close(grace time.Duration) {
+	if c.session != nil {
+		_ = c.session.Close()
+	}
+	if c.cancel != nil {
+		c.cancel()
+	}
+	if c.proc != nil {
+		_ = c.proc.Stop(grace)
+	}
+}
+
+// endReason explains why a session ended, preferring the child's exit.
+func (c *conn) endReason(err error) error {
+	if c.proc != nil {
+		select {
+		case <-c.proc.Done():
+			status, _ := c.proc.ExitStatus()
+			return fmt.Errorf("server process exited (%s)", status)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err == nil {
+		return errors.New("connection closed by the server")
+	}
+	return fmt.Errorf("connection lost: %w", err)
+}
+
+// connect runs one attempt: start the transport, initialize, read lists.
+// Each phase is bounded by the connect timeout. On error nothing is left
+// running.
+func (g *Group) connect(ctx context.Context) (c *conn, err error) {
+	c = &conn{}
+	defer func() {
+		if err != nil {
+			c.close(g.m.opts.GracePeriod)
+			c = nil
+		}
+	}()
+	client := g.newClient()
+	switch g.cfg.Type {
+	case config.Stdio:
+		err = g.connectStdio(ctx, client, c)
+	case config.HTTP:
+		err = g.connectHTTP(ctx, client, c)
+	case config.SSE:
+		err = g.connectSSE(ctx, client, c)
+	default:
+		err = fmt.Errorf("unknown transport %q", g.cfg.Type)
+	}
+	if err != nil {
+		return c, err
+	}
+	caps := c.session.InitializeResult().Capabilities
+	if caps == nil {
+		caps = &mcp.ServerCapabilities{}
+	}
+	g.serverCaps.Store(caps)
+
+	g.clientMu.Lock()
+	g.client = client
+	g.rootURIs = nil
+	g.clientMu.Unlock()
+	_, roots, level := g.m.clientHooks()
+	g.setRoots(roots)
+
+	lctx, cancel := context.WithTimeout(ctx, g.m.opts.ConnectTimeout)
+	defer cancel()
+	if err := g.relist(lctx, c.session, listTools|listResources|listPrompts, &c.lists); err != nil {
+		return c, err
+	}
+	if level != "" && caps.Logging != nil {
+		if err := c.session.SetLoggingLevel(lctx, &mcp.SetLoggingLevelParams{Level: level}); err != nil {
+			g.log.Debug("logging/setLevel not accepted", "err", err)
+		}
+	}
+	return c, nil
+}
+
+// handshake connects client over t. The session outlives the handshake, so
+// the timeout cancels a context of the session's own rather than bounding
+// the transport's lifetime (legacy SSE ties its stream to that context).
+func (g *Group) handshake(ctx context.Context, client *mcp.Client, t mcp.Transport, c *conn) error {
+	sctx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(g.m.opts.ConnectTimeout, cancel)
+	cs, err := client.Connect(sctx, t, &mcp.ClientSessionOptions{ProtocolVersion: ProtocolVersion})
+	if !timer.Stop() {
+		cancel()
+		if cs != nil {
+			_ = cs.Close()
+		}
+		return fmt.Errorf("no answer to initialize within %s", g.m.opts.ConnectTimeout)
+	}
+	if err != nil {
+		cancel()
+		return fmt.Errorf("initialize: %w", err)
+	}
+	c.session, c.cancel = cs, cancel
+	return nil
+}
+
+func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) error {
+	sctx, cancel := context.WithTimeout(ctx, g.m.opts.ConnectTimeout)
+	defer cancel()
+	proc, err := sandbox.Start(sctx, &sandbox.Spec{
+		Name:    g.name,
+		Command: g.cfg.Command,
+		Args:    g.cfg.Args,
+		Env:     g.cfg.Env,
+		Stderr:  g.stderrLines,
+	})
+	if err != nil {
+		return fmt.Errorf("start %q: %w", g.cfg.Command, err)
+	}
+	c.proc = proc
+	g.log.Debug("started server process", "pid", proc.Pid(), "command", g.cfg.Command)
+	t := &mcp.IOTransport{Reader: proc.Stdout(), Writer: proc.Stdin(), MaxLineLength: g.m.opts.MaxMessageBytes}
+	if err := g.handshake(ctx, client, t, c); err != nil {
+		select {
+		case <-proc.Done():
+			status, _ := proc.ExitStatus()
+			return fmt.Errorf("server process exited during start-up (%s)", status)
+		default:
+		}
+		return err
+	}
+	return nil
+}
+
+func (g *Group) connectHTTP(ctx context.Context, client *mcp.Client, c *conn) error {
+	hc, err := g.httpClient()
+	if err != nil {
+		return err
+	}
+	err = g.handshake(ctx, client, &mcp.StreamableClientTransport{Endpoint: g.cfg.URL, HTTPClient: hc, MaxRetries: -1}, c)
+	if err == nil {
+		return nil
+	}
+	if !g.cfg.TypeInferred {
+		return err
+	}
+	// A url without a type may be a legacy HTTP+SSE server: the MCP spec's
+	// backwards-compatibility rule is to try SSE when streamable HTTP fails.
+	g.log.Debug("streamable HTTP failed; trying legacy SSE", "err", err)
+	sseErr := g.connectSSE(ctx, client, c)
+	if sseErr != nil {
+		return fmt.Errorf("streamable HTTP: %v; legacy SSE: %w", err, sseErr)
+	}
+	return nil
+}
+
+func (g *Group) connectSSE(ctx context.Context, client *mcp.Client, c *conn) error {
+	hc, err := g.httpClient()
+	if err != nil {
+		return err
+	}
+	return g.handshake(ctx, client, &mcp.SSEClientTransport{Endpoint: g.cfg.URL, HTTPClient: hc, MaxEventSize: g.m.opts.MaxMessageBytes}, c)
+}
+
+func (g *Group) httpClient() (_ *http.Client, err error) {
+	if g.m.opts.HTTPClient == nil {
+		return nil, errors.New("no HTTP client factory configured (a Moat wiring bug)")
+	}
+	return g.m.opts.HTTPClient(g.cfg)
+}
+
+// newClient builds the go-sdk client for one connection, declaring exactly
+// the capabilities the downstream client has, and forwarding what the
+// upstream sends to the client.
+func (g *Group) newClient() *mcp.Client {
+	hooks, _, _ := g.m.clientHooks()
+	caps := &mcp.ClientCapabilities{}
+	if hooks.Roots {
+		caps.RootsV2 = &mcp.RootCapabilities{ListChanged: true}
+	}
+	name := g.name
+	opts := &mcp.ClientOptions{
+		Logger:       g.log,
+		Capabilities: caps,
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
+			g.markDirty(listTools)
+		},
+		ResourceListChangedHandler: func(context.Context, *mcp.ResourceListChangedRequest) {
+			g.markDirty(listResources)
+		},
+		PromptListChangedHandler: func(context.Context, *mcp.PromptListChangedRequest) {
+			g.markDirty(listPrompts)
+		},
+	}
+	if hooks.CreateMessage != nil {
+		opts.CreateMessageHandler = func(ctx context.Context, r *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+			return hooks.CreateMessage(ctx, name, r.Params)
+		}
+	}
+	if hooks.Elicit != nil {
+		opts.ElicitationHandler = func(ctx context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			return hooks.Elicit(ctx, name, r.Params)
+		}
+	}
+	if hooks.Progress != nil {
+		opts.ProgressNotificationHandler = func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
+			hooks.Progress(ctx, name, r.Params)
+		}
+	}
+	if hooks.Log != nil {
+		opts.LoggingMessageHandler = func(ctx context.Context, r *mcp.LoggingMessageRequest) {
+			hooks.Log(ctx, name, r.Params)
+		}
+	}
+	if hooks.ResourceUpdated != nil {
+		opts.ResourceUpdatedHandler = func(ctx context.Context, r *mcp.ResourceUpdatedNotificationRequest) {
+			hooks.ResourceUpdated(ctx, name, r.Params)
+		}
+	}
+	return mcp.NewClient(&mcp.Implementation{Name: "moat", Version: Version}, opts)
+}
+
+// Version is reported to upstreams as the client version; cmd/moat sets it.
+var Version = "dev"
+
+// relist reads every page of the lists named by kinds that the server
+// offers and the config enables, into l.
+func (g *Group) relist(ctx context.Context, cs *mcp.ClientSession, kinds listKind, l *Lists) error {
+	caps := g.serverCaps.Load()
+	if caps == nil {
+		caps = &mcp.ServerCapabilities{}
+	}
+	f := g.cfg.Features
+	if kinds&listTools != 0 && f.Tools && caps.Tools != nil {
+		var tools []*mcp.Tool
+		for t, err := range cs.Tools(ctx, nil) {
+			if err != nil {
+				return fmt.Errorf("tools/list: %w", err)
+			}
+			tools = append(tools, t)
+		}
+		l.Tools = tools
+	}
+	if kinds&listResources != 0 && f.Resources && caps.Resources != nil {
+		var rs []*mcp.Resource
+		for r, err := range cs.Resources(ctx, nil) {
+			if err != nil {
+				return fmt.Errorf("resources/list: %w", err)
+			}
+			rs = append(rs, r)
+		}
+		var ts []*mcp.ResourceTemplate
+		for t, err := range cs.ResourceTemplates(ctx, nil) {
+			if err != nil {
+				return fmt.Errorf("resources/templates/list: %w", err)
+			}
+			ts = append(ts, t)
+		}
+		l.Resources, l.Templates = rs, ts
+	}
+	if kinds&listPrompts != 0 && f.Prompts && caps.Prompts != nil {
+		var ps []*mcp.Prompt
+		for p, err := range cs.Prompts(ctx, nil) {
+			if err != nil {
+				return fmt.Errorf("prompts/list: %w", err)
+			}
+			ps = append(ps, p)
+		}
+		l.Prompts = ps
+	}
+	return nil
+}

@@ -1,0 +1,331 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/config"
+)
+
+// State is where a group is in its life.
+type State int
+
+const (
+	Connecting  State = iota // first attempt, or a retry, under way
+	Ready                    // connected; lists cached
+	Unavailable              // last attempt failed or the server went away; retrying
+	Stopped                  // removed from the config or Moat is shutting down
+)
+
+func (s State) String() string {
+	switch s {
+	case Connecting:
+		return "connecting"
+	case Ready:
+		return "ready"
+	case Unavailable:
+		return "unavailable"
+	case Stopped:
+		return "stopped"
+	}
+	return "unknown"
+}
+
+// Status is a snapshot of a group's state, safe to show the model: Reason
+// is sanitized and short.
+type Status struct {
+	State    State
+	Reason   string    // why Unavailable
+	Attempts int       // failed attempts since the last success
+	NextTry  time.Time // when Unavailable: the next attempt
+}
+
+// Lists are what a ready group's server offers, all pages read.
+type Lists struct {
+	Tools     []*mcp.Tool
+	Resources []*mcp.Resource
+	Templates []*mcp.ResourceTemplate
+	Prompts   []*mcp.Prompt
+}
+
+// ErrUnavailable is wrapped by errors from groups that cannot serve now.
+var ErrUnavailable = errors.New("group unavailable")
+
+// Group is one upstream server.
+type Group struct {
+	name string
+	cfg  *config.Server
+	m    *Manager
+	log  *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	refresh     chan struct{} // upstream said a list changed
+	dirty       atomic.Uint32 // which lists (bits of listKind)
+	clientMu    sync.Mutex
+	client      *mcp.Client // the current connection's client, for roots
+	rootURIs    []string    // roots given to client
+	serverCaps  atomic.Pointer[mcp.ServerCapabilities]
+	stderrLines *tailWriter
+
+	mu      sync.Mutex
+	status  Status
+	session *mcp.ClientSession
+	lists   Lists
+	waiters chan struct{} // closed and replaced on every status change
+}
+
+type listKind uint32
+
+const (
+	listTools listKind = 1 << iota
+	listResources
+	listPrompts
+)
+
+func newGroup(m *Manager, s *config.Server) *Group {
+	ctx, cancel := context.WithCancel(context.Background())
+	log := m.log.With("group", s.Name)
+	return &Group{
+		name:        s.Name,
+		cfg:         s,
+		m:           m,
+		log:         log,
+		ctx:         ctx,
+		cancel:      cancel,
+		done:        make(chan struct{}),
+		refresh:     make(chan struct{}, 1),
+		stderrLines: newTailWriter(log, 20),
+		waiters:     make(chan struct{}),
+	}
+}
+
+// Name is the group's name in the config.
+func (g *Group) Name() string { return g.name }
+
+// Config is the server's configuration.
+func (g *Group) Config() *config.Server { return g.cfg }
+
+// Status reports the group's current state.
+func (g *Group) Status() Status {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.status
+}
+
+// Lists returns the cached lists. They are never modified after they are
+// published, so callers may keep them.
+func (g *Group) Lists() Lists {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lists
+}
+
+// Session returns the group's session, waiting while the group connects
+// (bounded by ctx and three connect timeouts: spawn, handshake, lists).
+func (g *Group) Session(ctx context.Context) (*mcp.ClientSession, error) {
+	limit := time.NewTimer(3 * g.m.opts.ConnectTimeout)
+	defer limit.Stop()
+	for {
+		g.mu.Lock()
+		st, cs, ch := g.status, g.session, g.waiters
+		g.mu.Unlock()
+		switch st.State {
+		case Ready:
+			return cs, nil
+		case Unavailable:
+			return nil, g.unavailableError(st)
+		case Stopped:
+			return nil, fmt.Errorf("group %q was removed or Moat is shutting down: %w", g.name, ErrUnavailable)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-limit.C:
+			return nil, fmt.Errorf("group %q is still connecting; try again shortly: %w", g.name, ErrUnavailable)
+		}
+	}
+}
+
+func (g *Group) unavailableError(st Status) error {
+	msg := fmt.Sprintf("group %q is unavailable", g.name)
+	if st.Reason != "" {
+		msg += " (" + st.Reason + ")"
+	}
+	if !st.NextTry.IsZero() {
+		if d := time.Until(st.NextTry).Round(time.Second); d > 0 {
+			msg += fmt.Sprintf("; Moat retries in %s", d)
+		} else {
+			msg += "; Moat is retrying now"
+		}
+	}
+	return fmt.Errorf("%s: %w", msg, ErrUnavailable)
+}
+
+func (g *Group) readySession() *mcp.ClientSession {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.status.State != Ready {
+		return nil
+	}
+	return g.session
+}
+
+func (g *Group) serverHasLogging() bool {
+	c := g.serverCaps.Load()
+	return c != nil && c.Logging != nil
+}
+
+// setStatus publishes a new status and wakes waiters.
+func (g *Group) setStatus(st Status, cs *mcp.ClientSession, lists *Lists) {
+	g.mu.Lock()
+	g.status = st
+	g.session = cs
+	if lists != nil {
+		g.lists = *lists
+	} else if st.State != Ready {
+		g.lists = Lists{}
+	}
+	close(g.waiters)
+	g.waiters = make(chan struct{})
+	g.mu.Unlock()
+	g.m.changed()
+}
+
+func (g *Group) stop() {
+	g.cancel()
+	<-g.done
+}
+
+// run is the group's supervisor: connect, serve until the session ends,
+// back off, repeat, until the group is stopped.
+func (g *Group) run() {
+	defer close(g.done)
+	defer g.setStatus(Status{State: Stopped}, nil, nil)
+	select {
+	case <-g.m.gate:
+	case <-g.ctx.Done():
+		return
+	}
+	failures := 0
+	for {
+		g.setStatus(Status{State: Connecting, Attempts: failures}, nil, nil)
+		c, err := g.connect(g.ctx)
+		if g.ctx.Err() != nil {
+			if c != nil {
+				c.close(g.m.opts.GracePeriod)
+			}
+			return
+		}
+		if err == nil {
+			if failures > 0 {
+				g.log.Info("upstream recovered", "after_failures", failures)
+			} else {
+				g.log.Info("upstream ready")
+			}
+			failures = 0
+			err = g.serve(c)
+			if g.ctx.Err() != nil {
+				return
+			}
+		}
+		failures++
+		wait := g.m.opts.RetryEvery
+		if failures <= len(g.m.opts.Backoff) {
+			wait = g.m.opts.Backoff[failures-1]
+		}
+		reason := sanitizeReason(err.Error())
+		g.log.Warn("upstream unavailable", "err", err, "retry_in", wait, "stderr_tail", g.stderrLines.tail())
+		g.setStatus(Status{State: Unavailable, Reason: reason, Attempts: failures, NextTry: time.Now().Add(wait)}, nil, nil)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-g.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
+// serve publishes a ready connection and keeps its lists fresh until the
+// session ends or the group stops. It returns why the session ended.
+func (g *Group) serve(c *conn) error {
+	g.setStatus(Status{State: Ready}, c.session, &c.lists)
+	ended := make(chan error, 1)
+	go func() { ended <- c.session.Wait() }()
+	defer c.close(g.m.opts.GracePeriod)
+	for {
+		select {
+		case <-g.ctx.Done():
+			return g.ctx.Err()
+		case err := <-ended:
+			return c.endReason(err)
+		case <-g.refresh:
+			kinds := listKind(g.dirty.Swap(0))
+			lists := g.Lists()
+			if err := g.relist(g.ctx, c.session, kinds, &lists); err != nil {
+				g.log.Warn("refreshing lists after list_changed failed", "err", err)
+				continue
+			}
+			g.mu.Lock()
+			if g.session == c.session {
+				g.lists = lists
+			}
+			g.mu.Unlock()
+			g.m.changed()
+		}
+	}
+}
+
+// markDirty is called from upstream notifications, possibly before the
+// session is published, so it only records the change; serve re-lists.
+func (g *Group) markDirty(k listKind) {
+	for {
+		old := g.dirty.Load()
+		if g.dirty.CompareAndSwap(old, old|uint32(k)) {
+			break
+		}
+	}
+	select {
+	case g.refresh <- struct{}{}:
+	default:
+	}
+}
+
+func (g *Group) setRoots(roots []*mcp.Root) {
+	g.clientMu.Lock()
+	defer g.clientMu.Unlock()
+	if g.client == nil {
+		return
+	}
+	keep := make(map[string]bool, len(roots))
+	for _, r := range roots {
+		keep[r.URI] = true
+	}
+	var gone []string
+	for _, u := range g.rootURIs {
+		if !keep[u] {
+			gone = append(gone, u)
+		}
+	}
+	if len(gone) > 0 {
+		g.client.RemoveRoots(gone...)
+	}
+	if len(roots) > 0 {
+		g.client.AddRoots(roots...)
+	}
+	g.rootURIs = g.rootURIs[:0]
+	for _, r := range roots {
+		g.rootURIs = append(g.rootURIs, r.URI)
+	}
+}

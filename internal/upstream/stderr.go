@@ -1,0 +1,113 @@
+package upstream
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
+	"unicode"
+	"unicode/utf8"
+)
+
+// maxStderrLine bounds one logged line of a child's stderr; the rest of a
+// longer line is dropped, so a child cannot make Moat buffer without end.
+const maxStderrLine = 4096
+
+// tailWriter receives a child's stderr: it logs each line at debug level
+// and keeps the last few lines for the warning logged when the child fails.
+// Memory is bounded whatever the child writes.
+type tailWriter struct {
+	log *slog.Logger
+	max int
+
+	mu      sync.Mutex
+	partial []byte
+	cut     bool // the current line overflowed maxStderrLine
+	lines   []string
+}
+
+func newTailWriter(log *slog.Logger, keep int) *tailWriter {
+	return &tailWriter{log: log, max: keep}
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		chunk := p
+		if i >= 0 {
+			chunk = p[:i]
+		}
+		if room := maxStderrLine - len(w.partial); len(chunk) > room {
+			w.cut = true
+			chunk = chunk[:max(room, 0)]
+		}
+		w.partial = append(w.partial, chunk...)
+		if i < 0 {
+			break
+		}
+		w.emit()
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+func (w *tailWriter) emit() {
+	line := sanitizeLine(string(w.partial))
+	if w.cut {
+		line += " [line truncated]"
+	}
+	w.partial, w.cut = w.partial[:0], false
+	w.log.Debug("server stderr", "line", line)
+	if len(w.lines) == w.max {
+		w.lines = append(w.lines[:0], w.lines[1:]...)
+	}
+	w.lines = append(w.lines, line)
+}
+
+// tail returns the last lines seen, joined, for a log record.
+func (w *tailWriter) tail() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.Join(w.lines, "\n")
+}
+
+// sanitizeLine removes control, bidi and other invisible characters from
+// text that came from an upstream and replaces invalid UTF-8.
+func sanitizeLine(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
+				b.WriteRune('?')
+				continue
+			}
+		}
+		switch {
+		case r == '\t':
+			b.WriteByte(' ')
+		case unicode.IsControl(r), unicode.Is(unicode.Cf, r):
+			// Cf holds the bidi overrides, zero-width and tag characters
+			// used to hide text from a human reader.
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// maxReason bounds the upstream-controlled text shown to the model.
+const maxReason = 200
+
+// sanitizeReason makes an error text safe to put in a tool description:
+// one line, no invisible characters, at most maxReason characters.
+func sanitizeReason(s string) string {
+	s = strings.Join(strings.Fields(sanitizeLine(s)), " ")
+	if utf8.RuneCountInString(s) > maxReason {
+		r := []rune(s)
+		s = string(r[:maxReason-1]) + "…"
+	}
+	return s
+}

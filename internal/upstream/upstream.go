@@ -1,0 +1,241 @@
+// Package upstream keeps one Group per configured MCP server: it connects
+// (stdio child, streamable HTTP or legacy SSE), retries with backoff, caches
+// the server's tools, resources and prompts, and reconnects when the server
+// goes away. Groups never block each other: each has its own supervisor
+// goroutine and its own lock.
+package upstream
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/config"
+)
+
+// ProtocolVersion is what Moat asks of every upstream. 2025-11-25 is the
+// newest version with stateful sessions (subscribe, logging/setLevel) that
+// Moat forwards as they are; go-sdk's default 2026-07-28 replaces them.
+const ProtocolVersion = "2025-11-25"
+
+// Defaults for Options fields left at zero.
+const (
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultGracePeriod    = 5 * time.Second
+	DefaultRetryEvery     = 30 * time.Second
+	// DefaultMaxMessageBytes bounds one stdio frame from an upstream. The
+	// TypeScript SDK accepts messages of 10 MiB and more; this leaves room.
+	DefaultMaxMessageBytes = 32 << 20
+)
+
+// DefaultBackoff is the wait after the first, second and third failed
+// connect; after that Moat retries every RetryEvery.
+var DefaultBackoff = []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second}
+
+// Client is what the upstream side needs from the downstream client: the
+// capabilities to declare to each upstream, and where to send the requests
+// and notifications an upstream addresses to the client. Nil funcs mean the
+// client lacks that capability; Moat then does not declare it upstream.
+type Client struct {
+	Roots           bool // the client offers roots (see Manager.SetRoots)
+	CreateMessage   func(ctx context.Context, group string, p *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error)
+	Elicit          func(ctx context.Context, group string, p *mcp.ElicitParams) (*mcp.ElicitResult, error)
+	Progress        func(ctx context.Context, group string, p *mcp.ProgressNotificationParams)
+	Log             func(ctx context.Context, group string, p *mcp.LoggingMessageParams)
+	ResourceUpdated func(ctx context.Context, group string, p *mcp.ResourceUpdatedNotificationParams)
+}
+
+// Options configure a Manager. Zero values select the defaults above.
+type Options struct {
+	Logger          *slog.Logger
+	ConnectTimeout  time.Duration
+	GracePeriod     time.Duration
+	Backoff         []time.Duration
+	RetryEvery      time.Duration
+	MaxMessageBytes int
+
+	// HTTPClient builds the guarded client for one remote server. It is
+	// required for http and sse servers.
+	HTTPClient func(s *config.Server) (*http.Client, error)
+
+	// OnChange is called (from any goroutine, never under a Manager lock)
+	// whenever a group's state or cached lists change, or groups are added
+	// or removed.
+	OnChange func()
+}
+
+// Manager owns the groups of one configuration and applies new ones.
+type Manager struct {
+	opts Options
+	log  *slog.Logger
+
+	gateOnce sync.Once
+	gate     chan struct{} // closed by Open: no group connects before
+
+	mu     sync.Mutex
+	groups map[string]*Group
+	client Client
+	roots  []*mcp.Root
+	level  mcp.LoggingLevel
+	closed bool
+}
+
+// NewManager returns a Manager with no groups. Groups added by Apply connect
+// only after Open, so that Moat can first learn the client's capabilities.
+func NewManager(opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = DefaultConnectTimeout
+	}
+	if opts.GracePeriod <= 0 {
+		opts.GracePeriod = DefaultGracePeriod
+	}
+	if len(opts.Backoff) == 0 {
+		opts.Backoff = DefaultBackoff
+	}
+	if opts.RetryEvery <= 0 {
+		opts.RetryEvery = DefaultRetryEvery
+	}
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	return &Manager{
+		opts:   opts,
+		log:    opts.Logger,
+		gate:   make(chan struct{}),
+		groups: make(map[string]*Group),
+	}
+}
+
+// Open lets groups connect, declaring c's capabilities to each upstream.
+// Calls after the first are ignored.
+func (m *Manager) Open(c Client) {
+	m.gateOnce.Do(func() {
+		m.mu.Lock()
+		m.client = c
+		m.mu.Unlock()
+		close(m.gate)
+	})
+}
+
+// SetRoots replaces the roots Moat offers upstream (the client's roots).
+// Connected groups are told through roots/list_changed.
+func (m *Manager) SetRoots(roots []*mcp.Root) {
+	m.mu.Lock()
+	m.roots = roots
+	groups := m.sortedLocked()
+	m.mu.Unlock()
+	for _, g := range groups {
+		g.setRoots(roots)
+	}
+}
+
+// SetLoggingLevel forwards logging/setLevel to every ready group and
+// remembers it for groups that connect later.
+func (m *Manager) SetLoggingLevel(ctx context.Context, level mcp.LoggingLevel) {
+	m.mu.Lock()
+	m.level = level
+	groups := m.sortedLocked()
+	m.mu.Unlock()
+	for _, g := range groups {
+		if cs := g.readySession(); cs != nil && g.serverHasLogging() {
+			if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: level}); err != nil {
+				g.log.Debug("logging/setLevel not accepted", "err", err)
+			}
+		}
+	}
+}
+
+// Apply makes the running groups match cfg: it starts added servers, stops
+// removed or disabled ones and restarts changed ones. Unchanged groups keep
+// their connections.
+func (m *Manager) Apply(cfg *config.Config) {
+	var stop []*Group
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	for name, g := range m.groups {
+		s, ok := cfg.Servers[name]
+		if !ok || !s.Enabled || !s.Equal(g.cfg) {
+			stop = append(stop, g)
+			delete(m.groups, name)
+		}
+	}
+	for name, s := range cfg.Servers {
+		if !s.Enabled {
+			continue
+		}
+		if _, ok := m.groups[name]; ok {
+			continue
+		}
+		g := newGroup(m, s)
+		m.groups[name] = g
+		go g.run()
+	}
+	m.mu.Unlock()
+	m.stopAll(stop)
+	m.changed()
+}
+
+// Close stops every group and waits until their processes are reaped.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	m.closed = true
+	groups := m.sortedLocked()
+	m.groups = map[string]*Group{}
+	m.mu.Unlock()
+	m.stopAll(groups)
+}
+
+func (m *Manager) stopAll(groups []*Group) {
+	var wg sync.WaitGroup
+	for _, g := range groups {
+		wg.Go(g.stop)
+	}
+	wg.Wait()
+}
+
+// Group returns the named group, if it is configured and enabled.
+func (m *Manager) Group(name string) (*Group, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g, ok := m.groups[name]
+	return g, ok
+}
+
+// Groups returns every group, sorted by name.
+func (m *Manager) Groups() []*Group {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sortedLocked()
+}
+
+func (m *Manager) sortedLocked() []*Group {
+	gs := make([]*Group, 0, len(m.groups))
+	for _, g := range m.groups {
+		gs = append(gs, g)
+	}
+	sort.Slice(gs, func(i, j int) bool { return gs[i].name < gs[j].name })
+	return gs
+}
+
+func (m *Manager) clientHooks() (Client, []*mcp.Root, mcp.LoggingLevel) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.client, m.roots, m.level
+}
+
+func (m *Manager) changed() {
+	if m.opts.OnChange != nil {
+		m.opts.OnChange()
+	}
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the real parts Moat's tests run against, and says what it cannot install.
+#
+#   - npm packages pinned in testdata/package-lock.json (server-everything,
+#     server-filesystem), into testdata/node_modules;
+#   - gnome-keyring (a real Secret Service for the keyring tests), with apt-get
+#     when run as root; otherwise it prints the command to run.
+#
+# Idempotent and silent when everything is in place. A missing Node.js is a
+# warning (those tests skip loudly) except under CI=true, where it is an error.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+testdata="$root/testdata"
+status=0
+
+say() { printf 'test-deps: %s\n' "$*" >&2; }
+
+# npm writes node_modules/.package-lock.json on every install, so it is older
+# than package-lock.json exactly when the lock changed since the last install.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	say "Node.js (20 or newer) and npm are not installed; tests against the npm MCP servers will skip."
+	say "Install them (Debian/Ubuntu: apt-get install nodejs npm, or https://nodejs.org/) and run make test-deps again."
+	if [ "${CI:-}" = true ]; then status=1; fi
+elif [ ! -d "$testdata/node_modules" ] || [ "$testdata/package-lock.json" -nt "$testdata/node_modules/.package-lock.json" ]; then
+	say "installing npm packages from testdata/package-lock.json"
+	npm ci --prefix "$testdata" --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# gnome-keyring pulls dbus-user-session (dbus-run-session). Not dbus-x11: its
+# dbus-launch autolaunch leaves daemons behind when a test has no session bus.
+if ! command -v gnome-keyring-daemon >/dev/null 2>&1 || ! command -v dbus-run-session >/dev/null 2>&1; then
+	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+		say "installing gnome-keyring (a real Secret Service for the keyring tests)"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnome-keyring >/dev/null
+	else
+		say "gnome-keyring-daemon or dbus-run-session is missing; the real-keyring tests will skip."
+		say "Install them: sudo apt-get install --no-install-recommends gnome-keyring dbus-daemon (Debian/Ubuntu), or your distribution's gnome-keyring package."
+		if [ "${CI:-}" = true ]; then status=1; fi
+	fi
+fi
+
+exit "$status"

@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Error reports every problem found in one config file. Its text never
@@ -40,7 +42,12 @@ func (e *Error) Error() string {
 func (p Problem) String() string {
 	var sb strings.Builder
 	if p.Path != "" {
-		sb.WriteString(p.Path)
+		// A key may hold any character; keep one problem on one line.
+		if strings.ContainsFunc(p.Path, func(r rune) bool { return !unicode.IsPrint(r) }) {
+			sb.WriteString(strconv.Quote(p.Path))
+		} else {
+			sb.WriteString(p.Path)
+		}
 		sb.WriteByte(' ')
 	}
 	if p.Line > 0 {

@@ -93,7 +93,7 @@ func passphraseFrom(opt Options, dir string) ([]byte, error) {
 		if len(p) == 0 {
 			return nil, &HintError{
 				Err:   fmt.Errorf("secrets: the passphrase for the encrypted secret store in %s is empty", dir),
-				Hints: []string{"enter a non-empty passphrase"},
+				hints: []string{"enter a non-empty passphrase"},
 			}
 		}
 		return p, nil
@@ -104,7 +104,7 @@ func passphraseFrom(opt Options, dir string) ([]byte, error) {
 	return nil, &HintError{
 		Err: fmt.Errorf("secrets: no keychain is usable and MOAT_PASSPHRASE is not set, so secrets cannot be stored " +
 			"safely (moat never stores them in plain text)"),
-		Hints: []string{
+		hints: []string{
 			"start and unlock your keyring (gnome-keyring or KeePassXC with Secret Service on Linux), or",
 			"export MOAT_PASSPHRASE to encrypt the file store in " + dir,
 		},
@@ -183,7 +183,7 @@ func checkDir(dir string) error {
 	if fi.Mode()&fs.ModeSymlink != 0 {
 		return &HintError{
 			Err:   fmt.Errorf("secrets: %s is a symbolic link; the secret store must be a real directory", dir),
-			Hints: []string{"replace it with a directory: rm " + dir + " && mkdir -m 700 " + dir},
+			hints: []string{"replace it with a directory: rm " + dir + " && mkdir -m 700 " + dir},
 		}
 	}
 	if !fi.IsDir() {
@@ -200,13 +200,13 @@ func checkOwnerMode(path string, fi fs.FileInfo, chmod string) error {
 	if uid := os.Geteuid(); int(st.Uid) != uid {
 		return &HintError{
 			Err:   fmt.Errorf("secrets: refusing %s: it is owned by uid %d, not by you (uid %d)", path, st.Uid, uid),
-			Hints: []string{fmt.Sprintf("if it is yours, run: chown %d %s", uid, path)},
+			hints: []string{fmt.Sprintf("if it is yours, run: chown %d %s", uid, path)},
 		}
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return &HintError{
 			Err:   fmt.Errorf("secrets: refusing %s: its mode %04o lets group or others access it", path, perm),
-			Hints: []string{"run: " + chmod + " (and consider rotating the secrets it held)"},
+			hints: []string{"run: " + chmod + " (and consider rotating the secrets it held)"},
 		}
 	}
 	return nil
@@ -365,7 +365,7 @@ func (f *fileStore) unlock(hdr, pass []byte) error {
 	bad := func(why string) error {
 		return &HintError{
 			Err:   fmt.Errorf("secrets: %s: %s", path, why),
-			Hints: []string{"if the store is beyond repair, move " + f.dir + " away and set the secrets again"},
+			hints: []string{"if the store is beyond repair, move " + f.dir + " away and set the secrets again"},
 		}
 	}
 	if len(hdr) < headerPrefixLen || string(hdr[:len(headerMagic)]) != headerMagic {
@@ -398,7 +398,7 @@ func (f *fileStore) unlock(hdr, pass []byte) error {
 		clear(f.key[:])
 		return &HintError{
 			Err:   fmt.Errorf("secrets: wrong passphrase for the encrypted secret store in %s (or its header was tampered with)", f.dir),
-			Hints: []string{"check MOAT_PASSPHRASE (or the passphrase you typed); it must be the one used when the store was created"},
+			hints: []string{"check MOAT_PASSPHRASE (or the passphrase you typed); it must be the one used when the store was created"},
 		}
 	}
 	return nil
@@ -451,7 +451,7 @@ func (f *fileStore) open(file string, data []byte, wantValue bool) (string, Secr
 	tampered := func() error {
 		return &HintError{
 			Err:   fmt.Errorf("secrets: cannot decrypt %s: it was tampered with or the passphrase is wrong", path),
-			Hints: []string{"remove it (rm " + path + ") and set that secret again with `moat secret set`"},
+			hints: []string{"remove it (rm " + path + ") and set that secret again with `moat secret set`"},
 		}
 	}
 	aead, err := chacha20poly1305.NewX(f.key[:])

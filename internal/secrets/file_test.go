@@ -126,7 +126,7 @@ func TestFileRefusesLoosePermissions(t *testing.T) {
 					t.Fatalf("%s succeeded with %s at %04o", what, p, tt.mode)
 				}
 				var he *HintError
-				if !errors.As(err, &he) || !strings.Contains(strings.Join(he.Hints, "\n"), hint) {
+				if !errors.As(err, &he) || !strings.Contains(strings.Join(he.hints, "\n"), hint) {
 					t.Errorf("%s error = %v (hints %v), want hint %q", what, err, he, hint)
 				}
 			}
@@ -292,7 +292,7 @@ func TestFileNeedsPassphrase(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "store")
 	_, err := Open(t.Context(), &Options{Backend: BackendFile, Dir: dir})
 	var he *HintError
-	if !errors.As(err, &he) || !strings.Contains(strings.Join(he.Hints, " "), "MOAT_PASSPHRASE") {
+	if !errors.As(err, &he) || !strings.Contains(strings.Join(he.hints, " "), "MOAT_PASSPHRASE") {
 		t.Fatalf("Open without passphrase = %v, want a hint about MOAT_PASSPHRASE", err)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
@@ -384,7 +384,7 @@ func TestFileRefusesOtherOwner(t *testing.T) {
 	_, err := s.Get(t.Context(), "tok")
 	var he *HintError
 	if !errors.As(err, &he) || !strings.Contains(err.Error(), "owned by uid 65534") ||
-		!strings.Contains(strings.Join(he.Hints, " "), "chown 0 "+p) {
+		!strings.Contains(strings.Join(he.hints, " "), "chown 0 "+p) {
 		t.Errorf("Get of a file owned by another user = %v, want a refusal with a chown hint", err)
 	}
 }

@@ -16,7 +16,7 @@ import (
 // The keychain holds one item per secret (service = Options.Service, user =
 // the secret's name) plus an index item, because go-keyring cannot list.
 // The index holds names only, as a JSON array, under indexUser, which no
-// valid secret name can equal (names start with a letter or digit).
+// valid secret name can equal (names never start with ".").
 //
 // The index is read-modify-written under Store.mu, so one process never
 // loses an update; two processes writing at the same moment can drop a name
@@ -62,7 +62,7 @@ var errKeychainTimeout = errors.New("the keychain did not answer")
 func (k *keychain) unusable(err error) error {
 	return &HintError{
 		Err: fmt.Errorf("secrets: %s: %w", k.describe(), err),
-		Hints: []string{
+		hints: []string{
 			"start and unlock your keyring (gnome-keyring or KeePassXC with Secret Service on Linux), or",
 			`use the encrypted file store: set secrets.backend to "file" and export MOAT_PASSPHRASE`,
 		},
@@ -160,7 +160,7 @@ func (k *keychain) readIndex(ctx context.Context) ([]string, error) {
 	if err := json.Unmarshal([]byte(raw), &names); err != nil {
 		return nil, &HintError{
 			Err:   fmt.Errorf("secrets: the index item %q of service %q in the keychain is corrupt: %v", indexUser, k.service, err),
-			Hints: []string{"delete that item with your keyring tool; the secrets stay, and `moat secret set` lists them again"},
+			hints: []string{"delete that item with your keyring tool; the secrets stay, and `moat secret set` lists them again"},
 		}
 	}
 	return names, nil

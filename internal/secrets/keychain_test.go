@@ -201,7 +201,7 @@ func TestKeychainChild(t *testing.T) {
 			t.Fatalf("Open(keychain) on a silent bus = %v, want a timeout error", err)
 		}
 		var he *HintError
-		if !errors.As(err, &he) || len(he.Hints) == 0 {
+		if !errors.As(err, &he) || len(he.hints) == 0 {
 			t.Errorf("timeout error %v has no hint", err)
 		}
 		// The stuck call holds the slot: later calls fail at once, and no
@@ -233,7 +233,7 @@ func TestKeychainChild(t *testing.T) {
 		if !errors.As(err, &he) {
 			t.Fatalf("Open(auto) without keychain or passphrase = %v, want a HintError", err)
 		}
-		hints := strings.Join(he.Hints, "\n")
+		hints := strings.Join(he.hints, "\n")
 		for _, want := range []string{"MOAT_PASSPHRASE", "keyring"} {
 			if !strings.Contains(hints, want) {
 				t.Errorf("hints %q do not mention %q", hints, want)

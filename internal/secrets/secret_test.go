@@ -124,6 +124,8 @@ func TestValidateName(t *testing.T) {
 		{"github-token", true},
 		{"dynamic-mcp-oauth:my_server.1", true},
 		{"a", true},
+		{"_private", true},
+		{"-flag", false},
 		{"", false},
 		{".moat-index", false},
 		{"../x", false},

@@ -90,14 +90,15 @@ type Item struct {
 	Backend string
 }
 
-// A HintError is an error a person can fix; Hints say how, one line each.
+// A HintError is an error a person can fix; Hints says how, one line each.
 type HintError struct {
 	Err   error
-	Hints []string
+	hints []string
 }
 
-func (e *HintError) Error() string { return e.Err.Error() }
-func (e *HintError) Unwrap() error { return e.Err }
+func (e *HintError) Error() string   { return e.Err.Error() }
+func (e *HintError) Unwrap() error   { return e.Err }
+func (e *HintError) Hints() []string { return e.hints }
 
 // backend is what a Store needs from the keychain or the file store. Names
 // are validated before they reach it.
@@ -160,7 +161,7 @@ func Open(ctx context.Context, o *Options) (*Store, error) {
 	default:
 		return nil, &HintError{
 			Err:   fmt.Errorf("secrets: unknown back end %q", opt.Backend),
-			Hints: []string{`use "auto", "keychain" or "file"`},
+			hints: []string{`use "auto", "keychain" or "file"`},
 		}
 	}
 }
@@ -172,7 +173,7 @@ func withKeychainReason(ferr, kerr error) error {
 	if errors.As(ferr, &he) {
 		return &HintError{
 			Err:   fmt.Errorf("%w (the keychain was not usable: %v)", he.Err, kerr),
-			Hints: he.Hints,
+			hints: he.hints,
 		}
 	}
 	return fmt.Errorf("%w (the keychain was not usable: %v)", ferr, kerr)
@@ -202,7 +203,7 @@ func (s *Store) Get(ctx context.Context, name string) (Secret, error) {
 		}
 		return Secret{}, &HintError{
 			Err:   fmt.Errorf("%w: %q in %s", ErrNotFound, name, s.b.describe()),
-			Hints: hints,
+			hints: hints,
 		}
 	}
 	return v, err
@@ -260,14 +261,15 @@ func (s *Store) List(ctx context.Context) ([]Item, error) {
 const maxNameLen = 200
 
 // ValidateName reports whether name can name a secret: 1 to 200 characters
-// from A-Z a-z 0-9 and ._:@+=- , starting with a letter or digit. The rule
-// keeps names printable, free of path separators and usable in
-// ${secret:NAME}; names are never file names either way.
+// from A-Z a-z 0-9 and _.:@+=- , starting with a letter, digit or _. The
+// rule keeps names printable, free of path separators and usable in
+// ${secret:NAME}; names are never file names either way. A leading "." is
+// reserved for moat's own items.
 func ValidateName(name string) error {
 	bad := func(why string) error {
 		return &HintError{
 			Err: fmt.Errorf("secrets: invalid secret name %q: %s", name, why),
-			Hints: []string{"use 1 to 200 characters from A-Z a-z 0-9 . _ : @ + = -, starting with a letter or digit, " +
+			hints: []string{"use 1 to 200 characters from A-Z a-z 0-9 _ . : @ + = -, starting with a letter, digit or _, " +
 				"for example github-token"},
 		}
 	}
@@ -277,12 +279,12 @@ func ValidateName(name string) error {
 	if len(name) > maxNameLen {
 		return bad("it is longer than 200 characters")
 	}
-	if !isAlnum(name[0]) {
-		return bad("it must start with a letter or digit")
+	if !isAlnum(name[0]) && name[0] != '_' {
+		return bad("it must start with a letter, digit or _")
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		if !isAlnum(c) && !strings.ContainsRune("._:@+=-", rune(c)) {
+		if !isAlnum(c) && !strings.ContainsRune("_.:@+=-", rune(c)) {
 			return bad(fmt.Sprintf("character %q is not allowed", c))
 		}
 	}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+
+	"golang.org/x/term"
+
+	"github.com/moatmcp/moat/internal/secrets"
+)
+
+const secretUsage = `usage:
+  moat secret set [flags] NAME     store a value read from a hidden prompt, or from stdin
+  moat secret rm [flags] NAME      remove a secret
+  moat secret list [flags]         list secret names and where they are kept (never values)
+  moat secret migrate [flags]      move dynamic-mcp's plain-text OAuth tokens into the store
+flags:
+  --backend auto|keychain|file     where secrets live (default auto: the keychain if it answers)
+  --dir DIR                        the encrypted file store's directory
+The file store's passphrase comes from MOAT_PASSPHRASE, or a prompt on a terminal.`
+
+// maxSecretInput bounds what `moat secret set` reads from stdin; the store
+// refuses values over its own, smaller limit with a clear error.
+const maxSecretInput = 1 << 20
+
+// secretCommand runs `moat secret ARGS...` (args excludes "secret") and
+// returns the exit code: 0 ok, 1 runtime failure, 2 usage.
+func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.Writer) int {
+	usageErr := func(msg string, hints ...string) int {
+		fmt.Fprintf(stderr, "moat: error: %s\n", msg)
+		for _, h := range hints {
+			fmt.Fprintf(stderr, "moat: hint: %s\n", h)
+		}
+		fmt.Fprintln(stderr, secretUsage)
+		return exitUsage
+	}
+	if len(args) == 0 {
+		return usageErr("moat secret needs a subcommand: set, rm, list or migrate")
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("moat secret "+sub, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	backend := fs.String("backend", secrets.BackendAuto, "")
+	dir := fs.String("dir", "", "")
+	// Flags may come before or after NAME.
+	var pos []string
+	rest := args[1:]
+	for {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintln(stdout, secretUsage)
+				return exitOK
+			}
+			return usageErr(err.Error())
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+
+	open := func() (*secrets.Store, int) {
+		s, err := secrets.Open(ctx, &secrets.Options{
+			Backend:    *backend,
+			Dir:        *dir,
+			Passphrase: passphrasePrompt(stdin, stderr),
+		})
+		if err != nil {
+			printError(stderr, err)
+			return nil, exitFailure
+		}
+		if why := s.Fallback(); why != nil {
+			fmt.Fprintf(stderr, "moat: note: the keychain is not usable (%v); using the %s\n", why, s.Backend())
+		}
+		return s, exitOK
+	}
+
+	switch sub {
+	case "set":
+		switch {
+		case len(pos) == 0:
+			return usageErr("moat secret set needs a NAME")
+		case len(pos) > 1:
+			// Never echo pos[1]: it is probably the secret.
+			return usageErr("moat secret set takes only a NAME: the value is never read from the command line",
+				"a value in argv lands in your shell history and in /proc/PID/cmdline, where other processes can read it",
+				"run `moat secret set "+pos[0]+"` and type the value at the hidden prompt, or pipe it: "+
+					"`printf %s \"$TOKEN\" | moat secret set "+pos[0]+"`")
+		}
+		name := pos[0]
+		if err := secrets.ValidateName(name); err != nil {
+			printError(stderr, err)
+			return exitUsage
+		}
+		v, err := readSecretValue(stdin, stderr, name)
+		if err != nil {
+			printError(stderr, err)
+			return exitUsage
+		}
+		s, code := open()
+		if s == nil {
+			return code
+		}
+		if err := s.Set(ctx, name, v); err != nil {
+			printError(stderr, err)
+			return exitFailure
+		}
+		fmt.Fprintf(stdout, "stored %q in the %s; refer to it as ${secret:%s}\n", name, s.Backend(), name)
+		return exitOK
+
+	case "rm":
+		if len(pos) != 1 {
+			return usageErr("moat secret rm takes exactly one NAME")
+		}
+		s, code := open()
+		if s == nil {
+			return code
+		}
+		if err := s.Delete(ctx, pos[0]); err != nil {
+			printError(stderr, err)
+			return exitFailure
+		}
+		fmt.Fprintf(stdout, "removed %q from the %s\n", pos[0], s.Backend())
+		return exitOK
+
+	case "list", "ls":
+		if len(pos) != 0 {
+			return usageErr("moat secret list takes no arguments")
+		}
+		s, code := open()
+		if s == nil {
+			return code
+		}
+		items, err := s.List(ctx)
+		if err != nil {
+			printError(stderr, err)
+			return exitFailure
+		}
+		if len(items) == 0 {
+			fmt.Fprintf(stdout, "no secrets in the %s\n", s.Backend())
+			return exitOK
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tBACKEND")
+		for _, it := range items {
+			fmt.Fprintf(tw, "%s\t%s\n", it.Name, it.Backend)
+		}
+		tw.Flush()
+		return exitOK
+
+	case "migrate":
+		if len(pos) != 0 {
+			return usageErr("moat secret migrate takes no arguments")
+		}
+		home, err := os.UserHomeDir()
+		if err != nil {
+			printError(stderr, fmt.Errorf("secret migrate: %w", err))
+			return exitFailure
+		}
+		s, code := open()
+		if s == nil {
+			return code
+		}
+		moved, err := secrets.MigrateDynamicMCP(ctx, s, home)
+		for _, server := range moved {
+			fmt.Fprintf(stdout, "moved the OAuth token of %q into the %s as %q; removed its plain-text file\n",
+				server, s.Backend(), secrets.DynamicMCPPrefix+server)
+		}
+		if err != nil {
+			printError(stderr, err)
+			return exitFailure
+		}
+		if len(moved) == 0 {
+			fmt.Fprintf(stdout, "nothing to migrate: no token files in %s\n", secrets.DynamicMCPDir(home))
+		}
+		return exitOK
+
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, secretUsage)
+		return exitOK
+	}
+	return usageErr(fmt.Sprintf("unknown subcommand %q", sub), "use set, rm, list or migrate")
+}
+
+// readSecretValue reads the value for name: from a hidden prompt when stdin
+// is a terminal, else all of stdin minus one trailing newline (so that
+// `echo "$TOKEN" | moat secret set NAME` stores the token, not a newline).
+func readSecretValue(stdin *os.File, stderr io.Writer, name string) (secrets.Secret, error) {
+	var b []byte
+	if term.IsTerminal(int(stdin.Fd())) {
+		fmt.Fprintf(stderr, "Value for %s (input is hidden): ", name)
+		v, err := term.ReadPassword(int(stdin.Fd()))
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return secrets.Secret{}, fmt.Errorf("secret set: reading the value: %w", err)
+		}
+		b = v
+	} else {
+		v, err := io.ReadAll(io.LimitReader(stdin, maxSecretInput+1))
+		if err != nil {
+			return secrets.Secret{}, fmt.Errorf("secret set: reading the value from stdin: %w", err)
+		}
+		if len(v) > maxSecretInput {
+			return secrets.Secret{}, fmt.Errorf("secret set: stdin holds more than %d bytes; that is not a secret value", maxSecretInput)
+		}
+		b = v
+		if bytes.HasSuffix(b, []byte("\n")) {
+			b = b[:len(b)-1]
+			b = bytes.TrimSuffix(b, []byte("\r"))
+		}
+	}
+	defer clear(b)
+	if len(b) == 0 {
+		return secrets.Secret{}, fmt.Errorf("secret set: the value for %q is empty", name)
+	}
+	return secrets.NewSecret(string(b)), nil
+}
+
+// passphrasePrompt returns the file store's passphrase source: MOAT_PASSPHRASE,
+// else a hidden prompt when stdin is a terminal, else nil so that the store
+// explains what to do.
+func passphrasePrompt(stdin *os.File, stderr io.Writer) func() ([]byte, error) {
+	if os.Getenv("MOAT_PASSPHRASE") != "" || !term.IsTerminal(int(stdin.Fd())) {
+		return nil
+	}
+	return func() ([]byte, error) {
+		fmt.Fprint(stderr, "Passphrase for moat's encrypted secret store (input is hidden): ")
+		p, err := term.ReadPassword(int(stdin.Fd()))
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moatmcp/moat/internal/secrets"
+)
+
+const secretCanary = "tok-canary-4c1e-VALUE"
+
+// secretEnv points the command at a fresh encrypted file store and keeps it
+// away from any keychain.
+func secretEnv(t *testing.T) (dir string) {
+	t.Helper()
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "disabled:")
+	t.Setenv("MOAT_PASSPHRASE", "test-passphrase")
+	return filepath.Join(t.TempDir(), "store")
+}
+
+// runSecret runs `moat secret ARGS` with stdin holding in.
+func runSecret(t *testing.T, in string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "stdin")
+	if err := os.WriteFile(p, []byte(in), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out, errb bytes.Buffer
+	code = secretCommand(t.Context(), args, f, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func storeValue(t *testing.T, dir, name string) (string, error) {
+	t.Helper()
+	s, err := secrets.Open(t.Context(), &secrets.Options{Backend: secrets.BackendFile, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Get(t.Context(), name)
+	return v.Reveal(), err
+}
+
+func TestSecretSetRefusesArgvValue(t *testing.T) {
+	dir := secretEnv(t)
+	code, out, errs := runSecret(t, "", "set", "--backend", "file", "--dir", dir, "github-token", secretCanary)
+	if code != exitUsage {
+		t.Errorf("exit code %d, want %d", code, exitUsage)
+	}
+	if !strings.Contains(errs, "moat: error: moat secret set takes only a NAME: the value is never read from the command line") ||
+		!strings.Contains(errs, "moat: hint: a value in argv lands in your shell history") {
+		t.Errorf("stderr does not explain why:\n%s", errs)
+	}
+	if strings.Contains(out+errs, secretCanary) {
+		t.Errorf("the refused value was echoed:\n%s%s", out, errs)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused set touched the store (%v)", err)
+	}
+}
+
+func TestSecretSetReadsStdin(t *testing.T) {
+	tests := []struct {
+		in, want string
+	}{
+		{secretCanary + "\n", secretCanary},
+		{secretCanary, secretCanary},
+		{secretCanary + "\r\n", secretCanary},
+		{"two\n\n", "two\n"}, // only one newline is trimmed
+		{" spaced \n", " spaced "},
+	}
+	dir := secretEnv(t)
+	for i, tt := range tests {
+		name := "tok" + string(rune('a'+i))
+		code, out, errs := runSecret(t, tt.in, "set", "--backend", "file", "--dir", dir, name)
+		if code != exitOK {
+			t.Fatalf("set %q: exit %d, stderr:\n%s", tt.in, code, errs)
+		}
+		if strings.Contains(out+errs, strings.TrimSpace(tt.want)) {
+			t.Errorf("set printed the value:\n%s%s", out, errs)
+		}
+		got, err := storeValue(t, dir, name)
+		if err != nil || got != tt.want {
+			t.Errorf("stdin %q stored %q (%v), want %q", tt.in, got, err, tt.want)
+		}
+	}
+	// Flags may also follow NAME.
+	if code, _, errs := runSecret(t, "v\n", "set", "late", "--backend", "file", "--dir", dir); code != exitOK {
+		t.Errorf("set NAME --flags: exit %d:\n%s", code, errs)
+	}
+	if code, _, errs := runSecret(t, "\n", "set", "--backend", "file", "--dir", dir, "empty"); code != exitUsage || !strings.Contains(errs, "empty") {
+		t.Errorf("empty value: exit %d, stderr:\n%s", code, errs)
+	}
+}
+
+func TestSecretListRm(t *testing.T) {
+	dir := secretEnv(t)
+	for _, n := range []string{"github-token", "api-key"} {
+		if code, _, errs := runSecret(t, secretCanary+n, "set", "--backend", "file", "--dir", dir, n); code != exitOK {
+			t.Fatalf("set: %s", errs)
+		}
+	}
+	code, out, errs := runSecret(t, "", "list", "--backend", "file", "--dir", dir)
+	if code != exitOK {
+		t.Fatalf("list: exit %d:\n%s", code, errs)
+	}
+	want := "NAME          BACKEND\n" +
+		"api-key       encrypted file (" + dir + ")\n" +
+		"github-token  encrypted file (" + dir + ")\n"
+	if out != want {
+		t.Errorf("list printed:\n%s\nwant:\n%s", out, want)
+	}
+	if strings.Contains(out+errs, "canary") {
+		t.Errorf("list printed a value:\n%s%s", out, errs)
+	}
+
+	if code, _, errs := runSecret(t, "", "rm", "--backend", "file", "--dir", dir, "api-key"); code != exitOK {
+		t.Errorf("rm: exit %d:\n%s", code, errs)
+	}
+	if _, err := storeValue(t, dir, "api-key"); !errors.Is(err, secrets.ErrNotFound) {
+		t.Errorf("after rm, Get = %v, want ErrNotFound", err)
+	}
+	code, _, errs = runSecret(t, "", "rm", "--backend", "file", "--dir", dir, "api-key")
+	if code != exitFailure || !strings.Contains(errs, "moat: error: ") {
+		t.Errorf("rm of a missing secret: exit %d, stderr:\n%s", code, errs)
+	}
+}
+
+func TestSecretUsageAndFailures(t *testing.T) {
+	dir := secretEnv(t)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string // in stderr
+	}{
+		{"no subcommand", nil, exitUsage, "needs a subcommand"},
+		{"unknown", []string{"get", "x"}, exitUsage, `unknown subcommand "get"`},
+		{"set without name", []string{"set"}, exitUsage, "needs a NAME"},
+		{"bad name", []string{"set", "--backend", "file", "--dir", dir, "../x"}, exitUsage, "invalid secret name"},
+		{"bad flag", []string{"list", "--nope"}, exitUsage, "flag provided but not defined"},
+		{"bad backend", []string{"list", "--backend", "vault"}, exitFailure, `unknown back end "vault"`},
+		{"list with args", []string{"list", "x"}, exitUsage, "takes no arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, errs := runSecret(t, "v", tt.args...)
+			if code != tt.code || !strings.Contains(errs, tt.want) || !strings.HasPrefix(errs, "moat: error: ") {
+				t.Errorf("moat secret %q: exit %d, stderr:\n%s\nwant exit %d and %q", tt.args, code, errs, tt.code, tt.want)
+			}
+		})
+	}
+
+	// No keychain and no passphrase: a runtime failure that says what to do.
+	t.Setenv("MOAT_PASSPHRASE", "")
+	code, _, errs := runSecret(t, "v", "set", "--dir", dir, "tok")
+	if code != exitFailure || !strings.Contains(errs, "moat: hint: export MOAT_PASSPHRASE") ||
+		!strings.Contains(errs, "moat: hint: start and unlock your keyring") {
+		t.Errorf("no keychain, no passphrase: exit %d, stderr:\n%s", code, errs)
+	}
+}
+
+func TestSecretMigrate(t *testing.T) {
+	dir := secretEnv(t)
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	tokDir := filepath.Join(home, ".dynamic-mcp", "oauth-servers")
+	if err := os.MkdirAll(tokDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tokDir, "github.json"), []byte(`{"access_token":"`+secretCanary+`"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runSecret(t, "", "migrate", "--backend", "file", "--dir", dir)
+	if code != exitOK || !strings.Contains(out, `moved the OAuth token of "github"`) {
+		t.Fatalf("migrate: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+	if strings.Contains(out+errs, secretCanary) {
+		t.Errorf("migrate printed the token")
+	}
+	if _, err := os.Stat(filepath.Join(tokDir, "github.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the plain-text token file is still there (%v)", err)
+	}
+	if v, err := storeValue(t, dir, secrets.DynamicMCPPrefix+"github"); err != nil || !strings.Contains(v, secretCanary) {
+		t.Errorf("the migrated token is not in the store: %v", err)
+	}
+	code, out, _ = runSecret(t, "", "migrate", "--backend", "file", "--dir", dir)
+	if code != exitOK || !strings.Contains(out, "nothing to migrate") {
+		t.Errorf("second migrate: exit %d, stdout:\n%s", code, out)
+	}
+}

@@ -69,7 +69,7 @@ func (c *checker) unknownKeys(n *node, path string, known []string, where string
 		}
 		hint := "valid keys " + where + ": " + quoteList(known)
 		if s := suggest(m.key, known); s != "" {
-			hint = s + " " + hint
+			hint = s + "; " + hint
 		}
 		c.ps.add(path+pointer(m.key), m.keyOff, fmt.Sprintf("unknown key %q %s", m.key, where), hint)
 	}
@@ -164,7 +164,7 @@ func (c *checker) transport(s *Server, n *node, path string) {
 	default:
 		hint := `use "stdio", "http" or "sse" (lowercase), or omit "type"`
 		if sg := suggest(v, []string{"stdio", "http", "sse"}); sg != "" {
-			hint = sg + " " + hint
+			hint = sg + "; " + hint
 		}
 		c.ps.add(path+"/type", m.val.off, fmt.Sprintf("unknown type %q", v), hint)
 	}

@@ -1,6 +1,13 @@
 // Package config loads Moat's configuration: dynamic-mcp's JSON format
 // (mcpServers, ${VAR} expansion, timeouts), checked strictly against the
 // embedded config-schema.json so the editor schema and the loader agree.
+//
+// [Load] refuses a file other users could change, then reads it with a
+// parser that keeps positions and rejects duplicate keys; every problem
+// in the file is reported at once as an [*Error], each with its JSON
+// pointer, line, column and fix. ${VAR} and ${secret:NAME} are expanded in
+// one pass, and an unset variable is an error, never a literal. [Watch]
+// reports edits to the file, however an editor saves it.
 package config
 
 import (

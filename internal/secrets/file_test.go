@@ -388,3 +388,18 @@ func TestFileRefusesOtherOwner(t *testing.T) {
 		t.Errorf("Get of a file owned by another user = %v, want a refusal with a chown hint", err)
 	}
 }
+
+// BenchmarkOpenDefaultKDF measures what each moat start pays to unlock the
+// file store with the real Argon2id costs.
+func BenchmarkOpenDefaultKDF(b *testing.B) {
+	saved := defaultKDF
+	defaultKDF = kdfParams{time: 3, memory: 64 << 10, threads: 4}
+	defer func() { defaultKDF = saved }()
+	dir := filepath.Join(b.TempDir(), "store")
+	opts := &Options{Backend: BackendFile, Dir: dir, Passphrase: func() ([]byte, error) { return []byte("pw"), nil }}
+	for b.Loop() {
+		if _, err := Open(b.Context(), opts); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

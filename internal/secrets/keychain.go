@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/zalando/go-keyring"
@@ -31,9 +31,12 @@ const indexUser = ".moat-index"
 // fail fast instead of piling up more. godbus serializes the session bus
 // behind one lock anyway, so the slot costs no parallelism.
 var (
-	keychainSlot  = make(chan struct{}, 1)
-	keychainStuck atomic.Bool // a timed-out call still holds the slot
+	keychainSlot = make(chan struct{}, 1)
+	abandonedMu  sync.Mutex
+	abandoned    *keychainCall // the timed-out call still holding the slot, if any
 )
+
+type keychainCall struct{ finished bool } // guarded by abandonedMu
 
 type keychain struct {
 	service string
@@ -71,7 +74,10 @@ func (k *keychain) unusable(err error) error {
 
 // call runs f under the deadline, in the process-wide keychain slot.
 func (k *keychain) call(ctx context.Context, f func() error) error {
-	if keychainStuck.Load() {
+	abandonedMu.Lock()
+	stuck := abandoned != nil
+	abandonedMu.Unlock()
+	if stuck {
 		return k.unusable(fmt.Errorf("%w: an earlier call is still blocked in the keychain", errKeychainTimeout))
 	}
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
@@ -81,10 +87,16 @@ func (k *keychain) call(ctx context.Context, f func() error) error {
 	case <-ctx.Done():
 		return k.timedOut(ctx)
 	}
+	c := &keychainCall{}
 	done := make(chan error, 1)
 	go func() {
 		err := f()
-		keychainStuck.Store(false)
+		abandonedMu.Lock()
+		c.finished = true
+		if abandoned == c {
+			abandoned = nil
+		}
+		abandonedMu.Unlock()
 		<-keychainSlot
 		done <- err
 	}()
@@ -92,7 +104,11 @@ func (k *keychain) call(ctx context.Context, f func() error) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		keychainStuck.Store(true)
+		abandonedMu.Lock()
+		if !c.finished {
+			abandoned = c
+		}
+		abandonedMu.Unlock()
 		return k.timedOut(ctx)
 	}
 }

@@ -456,3 +456,16 @@ func TestMissingNodePackageSkipsLoudlyOrFailsInCI(t *testing.T) {
 		})
 	}
 }
+
+func TestExitToolEndsTheProcess(t *testing.T) {
+	bin := BuildTestServer(t)
+	tr := stdioTransport(t, bin)
+	cs := connect(t, tr, nil, "")
+	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "exit", Arguments: map[string]any{"code": 5}}); err == nil {
+		t.Fatal("call exit returned a result; want the connection to fail")
+	}
+	cs.Close()
+	if st := tr.Command.ProcessState; st == nil || st.ExitCode() != 5 {
+		t.Errorf("process state after exit tool = %v, want exit status 5", st)
+	}
+}

@@ -27,11 +27,11 @@ import (
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
-func TestMain(m *testing.M) {
-	// Upstream children start through the sandbox launcher, which is this
-	// test binary re-executed.
-	sandbox.MaybeRunLauncher()
-	os.Exit(m.Run())
+// useMoatLauncher makes children start through a real moat binary as the
+// sandbox launcher. (The race-instrumented test binary cannot be the
+// launcher: ThreadSanitizer needs more address space than RLIMIT_AS allows.)
+func useMoatLauncher(t *testing.T) {
+	sandbox.LauncherPath = testutil.BuildMoat(t)
 }
 
 // stdio returns a stdio server running the Go test server with args.
@@ -83,6 +83,7 @@ type harness struct {
 // go-sdk client to it. Retries are fast so recovery tests stay short.
 func start(t *testing.T, cfg *config.Config, opts *mcp.ClientOptions) *client {
 	t.Helper()
+	useMoatLauncher(t)
 	p := proxy.New(proxy.Options{
 		Logger: testLogger(t),
 		Upstream: upstream.Options{
@@ -346,12 +347,15 @@ func TestResourcesAndPromptsAreMergedWithoutShadowing(t *testing.T) {
 	for _, g := range []string{"one", "two", "solo"} {
 		c.mustCall(t, "get_dynamic_tools", map[string]any{"group": g})
 	}
-	eventually(t, "resources of three groups", func() bool {
-		n := 0
-		for range c.cs.Resources(ctx, nil) {
-			n++
+	eventually(t, "resources of all three groups", func() bool {
+		seen := map[string]int{}
+		for r := range c.cs.Resources(ctx, nil) {
+			if r != nil {
+				seen[r.URI] = len(r.Meta)
+			}
 		}
-		return n >= 4
+		_, solo := seen["solo://static/hello"]
+		return solo && seen["test://static/hello"] > 0 && c.cs != nil && sharedHasTwo(ctx, c.cs)
 	})
 	groupsOf := map[string]any{}
 	for r, err := range c.cs.Resources(ctx, nil) {
@@ -555,4 +559,14 @@ func (w *testWriter) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimRight(string(p), "\n"))
 	}
 	return len(p), nil
+}
+
+func sharedHasTwo(ctx context.Context, cs *mcp.ClientSession) bool {
+	for r := range cs.Resources(ctx, nil) {
+		if r != nil && r.URI == "test://static/hello" {
+			gs, _ := r.Meta["groups"].([]any)
+			return len(gs) == 2
+		}
+	}
+	return false
 }

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -93,15 +93,17 @@ func StartEverythingHTTP(t testing.TB) string {
 	return ""
 }
 
-// waitHTTP polls url until any HTTP answer comes (a GET without a session gets
-// 400, which is enough to know it listens), the process exits, or startTimeout passes.
+// waitHTTP polls until the server accepts TCP connections on url's host
+// (Express listens only once it is ready to serve), the process exits, or
+// startTimeout passes. It dials rather than sending HTTP so that no HTTP
+// client exists outside internal/netguard.
 func waitHTTP(url string, exited <-chan struct{}) error {
-	client := &http.Client{Timeout: time.Second}
+	host := strings.TrimPrefix(url, "http://")
+	host = host[:strings.IndexByte(host, '/')]
 	deadline := time.Now().Add(startTimeout)
 	for time.Now().Before(deadline) {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
+		if c, err := net.DialTimeout("tcp", host, time.Second); err == nil {
+			c.Close()
 			return nil
 		}
 		select {

@@ -1,0 +1,392 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/testutil"
+)
+
+// These tests run the real moat binary, as an MCP client would: a go-sdk
+// client on its stdin/stdout, real upstream servers as its children.
+
+// writeConfig writes a config file for servers (name → server object).
+func writeConfig(t *testing.T, dir string, servers map[string]any) string {
+	t.Helper()
+	b, err := json.MarshalIndent(map[string]any{"mcpServers": servers}, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "moat.json")
+	replaceFile(t, path, b)
+	return path
+}
+
+// replaceFile writes data to path the way editors save: a temp file renamed
+// over the old one.
+func replaceFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testServer(t *testing.T, name string, args ...string) map[string]any {
+	return map[string]any{
+		"description": "Go test server " + name,
+		"command":     testutil.BuildTestServer(t),
+		"args":        append([]string{"-name", name}, args...),
+	}
+}
+
+// moatProc is a running moat with a go-sdk client session on its stdio.
+type moatProc struct {
+	cmd         *exec.Cmd
+	cs          *mcp.ClientSession
+	stderr      *syncBuffer
+	toolChanges atomic.Int32
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startMoat(t *testing.T, cfgPath string) *moatProc {
+	t.Helper()
+	cmd := exec.Command(testutil.BuildMoat(t), cfgPath)
+	m := &moatProc{cmd: cmd, stderr: &syncBuffer{}}
+	cmd.Stderr = m.stderr
+	cmd.Env = append(os.Environ(), "MOAT_LOG=debug")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, &mcp.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { m.toolChanges.Add(1) },
+	})
+	cs, err := client.Connect(ctx, &mcp.CommandTransport{Command: cmd, TerminateDuration: 10 * time.Second}, nil)
+	if err != nil {
+		t.Fatalf("connect to moat: %v\nstderr:\n%s", err, m.stderr)
+	}
+	m.cs = cs
+	t.Cleanup(func() {
+		cs.Close()
+		if t.Failed() {
+			t.Logf("moat stderr:\n%s", m.stderr)
+		}
+	})
+	return m
+}
+
+func (m *moatProc) call(t *testing.T, tool string, args map[string]any) *mcp.CallToolResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := m.cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+	if err != nil {
+		t.Fatalf("%s(%v): %v", tool, args, err)
+	}
+	return res
+}
+
+func resultText(r *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range r.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String()
+}
+
+func groupEnum(t *testing.T, cs *mcp.ClientSession) []any {
+	t.Helper()
+	res, err := cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range res.Tools {
+		if tool.Name == "get_dynamic_tools" {
+			e, _ := tool.InputSchema.(map[string]any)["properties"].(map[string]any)["group"].(map[string]any)["enum"].([]any)
+			return e
+		}
+	}
+	t.Fatal("no get_dynamic_tools")
+	return nil
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func TestServerEverythingOverStdio(t *testing.T) {
+	bin := testutil.NodeBin(t, testutil.EverythingBin)
+	cfg := writeConfig(t, t.TempDir(), map[string]any{
+		"everything": map[string]any{"description": "MCP reference server", "command": bin, "args": []string{"stdio"}},
+	})
+	m := startMoat(t, cfg)
+	ctx := context.Background()
+
+	if got := groupEnum(t, m.cs); !slices.Equal(got, []any{"everything"}) {
+		t.Fatalf("group enum = %v, want [everything]", got)
+	}
+	tools := resultText(m.call(t, "get_dynamic_tools", map[string]any{"group": "everything"}))
+	if !strings.Contains(tools, `"name":"echo"`) {
+		t.Fatalf("get_dynamic_tools(everything) lacks echo: %.300s", tools)
+	}
+	res := m.call(t, "call_dynamic_tool", map[string]any{"group": "everything", "name": "echo", "args": map[string]any{"message": "through moat"}})
+	if res.IsError || resultText(res) != "Echo: through moat" {
+		t.Fatalf("echo: isError=%v %q", res.IsError, resultText(res))
+	}
+
+	var uri string
+	for r, err := range m.cs.Resources(ctx, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Meta["group"] != "everything" {
+			t.Fatalf("resource %s has _meta %v, want group everything", r.URI, r.Meta)
+		}
+		if uri == "" && strings.HasPrefix(r.URI, "demo://") {
+			uri = r.URI
+		}
+	}
+	if uri == "" {
+		t.Fatal("no demo:// resource listed")
+	}
+	rr, err := m.cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+	if err != nil || len(rr.Contents) == 0 {
+		t.Fatalf("read %s: %v", uri, err)
+	}
+	pr, err := m.cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "simple-prompt"})
+	if err != nil || len(pr.Messages) == 0 {
+		t.Fatalf("get simple-prompt: %v", err)
+	}
+}
+
+func TestServerEverythingOverStreamableHTTP(t *testing.T) {
+	url := testutil.StartEverythingHTTP(t)
+	cfg := writeConfig(t, t.TempDir(), map[string]any{
+		"everything": map[string]any{"description": "MCP reference server over HTTP", "url": url},
+	})
+	m := startMoat(t, cfg)
+	res := m.call(t, "call_dynamic_tool", map[string]any{"group": "everything", "name": "echo", "args": map[string]any{"message": "over http"}})
+	if res.IsError || resultText(res) != "Echo: over http" {
+		t.Fatalf("echo over streamable HTTP: isError=%v %q", res.IsError, resultText(res))
+	}
+}
+
+func TestReloadFromTheConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, map[string]any{"a": testServer(t, "a"), "b": testServer(t, "b")})
+	m := startMoat(t, cfg)
+	m.call(t, "get_dynamic_tools", map[string]any{"group": "b"})
+	bPids := testutil.Descendants(m.cmd.Process.Pid)
+
+	// A broken file is refused; Moat keeps serving the old config.
+	replaceFile(t, cfg, []byte(`{"mcpServers": {"a": {"command": "x"}}}`))
+	waitFor(t, "the rejected reload in the log", func() bool { return strings.Contains(m.stderr.String(), "config reload rejected") })
+	if res := m.call(t, "call_dynamic_tool", map[string]any{"group": "b", "name": "echo", "args": map[string]any{"message": "still"}}); resultText(res) != "still" {
+		t.Fatalf("after a rejected reload: %q", resultText(res))
+	}
+
+	// Remove b, add c: the client is told, b's processes go away.
+	before := m.toolChanges.Load()
+	writeConfig(t, dir, map[string]any{"a": testServer(t, "a"), "c": testServer(t, "c")})
+	waitFor(t, "the new group list", func() bool { return slices.Equal(groupEnum(t, m.cs), []any{"a", "c"}) })
+	waitFor(t, "tools/list_changed", func() bool { return m.toolChanges.Load() > before })
+	if res := m.call(t, "call_dynamic_tool", map[string]any{"group": "c", "name": "echo", "args": map[string]any{"message": "new"}}); resultText(res) != "new" {
+		t.Fatalf("added group c: %q", resultText(res))
+	}
+	var bOnly []int
+	now := testutil.Descendants(m.cmd.Process.Pid)
+	for _, pid := range bPids {
+		if !slices.Contains(now, pid) {
+			bOnly = append(bOnly, pid)
+		}
+	}
+	if len(bOnly) == 0 {
+		t.Fatal("no process went away when group b was removed")
+	}
+	testutil.NoProcessesLeft(t, bOnly)
+}
+
+// TestShutdownLeavesNoProcess stops moat three ways and checks /proc: every
+// child, grandchild included, must be gone and reaped.
+func TestShutdownLeavesNoProcess(t *testing.T) {
+	// A server whose child ignores SIGTERM and outlives it, unless killed.
+	stubborn := filepath.Join(t.TempDir(), "stubborn.sh")
+	script := "#!/bin/sh\ntrap '' TERM\nsh -c \"trap '' TERM; sleep 300\" &\nexec " + testutil.BuildTestServer(t) + " -name stubborn\n"
+	if err := os.WriteFile(stubborn, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, how := range []string{"SIGTERM", "SIGINT", "stdin EOF", "SIGKILL"} {
+		t.Run(how, func(t *testing.T) {
+			cfg := writeConfig(t, t.TempDir(), map[string]any{
+				"plain":    testServer(t, "plain"),
+				"stubborn": map[string]any{"description": "ignores SIGTERM", "command": stubborn},
+			})
+			m := startMoat(t, cfg)
+			m.call(t, "get_dynamic_tools", map[string]any{"group": "plain"})
+			m.call(t, "get_dynamic_tools", map[string]any{"group": "stubborn"})
+			pid := m.cmd.Process.Pid
+			tree := testutil.Descendants(pid)
+			if len(tree) < 4 {
+				t.Fatalf("expected launchers, servers and a grandchild under moat, got %v", tree)
+			}
+			switch how {
+			case "SIGTERM":
+				syscall.Kill(pid, syscall.SIGTERM)
+			case "SIGINT":
+				syscall.Kill(pid, syscall.SIGINT)
+			case "stdin EOF":
+				m.cs.Close() // closes moat's stdin
+			case "SIGKILL":
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+			waitFor(t, "moat to exit", func() bool { return !testutil.ProcessAlive(pid) })
+			testutil.NoProcessesLeft(t, tree)
+		})
+	}
+}
+
+func TestUsageAndConfigErrors(t *testing.T) {
+	bin := testutil.BuildMoat(t)
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(bad, []byte(`{"mcpServers": {"x": {"description": "d", "command": "c", "timeout": {"tools": 0}}}}`), 0o600)
+	for _, tt := range []struct {
+		name   string
+		args   []string
+		env    []string
+		code   int
+		stderr string
+	}{
+		{"no config", nil, []string{"MOAT_CONFIG=", "DYNAMIC_MCP_CONFIG="}, 2, "no config file given"},
+		{"bad timeout", []string{bad}, nil, 2, "/mcpServers/x/timeout/tools"},
+		{"typo command", []string{"secrte"}, nil, 2, `did you mean "secret"?`},
+		{"unknown flag", []string{"--nope"}, nil, 2, `unknown flag "--nope"`},
+		{"dynamic-mcp env", nil, []string{"MOAT_CONFIG=", "DYNAMIC_MCP_CONFIG=" + bad}, 2, "/mcpServers/x/timeout/tools"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(bin, tt.args...)
+			cmd.Env = append(os.Environ(), tt.env...)
+			var stderr, stdout bytes.Buffer
+			cmd.Stderr, cmd.Stdout = &stderr, &stdout
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			if code != tt.code || !strings.Contains(stderr.String(), tt.stderr) {
+				t.Fatalf("moat %v: exit %d, stderr %q; want exit %d and %q", tt.args, code, stderr.String(), tt.code, tt.stderr)
+			}
+			if stdout.Len() > 0 {
+				t.Errorf("moat wrote to stdout on a usage error: %q", stdout.String())
+			}
+		})
+	}
+}
+
+// TestRawProtocol speaks JSON-RPC lines to moat directly: dynamic-mcp's
+// params.group extension, and stdout carrying nothing but JSON-RPC even
+// with debug logging on.
+func TestRawProtocol(t *testing.T) {
+	cfg := writeConfig(t, t.TempDir(), map[string]any{
+		"one": testServer(t, "one", "-same-uris"),
+		"two": testServer(t, "two", "-same-uris"),
+	})
+	cmd := exec.Command(testutil.BuildMoat(t), cfg)
+	cmd.Env = append(os.Environ(), "MOAT_LOG=debug")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	send := func(s string) { fmt.Fprintln(stdin, s) }
+	await := func(id int) map[string]any {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("moat closed stdout while waiting for id %d", id)
+				}
+				var msg map[string]any
+				if err := json.Unmarshal([]byte(l), &msg); err != nil || msg["jsonrpc"] != "2.0" {
+					t.Fatalf("stdout carried a line that is not JSON-RPC: %q", l)
+				}
+				if msg["id"] == float64(id) {
+					return msg
+				}
+			case <-timeout:
+				t.Fatalf("no answer to id %d", id)
+			}
+		}
+	}
+	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	if v := await(1)["result"].(map[string]any)["protocolVersion"]; v != "2024-11-05" {
+		t.Fatalf("protocol version %v, want the client's 2024-11-05", v)
+	}
+	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	send(`{"jsonrpc":"2.0","id":2,"method":"ping"}`)
+	await(2)
+	send(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_dynamic_tools","arguments":{"group":"two"}}}`)
+	await(3)
+	send(`{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"uri":"test://static/hello","group":"two"}}`)
+	res := await(4)
+	got, _ := json.Marshal(res["result"])
+	if !strings.Contains(string(got), "hello from two") {
+		t.Fatalf("resources/read with params.group two: %s", got)
+	}
+}

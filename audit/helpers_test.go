@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -87,3 +88,5 @@ func verifyFile(t testing.TB, path string, k Keys, withMAC bool) (*Report, error
 	}
 	return Verify(f, mac, pub(k))
 }
+
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }

@@ -63,6 +63,8 @@ type Record struct {
 	Prev       string            `json:"prev,omitempty"`   // hex Hash of the previous record; empty only for seq 1
 	Sig        string            `json:"sig,omitempty"`    // checkpoint: base64 Ed25519 signature
 	Hash       string            `json:"hash,omitempty"`   // hex HMAC-SHA256, see package doc
+
+	mid []byte // encoded members from event to digest, prepared by Write
 }
 
 // marshalCanonical returns the canonical JSON of r: encoding/json with the

@@ -1,0 +1,476 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+)
+
+func TestConcurrentWritersKeepLinesWholeAndSeqGapFree(t *testing.T) {
+	k := testKeys(1)
+	o := Options{Path: logPath(t), CheckpointEvery: 333}
+	w := mustOpen(t, o, k)
+	const writers, each = 8, 1000
+	var wg sync.WaitGroup
+	seqs := make([][]uint64, writers)
+	for g := range writers {
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(g), 7))
+			for range each {
+				r := randomRecord(rnd)
+				if err := w.Write(context.Background(), r); err != nil {
+					t.Errorf("Write: %v", err)
+					return
+				}
+				seqs[g] = append(seqs[g], r.Seq)
+			}
+		})
+	}
+	wg.Wait()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	acked := map[uint64]bool{}
+	for _, s := range seqs {
+		for _, q := range s {
+			if acked[q] {
+				t.Fatalf("seq %d returned to two writers", q)
+			}
+			acked[q] = true
+		}
+	}
+	lines := readLines(t, o.Path)
+	calls := 0
+	for i, l := range lines {
+		var r Record
+		if err := json.Unmarshal(l, &r); err != nil || !bytes.HasSuffix(l, []byte("}\n")) {
+			t.Fatalf("line %d is torn or interleaved: %q", i+1, l)
+		}
+		if r.Seq != uint64(i+1) {
+			t.Fatalf("line %d has seq %d: not gap-free", i+1, r.Seq)
+		}
+		if r.Event == "tool_call" {
+			calls++
+			if !acked[r.Seq] {
+				t.Errorf("seq %d is in the file but no writer got it", r.Seq)
+			}
+		}
+	}
+	if calls != writers*each {
+		t.Errorf("%d tool_call records in the file, want %d", calls, writers*each)
+	}
+	for _, mac := range []bool{true, false} {
+		if _, err := verifyFile(t, o.Path, k, mac); err != nil {
+			t.Errorf("Verify (mac=%v): %v", mac, err)
+		}
+	}
+}
+
+func TestOpenRefusesUnsafeFiles(t *testing.T) {
+	k := testKeys(1)
+	for _, tt := range []struct {
+		name  string
+		setup func(t *testing.T, path string)
+		want  string
+	}{
+		{"file readable by others", func(t *testing.T, p string) { mkfile(t, p, 0o644) }, "chmod 600 " + "PATH"},
+		{"file writable by group", func(t *testing.T, p string) { mkfile(t, p, 0o620) }, "chmod 600 PATH"},
+		{"directory writable by others", func(t *testing.T, p string) { os.Chmod(filepath.Dir(p), 0o777) }, "chmod 700 DIR"},
+		{"file owned by someone else", func(t *testing.T, p string) {
+			mkfile(t, p, 0o600)
+			if err := os.Chown(p, 65534, 65534); err != nil {
+				t.Skipf("cannot chown here: %v", err)
+			}
+		}, "chown"},
+		{"symlink", func(t *testing.T, p string) { os.Symlink("/etc/passwd", p) }, "opening log"},
+		{"second writer", func(t *testing.T, p string) {
+			w := mustOpen(t, Options{Path: p}, k)
+			t.Cleanup(func() { w.Close() })
+		}, "in use by another process"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := logPath(t)
+			os.MkdirAll(filepath.Dir(p), 0o700)
+			tt.setup(t, p)
+			want := strings.NewReplacer("PATH", p, "DIR", filepath.Dir(p)).Replace(tt.want)
+			w, err := Open(Options{Path: p}, k)
+			if err == nil {
+				w.Close()
+				t.Fatalf("Open succeeded, want an error containing %q", want)
+			}
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("Open error = %q, want it to contain %q", err, want)
+			}
+		})
+	}
+}
+
+func mkfile(t *testing.T, p string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(p, nil, mode); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(p, mode)
+}
+
+func TestNewFilesAre0600In0700(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	p := logPath(t)
+	w := mustOpen(t, Options{Path: p, Rotate: RotateOptions{MaxSize: 500}}, testKeys(1))
+	writeRecords(t, w, rand.New(rand.NewPCG(1, 1)), 10)
+	w.Close()
+	files, _ := LogFiles(p)
+	if len(files) < 2 {
+		t.Fatalf("expected rotation, got %v", files)
+	}
+	for _, f := range append(files, filepath.Dir(p)) {
+		st, _ := os.Stat(f)
+		want := os.FileMode(0o600)
+		if st.IsDir() {
+			want = 0o700 | os.ModeDir
+		}
+		if st.Mode() != want {
+			t.Errorf("%s has mode %v, want %v", f, st.Mode(), want)
+		}
+	}
+}
+
+func TestRedactionKeepsCanaryOutOfTheFile(t *testing.T) {
+	const canary = "sk-CANARY-8c1f2e"
+	redact := func(s string) string { return strings.ReplaceAll(s, canary, "[REDACTED]") }
+	for _, recordArgs := range []bool{true, false} {
+		p := logPath(t)
+		w := mustOpen(t, Options{Path: p, Redact: redact, RecordArgs: recordArgs}, testKeys(1))
+		args := json.RawMessage(`{"token":"` + canary + `","nested":{"` + canary + `":[1,"x ` + canary + `"]}}`)
+		shape, sum := ArgsShape(args)
+		r := &Record{Event: "tool_call", Group: "g-" + canary, Tool: canary, Reason: "bad " + canary, Args: args,
+			ArgsShape: shape, ArgsSHA256: sum, Session: canary, Detail: map[string]string{canary: "v " + canary}}
+		if err := w.Write(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		data, _ := os.ReadFile(p)
+		if bytes.Contains(data, []byte(canary)) {
+			t.Errorf("record_args=%v: the canary is in the log:\n%s", recordArgs, data)
+		}
+		if got := bytes.Contains(data, []byte(`"args":`)); got != recordArgs {
+			t.Errorf("record_args=%v: args present = %v", recordArgs, got)
+		}
+		if _, err := verifyFile(t, p, testKeys(1), true); err != nil {
+			t.Errorf("Verify: %v", err)
+		}
+	}
+}
+
+func TestArgsShape(t *testing.T) {
+	shape, sum := ArgsShape(json.RawMessage(`{"a":"x","b":1.5,"c":true,"d":null,"e":{},"f":[]}`))
+	want := map[string]string{"a": "string", "b": "number", "c": "boolean", "d": "null", "e": "object", "f": "array"}
+	if d := cmp.Diff(want, shape); d != "" {
+		t.Errorf("ArgsShape (-want +got):\n%s", d)
+	}
+	if len(sum) != 64 {
+		t.Errorf("sha %q is not hex SHA-256", sum)
+	}
+	if s, _ := ArgsShape(json.RawMessage(`[1`)); s[""] != "invalid" {
+		t.Errorf("ArgsShape of invalid JSON = %v", s)
+	}
+}
+
+func TestRotationCarriesTheChainAcrossFiles(t *testing.T) {
+	k := testKeys(1)
+	p := logPath(t)
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	clock := func() time.Time { now = now.Add(time.Millisecond); return now }
+	w := mustOpen(t, Options{Path: p, Fsync: FsyncOff, Rotate: RotateOptions{MaxSize: 4000}, Clock: clock}, k)
+	writeRecords(t, w, rand.New(rand.NewPCG(3, 3)), 200)
+	w.Close()
+	files, err := LogFiles(p)
+	if err != nil || len(files) < 5 {
+		t.Fatalf("LogFiles = %v, %v; want several rotated files", files, err)
+	}
+	for _, mac := range [][]byte{k.MAC, nil} {
+		rep, err := VerifyFiles(files, mac, pub(k))
+		if err != nil || rep.FirstSeq != 1 {
+			t.Fatalf("VerifyFiles(%d files, mac %v) = %+v, %v", len(files), mac != nil, rep, err)
+		}
+	}
+	// Retention may drop the oldest files; the rest still verifies.
+	if rep, err := VerifyFiles(files[2:], k.MAC, pub(k)); err != nil || rep.FirstSeq <= 1 {
+		t.Errorf("VerifyFiles without the two oldest = %+v, %v", rep, err)
+	}
+	// A file missing from the middle is a deletion.
+	_, err = VerifyFiles(append(files[:2:2], files[3:]...), k.MAC, pub(k))
+	var prob *Problem
+	if !errors.As(err, &prob) || prob.Kind != KindDeleted || prob.File != files[3] || prob.Line != 1 {
+		t.Errorf("VerifyFiles without the third file = %v, want deleted at %s:1", err, files[3])
+	}
+}
+
+func TestRotationKeepsOnlyKeepFiles(t *testing.T) {
+	k := testKeys(1)
+	p := logPath(t)
+	w := mustOpen(t, Options{Path: p, Fsync: FsyncOff, Rotate: RotateOptions{MaxSize: 3000, Keep: 2}}, k)
+	writeRecords(t, w, rand.New(rand.NewPCG(3, 3)), 100)
+	w.Close()
+	rotated, _ := RotatedFiles(p)
+	if len(rotated) != 2 {
+		t.Errorf("%d rotated files kept, want 2: %v", len(rotated), rotated)
+	}
+	files, _ := LogFiles(p)
+	if _, err := VerifyFiles(files, k.MAC, pub(k)); err != nil {
+		t.Errorf("VerifyFiles: %v", err)
+	}
+}
+
+func TestReopenResumesTheChain(t *testing.T) {
+	k := testKeys(1)
+	p := logPath(t)
+	rnd := rand.New(rand.NewPCG(4, 4))
+	for range 3 {
+		w := mustOpen(t, Options{Path: p, Fsync: FsyncOff, CheckpointEvery: 4}, k)
+		writeRecords(t, w, rnd, 10)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := verifyFile(t, p, k, true)
+	if err != nil || rep.LastSeq != uint64(len(readLines(t, p))) {
+		t.Fatalf("Verify after 3 sessions = %+v, %v", rep, err)
+	}
+	// A tampered tail (here the final checkpoint) is refused on Open, with a hint.
+	lines := readLines(t, p)
+	last := len(lines) - 1
+	lines[last] = bytes.Replace(lines[last], []byte(`"time":"2`), []byte(`"time":"3`), 1)
+	os.WriteFile(p, bytes.Join(lines, nil), 0o600)
+	if w, err := Open(Options{Path: p}, k); err == nil || !strings.Contains(err.Error(), "move it aside") {
+		if w != nil {
+			w.Close()
+		}
+		t.Errorf("Open of a tampered log = %v, want a refusal that says to move it aside", err)
+	}
+}
+
+func TestTornTailIsReportedThenRecovered(t *testing.T) {
+	k := testKeys(1)
+	p := logPath(t)
+	w := mustOpen(t, Options{Path: p, Fsync: FsyncOff}, k)
+	writeRecords(t, w, rand.New(rand.NewPCG(5, 5)), 5)
+	w.Close()
+	f, _ := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"v":1,"seq":7,"time":"2026`)
+	f.Close()
+	_, err := verifyFile(t, p, k, true)
+	var prob *Problem
+	if !errors.As(err, &prob) || prob.Kind != KindTornTail || prob.Line != 7 || errors.Is(err, ErrTampered) {
+		t.Fatalf("Verify of a torn log = %v, want torn-tail at line 7, not tampering", err)
+	}
+	w = mustOpen(t, Options{Path: p, Fsync: FsyncOff}, k)
+	writeRecords(t, w, rand.New(rand.NewPCG(5, 6)), 1)
+	w.Close()
+	if _, err := verifyFile(t, p, k, true); err != nil {
+		t.Fatalf("Verify after recovery: %v", err)
+	}
+	torn, _ := filepath.Glob(p + ".torn-*")
+	if len(torn) != 1 {
+		t.Fatalf("torn files: %v, want one", torn)
+	}
+	if data, _ := os.ReadFile(torn[0]); string(data) != `{"v":1,"seq":7,"time":"2026` {
+		t.Errorf("torn file holds %q", data)
+	}
+	if !bytes.Contains(bytes.Join(readLines(t, p), nil), []byte(`"event":"recovered"`)) {
+		t.Error("no recovered record after cutting a torn tail")
+	}
+}
+
+// TestDiskFullFailsClosedWithoutCorruption limits the file size (RLIMIT_FSIZE)
+// so that a write fails part-way, then lifts the limit.
+func TestDiskFullFailsClosedWithoutCorruption(t *testing.T) {
+	k := testKeys(1)
+	p := logPath(t)
+	w := mustOpen(t, Options{Path: p}, k)
+	writeRecords(t, w, rand.New(rand.NewPCG(6, 6)), 5)
+	st, _ := os.Stat(p)
+
+	signal.Ignore(syscall.SIGXFSZ) // else the kernel kills the test binary
+	defer signal.Reset(syscall.SIGXFSZ)
+	var old unix.Rlimit
+	unix.Getrlimit(unix.RLIMIT_FSIZE, &old)
+	lim := unix.Rlimit{Cur: uint64(st.Size()) + 1500, Max: old.Max}
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &lim); err != nil {
+		t.Skipf("cannot set RLIMIT_FSIZE: %v", err)
+	}
+	var failErr error
+	for i := range 50 {
+		r := &Record{Event: "tool_call", Tool: "t", Reason: strings.Repeat("x", 100+i)}
+		if failErr = w.Write(context.Background(), r); failErr != nil {
+			break
+		}
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(failErr, ErrUnavailable) || !strings.Contains(failErr.Error(), "file too large") {
+		t.Fatalf("Write at the size limit = %v, want ErrUnavailable naming the cause", failErr)
+	}
+	data, _ := os.ReadFile(p)
+	if !bytes.HasSuffix(data, []byte("}\n")) {
+		t.Fatalf("a failed write left a partial line: ...%q", data[max(0, len(data)-40):])
+	}
+	if _, err := verifyFile(t, p, k, true); !errors.Is(err, ErrUnsealed) || errors.Is(err, ErrTampered) {
+		t.Fatalf("Verify after the failure = %v, want an intact, unsealed prefix", err)
+	}
+	writeRecords(t, w, rand.New(rand.NewPCG(6, 7)), 3)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verifyFile(t, p, k, true); err != nil {
+		t.Fatalf("Verify after recovery: %v", err)
+	}
+	var failure *Record
+	for _, l := range readLines(t, p) {
+		var r Record
+		json.Unmarshal(l, &r)
+		if r.Event == EventAuditFailure {
+			failure = &r
+		}
+	}
+	if failure == nil || failure.Detail["lost"] != "1" || failure.Detail["on_failure"] != "deny" {
+		t.Errorf("audit_failure record = %+v, want lost=1 on_failure=deny", failure)
+	}
+}
+
+// TestCrashLeavesAVerifiablePrefix kills a writer process with SIGKILL at
+// random moments; every record it acknowledged must be on disk and verify.
+func TestCrashLeavesAVerifiablePrefix(t *testing.T) {
+	if os.Getenv("AUDIT_CRASH_CHILD") != "" {
+		crashChild()
+		return
+	}
+	if testing.Short() {
+		t.Skip("spawns 20 processes")
+	}
+	k := testKeys(1)
+	p := logPath(t)
+	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 8))
+	for iter := range 20 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashLeavesAVerifiablePrefix$")
+		cmd.Env = append(os.Environ(), "AUDIT_CRASH_CHILD="+p)
+		out, _ := cmd.StdoutPipe()
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var acked []byte
+		done := make(chan struct{})
+		go func() {
+			buf := make([]byte, 4096)
+			for {
+				n, err := out.Read(buf)
+				acked = append(acked, buf[:n]...)
+				if err != nil {
+					close(done)
+					return
+				}
+			}
+		}()
+		time.Sleep(time.Duration(50+rnd.IntN(200)) * time.Millisecond)
+		cmd.Process.Kill()
+		<-done
+		cmd.Wait()
+
+		rep, err := verifyFile(t, p, k, true)
+		if errors.Is(err, ErrTampered) || (err != nil && !errors.Is(err, ErrUnsealed)) {
+			t.Fatalf("iteration %d: Verify after SIGKILL = %v, want an intact prefix", iter, err)
+		}
+		onDisk := map[string]bool{}
+		for _, l := range readLines(t, p) {
+			var r Record
+			if json.Unmarshal(l, &r) == nil {
+				onDisk[fmt.Sprint(r.Seq)] = true
+			}
+		}
+		n := 0
+		for _, s := range strings.Fields(string(acked)) {
+			n++
+			if !onDisk[s] {
+				t.Fatalf("iteration %d: record seq %s was acknowledged but is not in the log", iter, s)
+			}
+		}
+		t.Logf("iteration %d: %d acknowledged, %d records verified", iter, n, rep.Records)
+	}
+	w := mustOpen(t, Options{Path: p}, k)
+	w.Close()
+	if _, err := verifyFile(t, p, k, true); err != nil {
+		t.Fatalf("Verify after reopening: %v", err)
+	}
+}
+
+// crashChild writes from 4 goroutines until killed, printing each
+// acknowledged seq.
+func crashChild() {
+	w, err := Open(Options{Path: os.Getenv("AUDIT_CRASH_CHILD"), CheckpointEvery: 50}, testKeys(1))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(g), 9))
+			for {
+				r := randomRecord(rnd)
+				if err := w.Write(context.Background(), r); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(3)
+				}
+				mu.Lock()
+				fmt.Printf("%d\n", r.Seq)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestWriteRejectsWriterOwnedEvents(t *testing.T) {
+	w := mustOpen(t, Options{Path: logPath(t)}, testKeys(1))
+	defer w.Close()
+	for _, ev := range []string{"", EventCheckpoint, EventContinued} {
+		if err := w.Write(context.Background(), &Record{Event: ev}); err == nil {
+			t.Errorf("Write(event %q) succeeded", ev)
+		}
+	}
+	w.Close()
+	if err := w.Write(context.Background(), &Record{Event: "x"}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Write after Close = %v, want ErrClosed", err)
+	}
+}
+
+func TestPublicPackageStaysPure(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Skipf("go list: %v", err)
+	}
+	for dep := range strings.FieldsSeq(string(out)) {
+		if dep == "os/exec" || dep == "net/http" || strings.HasPrefix(dep, "github.com/moatmcp/moat/") && dep != "github.com/moatmcp/moat/audit" {
+			t.Errorf("audit depends on %s; it must stay free of Moat internals and unrelated I/O", dep)
+		}
+	}
+}

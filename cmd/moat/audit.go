@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/moatmcp/moat/audit"
+)
+
+const auditUsage = `usage:
+  moat audit verify [--pubkey FILE | --key-from-store] [--allow-unsealed] [FILE...]
+        check the hash chain and signed checkpoints (default: the configured log and its rotated files)
+        --pubkey FILE       verify with only the public key in FILE (what an auditor has; see pubkey)
+        --key-from-store    verify with the keys in the secret store (the default): also locates every change
+        --allow-unsealed    exit 0 when records after the last checkpoint are unsealed (a running or killed moat)
+  moat audit tail [-f] [FILE]   pretty-print the log; -f keeps following it
+  moat audit pubkey             print the checkpoint public key for auditors
+exit status: 0 ok, 1 verification failed or runtime failure, 2 usage`
+
+// auditLogPath returns the audit log's path when no FILE is given. The
+// integrator replaces it with the config's audit.path.
+var auditLogPath = defaultAuditLogPath
+
+// defaultAuditLogPath is $XDG_STATE_HOME/moat/audit.jsonl, else
+// ~/.local/state/moat/audit.jsonl.
+func defaultAuditLogPath() (string, error) {
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "moat", "audit.jsonl"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("audit: no audit.path configured and no home directory: %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "moat", "audit.jsonl"), nil
+}
+
+// auditCommand runs `moat audit ARGS...` (args excludes "audit"). keys reads
+// the log's keys from the secret store; it is called only when needed.
+func auditCommand(ctx context.Context, args []string, keys func(ctx context.Context) (audit.Keys, error), stdout, stderr io.Writer) int {
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "moat: error: "+format+"\n", a...)
+		fmt.Fprintln(stderr, auditUsage)
+		return exitUsage
+	}
+	fail := func(err error, hints ...string) int {
+		fmt.Fprintf(stderr, "moat: error: %v\n", err)
+		for _, h := range hints {
+			fmt.Fprintf(stderr, "moat: hint: %s\n", h)
+		}
+		return exitFailure
+	}
+	if len(args) == 0 {
+		return usageErr("moat audit needs a subcommand: verify, tail or pubkey")
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("moat audit "+sub, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var pubFile string
+	var fromStore, allowUnsealed, follow bool
+	switch sub {
+	case "verify":
+		fs.StringVar(&pubFile, "pubkey", "", "")
+		fs.BoolVar(&fromStore, "key-from-store", false, "")
+		fs.BoolVar(&allowUnsealed, "allow-unsealed", false, "")
+	case "tail":
+		fs.BoolVar(&follow, "f", false, "")
+	case "pubkey":
+	case "-h", "--help", "help":
+		fmt.Fprintln(stdout, auditUsage)
+		return exitOK
+	default:
+		return usageErr("unknown audit subcommand %q (want verify, tail or pubkey)", sub)
+	}
+	// Flags may come before or after the FILEs.
+	var pos []string
+	for rest := args[1:]; ; {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintln(stdout, auditUsage)
+				return exitOK
+			}
+			return usageErr("%v", err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+
+	switch sub {
+	case "pubkey":
+		if len(pos) != 0 {
+			return usageErr("moat audit pubkey takes no arguments")
+		}
+		k, err := keys(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintln(stdout, audit.FormatPublicKey(k.Signer.Public().(ed25519.PublicKey)))
+		return exitOK
+
+	case "tail":
+		if len(pos) > 1 {
+			return usageErr("moat audit tail takes at most one FILE")
+		}
+		var path string
+		if len(pos) == 1 {
+			path = pos[0]
+		} else {
+			p, err := auditLogPath()
+			if err != nil {
+				return fail(err)
+			}
+			path = p
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return fail(err)
+		}
+		defer f.Close()
+		if err := audit.Tail(ctx, stdout, f, follow); err != nil {
+			return fail(err)
+		}
+		return exitOK
+	}
+
+	// verify
+	if pubFile != "" && fromStore {
+		return usageErr("--pubkey and --key-from-store exclude each other")
+	}
+	files := pos
+	if len(files) == 0 {
+		p, err := auditLogPath()
+		if err != nil {
+			return fail(err)
+		}
+		if files, err = audit.LogFiles(p); err != nil {
+			return fail(err)
+		}
+		if len(files) == 0 {
+			return fail(fmt.Errorf("no audit log at %s", p), "pass the log FILE(s) to verify, oldest first")
+		}
+	}
+	var mac []byte
+	var pub ed25519.PublicKey
+	if pubFile != "" {
+		b, err := os.ReadFile(pubFile)
+		if err != nil {
+			return fail(err)
+		}
+		if pub, err = audit.ParsePublicKey(string(b)); err != nil {
+			return fail(err, "the file must hold the line printed by `moat audit pubkey`")
+		}
+	} else {
+		k, err := keys(ctx)
+		if err != nil {
+			return fail(err, "an auditor without the keychain can use --pubkey FILE with the output of `moat audit pubkey`")
+		}
+		mac, pub = k.MAC, k.Signer.Public().(ed25519.PublicKey)
+	}
+	rep, err := audit.VerifyFiles(files, mac, pub)
+	var prob *audit.Problem
+	switch {
+	case err == nil:
+	case errors.As(err, &prob) && errors.Is(err, audit.ErrUnsealed) && allowUnsealed:
+		fmt.Fprintf(stderr, "moat: warning: %v\n", err)
+	case errors.As(err, &prob) && errors.Is(err, audit.ErrUnsealed):
+		return fail(err, "if moat is still running or was killed, this is expected: use --allow-unsealed, or verify again after moat exits")
+	case errors.As(err, &prob):
+		return fail(err, "the log was changed after it was written; keep these files as evidence")
+	default:
+		return fail(err)
+	}
+	how := "the MAC key and the public key: every record is authenticated"
+	if mac == nil {
+		how = "the public key only: records after the last checkpoint are not protected"
+	}
+	fmt.Fprintf(stdout, "audit log OK: %d records (seq %d..%d) in %d file(s), %d signed checkpoints, sealed through seq %d; verified with %s\n",
+		rep.Records, rep.FirstSeq, rep.LastSeq, len(files), rep.Checkpoints, rep.SealedSeq, how)
+	return exitOK
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moatmcp/moat/audit"
+)
+
+func auditTestKeys() audit.Keys {
+	return audit.Keys{
+		MAC:    bytes.Repeat([]byte{7}, 32),
+		Signer: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{8}, ed25519.SeedSize)),
+	}
+}
+
+// writeAuditLog writes n tool-call records (sealed by Close unless open).
+func writeAuditLog(t *testing.T, n int, seal bool) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "state", "audit.jsonl")
+	w, err := audit.Open(audit.Options{Path: p, Fsync: audit.FsyncOff}, auditTestKeys())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := w.Write(context.Background(), &audit.Record{Event: "tool_call", Group: "files", Tool: "read_file", Decision: "allow", Outcome: "ok"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if seal {
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		// Leave it as a killed moat would: written, no final checkpoint.
+		t.Cleanup(func() { w.Close() })
+	}
+	return p
+}
+
+func runAudit(t *testing.T, keysErr error, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	keys := func(context.Context) (audit.Keys, error) { return auditTestKeys(), keysErr }
+	code = auditCommand(context.Background(), args, keys, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestAuditCommand(t *testing.T) {
+	sealed := writeAuditLog(t, 5, true)
+	tampered := filepath.Join(t.TempDir(), "tampered.jsonl")
+	data, _ := os.ReadFile(sealed)
+	os.WriteFile(tampered, bytes.Replace(data, []byte("read_file"), []byte("rm_rf"), 1), 0o600)
+	pubFile := filepath.Join(t.TempDir(), "pub.txt")
+	_, pubOut, _ := runAudit(t, nil, "pubkey")
+	os.WriteFile(pubFile, []byte(pubOut), 0o600)
+
+	for _, tt := range []struct {
+		name       string
+		args       []string
+		keysErr    error
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{"pubkey", []string{"pubkey"}, nil, 0, "moat-audit-ed25519:", ""},
+		{"verify with keys", []string{"verify", sealed}, nil, 0, "audit log OK: 6 records (seq 1..6)", ""},
+		{"verify with public key", []string{"verify", "--pubkey", pubFile, sealed}, nil, 0, "public key only", ""},
+		{"auditor needs no keychain", []string{"verify", "--pubkey", pubFile, sealed}, errors.New("no keychain"), 0, "audit log OK", ""},
+		{"tampered", []string{"verify", tampered}, nil, 1, "", "tampered.jsonl:1 (seq 1): edited"},
+		{"tampered, public key", []string{"verify", "--pubkey", pubFile, tampered}, nil, 1, "", "edited"},
+		{"keychain unavailable", []string{"verify", sealed}, errors.New("keychain locked"), 1, "", "--pubkey FILE"},
+		{"unsealed", []string{"verify", writeAuditLog(t, 3, false)}, nil, 1, "", "--allow-unsealed"},
+		{"unsealed allowed", []string{"verify", "--allow-unsealed", writeAuditLog(t, 3, false)}, nil, 0, "audit log OK: 3 records", "warning"},
+		{"flags after files", []string{"verify", sealed, "--pubkey", pubFile}, nil, 0, "public key only", ""},
+		{"tail", []string{"tail", sealed}, nil, 0, "#5  tool_call  files/read_file  allow  ok", ""},
+		{"both key flags", []string{"verify", "--pubkey", pubFile, "--key-from-store", sealed}, nil, 2, "", "exclude each other"},
+		{"no subcommand", nil, nil, 2, "", "needs a subcommand"},
+		{"unknown subcommand", []string{"veriffy"}, nil, 2, "", "unknown audit subcommand"},
+		{"unknown flag", []string{"verify", "--nope"}, nil, 2, "", "-nope"},
+		{"missing file", []string{"verify", filepath.Join(t.TempDir(), "none")}, nil, 1, "", "no such file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runAudit(t, tt.keysErr, tt.args...)
+			if code != tt.wantCode || !strings.Contains(stdout, tt.wantStdout) || !strings.Contains(stderr, tt.wantStderr) {
+				t.Errorf("moat audit %s = %d\nstdout: %s\nstderr: %s\nwant %d, stdout containing %q, stderr containing %q",
+					strings.Join(tt.args, " "), code, stdout, stderr, tt.wantCode, tt.wantStdout, tt.wantStderr)
+			}
+		})
+	}
+}
+
+func TestAuditVerifyDefaultsToTheConfiguredLogAndItsRotatedFiles(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "audit.jsonl")
+	w, err := audit.Open(audit.Options{Path: p, Fsync: audit.FsyncOff, Rotate: audit.RotateOptions{MaxSize: 600}}, auditTestKeys())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		w.Write(context.Background(), &audit.Record{Event: "tool_call", Tool: "t"})
+	}
+	w.Close()
+	old := auditLogPath
+	auditLogPath = func() (string, error) { return p, nil }
+	defer func() { auditLogPath = old }()
+	code, stdout, stderr := runAudit(t, nil, "verify")
+	if code != 0 || strings.Contains(stdout, " in 1 file(s)") {
+		t.Errorf("moat audit verify = %d, %q %q; want all rotated files verified", code, stdout, stderr)
+	}
+}

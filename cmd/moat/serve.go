@@ -36,6 +36,9 @@ func runServe(ctx context.Context, args []string) int {
 		printError(os.Stderr, err)
 		return exitUsage
 	}
+	// Packages that log through slog's default (config.Watch, sandbox) must
+	// reach the same handler: stderr, MOAT_LOG's level.
+	slog.SetDefault(log)
 	arg := ""
 	if len(args) == 1 {
 		arg = args[0]

@@ -68,6 +68,7 @@ func cfgOf(servers ...*config.Server) *config.Config {
 // client is what a test sees of the downstream side.
 type client struct {
 	cs          *mcp.ClientSession
+	mc          *mcp.Client
 	p           *proxy.Server
 	toolChanges atomic.Int32
 	mu          sync.Mutex
@@ -75,13 +76,9 @@ type client struct {
 	updated     []string
 }
 
-type harness struct {
-	opts *mcp.ClientOptions
-}
-
 // start runs a proxy over in-memory transports with cfg and connects a
 // go-sdk client to it. Retries are fast so recovery tests stay short.
-func start(t *testing.T, cfg *config.Config, opts *mcp.ClientOptions) *client {
+func start(t *testing.T, cfg *config.Config, opts *mcp.ClientOptions, setup ...func(*mcp.Client)) *client {
 	t.Helper()
 	useMoatLauncher(t)
 	p := proxy.New(proxy.Options{
@@ -121,7 +118,12 @@ func start(t *testing.T, cfg *config.Config, opts *mcp.ClientOptions) *client {
 		c.updated = append(c.updated, r.Params.URI)
 		c.mu.Unlock()
 	}
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-client", Version: "1"}, opts).Connect(ctx, ct, nil)
+	mc := mcp.NewClient(&mcp.Implementation{Name: "test-client", Version: "1"}, opts)
+	for _, f := range setup {
+		f(mc)
+	}
+	c.mc = mc
+	cs, err := mc.Connect(ctx, ct, nil)
 	if err != nil {
 		t.Fatalf("connecting to the proxy: %v", err)
 	}

@@ -59,4 +59,3 @@ func Probe() Report {
 	r.set(PCgroup, false, "%s", cgroupStatus())
 	return r
 }
-

@@ -29,12 +29,34 @@ func TestMain(m *testing.M) {
 		case LauncherArg:
 			MaybeRunLauncher()
 		case "helper-parent":
+			LauncherPath = os.Args[3]
 			os.Exit(helperParent(os.Args[2]))
 		case "helper-nproc":
+			LauncherPath = os.Args[2]
 			os.Exit(helperNProc())
 		}
 	}
 	LauncherPath = os.Args[0]
+	if raceEnabled {
+		// ThreadSanitizer needs terabytes of address space and cannot run
+		// under the launcher's RLIMIT_AS: use a plain build of the launcher.
+		dir, err := os.MkdirTemp("", "moat-launcher-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		LauncherPath = filepath.Join(dir, "launcher")
+		build := exec.Command("go", "build", "-o", LauncherPath, "./testdata/launcher")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building the test launcher:", err)
+			os.Exit(1)
+		}
+		_ = os.Chmod(dir, 0o755)
+		code := m.Run()
+		_ = os.RemoveAll(dir)
+		os.Exit(code)
+	}
 	os.Exit(m.Run())
 }
 
@@ -177,6 +199,13 @@ func TestResourceLimitsStopRunawayChildren(t *testing.T) {
 				Limits: Limits{Memory: 256 << 20}},
 			wantExit:  []string{"exit status 1"},
 			wantError: "MemoryError",
+		},
+		{
+			name: "launcher and child survive a small RLIMIT_AS",
+			spec: Spec{Command: "/bin/sh", Args: []string{"-c", "echo fine"},
+				Limits: Limits{Memory: 64 << 20}},
+			wantExit: []string{"exit status 0"},
+			wantOut:  "fine\n",
 		},
 		{
 			name: "CPU spinner is killed at RLIMIT_CPU",
@@ -376,7 +405,6 @@ func TestStopKillsWholeTreeIgnoringSIGTERM(t *testing.T) {
 // killed with SIGKILL.
 func helperParent(markerArg string) int {
 	marker, _ := strconv.Atoi(markerArg)
-	LauncherPath = os.Args[0]
 	p, err := Start(context.Background(), &Spec{Name: "orphan-test", Command: "/bin/sh",
 		Args: []string{"-c", treeScript(marker)}, Stderr: os.Stderr})
 	if err != nil {
@@ -391,7 +419,7 @@ func helperParent(markerArg string) int {
 
 func TestKill9OfMoatLeavesNoProcess(t *testing.T) {
 	marker := 800000 + os.Getpid()%10000*3
-	cmd := exec.Command(os.Args[0], "helper-parent", strconv.Itoa(marker))
+	cmd := exec.Command(os.Args[0], "helper-parent", strconv.Itoa(marker), LauncherPath)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -420,7 +448,6 @@ func TestKill9OfMoatLeavesNoProcess(t *testing.T) {
 // helperNProc runs as an unprivileged user: it starts a bounded fork bomb
 // with MaxProcs and prints what happened.
 func helperNProc() int {
-	LauncherPath = os.Args[0]
 	stderr := &syncBuffer{}
 	p, err := Start(context.Background(), &Spec{Name: "forkbomb", Command: "/bin/sh", Stderr: stderr,
 		Args:   []string{"-c", "i=0; while [ $i -lt 300 ]; do sleep 30 & i=$((i+1)); done; echo all-forked"},
@@ -460,7 +487,18 @@ func TestForkBombContainedByNProc(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "helper-nproc")
+	launcher := bin
+	if LauncherPath != os.Args[0] {
+		launcher = filepath.Join(dir, "launcher")
+		ldata, err := os.ReadFile(LauncherPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(launcher, ldata, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(bin, "helper-nproc", launcher)
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=" + CleanPath, "TMPDIR=" + dir}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}

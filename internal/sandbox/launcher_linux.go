@@ -79,7 +79,23 @@ func runLauncher() int {
 		}
 	}
 
-	applyRlimits(&cfg, &rep, notEnforced)
+	root := os.Geteuid() == 0
+	if root && !cfg.NewNetNS {
+		// Root keeps CAP_SYS_RESOURCE across exec and could raise its
+		// limits again; take it out of the bounding set.
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_SYS_RESOURCE, 0, 0, 0); err != nil {
+			notEnforced(PRlimits, "dropping CAP_SYS_RESOURCE: %v", err)
+		}
+	}
+	if root {
+		// The kernel exempts uid 0 (INIT_USER) from RLIMIT_NPROC.
+		const detail = "running as root: the kernel does not apply RLIMIT_NPROC to uid 0"
+		if cfg.MaxProcs != 0 {
+			notEnforced(PNProc, "%s", detail)
+		} else {
+			rep.set(PNProc, false, "%s", detail)
+		}
+	}
 
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		notEnforced(PNoNewPrivs, "prctl: %v", err)
@@ -102,14 +118,35 @@ func runLauncher() int {
 		return fail("strict sandbox: cannot enforce %s; use sandbox.mode \"best-effort\" or run on a kernel/user that supports it", strings.Join(missing, "; "))
 	}
 
+	// The target starts traced, so it stops right after execve: its
+	// rlimits are set with prlimit before it runs one instruction of its
+	// own. The launcher itself never lives under them (a Go runtime under
+	// a small RLIMIT_AS or RLIMIT_NPROC cannot create threads).
 	pid, err := syscall.ForkExec(cfg.Path, cfg.Argv, &syscall.ProcAttr{
 		Dir:   cfg.Dir,
 		Env:   cfg.Env,
 		Files: []uintptr{0, 1, 2},
-		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Ptrace: true},
 	})
 	if err != nil {
 		return fail("starting %s: %v", cfg.Path, err)
+	}
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || !ws.Stopped() {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		return fail("starting %s: it did not stop after exec (%v, %s)", cfg.Path, err, describeWait(ws))
+	}
+	if rlimitErr := applyRlimits(pid, &cfg, &rep); rlimitErr != "" {
+		if strict {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			_, _ = syscall.Wait4(pid, nil, 0, nil)
+			return fail("strict sandbox: cannot enforce rlimits: %s", rlimitErr)
+		}
+		notEnforced(PRlimits, "%s", rlimitErr)
+	}
+	if err := syscall.PtraceDetach(pid); err != nil {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		return fail("starting %s: releasing it after setting its limits: %v", cfg.Path, err)
 	}
 	// The target holds stdin and stdout now; the launcher must not keep
 	// them open, or Moat would not see EOF when the target exits.
@@ -123,7 +160,6 @@ func runLauncher() int {
 		killTree(false) // the wait loop below reaps the target
 	}()
 
-	var ws syscall.WaitStatus
 	var ru syscall.Rusage
 	for {
 		got, err := syscall.Wait4(pid, &ws, 0, &ru)
@@ -221,11 +257,17 @@ func treeMembers(self int) []int {
 	return out
 }
 
-func applyRlimits(cfg *launchConfig, rep *Report, notEnforced func(string, string, ...any)) {
+// applyRlimits sets the target's limits with prlimit (it is stopped after
+// exec) and returns what failed, or "".
+func applyRlimits(pid int, cfg *launchConfig, rep *Report) string {
 	type lim struct {
 		res  int
 		name string
 		want uint64
+	}
+	nproc := cfg.MaxProcs
+	if nproc == 0 {
+		nproc = DefaultMaxProcs
 	}
 	lims := []lim{
 		{unix.RLIMIT_AS, "AS", cfg.Memory},
@@ -233,13 +275,8 @@ func applyRlimits(cfg *launchConfig, rep *Report, notEnforced func(string, strin
 		{unix.RLIMIT_NOFILE, "NOFILE", cfg.MaxFiles},
 		{unix.RLIMIT_FSIZE, "FSIZE", cfg.MaxFSize},
 		{unix.RLIMIT_CORE, "CORE", 0},
+		{unix.RLIMIT_NPROC, "NPROC", nproc},
 	}
-	nproc := cfg.MaxProcs
-	if nproc == 0 {
-		nproc = DefaultMaxProcs
-	}
-	lims = append(lims, lim{unix.RLIMIT_NPROC, "NPROC", nproc})
-
 	var set, failed []string
 	for _, l := range lims {
 		var cur unix.Rlimit
@@ -248,37 +285,20 @@ func applyRlimits(cfg *launchConfig, rep *Report, notEnforced func(string, strin
 			continue
 		}
 		v := min(l.want, cur.Max) // cannot raise above our own hard limit
-		if err := unix.Setrlimit(l.res, &unix.Rlimit{Cur: v, Max: v}); err != nil {
+		if err := unix.Prlimit(pid, l.res, &unix.Rlimit{Cur: v, Max: v}, nil); err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", l.name, err))
 			continue
 		}
 		set = append(set, fmt.Sprintf("%s=%d", l.name, v))
 	}
-	root := os.Geteuid() == 0
-	if root && !cfg.NewNetNS {
-		// Root keeps CAP_SYS_RESOURCE across exec and could raise its
-		// limits again; take it out of the bounding set.
-		if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_SYS_RESOURCE, 0, 0, 0); err != nil {
-			failed = append(failed, "dropping CAP_SYS_RESOURCE: "+err.Error())
-		}
-	}
 	if len(failed) > 0 {
-		notEnforced(PRlimits, "set %s; failed %s", strings.Join(set, " "), strings.Join(failed, "; "))
-	} else {
-		rep.set(PRlimits, true, "%s", strings.Join(set, " "))
+		return fmt.Sprintf("set %s; failed %s", strings.Join(set, " "), strings.Join(failed, "; "))
 	}
-	switch {
-	case root:
-		// The kernel exempts uid 0 (INIT_USER) from RLIMIT_NPROC.
-		detail := "running as root: the kernel does not apply RLIMIT_NPROC to uid 0"
-		if cfg.MaxProcs != 0 {
-			notEnforced(PNProc, "%s", detail)
-		} else {
-			rep.set(PNProc, false, "%s", detail)
-		}
-	default:
+	rep.set(PRlimits, true, "%s", strings.Join(set, " "))
+	if _, ok := rep.Get(PNProc); !ok {
 		rep.set(PNProc, true, "NPROC=%d counts every process and thread of this user, not only this server's", nproc)
 	}
+	return ""
 }
 
 // loopbackUp sets IFF_UP on lo: a new network namespace starts with lo down.

@@ -390,3 +390,61 @@ func TestRawProtocol(t *testing.T) {
 		t.Fatalf("resources/read with params.group two: %s", got)
 	}
 }
+
+// TestSecretReferenceReachesTheChildOnly stores a secret with `moat secret
+// set` (value on stdin), references it as ${secret:NAME} in a server's env,
+// and checks that the child gets it while moat's argv, the child's argv and
+// moat's log never hold it.
+func TestSecretReferenceReachesTheChildOnly(t *testing.T) {
+	home := t.TempDir()
+	env := append(os.Environ(),
+		"HOME="+home, "XDG_DATA_HOME="+filepath.Join(home, "data"),
+		"DBUS_SESSION_BUS_ADDRESS=disabled:", "MOAT_PASSPHRASE=correct horse battery staple")
+	const canary = "moat-canary-7f3a9c2e51"
+	set := exec.Command(testutil.BuildMoat(t), "secret", "set", "api-token")
+	set.Env = env
+	set.Stdin = strings.NewReader(canary + "\n")
+	if out, err := set.CombinedOutput(); err != nil {
+		t.Fatalf("moat secret set: %v\n%s", err, out)
+	}
+	srv := testServer(t, "test")
+	srv["env"] = map[string]string{"API_TOKEN": "${secret:api-token}"}
+	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": srv})
+
+	cmd := exec.Command(testutil.BuildMoat(t), cfg)
+	cmd.Env = append(env, "MOAT_LOG=debug")
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(context.Background(), &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v\n%s", err, stderr)
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "env"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(resultText(res), "API_TOKEN="+canary) {
+		t.Fatalf("the child's environment lacks the secret's value: %q", resultText(res))
+	}
+	for _, pid := range append([]int{cmd.Process.Pid}, testutil.Descendants(cmd.Process.Pid)...) {
+		if argv, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && bytes.Contains(argv, []byte(canary)) {
+			t.Errorf("the secret is in the argv of pid %d", pid)
+		}
+	}
+	if strings.Contains(stderr.String(), canary) {
+		t.Errorf("the secret is in moat's log")
+	}
+	var files []string
+	filepath.WalkDir(home, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if b, _ := os.ReadFile(path); bytes.Contains(b, []byte(canary)) {
+				files = append(files, path)
+			}
+		}
+		return nil
+	})
+	if len(files) > 0 {
+		t.Errorf("the secret is in plain text on disk: %v", files)
+	}
+}

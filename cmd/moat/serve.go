@@ -90,10 +90,6 @@ func isEOF(err error) bool {
 	return errors.Is(err, mcp.ErrConnectionClosed) || strings.Contains(err.Error(), "EOF")
 }
 
-func loadOptions() *config.LoadOptions {
-	return &config.LoadOptions{Getenv: os.LookupEnv}
-}
-
 // httpClientFor builds the guarded HTTP client of one remote server.
 func httpClientFor(s *config.Server) (*http.Client, error) {
 	// A response may take as long as the server's longest timeout: the

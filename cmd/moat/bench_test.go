@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/testutil"
+)
+
+// The benchmarks measure the real binary, as a client sees it. Run them
+// with `make bench`; README quotes their output.
+
+func connectCmd(b *testing.B, cmd *exec.Cmd) *mcp.ClientSession {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		b.Fatalf("connect %v: %v", cmd.Args, err)
+	}
+	b.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+func percentile(d []time.Duration, p float64) float64 {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p)
+	return float64(s[i].Microseconds())
+}
+
+// BenchmarkEchoRoundTrip times sequential echo calls over stdio to the Go
+// test server, (a) directly and (b) through moat, interleaved in one run so
+// both see the same machine load. ratio_p50 is b/a.
+func BenchmarkEchoRoundTrip(b *testing.B) {
+	server := testutil.BuildTestServer(b)
+	direct := connectCmd(b, exec.Command(server, "-name", "direct"))
+	cfg := writeBenchConfig(b, map[string]any{"test": map[string]any{"description": "bench", "command": server, "args": []string{"-name", "test"}}})
+	viaMoat := connectCmd(b, exec.Command(testutil.BuildMoat(b), cfg))
+	ctx := context.Background()
+
+	directCall := func() error {
+		_, err := direct.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "ping"}})
+		return err
+	}
+	moatCall := func() error {
+		res, err := viaMoat.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "ping"}}})
+		if err == nil && res.IsError {
+			err = fmt.Errorf("call failed: %v", res.Content)
+		}
+		return err
+	}
+	for range 200 { // warm up both paths (connects, JIT-free but caches)
+		if err := directCall(); err != nil {
+			b.Fatal(err)
+		}
+		if err := moatCall(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var a, m []time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		t0 := time.Now()
+		if err := directCall(); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := moatCall(); err != nil {
+			b.Fatal(err)
+		}
+		a = append(a, t1.Sub(t0))
+		m = append(m, time.Since(t1))
+	}
+	b.ReportMetric(percentile(a, 0.5), "direct_p50_µs")
+	b.ReportMetric(percentile(a, 0.99), "direct_p99_µs")
+	b.ReportMetric(percentile(m, 0.5), "moat_p50_µs")
+	b.ReportMetric(percentile(m, 0.99), "moat_p99_µs")
+	b.ReportMetric(percentile(m, 0.5)/percentile(a, 0.5), "ratio_p50")
+	b.ReportMetric(percentile(m, 0.99)/percentile(a, 0.99), "ratio_p99")
+}
+
+func writeBenchConfig(b *testing.B, servers map[string]any) string {
+	b.Helper()
+	data, err := json.Marshal(map[string]any{"mcpServers": servers})
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "moat.json")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+// BenchmarkToolsListSize compares the bytes of moat's tools/list with the
+// sum of the upstreams' own tools/list for examples/moat.json: what the
+// client's context holds before it asks for any group.
+func BenchmarkToolsListSize(b *testing.B) {
+	root := testutil.RepoRoot(b)
+	b.Setenv("MOAT_REPO", root)
+	servers := map[string][]string{
+		"everything": {testutil.NodeBin(b, testutil.EverythingBin), "stdio"},
+		"files":      {testutil.NodeBin(b, "mcp-server-filesystem"), filepath.Join(root, "examples")},
+		"testserver": {testutil.BuildTestServer(b), "-name", "testserver"},
+	}
+	upstreamBytes := 0
+	for _, argv := range servers {
+		cs := connectCmd(b, exec.Command(argv[0], argv[1:]...))
+		res, err := cs.ListTools(context.Background(), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		upstreamBytes += jsonSize(b, res.Tools)
+	}
+	viaMoat := connectCmd(b, exec.Command(testutil.BuildMoat(b), filepath.Join(root, "examples", "moat.json")))
+	var moatBytes int
+	for b.Loop() {
+		res, err := viaMoat.ListTools(context.Background(), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		moatBytes = jsonSize(b, res.Tools)
+	}
+	b.ReportMetric(float64(moatBytes), "moat_bytes")
+	b.ReportMetric(float64(upstreamBytes), "upstreams_bytes")
+	b.ReportMetric(float64(moatBytes)/float64(upstreamBytes), "ratio")
+}
+
+func jsonSize(b *testing.B, v any) int {
+	data, err := json.Marshal(v)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return len(data)
+}
+
+func tenUpstreams(b *testing.B) string {
+	server := testutil.BuildTestServer(b)
+	servers := map[string]any{}
+	for i := range 10 {
+		name := fmt.Sprintf("s%02d", i)
+		servers[name] = map[string]any{"description": "idle server " + name, "command": server, "args": []string{"-name", name}}
+	}
+	return writeBenchConfig(b, servers)
+}
+
+// BenchmarkStartToFirstToolsList times spawn → initialize → first
+// tools/list answer with ten upstreams configured (goal ≤ 50 ms: moat
+// answers from the config and does not wait for them).
+func BenchmarkStartToFirstToolsList(b *testing.B) {
+	cfg := tenUpstreams(b)
+	bin := testutil.BuildMoat(b)
+	var total time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cs, err := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: exec.Command(bin, cfg)}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		res, err := cs.ListTools(ctx, nil)
+		if err != nil || len(res.Tools) != 2 {
+			b.Fatalf("tools/list: %v", err)
+		}
+		total += time.Since(t0)
+		b.StopTimer()
+		cs.Close()
+		cancel()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/start")
+}
+
+// BenchmarkIdleRSS reports moat's own resident memory with ten idle
+// upstreams connected (goal ≤ 30 MiB; the children are not counted).
+func BenchmarkIdleRSS(b *testing.B) {
+	cmd := exec.Command(testutil.BuildMoat(b), tenUpstreams(b))
+	cs := connectCmd(b, cmd)
+	for i := range 10 {
+		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "get_dynamic_tools", Arguments: map[string]any{"group": fmt.Sprintf("s%02d", i)}})
+		if err != nil || res.IsError {
+			b.Fatalf("group s%02d did not connect: %v", i, err)
+		}
+	}
+	var rss float64
+	for b.Loop() {
+		time.Sleep(10 * time.Millisecond)
+		rss = vmRSSMiB(b, cmd.Process.Pid)
+	}
+	b.ReportMetric(rss, "rss_MiB")
+}
+
+func vmRSSMiB(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return float64(kb) / 1024
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}

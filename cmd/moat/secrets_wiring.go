@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/secrets"
+)
+
+// secretTimeout bounds reading one ${secret:NAME} while loading a config;
+// the store itself bounds each keychain call.
+const secretTimeout = 10 * time.Second
+
+// lazyStore opens the secret store on first use, so a config without
+// ${secret:...} never touches the keychain.
+type lazyStore struct {
+	once  sync.Once
+	store *secrets.Store
+	err   error
+}
+
+func (l *lazyStore) get(ctx context.Context) (*secrets.Store, error) {
+	l.once.Do(func() {
+		l.store, l.err = secrets.Open(ctx, &secrets.Options{})
+	})
+	return l.store, l.err
+}
+
+var processStore lazyStore
+
+// loadOptions resolves ${VAR} from the environment and ${secret:NAME} from
+// the secret store.
+func loadOptions() *config.LoadOptions {
+	return &config.LoadOptions{
+		Getenv: os.LookupEnv,
+		Secret: func(name string) (string, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
+			defer cancel()
+			store, err := processStore.get(ctx)
+			if err != nil {
+				return "", fmt.Errorf("the secret store cannot be opened: %w", err)
+			}
+			s, err := store.Get(ctx, name)
+			if errors.Is(err, secrets.ErrNotFound) {
+				return "", fmt.Errorf("no secret %q in the %s", name, store.Backend())
+			}
+			if err != nil {
+				return "", err
+			}
+			return s.Reveal(), nil
+		},
+	}
+}

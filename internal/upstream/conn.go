@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -16,6 +18,7 @@ import (
 // conn is one live connection to an upstream: its session, the child
 // process for stdio servers, and the lists read at connect time.
 type conn struct {
+	g       *Group
 	session *mcp.ClientSession
 	cancel  context.CancelFunc // ends the session's context
 	proc    *sandbox.Process   // nil for remote servers
@@ -33,7 +36,31 @@ func (c *conn) close(grace time.Duration) {
 	}
 	if c.proc != nil {
 		_ = c.proc.Stop(grace)
+		status, ru := c.proc.ExitStatus()
+		detail := map[string]string{"pid": strconv.Itoa(c.proc.TargetPid()), "status": status}
+		if ru != nil {
+			detail["maxrss_kib"] = strconv.FormatInt(ru.Maxrss, 10)
+			detail["user_ms"] = strconv.FormatInt(ru.Utime.Nano()/1e6, 10)
+			detail["system_ms"] = strconv.FormatInt(ru.Stime.Nano()/1e6, 10)
+		}
+		c.g.m.event(c.g.name, "child_exit", detail)
+		c.proc = nil
 	}
+}
+
+// describe is the audit detail of a ready connection.
+func (c *conn) describe(failures int) map[string]string {
+	d := map[string]string{"transport": string(c.g.cfg.Type), "tools": strconv.Itoa(len(c.lists.Tools))}
+	if ir := c.session.InitializeResult(); ir != nil {
+		d["protocol"] = ir.ProtocolVersion
+		if ir.ServerInfo != nil {
+			d["server"] = ir.ServerInfo.Name + " " + ir.ServerInfo.Version
+		}
+	}
+	if failures > 0 {
+		d["recovered_after_failures"] = strconv.Itoa(failures)
+	}
+	return d
 }
 
 // endReason explains why a session ended, preferring the child's exit.
@@ -56,7 +83,7 @@ func (c *conn) endReason(err error) error {
 // Each phase is bounded by the connect timeout. On error nothing is left
 // running.
 func (g *Group) connect(ctx context.Context) (c *conn, err error) {
-	c = &conn{}
+	c = &conn{g: g}
 	defer func() {
 		if err != nil {
 			c.close(g.m.opts.GracePeriod)
@@ -139,7 +166,22 @@ func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) e
 		return fmt.Errorf("start %q: %w", g.cfg.Command, err)
 	}
 	c.proc = proc
-	g.log.Debug("started server process", "pid", proc.Pid(), "command", g.cfg.Command)
+	rep := proc.Enforced()
+	g.log.Debug("started server process", "pid", proc.TargetPid(), "command", g.cfg.Command)
+	var on, off []string
+	for _, p := range rep.Protections {
+		if p.Enforced {
+			on = append(on, p.Name)
+		} else {
+			off = append(off, p.Name)
+		}
+	}
+	g.m.event(g.name, "child_start", map[string]string{
+		"command":      g.cfg.Command,
+		"pid":          strconv.Itoa(proc.TargetPid()),
+		"enforced":     strings.Join(on, ","),
+		"not_enforced": strings.Join(off, ","),
+	})
 	t := &mcp.IOTransport{Reader: proc.Stdout(), Writer: proc.Stdin(), MaxLineLength: g.m.opts.MaxMessageBytes}
 	if err := g.handshake(ctx, client, t, c); err != nil {
 		select {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -233,6 +234,7 @@ func (g *Group) run() {
 			} else {
 				g.log.Info("upstream ready")
 			}
+			g.m.event(g.name, "upstream_ready", c.describe(failures))
 			failures = 0
 			err = g.serve(c)
 			if g.ctx.Err() != nil {
@@ -245,6 +247,7 @@ func (g *Group) run() {
 			wait = g.m.opts.Backoff[failures-1]
 		}
 		reason := sanitizeReason(err.Error())
+		g.m.event(g.name, "upstream_unavailable", map[string]string{"reason": reason, "attempts": strconv.Itoa(failures), "retry_in": wait.String()})
 		g.log.Warn("upstream unavailable", "err", err, "retry_in", wait, "stderr_tail", g.stderrLines.tail())
 		g.setStatus(Status{State: Unavailable, Reason: reason, Attempts: failures, NextTry: time.Now().Add(wait)}, nil, nil)
 		t := time.NewTimer(wait)

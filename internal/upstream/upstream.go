@@ -63,6 +63,10 @@ type Options struct {
 	// required for http and sse servers.
 	HTTPClient func(s *config.Server) (*http.Client, error)
 
+	// OnEvent receives the security-relevant events of every group (for
+	// the audit log). It is called synchronously: keep it quick.
+	OnEvent func(Event)
+
 	// OnChange is called (from any goroutine, never under a Manager lock)
 	// whenever a group's state or cached lists change, or groups are added
 	// or removed.
@@ -232,6 +236,19 @@ func (m *Manager) clientHooks() (Client, []*mcp.Root, mcp.LoggingLevel) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.client, m.roots, m.level
+}
+
+// Event is something that happened to a group's connection or process.
+type Event struct {
+	Group  string
+	Kind   string // upstream_ready, upstream_unavailable, child_start, child_exit
+	Detail map[string]string
+}
+
+func (m *Manager) event(group, kind string, detail map[string]string) {
+	if m.opts.OnEvent != nil {
+		m.opts.OnEvent(Event{Group: group, Kind: kind, Detail: detail})
+	}
 }
 
 func (m *Manager) changed() {

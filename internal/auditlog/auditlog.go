@@ -1,0 +1,182 @@
+// Package auditlog connects Moat to its audit log: the log's keys, kept in
+// the secret store; the guard layer that records every call before its
+// result goes back to the client; and the events of the proxy's life
+// (start, stop, reloads, upstreams, child processes).
+//
+// The log opens in the background so that serving tools/list never waits
+// for a keychain or a passphrase derivation; every call waits until the log
+// is open, and is refused when it cannot be (fail closed), unless the
+// config says audit.on_failure: continue.
+package auditlog
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/secrets"
+)
+
+// Names of the log's keys in the secret store.
+const (
+	macItem    = "moat-audit-mac-key"
+	signerItem = "moat-audit-signing-key"
+)
+
+// Keys reads the log's keys from store. With create, keys that do not exist
+// yet are generated and stored; without, their absence is an error.
+func Keys(ctx context.Context, store *secrets.Store, create bool) (audit.Keys, error) {
+	mac, err := key(ctx, store, macItem, 32, create)
+	if err != nil {
+		return audit.Keys{}, err
+	}
+	seed, err := key(ctx, store, signerItem, ed25519.SeedSize, create)
+	if err != nil {
+		return audit.Keys{}, err
+	}
+	return audit.Keys{MAC: mac, Signer: ed25519.NewKeyFromSeed(seed)}, nil
+}
+
+func key(ctx context.Context, store *secrets.Store, name string, size int, create bool) ([]byte, error) {
+	s, err := store.Get(ctx, name)
+	if err == nil {
+		b, err := base64.StdEncoding.DecodeString(s.Reveal())
+		if err != nil || len(b) != size {
+			return nil, fmt.Errorf("audit key %q in the %s is damaged; restore it from a backup (a new key cannot verify the existing log)", name, store.Backend())
+		}
+		return b, nil
+	}
+	if !errors.Is(err, secrets.ErrNotFound) {
+		return nil, fmt.Errorf("reading audit key %q: %w", name, err)
+	}
+	if !create {
+		return nil, fmt.Errorf("no audit key %q in the %s: this machine's moat has never written an audit log", name, store.Backend())
+	}
+	b := make([]byte, size)
+	rand.Read(b)
+	if err := store.Set(ctx, name, secrets.NewSecret(base64.StdEncoding.EncodeToString(b))); err != nil {
+		return nil, fmt.Errorf("storing a new audit key: %w", err)
+	}
+	return b, nil
+}
+
+// DefaultPath is $XDG_STATE_HOME/moat/audit.jsonl, else
+// ~/.local/state/moat/audit.jsonl.
+func DefaultPath() (string, error) {
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "moat", "audit.jsonl"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no audit.path configured and no home directory: %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "moat", "audit.jsonl"), nil
+}
+
+// Log is the process's audit log.
+type Log struct {
+	onFailure audit.FailureMode
+	log       *slog.Logger
+	pid       int
+	user      string
+
+	ready   chan struct{} // closed once opening finished, either way
+	w       *audit.Writer
+	openErr error
+
+	healthy atomic.Bool
+	warned  sync.Once
+}
+
+// Open starts opening the log in the background: keys come from keys (which
+// may block on a keychain or a passphrase), then audit.Open. Records
+// written meanwhile wait.
+func Open(opts audit.Options, keys func() (audit.Keys, error), log *slog.Logger) *Log {
+	l := &Log{onFailure: opts.OnFailure, log: log, pid: os.Getpid(), user: userName(), ready: make(chan struct{})}
+	l.healthy.Store(true)
+	go func() {
+		defer close(l.ready)
+		k, err := keys()
+		if err == nil {
+			l.w, err = audit.Open(opts, k)
+		} else {
+			err = fmt.Errorf("audit log keys: %w", err)
+		}
+		if err != nil {
+			l.openErr = err
+			l.healthy.Store(false)
+			l.log.Error("the audit log cannot be opened", "err", err)
+		}
+	}()
+	return l
+}
+
+func userName() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return fmt.Sprint(os.Getuid())
+}
+
+// ErrNotOpen wraps the reason the log could not be opened.
+var ErrNotOpen = errors.New("audit log not open")
+
+// wait returns the writer once the log is open.
+func (l *Log) wait(ctx context.Context) (*audit.Writer, error) {
+	select {
+	case <-l.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if l.openErr != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotOpen, l.openErr)
+	}
+	return l.w, nil
+}
+
+// Write records r, filling in the process fields. It returns nil only when
+// r is durable, or when the config accepts losing records (continue), in
+// which case the loss is logged.
+func (l *Log) Write(ctx context.Context, r *audit.Record) error {
+	w, err := l.wait(ctx)
+	if err == nil {
+		r.PID, r.User = l.pid, l.user
+		err = w.Write(ctx, r)
+	}
+	if err != nil {
+		l.healthy.Store(false)
+		if l.onFailure == audit.FailContinue {
+			l.warned.Do(func() {
+				l.log.Error("audit log unavailable; going on without it because audit.on_failure is continue", "err", err)
+			})
+			return nil
+		}
+		return err
+	}
+	l.healthy.Store(true)
+	return nil
+}
+
+// Event records a non-call event with its details.
+func (l *Log) Event(ctx context.Context, event string, detail map[string]string) error {
+	return l.Write(ctx, &audit.Record{Event: event, Detail: detail})
+}
+
+// Close writes the final signed checkpoint.
+func (l *Log) Close() error {
+	<-l.ready
+	if l.w == nil {
+		return nil
+	}
+	return l.w.Close()
+}

@@ -1,0 +1,177 @@
+package auditlog
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/secrets"
+)
+
+// fileStore is a real secret store (encrypted file back end) in a temp dir.
+func fileStore(t *testing.T) *secrets.Store {
+	t.Helper()
+	s, err := secrets.Open(context.Background(), &secrets.Options{
+		Backend:    secrets.BackendFile,
+		Dir:        filepath.Join(t.TempDir(), "secrets"),
+		Passphrase: func() ([]byte, error) { return []byte("test passphrase"), nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestKeysAreCreatedOnceAndReused(t *testing.T) {
+	store := fileStore(t)
+	ctx := context.Background()
+	if _, err := Keys(ctx, store, false); err == nil {
+		t.Fatal("Keys without create succeeded on an empty store")
+	}
+	k1, err := Keys(ctx, store, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := Keys(ctx, store, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(k1.MAC, k2.MAC) || !k1.Signer.Equal(k2.Signer) {
+		t.Fatal("a second Keys call returned different keys: the log could no longer be verified")
+	}
+}
+
+type harness struct {
+	log   *Log
+	path  string
+	keys  audit.Keys
+	calls int
+}
+
+func open(t *testing.T, onFailure audit.FailureMode, keysErr error) *harness {
+	t.Helper()
+	h := &harness{path: filepath.Join(t.TempDir(), "state", "audit.jsonl")}
+	store := fileStore(t)
+	h.log = Open(audit.Options{Path: h.path, OnFailure: onFailure}, func() (audit.Keys, error) {
+		if keysErr != nil {
+			return audit.Keys{}, keysErr
+		}
+		k, err := Keys(context.Background(), store, true)
+		h.keys = k
+		return k, err
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(func() { h.log.Close() })
+	return h
+}
+
+func (h *harness) handler(next guard.Handler) guard.Handler {
+	return h.log.Layer()(func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+		h.calls++
+		return next(ctx, c)
+	})
+}
+
+func ok(context.Context, *guard.Call) (*guard.Result, error) {
+	return &guard.Result{Tool: &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}}, nil
+}
+
+func records(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("bad line %q: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func TestCallsAreRecordedWithoutArgumentValues(t *testing.T) {
+	h := open(t, audit.FailDeny, nil)
+	call := &guard.Call{Kind: guard.KindTool, Group: "files", Name: "read_file", Args: json.RawMessage(`{"path":"/home/me/diary-7c1e.txt","n":3}`), Session: "s1"}
+	if _, err := h.handler(ok)(context.Background(), call); err != nil {
+		t.Fatal(err)
+	}
+	denied := &guard.Denial{Layer: "policy", Rule: "deny:write_*", Reason: "write tools are denied"}
+	_, err := h.handler(func(context.Context, *guard.Call) (*guard.Result, error) { return nil, denied })(context.Background(),
+		&guard.Call{Kind: guard.KindTool, Group: "files", Name: "write_file", Args: json.RawMessage(`{}`)})
+	if !errors.Is(err, denied) {
+		t.Fatalf("the inner denial was not passed on: %v", err)
+	}
+	h.log.Close()
+
+	data, _ := os.ReadFile(h.path)
+	if bytes.Contains(data, []byte("diary-7c1e")) {
+		t.Fatal("an argument value is in the audit log")
+	}
+	var calls []map[string]any
+	for _, r := range records(t, h.path) {
+		if r["event"] == "tool_call" {
+			calls = append(calls, r)
+		}
+	}
+	if len(calls) != 2 {
+		t.Fatalf("got %d tool_call records, want 2", len(calls))
+	}
+	if calls[0]["tool"] != "read_file" || calls[0]["decision"] != "allow" || calls[0]["outcome"] != "ok" || calls[0]["args_sha256"] == nil {
+		t.Errorf("allowed call recorded as %v", calls[0])
+	}
+	if shape, _ := calls[0]["args_shape"].(map[string]any); shape["path"] != "string" || shape["n"] != "number" {
+		t.Errorf("args shape = %v", calls[0]["args_shape"])
+	}
+	if calls[1]["decision"] != "deny" || calls[1]["rule"] != "policy:deny:write_*" || calls[1]["outcome"] != "denied" {
+		t.Errorf("denied call recorded as %v", calls[1])
+	}
+	if _, err := audit.VerifyFiles([]string{h.path}, h.keys.MAC, h.keys.Signer.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatalf("the log does not verify: %v", err)
+	}
+}
+
+func TestUnwritableLogRefusesCallsBeforeTheyRun(t *testing.T) {
+	h := open(t, audit.FailDeny, nil)
+	if _, err := h.handler(ok)(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	h.log.w.Close() // every later write fails
+	_, err := h.handler(ok)(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t"})
+	var d *guard.Denial
+	if !errors.As(err, &d) || d.Layer != "audit" {
+		t.Fatalf("call with an unwritable log: %v, want an audit denial", err)
+	}
+	calls := h.calls
+	_, err = h.handler(ok)(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t"})
+	if !errors.As(err, &d) || h.calls != calls {
+		t.Fatalf("a call ran although the log is known to be unwritable (err %v)", err)
+	}
+}
+
+func TestUnopenableLog(t *testing.T) {
+	for _, tt := range []struct {
+		mode    audit.FailureMode
+		wantRun bool
+	}{{audit.FailDeny, false}, {audit.FailContinue, true}} {
+		h := open(t, tt.mode, errors.New("no keychain and no MOAT_PASSPHRASE"))
+		_, err := h.handler(ok)(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t"})
+		if ran := h.calls == 1; ran != tt.wantRun || (err == nil) != tt.wantRun {
+			t.Errorf("mode %v: call ran=%v err=%v, want ran=%v", tt.mode, ran, err, tt.wantRun)
+		}
+	}
+}

@@ -1,0 +1,140 @@
+package auditlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/upstream"
+)
+
+// Layer records every call with its decision and outcome. It is the
+// outermost layer, so refusals by any layer below are recorded too, and a
+// result reaches the client only after its record is durable.
+//
+// When the last write failed, a call is first recorded as refused: if that
+// write fails too, the call is refused without reaching the upstream, so no
+// side effect happens that the log cannot show.
+func (l *Log) Layer() guard.Layer {
+	return func(next guard.Handler) guard.Handler {
+		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+			if _, err := l.wait(ctx); err != nil && l.onFailure != audit.FailContinue {
+				return nil, unavailable(err)
+			}
+			if !l.healthy.Load() {
+				probe := callRecord(c, nil, &guard.Denial{Layer: "audit", Rule: "unavailable"}, 0)
+				if err := l.Write(ctx, probe); err != nil {
+					return nil, unavailable(err)
+				}
+			}
+			start := time.Now()
+			res, err := next(ctx, c)
+			if werr := l.Write(ctx, callRecord(c, res, err, time.Since(start))); werr != nil {
+				return nil, unavailable(werr)
+			}
+			return res, err
+		}
+	}
+}
+
+func unavailable(err error) *guard.Denial {
+	return &guard.Denial{
+		Layer:  "audit",
+		Rule:   "unavailable",
+		Reason: "the audit log cannot be written, so Moat does not run calls or return their results; fix the log (disk space, permissions, keychain) or set audit.on_failure to continue in the config",
+		Cause:  err,
+	}
+}
+
+var eventOf = map[guard.Kind]string{
+	guard.KindTool:     "tool_call",
+	guard.KindResource: "resource_read",
+	guard.KindPrompt:   "prompt_get",
+}
+
+// callRecord describes one call. Argument values never go in (only their
+// hash and shape) unless the writer is configured to record them.
+func callRecord(c *guard.Call, res *guard.Result, err error, d time.Duration) *audit.Record {
+	r := &audit.Record{
+		Event:      eventOf[c.Kind],
+		Group:      c.Group,
+		Tool:       c.Name,
+		Session:    c.Session,
+		DurationMS: d.Milliseconds(),
+		BytesIn:    int64(len(c.Args)),
+		Decision:   "allow",
+		Outcome:    "ok",
+	}
+	if c.Kind == guard.KindResource {
+		r.Tool = c.URI
+	}
+	if len(c.Args) > 0 {
+		r.ArgsShape, r.ArgsSHA256 = audit.ArgsShape(c.Args)
+		r.Args = c.Args
+	}
+	var denial *guard.Denial
+	switch {
+	case errors.As(err, &denial):
+		r.Decision, r.Rule, r.Reason = "deny", denial.Layer+":"+denial.Rule, denial.Reason
+		r.Outcome = "denied"
+		if denial.Layer == "ratelimit" || denial.Layer == "concurrency" {
+			r.Outcome = "limited"
+		}
+	case errors.Is(err, upstream.ErrTimeout):
+		r.Outcome, r.Reason = "timeout", err.Error()
+	case err != nil:
+		r.Outcome, r.Reason = "error", err.Error()
+	case res != nil && res.Tool != nil && res.Tool.IsError:
+		r.Outcome = "error"
+	}
+	r.BytesOut = resultSize(res)
+	return r
+}
+
+// resultSize approximates the bytes a result carries to the client without
+// encoding it again.
+func resultSize(res *guard.Result) int64 {
+	if res == nil {
+		return 0
+	}
+	var n int64
+	content := func(cs []mcp.Content) {
+		for _, c := range cs {
+			switch c := c.(type) {
+			case *mcp.TextContent:
+				n += int64(len(c.Text))
+			case *mcp.ImageContent:
+				n += int64(len(c.Data))
+			case *mcp.AudioContent:
+				n += int64(len(c.Data))
+			case *mcp.EmbeddedResource:
+				if c.Resource != nil {
+					n += int64(len(c.Resource.Text) + len(c.Resource.Blob))
+				}
+			}
+		}
+	}
+	switch {
+	case res.Tool != nil:
+		content(res.Tool.Content)
+		if res.Tool.StructuredContent != nil {
+			if b, err := json.Marshal(res.Tool.StructuredContent); err == nil {
+				n += int64(len(b))
+			}
+		}
+	case res.Resource != nil:
+		for _, c := range res.Resource.Contents {
+			n += int64(len(c.Text) + len(c.Blob))
+		}
+	case res.Prompt != nil:
+		for _, m := range res.Prompt.Messages {
+			content([]mcp.Content{m.Content})
+		}
+	}
+	return n
+}

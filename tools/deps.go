@@ -5,6 +5,7 @@ package tools
 
 import (
 	_ "github.com/fsnotify/fsnotify"
+	_ "github.com/google/go-cmp/cmp"
 	_ "github.com/modelcontextprotocol/go-sdk/mcp"
 	_ "github.com/santhosh-tekuri/jsonschema/v6"
 	_ "github.com/zalando/go-keyring"
@@ -13,5 +14,4 @@ import (
 	_ "golang.org/x/sys/unix"
 	_ "golang.org/x/term"
 	_ "golang.org/x/time/rate"
-	_ "github.com/google/go-cmp/cmp"
 )

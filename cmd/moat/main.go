@@ -43,6 +43,9 @@ func commands() []command {
 		{"secret", "store, remove and list secrets in the OS keychain", "moat secret set github-token", func(ctx context.Context, args []string) int {
 			return secretCommand(ctx, args, os.Stdin, os.Stdout, os.Stderr)
 		}},
+		{"audit", "verify, follow or export the key of the audit log", "moat audit verify", func(ctx context.Context, args []string) int {
+			return auditCommand(ctx, args, storedAuditKeys, os.Stdout, os.Stderr)
+		}},
 		{"version", "print version, commit and Go version", "moat version", runVersion},
 		{"help", "show help for a command", "moat help secret", runHelp},
 	}

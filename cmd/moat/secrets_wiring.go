@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/auditlog"
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/secrets"
 )
@@ -55,4 +57,14 @@ func loadOptions() *config.LoadOptions {
 			return s.Reveal(), nil
 		},
 	}
+}
+
+// storedAuditKeys reads the audit log's keys for `moat audit`; it never
+// creates them (only serve does, when it first writes a log).
+func storedAuditKeys(ctx context.Context) (audit.Keys, error) {
+	store, err := processStore.get(ctx)
+	if err != nil {
+		return audit.Keys{}, fmt.Errorf("the secret store cannot be opened: %w", err)
+	}
+	return auditlog.Keys(ctx, store, false)
 }

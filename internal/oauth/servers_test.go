@@ -38,15 +38,15 @@ type testAS struct {
 	mu         sync.Mutex
 	clients    map[string][]string // client id -> redirect uris
 	codes      map[string]codeGrant
-	access     map[string]grant    // access token -> grant
-	refresh    map[string]grant    // live refresh tokens
-	issued     []string            // every token ever issued, for canary scans
-	expiresIn  int                 // seconds
-	refuseRefr bool                // the refresh grant answers invalid_grant
-	authErr    string              // authorize redirects with this error= instead of a code
-	refreshes  int                 // successful refresh grants
-	authorizes int                 // authorize requests
-	resources  []string            // resource params seen on token requests
+	access     map[string]grant // access token -> grant
+	refresh    map[string]grant // live refresh tokens
+	issued     []string         // every token ever issued, for canary scans
+	expiresIn  int              // seconds
+	refuseRefr bool             // the refresh grant answers invalid_grant
+	authErr    string           // authorize redirects with this error= instead of a code
+	refreshes  int              // successful refresh grants
+	authorizes int              // authorize requests
+	resources  []string         // resource params seen on token requests
 }
 
 type codeGrant struct {

@@ -222,7 +222,13 @@ func expiresIn(exp time.Time, refreshable bool) string {
 	if d <= 0 {
 		return "expired" + suffix
 	}
-	return d.String() + suffix
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%d days", int(d.Hours()/24)) + suffix
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60) + suffix
+	}
+	return fmt.Sprintf("%dm", int(d.Minutes())) + suffix
 }
 
 func urlHost(raw string) string {

@@ -92,7 +92,7 @@ func TestAuthAdoptStatusLogout(t *testing.T) {
 			line = l
 		}
 	}
-	if code != exitOK || !strings.Contains(line, " yes ") || !strings.Contains(line, "h0m0s") || !strings.Contains(line, "encrypted file") {
+	if code != exitOK || !strings.Contains(line, " yes ") || !strings.Contains(line, " days ") || !strings.Contains(line, "encrypted file") {
 		t.Errorf("status after adopt: exit %d, remote line %q; want a token, its expiry and the back end", code, line)
 	}
 	code, out, errs = runAuth(t, cfg, append([]string{"logout", "remote"}, flags...)...)

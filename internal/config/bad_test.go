@@ -14,6 +14,18 @@ func srv(body string) string {
 
 const desc = `"description": "d", `
 
+// stdio is a stdio server "s" with extra keys; sbx one with a sandbox
+// block; tlsSrv a remote one with a tls block.
+func stdio(body string) string { return srv(desc + `"command": "x", ` + body) }
+func sbx(body string) string   { return stdio(`"sandbox": {` + body + `}`) }
+func tlsSrv(body string) string {
+	return srv(desc + `"url": "https://h/", "tls": {` + body + `}`)
+}
+
+// okSecret resolves every ${secret:NAME}, so a case fails only for where
+// the reference is.
+func okSecret(string) (string, error) { return "sv", nil }
+
 // schemaSees says whether the JSON Schema alone can reject the case; the
 // others need what only Go can check (duplicates, expansion, URL parsing,
 // overflow, syntax). The test asserts it both ways, so the schema and the
@@ -73,7 +85,7 @@ func TestBadConfigs(t *testing.T) {
 		{"description number", srv(`"description": 5, "command": "x"`), "/mcpServers/s/description", "not a string", true, nil, nil, 1},
 		{"near-miss description", srv(`"descripton": "d", "command": "x"`), "/mcpServers/s/descripton", `did you mean "description"?`, true, nil, nil, 2},
 		{"case variant command", srv(desc + `"command": "x", "Command": "y"`), "/mcpServers/s/Command", `did you mean "command"? (keys are case-sensitive)`, true, nil, nil, 1},
-		{"unknown key lists valid", srv(desc + `"command": "x", "cwd": "/"`), "/mcpServers/s/cwd", `valid keys in a stdio server: "description", "type", "enabled", "features", "timeout", "command", "args", "env"`, true, nil, nil, 1},
+		{"unknown key lists valid", srv(desc + `"command": "x", "workdir": "/"`), "/mcpServers/s/workdir", `valid keys in a stdio server: "description", "type", "enabled", "features", "timeout", "policy", "command", "args", "env", "inherit_env", "cwd", "sandbox"`, true, nil, nil, 1},
 		{"missing command", srv(`"description": "d"`), "/mcpServers/s", `no "command"`, true, nil, nil, 1},
 		{"empty command", srv(desc + `"command": " "`), "/mcpServers/s/command", "command is empty", true, nil, nil, 1},
 		{"command empty after expansion", srv(desc + `"command": "${EMPTY}"`), "/mcpServers/s/command", "empty or holds a NUL", false, map[string]string{"EMPTY": ""}, nil, 1},
@@ -128,6 +140,131 @@ func TestBadConfigs(t *testing.T) {
 		{"secret missing", srv(desc + `"command": "x", "env": {"K": "${secret:api-key}"}`), "/mcpServers/s/env/K", "`moat secret set api-key`", false, nil,
 			func(name string) (string, error) { return "", fmt.Errorf("no secret %q", name) }, 1},
 		{"bad secret name", srv(desc + `"command": "x", "env": {"K": "${secret:a b}"}`), "/mcpServers/s/env/K", "invalid secret name", false, nil, nil, 1},
+		// inherit_env
+		{"inherit_env string", stdio(`"inherit_env": "LANG"`), "/mcpServers/s/inherit_env", `inherit_env is a string, not an array of strings: write "inherit_env": ["LANG", "NODE_*"]`, true, nil, nil, 1},
+		{"inherit_env item number", stdio(`"inherit_env": ["LANG", 1]`), "/mcpServers/s/inherit_env/1", "inherit_env[1] is a number, not a string: quote it", true, nil, nil, 1},
+		{"inherit_env star alone", stdio(`"inherit_env": ["*"]`), "/mcpServers/s/inherit_env/0", `inherit_env[0] "*" is not a variable name or a NAME_* prefix: write a name such as "LANG" or a prefix such as "NODE_*" (letters, digits and '_', not starting with a digit; '*' only at the end, never alone)`, true, nil, nil, 1},
+		{"inherit_env inner star", stdio(`"inherit_env": ["A*B"]`), "/mcpServers/s/inherit_env/0", "not a variable name", true, nil, nil, 1},
+		{"inherit_env leading digit", stdio(`"inherit_env": ["1A"]`), "/mcpServers/s/inherit_env/0", "not a variable name", true, nil, nil, 1},
+		{"inherit_env on http", srv(desc + `"url": "https://h/", "inherit_env": []`), "/mcpServers/s/inherit_env", `"inherit_env" is not valid for a http server`, true, nil, nil, 1},
+		// cwd
+		{"cwd number", stdio(`"cwd": 1`), "/mcpServers/s/cwd", `"cwd" is a number, not a string: quote it`, true, nil, nil, 1},
+		{"cwd relative", stdio(`"cwd": "project"`), "/mcpServers/s/cwd", `server "s" cwd "project" is not an absolute path: write an absolute path such as "/home/me/project", or start it with ~/ for your home directory`, false, nil, nil, 1},
+		{"cwd relative after expansion", stdio(`"cwd": "${D}/x"`), "/mcpServers/s/cwd", `server "s" cwd "${D}/x" (after expansion) is not an absolute path`, false, map[string]string{"D": "rel"}, nil, 1},
+		{"cwd tilde without HOME", stdio(`"cwd": "~/p"`), "/mcpServers/s/cwd", `server "s" cwd starts with ~ but HOME is not set: set HOME, or write an absolute path`, false, nil, nil, 1},
+		{"cwd tilde user", stdio(`"cwd": "~bob/p"`), "/mcpServers/s/cwd", `"~bob/p" is not an absolute path`, false, map[string]string{"HOME": "/home/u"}, nil, 1},
+		{"cwd undefined var", stdio(`"cwd": "${PROJ}"`), "/mcpServers/s/cwd", `${PROJ} is not set (used in server "s" cwd)`, false, nil, nil, 1},
+		{"cwd secret", stdio(`"cwd": "/p/${secret:k}"`), "/mcpServers/s/cwd", `${secret:k} cannot be used in server "s" cwd: secrets are expanded only in command, args, env, url, headers and oauth_client_id, where Moat redacts them; use ${VAR} or a literal here`, false, nil, okSecret, 1},
+		{"cwd NUL via env", stdio(`"cwd": "/p/${N}"`), "/mcpServers/s/cwd", `server "s" cwd holds a NUL byte`, false, map[string]string{"N": "a\x00b"}, nil, 1},
+		{"cwd on http", srv(desc + `"url": "https://h/", "cwd": "/"`), "/mcpServers/s/cwd", `"cwd" is not valid for a http server`, true, nil, nil, 1},
+		// sandbox
+		{"sandbox array", stdio(`"sandbox": []`), "/mcpServers/s/sandbox", `"sandbox" is an array, not an object: write "sandbox": {"memory": "1GiB", "fs": {"read": ["~/project"]}}`, true, nil, nil, 1},
+		{"sandbox unknown key", sbx(`"memroy": "1GiB"`), "/mcpServers/s/sandbox/memroy", `unknown key "memroy" in "sandbox": did you mean "memory"?; valid keys in "sandbox": "mode", "memory", "cpu", "max_files", "max_procs", "max_file_size", "fs", "net", "network"`, true, nil, nil, 1},
+		{"sandbox on sse", srv(desc + `"type": "sse", "url": "https://h/", "sandbox": {}`), "/mcpServers/s/sandbox", `"sandbox" is not valid for a sse server`, true, nil, nil, 1},
+		{"sandbox mode typo", sbx(`"mode": "strct"`), "/mcpServers/s/sandbox/mode", `unknown sandbox.mode "strct": did you mean "strict"?; use "best-effort" (the default: start the server and report what cannot be enforced) or "strict" (refuse to start it then)`, true, nil, nil, 1},
+		{"sandbox mode number", sbx(`"mode": 1`), "/mcpServers/s/sandbox/mode", "sandbox.mode is a number, not a string", true, nil, nil, 1},
+		{"memory decimal unit", sbx(`"memory": "1GB"`), "/mcpServers/s/sandbox/memory", `invalid size "1GB": the unit "GB" is not accepted: write 1GiB: units are B, KiB, MiB and GiB (1024-based)`, true, nil, nil, 1},
+		{"memory lowercase mb", sbx(`"memory": "512mb"`), "/mcpServers/s/sandbox/memory", `write 512MiB`, true, nil, nil, 1},
+		{"memory zero", sbx(`"memory": 0`), "/mcpServers/s/sandbox/memory", "sandbox.memory is 0: give a size greater than zero, or remove the key for the default", true, nil, nil, 1},
+		{"memory zero string", sbx(`"memory": "0MiB"`), "/mcpServers/s/sandbox/memory", "sandbox.memory is 0", true, nil, nil, 1},
+		{"memory fraction", sbx(`"memory": "1.5GiB"`), "/mcpServers/s/sandbox/memory", `invalid size "1.5GiB": use a whole number of bytes, or a string such as "100B", "64KiB", "512MiB", "1GiB"`, true, nil, nil, 1},
+		{"memory inner space", sbx(`"memory": "1 GiB"`), "/mcpServers/s/sandbox/memory", `invalid size "1 GiB"`, true, nil, nil, 1},
+		{"memory negative", sbx(`"memory": -1`), "/mcpServers/s/sandbox/memory", "invalid size -1: a size cannot be negative", true, nil, nil, 1},
+		{"memory bool", sbx(`"memory": true`), "/mcpServers/s/sandbox/memory", "invalid size: got a boolean", true, nil, nil, 1},
+		{"memory overflow", sbx(`"memory": "99999999999GiB"`), "/mcpServers/s/sandbox/memory", `invalid size "99999999999GiB": too large`, false, nil, nil, 1},
+		{"memory exponent", sbx(`"memory": 1e9`), "/mcpServers/s/sandbox/memory", "invalid size 1e9: bytes must be a whole number", false, nil, nil, 1},
+		{"cpu compound", sbx(`"cpu": "1h30m"`), "/mcpServers/s/sandbox/cpu", `invalid duration "1h30m": use an integer number of seconds or one of 500ms, 30s, 1min, 2m, 1h`, true, nil, nil, 1},
+		{"cpu zero", sbx(`"cpu": 0`), "/mcpServers/s/sandbox/cpu", "a duration must be greater than zero", true, nil, nil, 1},
+		{"cpu object", sbx(`"cpu": {}`), "/mcpServers/s/sandbox/cpu", "invalid duration: got an object", true, nil, nil, 1},
+		{"max_files too small", sbx(`"max_files": 8`), "/mcpServers/s/sandbox/max_files", "sandbox.max_files is 8; it must be at least 16", true, nil, nil, 1},
+		{"max_files string", sbx(`"max_files": "1024"`), "/mcpServers/s/sandbox/max_files", "sandbox.max_files is a string, not a whole number", true, nil, nil, 1},
+		{"max_files fraction", sbx(`"max_files": 100.5`), "/mcpServers/s/sandbox/max_files", "sandbox.max_files is 100.5, not a whole number: write it without a fraction or exponent", true, nil, nil, 1},
+		{"max_files integral float", sbx(`"max_files": 100.0`), "/mcpServers/s/sandbox/max_files", "not a whole number", false, nil, nil, 1},
+		{"max_files huge", sbx(`"max_files": 99999999999999999999`), "/mcpServers/s/sandbox/max_files", "it must be at most 9223372036854775807", true, nil, nil, 1},
+		{"max_procs zero", sbx(`"max_procs": 0`), "/mcpServers/s/sandbox/max_procs", "sandbox.max_procs is 0; it must be at least 1", true, nil, nil, 1},
+		{"max_procs negative", sbx(`"max_procs": -3`), "/mcpServers/s/sandbox/max_procs", "sandbox.max_procs is -3; it must be at least 1", true, nil, nil, 1},
+		{"max_file_size MB", sbx(`"max_file_size": "10MB"`), "/mcpServers/s/sandbox/max_file_size", "write 10MiB", true, nil, nil, 1},
+		{"max_file_size null", sbx(`"max_file_size": null`), "/mcpServers/s/sandbox/max_file_size", "invalid size: got null", true, nil, nil, 1},
+		{"fs array", sbx(`"fs": ["/"]`), "/mcpServers/s/sandbox/fs", `"sandbox.fs" is an array, not an object: write "fs": {"read": ["~/project"], "write": []}`, true, nil, nil, 1},
+		{"fs unknown key", sbx(`"fs": {"exec": []}`), "/mcpServers/s/sandbox/fs/exec", `unknown key "exec" in "sandbox.fs"`, true, nil, nil, 1},
+		{"fs read string", sbx(`"fs": {"read": "/"}`), "/mcpServers/s/sandbox/fs/read", `sandbox.fs.read is a string, not an array of strings: write "read": ["/home/me/project"]`, true, nil, nil, 1},
+		{"fs write item number", sbx(`"fs": {"write": [1]}`), "/mcpServers/s/sandbox/fs/write/0", "sandbox.fs.write[0] is a number, not a string", true, nil, nil, 1},
+		{"fs read relative", sbx(`"fs": {"read": ["/ok", "data"]}`), "/mcpServers/s/sandbox/fs/read/1", `server "s" sandbox.fs.read[1] "data" is not an absolute path`, false, nil, nil, 1},
+		{"fs secret", sbx(`"fs": {"read": ["${secret:k}"]}`), "/mcpServers/s/sandbox/fs/read/0", `${secret:k} cannot be used in server "s" sandbox.fs.read[0]`, false, nil, okSecret, 1},
+		{"net not object", sbx(`"net": [443]`), "/mcpServers/s/sandbox/net", `"sandbox.net" is an array, not an object: write "net": {"connect": [443]}`, true, nil, nil, 1},
+		{"net unknown key", sbx(`"net": {"listen": [1]}`), "/mcpServers/s/sandbox/net/listen", `unknown key "listen" in "sandbox.net"`, true, nil, nil, 1},
+		{"net connect not array", sbx(`"net": {"connect": 443}`), "/mcpServers/s/sandbox/net/connect", `sandbox.net.connect is a number, not an array of port numbers: write "connect": [443, 8080]`, true, nil, nil, 1},
+		{"net port zero", sbx(`"net": {"connect": [0]}`), "/mcpServers/s/sandbox/net/connect/0", "sandbox.net.connect[0] is 0; it must be at least 1", true, nil, nil, 1},
+		{"net port too big", sbx(`"net": {"connect": [443, 70000]}`), "/mcpServers/s/sandbox/net/connect/1", "sandbox.net.connect[1] is 70000; it must be at most 65535", true, nil, nil, 1},
+		{"net port string", sbx(`"net": {"connect": ["443"]}`), "/mcpServers/s/sandbox/net/connect/0", "sandbox.net.connect[0] is a string, not a whole number", true, nil, nil, 1},
+		{"network string", sbx(`"network": "no"`), "/mcpServers/s/sandbox/network", "sandbox.network is a string, not true or false", true, nil, nil, 1},
+		{"sandbox many problems", sbx(`"memory": "1GB", "max_files": 1, "network": 0`), "/mcpServers/s/sandbox/network", "not true or false", true, nil, nil, 3},
+		// remote-only switches
+		{"allow_insecure_http string", srv(desc + `"url": "https://h/", "allow_insecure_http": "yes"`), "/mcpServers/s/allow_insecure_http", `"allow_insecure_http" is a string, not true or false`, true, nil, nil, 1},
+		{"allow_private_network number", srv(desc + `"url": "https://h/", "allow_private_network": 1`), "/mcpServers/s/allow_private_network", `"allow_private_network" is a number, not true or false`, true, nil, nil, 1},
+		{"allow_insecure_http on stdio", stdio(`"allow_insecure_http": true`), "/mcpServers/s/allow_insecure_http", `"allow_insecure_http" is not valid for a stdio server`, true, nil, nil, 1},
+		{"plain http remote", srv(desc + `"url": "http://example.com/mcp"`), "/mcpServers/s/url", `url "http://example.com/mcp" uses plain http:// to a host that is not loopback: plain HTTP sends every request readable and changeable on the network; use https://, or set "allow_insecure_http": true for this server if you accept that`, false, nil, nil, 1},
+		{"plain http uppercase scheme", srv(desc + `"url": "HTTP://10.0.0.1/mcp"`), "/mcpServers/s/url", "uses plain http://", false, nil, nil, 1},
+		{"plain http opt-in false", srv(desc + `"url": "http://example.com/mcp", "allow_insecure_http": false`), "/mcpServers/s/url", "uses plain http://", false, nil, nil, 1},
+		{"plain http after expansion", srv(desc + `"url": "http://${H}/mcp"`), "/mcpServers/s/url", `url "http://${H}/mcp" (after expansion) uses plain http://`, false, map[string]string{"H": "10.1.2.3"}, nil, 1},
+		{"plain http localhost lookalike", srv(desc + `"url": "http://localhost.example.com/mcp"`), "/mcpServers/s/url", "uses plain http://", false, nil, nil, 1},
+		{"plain http 0.0.0.0", srv(desc + `"url": "http://0.0.0.0:8080/mcp"`), "/mcpServers/s/url", "uses plain http://", false, nil, nil, 1},
+		// tls
+		{"tls string", srv(desc + `"url": "https://h/", "tls": "1.3"`), "/mcpServers/s/tls", `"tls" is a string, not an object: write "tls": {"min_version": "1.3"}`, true, nil, nil, 1},
+		{"tls unknown key", srv(desc + `"url": "https://h/", "tls": {"pin": []}`), "/mcpServers/s/tls/pin", `unknown key "pin" in "tls": did you mean "pins"?`, true, nil, nil, 1},
+		{"tls on stdio", stdio(`"tls": {}`), "/mcpServers/s/tls", `"tls" is not valid for a stdio server`, true, nil, nil, 1},
+		{"tls min_version 1.1", tlsSrv(`"min_version": "1.1"`), "/mcpServers/s/tls/min_version", `unknown tls.min_version "1.1": did you mean "1.2"?; use "1.2" (the default) or "1.3", as a string`, true, nil, nil, 1},
+		{"tls min_version number", tlsSrv(`"min_version": 1.3`), "/mcpServers/s/tls/min_version", `tls.min_version is a number, not a string: use "1.2" (the default) or "1.3", as a string`, true, nil, nil, 1},
+		{"tls ca_file number", tlsSrv(`"ca_file": 1`), "/mcpServers/s/tls/ca_file", `"ca_file" is a number, not a string: quote it`, true, nil, nil, 1},
+		{"tls ca_file relative", tlsSrv(`"ca_file": "ca.pem"`), "/mcpServers/s/tls/ca_file", `server "s" tls.ca_file "ca.pem" is not an absolute path`, false, nil, nil, 1},
+		{"tls key_file secret", tlsSrv(`"cert_file": "/c", "key_file": "${secret:k}"`), "/mcpServers/s/tls/key_file", `${secret:k} cannot be used in server "s" tls.key_file`, false, nil, okSecret, 1},
+		{"tls cert without key", tlsSrv(`"cert_file": "/c.pem"`), "/mcpServers/s/tls/cert_file", `"tls.cert_file" is given without "tls.key_file": give the client certificate and its private key together, or neither`, true, nil, nil, 1},
+		{"tls key without cert", tlsSrv(`"key_file": "/k.pem"`), "/mcpServers/s/tls/key_file", `"tls.key_file" is given without "tls.cert_file"`, true, nil, nil, 1},
+		{"tls cert empty key set", tlsSrv(`"cert_file": "", "key_file": "/k.pem"`), "/mcpServers/s/tls", "one of tls.cert_file and tls.key_file is empty: give the client certificate and its private key together, or neither", false, nil, nil, 1},
+		{"tls pins string", tlsSrv(`"pins": "sha256/x"`), "/mcpServers/s/tls/pins", `tls.pins is a string, not an array of strings: write "pins": ["sha256/..."]`, true, nil, nil, 1},
+		{"tls pin short", tlsSrv(`"pins": ["sha256/abc="]`), "/mcpServers/s/tls/pins/0", `tls.pins[0] "sha256/abc=" is not sha256/ followed by the base64 of 32 bytes: a pin is "sha256/" and the base64 of the SHA-256 of the server's public key (44 characters ending in "="), as Moat prints it when a pin does not match, or from: openssl x509`, true, nil, nil, 1},
+		{"tls pin sha1", tlsSrv(`"pins": ["sha1/mGobcTX0mGFQql+gAo/uqmbNrz7WoAo1XdhuBC9/tJQ="]`), "/mcpServers/s/tls/pins/0", "not sha256/ followed by", true, nil, nil, 1},
+		{"tls pin url-safe base64", tlsSrv(`"pins": ["sha256/mGobcTX0mGFQql-gAo_uqmbNrz7WoAo1XdhuBC9_tJQ="]`), "/mcpServers/s/tls/pins/0", "not sha256/ followed by", true, nil, nil, 1},
+		{"tls pin stray low bits", tlsSrv(`"pins": ["sha256/mGobcTX0mGFQql+gAo/uqmbNrz7WoAo1XdhuBC9/tJR="]`), "/mcpServers/s/tls/pins/0", "not sha256/ followed by", true, nil, nil, 1},
+		{"tls pin escaped newline", tlsSrv(`"pins": ["sha256/mGobcTX0mGFQql+gAo/uqmbNrz7WoAo1Xdhu\nBC9/tJQ="]`), "/mcpServers/s/tls/pins/0", "not sha256/ followed by", true, nil, nil, 1},
+		// policy
+		{"policy array", stdio(`"policy": ["read_*"]`), "/mcpServers/s/policy", `server "s" policy is an array, not an object: write "policy": {"deny": ["write_*"]}`, true, nil, nil, 1},
+		{"policy undefined var deep", stdio(`"policy": {"args": {"read_file": {"path": {"prefix": ["/ok", "${PROJ}"]}}}}`), "/mcpServers/s/policy/args/read_file/path/prefix/1", `${PROJ} is not set (used in server "s" policy)`, false, nil, nil, 1},
+		{"policy secret", srv(desc + `"url": "https://h/", "policy": {"note": "${secret:k}"}`), "/mcpServers/s/policy/note", `${secret:k} cannot be used in server "s" policy`, false, nil, okSecret, 1},
+		{"policy two bad refs", stdio(`"policy": {"a": "${A}", "b": ["${B}"]}`), "/mcpServers/s/policy/b/0", "${B} is not set", false, nil, nil, 2},
+		// defaults
+		{"defaults array", `{"mcpServers": {}, "defaults": []}`, "/defaults", `"defaults" is an array, not an object: write "defaults": {"sandbox": {...}, "policy": {...}}`, true, nil, nil, 1},
+		{"defaults unknown key", `{"mcpServers": {}, "defaults": {"sandbox": {}, "timeout": {}}}`, "/defaults/timeout", `unknown key "timeout" in "defaults": valid keys in "defaults": "sandbox", "policy"`, true, nil, nil, 1},
+		{"defaults policy string", `{"mcpServers": {}, "defaults": {"policy": "strict"}}`, "/defaults/policy", `defaults.policy is a string, not an object`, true, nil, nil, 1},
+		{"defaults policy undefined var", `{"mcpServers": {}, "defaults": {"policy": {"x": "${NOPE}"}}}`, "/defaults/policy/x", `${NOPE} is not set (used in defaults.policy)`, false, nil, nil, 1},
+		{"defaults sandbox max_procs", `{"mcpServers": {}, "defaults": {"sandbox": {"max_procs": 0}}}`, "/defaults/sandbox/max_procs", "sandbox.max_procs is 0; it must be at least 1", true, nil, nil, 1},
+		{"defaults sandbox fs relative", `{"mcpServers": {}, "defaults": {"sandbox": {"fs": {"write": ["tmp"]}}}}`, "/defaults/sandbox/fs/write/0", `defaults sandbox.fs.write[0] "tmp" is not an absolute path`, false, nil, nil, 1},
+		{"defaults checked without mcpServers", `{"defaults": {"sandbox": {"mode": "hard"}}}`, "/defaults/sandbox/mode", `unknown sandbox.mode "hard"`, true, nil, nil, 2},
+		// audit
+		{"audit string", `{"mcpServers": {}, "audit": "on"}`, "/audit", `"audit" is a string, not an object: write "audit": {"path": "~/.local/state/moat/audit.jsonl"}`, true, nil, nil, 1},
+		{"audit syslog not yet", `{"mcpServers": {}, "audit": {"syslog": ""}}`, "/audit/syslog", `unknown key "syslog" in "audit": valid keys in "audit": "path", "fsync", "on_failure", "record_args", "rotate", "checkpoint_every"`, true, nil, nil, 1},
+		{"audit path number", `{"mcpServers": {}, "audit": {"path": 1}}`, "/audit/path", `"path" is a number, not a string: quote it`, true, nil, nil, 1},
+		{"audit path relative", `{"mcpServers": {}, "audit": {"path": "audit.jsonl"}}`, "/audit/path", `audit.path "audit.jsonl" is not an absolute path: write an absolute path such as "/home/me/project", or start it with ~/ for your home directory`, false, nil, nil, 1},
+		{"audit path tilde no HOME", `{"mcpServers": {}, "audit": {"path": "~/a.jsonl"}}`, "/audit/path", "audit.path starts with ~ but HOME is not set", false, nil, nil, 1},
+		{"audit path secret", `{"mcpServers": {}, "audit": {"path": "/x/${secret:k}"}}`, "/audit/path", "${secret:k} cannot be used in audit.path", false, nil, okSecret, 1},
+		{"audit fsync typo", `{"mcpServers": {}, "audit": {"fsync": "batched"}}`, "/audit/fsync", `unknown audit.fsync "batched": did you mean "batch"?; use "batch" (the default: group commit), "always" (one sync per record) or "off" (no sync; records can be lost in a power cut)`, true, nil, nil, 1},
+		{"audit fsync bool", `{"mcpServers": {}, "audit": {"fsync": false}}`, "/audit/fsync", "audit.fsync is a boolean, not a string", true, nil, nil, 1},
+		{"audit on_failure", `{"mcpServers": {}, "audit": {"on_failure": "ignore"}}`, "/audit/on_failure", `unknown audit.on_failure "ignore": use "deny" (the default: refuse calls while the audit log cannot be written) or "continue"`, true, nil, nil, 1},
+		{"audit record_args string", `{"mcpServers": {}, "audit": {"record_args": "true"}}`, "/audit/record_args", "audit.record_args is a string, not true or false", true, nil, nil, 1},
+		{"audit rotate number", `{"mcpServers": {}, "audit": {"rotate": 10}}`, "/audit/rotate", `"audit.rotate" is a number, not an object: write "rotate": {"max_size": "100MiB", "keep": 10}`, true, nil, nil, 1},
+		{"audit rotate unknown", `{"mcpServers": {}, "audit": {"rotate": {"max_files": 3}}}`, "/audit/rotate/max_files", `unknown key "max_files" in "audit.rotate"`, true, nil, nil, 1},
+		{"audit rotate max_size MB", `{"mcpServers": {}, "audit": {"rotate": {"max_size": "100MB"}}}`, "/audit/rotate/max_size", `invalid size "100MB": the unit "MB" is not accepted: write 100MiB`, true, nil, nil, 1},
+		{"audit rotate max_size zero", `{"mcpServers": {}, "audit": {"rotate": {"max_size": 0}}}`, "/audit/rotate/max_size", "audit.rotate.max_size is 0", true, nil, nil, 1},
+		{"audit rotate max_age days", `{"mcpServers": {}, "audit": {"rotate": {"max_age": "7d"}}}`, "/audit/rotate/max_age", `invalid duration "7d": use an integer number of seconds`, true, nil, nil, 1},
+		{"audit rotate keep negative", `{"mcpServers": {}, "audit": {"rotate": {"keep": -1}}}`, "/audit/rotate/keep", "audit.rotate.keep is -1; it must be at least 0", true, nil, nil, 1},
+		{"audit rotate keep huge", `{"mcpServers": {}, "audit": {"rotate": {"keep": 3000000000}}}`, "/audit/rotate/keep", "audit.rotate.keep is 3000000000; it must be at most 2147483647", true, nil, nil, 1},
+		{"audit checkpoint zero", `{"mcpServers": {}, "audit": {"checkpoint_every": 0}}`, "/audit/checkpoint_every", "audit.checkpoint_every is 0; it must be at least 1", true, nil, nil, 1},
+		{"audit checkpoint string", `{"mcpServers": {}, "audit": {"checkpoint_every": "100"}}`, "/audit/checkpoint_every", "audit.checkpoint_every is a string, not a whole number", true, nil, nil, 1},
+		// secrets
+		{"secrets array", `{"mcpServers": {}, "secrets": []}`, "/secrets", `"secrets" is an array, not an object: write "secrets": {"backend": "auto"}`, true, nil, nil, 1},
+		{"secrets unknown key", `{"mcpServers": {}, "secrets": {"backnd": "file"}}`, "/secrets/backnd", `did you mean "backend"?`, true, nil, nil, 1},
+		{"secrets backend typo", `{"mcpServers": {}, "secrets": {"backend": "keychian"}}`, "/secrets/backend", `unknown secrets.backend "keychian": did you mean "keychain"?; use "auto" (the default: the OS keychain, else the encrypted file), "keychain" or "file"`, true, nil, nil, 1},
+		{"secrets backend number", `{"mcpServers": {}, "secrets": {"backend": 1}}`, "/secrets/backend", "secrets.backend is a number, not a string", true, nil, nil, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			opts := &LoadOptions{Getenv: env(tt.getenv), Secret: tt.secret}

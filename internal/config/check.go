@@ -17,10 +17,10 @@ var (
 
 // Keys a server object may have, by transport. The order is the one hints list.
 var (
-	commonKeys = []string{"description", "type", "enabled", "features", "timeout"}
-	stdioKeys  = []string{"command", "args", "env"}
-	remoteKeys = []string{"url", "headers", "oauth_client_id", "oauth_scopes"}
-	topKeys    = []string{"mcpServers", "$schema"}
+	commonKeys = []string{"description", "type", "enabled", "features", "timeout", "policy"}
+	stdioKeys  = []string{"command", "args", "env", "inherit_env", "cwd", "sandbox"}
+	remoteKeys = []string{"url", "headers", "oauth_client_id", "oauth_scopes", "allow_insecure_http", "allow_private_network", "tls"}
+	topKeys    = []string{"mcpServers", "$schema", "defaults", "audit", "secrets"}
 	flagKeys   = []string{"tools", "resources", "prompts"}
 )
 
@@ -29,35 +29,44 @@ type checker struct {
 	ps     *problems
 	opts   LoadOptions
 	getenv func(string) (string, bool)
+	// sawSecret is set when a ${secret:NAME} resolves, so a caller can
+	// clear it, expand one value and tell whether a secret went into it.
+	sawSecret bool
 }
 
-func (c *checker) root(n *node) map[string]*Server {
+// root fills cfg from the top-level object n.
+func (c *checker) root(n *node, cfg *Config) {
 	if n.kind != kindObject {
 		c.ps.add("", n.off, fmt.Sprintf("the top level is %s, not an object", n.kind),
 			`a config is an object like {"mcpServers": {"name": {...}}}`)
-		return nil
+		return
 	}
 	c.unknownKeys(n, "", topKeys, "at the top level")
 	if m := n.get("$schema"); m != nil && m.val.kind != kindString {
 		c.ps.add("/$schema", m.val.off, fmt.Sprintf(`"$schema" is %s, not a string`, m.val.kind), "remove it or give the schema's URL")
 	}
+	cfg.Defaults = c.defaults(n.get("defaults"))
+	cfg.Audit = c.audit(n.get("audit"))
+	cfg.Secrets = c.secrets(n.get("secrets"))
 	m := n.get("mcpServers")
 	if m == nil {
 		c.ps.add("", n.off, `missing "mcpServers"`, `add "mcpServers": {} with one entry per upstream server`)
-		return nil
+		return
 	}
 	if m.val.kind != kindObject {
 		c.ps.add("/mcpServers", m.val.off, fmt.Sprintf(`"mcpServers" is %s, not an object`, m.val.kind),
 			`write "mcpServers": {"name": {"description": "...", "command": "..."}}`)
-		return nil
+		return
 	}
-	servers := make(map[string]*Server, len(m.val.members))
+	cfg.Servers = make(map[string]*Server, len(m.val.members))
 	for _, sm := range m.val.members {
 		if s := c.server(sm); s != nil {
-			servers[sm.key] = s
+			if s.Type == Stdio {
+				s.Sandbox = s.Sandbox.withDefaults(cfg.Defaults.Sandbox)
+			}
+			cfg.Servers[sm.key] = s
 		}
 	}
-	return servers
 }
 
 // unknownKeys reports every key of n that is neither in known nor in skip
@@ -128,6 +137,7 @@ func (c *checker) server(sm member) *Server {
 	}
 	c.features(s, n.get("features"), path+"/features")
 	c.timeouts(s, n.get("timeout"), path+"/timeout")
+	s.Policy = c.policy(n.get("policy"), path+"/policy", where+" policy")
 	return s
 }
 
@@ -204,32 +214,47 @@ func (c *checker) stdio(s *Server, n *node, path, where string) {
 			}
 		}
 	}
-	s.Env = c.stringMap(s, n.get("env"), path+"/env", where+" env", func(k string) string {
+	s.Env, _ = c.stringMap(s, n.get("env"), path+"/env", where+" env", func(k string) string {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			return "an environment variable name must be non-empty and hold no '=' or NUL"
 		}
 		return ""
 	})
+	c.inheritEnv(s, n.get("inherit_env"), path+"/inherit_env")
+	if m := n.get("cwd"); m != nil {
+		if raw, ok := c.str(m, path); ok {
+			s.Cwd, _ = c.filePath(raw, expansion{path + "/cwd", m.val.off, where + " cwd", nil})
+		}
+	}
+	s.Sandbox = c.sandbox(n.get("sandbox"), path+"/sandbox", where)
 }
 
 func (c *checker) remote(s *Server, n *node, path, where string) {
+	if m := n.get("allow_insecure_http"); m != nil {
+		s.AllowInsecureHTTP = c.boolean(m, path+"/allow_insecure_http", `"allow_insecure_http"`)
+	}
+	if m := n.get("allow_private_network"); m != nil {
+		s.AllowPrivateNetwork = c.boolean(m, path+"/allow_private_network", `"allow_private_network"`)
+	}
 	if m := n.get("url"); m == nil {
 		c.ps.add(path, n.off, fmt.Sprintf("server %q has type %q but no \"url\"", s.Name, s.Type),
 			`add "url": "https://host/mcp"`)
 	} else if raw, ok := c.str(m, path); ok {
 		at := expansion{path + "/url", m.val.off, where + " url", s}
 		if v, ok := c.expand(raw, at); ok {
+			shown := fmt.Sprintf("%q", raw)
+			if v != raw {
+				shown += " (after expansion)"
+			}
 			if msg := checkURL(v); msg != "" {
-				shown := fmt.Sprintf("%q", raw)
-				if v != raw {
-					shown += " (after expansion)"
-				}
 				c.ps.add(at.path, at.off, fmt.Sprintf("url %s %s", shown, msg), `write an absolute URL such as "https://host/mcp"`)
+			} else if insecureHTTP(v) && !s.AllowInsecureHTTP {
+				c.ps.add(at.path, at.off, fmt.Sprintf("url %s uses plain http:// to a host that is not loopback", shown), insecureHTTPHint)
 			}
 			s.URL = v
 		}
 	}
-	s.Headers = c.stringMap(s, n.get("headers"), path+"/headers", where+" headers", func(k string) string {
+	s.Headers, s.SecretHeaders = c.stringMap(s, n.get("headers"), path+"/headers", where+" headers", func(k string) string {
 		if !headerName.MatchString(k) {
 			return "a header name is a token: letters, digits and !#$%&'*+-.^_`|~"
 		}
@@ -256,6 +281,7 @@ func (c *checker) remote(s *Server, n *node, path, where string) {
 			}
 		}
 	}
+	c.tls(s, n.get("tls"), path+"/tls", where)
 }
 
 // checkURL says what is wrong with an expanded url, without quoting it (it
@@ -274,15 +300,17 @@ func checkURL(v string) string {
 }
 
 // stringMap reads an object of strings, expanding every value. badKey
-// returns why a key is unusable, or "".
-func (c *checker) stringMap(s *Server, m *member, path, where string, badKey func(string) string) map[string]string {
+// returns why a key is unusable, or "". It also returns, in file order, the
+// keys whose value took (even part of) a ${secret:NAME}.
+func (c *checker) stringMap(s *Server, m *member, path, where string, badKey func(string) string) (map[string]string, []string) {
 	if m == nil {
-		return nil
+		return nil, nil
 	}
 	if m.val.kind != kindObject {
 		c.ps.add(path, m.val.off, fmt.Sprintf("%s is %s, not an object of strings", where, m.val.kind), `write {"NAME": "value"}`)
-		return nil
+		return nil, nil
 	}
+	var secretKeys []string
 	out := make(map[string]string, len(m.val.members))
 	for _, e := range m.val.members {
 		p := path + pointer(e.key)
@@ -294,7 +322,11 @@ func (c *checker) stringMap(s *Server, m *member, path, where string, badKey fun
 			continue
 		}
 		at := expansion{p, e.val.off, fmt.Sprintf("%s %q", where, e.key), s}
+		c.sawSecret = false
 		if v, ok := c.expand(e.val.str, at); ok {
+			if c.sawSecret {
+				secretKeys = append(secretKeys, e.key)
+			}
 			if strings.HasSuffix(where, "headers") {
 				c.noControl(v, at)
 			} else {
@@ -303,7 +335,7 @@ func (c *checker) stringMap(s *Server, m *member, path, where string, badKey fun
 			out[e.key] = v
 		}
 	}
-	return out
+	return out, secretKeys
 }
 
 func (c *checker) noNUL(v string, at expansion) {
@@ -359,24 +391,10 @@ func (c *checker) timeouts(s *Server, m *member, path string) {
 		key string
 		dst *time.Duration
 	}{{"tools", &s.Timeout.Tools}, {"resources", &s.Timeout.Resources}, {"prompts", &s.Timeout.Prompts}} {
-		tm := m.val.get(f.key)
-		if tm == nil {
-			continue
-		}
-		var d time.Duration
-		var msg string
-		switch tm.val.kind {
-		case kindNull, kindString, kindNumber:
-			d, msg = parseDuration(tm.val.toAny())
-		default:
-			msg = fmt.Sprintf("invalid duration: got %s", tm.val.kind)
-		}
-		if msg != "" {
-			c.ps.add(path+"/"+f.key, tm.val.off, msg, durationForms)
-			continue
-		}
-		if d > 0 {
-			*f.dst = d
+		if tm := m.val.get(f.key); tm != nil {
+			if d := c.duration(tm, path+"/"+f.key); d > 0 {
+				*f.dst = d
+			}
 		}
 	}
 }

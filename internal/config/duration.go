@@ -67,7 +67,7 @@ func parseDuration(v any) (time.Duration, string) {
 
 func secondsFromText(text string, shown any) (time.Duration, string) {
 	if strings.HasPrefix(text, "-") {
-		return 0, fmt.Sprintf("invalid duration %v: a timeout must be greater than zero", shown)
+		return 0, fmt.Sprintf("invalid duration %v: a duration must be greater than zero", shown)
 	}
 	for _, c := range text {
 		if !isDigit(byte(c)) || c > 0x7f {
@@ -108,7 +108,7 @@ func scale(digits string, unit time.Duration, shown string) (time.Duration, stri
 		return 0, fmt.Sprintf("invalid duration %s: too large", shown)
 	}
 	if n == 0 {
-		return 0, fmt.Sprintf("invalid duration %s: a timeout must be greater than zero", shown)
+		return 0, fmt.Sprintf("invalid duration %s: a duration must be greater than zero", shown)
 	}
 	return time.Duration(n) * unit, ""
 }

@@ -17,7 +17,10 @@ type expansion struct {
 	path  string // JSON pointer of the string
 	off   int    // its offset in the file
 	where string // e.g. `server "files" args[1]`
-	srv   *Server
+	// srv records the values of ${secret:NAME} for redaction. nil where a
+	// secret may not be used: in paths and policies, which are logged,
+	// audited and printed by `moat policy check`.
+	srv *Server
 }
 
 // expand replaces every ${NAME} with the environment variable NAME and every
@@ -62,6 +65,11 @@ func (c *checker) resolve(ref string, at expansion) (string, bool) {
 				"secret names use letters, digits, '_', '.' and '-'")
 			return "", false
 		}
+		if at.srv == nil {
+			c.ps.add(at.path, at.off, fmt.Sprintf("${secret:%s} cannot be used in %s", name, at.where),
+				"secrets are expanded only in command, args, env, url, headers and oauth_client_id, where Moat redacts them; use ${VAR} or a literal here")
+			return "", false
+		}
 		if c.opts.Secret == nil {
 			c.ps.add(at.path, at.off, fmt.Sprintf("${secret:%s} in %s: secret references need the secret store", name, at.where),
 				"run moat with its secret store available")
@@ -76,6 +84,7 @@ func (c *checker) resolve(ref string, at expansion) (string, bool) {
 		if v != "" && !slices.Contains(at.srv.SecretValues, v) {
 			at.srv.SecretValues = append(at.srv.SecretValues, v)
 		}
+		c.sawSecret = true
 		return v, true
 	}
 	if !varName.MatchString(ref) {

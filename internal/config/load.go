@@ -138,7 +138,8 @@ func check(file string, data []byte, opts *LoadOptions) (*Config, *problems, *no
 	if c.getenv == nil {
 		c.getenv = os.LookupEnv
 	}
-	servers := c.root(root)
 	sum := sha256.Sum256(data)
-	return &Config{Path: file, Hash: hex.EncodeToString(sum[:]), Servers: servers}, ps, root
+	cfg := &Config{Path: file, Hash: hex.EncodeToString(sum[:])}
+	c.root(root, cfg)
+	return cfg, ps, root
 }

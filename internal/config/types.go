@@ -11,6 +11,7 @@
 package config
 
 import (
+	"encoding/json"
 	"time"
 )
 
@@ -35,6 +36,50 @@ type Config struct {
 	Path    string             // absolute path of the file it was read from
 	Hash    string             // hex SHA-256 of the file's bytes, for audit and reload
 	Servers map[string]*Server // by name, enabled and disabled alike
+
+	Defaults Defaults // key "defaults"
+	Audit    Audit    // key "audit"
+	Secrets  Secrets  // key "secrets"
+}
+
+// Defaults apply to every server.
+type Defaults struct {
+	// Sandbox is "defaults.sandbox" as written. The loader has already
+	// merged it into every stdio server's Sandbox (a field the server sets
+	// wins), so callers read Server.Sandbox, not this.
+	Sandbox Sandbox
+	// Policy is "defaults.policy", a JSON object kept raw (with ${VAR}
+	// expanded in its strings) for the policy package, or nil. It is not
+	// merged into Server.Policy: how a default and a server's own policy
+	// combine is the policy package's decision.
+	Policy json.RawMessage
+}
+
+// Audit is the "audit" block. The loader fills in Fsync and OnFailure.
+type Audit struct {
+	// Path of the audit log, with ~/ and ${VAR} expanded, absolute; "" means
+	// the default, $XDG_STATE_HOME/moat/audit.jsonl (computed by the caller).
+	Path       string
+	Fsync      string // "always", "batch" (the default) or "off"
+	OnFailure  string // "deny" (the default: refuse calls when the log cannot be written) or "continue"
+	RecordArgs bool   // key "record_args": record (redacted) argument values, not just their shape
+	Rotate     Rotate
+	// CheckpointEvery is the number of records between signed checkpoints;
+	// 0 means the audit package's default.
+	CheckpointEvery int
+}
+
+// Rotate is "audit.rotate"; zero fields mean "not by this criterion" for
+// MaxSize and MaxAge, and "keep every rotated file" for Keep.
+type Rotate struct {
+	MaxSize uint64        // key "max_size": a size
+	MaxAge  time.Duration // key "max_age": a duration
+	Keep    int           // key "keep": rotated files to keep
+}
+
+// Secrets is the "secrets" block. The loader fills in Backend.
+type Secrets struct {
+	Backend string // "auto" (the default: keychain, else the encrypted file), "keychain" or "file"
 }
 
 // Server is one upstream, with every ${VAR} already expanded.
@@ -51,16 +96,41 @@ type Server struct {
 	Command string
 	Args    []string
 	Env     map[string]string
+	// InheritEnv names the variables of Moat's own environment the child
+	// also gets: exact names ("LANG") or prefixes ending in '*' ("NODE_*").
+	InheritEnv []string
+	// Cwd is the child's working directory: absolute, with ~/ and ${VAR}
+	// expanded; "" means a private empty directory.
+	Cwd string
+	// Sandbox is the server's "sandbox" block with "defaults.sandbox"
+	// merged in (a field the server sets wins) and Mode filled in.
+	Sandbox Sandbox
 
 	// http and sse
 	URL           string
 	Headers       map[string]string
 	OAuthClientID string
 	OAuthScopes   []string
+	// AllowInsecureHTTP permits a plain http:// url to a host that is not
+	// loopback (key allow_insecure_http).
+	AllowInsecureHTTP bool
+	// AllowPrivateNetwork permits connections to RFC 1918 and ULA addresses
+	// (key allow_private_network).
+	AllowPrivateNetwork bool
+	TLS                 TLS
+	// SecretHeaders names, in file order, the headers whose value came
+	// (even partly) from ${secret:NAME}, so they are never sent over plain
+	// HTTP and are redacted by name. Set by the loader.
+	SecretHeaders []string
 
 	Enabled  bool
 	Features Features
 	Timeout  Timeouts
+
+	// Policy is the server's "policy" object kept raw, with ${VAR} expanded
+	// in every string value, or nil; the policy package parses it.
+	// "defaults.policy" is not merged in (see Defaults.Policy).
+	Policy json.RawMessage
 
 	// SecretValues holds every non-empty value that a ${secret:NAME}
 	// reference expanded to in this server, so logs and audit records can
@@ -77,4 +147,38 @@ type Features struct {
 // loaded config: the loader fills in the defaults.
 type Timeouts struct {
 	Tools, Resources, Prompts time.Duration
+}
+
+// Sandbox limits a stdio server's child process. A zero field means "not
+// set": the sandbox package's default applies.
+type Sandbox struct {
+	Mode        string        // "best-effort" (the default) or "strict"; filled in by the loader for stdio servers
+	Memory      uint64        // key "memory": address space in bytes (RLIMIT_AS)
+	CPU         time.Duration // key "cpu": CPU time over the child's life (RLIMIT_CPU)
+	MaxFiles    uint64        // key "max_files": open files (RLIMIT_NOFILE), at least 16
+	MaxProcs    uint64        // key "max_procs": processes (RLIMIT_NPROC, per user), at least 1
+	MaxFileSize uint64        // key "max_file_size": largest file the child may write (RLIMIT_FSIZE)
+	// FSRead and FSWrite are the Landlock allow-lists of "fs": {"read": [...],
+	// "write": [...]}, absolute, with ~/ and ${VAR} expanded. Both are nil
+	// when "fs" is absent (no filesystem restriction); when "fs" is given
+	// both are non-nil, a missing list counting as [] (nothing allowed).
+	FSRead, FSWrite []string
+	// NetConnect is "net": {"connect": [ports]}: the TCP ports the child may
+	// connect to; nil when absent (unrestricted), non-nil empty for [].
+	NetConnect []uint16
+	// Network is key "network": false runs the child in its own network
+	// namespace with only loopback; nil when absent.
+	Network *bool
+}
+
+// TLS is a remote server's "tls" block.
+type TLS struct {
+	MinVersion string // key "min_version": "1.2" (the default, filled in by the loader) or "1.3"
+	// CAFile, CertFile and KeyFile (keys ca_file, cert_file, key_file) are
+	// absolute, with ~/ and ${VAR} expanded; "" means none. CertFile and
+	// KeyFile are given together or not at all.
+	CAFile, CertFile, KeyFile string
+	// Pins are "sha256/<base64 of the SHA-256 of the SubjectPublicKeyInfo>";
+	// when set, the connection must present one of them.
+	Pins []string
 }

@@ -27,31 +27,87 @@ func TestFullConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	yes, no := true, false
+	defaultSandbox := Sandbox{
+		Mode: "strict", Memory: 2 << 30, CPU: time.Hour, MaxFiles: 512, MaxProcs: 64, MaxFileSize: 64 << 20,
+		FSRead: []string{"/home/u/shared"}, FSWrite: []string{"/tmp"}, NetConnect: []uint16{443}, Network: &no,
+	}
 	want := map[string]*Server{
 		"files": {
 			Name: "files", Description: "Read and search files in my project", Type: Stdio, Command: "npx",
-			Args:    []string{"-y", "@modelcontextprotocol/server-filesystem", "/home/u/project"},
-			Env:     map[string]string{"API_KEY": "k-123", "PLAIN": "$HOME stays"},
+			Args:       []string{"-y", "@modelcontextprotocol/server-filesystem", "/home/u/project"},
+			Env:        map[string]string{"API_KEY": "k-123", "PLAIN": "$HOME stays"},
+			InheritEnv: []string{"LANG", "NODE_*"},
+			Cwd:        "/home/u/project",
+			Sandbox: Sandbox{
+				Mode: "best-effort", Memory: 1 << 30, CPU: 10 * time.Minute, MaxFiles: 1024, MaxProcs: 256, MaxFileSize: 1 << 20,
+				FSRead: []string{"/home/u/project", "/home/u/.npm"}, FSWrite: []string{}, NetConnect: []uint16{}, Network: &yes,
+			},
 			Enabled: true, Features: Features{Tools: true, Resources: true, Prompts: false},
-			Timeout:      Timeouts{2 * time.Minute, 15 * time.Second, 500 * time.Millisecond},
+			Timeout: Timeouts{2 * time.Minute, 15 * time.Second, 500 * time.Millisecond},
+			Policy: json.RawMessage(`{"allow":["read_*","list_*"],"rate":"10/s","burst":20,"max_args_bytes":"256KiB",` +
+				`"args":{"read_file":{"path":{"prefix":["/home/u/project"],"max_length":4096}}},"note":"<b> & u","pin":null,"strict":true}`),
 			SecretValues: []string{"k-123"},
+		},
+		"scratch": {
+			Name: "scratch", Description: "A scratch server that takes the default sandbox", Type: Stdio,
+			Command: "/usr/bin/env", Args: []string{"true"}, Sandbox: defaultSandbox,
+			Enabled: true, Features: Features{true, true, true},
+			Timeout: Timeouts{30 * time.Second, 10 * time.Second, 10 * time.Second},
 		},
 		"remote": {
 			Name: "remote", Description: "Company knowledge base", Type: SSE, URL: "https://mcp.example.com/sse",
 			Headers:       map[string]string{"X-Team": "infra", "Authorization": "Bearer t-456"},
 			OAuthClientID: "moat-u", OAuthScopes: []string{"read"},
-			Enabled: true, Features: Features{true, true, true},
+			AllowPrivateNetwork: true,
+			TLS: TLS{
+				MinVersion: "1.3", CAFile: "/home/u/certs/ca.pem", CertFile: "/home/u/certs/client.pem", KeyFile: "/etc/moat/client.key",
+				Pins: []string{"sha256/mGobcTX0mGFQql+gAo/uqmbNrz7WoAo1XdhuBC9/tJQ=", "sha256/VNANhndYzvgWvEaF9Y4ye5SXErB+vRfDSF8//J6fUTM="},
+			},
+			SecretHeaders: []string{"Authorization"},
+			Enabled:       true, Features: Features{true, true, true},
 			Timeout:      Timeouts{30 * time.Second, 10 * time.Second, time.Hour},
+			Policy:       json.RawMessage(`{"pin":"strict"}`),
 			SecretValues: []string{"t-456"},
 		},
 		"off": {
 			Name: "off", Description: "disabled for now", Type: HTTP, TypeInferred: true, URL: "http://127.0.0.1:9/mcp",
+			TLS:     TLS{MinVersion: "1.2"},
 			Enabled: false, Features: Features{true, true, true},
+			Timeout: Timeouts{30 * time.Second, 10 * time.Second, 10 * time.Second},
+		},
+		"lan": {
+			Name: "lan", Description: "A test server on the LAN", Type: HTTP, TypeInferred: true, URL: "http://192.168.1.20:8080/mcp",
+			AllowInsecureHTTP: true, TLS: TLS{MinVersion: "1.2"},
+			Enabled: true, Features: Features{true, true, true},
 			Timeout: Timeouts{30 * time.Second, 10 * time.Second, 10 * time.Second},
 		},
 	}
 	if diff := cmp.Diff(want, cfg.Servers); diff != "" {
-		t.Errorf("full.json (-want +got):\n%s", diff)
+		t.Errorf("full.json servers (-want +got):\n%s", diff)
+	}
+	wantTop := Config{
+		Path: cfg.Path, Hash: cfg.Hash, Servers: cfg.Servers,
+		Defaults: Defaults{
+			Sandbox: Sandbox{ // as written: Mode is not filled in here
+				Mode: "strict", Memory: 2 << 30, CPU: time.Hour, MaxFiles: 512, MaxProcs: 64, MaxFileSize: 64 << 20,
+				FSRead: []string{"/home/u/shared"}, FSWrite: []string{"/tmp"}, NetConnect: []uint16{443}, Network: &no,
+			},
+			Policy: json.RawMessage(`{"deny":["delete_*"],"destructive":"deny","args":{"read_file":{"path":{"prefix":["/home/u/project"]}}}}`),
+		},
+		Audit: Audit{
+			Path: "/home/u/.local/state/moat/audit.jsonl", Fsync: "always", OnFailure: "continue", RecordArgs: true,
+			Rotate: Rotate{MaxSize: 100 << 20, MaxAge: 24 * time.Hour, Keep: 10}, CheckpointEvery: 500,
+		},
+		Secrets: Secrets{Backend: "keychain"},
+	}
+	if diff := cmp.Diff(wantTop, *cfg); diff != "" {
+		t.Errorf("full.json top level (-want +got):\n%s", diff)
+	}
+	for name, s := range cfg.Servers {
+		if s.Policy != nil && !json.Valid(s.Policy) {
+			t.Errorf("server %s: Policy is not valid JSON: %s", name, s.Policy)
+		}
 	}
 	abs, _ := filepath.Abs(cfg.Path)
 	if cfg.Path != abs || len(cfg.Hash) != 64 {

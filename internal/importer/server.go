@@ -1,0 +1,403 @@
+package importer
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// reader turns source server entries into Servers.
+type reader struct {
+	im   *Imported
+	norm *normalizer
+}
+
+func (r *reader) drop(server, field, why string) {
+	r.im.Dropped = append(r.im.Dropped, Dropped{Server: server, Field: field, Why: why})
+}
+
+// Reasons for fields Moat does not carry, by source key.
+var dropReasons = map[string]string{
+	"alwaysAllow":         "auto-approval is the client's decision; Moat's policy decides what runs",
+	"autoApprove":         "auto-approval is the client's decision; Moat's policy decides what runs",
+	"trust":               "trust (skipping confirmations) is the client's decision; Moat's policy decides what runs",
+	"includeTools":        "Moat's config has no per-server tool list; use a policy rule",
+	"excludeTools":        "Moat's config has no per-server tool list; use a policy rule",
+	"enabled_tools":       "Moat's config has no per-server tool list; use a policy rule",
+	"disabled_tools":      "Moat's config has no per-server tool list; use a policy rule",
+	"cwd":                 "Moat's config has no working directory for a server yet; the server starts in Moat's directory",
+	"envFile":             "Moat does not read env files; copy the variables into env",
+	"env_file":            "Moat does not read env files; copy the variables into env",
+	"startup_timeout_sec": "Moat has no startup timeout setting",
+	"startup_timeout_ms":  "Moat has no startup timeout setting",
+	"networkTimeout":      "Moat has no network timeout setting",
+}
+
+// server converts one source entry; a server Moat cannot run is dropped as
+// a whole and listed.
+func (r *reader) server(srcName string, v any) {
+	name := serverName(srcName)
+	if name != srcName {
+		r.drop(name, "name", fmt.Sprintf("renamed from %q: Moat names use 1 to 64 letters, digits, '_', '.' or '-'", srcName))
+	}
+	if _, dup := r.im.Servers[name]; dup {
+		r.drop(srcName, "*", fmt.Sprintf("skipped: its Moat name %q is taken by another server", name))
+		return
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		r.drop(name, "*", fmt.Sprintf("skipped: the entry is %s, not an object", kindOf(v)))
+		return
+	}
+	s := &Server{Enabled: true, Features: Features{true, true, true}}
+	typ, typeKnown := r.transport(name, m)
+
+	var url string
+	for _, k := range []string{"url", "serverUrl", "httpUrl"} {
+		if u, ok := r.str(name, k, m[k]); ok && u != "" {
+			if url != "" {
+				r.drop(name, k, "a second url; the first one is used")
+				continue
+			}
+			url = u
+			if k == "httpUrl" && !typeKnown {
+				typ = "http"
+			}
+			if k == "url" && r.norm.format == FormatGemini && !typeKnown {
+				typ = "sse" // Gemini CLI: url is SSE, httpUrl is streamable HTTP
+			}
+		}
+	}
+	command, args := r.command(name, m)
+
+	switch {
+	case typ == "stdio" || typ == "" && url == "" && command != "":
+		if command == "" {
+			r.drop(name, "*", "skipped: a stdio server needs a \"command\"")
+			return
+		}
+		s.Type = "stdio"
+		if url != "" {
+			r.drop(name, "url", "this is a stdio server; the url is ignored")
+		}
+	case url != "":
+		s.Type = typ
+		if command != "" {
+			r.drop(name, "command", "this server has a url, so it is remote; command, args and env are not used")
+			command, args = "", nil
+		}
+	default:
+		r.drop(name, "*", "skipped: it has neither a \"command\" nor a \"url\"")
+		return
+	}
+
+	if s.Command, ok = r.normalize(name, "command", command); !ok {
+		r.drop(name, "*", "skipped: the command cannot be expressed in Moat's config")
+		return
+	}
+	for i, a := range args {
+		if a, ok := r.normalize(name, fmt.Sprintf("args[%d]", i), a); ok {
+			s.Args = append(s.Args, a)
+		}
+	}
+	if s.URL, ok = r.normalize(name, "url", url); !ok && url != "" {
+		r.drop(name, "*", "skipped: the url cannot be expressed in Moat's config")
+		return
+	}
+	env := r.stringMap(name, "env", m["env"])
+	maps.Copy(env, r.stringMap(name, "environment", m["environment"]))
+	headers := r.stringMap(name, "headers", m["headers"])
+	maps.Copy(headers, r.stringMap(name, "http_headers", m["http_headers"]))
+	r.codexExtras(name, m, env, headers)
+	if s.Type == "stdio" {
+		s.Env = r.normalizeMap(name, "env", env)
+		if len(headers) > 0 {
+			r.drop(name, "headers", "a stdio server has no HTTP headers")
+		}
+	} else {
+		s.Headers = r.normalizeMap(name, "headers", headers)
+		if len(env) > 0 {
+			r.drop(name, "env", "a remote server has no process environment")
+		}
+	}
+	r.flags(name, m, s)
+	r.oauth(name, m, s)
+	r.timeouts(name, m, s)
+	if d, ok := m["description"].(string); ok && strings.TrimSpace(d) != "" {
+		s.Description = strings.TrimSpace(d)
+	} else {
+		s.Description = DefaultDescription(name, s)
+	}
+	r.unknown(name, m)
+	r.im.Servers[name] = s
+}
+
+// transport reads "type" (or Cline's "transportType").
+func (r *reader) transport(name string, m map[string]any) (typ string, known bool) {
+	for _, k := range []string{"type", "transportType", "transport"} {
+		raw, ok := r.str(name, k, m[k])
+		if !ok || raw == "" {
+			continue
+		}
+		switch strings.NewReplacer("-", "", "_", "").Replace(strings.ToLower(raw)) {
+		case "stdio", "local":
+			return "stdio", true
+		case "http", "streamablehttp", "streamable":
+			return "http", true
+		case "sse":
+			return "sse", true
+		case "remote": // OpenCode: HTTP or SSE, like Moat's inferred type
+			return "", false
+		default:
+			r.drop(name, k, fmt.Sprintf("unknown transport %q; inferred from command or url instead", raw))
+		}
+	}
+	return "", false
+}
+
+// command reads "command", which OpenCode (and some others) give as an
+// array holding the arguments too.
+func (r *reader) command(name string, m map[string]any) (string, []string) {
+	var command string
+	var args []string
+	switch c := m["command"].(type) {
+	case nil:
+	case string:
+		command = c
+	case []any:
+		all := r.strings(name, "command", c)
+		if len(all) > 0 {
+			command, args = all[0], all[1:]
+		}
+	default:
+		r.drop(name, "command", fmt.Sprintf("it is %s, not a string", kindOf(c)))
+	}
+	switch a := m["args"].(type) {
+	case nil:
+	case []any:
+		args = append(args, r.strings(name, "args", a)...)
+	default:
+		r.drop(name, "args", fmt.Sprintf("it is %s, not an array", kindOf(a)))
+	}
+	return strings.TrimSpace(command), args
+}
+
+func (r *reader) strings(name, field string, a []any) []string {
+	out := make([]string, 0, len(a))
+	for i, it := range a {
+		s, ok := it.(string)
+		if !ok {
+			if n, isNum := number(it); isNum {
+				s = fmt.Sprint(n) // an unquoted port or count: Moat wants strings
+			} else {
+				r.drop(name, fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("it is %s, not a string", kindOf(it)))
+				continue
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func (r *reader) str(name, field string, v any) (string, bool) {
+	switch s := v.(type) {
+	case nil:
+		return "", false
+	case string:
+		return strings.TrimSpace(s), true
+	}
+	r.drop(name, field, fmt.Sprintf("it is %s, not a string", kindOf(v)))
+	return "", false
+}
+
+func (r *reader) stringMap(name, field string, v any) map[string]string {
+	out := map[string]string{}
+	if v == nil {
+		return out
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		r.drop(name, field, fmt.Sprintf("it is %s, not an object", kindOf(v)))
+		return out
+	}
+	for k, val := range m {
+		switch x := val.(type) {
+		case string:
+			out[k] = x
+		case bool:
+			out[k] = fmt.Sprint(x)
+		default:
+			if n, isNum := number(val); isNum {
+				out[k] = fmt.Sprint(n)
+				continue
+			}
+			r.drop(name, field+" "+k, fmt.Sprintf("it is %s, not a string", kindOf(val)))
+		}
+	}
+	return out
+}
+
+// normalize rewrites one value's variable syntax, listing notes and
+// dropping what Moat cannot express.
+func (r *reader) normalize(name, field, v string) (string, bool) {
+	out, notes, err := r.norm.value(v)
+	if err != nil {
+		r.drop(name, field, err.Error())
+		return "", false
+	}
+	for _, n := range notes {
+		r.drop(name, field, n)
+	}
+	return out, true
+}
+
+func (r *reader) normalizeMap(name, field string, m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if v, ok := r.normalize(name, field+" "+k, m[k]); ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// codexExtras maps Codex's env_vars (names passed through),
+// env_http_headers (header: variable) and bearer_token_env_var.
+func (r *reader) codexExtras(name string, m map[string]any, env, headers map[string]string) {
+	if a, ok := m["env_vars"].([]any); ok {
+		for _, v := range r.strings(name, "env_vars", a) {
+			if varName.MatchString(v) {
+				env[v] = "${" + v + "}"
+			}
+		}
+	}
+	for k, v := range r.stringMap(name, "env_http_headers", m["env_http_headers"]) {
+		if varName.MatchString(v) {
+			headers[k] = "${" + v + "}"
+		}
+	}
+	if v, ok := r.str(name, "bearer_token_env_var", m["bearer_token_env_var"]); ok && varName.MatchString(v) {
+		headers["Authorization"] = "Bearer ${" + v + "}"
+	}
+}
+
+// flags reads enabled/disabled and Moat's own features object.
+func (r *reader) flags(name string, m map[string]any, s *Server) {
+	for _, k := range []string{"enabled", "disabled"} {
+		switch b := m[k].(type) {
+		case nil:
+		case bool:
+			if k == "enabled" && !b || k == "disabled" && b {
+				s.Enabled = false
+			}
+		default:
+			r.drop(name, k, fmt.Sprintf("it is %s, not true or false", kindOf(b)))
+		}
+	}
+	if f, ok := m["features"].(map[string]any); ok {
+		for k, dst := range map[string]*bool{"tools": &s.Features.Tools, "resources": &s.Features.Resources, "prompts": &s.Features.Prompts} {
+			if b, ok := f[k].(bool); ok {
+				*dst = b
+			}
+		}
+	}
+}
+
+// oauth reads Moat's oauth keys and OpenCode's oauth object.
+func (r *reader) oauth(name string, m map[string]any, s *Server) {
+	if id, ok := r.str(name, "oauth_client_id", m["oauth_client_id"]); ok {
+		s.OAuthClientID = id
+	}
+	if a, ok := m["oauth_scopes"].([]any); ok {
+		s.OAuthScopes = r.strings(name, "oauth_scopes", a)
+	}
+	o, ok := m["oauth"].(map[string]any)
+	if !ok {
+		return
+	}
+	for _, k := range slices.Sorted(maps.Keys(o)) {
+		switch k {
+		case "clientId":
+			if id, ok := r.str(name, "oauth.clientId", o[k]); ok {
+				s.OAuthClientID = id
+			}
+		case "scope":
+			if sc, ok := r.str(name, "oauth.scope", o[k]); ok {
+				s.OAuthScopes = strings.Fields(sc)
+			}
+		case "clientSecret":
+			r.drop(name, "oauth.clientSecret", "Moat uses public OAuth clients (PKCE); no client secret is kept")
+		default:
+			r.drop(name, "oauth."+k, "no Moat equivalent")
+		}
+	}
+}
+
+// timeouts reads each tool's timeout in its own unit into Moat's tool-call
+// timeout.
+func (r *reader) timeouts(name string, m map[string]any, s *Server) {
+	if t, ok := m["timeout"].(map[string]any); ok { // Moat's and dynamic-mcp's own
+		for k, dst := range map[string]*string{"tools": &s.Timeout.Tools, "resources": &s.Timeout.Resources, "prompts": &s.Timeout.Prompts} {
+			switch v := t[k].(type) {
+			case string:
+				*dst = v
+			default:
+				if n, ok := number(v); ok {
+					*dst, _ = duration(n, 1000)
+				}
+			}
+		}
+		return
+	}
+	for _, k := range []string{"timeout", "tool_timeout_sec"} {
+		n, ok := number(m[k])
+		if !ok {
+			if m[k] != nil {
+				r.drop(name, k, fmt.Sprintf("it is %s, not a number", kindOf(m[k])))
+			}
+			continue
+		}
+		unit := 1000.0 // seconds: Cline, Kilo Code, Codex
+		switch {
+		case r.norm.format == FormatOpenCode:
+			r.drop(name, k, "OpenCode's timeout bounds listing tools, not calls; Moat's defaults apply")
+			continue
+		case r.norm.format == FormatGemini:
+			unit = 1
+		case r.norm.format == FormatJSON && n >= 1000:
+			unit = 1 // a plain mcpServers file: large numbers are milliseconds
+		}
+		d, ok := duration(n, unit)
+		if !ok {
+			r.drop(name, k, "not a positive duration")
+			continue
+		}
+		s.Timeout.Tools = d
+	}
+}
+
+// handled are the keys server reads.
+var handled = []string{
+	"type", "transportType", "transport", "url", "serverUrl", "httpUrl", "command", "args",
+	"env", "environment", "headers", "http_headers", "env_vars", "env_http_headers", "bearer_token_env_var",
+	"enabled", "disabled", "features", "oauth_client_id", "oauth_scopes", "oauth", "timeout", "tool_timeout_sec",
+	"description",
+}
+
+// unknown lists every key not handled, with the reason when one is known.
+func (r *reader) unknown(name string, m map[string]any) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if slices.Contains(handled, k) {
+			continue
+		}
+		why, ok := dropReasons[k]
+		if !ok {
+			why = "no Moat equivalent"
+		}
+		r.drop(name, k, why)
+	}
+}

@@ -47,13 +47,19 @@ type Server struct {
 	Command       string
 	Args          []string
 	Env           map[string]string
+	InheritEnv    []string // variables of Moat's environment the child also gets
+	Cwd           string   // absolute, ~/ or ${VAR}/...; "" is a private empty directory
 	URL           string
 	Headers       map[string]string
 	OAuthClientID string
 	OAuthScopes   []string
-	Enabled       bool
-	Features      Features
-	Timeout       Timeouts
+	// AllowInsecureHTTP and AllowPrivateNetwork are set only when the
+	// source's url needs them (plain http:// to another host, a private IP),
+	// always with a note in Dropped.
+	AllowInsecureHTTP, AllowPrivateNetwork bool
+	Enabled                                bool
+	Features                               Features
+	Timeout                                Timeouts
 }
 
 // Features are Moat's opt-out switches.

@@ -60,6 +60,7 @@ func packageOf(command string, args []string) string {
 }
 
 var (
+	leadingVar    = regexp.MustCompile(`^\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 	versionSuffix = regexp.MustCompile(`(@[^/@]*|:[^/:]*)$`)
 	nameNoise     = regexp.MustCompile(`(?i)^(mcp-server-|server-|mcp-)|(-mcp-server|-server|-mcp)$`)
 )
@@ -97,10 +98,14 @@ type outServer struct {
 	Command       string            `json:"command,omitempty"`
 	Args          []string          `json:"args,omitempty"`
 	Env           map[string]string `json:"env,omitempty"`
+	InheritEnv    []string          `json:"inherit_env,omitempty"`
+	Cwd           string            `json:"cwd,omitempty"`
 	URL           string            `json:"url,omitempty"`
 	Headers       map[string]string `json:"headers,omitempty"`
 	OAuthClientID string            `json:"oauth_client_id,omitempty"`
 	OAuthScopes   []string          `json:"oauth_scopes,omitempty"`
+	AllowInsecure bool              `json:"allow_insecure_http,omitempty"`
+	AllowPrivate  bool              `json:"allow_private_network,omitempty"`
 	Enabled       *bool             `json:"enabled,omitempty"`
 	Features      *outFlags         `json:"features,omitempty"`
 	Timeout       *outTimeout       `json:"timeout,omitempty"`
@@ -124,10 +129,11 @@ type outTimeout struct {
 // Moat would refuse it.
 func Render(im *Imported) ([]byte, error) {
 	out := outConfig{Schema: SchemaURL, MCPServers: map[string]*outServer{}}
-	urlVars := map[string]bool{}
+	urlVars, pathVars := map[string]bool{}, map[string]bool{"HOME": true}
 	for name, s := range im.Servers {
 		o := &outServer{
 			Description: s.Description, Type: s.Type, Command: s.Command, Args: s.Args, Env: s.Env,
+			InheritEnv: s.InheritEnv, Cwd: s.Cwd, AllowInsecure: s.AllowInsecureHTTP, AllowPrivate: s.AllowPrivateNetwork,
 			URL: s.URL, Headers: s.Headers, OAuthClientID: s.OAuthClientID, OAuthScopes: s.OAuthScopes,
 		}
 		if strings.TrimSpace(o.Description) == "" {
@@ -142,8 +148,11 @@ func Render(im *Imported) ([]byte, error) {
 		if t := s.Timeout; t != (Timeouts{}) {
 			o.Timeout = &outTimeout{t.Tools, t.Resources, t.Prompts}
 		}
-		if m := regexp.MustCompile(`^\$\{([A-Za-z_][A-Za-z0-9_]*)\}`).FindStringSubmatch(s.URL); m != nil {
+		if m := leadingVar.FindStringSubmatch(s.URL); m != nil {
 			urlVars[m[1]] = true
+		}
+		if m := leadingVar.FindStringSubmatch(s.Cwd); m != nil {
+			pathVars[m[1]] = true
 		}
 		out.MCPServers[name] = o
 	}
@@ -158,8 +167,11 @@ func Render(im *Imported) ([]byte, error) {
 	// plain word; the real values are checked when Moat loads the file.
 	opts := &config.LoadOptions{
 		Getenv: func(name string) (string, bool) {
-			if urlVars[name] {
+			switch {
+			case urlVars[name]:
 				return "https://placeholder.invalid", true
+			case pathVars[name]:
+				return "/placeholder", true
 			}
 			return "placeholder", true
 		},

@@ -3,6 +3,9 @@ package importer
 import (
 	"fmt"
 	"maps"
+	"net/netip"
+	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -109,9 +112,10 @@ func (r *reader) server(srcName string, v any) {
 	maps.Copy(env, r.stringMap(name, "environment", m["environment"]))
 	headers := r.stringMap(name, "headers", m["headers"])
 	maps.Copy(headers, r.stringMap(name, "http_headers", m["http_headers"]))
-	r.codexExtras(name, m, env, headers)
+	r.codexExtras(name, m, s, headers)
 	if s.Type == "stdio" {
 		s.Env = r.normalizeMap(name, "env", env)
+		r.cwd(name, m, s)
 		if len(headers) > 0 {
 			r.drop(name, "headers", "a stdio server has no HTTP headers")
 		}
@@ -120,6 +124,7 @@ func (r *reader) server(srcName string, v any) {
 		if len(env) > 0 {
 			r.drop(name, "env", "a remote server has no process environment")
 		}
+		r.network(name, s)
 	}
 	r.flags(name, m, s)
 	r.oauth(name, m, s)
@@ -265,13 +270,15 @@ func (r *reader) normalizeMap(name, field string, m map[string]string) map[strin
 	return out
 }
 
-// codexExtras maps Codex's env_vars (names passed through),
-// env_http_headers (header: variable) and bearer_token_env_var.
-func (r *reader) codexExtras(name string, m map[string]any, env, headers map[string]string) {
+// codexExtras maps Codex's env_vars (names passed through, Moat's
+// inherit_env), env_http_headers (header: variable) and bearer_token_env_var.
+func (r *reader) codexExtras(name string, m map[string]any, s *Server, headers map[string]string) {
 	if a, ok := m["env_vars"].([]any); ok {
 		for _, v := range r.strings(name, "env_vars", a) {
 			if varName.MatchString(v) {
-				env[v] = "${" + v + "}"
+				s.InheritEnv = append(s.InheritEnv, v)
+			} else {
+				r.drop(name, "env_vars", fmt.Sprintf("%q is not a variable name", v))
 			}
 		}
 	}
@@ -282,6 +289,49 @@ func (r *reader) codexExtras(name string, m map[string]any, env, headers map[str
 	}
 	if v, ok := r.str(name, "bearer_token_env_var", m["bearer_token_env_var"]); ok && varName.MatchString(v) {
 		headers["Authorization"] = "Bearer ${" + v + "}"
+	}
+}
+
+// cwd reads the working directory; a relative one is taken relative to
+// the project, as the source tools start servers there.
+func (r *reader) cwd(name string, m map[string]any, s *Server) {
+	raw, ok := r.str(name, "cwd", m["cwd"])
+	if !ok || raw == "" {
+		return
+	}
+	v, ok := r.normalize(name, "cwd", raw)
+	if !ok {
+		return
+	}
+	if !filepath.IsAbs(v) && v != "~" && !strings.HasPrefix(v, "~/") && !strings.HasPrefix(v, "${") {
+		if r.norm.projectDir == "" {
+			r.drop(name, "cwd", "a relative directory, and the project directory is unknown")
+			return
+		}
+		v = filepath.Join(r.norm.projectDir, v)
+		r.drop(name, "cwd", fmt.Sprintf("the relative directory %q is taken as %s", raw, v))
+	}
+	s.Cwd = v
+}
+
+// network sets Moat's opt-ins that the source's url needs to keep
+// working, and says so: Moat refuses plain http:// to another host and
+// private addresses by default.
+func (r *reader) network(name string, s *Server) {
+	u, err := url.Parse(s.URL)
+	if err != nil || strings.Contains(u.Host, "${") {
+		return
+	}
+	host := strings.TrimSuffix(u.Hostname(), ".")
+	ip, ipErr := netip.ParseAddr(host)
+	loopback := strings.EqualFold(host, "localhost") || ipErr == nil && ip.Unmap().IsLoopback()
+	if strings.EqualFold(u.Scheme, "http") && !loopback {
+		s.AllowInsecureHTTP = true
+		r.drop(name, "url", "plain http:// to "+host+": allow_insecure_http is set so it keeps working; switch to https if the server offers it")
+	}
+	if ipErr == nil && (ip.Unmap().IsPrivate() || ip.Unmap().IsLinkLocalUnicast()) {
+		s.AllowPrivateNetwork = true
+		r.drop(name, "url", "a private address: allow_private_network is set so it keeps working")
 	}
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +33,10 @@ func FuzzParse(f *testing.F) {
 		`{"mcpServers": {"s": {"description": "d", "url": "https://${H}/${secret:k}", "headers": {"A": "${B}${"}}}}`,
 		`{"mcpServers": {"s": {"description": "\u00a0", "command": "\u3000"}}}`,
 		`{"mcpServers": {"s": {"description": "d", "command": "x", "timeout": {"tools": "\u000b5s"}}}}`,
+		`{"defaults": {"sandbox": {"memory": "1gib", "fs": {"read": ["~/${A}"]}, "net": {"connect": [1, 65535]}}, "policy": {"a": ["${B}", 1e9]}}, "mcpServers": {}}`,
+		`{"mcpServers": {"s": {"description": "d", "command": "x", "cwd": "~", "inherit_env": ["A_*"], "sandbox": {"max_files": 16.0, "max_procs": 1, "cpu": "0010m"}}}}`,
+		`{"mcpServers": {"s": {"description": "d", "url": "http://[::ffff:127.0.0.1]/", "tls": {"cert_file": "", "key_file": "", "pins": ["sha256/mGobcTX0mGFQql+gAo/uqmbNrz7WoAo1XdhuBC9/tJQ="]}}}}`,
+		`{"mcpServers": {}, "audit": {"path": "~", "rotate": {"max_size": "9223372036854775807B", "keep": 0}, "checkpoint_every": 1}, "secrets": {"backend": "file"}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -73,6 +78,30 @@ func FuzzParse(f *testing.F) {
 						t.Errorf("server %q keeps a literal ${...}: %q", name, v)
 					}
 				}
+				// Every path the loader accepts is absolute (HOME is "v"
+				// here, so a ~ path must have failed).
+				paths := []string{s.Cwd, s.TLS.CAFile, s.TLS.CertFile, s.TLS.KeyFile}
+				paths = append(append(paths, s.Sandbox.FSRead...), s.Sandbox.FSWrite...)
+				for _, p := range paths {
+					if p != "" && (!filepath.IsAbs(p) || strings.Contains(p, "${")) {
+						t.Errorf("server %q accepted with path %q", name, p)
+					}
+				}
+				if s.Type == Stdio && s.Sandbox.Mode != SandboxBestEffort && s.Sandbox.Mode != SandboxStrict {
+					t.Errorf("server %q accepted with sandbox mode %q", name, s.Sandbox.Mode)
+				}
+				if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
+					t.Errorf("server %q accepted with only one of cert_file and key_file", name)
+				}
+				if s.Policy != nil && !json.Valid(s.Policy) {
+					t.Errorf("server %q Policy is not valid JSON: %s", name, s.Policy)
+				}
+			}
+			if cfg.Defaults.Policy != nil && !json.Valid(cfg.Defaults.Policy) {
+				t.Errorf("Defaults.Policy is not valid JSON: %s", cfg.Defaults.Policy)
+			}
+			if cfg.Audit.Path != "" && !filepath.IsAbs(cfg.Audit.Path) {
+				t.Errorf("accepted audit.path %q", cfg.Audit.Path)
 			}
 		}
 		// The Go checks alone must never be more lenient than the schema.

@@ -8,6 +8,18 @@
 // pointer, line, column and fix. ${VAR} and ${secret:NAME} are expanded in
 // one pass, and an unset variable is an error, never a literal. [Watch]
 // reports edits to the file, however an editor saves it.
+//
+// Moat's own keys (inherit_env, cwd, sandbox, allow_insecure_http,
+// allow_private_network, tls, policy per server; defaults, audit and
+// secrets at the top level) are optional, with safe defaults. Where secrets
+// may go: ${secret:NAME} is expanded only in command, args, env, url,
+// headers and oauth_client_id, whose values Moat redacts; in paths (cwd,
+// sandbox.fs, tls files, audit.path) and in policies, which are logged and
+// printed, only ${VAR} is, and a secret reference is an error. Paths also
+// expand a leading "~" or "~/" to $HOME (after ${VAR}, so HOME's own text is
+// never expanded) and must then be absolute. A plain http:// url to a host
+// other than loopback (127.0.0.0/8, ::1, localhost) needs
+// "allow_insecure_http": true.
 package config
 
 import (

@@ -237,6 +237,59 @@ func TestServerEqual(t *testing.T) {
 			t.Errorf("Equal ignores the change to %s", body)
 		}
 	}
+	if !a.Equal(load(base + `, "policy": {"deny": ["*"]}`)) {
+		t.Error("a policy change alone must not restart the server")
+	}
+	for _, extra := range []string{
+		`"inherit_env": ["LANG"]`,
+		`"cwd": "/tmp"`,
+		`"sandbox": {"mode": "strict"}`,
+		`"sandbox": {"memory": "1GiB"}`,
+		`"sandbox": {"cpu": "1m"}`,
+		`"sandbox": {"max_files": 64}`,
+		`"sandbox": {"max_procs": 9}`,
+		`"sandbox": {"max_file_size": 1}`,
+		`"sandbox": {"fs": {}}`, // nothing allowed, against no restriction
+		`"sandbox": {"fs": {"read": ["/a"]}}`,
+		`"sandbox": {"net": {}}`,
+		`"sandbox": {"network": true}`,
+	} {
+		if a.Equal(load(base + ", " + extra)) {
+			t.Errorf("Equal ignores the change to %s", extra)
+		}
+	}
+	sandboxed := load(base + `, "sandbox": {"fs": {"read": ["/a"]}, "network": false}`)
+	if !sandboxed.Equal(load(base + `, "sandbox": {"fs": {"read": ["/a"], "write": []}, "network": false}`)) {
+		t.Error(`a missing "write" list and an empty one are the same sandbox`)
+	}
+	if sandboxed.Equal(load(base+`, "sandbox": {"fs": {"read": ["/b"]}, "network": false}`)) ||
+		sandboxed.Equal(load(base+`, "sandbox": {"fs": {"read": ["/a"]}, "network": true}`)) {
+		t.Error("Equal ignores a change inside the sandbox")
+	}
+	remote := `"description": "d", "url": "https://h/", "headers": {"X": "v"}`
+	r := load(remote)
+	for _, extra := range []string{
+		`"allow_insecure_http": true`,
+		`"allow_private_network": true`,
+		`"tls": {"min_version": "1.3"}`,
+		`"tls": {"ca_file": "/ca.pem"}`,
+		`"tls": {"cert_file": "/c.pem", "key_file": "/k.pem"}`,
+		`"tls": {"pins": ["sha256/mGobcTX0mGFQql+gAo/uqmbNrz7WoAo1XdhuBC9/tJQ="]}`,
+	} {
+		if r.Equal(load(remote + ", " + extra)) {
+			t.Errorf("Equal ignores the change to %s", extra)
+		}
+	}
+	// The same header value, once literal and once from the secret store:
+	// only the second is refused over plain HTTP and redacted by name.
+	fromSecret, err := Parse("/cfg/moat.json", []byte(srv(`"description": "d", "url": "https://h/", "headers": {"X": "${secret:x}"}`)),
+		&LoadOptions{Secret: func(string) (string, error) { return "v", nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Equal(fromSecret.Servers["s"]) {
+		t.Error("Equal ignores that a header's value now comes from the secret store")
+	}
 	h1, h2 := load(`"description": "d", "url": "https://h/"`), load(`"description": "d", "url": "https://h/", "type": "http"`)
 	if h1.Equal(h2) {
 		t.Error("Equal ignores the change from an inferred to an explicit http type (which turns off the SSE fallback)")

@@ -1,0 +1,226 @@
+package validate
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Numbers longer than this, or with a larger exponent, are refused: the
+// validator turns every number into a big.Rat, and "1e999999999" or a
+// megabyte of digits would cost seconds and gigabytes to convert.
+const (
+	maxNumberLen = 256
+	maxExponent  = 1000
+)
+
+// decode parses data as one JSON value the strict way: valid UTF-8 with no
+// lone surrogate escapes, no duplicate keys (nor keys equal but for case) in
+// any object, at most maxDepth nested objects and arrays, bounded numbers,
+// and nothing after the value. Numbers stay json.Number, so big integers are
+// not rounded. The strictness is a defence against parser differentials:
+// when two readers of the same bytes disagree (which duplicate wins, how a
+// bad byte is replaced), the upstream could act on a value Moat never saw.
+func decode(data []byte, maxDepth int) (any, error) {
+	if !utf8.Valid(data) {
+		return nil, errors.New("the JSON text is not valid UTF-8")
+	}
+	if err := checkSurrogates(data); err != nil {
+		return nil, err
+	}
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	v, err := readValue(d, 1, maxDepth)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return nil, errors.New("unexpected data after the top-level JSON value")
+	}
+	return v, nil
+}
+
+func readValue(d *json.Decoder, depth, maxDepth int) (any, error) {
+	tok, err := d.Token()
+	if err != nil {
+		return nil, syntaxErr(err)
+	}
+	return fromToken(d, tok, depth, maxDepth)
+}
+
+func fromToken(d *json.Decoder, tok json.Token, depth, maxDepth int) (any, error) {
+	switch t := tok.(type) {
+	case json.Delim:
+		if depth > maxDepth {
+			return nil, fmt.Errorf("nested more than %d levels deep", maxDepth)
+		}
+		if t == '[' {
+			return readArray(d, depth, maxDepth)
+		}
+		if t == '{' {
+			return readObject(d, depth, maxDepth)
+		}
+		return nil, fmt.Errorf("unexpected %q", rune(t))
+	case json.Number:
+		if err := checkNumber(t); err != nil {
+			return nil, err
+		}
+		return t, nil
+	default: // string, bool, nil
+		return t, nil
+	}
+}
+
+func readArray(d *json.Decoder, depth, maxDepth int) (any, error) {
+	arr := []any{}
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return nil, syntaxErr(err)
+		}
+		if tok == json.Delim(']') {
+			return arr, nil
+		}
+		v, err := fromToken(d, tok, depth+1, maxDepth)
+		if err != nil {
+			return nil, err
+		}
+		arr = append(arr, v)
+	}
+}
+
+func readObject(d *json.Decoder, depth, maxDepth int) (any, error) {
+	obj := map[string]any{}
+	var folded map[string]string // only built once an object has 2+ keys
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return nil, syntaxErr(err)
+		}
+		if tok == json.Delim('}') {
+			return obj, nil
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return nil, errors.New("object key is not a string")
+		}
+		if _, dup := obj[key]; dup {
+			return nil, fmt.Errorf("duplicate key %s (servers disagree on which one counts)", quoteShort(key))
+		}
+		if len(obj) > 0 {
+			if folded == nil {
+				folded = make(map[string]string, 8)
+				for k := range obj {
+					folded[fold(k)] = k
+				}
+			}
+			if other, dup := folded[fold(key)]; dup {
+				return nil, fmt.Errorf("keys %s and %s differ only in case (servers that match keys case-insensitively may read either)", quoteShort(other), quoteShort(key))
+			}
+			folded[fold(key)] = key
+		}
+		v, err := readValue(d, depth+1, maxDepth)
+		if err != nil {
+			return nil, err
+		}
+		obj[key] = v
+	}
+}
+
+// fold maps keys that Go's encoding/json (and similar case-insensitive
+// decoders) would treat as the same field to one string.
+func fold(s string) string {
+	return strings.ToLower(strings.ToUpper(s))
+}
+
+func checkNumber(n json.Number) error {
+	s := string(n)
+	if len(s) > maxNumberLen {
+		return fmt.Errorf("a number is longer than %d characters; send such values as strings", maxNumberLen)
+	}
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		exp := strings.TrimLeft(s[i+1:], "+-")
+		e, err := strconv.Atoi(exp)
+		if err != nil || e > maxExponent {
+			return fmt.Errorf("a number has an exponent beyond ±%d; send such values as strings", maxExponent)
+		}
+	}
+	return nil
+}
+
+// checkSurrogates refuses \uD800-\uDFFF escapes that do not form a pair:
+// encoding/json turns them into U+FFFD while other parsers keep, drop or
+// reject them.
+func checkSurrogates(b []byte) error {
+	in := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if !in {
+			in = c == '"'
+			continue
+		}
+		switch c {
+		case '"':
+			in = false
+		case '\\':
+			if i+5 >= len(b) || b[i+1] != 'u' {
+				i++ // skip the escaped byte; the decoder checks the rest
+				continue
+			}
+			r, ok := hex4(b[i+2 : i+6])
+			switch {
+			case !ok || r < 0xD800 || r > 0xDFFF:
+				i += 5
+			case r <= 0xDBFF && i+11 < len(b) && b[i+6] == '\\' && b[i+7] == 'u':
+				lo, ok := hex4(b[i+8 : i+12])
+				if !ok || lo < 0xDC00 || lo > 0xDFFF {
+					return errors.New("a string holds an unpaired UTF-16 surrogate escape")
+				}
+				i += 11
+			default:
+				return errors.New("a string holds an unpaired UTF-16 surrogate escape")
+			}
+		}
+	}
+	return nil
+}
+
+func hex4(b []byte) (rune, bool) {
+	var r rune
+	for _, c := range b {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+func syntaxErr(err error) error {
+	if err == io.EOF {
+		return errors.New("unexpected end of JSON input")
+	}
+	return fmt.Errorf("invalid JSON: %v", err)
+}
+
+// quoteShort quotes s for a message, cutting it so that no long argument
+// value is echoed back.
+func quoteShort(s string) string {
+	const max = 64
+	if utf8.RuneCountInString(s) > max {
+		r := []rune(s)
+		s = string(r[:max]) + "…"
+	}
+	return strconv.Quote(s)
+}

@@ -21,8 +21,12 @@ build:
 test-deps:
 	@scripts/test-deps.sh
 
+# The demo keeps its audit log, and its encrypted secret file when no
+# keychain answers, under .run/ rather than beside your real ones; that file
+# store's passphrase is a demo value unless MOAT_PASSPHRASE is set.
 run: build test-deps
-	./bin/moat examples/moat.json
+	XDG_STATE_HOME=$(CURDIR)/.run/state XDG_DATA_HOME=$(CURDIR)/.run/data \
+	MOAT_PASSPHRASE="$${MOAT_PASSPHRASE:-moat-make-run-demo}" ./bin/moat examples/moat.json
 
 # Every test, with the race detector, inside a throwaway unlocked keyring.
 test: test-deps lint

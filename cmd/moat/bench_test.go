@@ -47,7 +47,7 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 	server := testutil.BuildTestServer(b)
 	direct := connectCmd(b, exec.Command(server, "-name", "direct"))
 	cfg := writeBenchConfig(b, map[string]any{"test": map[string]any{"description": "bench", "command": server, "args": []string{"-name", "test"}}})
-	viaMoat := connectCmd(b, exec.Command(testutil.BuildMoat(b), cfg))
+	viaMoat := connectCmd(b, moatCmd(b, cfg))
 	ctx := context.Background()
 
 	directCall := func() error {
@@ -91,6 +91,12 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 	b.ReportMetric(percentile(m, 0.99)/percentile(a, 0.99), "ratio_p99")
 }
 
+func moatCmd(b *testing.B, cfg string) *exec.Cmd {
+	cmd := exec.Command(testutil.BuildMoat(b), cfg)
+	cmd.Env = moatEnv(b)
+	return cmd
+}
+
 func writeBenchConfig(b *testing.B, servers map[string]any) string {
 	b.Helper()
 	data, err := json.Marshal(map[string]any{"mcpServers": servers})
@@ -124,7 +130,7 @@ func BenchmarkToolsListSize(b *testing.B) {
 		}
 		upstreamBytes += jsonSize(b, res.Tools)
 	}
-	viaMoat := connectCmd(b, exec.Command(testutil.BuildMoat(b), filepath.Join(root, "examples", "moat.json")))
+	viaMoat := connectCmd(b, moatCmd(b, filepath.Join(root, "examples", "moat.json")))
 	var moatBytes int
 	for b.Loop() {
 		res, err := viaMoat.ListTools(context.Background(), nil)
@@ -162,11 +168,14 @@ func tenUpstreams(b *testing.B) string {
 func BenchmarkStartToFirstToolsList(b *testing.B) {
 	cfg := tenUpstreams(b)
 	bin := testutil.BuildMoat(b)
+	env := moatEnv(b)
 	var total time.Duration
 	for b.Loop() {
 		t0 := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		cs, err := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: exec.Command(bin, cfg)}, nil)
+		cmd := exec.Command(bin, cfg)
+		cmd.Env = env
+		cs, err := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -186,7 +195,7 @@ func BenchmarkStartToFirstToolsList(b *testing.B) {
 // BenchmarkIdleRSS reports moat's own resident memory with ten idle
 // upstreams connected (goal ≤ 30 MiB; the children are not counted).
 func BenchmarkIdleRSS(b *testing.B) {
-	cmd := exec.Command(testutil.BuildMoat(b), tenUpstreams(b))
+	cmd := moatCmd(b, tenUpstreams(b))
 	cs := connectCmd(b, cmd)
 	for i := range 10 {
 		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "get_dynamic_tools", Arguments: map[string]any{"group": fmt.Sprintf("s%02d", i)}})

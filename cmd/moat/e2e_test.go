@@ -59,6 +59,19 @@ func testServer(t *testing.T, name string, args ...string) map[string]any {
 	}
 }
 
+// moatEnv is the environment of a moat under test: its audit log and
+// secret store in fresh temp dirs, the encrypted file store (no keychain,
+// so tests never share one), and MOAT_LOG=debug.
+func moatEnv(t testing.TB) []string {
+	dir := t.TempDir()
+	return append(os.Environ(),
+		"XDG_STATE_HOME="+filepath.Join(dir, "state"),
+		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
+		"DBUS_SESSION_BUS_ADDRESS=disabled:",
+		"MOAT_PASSPHRASE=test passphrase",
+		"MOAT_LOG=debug")
+}
+
 // moatProc is a running moat with a go-sdk client session on its stdio.
 type moatProc struct {
 	cmd         *exec.Cmd
@@ -89,7 +102,7 @@ func startMoat(t *testing.T, cfgPath string) *moatProc {
 	cmd := exec.Command(testutil.BuildMoat(t), cfgPath)
 	m := &moatProc{cmd: cmd, stderr: &syncBuffer{}}
 	cmd.Stderr = m.stderr
-	cmd.Env = append(os.Environ(), "MOAT_LOG=debug")
+	cmd.Env = moatEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, &mcp.ClientOptions{
@@ -307,7 +320,7 @@ func TestUsageAndConfigErrors(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := exec.Command(bin, tt.args...)
-			cmd.Env = append(os.Environ(), tt.env...)
+			cmd.Env = append(moatEnv(t), tt.env...)
 			var stderr, stdout bytes.Buffer
 			cmd.Stderr, cmd.Stdout = &stderr, &stdout
 			err := cmd.Run()
@@ -334,7 +347,7 @@ func TestRawProtocol(t *testing.T) {
 		"two": testServer(t, "two", "-same-uris"),
 	})
 	cmd := exec.Command(testutil.BuildMoat(t), cfg)
-	cmd.Env = append(os.Environ(), "MOAT_LOG=debug")
+	cmd.Env = moatEnv(t)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = io.Discard
@@ -398,7 +411,7 @@ func TestRawProtocol(t *testing.T) {
 func TestSecretReferenceReachesTheChildOnly(t *testing.T) {
 	home := t.TempDir()
 	env := append(os.Environ(),
-		"HOME="+home, "XDG_DATA_HOME="+filepath.Join(home, "data"),
+		"HOME="+home, "XDG_DATA_HOME="+filepath.Join(home, "data"), "XDG_STATE_HOME="+filepath.Join(home, "state"),
 		"DBUS_SESSION_BUS_ADDRESS=disabled:", "MOAT_PASSPHRASE=correct horse battery staple")
 	const canary = "moat-canary-7f3a9c2e51"
 	set := exec.Command(testutil.BuildMoat(t), "secret", "set", "api-token")
@@ -446,5 +459,85 @@ func TestSecretReferenceReachesTheChildOnly(t *testing.T) {
 	})
 	if len(files) > 0 {
 		t.Errorf("the secret is in plain text on disk: %v", files)
+	}
+}
+
+func envValue(env []string, key string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// TestAuditLogOfASession runs a session, stops moat and checks the audit
+// log: every lifecycle event and call is there, argument values are not,
+// and `moat audit verify` accepts it with the keys and with only the
+// public key.
+func TestAuditLogOfASession(t *testing.T) {
+	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")})
+	m := startMoat(t, cfg)
+	m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "value-4d2c9e"}})
+	m.cs.Close()
+	waitFor(t, "moat to exit", func() bool { return m.cmd.ProcessState != nil || !testutil.ProcessAlive(m.cmd.Process.Pid) })
+
+	env := m.cmd.Env
+	logPath := filepath.Join(envValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatalf("no audit log: %v", err)
+	}
+	if bytes.Contains(data, []byte("value-4d2c9e")) {
+		t.Error("an argument value is in the audit log")
+	}
+	var events []string
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var r struct{ Event, Group, Tool string }
+		json.Unmarshal([]byte(line), &r)
+		events = append(events, r.Event+":"+r.Group+":"+r.Tool)
+	}
+	for _, want := range []string{"server_start::", "child_start:test:", "upstream_ready:test:", "tool_call:test:echo", "child_exit:test:", "server_stop::", "checkpoint::"} {
+		if !slices.Contains(events, want) {
+			t.Errorf("audit log lacks %q; has %v", want, events)
+		}
+	}
+	verify := exec.Command(testutil.BuildMoat(t), "audit", "verify", logPath)
+	verify.Env = env
+	if out, err := verify.CombinedOutput(); err != nil {
+		t.Fatalf("moat audit verify: %v\n%s", err, out)
+	}
+	pub := exec.Command(testutil.BuildMoat(t), "audit", "pubkey")
+	pub.Env = env
+	key, err := pub.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "audit.pub")
+	os.WriteFile(keyFile, key, 0o600)
+	auditor := exec.Command(testutil.BuildMoat(t), "audit", "verify", "--pubkey", keyFile, logPath)
+	auditor.Env = append(os.Environ(), "DBUS_SESSION_BUS_ADDRESS=disabled:", "MOAT_PASSPHRASE=")
+	if out, err := auditor.CombinedOutput(); err != nil {
+		t.Fatalf("verify with only the public key: %v\n%s", err, out)
+	}
+}
+
+// TestNoAuditLogNoCalls: without a keychain or passphrase the audit log
+// cannot be opened, so calls are refused, and the reason says what to do.
+func TestNoAuditLogNoCalls(t *testing.T) {
+	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test", "-record", filepath.Join(t.TempDir(), "calls"))})
+	cmd := exec.Command(testutil.BuildMoat(t), cfg)
+	cmd.Env = append(moatEnv(t), "MOAT_PASSPHRASE=")
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(context.Background(), &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "x"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.IsError || !strings.Contains(resultText(res), "audit log cannot be written") {
+		t.Fatalf("call without an audit log: isError=%v %q", res.IsError, resultText(res))
 	}
 }

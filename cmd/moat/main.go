@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/sandbox"
 )
 
@@ -42,6 +43,12 @@ func commands() []command {
 		{"config", "check a config file, or print its JSON Schema", "moat config validate moat.json", runConfig},
 		{"secret", "store, remove and list secrets in the OS keychain", "moat secret set github-token", func(ctx context.Context, args []string) int {
 			return secretCommand(ctx, args, os.Stdin, os.Stdout, os.Stderr)
+		}},
+		{"auth", "log in to OAuth servers, see tokens, log out", "moat auth login github", func(ctx context.Context, args []string) int {
+			return authCommand(ctx, args, func() (string, error) {
+				p, _, err := config.ResolvePath("", os.LookupEnv)
+				return p, err
+			}, os.Stdout, os.Stderr)
 		}},
 		{"audit", "verify, follow or export the key of the audit log", "moat audit verify", func(ctx context.Context, args []string) int {
 			return auditCommand(ctx, args, storedAuditKeys, os.Stdout, os.Stderr)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -21,14 +22,15 @@ const secretTimeout = 10 * time.Second
 // lazyStore opens the secret store on first use, so a config without
 // ${secret:...} never touches the keychain.
 type lazyStore struct {
-	once  sync.Once
-	store *secrets.Store
-	err   error
+	backend string // from the config's secrets.backend; "" is auto
+	once    sync.Once
+	store   *secrets.Store
+	err     error
 }
 
 func (l *lazyStore) get(ctx context.Context) (*secrets.Store, error) {
 	l.once.Do(func() {
-		l.store, l.err = secrets.Open(ctx, &secrets.Options{})
+		l.store, l.err = secrets.Open(ctx, &secrets.Options{Backend: l.backend})
 	})
 	return l.store, l.err
 }
@@ -67,4 +69,19 @@ func storedAuditKeys(ctx context.Context) (audit.Keys, error) {
 		return audit.Keys{}, fmt.Errorf("the secret store cannot be opened: %w", err)
 	}
 	return auditlog.Keys(ctx, store, false)
+}
+
+// peekSecretsBackend reads secrets.backend before the config is loaded:
+// loading resolves ${secret:...} from the store that key names. Errors are
+// left to the full load to report.
+func peekSecretsBackend(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Secrets struct{ Backend string } `json:"secrets"`
+	}
+	_ = json.Unmarshal(data, &c)
+	return c.Secrets.Backend
 }

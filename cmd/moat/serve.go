@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,12 +15,18 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"github.com/moatmcp/moat/internal/auditlog"
 	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/netguard"
+	"github.com/moatmcp/moat/internal/oauth"
 	"github.com/moatmcp/moat/internal/proxy"
+	"github.com/moatmcp/moat/internal/secrets"
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
@@ -55,29 +63,51 @@ func runServe(ctx context.Context, args []string) int {
 		printError(os.Stderr, err)
 		return exitUsage
 	}
+	processStore.backend = peekSecretsBackend(path)
 	cfg, err := config.Load(path, loadOptions())
 	if err != nil {
 		printError(os.Stderr, err)
 		return exitUsage
 	}
 	log.Info("config loaded", "path", path, "from", source, "servers", len(cfg.Servers))
+	// Other processes of this user must not read moat's memory or environ
+	// through /proc or ptrace; children are not affected (execve resets it).
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		log.Warn("could not make moat non-dumpable", "err", err)
+	}
+
+	auditLog, err := openAuditLog(cfg, log)
+	if err != nil {
+		printError(os.Stderr, err)
+		return exitUsage
+	}
+	defer auditLog.Close()
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	auditEvent(auditLog, "server_start", "", map[string]string{"version": version, "config": cfg.Path, "config_hash": cfg.Hash})
+	defer auditEvent(auditLog, "server_stop", "", nil)
+	warnOptOuts(cfg, log, auditLog)
+	noticeDynamicMCPTokens(log)
 
 	upstream.Version = version
 	p := proxy.New(proxy.Options{
 		Logger:  log,
 		Version: version,
+		Layers:  []guard.Layer{auditLog.Layer()},
 		Upstream: upstream.Options{
 			HTTPClient: httpClientFor,
+			OAuth:      oauthFor(log),
+			OnEvent: func(e upstream.Event) {
+				auditEvent(auditLog, e.Kind, e.Group, e.Detail)
+			},
 		},
 	})
 	p.Apply(cfg)
 
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	go watchConfig(ctx, log, path, p)
+	go watchConfig(ctx, log, cfg, p, auditLog)
 
 	if term.IsTerminal(int(os.Stdin.Fd())) {
-		banner(cfg)
+		banner(cfg, auditLogPathOf(cfg))
 	}
 	if err := p.Run(ctx, &mcp.StdioTransport{}); err != nil && ctx.Err() == nil && !isEOF(err) {
 		log.Error("serving the client failed", "err", err)
@@ -92,35 +122,130 @@ func isEOF(err error) bool {
 
 // httpClientFor builds the guarded HTTP client of one remote server.
 func httpClientFor(s *config.Server) (*http.Client, error) {
+	return netguard.NewClient(s.URL, netOptions(s))
+}
+
+func netOptions(s *config.Server) *netguard.Options {
 	// A response may take as long as the server's longest timeout: the
 	// guard must not cut a slow tool call that the config allows.
 	longest := max(s.Timeout.Tools, s.Timeout.Resources, s.Timeout.Prompts)
-	return netguard.NewClient(s.URL, &netguard.Options{
+	return &netguard.Options{
+		AllowInsecureHTTP:   s.AllowInsecureHTTP,
+		AllowPrivateNetwork: s.AllowPrivateNetwork,
+		TLS: netguard.TLS{
+			MinVersion: s.TLS.MinVersion,
+			CAFile:     s.TLS.CAFile,
+			CertFile:   s.TLS.CertFile,
+			KeyFile:    s.TLS.KeyFile,
+			Pins:       s.TLS.Pins,
+		},
 		Headers:               s.Headers,
+		SecretHeaders:         s.SecretHeaders,
 		ResponseHeaderTimeout: longest + 5*time.Second,
-	})
+		Logger:                slog.Default(),
+	}
+}
+
+// oauthFor gives a streamable HTTP server its OAuth handler when it has
+// an oauth_client_id or a stored token (after `moat auth login`).
+func oauthFor(log *slog.Logger) func(s *config.Server) (auth.OAuthHandler, error) {
+	return func(s *config.Server) (auth.OAuthHandler, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
+		defer cancel()
+		store, err := processStore.get(ctx)
+		if err != nil {
+			if s.OAuthClientID != "" {
+				return nil, fmt.Errorf("OAuth tokens live in the secret store, which cannot be opened: %w", err)
+			}
+			return nil, nil
+		}
+		oc, err := netguard.NewOAuthClient(netOptions(s))
+		if err != nil {
+			return nil, err
+		}
+		h, err := oauth.NewHandler(oauth.Options{
+			Store: store, Server: s.Name, URL: s.URL, ClientID: s.OAuthClientID, Scopes: s.OAuthScopes,
+			HTTP: oc, Prompt: os.Stderr, Logger: log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if s.OAuthClientID == "" && !h.HasToken(ctx) {
+			return nil, nil
+		}
+		return h, nil
+	}
 }
 
 // watchConfig reloads the config when its file changes. A file that does
-// not load is reported and ignored: Moat keeps serving the last good one.
-func watchConfig(ctx context.Context, log *slog.Logger, path string, p *proxy.Server) {
+// not load is reported, audited and ignored: Moat keeps serving the last
+// good one.
+func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *proxy.Server, auditLog *auditlog.Log) {
+	path, current := cfg.Path, cfg.Hash
 	err := config.Watch(ctx, path, reloadDebounce, func() {
-		cfg, err := config.Load(path, loadOptions())
+		next, err := config.Load(path, loadOptions())
 		if err != nil {
 			log.Error("config reload rejected; still serving the previous config", "path", path, "err", err)
+			auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "false", "old_hash": current, "new_hash": fileHash(path), "error": err.Error()})
 			return
 		}
-		log.Info("config reloaded", "path", path, "servers", len(cfg.Servers), "hash", cfg.Hash)
-		p.Apply(cfg)
+		log.Info("config reloaded", "path", path, "servers", len(next.Servers), "hash", next.Hash)
+		auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "true", "old_hash": current, "new_hash": next.Hash})
+		current = next.Hash
+		warnOptOuts(next, log, auditLog)
+		p.Apply(next)
 	})
 	if err != nil && ctx.Err() == nil {
 		log.Error("watching the config failed; live reload is off", "path", path, "err", err)
 	}
 }
 
+func fileHash(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// warnOptOuts says, at every start and reload, which protections the
+// config turns off, in the log and the audit log.
+func warnOptOuts(cfg *config.Config, log *slog.Logger, auditLog *auditlog.Log) {
+	for _, name := range sortedServerNames(cfg) {
+		s := cfg.Servers[name]
+		if !s.Enabled {
+			continue
+		}
+		if s.AllowInsecureHTTP && !netguard.IsLoopbackURL(s.URL) {
+			log.Warn("plain HTTP allowed to a non-loopback server: its traffic can be read and changed on the network", "group", name, "url", s.URL)
+			auditEvent(auditLog, "opt_out", name, map[string]string{"setting": "allow_insecure_http", "url": s.URL})
+		}
+		if s.AllowPrivateNetwork {
+			auditEvent(auditLog, "opt_out", name, map[string]string{"setting": "allow_private_network"})
+		}
+	}
+	if cfg.Audit.OnFailure == "continue" {
+		log.Warn("audit.on_failure is continue: calls go on when the audit log cannot be written")
+		auditEvent(auditLog, "opt_out", "", map[string]string{"setting": "audit.on_failure=continue"})
+	}
+}
+
+// noticeDynamicMCPTokens points users coming from dynamic-mcp at their
+// plain-text tokens, once per start.
+func noticeDynamicMCPTokens(log *slog.Logger) {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return
+	}
+	if pending := secrets.PendingDynamicMCP(home); len(pending) > 0 {
+		log.Warn("dynamic-mcp left OAuth tokens in plain text; run `moat secret migrate` to move them into the secret store and delete the files", "dir", secrets.DynamicMCPDir(home), "servers", strings.Join(pending, ","))
+	}
+}
+
 // banner tells a person who started moat in a terminal what is going on:
 // stdout is an MCP stream, so this goes to stderr.
-func banner(cfg *config.Config) {
+func banner(cfg *config.Config, auditPath string) {
 	w := os.Stderr
 	fmt.Fprintf(w, "moat %s: serving MCP on stdin/stdout for an MCP client (this terminal is not a chat).\n", version)
 	fmt.Fprintf(w, "Config: %s\n", cfg.Path)
@@ -138,6 +263,7 @@ func banner(cfg *config.Config) {
 		fmt.Fprintf(w, "Disabled: %s\n", strings.Join(off, ", "))
 	}
 	fmt.Fprintf(w, "Groups connect once a client has initialized the session.\n")
+	fmt.Fprintf(w, "Audit log: %s (read it with `moat audit tail %s`)\n", auditPath, auditPath)
 	fmt.Fprintf(w, "Connect a client, e.g. the MCP Inspector:\n  npx @modelcontextprotocol/inspector %s %s\n", selfPath(), cfg.Path)
 	fmt.Fprintf(w, "or add {\"command\": %q, \"args\": [%q]} to Claude Desktop's mcpServers.\n", selfPath(), cfg.Path)
 	fmt.Fprintf(w, "Press Ctrl-C (or Ctrl-D) to stop. Set MOAT_LOG=info to see groups connect.\n")

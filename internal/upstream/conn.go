@@ -12,6 +12,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/oauth"
 	"github.com/moatmcp/moat/internal/sandbox"
 )
 
@@ -155,15 +156,22 @@ func (g *Group) handshake(ctx context.Context, client *mcp.Client, t mcp.Transpo
 func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) error {
 	sctx, cancel := context.WithTimeout(ctx, g.m.opts.ConnectTimeout)
 	defer cancel()
+	path, err := sandbox.Resolve(g.cfg.Command, g.cfg.Env)
+	if err != nil {
+		return err
+	}
 	proc, err := sandbox.Start(sctx, &sandbox.Spec{
-		Name:    g.name,
-		Command: g.cfg.Command,
-		Args:    g.cfg.Args,
-		Env:     g.cfg.Env,
-		Stderr:  g.stderrLines,
+		Name:       g.name,
+		Command:    path,
+		Args:       g.cfg.Args,
+		Env:        g.cfg.Env,
+		InheritEnv: g.cfg.InheritEnv,
+		Dir:        g.cfg.Cwd,
+		Stderr:     g.stderrLines,
+		Limits:     limitsOf(g.cfg.Sandbox),
 	})
 	if err != nil {
-		return fmt.Errorf("start %q: %w", g.cfg.Command, err)
+		return fmt.Errorf("start %q: %w", path, err)
 	}
 	c.proc = proc
 	rep := proc.Enforced()
@@ -178,6 +186,7 @@ func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) e
 	}
 	g.m.event(g.name, "child_start", map[string]string{
 		"command":      g.cfg.Command,
+		"path":         path,
 		"pid":          strconv.Itoa(proc.TargetPid()),
 		"enforced":     strings.Join(on, ","),
 		"not_enforced": strings.Join(off, ","),
@@ -195,16 +204,43 @@ func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) e
 	return nil
 }
 
+// limitsOf maps the config's sandbox block to the sandbox's limits; zero
+// values select the sandbox's safe defaults.
+func limitsOf(s config.Sandbox) sandbox.Limits {
+	l := sandbox.Limits{
+		Memory:      s.Memory,
+		CPU:         s.CPU,
+		MaxFiles:    s.MaxFiles,
+		MaxProcs:    s.MaxProcs,
+		MaxFileSize: s.MaxFileSize,
+		FSRead:      s.FSRead,
+		FSWrite:     s.FSWrite,
+		NetConnect:  s.NetConnect,
+		Network:     s.Network,
+	}
+	if s.Mode == "strict" {
+		l.Mode = sandbox.Strict
+	}
+	return l
+}
+
 func (g *Group) connectHTTP(ctx context.Context, client *mcp.Client, c *conn) error {
 	hc, err := g.httpClient()
 	if err != nil {
 		return err
 	}
-	err = g.handshake(ctx, client, &mcp.StreamableClientTransport{Endpoint: g.cfg.URL, HTTPClient: hc, MaxRetries: -1}, c)
-	if err == nil {
-		return nil
+	t := &mcp.StreamableClientTransport{Endpoint: g.cfg.URL, HTTPClient: hc, MaxRetries: -1}
+	if g.m.opts.OAuth != nil {
+		h, err := g.m.opts.OAuth(g.cfg)
+		if err != nil {
+			return err
+		}
+		if h != nil {
+			t.OAuthHandler = h
+		}
 	}
-	if !g.cfg.TypeInferred {
+	err = g.handshake(ctx, client, t, c)
+	if err == nil || !g.cfg.TypeInferred || errors.Is(err, oauth.ErrLoginRequired) {
 		return err
 	}
 	// A url without a type may be a legacy HTTP+SSE server: the MCP spec's

@@ -13,6 +13,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/oauth"
 )
 
 // State is where a group is in its life.
@@ -247,6 +248,9 @@ func (g *Group) run() {
 			wait = g.m.opts.Backoff[failures-1]
 		}
 		reason := sanitizeReason(err.Error())
+		if errors.Is(err, oauth.ErrLoginRequired) {
+			reason = fmt.Sprintf("waiting for login: run `moat auth login %s`", g.name)
+		}
 		g.m.event(g.name, "upstream_unavailable", map[string]string{"reason": reason, "attempts": strconv.Itoa(failures), "retry_in": wait.String()})
 		g.log.Warn("upstream unavailable", "err", err, "retry_in", wait, "stderr_tail", g.stderrLines.tail())
 		g.setStatus(Status{State: Unavailable, Reason: reason, Attempts: failures, NextTry: time.Now().Add(wait)}, nil, nil)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/config"
@@ -62,6 +63,12 @@ type Options struct {
 	// HTTPClient builds the guarded client for one remote server. It is
 	// required for http and sse servers.
 	HTTPClient func(s *config.Server) (*http.Client, error)
+
+	// OAuth returns the OAuth handler of a streamable HTTP server, or nil
+	// when the server needs none. A handler whose TokenSource fails with an
+	// error wrapping oauth.ErrLoginRequired leaves the group waiting for
+	// login.
+	OAuth func(s *config.Server) (auth.OAuthHandler, error)
 
 	// OnEvent receives the security-relevant events of every group (for
 	// the audit log). It is called synchronously: keep it quick.

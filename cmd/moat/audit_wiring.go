@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/auditlog"
+	"github.com/moatmcp/moat/internal/config"
+)
+
+// auditEventTimeout bounds writing one lifecycle event.
+const auditEventTimeout = 10 * time.Second
+
+// openAuditLog starts opening the audit log the config asks for; keys come
+// from the secret store and are created on first use.
+func openAuditLog(cfg *config.Config, log *slog.Logger) (*auditlog.Log, error) {
+	a := cfg.Audit
+	path := auditLogPathOf(cfg)
+	if path == "" {
+		return nil, fmt.Errorf("no audit.path in the config and no home directory for the default; set audit.path")
+	}
+	fsync, err := audit.ParseFsyncMode(a.Fsync)
+	if err != nil {
+		return nil, fmt.Errorf("config: audit.fsync: %w", err)
+	}
+	onFailure, err := audit.ParseFailureMode(a.OnFailure)
+	if err != nil {
+		return nil, fmt.Errorf("config: audit.on_failure: %w", err)
+	}
+	opts := audit.Options{
+		Path:            path,
+		Fsync:           fsync,
+		OnFailure:       onFailure,
+		RecordArgs:      a.RecordArgs,
+		CheckpointEvery: a.CheckpointEvery,
+		Rotate:          audit.RotateOptions{MaxSize: int64(a.Rotate.MaxSize), MaxAge: a.Rotate.MaxAge, Keep: a.Rotate.Keep},
+	}
+	keys := func() (audit.Keys, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*secretTimeout)
+		defer cancel()
+		store, err := processStore.get(ctx)
+		if err != nil {
+			return audit.Keys{}, fmt.Errorf("the secret store cannot be opened: %w", err)
+		}
+		return auditlog.Keys(ctx, store, true)
+	}
+	return auditlog.Open(opts, keys, log), nil
+}
+
+// auditEvent records a lifecycle event; a failure is already logged by the
+// audit log, and events never stop the proxy.
+func auditEvent(l *auditlog.Log, event, group string, detail map[string]string) {
+	ctx, cancel := context.WithTimeout(context.Background(), auditEventTimeout)
+	defer cancel()
+	_ = l.Write(ctx, &audit.Record{Event: event, Group: group, Detail: detail})
+}
+
+// auditLogPathOf is the config's audit.path, else the default; "" when
+// neither can be known.
+func auditLogPathOf(cfg *config.Config) string {
+	if cfg.Audit.Path != "" {
+		return cfg.Audit.Path
+	}
+	p, _ := auditlog.DefaultPath()
+	return p
+}

@@ -439,6 +439,8 @@ func TestCredentialReason(t *testing.T) {
 		{"", "@modelcontextprotocol/server-filesystem", false},
 		{"", "Q7x9Lk2Pz8Wm4Rt6Yv1Nb3Hj5Gf0Ds", true},
 		{"", "/home/user/src/app/very/long/path/here", false},
+		{"", "/tmp/TestImportInteractive3584178373/001/project", false},
+		{"", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", true},
 	} {
 		if got := credentialReason(tt.key, tt.val) != ""; got != tt.secret {
 			t.Errorf("credentialReason(%q, %q) = %v, want %v", tt.key, tt.val, got, tt.secret)

@@ -71,7 +71,7 @@ func credentialReason(keyName, v string) string {
 	if keyName != "" && secretishName.MatchString(keyName) && !harmless(v) {
 		return fmt.Sprintf("the name %q says it holds a credential", keyName)
 	}
-	if highEntropy.MatchString(v) && entropy(v) >= 4.0 && hasMixedClasses(v) {
+	if highEntropy.MatchString(v) && !pathLike(v) && entropy(v) >= 4.0 && hasMixedClasses(v) {
 		return "a long random-looking value"
 	}
 	return ""
@@ -94,6 +94,11 @@ func harmless(v string) bool {
 		return true
 	}
 	return false
+}
+
+// pathLike reports whether v reads as a file path rather than a token.
+func pathLike(v string) bool {
+	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, "~") || strings.HasPrefix(v, ".")
 }
 
 func entropy(s string) float64 {

@@ -29,7 +29,6 @@ var dropReasons = map[string]string{
 	"excludeTools":        "Moat's config has no per-server tool list; use a policy rule",
 	"enabled_tools":       "Moat's config has no per-server tool list; use a policy rule",
 	"disabled_tools":      "Moat's config has no per-server tool list; use a policy rule",
-	"cwd":                 "Moat's config has no working directory for a server yet; the server starts in Moat's directory",
 	"envFile":             "Moat does not read env files; copy the variables into env",
 	"env_file":            "Moat does not read env files; copy the variables into env",
 	"startup_timeout_sec": "Moat has no startup timeout setting",
@@ -123,6 +122,9 @@ func (r *reader) server(srcName string, v any) {
 		s.Headers = r.normalizeMap(name, "headers", headers)
 		if len(env) > 0 {
 			r.drop(name, "env", "a remote server has no process environment")
+		}
+		if m["cwd"] != nil {
+			r.drop(name, "cwd", "a remote server has no working directory")
 		}
 		r.network(name, s)
 	}
@@ -434,7 +436,7 @@ func (r *reader) timeouts(name string, m map[string]any, s *Server) {
 var handled = []string{
 	"type", "transportType", "transport", "url", "serverUrl", "httpUrl", "command", "args",
 	"env", "environment", "headers", "http_headers", "env_vars", "env_http_headers", "bearer_token_env_var",
-	"enabled", "disabled", "features", "oauth_client_id", "oauth_scopes", "oauth", "timeout", "tool_timeout_sec",
+	"cwd", "enabled", "disabled", "features", "oauth_client_id", "oauth_scopes", "oauth", "timeout", "tool_timeout_sec",
 	"description",
 }
 

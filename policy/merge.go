@@ -6,7 +6,9 @@ import (
 )
 
 // Merge combines a managed policy with a user's so that the user can only
-// tighten it. Each setting takes the stricter value: deny lists are joined;
+// tighten it. A setting the managed policy leaves unset counts as its
+// built-in default (so on a managed host "pin": "off" needs the
+// administrator's consent). Each setting takes the stricter value: deny lists are joined;
 // both allow lists must admit a tool; "deny" beats "allow" for destructive;
 // read_only_only true beats false; the lower rate, burst, cap, size and
 // timeout win (a set value beats an unset one); strict beats auto-add beats
@@ -29,12 +31,13 @@ func Merge(managed, user *Policy) *Policy {
 		Destructive:     stricterMode(managed.Destructive, user.Destructive, DestructiveDeny, DestructiveAllow),
 		ReadOnlyOnly:    stricterBool(managed.ReadOnlyOnly, user.ReadOnlyOnly),
 		Args:            user.Args,
-		Group:           stricterSettings(managed.Group, user.Group),
-		Global:          stricterSettings(managed.Global, user.Global),
+		Group:           stricterSettings(withDefaults(managed.Group, groupDefaults), user.Group),
+		Global:          stricterSettings(withDefaults(managed.Global, globalDefaults), user.Global),
 		Tools:           mergeTools(managed.Tools, user.Tools),
-		Pin:             stricterMode(managed.Pin, user.Pin, PinStrict, PinAutoAdd, PinOff),
-		Redact:          stricterMode(managed.Redact, user.Redact, RedactBlock, RedactRedact, RedactOff),
-		OnInvalidSchema: stricterMode(managed.OnInvalidSchema, user.OnInvalidSchema, InvalidSchemaReject, InvalidSchemaPassthrough),
+		// An unset managed mode means its default, which the user cannot loosen.
+		Pin:             stricterMode(managed.PinMode(), user.Pin, PinStrict, PinAutoAdd, PinOff),
+		Redact:          stricterMode(managed.RedactMode(), user.Redact, RedactBlock, RedactRedact, RedactOff),
+		OnInvalidSchema: stricterMode(managed.InvalidSchemaMode(), user.OnInvalidSchema, InvalidSchemaReject, InvalidSchemaPassthrough),
 	}
 	out.also = append(out.also, managed.rulesOnly())
 	out.also = append(out.also, managed.also...)
@@ -100,6 +103,25 @@ func overlay(base, top *Policy) *Policy {
 	out.OnInvalidSchema = orDefault(top.OnInvalidSchema, base.OnInvalidSchema)
 	out.also = append(slices.Clone(base.also), top.also...)
 	return out
+}
+
+// The built-in values of the settings that have one. A managed policy that
+// leaves such a setting unset still means its default, so a user cannot
+// raise it past that.
+var (
+	groupDefaults  = Settings{MaxConcurrent: DefaultMaxConcurrent, MaxArgsBytes: DefaultMaxArgsBytes, MaxResultBytes: DefaultMaxResultBytes, Timeout: DefaultTimeout}
+	globalDefaults = Settings{Rate: DefaultGlobalRate, MaxConcurrent: DefaultGlobalMaxConc}
+)
+
+func withDefaults(s, def Settings) Settings {
+	if s.Rate.IsZero() {
+		s.Rate, s.Burst = def.Rate, def.Burst
+	}
+	s.MaxConcurrent = orZero(s.MaxConcurrent, def.MaxConcurrent)
+	s.MaxArgsBytes = orZero(s.MaxArgsBytes, def.MaxArgsBytes)
+	s.MaxResultBytes = orZero(s.MaxResultBytes, def.MaxResultBytes)
+	s.Timeout = orZero(s.Timeout, def.Timeout)
+	return s
 }
 
 func overlaySettings(base, top Settings) Settings {

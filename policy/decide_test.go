@@ -38,7 +38,7 @@ func TestDecideTools(t *testing.T) {
 		{`{"destructive": "deny"}`, "add", additive, true, "default"},
 		{`{"destructive": "deny"}`, "read", readOnly, true, "default"},
 		{`{"destructive": "deny"}`, "read", &Annotations{ReadOnlyHint: true, DestructiveHint: boolp(true)}, true, "default"},
-		{`{"destructive": "deny", "allow": ["rm"]}`, "rm", destructive, true, "allow"},  // named exactly
+		{`{"destructive": "deny", "allow": ["rm"]}`, "rm", destructive, true, "allow"},        // named exactly
 		{`{"destructive": "deny", "allow": ["r*"]}`, "rm", destructive, false, "destructive"}, // a glob does not exempt
 		{`{"destructive": "allow"}`, "rm", destructive, true, "default"},
 		{`{"read_only_only": true}`, "add", additive, false, "read_only_only"},

@@ -26,14 +26,14 @@ func Merge(managed, user *Policy) *Policy {
 	out := &Policy{
 		// The user's allow list and argument rules are this policy's own;
 		// the managed ones stay whole in also, where they must allow too.
-		Allow:           slices.Clone(user.Allow),
-		Deny:            union(managed.Deny, user.Deny),
-		Destructive:     stricterMode(managed.Destructive, user.Destructive, DestructiveDeny, DestructiveAllow),
-		ReadOnlyOnly:    stricterBool(managed.ReadOnlyOnly, user.ReadOnlyOnly),
-		Args:            user.Args,
-		Group:           stricterSettings(withDefaults(managed.Group, groupDefaults), user.Group),
-		Global:          stricterSettings(withDefaults(managed.Global, globalDefaults), user.Global),
-		Tools:           mergeTools(managed.Tools, user.Tools),
+		Allow:        slices.Clone(user.Allow),
+		Deny:         union(managed.Deny, user.Deny),
+		Destructive:  stricterMode(managed.Destructive, user.Destructive, DestructiveDeny, DestructiveAllow),
+		ReadOnlyOnly: stricterBool(managed.ReadOnlyOnly, user.ReadOnlyOnly),
+		Args:         user.Args,
+		Group:        stricterSettings(withDefaults(managed.Group, groupDefaults), user.Group),
+		Global:       stricterSettings(withDefaults(managed.Global, globalDefaults), user.Global),
+		Tools:        mergeTools(managed.Tools, user.Tools),
 		// An unset managed mode means its default, which the user cannot loosen.
 		Pin:             stricterMode(managed.PinMode(), user.Pin, PinStrict, PinAutoAdd, PinOff),
 		Redact:          stricterMode(managed.RedactMode(), user.Redact, RedactBlock, RedactRedact, RedactOff),

@@ -117,8 +117,8 @@ func TestImportYesKeepMatchesGolden(t *testing.T) {
 	}
 	for _, s := range []string{
 		"github env GITHUB_PERSONAL_ACCESS_TOKEN: looks like a GitHub token", // which literal stays, by place
-		"templates envFile: Moat does not read env files",                     // what was dropped
-		"moat doctor " + filepath.Join(e.dir, "moat.json"),                    // what to run next
+		"templates envFile: Moat does not read env files",                    // what was dropped
+		"moat doctor " + filepath.Join(e.dir, "moat.json"),                   // what to run next
 	} {
 		if !strings.Contains(out, s) {
 			t.Errorf("the summary lacks %q:\n%s", s, out)

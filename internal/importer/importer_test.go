@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/moatmcp/moat/internal/secrets"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/import")
@@ -445,5 +447,48 @@ func TestCredentialReason(t *testing.T) {
 		if got := credentialReason(tt.key, tt.val) != ""; got != tt.secret {
 			t.Errorf("credentialReason(%q, %q) = %v, want %v", tt.key, tt.val, got, tt.secret)
 		}
+	}
+}
+
+func TestMoveSecrets(t *testing.T) {
+	store, err := secrets.Open(t.Context(), &secrets.Options{Backend: secrets.BackendFile, Dir: filepath.Join(t.TempDir(), "s"),
+		Passphrase: func() ([]byte, error) { return []byte("test"), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := "ghp_0123456789abcdefghijABCDEFGHIJklmn"
+	im := &Imported{Servers: map[string]*Server{
+		"api": {Description: "d", Type: "http", URL: "https://api.example.com/mcp", Enabled: true, Features: Features{true, true, true},
+			Headers: map[string]string{"Authorization": "Bearer " + tok}},
+		"cli": {Description: "d", Type: "stdio", Command: "tool", Args: []string{"--api-key=" + tok}, Enabled: true, Features: Features{true, true, true}},
+	}}
+	im.Literals = findLiterals(im.Servers)
+	moved, err := MoveSecrets(t.Context(), im, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(moved) != 2 || len(im.Literals) != 0 {
+		t.Errorf("moved %v, left %v; want both moved", moved, im.Literals)
+	}
+	if got := im.Servers["api"].Headers["Authorization"]; got != "Bearer ${secret:api-authorization}" {
+		t.Errorf("header = %q, want the scheme kept outside the secret", got)
+	}
+	if got := im.Servers["cli"].Args[0]; got != "--api-key=${secret:cli-api-key}" {
+		t.Errorf("arg = %q, want the flag kept outside the secret", got)
+	}
+	for _, name := range []string{"api-authorization", "cli-api-key"} {
+		if v, err := store.Get(t.Context(), name); err != nil || v.Reveal() != tok {
+			t.Errorf("store %s: err %v, value matches: %v", name, err, v.Reveal() == tok)
+		}
+	}
+	if _, err := Render(im); err != nil {
+		t.Errorf("Render after MoveSecrets: %v", err)
+	}
+}
+
+func TestRenderRefusesWhatMoatWouldNotLoad(t *testing.T) {
+	im := &Imported{Servers: map[string]*Server{"x": {Description: "d", Type: "stdio", Enabled: true, Features: Features{true, true, true}}}}
+	if _, err := Render(im); err == nil || !strings.Contains(err.Error(), `no "command"`) {
+		t.Errorf("Render of a stdio server without command: err = %v, want config.Parse's problem", err)
 	}
 }

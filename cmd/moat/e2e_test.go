@@ -4,12 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -540,4 +544,146 @@ func TestNoAuditLogNoCalls(t *testing.T) {
 	if !res.IsError || !strings.Contains(resultText(res), "audit log cannot be written") {
 		t.Fatalf("call without an audit log: isError=%v %q", res.IsError, resultText(res))
 	}
+}
+
+// TestChildrenGetACleanSandboxedEnvironment: nothing from moat's own
+// environment reaches a server unless its inherit_env lists it, and every
+// child runs with no_new_privs and RLIMIT_CORE=0.
+func TestChildrenGetACleanSandboxedEnvironment(t *testing.T) {
+	srv := testServer(t, "test")
+	srv["inherit_env"] = []string{"ALLOWED_*"}
+	srv["env"] = map[string]string{"CONFIGURED": "yes"}
+	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": srv})
+	cmd := exec.Command(testutil.BuildMoat(t), cfg)
+	cmd.Env = append(moatEnv(t), "AWS_SECRET_ACCESS_KEY=canary-aws-5e1f", "ALLOWED_REGION=eu-north")
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(context.Background(), &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "env"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, line := range strings.Split(resultText(res), "\n") {
+		if name, _, ok := strings.Cut(line, "="); ok {
+			names = append(names, name)
+		}
+	}
+	for _, n := range names {
+		if !slices.Contains([]string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "TMPDIR", "ALLOWED_REGION", "CONFIGURED"}, n) && !strings.HasPrefix(n, "LC_") {
+			t.Errorf("the child's environment has %s, which nothing allowed", n)
+		}
+	}
+	for _, want := range []string{"ALLOWED_REGION", "CONFIGURED", "PATH"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("the child's environment lacks %s: %v", want, names)
+		}
+	}
+	if strings.Contains(resultText(res), "canary-aws") || strings.Contains(resultText(res), "test passphrase") {
+		t.Error("a secret from moat's environment reached the child")
+	}
+	var checked int
+	for _, pid := range testutil.Descendants(cmd.Process.Pid) {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil || !bytes.Contains(status, []byte("testserver")) {
+			continue
+		}
+		checked++
+		if !bytes.Contains(status, []byte("NoNewPrivs:\t1")) {
+			t.Errorf("server pid %d runs without no_new_privs", pid)
+		}
+		limits, _ := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+		if !regexpMatch(`Max core file size\s+0\s+0`, string(limits)) {
+			t.Errorf("server pid %d may dump core:\n%s", pid, limits)
+		}
+	}
+	if checked == 0 {
+		t.Fatal("found no server process under moat to check")
+	}
+}
+
+func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }
+
+// TestAuditSurvivesSIGKILL kills a moat under load 50 times at random
+// moments, all writing one audit log: every call whose result the client
+// received has its record, and the log verifies.
+func TestAuditSurvivesSIGKILL(t *testing.T) {
+	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")})
+	env := moatEnv(t)
+	env = append(env, "MOAT_LOG=warn")
+	logPath := filepath.Join(envValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	var acked []string // sha256 of the args of every answered call
+	rounds := 50
+	if testing.Short() {
+		rounds = 5
+	}
+	for round := range rounds {
+		cmd := exec.Command(testutil.BuildMoat(t), cfg)
+		cmd.Env = env
+		ctx, cancel := context.WithCancel(context.Background())
+		cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Go(func() {
+				for n := 0; ; n++ {
+					args := fmt.Sprintf(`{"message":"r%d-w%d-n%d"}`, round, w, n)
+					res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": json.RawMessage(args)}})
+					if err != nil {
+						return
+					}
+					if !res.IsError {
+						sum := sha256.Sum256([]byte(args))
+						mu.Lock()
+						acked = append(acked, hex.EncodeToString(sum[:]))
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(100+rand.IntN(400)) * time.Millisecond)
+		cmd.Process.Kill()
+		wg.Wait()
+		cancel()
+		cs.Close()
+	}
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		var r struct {
+			Event, Args string `json:"-"`
+			ArgsSHA256     string `json:"args_sha256"`
+		}
+		if json.Unmarshal([]byte(line), &r) == nil && r.ArgsSHA256 != "" {
+			recorded[r.ArgsSHA256] = true
+		}
+	}
+	if len(acked) < rounds {
+		t.Fatalf("only %d calls answered in %d rounds: the load is too light to mean anything", len(acked), rounds)
+	}
+	missing := 0
+	for _, sum := range acked {
+		if !recorded[sum] {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%d of %d answered calls have no audit record", missing, len(acked))
+	}
+	verify := exec.Command(testutil.BuildMoat(t), "audit", "verify", "--allow-unsealed", logPath)
+	verify.Env = env
+	if out, err := verify.CombinedOutput(); err != nil {
+		t.Fatalf("moat audit verify after %d kills: %v\n%s", rounds, err, out)
+	}
+	t.Logf("%d calls answered over %d SIGKILLed runs, all recorded; the log verifies", len(acked), rounds)
 }

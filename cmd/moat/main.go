@@ -41,6 +41,9 @@ func commands() []command {
 	return []command{
 		{"serve", "run the proxy on stdio (the default)", "moat serve ~/.config/moat/moat.json", runServe},
 		{"config", "check a config file, or print its JSON Schema", "moat config validate moat.json", runConfig},
+		{"import", "turn another AI tool's MCP config into a Moat config", "moat import cursor", func(ctx context.Context, args []string) int {
+			return importCommand(ctx, args, os.Stdin, os.Stdout, os.Stderr)
+		}},
 		{"secret", "store, remove and list secrets in the OS keychain", "moat secret set github-token", func(ctx context.Context, args []string) int {
 			return secretCommand(ctx, args, os.Stdin, os.Stdout, os.Stderr)
 		}},

@@ -65,6 +65,9 @@ func cfgOf(servers ...*config.Server) *config.Config {
 	return c
 }
 
+// maxMessageBytes is the stdio frame limit of the next start (0: default).
+var maxMessageBytes int
+
 // client is what a test sees of the downstream side.
 type client struct {
 	cs          *mcp.ClientSession
@@ -84,10 +87,11 @@ func start(t *testing.T, cfg *config.Config, opts *mcp.ClientOptions, setup ...f
 	p := proxy.New(proxy.Options{
 		Logger: testLogger(t),
 		Upstream: upstream.Options{
-			ConnectTimeout: 10 * time.Second,
-			GracePeriod:    2 * time.Second,
-			Backoff:        []time.Duration{200 * time.Millisecond},
-			RetryEvery:     200 * time.Millisecond,
+			ConnectTimeout:  10 * time.Second,
+			GracePeriod:     2 * time.Second,
+			Backoff:         []time.Duration{200 * time.Millisecond},
+			RetryEvery:      200 * time.Millisecond,
+			MaxMessageBytes: maxMessageBytes,
 			HTTPClient: func(s *config.Server) (*http.Client, error) {
 				return netguard.NewClient(s.URL, &netguard.Options{Headers: s.Headers})
 			},
@@ -571,4 +575,25 @@ func sharedHasTwo(ctx context.Context, cs *mcp.ClientSession) bool {
 		}
 	}
 	return false
+}
+
+// TestOversizedUpstreamMessageIsRefusedAndTheGroupRecovers: a frame over
+// the limit ends that connection with a clear error, other groups go on,
+// and the group reconnects.
+func TestOversizedUpstreamMessageIsRefusedAndTheGroupRecovers(t *testing.T) {
+	maxMessageBytes = 1 << 20
+	t.Cleanup(func() { maxMessageBytes = 0 })
+	c := start(t, cfgOf(stdio(t, "big"), stdio(t, "other")), nil)
+	res := c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "big", "name": "large", "args": map[string]any{"bytes": 4 << 20}})
+	if !res.IsError {
+		t.Fatalf("a 4 MiB answer passed a 1 MiB limit (%d bytes)", len(text(res)))
+	}
+	t.Logf("the client saw: %s", text(res))
+	if res := c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "other", "name": "echo", "args": map[string]any{"message": "fine"}}); text(res) != "fine" {
+		t.Fatalf("another group was affected: %q", text(res))
+	}
+	eventually(t, "the group to reconnect", func() bool {
+		res, err := c.call(t, "call_dynamic_tool", map[string]any{"group": "big", "name": "echo", "args": map[string]any{"message": "back"}})
+		return err == nil && text(res) == "back"
+	})
 }

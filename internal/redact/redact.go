@@ -1,0 +1,248 @@
+// Package redact keeps secrets out of what leaves Moat: tool results,
+// resource contents, prompt messages and error texts on their way to the
+// client, and log and audit records.
+//
+// Two kinds of text are replaced. Known secrets, the values Moat itself
+// resolved (${secret:NAME}, OAuth tokens, secret env values), are registered
+// with [Redactor.Add] and always replaced by "[REDACTED:<name>]", in the
+// encodings an upstream is likely to echo them in. Credential patterns
+// (private keys, AWS, GitHub, Slack, OpenAI-style keys, Google API keys,
+// JWTs) are recognised by conservative regular expressions and, per group,
+// replaced by "[REDACTED:<pattern>]" (Mode "redact", the default), make the
+// whole result a refusal (Mode "block"), or are left alone (Mode "off").
+//
+// Known secrets are found in one pass whatever their number (an Aho-Corasick
+// automaton); patterns run only when a literal they need is present.
+package redact
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Mode is what a group's policy does with credential patterns.
+type Mode string
+
+const (
+	ModeRedact Mode = "redact" // replace the match (the default)
+	ModeBlock  Mode = "block"  // refuse the whole result
+	ModeOff    Mode = "off"    // leave patterns alone; known secrets are still redacted
+)
+
+const (
+	// MinSecretLen is the shortest value Add accepts: shorter ones would
+	// match ordinary text everywhere.
+	MinSecretLen = 6
+	// maxValuesPerName bounds what a refreshed token leaves behind: older
+	// values of a name are still redacted, up to this many.
+	maxValuesPerName = 8
+)
+
+// A Redactor replaces known secrets and credential patterns. It is safe for
+// concurrent use; secrets can be added while others redact.
+type Redactor struct {
+	mu      sync.Mutex // serialises Add
+	secrets []secret   // registration order
+	auto    atomic.Pointer[automaton]
+}
+
+type secret struct{ name, value string }
+
+// New returns a Redactor with no known secrets.
+func New() *Redactor {
+	r := &Redactor{}
+	r.auto.Store(build(nil, nil))
+	return r
+}
+
+// Add registers a known secret under name. Besides the value itself, these
+// forms are registered, since an upstream may echo a value encoded: its JSON
+// string escaping, standard and URL-safe base64 (unpadded, which also covers
+// the padded form's prefix), and URL query and path escaping. A value shorter
+// than MinSecretLen bytes, or one that occurs inside a redaction marker, is
+// refused with a warning in the log: it would match ordinary text.
+func (r *Redactor) Add(name, value string) {
+	name = cleanName(name)
+	if len(value) < MinSecretLen {
+		slog.Warn("redact: secret too short to redact safely; use a longer value", "name", name, "min_bytes", MinSecretLen)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.secrets {
+		if s.value == value {
+			return
+		}
+		if inMarker(s.value, nil, name) {
+			slog.Warn("redact: secret name would reveal another secret in its marker; rename it", "name", name)
+			return
+		}
+	}
+	if inMarker(value, r.secrets, name) {
+		slog.Warn("redact: secret value occurs in a redaction marker and cannot be redacted; use a longer value", "name", name)
+		return
+	}
+	secrets := append([]secret(nil), r.secrets...)
+	n := 0
+	for _, s := range secrets {
+		if s.name == name {
+			n++
+		}
+	}
+	if n >= maxValuesPerName {
+		for i, s := range secrets {
+			if s.name == name {
+				secrets = append(secrets[:i], secrets[i+1:]...)
+				break
+			}
+		}
+	}
+	secrets = append(secrets, secret{name, value})
+	r.secrets = secrets
+	r.auto.Store(compile(secrets))
+}
+
+// inMarker reports whether a form of value occurs in the marker of name,
+// of a registered secret or of a pattern: redacting it would then put it
+// back.
+func inMarker(value string, secrets []secret, name string) bool {
+	markers := []string{"[REDACTED:" + name + "]"}
+	for _, s := range secrets {
+		markers = append(markers, "[REDACTED:"+s.name+"]")
+	}
+	for _, p := range patterns {
+		markers = append(markers, "[REDACTED:"+p.name+"]")
+	}
+	for _, f := range encodings(value) {
+		for _, m := range markers {
+			if len(f) >= MinSecretLen && strings.Contains(m, f) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func compile(secrets []secret) *automaton {
+	var forms []form
+	var names []string
+	for i, s := range secrets {
+		names = append(names, s.name)
+		for _, f := range encodings(s.value) {
+			if len(f) >= MinSecretLen {
+				forms = append(forms, form{f, i})
+			}
+		}
+	}
+	return build(forms, names)
+}
+
+func encodings(v string) []string {
+	j, _ := json.Marshal(v) // never fails for a string
+	forms := []string{
+		v,
+		string(j[1 : len(j)-1]),
+		base64.RawStdEncoding.EncodeToString([]byte(v)),
+		base64.RawURLEncoding.EncodeToString([]byte(v)),
+		url.QueryEscape(v),
+		url.PathEscape(v),
+	}
+	seen := map[string]bool{}
+	out := forms[:0]
+	for _, f := range forms {
+		if !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// cleanName keeps a name fit for a marker: no brackets or spaces.
+func cleanName(name string) string {
+	name = strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-', r == '.', r == ':', r == '/':
+			return r
+		}
+		return '_'
+	}, name)
+	if name == "" {
+		name = "secret"
+	}
+	return name
+}
+
+// String returns s with known secrets and credential patterns replaced.
+func (r *Redactor) String(s string) string {
+	out, _ := r.redact(s, ModeRedact)
+	return out
+}
+
+// Contains reports whether any known secret, in any registered form, occurs
+// in s.
+func (r *Redactor) Contains(s string) bool {
+	return len(r.auto.Load().find(s)) > 0
+}
+
+// redact replaces known secrets, then applies mode to the patterns; hit is
+// the name of the first pattern found (set in every mode but off).
+func (r *Redactor) redact(s string, mode Mode) (out, hit string) {
+	a := r.auto.Load()
+	out = replace(s, a)
+	if mode == ModeOff {
+		return out, ""
+	}
+	for _, p := range patterns {
+		if !p.present(out) {
+			continue
+		}
+		locs := p.re.FindAllStringIndex(out, -1)
+		if len(locs) == 0 {
+			continue
+		}
+		if hit == "" {
+			hit = p.name
+		}
+		if mode == ModeBlock {
+			continue
+		}
+		var b strings.Builder
+		last := 0
+		for _, l := range locs {
+			b.WriteString(out[last:l[0]])
+			b.WriteString("[REDACTED:" + p.name + "]")
+			last = l[1]
+		}
+		b.WriteString(out[last:])
+		out = b.String()
+	}
+	if hit != "" && mode == ModeRedact {
+		// A marker inserted next to text can complete a known secret
+		// that ends in marker characters; take those out too.
+		out = replace(out, a)
+	}
+	return out, hit
+}
+
+func replace(s string, a *automaton) string {
+	spans := a.find(s)
+	if len(spans) == 0 {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	last := 0
+	for _, sp := range spans {
+		b.WriteString(s[last:sp.start])
+		b.WriteString("[REDACTED:" + a.names[sp.label] + "]")
+		last = sp.end
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}

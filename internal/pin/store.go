@@ -1,0 +1,280 @@
+package pin
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Modes, as in the policy's "pin" key.
+const (
+	ModeStrict  = "strict"
+	ModeAutoAdd = "auto-add"
+	ModeOff     = "off"
+)
+
+// Reasons a tool is held.
+const (
+	ReasonChanged   = "changed"              // its definition differs from the approved one
+	ReasonAdded     = "added"                // new since the group was first seen (strict mode)
+	ReasonReadded   = "removed-then-readded" // it disappeared and came back different
+	ReasonDuplicate = "duplicate"            // the upstream lists two tools with this name
+	ReasonBroken    = "unreadable"           // its definition cannot be encoded
+)
+
+// Held is a tool kept from the model until the user approves it.
+type Held struct {
+	Tool, Reason, OldHash, NewHash string
+}
+
+// Change is one held tool with its approved and pending definitions
+// (indented JSON; Old is "" for an added tool), for `moat pins diff`.
+type Change struct {
+	Tool, Reason, Old, New string
+}
+
+type pinEntry struct {
+	Hash    string          `json:"hash"`
+	Def     json.RawMessage `json:"def"`
+	Removed bool            `json:"removed,omitempty"`
+}
+
+type pendingEntry struct {
+	Hash   string          `json:"hash"`
+	Def    json.RawMessage `json:"def"`
+	Reason string          `json:"reason"`
+}
+
+type groupState struct {
+	Identity string                   `json:"identity"`
+	Pins     map[string]*pinEntry     `json:"pins"`
+	Pending  map[string]*pendingEntry `json:"pending,omitempty"`
+}
+
+type state struct {
+	Groups map[string]*groupState `json:"groups"`
+}
+
+type fileFormat struct {
+	Version int             `json:"version"`
+	Data    json.RawMessage `json:"data"`
+	MAC     string          `json:"mac"`
+}
+
+const (
+	fileVersion = 1
+	macContext  = "moat-pins-v1\x00"
+	// MinKeyLen is the shortest HMAC key Open accepts.
+	MinKeyLen = 32
+)
+
+// ErrTampered is wrapped by Open's error when the store fails its
+// integrity check.
+var ErrTampered = errors.New("pin store failed its integrity check")
+
+// A Store holds the pins of every group. It is safe for concurrent use, and
+// for use by several processes (the proxy and `moat pins approve`): every
+// change re-reads the file under an exclusive lock before writing it.
+type Store struct {
+	path string
+	key  []byte
+
+	mu     sync.Mutex
+	st     *state
+	seen   fs.FileInfo                     // the file as last read or written
+	modes  map[string]string               // group -> mode of its last Check
+	hashes map[string]map[*mcp.Tool]string // group -> hashes of its last Check's tools
+}
+
+// Open opens (or, if absent, starts) the pin store at path, creating its
+// directory 0700. key authenticates the file and must come from the secret
+// store. A store that another user can read or write, or that fails its
+// integrity check, is refused with an error that says how to recover.
+func Open(path string, key []byte) (*Store, error) {
+	if len(key) < MinKeyLen {
+		return nil, fmt.Errorf("pin: the store key must be at least %d bytes", MinKeyLen)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("pin: creating the pin store directory: %w", err)
+	}
+	if err := checkPrivate(dir, 0o077, "700"); err != nil {
+		return nil, err
+	}
+	s := &Store{path: path, key: slices.Clone(key), modes: map[string]string{}, hashes: map[string]map[*mcp.Tool]string{}}
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Reset deletes the pin store at path: every group is pinned afresh (trust
+// on first use) the next time Moat sees it. It is the way out of a store
+// that failed its integrity check (`moat pins reset`).
+func Reset(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("pin: removing the pin store: %w", err)
+	}
+	return nil
+}
+
+// Reload re-reads the file if another process changed it (for example
+// `moat pins approve`). Call it when the file changes; Check does it itself.
+func (s *Store) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refresh()
+}
+
+func (s *Store) refresh() error {
+	fi, err := os.Stat(s.path)
+	if errors.Is(err, fs.ErrNotExist) && s.seen == nil {
+		return nil
+	}
+	if err == nil && s.seen != nil && os.SameFile(fi, s.seen) && fi.ModTime().Equal(s.seen.ModTime()) && fi.Size() == s.seen.Size() {
+		return nil
+	}
+	return s.load()
+}
+
+func (s *Store) load() error {
+	f, err := os.Open(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		s.st, s.seen = &state{Groups: map[string]*groupState{}}, nil
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pin: opening the pin store: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("pin: opening the pin store: %w", err)
+	}
+	if err := checkPrivateInfo(s.path, fi, 0o077, "600"); err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(f); err != nil {
+		return fmt.Errorf("pin: reading the pin store: %w", err)
+	}
+	st, err := s.verify(buf.Bytes())
+	if err != nil {
+		return fmt.Errorf("pin: %s: %w (the file was edited or corrupted, or its key in the secret store changed); Moat trusts none of its pins. Look at it, then run `moat pins reset` to delete it: every tool is pinned afresh on next sight", s.path, err)
+	}
+	s.st, s.seen = st, fi
+	return nil
+}
+
+func (s *Store) mac(data []byte) string {
+	m := hmac.New(sha256.New, s.key)
+	m.Write([]byte(macContext))
+	m.Write(data)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func (s *Store) verify(raw []byte) (*state, error) {
+	var ff fileFormat
+	if err := json.Unmarshal(raw, &ff); err != nil || ff.Version != fileVersion {
+		return nil, ErrTampered
+	}
+	if !hmac.Equal([]byte(ff.MAC), []byte(s.mac(ff.Data))) {
+		return nil, ErrTampered
+	}
+	dec := json.NewDecoder(bytes.NewReader(ff.Data))
+	dec.DisallowUnknownFields()
+	var st state
+	if err := dec.Decode(&st); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrTampered, err)
+	}
+	if st.Groups == nil {
+		st.Groups = map[string]*groupState{}
+	}
+	for _, g := range st.Groups {
+		if g == nil || g.Pins == nil {
+			return nil, ErrTampered
+		}
+		if g.Pending == nil {
+			g.Pending = map[string]*pendingEntry{}
+		}
+	}
+	return &st, nil
+}
+
+// save writes the state atomically: a private temporary file, synced, then
+// renamed over the old one, and the directory synced.
+func (s *Store) save() error {
+	data, err := json.Marshal(s.st)
+	if err != nil {
+		return err
+	}
+	out, err := json.Marshal(fileFormat{Version: fileVersion, Data: data, MAC: s.mac(data)})
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(s.path)
+	tmp, err := os.CreateTemp(dir, ".pins-*")
+	if err != nil {
+		return fmt.Errorf("pin: writing the pin store: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err == nil {
+		if _, err = tmp.Write(out); err == nil {
+			err = tmp.Sync()
+		}
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), s.path)
+	}
+	if err != nil {
+		return fmt.Errorf("pin: writing the pin store: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	s.seen, err = os.Stat(s.path)
+	return err
+}
+
+// mutate applies fn to the freshest state under the cross-process lock and
+// saves it when fn reports a change. On any error the in-memory state is
+// re-read, so a failed write never leaves unsaved approvals in effect.
+func (s *Store) mutate(fn func(st *state) (bool, error)) error {
+	unlock, err := lockFile(s.path + ".lock")
+	if err != nil {
+		return fmt.Errorf("pin: locking the pin store: %w", err)
+	}
+	defer unlock()
+	if err := s.refresh(); err != nil {
+		return err
+	}
+	changed, err := fn(s.st)
+	if err == nil && changed {
+		err = s.save()
+	}
+	if err != nil {
+		if lerr := s.load(); lerr != nil {
+			return errors.Join(err, lerr)
+		}
+	}
+	return err
+}
+
+func newGroup(identity string) *groupState {
+	return &groupState{Identity: identity, Pins: map[string]*pinEntry{}, Pending: map[string]*pendingEntry{}}
+}

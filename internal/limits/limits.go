@@ -1,0 +1,231 @@
+// Package limits adapts the public policy package to the call guard: the
+// policy decision, rate limits, concurrency caps, size limits and timeouts,
+// each as its own guard.Layer so the chain can place them where they belong.
+//
+// Every layer refuses with a *guard.Denial whose Reason says what to do and
+// never repeats argument values; a refused call never reaches next.
+package limits
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/policy"
+)
+
+// PolicyFunc returns the effective policy of a group, or nil when the group
+// has none (its calls are then refused: fail closed).
+type PolicyFunc func(group string) *policy.Policy
+
+// Annotations converts a tool's MCP annotations for policy.Decide. The
+// proxy uses it for listing too, so list and call read the same tiers.
+func Annotations(t *mcp.Tool) *policy.Annotations {
+	if t == nil || t.Annotations == nil {
+		return nil
+	}
+	return &policy.Annotations{ReadOnlyHint: t.Annotations.ReadOnlyHint, DestructiveHint: t.Annotations.DestructiveHint}
+}
+
+func noPolicy(group string) *guard.Denial {
+	return &guard.Denial{Layer: "policy", Rule: "no-policy", Reason: fmt.Sprintf("group %q has no policy loaded, so Moat refuses its calls (fail closed); check the config and the managed policy", group)}
+}
+
+// Policy refuses tool calls that the group's policy denies: by name, by
+// annotation tier, or by argument constraints. The arguments are decoded
+// strictly (duplicate keys refused) so Moat judges exactly what the
+// upstream will read. Resource reads and prompts pass through.
+func Policy(get PolicyFunc) guard.Layer {
+	return func(next guard.Handler) guard.Handler {
+		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+			if c.Kind != guard.KindTool {
+				return next(ctx, c)
+			}
+			p := get(c.Group)
+			if p == nil {
+				return nil, noPolicy(c.Group)
+			}
+			args, err := policy.DecodeArgs(c.Args)
+			if err != nil {
+				return nil, &guard.Denial{Layer: "policy", Rule: "args:decode", Reason: "the arguments must be one JSON object without duplicate keys, nested at most 64 levels; send them again in that form", Cause: err}
+			}
+			if d := p.Decide(c.Name, Annotations(c.Tool), args); !d.Allow {
+				return nil, &guard.Denial{Layer: "policy", Rule: d.Rule, Reason: d.Reason}
+			}
+			return next(ctx, c)
+		}
+	}
+}
+
+// Rate refuses a call when its tool's, group's or the global rate limit is
+// reached, saying when to retry. Place it just before the forward, so only
+// calls that will really reach the upstream spend tokens.
+func Rate(reg *policy.Limits) guard.Layer {
+	return func(next guard.Handler) guard.Handler {
+		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+			if ok, retry := reg.Allow(c.Group, toolOf(c)); !ok {
+				if retry == 0 {
+					return nil, noPolicy(c.Group)
+				}
+				return nil, &guard.Denial{Layer: "ratelimit", Rule: "rate", Reason: fmt.Sprintf("the rate limit for %s is reached; retry after %d ms", what(c), retry.Milliseconds()+1)}
+			}
+			return next(ctx, c)
+		}
+	}
+}
+
+// Concurrency refuses a call at once when its tool's, group's or the
+// global max_concurrent calls are already running; it does not queue.
+func Concurrency(reg *policy.Limits) guard.Layer {
+	return func(next guard.Handler) guard.Handler {
+		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+			release, err := reg.Acquire(ctx, c.Group, toolOf(c))
+			if err != nil {
+				var busy *policy.BusyError
+				if errors.As(err, &busy) {
+					return nil, &guard.Denial{Layer: "policy", Rule: "max_concurrent", Reason: busy.Error(), Cause: err}
+				}
+				if ctx.Err() != nil {
+					return nil, err
+				}
+				return nil, noPolicy(c.Group)
+			}
+			defer release()
+			return next(ctx, c)
+		}
+	}
+}
+
+// Timeout bounds each call by its tool's effective policy timeout.
+func Timeout(get PolicyFunc) guard.Layer {
+	return func(next guard.Handler) guard.Handler {
+		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+			p := get(c.Group)
+			if p == nil {
+				return nil, noPolicy(c.Group)
+			}
+			ctx, cancel := context.WithTimeout(ctx, p.ToolSettings(toolOf(c)).Timeout)
+			defer cancel()
+			return next(ctx, c)
+		}
+	}
+}
+
+// Size refuses arguments larger than max_args_bytes before anything parses
+// them, and results larger than max_result_bytes (any one content item or
+// all together) before they go back. It is the second line: the transport
+// must already stop reading an oversized message; this layer keeps a result
+// that fit the transport but not this tool's policy from reaching the model.
+func Size(get PolicyFunc) guard.Layer {
+	return func(next guard.Handler) guard.Handler {
+		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+			p := get(c.Group)
+			if p == nil {
+				return nil, noPolicy(c.Group)
+			}
+			s := p.ToolSettings(toolOf(c))
+			if n := int64(len(c.Args)); n > s.MaxArgsBytes {
+				return nil, &guard.Denial{Layer: "limits", Rule: "max_args_bytes", Reason: fmt.Sprintf("the arguments are %d bytes; %s accepts at most %d; send less data per call", n, what(c), s.MaxArgsBytes)}
+			}
+			res, err := next(ctx, c)
+			if err != nil || res == nil {
+				return res, err
+			}
+			if n, over := resultSize(res, s.MaxResultBytes); over {
+				return nil, &guard.Denial{Layer: "limits", Rule: "max_result_bytes", Reason: fmt.Sprintf("the result of %s is larger than its limit of %d bytes (at least %d), so Moat dropped it; ask for less (a narrower query, a page, a range)", what(c), s.MaxResultBytes, n)}
+			}
+			return res, nil
+		}
+	}
+}
+
+// resultSize adds up the payload bytes of a result, stopping as soon as
+// the total passes limit. Text counts its bytes, binary data its encoded
+// (base64) size, anything else its JSON encoding.
+func resultSize(r *guard.Result, limit int64) (int64, bool) {
+	var total int64
+	add := func(n int64) bool {
+		total += n
+		return total > limit
+	}
+	switch {
+	case r.Tool != nil:
+		for _, c := range r.Tool.Content {
+			if add(contentSize(c)) {
+				return total, true
+			}
+		}
+		if r.Tool.StructuredContent != nil && add(jsonSize(r.Tool.StructuredContent)) {
+			return total, true
+		}
+	case r.Resource != nil:
+		for _, rc := range r.Resource.Contents {
+			if rc != nil && add(resourceSize(rc)) {
+				return total, true
+			}
+		}
+	case r.Prompt != nil:
+		for _, m := range r.Prompt.Messages {
+			if m != nil && add(contentSize(m.Content)) {
+				return total, true
+			}
+		}
+	}
+	return total, false
+}
+
+func contentSize(c mcp.Content) int64 {
+	switch x := c.(type) {
+	case *mcp.TextContent:
+		return int64(len(x.Text))
+	case *mcp.ImageContent:
+		return b64(len(x.Data))
+	case *mcp.AudioContent:
+		return b64(len(x.Data))
+	case *mcp.EmbeddedResource:
+		if x.Resource != nil {
+			return resourceSize(x.Resource)
+		}
+		return 0
+	case nil:
+		return 0
+	}
+	return jsonSize(c)
+}
+
+func resourceSize(rc *mcp.ResourceContents) int64 {
+	return int64(len(rc.Text)) + b64(len(rc.Blob)) + int64(len(rc.URI))
+}
+
+func b64(n int) int64 { return int64((n + 2) / 3 * 4) }
+
+func jsonSize(v any) int64 {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return 0
+	}
+	return int64(len(b))
+}
+
+// toolOf is the tool name the limits count a call under: "" for resource
+// reads and prompts, which count against their group and the global limits.
+func toolOf(c *guard.Call) string {
+	if c.Kind == guard.KindTool {
+		return c.Name
+	}
+	return ""
+}
+
+func what(c *guard.Call) string {
+	switch c.Kind {
+	case guard.KindTool:
+		return fmt.Sprintf("tool %s of group %s", c.Name, c.Group)
+	case guard.KindResource:
+		return "resources of group " + c.Group
+	}
+	return "prompts of group " + c.Group
+}

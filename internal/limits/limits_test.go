@@ -1,0 +1,231 @@
+package limits
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"runtime"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/policy"
+)
+
+// upstream is a next handler that records the calls that reach it.
+type upstream struct {
+	mu     sync.Mutex
+	calls  int
+	result *guard.Result
+	block  chan struct{} // when set, calls wait on it
+}
+
+func (u *upstream) handle(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+	u.mu.Lock()
+	u.calls++
+	u.mu.Unlock()
+	if u.block != nil {
+		<-u.block
+	}
+	if u.result != nil {
+		return u.result, nil
+	}
+	return &guard.Result{Tool: &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}}, nil
+}
+
+func (u *upstream) count() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.calls
+}
+
+func policies(t *testing.T, m map[string]string) PolicyFunc {
+	t.Helper()
+	ps := map[string]*policy.Policy{}
+	for g, s := range m {
+		p, err := policy.ParseServer([]byte(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps[g] = p
+	}
+	return func(g string) *policy.Policy { return ps[g] }
+}
+
+func toolCall(group, name, args string, ann *mcp.ToolAnnotations) *guard.Call {
+	return &guard.Call{Kind: guard.KindTool, Group: group, Name: name, Args: json.RawMessage(args),
+		Tool: &mcp.Tool{Name: name, Annotations: ann, InputSchema: map[string]any{"type": "object"}}}
+}
+
+func denial(t *testing.T, err error) *guard.Denial {
+	t.Helper()
+	var d *guard.Denial
+	if !errors.As(err, &d) {
+		t.Fatalf("err = %v, want a *guard.Denial", err)
+	}
+	return d
+}
+
+func TestPolicyLayer(t *testing.T) {
+	get := policies(t, map[string]string{"files": `{"deny": ["write_*"], "destructive": "deny",
+		"args": {"read_file": {"path": {"prefix": ["/home/me/project"]}}}}`})
+	ro := &mcp.ToolAnnotations{ReadOnlyHint: true}
+	for _, tt := range []struct {
+		call     *guard.Call
+		wantRule string // "" = reaches the upstream
+	}{
+		{toolCall("files", "read_file", `{"path": "/home/me/project/a"}`, ro), ""},
+		{toolCall("files", "write_file", `{}`, ro), "deny:write_*"},
+		{toolCall("files", "delete", `{}`, nil), "destructive"},
+		{toolCall("files", "read_file", `{"path": "/home/me/project/../../etc/passwd"}`, ro), "args:read_file.path:prefix"},
+		{toolCall("files", "read_file", `{"path": "/home/me/project/a", "path": "/etc/passwd"}`, ro), "args:decode"},
+		{toolCall("files", "read_file", `[]`, ro), "args:decode"},
+		{toolCall("other", "read_file", `{}`, ro), "no-policy"},
+		{&guard.Call{Kind: guard.KindResource, Group: "files", URI: "file:///etc/passwd"}, ""},
+	} {
+		u := &upstream{}
+		_, err := guard.Chain(u.handle, Policy(get))(context.Background(), tt.call)
+		if tt.wantRule == "" {
+			if err != nil || u.count() != 1 {
+				t.Errorf("%s %s: err %v, upstream calls %d; want it forwarded", tt.call.Name, tt.call.Args, err, u.count())
+			}
+			continue
+		}
+		if d := denial(t, err); d.Layer != "policy" || d.Rule != tt.wantRule || d.Reason == "" {
+			t.Errorf("%s %s: denial %+v, want policy rule %s with a reason", tt.call.Name, tt.call.Args, d, tt.wantRule)
+		}
+		if u.count() != 0 {
+			t.Errorf("%s %s: refused, but the upstream was called", tt.call.Name, tt.call.Args)
+		}
+		if strings.Contains(err.Error(), "/etc/passwd") {
+			t.Errorf("denial %q repeats an argument value", err)
+		}
+	}
+}
+
+func TestRateLayer(t *testing.T) {
+	get := policies(t, map[string]string{"g": `{"rate": "1/h", "burst": 3}`})
+	reg := policy.NewLimits()
+	reg.Update(nil, map[string]*policy.Policy{"g": get("g")})
+	u := &upstream{}
+	h := guard.Chain(u.handle, Rate(reg))
+	var refused int
+	for range 10 {
+		if _, err := h(context.Background(), toolCall("g", "t", `{}`, nil)); err != nil {
+			d := denial(t, err)
+			if d.Layer != "ratelimit" || d.Rule != "rate" || !strings.Contains(d.Reason, "retry after") {
+				t.Errorf("denial %+v, want ratelimit/rate saying when to retry", d)
+			}
+			refused++
+		}
+	}
+	if u.count() != 3 || refused != 7 {
+		t.Errorf("10 calls at burst 3: %d reached the upstream, %d refused; want 3 and 7", u.count(), refused)
+	}
+}
+
+func TestConcurrencyLayer(t *testing.T) {
+	get := policies(t, map[string]string{"g": `{"max_concurrent": 2}`})
+	reg := policy.NewLimits()
+	reg.Update(nil, map[string]*policy.Policy{"g": get("g")})
+	u := &upstream{block: make(chan struct{})}
+	h := guard.Chain(u.handle, Concurrency(reg))
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			if _, err := h(context.Background(), toolCall("g", "t", `{}`, nil)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	for u.count() < 2 { // both calls are in the upstream
+		waitABit()
+	}
+	_, err := h(context.Background(), toolCall("g", "t", `{}`, nil))
+	if d := denial(t, err); d.Rule != "max_concurrent" || !strings.Contains(d.Reason, "retry when one has finished") {
+		t.Errorf("third concurrent call: %+v, want max_concurrent refusal", d)
+	}
+	close(u.block)
+	wg.Wait()
+	if u.count() != 2 {
+		t.Errorf("upstream saw %d calls, want 2 (the refused one must not reach it)", u.count())
+	}
+	if _, err := h(context.Background(), toolCall("g", "t", `{}`, nil)); err != nil {
+		t.Errorf("after the calls finished: %v; the slots were not released", err)
+	}
+}
+
+func TestSizeLayer(t *testing.T) {
+	get := policies(t, map[string]string{"g": `{"max_args_bytes": 64, "max_result_bytes": "1KiB", "tools": {"small": {"max_result_bytes": 10}}}`})
+	big := strings.Repeat("x", 2000)
+	for _, tt := range []struct {
+		name, tool, args string
+		result           *guard.Result
+		wantRule         string
+		wantUpstream     int
+	}{
+		{"fits", "t", `{"a": 1}`, nil, "", 1},
+		{"args too big", "t", `{"a": "` + strings.Repeat("y", 100) + `"}`, nil, "max_args_bytes", 0},
+		{"text too big", "t", `{}`, &guard.Result{Tool: &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: big}}}}, "max_result_bytes", 1},
+		{"items add up", "t", `{}`, &guard.Result{Tool: &mcp.CallToolResult{Content: []mcp.Content{
+			&mcp.TextContent{Text: big[:600]}, &mcp.ImageContent{Data: []byte(big[:400]), MIMEType: "image/png"}}}}, "max_result_bytes", 1},
+		{"structured", "t", `{}`, &guard.Result{Tool: &mcp.CallToolResult{StructuredContent: map[string]any{"x": big}}}, "max_result_bytes", 1},
+		{"per-tool limit", "small", `{}`, nil, "", 1},
+		{"per-tool limit hit", "small", `{}`, &guard.Result{Tool: &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "eleven byte"}}}}, "max_result_bytes", 1},
+		{"resource", "", ``, &guard.Result{Resource: &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: "x", Blob: []byte(big)}}}}, "max_result_bytes", 1},
+	} {
+		u := &upstream{result: tt.result}
+		c := toolCall("g", tt.tool, tt.args, nil)
+		if tt.tool == "" {
+			c = &guard.Call{Kind: guard.KindResource, Group: "g", URI: "x"}
+		}
+		res, err := guard.Chain(u.handle, Size(get))(context.Background(), c)
+		if u.count() != tt.wantUpstream {
+			t.Errorf("%s: upstream called %d times, want %d", tt.name, u.count(), tt.wantUpstream)
+		}
+		if tt.wantRule == "" {
+			if err != nil || res == nil {
+				t.Errorf("%s: %v, want the result", tt.name, err)
+			}
+			continue
+		}
+		if d := denial(t, err); d.Layer != "limits" || d.Rule != tt.wantRule || res != nil {
+			t.Errorf("%s: denial %+v, result %v; want limits/%s and no result", tt.name, d, res, tt.wantRule)
+		}
+	}
+}
+
+func TestTimeoutLayer(t *testing.T) {
+	get := policies(t, map[string]string{"g": `{"timeout": "1s"}`})
+	var hasDeadline bool
+	h := guard.Chain(func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+		_, hasDeadline = ctx.Deadline()
+		return &guard.Result{}, nil
+	}, Timeout(get))
+	h(context.Background(), toolCall("g", "t", `{}`, nil))
+	if !hasDeadline {
+		t.Error("the call's context has no deadline")
+	}
+}
+
+// waitABit yields so goroutines under test can make progress.
+func waitABit() { runtime.Gosched() }
+
+// BenchmarkLayers is the cost these layers add to one allowed call.
+func BenchmarkLayers(b *testing.B) {
+	p, _ := policy.Parse([]byte(`{"deny": ["write_*"], "rate": "1000000/s", "args": {"read_file": {"path": {"prefix": ["/home/me/project"]}}}}`))
+	get := func(string) *policy.Policy { return p }
+	reg := policy.NewLimits()
+	reg.Update(&policy.Policy{Global: policy.Settings{Rate: policy.Rate{N: 1000000, Per: 1e9}}}, map[string]*policy.Policy{"g": p})
+	u := &upstream{}
+	h := guard.Chain(u.handle, Size(get), Policy(get), Concurrency(reg), Rate(reg))
+	c := toolCall("g", "read_file", `{"path": "/home/me/project/src/main.go"}`, &mcp.ToolAnnotations{ReadOnlyHint: true})
+	for b.Loop() {
+		if _, err := h(context.Background(), c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

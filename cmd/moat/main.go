@@ -56,6 +56,8 @@ func commands() []command {
 		{"audit", "verify, follow or export the key of the audit log", "moat audit verify", func(ctx context.Context, args []string) int {
 			return auditCommand(ctx, args, storedAuditKeys, os.Stdout, os.Stderr)
 		}},
+		{"doctor", "check that the setup is safe and working, with fixes", "moat doctor moat.json", runDoctor},
+		{"completion", "print a shell completion script (bash, zsh, fish)", "source <(moat completion bash)", runCompletion},
 		{"version", "print version, commit and Go version", "moat version", runVersion},
 		{"help", "show help for a command", "moat help secret", runHelp},
 	}

@@ -368,11 +368,12 @@ func (sc *serverCheck) connect(ctx context.Context, t mcp.Transport, onErr func(
 }
 
 func (sc *serverCheck) reportConnectError(err error) {
-	fix := "check that the server runs and answers MCP; `MOAT_LOG=debug moat serve` shows more"
 	if errors.Is(err, oauth.ErrLoginRequired) {
-		fix = "moat auth login " + sc.s.Name
+		sc.add("server.reachable", Fail, "not connected: it needs an OAuth login first", "moat auth login "+sc.s.Name)
+		return
 	}
-	sc.add("server.reachable", Fail, "not reachable: "+oneLine(err.Error(), 300), fix)
+	sc.add("server.reachable", Fail, "not reachable: "+oneLine(err.Error(), 300),
+		"check that the server runs and answers MCP; `MOAT_LOG=debug moat serve` shows more")
 }
 
 // oneLine keeps a server-provided text on one short line.

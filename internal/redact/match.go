@@ -4,12 +4,13 @@ package redact
 // one table lookup per input byte whatever the number of secrets. It is
 // immutable once built; Add builds a new one.
 type automaton struct {
-	class   [256]uint8 // byte -> class; 0 for bytes in no secret
+	class   [256]uint16 // byte -> class; 0 for bytes in no secret
 	nclass  int
 	delta   []int32 // state*nclass + class -> next state
 	longest []int32 // per state: length of the longest form ending here, 0 if none
 	label   []int32 // per state: index into names of that form
 	names   []string
+	maxLen  int // of the longest form
 }
 
 type form struct {
@@ -24,7 +25,7 @@ func build(forms []form, names []string) *automaton {
 			c := f.text[i]
 			if a.class[c] == 0 {
 				a.nclass++
-				a.class[c] = uint8(a.nclass)
+				a.class[c] = uint16(a.nclass)
 			}
 		}
 	}
@@ -49,6 +50,7 @@ func build(forms []form, names []string) *automaton {
 			}
 			s = a.delta[idx]
 		}
+		a.maxLen = max(a.maxLen, len(f.text))
 		if int32(len(f.text)) > a.longest[s] {
 			a.longest[s] = int32(len(f.text))
 			a.label[s] = int32(f.label)

@@ -41,6 +41,8 @@ const (
 	// maxValuesPerName bounds what a refreshed token leaves behind: older
 	// values of a name are still redacted, up to this many.
 	maxValuesPerName = 8
+	// fallbackName marks text replaced whole because it kept recombining.
+	fallbackName = "recombined"
 )
 
 // A Redactor replaces known secrets and credential patterns. It is safe for
@@ -111,7 +113,7 @@ func (r *Redactor) Add(name, value string) {
 // of a registered secret or of a pattern: redacting it would then put it
 // back.
 func inMarker(value string, secrets []secret, name string) bool {
-	markers := []string{"[REDACTED:" + name + "]"}
+	markers := []string{"[REDACTED:" + name + "]", "[REDACTED:" + fallbackName + "]"}
 	for _, s := range secrets {
 		markers = append(markers, "[REDACTED:"+s.name+"]")
 	}
@@ -192,17 +194,37 @@ func (r *Redactor) Contains(s string) bool {
 
 // redact replaces known secrets, then applies mode to the patterns; hit is
 // the name of the first pattern found (set in every mode but off).
+//
+// A marker can complete a secret or a pattern with the text beside it (a
+// secret "]]zzzz" next to a marker's closing bracket), so rounds repeat
+// while anything around a marker still matches; the result is then stable,
+// which makes String idempotent. Text that keeps recombining is replaced
+// whole.
 func (r *Redactor) redact(s string, mode Mode) (out, hit string) {
 	a := r.auto.Load()
-	out = replace(s, a)
-	if mode == ModeOff {
-		return out, ""
-	}
-	for _, p := range patterns {
-		if !p.present(out) {
-			continue
+	out = s
+	for range 4 {
+		before := out
+		out = replace(out, a)
+		if mode != ModeOff {
+			var h string
+			out, h = applyPatterns(out, mode)
+			if hit == "" {
+				hit = h
+			}
 		}
-		locs := p.re.FindAllStringIndex(out, -1)
+		if out == before || !r.nearMarker(out, a, mode) {
+			return out, hit
+		}
+	}
+	return "[REDACTED:" + fallbackName + "]", hit
+}
+
+// applyPatterns replaces (or, in block mode, only finds) credential patterns.
+func applyPatterns(s string, mode Mode) (out, hit string) {
+	out = s
+	for _, p := range patterns {
+		locs := p.findAll(out)
 		if len(locs) == 0 {
 			continue
 		}
@@ -222,11 +244,6 @@ func (r *Redactor) redact(s string, mode Mode) (out, hit string) {
 		b.WriteString(out[last:])
 		out = b.String()
 	}
-	if hit != "" && mode == ModeRedact {
-		// A marker inserted next to text can complete a known secret
-		// that ends in marker characters; take those out too.
-		out = replace(out, a)
-	}
 	return out, hit
 }
 
@@ -245,4 +262,50 @@ func replace(s string, a *automaton) string {
 	}
 	b.WriteString(s[last:])
 	return b.String()
+}
+
+// nearMarker reports whether a known secret or (unless mode is block or
+// off, where patterns are not replaced) a pattern overlaps the text around
+// a marker in s. Only there can a replacement have formed a new match, so
+// only those windows are scanned.
+func (r *Redactor) nearMarker(s string, a *automaton, mode Mode) bool {
+	reach := max(a.maxLen, maxPatternLen)
+	hit := func(w string) bool {
+		if len(a.find(w)) > 0 {
+			return true
+		}
+		if mode == ModeRedact {
+			for _, p := range patterns {
+				if len(p.findAll(w)) > 0 {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	ws, we := -1, -1 // current window; overlapping windows are merged
+	for i := 0; ; {
+		k := strings.Index(s[i:], "[REDACTED:")
+		if k < 0 {
+			break
+		}
+		start := i + k
+		end := start + len("[REDACTED:")
+		if e := strings.IndexByte(s[end:], ']'); e >= 0 {
+			end += e + 1
+		}
+		lo, hi := max(0, start-reach+1), min(len(s), end+reach-1)
+		if ws >= 0 && lo > we {
+			if hit(s[ws:we]) {
+				return true
+			}
+			ws = -1
+		}
+		if ws < 0 {
+			ws = lo
+		}
+		we = hi
+		i = end
+	}
+	return ws >= 0 && hit(s[ws:we])
 }

@@ -44,8 +44,24 @@ func TestKnownSecrets(t *testing.T) {
 			t.Errorf("String(%q) = %q, want it to contain %q and no secret", tt.in, got, tt.want)
 		}
 	}
-	if !r.Contains("x" + canary) || r.Contains("canary") {
+	if !r.Contains("x"+canary) || r.Contains("canary") {
 		t.Error("Contains is wrong")
+	}
+}
+
+func TestEveryByteValue(t *testing.T) {
+	r := New()
+	var all []byte
+	for i := range 256 {
+		all = append(all, byte(i))
+	}
+	r.Add("all", string(all))
+	r.Add("other", "\xff\x00\x01zzz")
+	if got := r.String("<" + string(all) + ">"); got != "<[REDACTED:all]>" {
+		t.Errorf("String(all bytes) = %q", got)
+	}
+	if got := r.String("a\xff\x00\x01zzzb"); got != "a[REDACTED:other]b" {
+		t.Errorf("String = %q", got)
 	}
 }
 
@@ -164,7 +180,7 @@ func TestLayerRedactsEverywhere(t *testing.T) {
 			t.Fatal(err)
 		}
 		wire := string(out)
-		if strings.Contains(wire, canary) || strings.Contains(wire, base64.StdEncoding.EncodeToString([]byte("blob "+canary))[:20]) || strings.Contains(wire, "AKIAIOSFODNN7EXAMPLE") {
+		if strings.Contains(wire, canary) || strings.Contains(wire, base64.StdEncoding.EncodeToString([]byte("blob " + canary))[:20]) || strings.Contains(wire, "AKIAIOSFODNN7EXAMPLE") {
 			t.Errorf("%v result still holds a secret: %s", k, wire)
 		}
 		if !strings.Contains(wire, "[REDACTED:files-api-key]") || !strings.Contains(wire, "[REDACTED:aws-access-key]") {
@@ -325,7 +341,7 @@ func BenchmarkLayer(b *testing.B) {
 		r.Add(fmt.Sprintf("s%d", i), s)
 	}
 	// 2 KiB of ordinary text with one secret and one token in it.
-	text := strings.Repeat("The tool listed 12 files under /home/me/project; sizes in bytes follow. ", 27)[:2000] +
+	text := strings.Repeat("The tool listed 12 files under /home/me/project; sizes in bytes follow. ", 30)[:2000] +
 		secrets[3] + " ghp_" + strings.Repeat("a1B2", 9)
 	h := guard.Chain(func(context.Context, *guard.Call) (*guard.Result, error) {
 		return &guard.Result{Tool: &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}}, nil

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"errors"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/moatmcp/moat/internal/testutil"
+)
+
+// moatCLI runs the real binary with args and no config in the environment.
+func moatCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(testutil.BuildMoat(t), args...)
+	cmd.Env = append(moatEnv(t), "MOAT_CONFIG=", "DYNAMIC_MCP_CONFIG=")
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("moat %q: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// TestEveryCommandHasHelp walks the command table: each command has a
+// summary and an example that runs it, `moat help NAME` shows both, and
+// `moat --help` lists them all.
+func TestEveryCommandHasHelp(t *testing.T) {
+	all, _, code := moatCLI(t, "--help")
+	if code != exitOK {
+		t.Fatalf("moat --help: exit %d", code)
+	}
+	for _, c := range commands() {
+		t.Run(c.name, func(t *testing.T) {
+			if c.summary == "" {
+				t.Errorf("command %q has no summary", c.name)
+			}
+			if !strings.Contains(c.example, "moat "+c.name) {
+				t.Errorf("command %q: example %q does not show `moat %s`", c.name, c.example, c.name)
+			}
+			out, stderr, code := moatCLI(t, "help", c.name)
+			if code != exitOK || !strings.Contains(out, c.summary) || !strings.Contains(out, c.example) {
+				t.Errorf("moat help %s: exit %d, stdout %q, stderr %q; want 0, the summary and the example", c.name, code, out, stderr)
+			}
+			if !strings.Contains(all, c.name) || !strings.Contains(all, c.example) {
+				t.Errorf("moat --help does not list %q with its example %q", c.name, c.example)
+			}
+		})
+	}
+	for _, want := range []string{"Exit status: 0 ok, 1 runtime failure, 2 usage or config error"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("moat --help does not say %q", want)
+		}
+	}
+}
+
+// TestTyposGetSuggestions: a mistyped command, or a mistyped flag of the
+// commands that know their flags, is answered with the right spelling.
+func TestTyposGetSuggestions(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"doctr"}, `did you mean "doctor"?`},
+		{[]string{"secrte"}, `did you mean "secret"?`},
+		{[]string{"complteion"}, `did you mean "completion"?`},
+		{[]string{"completion", "zhs"}, `did you mean "zsh"?`},
+		{[]string{"doctor", "--jsn"}, `did you mean --json?`},
+	} {
+		_, stderr, code := moatCLI(t, tt.args...)
+		if code != exitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("moat %q: exit %d, stderr %q; want exit 2 and %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, _, code := moatCLI(t, "version")
+	if code != exitOK || !regexp.MustCompile(`^moat \S+ \(commit \S+, go1\.\d+`).MatchString(out) {
+		t.Errorf("moat version: exit %d, %q; want version, commit and Go version", code, out)
+	}
+}

@@ -1,0 +1,265 @@
+package doctor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/moatmcp/moat/internal/importer"
+	"github.com/moatmcp/moat/internal/redact"
+	"github.com/moatmcp/moat/internal/sandbox"
+	"github.com/moatmcp/moat/internal/secrets"
+)
+
+// fixedProbe stands in for sandbox.Probe, which depends on the kernel.
+func fixedProbe() sandbox.Report {
+	return sandbox.Report{Protections: []sandbox.Protection{
+		{Name: sandbox.PRlimits, Enforced: true, Detail: "RLIMIT_AS, CPU"},
+		{Name: sandbox.PLandlockFS, Enforced: true, Detail: "Landlock ABI 7"},
+		{Name: sandbox.PCgroup, Enforced: false, Detail: "no cgroup v2 hierarchy: only rlimits apply"},
+	}}
+}
+
+type fixture struct {
+	dir, home, cfg string
+	opts           Options
+}
+
+func newFixture(t *testing.T, config string) *fixture {
+	t.Helper()
+	f := &fixture{dir: t.TempDir()}
+	f.home = filepath.Join(f.dir, "home")
+	f.cfg = filepath.Join(f.dir, "moat.json")
+	if err := os.WriteFile(f.cfg, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	storeDir := filepath.Join(f.dir, "secrets")
+	f.opts = Options{
+		ConfigPath: f.cfg,
+		Getenv:     func(string) (string, bool) { return "", false },
+		Home:       f.home,
+		SecretsDir: storeDir,
+		OpenStore: func(ctx context.Context, backend string) (*secrets.Store, error) {
+			return secrets.Open(ctx, &secrets.Options{Backend: secrets.BackendFile, Dir: storeDir,
+				Passphrase: func() ([]byte, error) { return []byte("pass"), nil }})
+		},
+		AuditPath: filepath.Join(f.dir, "state", "audit.jsonl"),
+		Probe:     fixedProbe,
+	}
+	return f
+}
+
+// verdicts maps each check's name to its status (the last one for a
+// repeated name).
+func verdicts(r *Report) map[string]Status {
+	m := map[string]Status{}
+	for _, c := range r.Checks {
+		m[c.Name] = c.Status
+	}
+	return m
+}
+
+func TestRun(t *testing.T) {
+	const cfg = `{"mcpServers": {"off": {"description": "d", "command": "x", "enabled": false}}}`
+	for _, tt := range []struct {
+		name  string
+		setup func(t *testing.T, f *fixture)
+		want  map[string]Status
+	}{
+		{"healthy", nil, map[string]Status{
+			"config.permissions": OK, "config.valid": OK, "config.literal_secret": OK,
+			"secrets.backend": OK, "secrets.permissions": OK, "secrets.dynamic_mcp_tokens": OK,
+			"server.enabled": OK, "audit.permissions": OK, "audit.keys": OK,
+			"machine.landlock_fs": OK, "machine.cgroup": Warn, "machine.base": OK,
+		}},
+		{"no secret store", func(t *testing.T, f *fixture) {
+			f.opts.OpenStore = func(context.Context, string) (*secrets.Store, error) {
+				return nil, errors.New("no keychain and no MOAT_PASSPHRASE")
+			}
+		}, map[string]Status{
+			"config.permissions": OK, "config.valid": OK, "config.literal_secret": OK,
+			"secrets.backend": Fail, "secrets.dynamic_mcp_tokens": OK,
+			"server.enabled": OK, "audit.permissions": OK, "audit.keys": Fail,
+			"machine.landlock_fs": OK, "machine.cgroup": Warn, "machine.base": OK,
+		}},
+		{"unsafe modes and leftovers", func(t *testing.T, f *fixture) {
+			mustChmod(t, f.cfg, 0o666)
+			mustMkdir(t, filepath.Join(f.dir, "state"), 0o777)
+			tokens := secrets.DynamicMCPDir(f.home)
+			mustMkdir(t, tokens, 0o700)
+			if err := os.WriteFile(filepath.Join(tokens, "gh.json"), []byte(`{"access_token":"x"}`), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, map[string]Status{
+			"config.permissions": Fail, "config.valid": Fail, "config.literal_secret": OK,
+			"secrets.backend": OK, "secrets.permissions": OK, "secrets.dynamic_mcp_tokens": Warn,
+			"audit.permissions": Fail, "audit.keys": OK,
+			"machine.landlock_fs": OK, "machine.cgroup": Warn, "machine.base": OK,
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, cfg)
+			if tt.setup != nil {
+				tt.setup(t, f)
+			}
+			r := Run(context.Background(), f.opts)
+			if diff := cmp.Diff(tt.want, verdicts(r)); diff != "" {
+				var b bytes.Buffer
+				WriteText(&b, r)
+				t.Errorf("verdicts (-want +got):\n%s\nreport:\n%s", diff, b.String())
+			}
+		})
+	}
+}
+
+func mustChmod(t *testing.T, p string, m os.FileMode) {
+	if err := os.Chmod(p, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustMkdir(t *testing.T, p string, m os.FileMode) {
+	if err := os.MkdirAll(p, m); err != nil {
+		t.Fatal(err)
+	}
+	mustChmod(t, p, m)
+}
+
+// TestFixesNameTheCommand: a user reading a failed permission check gets
+// the exact command to run.
+func TestFixesNameTheCommand(t *testing.T) {
+	f := newFixture(t, `{"mcpServers": {}}`)
+	mustChmod(t, f.cfg, 0o664)
+	state := filepath.Join(f.dir, "state")
+	mustMkdir(t, state, 0o700)
+	if err := os.WriteFile(f.opts.AuditPath, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustChmod(t, f.opts.AuditPath, 0o644)
+	r := Run(context.Background(), f.opts)
+	fixes := map[string]string{}
+	for _, c := range r.Checks {
+		fixes[c.Name] = c.Fix
+	}
+	for name, want := range map[string]string{
+		"config.permissions": "chmod go-w " + f.cfg,
+		"audit.permissions":  "chmod 600 " + f.opts.AuditPath,
+	} {
+		if fixes[name] != want {
+			t.Errorf("fix of %s = %q, want %q", name, fixes[name], want)
+		}
+	}
+}
+
+// TestSecretsNeverInReport: a literal credential and a resolved
+// ${secret:...} value appear nowhere in the text or JSON report, even when
+// a check's message would carry them.
+func TestSecretsNeverInReport(t *testing.T) {
+	const literal = "ghp_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef0123"
+	const stored = "stored-secret-canary-91b7"
+	f := newFixture(t, `{"mcpServers": {"off": {"description": "d", "command": "x", "enabled": false,
+		"env": {"GITHUB_TOKEN": "`+literal+`", "API": "${secret:api}"}}}}`)
+	open := f.opts.OpenStore
+	f.opts.OpenStore = func(ctx context.Context, backend string) (*secrets.Store, error) {
+		s, err := open(ctx, backend)
+		if err == nil {
+			err = s.Set(ctx, "api", secrets.NewSecret(stored))
+		}
+		return s, err
+	}
+	r := Run(context.Background(), f.opts)
+	var text bytes.Buffer
+	WriteText(&text, r)
+	js, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{text.String(), string(js)} {
+		if strings.Contains(out, literal) || strings.Contains(out, stored) {
+			t.Errorf("a secret value is in the report:\n%s", out)
+		}
+	}
+	// A message that echoes a value, as a server's error might, is
+	// redacted before it reaches the report.
+	d := &run{o: f.opts, red: redact.New(), probe: fixedProbe()}
+	d.checkSecretStore(context.Background())
+	d.loadConfig()
+	d.checkLiterals()
+	for _, v := range []string{literal, stored} {
+		if got := d.red.String("server said: " + v); strings.Contains(got, v) {
+			t.Errorf("the redactor lets a config value through: %q", got)
+		}
+	}
+	if !strings.Contains(text.String(), "moat secret set github-token") {
+		t.Errorf("the report does not say how to move GITHUB_TOKEN into the store:\n%s", text.String())
+	}
+}
+
+func TestSecretNameFor(t *testing.T) {
+	for _, tt := range []struct {
+		l    importer.Literal
+		want string
+	}{
+		{importer.Literal{Server: "gh", Where: "env GITHUB_TOKEN"}, "github-token"},
+		{importer.Literal{Server: "api", Where: "header Authorization"}, "api-header-authorization"},
+		{importer.Literal{Server: "db", Where: "args[3]"}, "db-args-3"},
+		{importer.Literal{Server: "x", Where: "url"}, "x-url"},
+	} {
+		if got := secretNameFor(tt.l); got != tt.want {
+			t.Errorf("secretNameFor(%+v) = %q, want %q", tt.l, got, tt.want)
+		}
+	}
+}
+
+func TestWriteTextAndJSON(t *testing.T) {
+	r := &Report{Config: "/c/moat.json", Checks: []Check{
+		{Section: SectionConfig, Name: "a", Status: OK, Message: "fine"},
+		{Section: "server x", Server: "x", Name: "b", Status: Warn, Message: "meh", Fix: "do this"},
+		{Section: "server x", Server: "x", Name: "c", Status: Fail, Message: "broken", Details: []string{"one", "two"}},
+	}}
+	var b bytes.Buffer
+	if err := WriteText(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	want := `moat doctor: /c/moat.json
+
+Config
+  ✓ fine
+
+Server "x"
+  ⚠ meh
+      fix: do this
+  ✗ broken
+      one
+      two
+
+1 ok, 1 warning, 1 problem
+`
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("WriteText (-want +got):\n%s", diff)
+	}
+	js, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back struct {
+		Summary map[Status]int
+		Checks  []Check
+	}
+	if err := json.Unmarshal(js, &back); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[Status]int{OK: 1, Warn: 1, Fail: 1}, back.Summary); diff != "" {
+		t.Errorf("JSON summary (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(r.Checks, back.Checks); diff != "" {
+		t.Errorf("JSON checks do not round-trip (-want +got):\n%s", diff)
+	}
+}

@@ -662,7 +662,7 @@ func TestAuditSurvivesSIGKILL(t *testing.T) {
 	for _, line := range strings.Split(string(data), "\n") {
 		var r struct {
 			Event, Args string `json:"-"`
-			ArgsSHA256     string `json:"args_sha256"`
+			ArgsSHA256  string `json:"args_sha256"`
 		}
 		if json.Unmarshal([]byte(line), &r) == nil && r.ArgsSHA256 != "" {
 			recorded[r.ArgsSHA256] = true

@@ -53,6 +53,9 @@ func commands() []command {
 				return p, err
 			}, os.Stdout, os.Stderr)
 		}},
+		{"pins", "show and approve tools that changed since they were approved", "moat pins diff files", func(ctx context.Context, args []string) int {
+			return pinsCommand(ctx, args, os.Stdout, os.Stderr)
+		}},
 		{"audit", "verify, follow or export the key of the audit log", "moat audit verify", func(ctx context.Context, args []string) int {
 			return auditCommand(ctx, args, storedAuditKeys, os.Stdout, os.Stderr)
 		}},

@@ -22,7 +22,6 @@ import (
 
 	"github.com/moatmcp/moat/internal/auditlog"
 	"github.com/moatmcp/moat/internal/config"
-	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/netguard"
 	"github.com/moatmcp/moat/internal/oauth"
 	"github.com/moatmcp/moat/internal/proxy"
@@ -89,11 +88,20 @@ func runServe(ctx context.Context, args []string) int {
 	warnOptOuts(cfg, log, auditLog)
 	noticeDynamicMCPTokens(log)
 
+	gs := newGuardState(log)
+	gs.audit = func(event, group string, detail map[string]string) { auditEvent(auditLog, event, group, detail) }
+	if err := gs.apply(cfg); err != nil {
+		printError(os.Stderr, err)
+		return exitUsage
+	}
+	auditEvent(auditLog, "policy_load", "", policyDetail())
+
 	upstream.Version = version
 	p := proxy.New(proxy.Options{
 		Logger:  log,
 		Version: version,
-		Layers:  []guard.Layer{auditLog.Layer()},
+		Layers:  gs.layers(auditLog.Layer()),
+		Catalog: gs.catalog,
 		Upstream: upstream.Options{
 			HTTPClient: httpClientFor,
 			OAuth:      oauthFor(log),
@@ -104,7 +112,8 @@ func runServe(ctx context.Context, args []string) int {
 	})
 	p.Apply(cfg)
 
-	go watchConfig(ctx, log, cfg, p, auditLog)
+	go watchConfig(ctx, log, cfg, p, auditLog, gs)
+	go watchPins(ctx, log, p, auditLog, gs)
 
 	if term.IsTerminal(int(os.Stdin.Fd())) {
 		banner(cfg, auditLogPathOf(cfg))
@@ -180,7 +189,7 @@ func oauthFor(log *slog.Logger) func(s *config.Server) (auth.OAuthHandler, error
 // watchConfig reloads the config when its file changes. A file that does
 // not load is reported, audited and ignored: Moat keeps serving the last
 // good one.
-func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *proxy.Server, auditLog *auditlog.Log) {
+func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *proxy.Server, auditLog *auditlog.Log, gs *guardState) {
 	path, current := cfg.Path, cfg.Hash
 	err := config.Watch(ctx, path, reloadDebounce, func() {
 		next, err := config.Load(path, loadOptions())
@@ -189,15 +198,60 @@ func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *p
 			auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "false", "old_hash": current, "new_hash": fileHash(path), "error": err.Error()})
 			return
 		}
+		if err := gs.apply(next); err != nil {
+			log.Error("config reload rejected: its policy does not load; still serving the previous config", "path", path, "err", err)
+			auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "false", "old_hash": current, "new_hash": next.Hash, "error": err.Error()})
+			return
+		}
+		auditEvent(auditLog, "policy_load", "", policyDetail())
 		log.Info("config reloaded", "path", path, "servers", len(next.Servers), "hash", next.Hash)
 		auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "true", "old_hash": current, "new_hash": next.Hash})
 		current = next.Hash
 		warnOptOuts(next, log, auditLog)
 		p.Apply(next)
+		p.Invalidate()
 	})
 	if err != nil && ctx.Err() == nil {
 		log.Error("watching the config failed; live reload is off", "path", path, "err", err)
 	}
+}
+
+// watchPins picks up approvals made with `moat pins approve` while moat
+// runs: the store is re-read and the client told the tools changed.
+func watchPins(ctx context.Context, log *slog.Logger, p *proxy.Server, auditLog *auditlog.Log, gs *guardState) {
+	path, err := pinsPath()
+	if err != nil {
+		return
+	}
+	// Opening the store creates its directory, which the watch needs.
+	if _, err := gs.pinStore(); err != nil {
+		return
+	}
+	err = config.Watch(ctx, path, reloadDebounce, func() {
+		store, err := gs.pinStore()
+		if err != nil {
+			return
+		}
+		if err := store.Reload(); err != nil {
+			log.Error("the pin store changed and cannot be read; tools stay held", "path", path, "err", err)
+			auditEvent(auditLog, "pins_reload", "", map[string]string{"accepted": "false", "error": err.Error()})
+			p.Invalidate()
+			return
+		}
+		auditEvent(auditLog, "pins_reload", "", map[string]string{"accepted": "true", "hash": fileHash(path)})
+		p.Invalidate()
+	})
+	if err != nil && ctx.Err() == nil {
+		log.Warn("watching the pin store failed: approvals take effect at the next start", "path", path, "err", err)
+	}
+}
+
+func policyDetail() map[string]string {
+	_, path, _ := managedPolicy()
+	if path == "" {
+		path = "none"
+	}
+	return map[string]string{"managed_policy": path}
 }
 
 func fileHash(path string) string {

@@ -33,6 +33,8 @@ type Options struct {
 	// Layers wrap the handler that forwards every tool call, resource read
 	// and prompt get; Layers[0] is outermost (see guard.Chain).
 	Layers []guard.Layer
+	// Catalog decides what get_dynamic_tools shows; nil shows every tool.
+	Catalog Catalog
 }
 
 // Server is Moat's downstream MCP server.
@@ -41,6 +43,9 @@ type Server struct {
 	srv     *mcp.Server
 	m       *upstream.Manager
 	handler guard.Handler
+
+	catalogFn Catalog
+	cat       catalogCache
 
 	session  atomic.Pointer[mcp.ServerSession]
 	progress progressTokens
@@ -68,6 +73,10 @@ func New(opts Options) *Server {
 	uo.OnChange = p.changed
 	p.m = upstream.NewManager(uo)
 	p.handler = guard.Chain(p.forward, opts.Layers...)
+	p.catalogFn = opts.Catalog
+	if p.catalogFn == nil {
+		p.catalogFn = allTools
+	}
 	p.srv = mcp.NewServer(&mcp.Implementation{Name: "moat", Title: "Moat MCP proxy", Version: opts.Version}, &mcp.ServerOptions{
 		Logger:       opts.Logger,
 		Instructions: instructions,

@@ -42,7 +42,7 @@ func (p *Server) toolDefs() (get, call *mcp.Tool) {
 	}
 	for _, g := range groups {
 		names = append(names, g.Name())
-		fmt.Fprintf(&b, "\n- %s: %s (%s)", g.Name(), oneLine(g.Config().Description), describeStatus(g))
+		fmt.Fprintf(&b, "\n- %s: %s (%s)", g.Name(), oneLine(g.Config().Description), p.describeStatus(g))
 	}
 	groupProp := func(desc string) map[string]any {
 		prop := map[string]any{"type": "string", "description": desc}
@@ -79,18 +79,29 @@ func (p *Server) toolDefs() (get, call *mcp.Tool) {
 	return get, call
 }
 
-func describeStatus(g *upstream.Group) string {
+func (p *Server) describeStatus(g *upstream.Group) string {
 	st := g.Status()
 	switch st.State {
 	case upstream.Ready:
 		if !g.Config().Features.Tools {
 			return "ready, tools disabled"
 		}
-		n := len(g.Lists().Tools)
-		if n == 1 {
-			return "ready, 1 tool"
+		n, held := 0, 0
+		for _, e := range p.catalog(g) {
+			if e.Held != "" {
+				held++
+			} else {
+				n++
+			}
 		}
-		return fmt.Sprintf("ready, %d tools", n)
+		s := fmt.Sprintf("ready, %d tools", n)
+		if n == 1 {
+			s = "ready, 1 tool"
+		}
+		if held > 0 {
+			s += fmt.Sprintf(", %d awaiting approval", held)
+		}
+		return s
 	case upstream.Unavailable:
 		if st.Reason != "" {
 			return "unavailable: " + st.Reason
@@ -208,8 +219,12 @@ func (p *Server) getDynamicTools(ctx context.Context, req *mcp.CallToolRequest) 
 		return toolError("%s", unavailableText(err)), nil
 	}
 	out := make([]toolView, 0)
-	for _, t := range g.Lists().Tools {
-		out = append(out, viewOf(t))
+	for _, e := range p.catalog(g) {
+		if e.Held != "" {
+			out = append(out, toolView{Name: e.Tool.Name, Status: e.Held})
+			continue
+		}
+		out = append(out, viewOf(e.Tool))
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
@@ -223,7 +238,8 @@ type toolView struct {
 	Name         string               `json:"name"`
 	Title        string               `json:"title,omitempty"`
 	Description  string               `json:"description,omitempty"`
-	InputSchema  any                  `json:"inputSchema"`
+	InputSchema  any                  `json:"inputSchema,omitempty"`
+	Status       string               `json:"status,omitempty"` // why a listed tool cannot be called now
 	OutputSchema any                  `json:"outputSchema,omitempty"`
 	Annotations  *mcp.ToolAnnotations `json:"annotations,omitempty"`
 }
@@ -303,6 +319,9 @@ func (p *Server) callDynamicTool(ctx context.Context, req *mcp.CallToolRequest) 
 	if tool == nil {
 		return nil, invalidParams("unknown tool %q in group %q; call get_dynamic_tools(group=%q) to see its tools", name, group, group)
 	}
+	// The catalog runs first so that the layers (pins above all) judge
+	// this call against the same decisions the listing showed.
+	p.catalog(g)
 	c := &guard.Call{
 		Kind:     guard.KindTool,
 		Group:    group,

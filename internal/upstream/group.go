@@ -51,11 +51,17 @@ type Status struct {
 
 // Lists are what a ready group's server offers, all pages read.
 type Lists struct {
+	// Version changes whenever any list is read again, so callers can
+	// cache what they derive from the lists.
+	Version   uint64
 	Tools     []*mcp.Tool
 	Resources []*mcp.Resource
 	Templates []*mcp.ResourceTemplate
 	Prompts   []*mcp.Prompt
 }
+
+// listsVersion numbers every published Lists, across groups.
+var listsVersion atomic.Uint64
 
 // ErrUnavailable is wrapped by errors from groups that cannot serve now.
 var ErrUnavailable = errors.New("group unavailable")
@@ -195,8 +201,9 @@ func (g *Group) setStatus(st Status, cs *mcp.ClientSession, lists *Lists) {
 	g.session = cs
 	if lists != nil {
 		g.lists = *lists
+		g.lists.Version = listsVersion.Add(1)
 	} else if st.State != Ready {
-		g.lists = Lists{}
+		g.lists = Lists{Version: listsVersion.Add(1)}
 	}
 	close(g.waiters)
 	g.waiters = make(chan struct{})
@@ -287,6 +294,7 @@ func (g *Group) serve(c *conn) error {
 			g.mu.Lock()
 			if g.session == c.session {
 				g.lists = lists
+				g.lists.Version = listsVersion.Add(1)
 			}
 			g.mu.Unlock()
 			g.m.changed()

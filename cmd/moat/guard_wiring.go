@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/limits"
+	"github.com/moatmcp/moat/internal/pin"
+	"github.com/moatmcp/moat/internal/proxy"
+	"github.com/moatmcp/moat/internal/secrets"
+	"github.com/moatmcp/moat/internal/upstream"
+	"github.com/moatmcp/moat/policy"
+)
+
+// pinKeyItem names the pin store's HMAC key in the secret store.
+const pinKeyItem = "moat-pins-key"
+
+// guardState holds what the call chain and the catalog decide with: the
+// effective policy of every group, the rate and concurrency limiters, and
+// the pin store. Policies are replaced on every accepted config reload;
+// limiter state survives for unchanged settings.
+type guardState struct {
+	log    *slog.Logger
+	audit  func(event, group string, detail map[string]string)
+	limits *policy.Limits
+
+	mu         sync.RWMutex
+	policies   map[string]*policy.Policy
+	identities map[string]string
+
+	pinsOnce sync.Once
+	pins     *pin.Store
+	pinsErr  error
+}
+
+func newGuardState(log *slog.Logger) *guardState {
+	return &guardState{log: log, limits: policy.NewLimits()}
+}
+
+// managedPolicy reads the administrator's policy: MOAT_MANAGED_POLICY, else
+// /etc/moat/policy.json when it exists. Any error fails closed.
+func managedPolicy() (*policy.ManagedPolicy, string, error) {
+	path := os.Getenv("MOAT_MANAGED_POLICY")
+	if path == "" {
+		path = policy.DefaultManagedPath
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil, "", nil
+		}
+	}
+	m, err := policy.LoadManaged(path)
+	if err != nil {
+		return nil, path, fmt.Errorf("managed policy %s: %w", path, err)
+	}
+	return m, path, nil
+}
+
+// effectivePolicies computes every enabled server's policy from the config
+// and the managed policy; the second result is the policy of the global
+// limits.
+func effectivePolicies(cfg *config.Config) (map[string]*policy.Policy, *policy.Policy, error) {
+	managed, _, err := managedPolicy()
+	if err != nil {
+		return nil, nil, err
+	}
+	var defaults *policy.Policy
+	if len(cfg.Defaults.Policy) > 0 {
+		if defaults, err = policy.Parse(cfg.Defaults.Policy); err != nil {
+			return nil, nil, fmt.Errorf("config: defaults.policy: %w", err)
+		}
+	}
+	var mDefaults *policy.Policy
+	if managed != nil {
+		mDefaults, _ = managed.For("")
+	}
+	out := map[string]*policy.Policy{}
+	for name, s := range cfg.Servers {
+		var own *policy.Policy
+		if len(s.Policy) > 0 {
+			if own, err = policy.ParseServer(s.Policy); err != nil {
+				return nil, nil, fmt.Errorf("config: server %q: policy: %w", name, err)
+			}
+		}
+		var mServer *policy.Policy
+		if managed != nil {
+			mDefaults, mServer = managed.For(name)
+		}
+		out[name] = policy.Effective(defaults, own, mDefaults, mServer)
+	}
+	return out, policy.Effective(defaults, nil, mDefaults, nil), nil
+}
+
+// apply takes the policies of a newly loaded config. On error nothing
+// changes: the caller refuses the config.
+func (g *guardState) apply(cfg *config.Config) error {
+	policies, global, err := effectivePolicies(cfg)
+	if err != nil {
+		return err
+	}
+	ids := map[string]string{}
+	for name, s := range cfg.Servers {
+		ids[name] = pin.Identity(s.Command, s.Args, s.URL)
+	}
+	g.mu.Lock()
+	g.policies, g.identities = policies, ids
+	g.mu.Unlock()
+	g.limits.Update(global, policies)
+	return nil
+}
+
+// policy is the limits.PolicyFunc: nil (refuse) for an unknown group.
+func (g *guardState) policy(group string) *policy.Policy {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.policies[group]
+}
+
+// pinStore opens the pin store on first use; its key lives in the secret
+// store.
+func (g *guardState) pinStore() (*pin.Store, error) {
+	g.pinsOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*secretTimeout)
+		defer cancel()
+		path, err := pinsPath()
+		if err != nil {
+			g.pinsErr = err
+			return
+		}
+		store, err := processStore.get(ctx)
+		if err != nil {
+			g.pinsErr = fmt.Errorf("the pin store's key lives in the secret store, which cannot be opened: %w", err)
+			return
+		}
+		key, err := storedKey(ctx, store, pinKeyItem, 32)
+		if err != nil {
+			g.pinsErr = err
+			return
+		}
+		g.pins, g.pinsErr = pin.Open(path, key)
+	})
+	return g.pins, g.pinsErr
+}
+
+// pinsPath is $XDG_DATA_HOME/moat/pins/pins.json (beside the secret store).
+func pinsPath() (string, error) {
+	dir, err := secrets.DefaultDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(filepath.Dir(dir), "pins", "pins.json"), nil
+}
+
+// storedKey reads a random key from the secret store, creating it once.
+func storedKey(ctx context.Context, store *secrets.Store, name string, size int) ([]byte, error) {
+	s, err := store.Get(ctx, name)
+	if err == nil {
+		b, err := base64.StdEncoding.DecodeString(s.Reveal())
+		if err != nil || len(b) != size {
+			return nil, fmt.Errorf("key %q in the %s is damaged", name, store.Backend())
+		}
+		return b, nil
+	}
+	if !errors.Is(err, secrets.ErrNotFound) {
+		return nil, err
+	}
+	b := make([]byte, size)
+	rand.Read(b)
+	if err := store.Set(ctx, name, secrets.NewSecret(base64.StdEncoding.EncodeToString(b))); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// layers is the one place the order of the call chain is decided (see
+// DESIGN.md, "The path of one call"): audit outermost so every refusal
+// below it is recorded; argument size first, before anything parses the
+// arguments; policy and concurrency caps; pins; schema validation against
+// the pinned definition; rate limits last, so only calls that will really
+// reach the upstream spend tokens; the policy's timeout around the forward.
+func (g *guardState) layers(auditLayer guard.Layer) []guard.Layer {
+	return []guard.Layer{
+		auditLayer,
+		limits.Size(g.policy),
+		limits.Policy(g.policy),
+		limits.Concurrency(g.limits),
+		g.pinLayer(),
+		limits.Rate(g.limits),
+		limits.Timeout(g.policy),
+	}
+}
+
+// pinLayer refuses every tool call when the pin store cannot be opened
+// (fail closed); otherwise it is pin.Layer.
+func (g *guardState) pinLayer() guard.Layer {
+	return func(next guard.Handler) guard.Handler {
+		var inner guard.Handler
+		var once sync.Once
+		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+			if c.Kind != guard.KindTool {
+				return next(ctx, c)
+			}
+			store, err := g.pinStore()
+			if err != nil {
+				return nil, &guard.Denial{Layer: "pin", Rule: "store", Reason: "the tool pin store cannot be opened, so no tool can be checked against its approved definition; see moat's log, or run `moat doctor`", Cause: err}
+			}
+			once.Do(func() { inner = pin.Layer(store)(next) })
+			return inner(ctx, c)
+		}
+	}
+}
+
+// catalog is what get_dynamic_tools shows: the tools the pins approve and
+// the policy allows (the same decisions the chain applies to calls); held
+// tools by name only.
+func (g *guardState) catalog(grp *upstream.Group, tools []*mcp.Tool) []proxy.Entry {
+	name := grp.Name()
+	pol := g.policy(name)
+	if pol == nil {
+		return nil
+	}
+	store, err := g.pinStore()
+	if err != nil {
+		g.log.Error("tool pins unavailable: no tool is listed", "group", name, "err", err)
+		return nil
+	}
+	g.mu.RLock()
+	identity := g.identities[name]
+	g.mu.RUnlock()
+	approved, held, err := store.Check(name, identity, tools, pol.PinMode())
+	if err != nil {
+		g.log.Error("checking tool pins failed: no tool is listed", "group", name, "err", err)
+		return nil
+	}
+	var out []proxy.Entry
+	for _, t := range tools {
+		if !approved[t.Name] {
+			continue
+		}
+		if d := pol.Decide(t.Name, limits.Annotations(t), nil); !d.Allow {
+			continue
+		}
+		out = append(out, proxy.Entry{Tool: t})
+	}
+	for _, h := range held {
+		if g.audit != nil {
+			g.audit("pin_held", name, map[string]string{"tool": h.Tool, "reason": h.Reason, "old_hash": h.OldHash, "new_hash": h.NewHash})
+		}
+		out = append(out, proxy.Entry{
+			Tool: &mcp.Tool{Name: h.Tool},
+			Held: fmt.Sprintf("%s since it was approved, awaiting approval: ask the user to run `moat pins diff %s` and `moat pins approve %s %s`", h.Reason, name, name, h.Tool),
+		})
+	}
+	return out
+}

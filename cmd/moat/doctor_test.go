@@ -18,6 +18,7 @@ import (
 	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/auditlog"
 	"github.com/moatmcp/moat/internal/doctor"
+	"github.com/moatmcp/moat/internal/sandbox"
 	"github.com/moatmcp/moat/internal/secrets"
 	"github.com/moatmcp/moat/internal/testutil"
 )
@@ -317,4 +318,32 @@ func TestDoctorAuditKeysMatchVerify(t *testing.T) {
 		t.Errorf("exit %d, want 1 for a log written with other keys\n%s", code, stdout)
 	}
 	wantLines(t, stdout, `✗ the log was changed: .*`)
+}
+
+// TestDoctorProgress: connecting servers shows progress on stderr when it
+// is a terminal, and nothing when it is not (the report itself is on
+// stdout either way).
+func TestDoctorProgress(t *testing.T) {
+	s := newDoctorSetup(t)
+	for _, kv := range s.env[len(os.Environ()):] {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	old := sandbox.LauncherPath
+	sandbox.LauncherPath = testutil.BuildMoat(t) // the test binary is no launcher
+	t.Cleanup(func() { sandbox.LauncherPath = old })
+	cfg := writeConfig(t, t.TempDir(), map[string]any{"a": testServer(t, "a"), "b": testServer(t, "b")})
+	for _, terminal := range []bool{true, false} {
+		var stdout, stderr bytes.Buffer
+		if code := doctorCommand(context.Background(), []string{cfg}, &stdout, &stderr, terminal); code != exitOK {
+			t.Fatalf("doctor: exit %d\n%s\n%s", code, stdout.String(), stderr.String())
+		}
+		progress := regexp.MustCompile(`(?m)^  \[[12]/2\] [ab] checked$`).FindAllString(stderr.String(), -1)
+		if want := map[bool]int{true: 2, false: 0}[terminal]; len(progress) != want {
+			t.Errorf("stderr a terminal: %v; %d progress lines, want %d:\n%s", terminal, len(progress), want, stderr.String())
+		}
+		if !strings.Contains(stdout.String(), `Server "b"`) {
+			t.Errorf("no report on stdout:\n%s", stdout.String())
+		}
+	}
 }

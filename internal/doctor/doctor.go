@@ -170,8 +170,8 @@ type Options struct {
 	// ConnectTimeout bounds each phase of a connect (start, initialize,
 	// listing); 0 means upstream.DefaultConnectTimeout.
 	ConnectTimeout time.Duration
-	// Progress, when set, is called as each server's check finishes
-	// (concurrently: it must be safe for that), with the number done so far.
+	// Progress, when set, is called as each server's check finishes, with
+	// the number done so far; calls never overlap.
 	Progress func(server string, done, total int)
 	// Probe reports what this machine can enforce; nil means sandbox.Probe.
 	Probe func() sandbox.Report

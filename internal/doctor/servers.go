@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -38,7 +37,8 @@ func (d *run) checkServers(ctx context.Context) {
 	slices.Sort(names)
 	results := make([][]Check, len(names))
 	var wg sync.WaitGroup
-	var done atomic.Int32
+	var progressMu sync.Mutex // Progress calls never overlap
+	done := 0
 	for i, name := range names {
 		s := d.cfg.Servers[name]
 		if !s.Enabled {
@@ -54,7 +54,10 @@ func (d *run) checkServers(ctx context.Context) {
 			}
 			results[i] = sc.checks
 			if d.o.Progress != nil {
-				d.o.Progress(name, int(done.Add(1)), len(names))
+				progressMu.Lock()
+				defer progressMu.Unlock()
+				done++
+				d.o.Progress(name, done, len(names))
 			}
 		})
 	}

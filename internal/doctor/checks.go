@@ -396,7 +396,7 @@ func (d *run) verifyAudit(path string, keys audit.Keys) {
 		c.Fix = "`moat audit verify` shows where; keep the file as evidence"
 	case errors.Is(err, audit.ErrUnsealed):
 		c.Status = Warn
-		c.Message = fmt.Sprintf("chain verifies up to seq %d; %d %s after the last checkpoint are not sealed yet", rep.SealedSeq, rep.Unsealed, plural(rep.Unsealed, "record"))
+		c.Message = fmt.Sprintf("chain verifies up to seq %d; not sealed yet: %d %s after the last checkpoint", rep.SealedSeq, rep.Unsealed, plural(rep.Unsealed, "record"))
 		c.Fix = "nothing while moat runs (it seals them at the next checkpoint or when it stops); if no moat runs, one was killed: `moat audit verify` after the next start"
 	default:
 		c.Status, c.Message = Fail, fmt.Sprintf("the log cannot be verified: %v", err)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/auditlog"
 	"github.com/moatmcp/moat/internal/importer"
 	"github.com/moatmcp/moat/internal/redact"
 	"github.com/moatmcp/moat/internal/sandbox"
@@ -261,5 +263,46 @@ Server "x"
 	}
 	if diff := cmp.Diff(r.Checks, back.Checks); diff != "" {
 		t.Errorf("JSON checks do not round-trip (-want +got):\n%s", diff)
+	}
+}
+
+// TestAuditLogOfARunningMoat: records after the last checkpoint, as a
+// running moat always has, are a warning; once moat stops and seals the
+// log, the chain verifies.
+func TestAuditLogOfARunningMoat(t *testing.T) {
+	f := newFixture(t, `{"mcpServers": {}}`)
+	ctx := context.Background()
+	store, err := f.opts.OpenStore(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := auditlog.Keys(ctx, store, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := audit.Open(audit.Options{Path: f.opts.AuditPath}, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(ctx, &audit.Record{Event: "server_start"}); err != nil {
+		t.Fatal(err)
+	}
+	chain := func() Check {
+		for _, c := range Run(ctx, f.opts).Checks {
+			if c.Name == "audit.chain" {
+				return c
+			}
+		}
+		t.Fatal("no audit.chain check")
+		return Check{}
+	}
+	if c := chain(); c.Status != Warn || !strings.Contains(c.Message, "1 record after the last checkpoint") {
+		t.Errorf("while the log is open: %s %q, want a warning about 1 unsealed record", c.Status, c.Message)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c := chain(); c.Status != OK {
+		t.Errorf("after Close: %s %q, want ok", c.Status, c.Message)
 	}
 }

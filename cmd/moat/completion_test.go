@@ -180,3 +180,15 @@ func TestSuggestFlag(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// TestZshCompletionRegisters: sourced after compinit, as the usage says,
+// the script registers its function for moat.
+func TestZshCompletionRegisters(t *testing.T) {
+	sh := requireShell(t, "zsh")
+	script := completionScript(t, "zsh")
+	prog := "autoload -U compinit; compinit -u -d " + filepath.Join(t.TempDir(), "zcompdump") + "; source " + script + "; print -r -- ${_comps[moat]}"
+	out, err := exec.Command(sh, "-f", "-c", prog).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "_moat" {
+		t.Errorf("zsh: completion function for moat is %q (err %v), want _moat", out, err)
+	}
+}

@@ -16,7 +16,7 @@ const auditEventTimeout = 10 * time.Second
 
 // openAuditLog starts opening the audit log the config asks for; keys come
 // from the secret store and are created on first use.
-func openAuditLog(cfg *config.Config, log *slog.Logger) (*auditlog.Log, error) {
+func openAuditLog(cfg *config.Config, log *slog.Logger, redact func(string) string) (*auditlog.Log, error) {
 	a := cfg.Audit
 	path := auditLogPathOf(cfg)
 	if path == "" {
@@ -37,6 +37,7 @@ func openAuditLog(cfg *config.Config, log *slog.Logger) (*auditlog.Log, error) {
 		RecordArgs:      a.RecordArgs,
 		CheckpointEvery: a.CheckpointEvery,
 		Rotate:          audit.RotateOptions{MaxSize: int64(a.Rotate.MaxSize), MaxAge: a.Rotate.MaxAge, Keep: a.Rotate.Keep},
+		Redact:          redact,
 	}
 	keys := func() (audit.Keys, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*secretTimeout)

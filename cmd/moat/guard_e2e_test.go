@@ -159,3 +159,34 @@ func TestRateLimitBurst(t *testing.T) {
 	}
 	t.Logf("%d allowed, %d limited in %.2fs", allowed, limited, elapsed)
 }
+
+// TestArgumentsAreValidatedBeforeTheyLeave: a call whose arguments do not
+// match the tool's input schema is refused with the validator's message and
+// never reaches the upstream; schemas with a $ref to a local file or an
+// uncompilable regex make their tools unusable (listed as such, refused).
+func TestArgumentsAreValidatedBeforeTheyLeave(t *testing.T) {
+	record := filepath.Join(t.TempDir(), "calls.jsonl")
+	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test", "-record", record, "-hostile-schemas")})
+	m := startMoat(t, cfg)
+	res := m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "add", "args": map[string]any{"a": "two", "b": 3}})
+	if !res.IsError || !strings.Contains(resultText(res), "at '/a'") {
+		t.Fatalf("a string for a number: isError=%v %q", res.IsError, resultText(res))
+	}
+	res = m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{}})
+	if !res.IsError || !strings.Contains(resultText(res), "message") {
+		t.Fatalf("a missing required argument: isError=%v %q", res.IsError, resultText(res))
+	}
+	tools := toolNames(t, m, "test")
+	for _, name := range []string{"ref_file", "lookahead"} {
+		if st, _ := tools[name]["status"].(string); !strings.Contains(st, "schema") {
+			t.Errorf("%s is listed as %v, want it marked unusable for its schema", name, tools[name])
+		}
+		res := m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": name, "args": map[string]any{"x": "y"}})
+		if !res.IsError {
+			t.Errorf("%s was called although its schema cannot be checked: %q", name, resultText(res))
+		}
+	}
+	if calls := recordedCalls(t, record); len(calls) != 0 {
+		t.Fatalf("refused calls reached the upstream: %v", calls)
+	}
+}

@@ -9,17 +9,21 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/hygiene"
 	"github.com/moatmcp/moat/internal/limits"
 	"github.com/moatmcp/moat/internal/pin"
 	"github.com/moatmcp/moat/internal/proxy"
+	"github.com/moatmcp/moat/internal/redact"
 	"github.com/moatmcp/moat/internal/secrets"
 	"github.com/moatmcp/moat/internal/upstream"
+	"github.com/moatmcp/moat/internal/validate"
 	"github.com/moatmcp/moat/policy"
 )
 
@@ -31,9 +35,14 @@ const pinKeyItem = "moat-pins-key"
 // the pin store. Policies are replaced on every accepted config reload;
 // limiter state survives for unchanged settings.
 type guardState struct {
-	log    *slog.Logger
-	audit  func(event, group string, detail map[string]string)
-	limits *policy.Limits
+	log      *slog.Logger
+	audit    func(event, group string, detail map[string]string)
+	limits   *policy.Limits
+	redactor *redact.Redactor
+	// One validator per on_invalid_schema mode; argument size is the size
+	// layer's job (it runs first), so the validators' own cap is only a
+	// backstop.
+	validators map[string]*validate.Validator
 
 	mu         sync.RWMutex
 	policies   map[string]*policy.Policy
@@ -45,7 +54,30 @@ type guardState struct {
 }
 
 func newGuardState(log *slog.Logger) *guardState {
-	return &guardState{log: log, limits: policy.NewLimits()}
+	return &guardState{
+		log:      log,
+		limits:   policy.NewLimits(),
+		redactor: redact.New(),
+		validators: map[string]*validate.Validator{
+			validate.Reject:      validate.New(validate.Options{OnInvalidSchema: validate.Reject, MaxArgsBytes: maxValidatedArgs}),
+			validate.Passthrough: validate.New(validate.Options{OnInvalidSchema: validate.Passthrough, MaxArgsBytes: maxValidatedArgs}),
+		},
+	}
+}
+
+// maxValidatedArgs backs up the size layer, which applies the policy's
+// max_args_bytes before validation.
+const maxValidatedArgs = 64 << 20
+
+// maxDescription cuts the descriptions the model is shown (runes).
+const maxDescription = 2000
+
+func (g *guardState) validator(group string) *validate.Validator {
+	mode := validate.Reject
+	if p := g.policy(group); p != nil && p.InvalidSchemaMode() == policy.InvalidSchemaPassthrough {
+		mode = validate.Passthrough
+	}
+	return g.validators[mode]
 }
 
 // managedPolicy reads the administrator's policy: MOAT_MANAGED_POLICY, else
@@ -187,6 +219,8 @@ func storedKey(ctx context.Context, store *secrets.Store, name string, size int)
 // arguments; policy and concurrency caps; pins; schema validation against
 // the pinned definition; rate limits last, so only calls that will really
 // reach the upstream spend tokens; the policy's timeout around the forward.
+// redact is innermost, so the audit log and the client only ever see
+// redacted results.
 func (g *guardState) layers(auditLayer guard.Layer) []guard.Layer {
 	return []guard.Layer{
 		auditLayer,
@@ -194,9 +228,36 @@ func (g *guardState) layers(auditLayer guard.Layer) []guard.Layer {
 		limits.Policy(g.policy),
 		limits.Concurrency(g.limits),
 		g.pinLayer(),
+		g.validateLayer(),
 		limits.Rate(g.limits),
 		limits.Timeout(g.policy),
+		g.redactor.Layer(g.redactMode),
 	}
+}
+
+// validateLayer validates each call with its group's validator.
+func (g *guardState) validateLayer() guard.Layer {
+	return func(next guard.Handler) guard.Handler {
+		byMode := map[*validate.Validator]guard.Handler{}
+		for _, v := range g.validators {
+			byMode[v] = v.Layer()(next)
+		}
+		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+			return byMode[g.validator(c.Group)](ctx, c)
+		}
+	}
+}
+
+func (g *guardState) redactMode(group string) redact.Mode {
+	if p := g.policy(group); p != nil {
+		switch p.RedactMode() {
+		case policy.RedactBlock:
+			return redact.ModeBlock
+		case policy.RedactOff:
+			return redact.ModeOff
+		}
+	}
+	return redact.ModeRedact
 }
 
 // pinLayer refuses every tool call when the pin store cannot be opened
@@ -241,6 +302,7 @@ func (g *guardState) catalog(grp *upstream.Group, tools []*mcp.Tool) []proxy.Ent
 		g.log.Error("checking tool pins failed: no tool is listed", "group", name, "err", err)
 		return nil
 	}
+	schemaErrs := g.validator(name).Prepare(tools)
 	var out []proxy.Entry
 	for _, t := range tools {
 		if !approved[t.Name] {
@@ -249,7 +311,22 @@ func (g *guardState) catalog(grp *upstream.Group, tools []*mcp.Tool) []proxy.Ent
 		if d := pol.Decide(t.Name, limits.Annotations(t), nil); !d.Allow {
 			continue
 		}
-		out = append(out, proxy.Entry{Tool: t})
+		clean := hygiene.Tool(t, maxDescription)
+		if clean.Name != t.Name {
+			g.log.Warn("tool hidden: its name holds invisible or control characters", "group", name)
+			continue
+		}
+		if err := schemaErrs[t.Name]; err != nil && pol.InvalidSchemaMode() != policy.InvalidSchemaPassthrough {
+			out = append(out, proxy.Entry{Tool: &mcp.Tool{Name: t.Name}, Held: fmt.Sprintf("unusable: its input schema is refused (%v); on_invalid_schema: passthrough in the server's policy accepts it unvalidated", err)})
+			continue
+		}
+		if g.audit != nil {
+			if findings := hygiene.Suspicious(t.Description, nil, nil); len(findings) > 0 {
+				g.audit("suspicious_description", name, map[string]string{"tool": t.Name, "findings": strings.Join(findings, "; ")})
+				g.log.Warn("a tool description looks like a prompt injection", "group", name, "tool", t.Name, "findings", findings)
+			}
+		}
+		out = append(out, proxy.Entry{Tool: clean})
 	}
 	for _, h := range held {
 		if g.audit != nil {

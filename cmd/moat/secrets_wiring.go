@@ -37,6 +37,10 @@ func (l *lazyStore) get(ctx context.Context) (*secrets.Store, error) {
 
 var processStore lazyStore
 
+// secretSink learns every secret value the config resolves (serve points it
+// at the redactor).
+var secretSink = func(name, value string) {}
+
 // loadOptions resolves ${VAR} from the environment and ${secret:NAME} from
 // the secret store.
 func loadOptions() *config.LoadOptions {
@@ -56,6 +60,7 @@ func loadOptions() *config.LoadOptions {
 			if err != nil {
 				return "", err
 			}
+			secretSink(name, s.Reveal())
 			return s.Reveal(), nil
 		},
 	}

@@ -43,8 +43,14 @@ func runServe(ctx context.Context, args []string) int {
 		printError(os.Stderr, err)
 		return exitUsage
 	}
+	// Every secret Moat resolves is redacted from its log, its audit log and
+	// what upstreams send back.
+	gs := newGuardState(log)
+	log = slog.New(gs.redactor.SlogHandler(log.Handler()))
+	gs.log = log
+	secretSink = gs.redactor.Add
 	// Packages that log through slog's default (config.Watch, sandbox) must
-	// reach the same handler: stderr, MOAT_LOG's level.
+	// reach the same handler: stderr, MOAT_LOG's level, redacted.
 	slog.SetDefault(log)
 	arg := ""
 	if len(args) == 1 {
@@ -75,7 +81,7 @@ func runServe(ctx context.Context, args []string) int {
 		log.Warn("could not make moat non-dumpable", "err", err)
 	}
 
-	auditLog, err := openAuditLog(cfg, log)
+	auditLog, err := openAuditLog(cfg, log, gs.redactor.String)
 	if err != nil {
 		printError(os.Stderr, err)
 		return exitUsage
@@ -88,7 +94,6 @@ func runServe(ctx context.Context, args []string) int {
 	warnOptOuts(cfg, log, auditLog)
 	noticeDynamicMCPTokens(log)
 
-	gs := newGuardState(log)
 	gs.audit = func(event, group string, detail map[string]string) { auditEvent(auditLog, event, group, detail) }
 	if err := gs.apply(cfg); err != nil {
 		printError(os.Stderr, err)

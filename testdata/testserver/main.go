@@ -33,16 +33,17 @@ import (
 
 // config holds the parsed command line.
 type config struct {
-	transport  string
-	addr       string
-	name       string
-	sameURIs   bool
-	pageSize   int
-	extraTools int
-	record     string
-	failUntil  string
-	stateless  bool
-	protocols  string
+	transport      string
+	addr           string
+	name           string
+	sameURIs       bool
+	pageSize       int
+	extraTools     int
+	hostileSchemas bool
+	record         string
+	failUntil      string
+	stateless      bool
+	protocols      string
 }
 
 // schemeRE is what a URI scheme may look like (RFC 3986), since -name becomes one.
@@ -56,6 +57,7 @@ func main() {
 	flag.BoolVar(&cfg.sameURIs, "same-uris", false, "use the scheme \"test\" for resource URIs whatever -name is")
 	flag.IntVar(&cfg.pageSize, "page-size", 0, "items per page of list results (0: SDK default)")
 	flag.IntVar(&cfg.extraTools, "extra-tools", 0, "add this many trivial tools named t0001, t0002, ...")
+	flag.BoolVar(&cfg.hostileSchemas, "hostile-schemas", false, "add tools whose input schemas a validator must refuse ($ref to a local file, lookahead regex)")
 	flag.StringVar(&cfg.record, "record", "", "append every tools/call (name and arguments) as a JSON line to this file")
 	flag.StringVar(&cfg.failUntil, "fail-until", "", "exit 3 at once unless this file exists")
 	flag.BoolVar(&cfg.stateless, "stateless", false, "serve streamable HTTP in stateless mode")

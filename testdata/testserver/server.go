@@ -287,6 +287,20 @@ func (ts *testServer) addTools() {
 	for i := 1; i <= ts.cfg.extraTools; i++ {
 		ts.trivialTool(fmt.Sprintf("t%04d", i))
 	}
+	if ts.cfg.hostileSchemas {
+		// A schema that makes a careless validator read a local file, and
+		// one whose regex (lookahead) RE2 cannot compile.
+		ts.tool("ref_file", "A tool whose schema points at a local file.",
+			`{"type":"object","properties":{"x":{"$ref":"file:///etc/passwd"}}}`,
+			func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return text("ref_file ran"), nil
+			})
+		ts.tool("lookahead", "A tool whose schema uses a lookahead regex.",
+			`{"type":"object","properties":{"x":{"type":"string","pattern":"^(?!admin).*$"}}}`,
+			func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return text("lookahead ran"), nil
+			})
+	}
 }
 
 func (ts *testServer) addEcho(description string) {

@@ -41,4 +41,18 @@ if ! command -v gnome-keyring-daemon >/dev/null 2>&1 || ! command -v dbus-run-se
 	fi
 fi
 
+# zsh and fish: `moat completion` scripts are checked with their own parsers.
+for sh in zsh fish; do
+	if ! command -v "$sh" >/dev/null 2>&1; then
+		if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+			say "installing $sh (to check moat's $sh completion script)"
+			apt-get update -qq
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$sh" >/dev/null
+		else
+			say "$sh is missing; its completion test will skip (install it: sudo apt-get install $sh)"
+			if [ "${CI:-}" = true ]; then status=1; fi
+		fi
+	fi
+done
+
 exit "$status"

@@ -48,6 +48,9 @@ var cliSpec = map[string]cliArgs{
 			{name: "--global"}, {name: "--force"}, {name: "--yes"}, {name: "-o", arg: true},
 			{name: "--secrets", values: []string{"keychain", "keep"}, arg: true}}},
 	"doctor":     {files: true, flags: []cliFlag{{name: "--json"}}},
+	"tools":      {flags: []cliFlag{{name: "--config", arg: true}}},
+	"call":       {flags: []cliFlag{{name: "--config", arg: true}}},
+	"policy":     {subcommands: []string{"check"}, files: true},
 	"completion": {subcommands: []string{"bash", "zsh", "fish"}},
 	"version":    {},
 	"help":       {}, // its subcommands are the command names, filled in by specOf

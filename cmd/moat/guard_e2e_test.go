@@ -190,3 +190,38 @@ func TestArgumentsAreValidatedBeforeTheyLeave(t *testing.T) {
 		t.Fatalf("refused calls reached the upstream: %v", calls)
 	}
 }
+
+// TestToolsCallAndPolicyCheck runs the three debugging commands against a
+// config with a policy: what they show is what the model would get.
+func TestToolsCallAndPolicyCheck(t *testing.T) {
+	srv := testServer(t, "test")
+	srv["policy"] = map[string]any{"deny": []string{"fail"}}
+	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": srv})
+	env := moatEnv(t)
+	run := func(args ...string) (string, int) {
+		cmd := exec.Command(testutil.BuildMoat(t), args...)
+		cmd.Env = append(env, "MOAT_LOG=error")
+		out, err := cmd.Output()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return string(out), code
+	}
+	out, code := run("tools", "--config", cfg, "test")
+	if code != 0 || !regexpMatch(`(?m)^test +echo +Echoes`, out) || regexpMatch(`(?m)^test +fail `, out) {
+		t.Fatalf("moat tools: exit %d\n%s", code, out)
+	}
+	out, code = run("call", "--config", cfg, "test", "add", `{"a": 2, "b": 40}`)
+	if code != 0 || !strings.Contains(out, `"sum": 42`) {
+		t.Fatalf("moat call add: exit %d\n%s", code, out)
+	}
+	out, code = run("call", "--config", cfg, "test", "fail")
+	if code != 1 || !strings.Contains(out, "policy") {
+		t.Fatalf("moat call of a denied tool: exit %d\n%s", code, out)
+	}
+	out, code = run("policy", "check", cfg)
+	if code != 0 || !strings.Contains(out, "fail: DENIED (rule deny:fail)") || !strings.Contains(out, "echo: allowed") {
+		t.Fatalf("moat policy check: exit %d\n%s", code, out)
+	}
+}

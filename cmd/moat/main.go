@@ -53,6 +53,9 @@ func commands() []command {
 				return p, err
 			}, os.Stdout, os.Stderr)
 		}},
+		{"tools", "list what the model sees of each group (or one), as a table", "moat tools --config moat.json files", runTools},
+		{"call", "run one tool call through the full guard, for debugging", `moat call files read_file '{"path": "/tmp/x"}'`, runCall},
+		{"policy", "explain the effective policy of every tool", "moat policy check moat.json", runPolicy},
 		{"pins", "show and approve tools that changed since they were approved", "moat pins diff files", func(ctx context.Context, args []string) int {
 			return pinsCommand(ctx, args, os.Stdout, os.Stderr)
 		}},
@@ -82,6 +85,11 @@ func run(ctx context.Context, args []string) int {
 		case a == "-V" || a == "--version":
 			return runVersion(ctx, nil)
 		case strings.HasPrefix(a, "-"):
+			for _, f := range []string{"--help", "--version"} {
+				if editDistance(a, f) <= 2 {
+					return usageError("unknown flag %q; did you mean %q?", a, f)
+				}
+			}
 			return usageError("unknown flag %q", a)
 		}
 		for _, c := range commands() {
@@ -104,7 +112,7 @@ func run(ctx context.Context, args []string) int {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Moat is a security-hardened MCP proxy.\n\nUsage:\n  moat [serve] [CONFIG]   (CONFIG, else $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG)\n  moat COMMAND [ARGS]\n\nCommands:\n")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n           e.g. %s\n", c.name, c.summary, c.example)
+		fmt.Fprintf(w, "  %-10s %s\n             e.g. %s\n", c.name, c.summary, c.example)
 	}
 	fmt.Fprintf(w, "\nEnvironment:\n  MOAT_LOG   log level on stderr: debug, info, warn (default), error\n\nExit status: 0 ok, 1 runtime failure, 2 usage or config error.\n")
 }
@@ -167,6 +175,9 @@ func runHelp(_ context.Context, args []string) int {
 			fmt.Printf("moat %s: %s\n\nExample:\n  %s\n", c.name, c.summary, c.example)
 			return exitOK
 		}
+	}
+	if s := suggest(args[0]); s != "" {
+		return usageError("no command %q; did you mean %q?", args[0], s)
 	}
 	return usageError("no command %q", args[0])
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/moatmcp/moat/internal/auditlog"
 	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/importer"
 	"github.com/moatmcp/moat/internal/netguard"
 	"github.com/moatmcp/moat/internal/oauth"
 	"github.com/moatmcp/moat/internal/proxy"
@@ -34,14 +35,26 @@ func goVersion() string { return runtime.Version() }
 // reloadDebounce lets an editor finish a save before Moat reads the file.
 const reloadDebounce = 250 * time.Millisecond
 
-func runServe(ctx context.Context, args []string) int {
+// instance is one configured moat: what serve, tools and call share.
+type instance struct {
+	log      *slog.Logger
+	cfg      *config.Config
+	gs       *guardState
+	auditLog *auditlog.Log
+	p        *proxy.Server
+}
+
+// setup loads the config named by args (or the environment) and builds the
+// proxy with its whole guard. On failure it has printed why and returns
+// the exit code.
+func setup(args []string, name string) (*instance, int) {
 	if len(args) > 1 {
-		return usageError("serve takes one config path, got %d arguments", len(args))
+		return nil, usageError("%s takes one config path, got %d arguments", name, len(args))
 	}
 	log, err := newLogger()
 	if err != nil {
 		printError(os.Stderr, err)
-		return exitUsage
+		return nil, exitUsage
 	}
 	// Every secret Moat resolves is redacted from its log, its audit log and
 	// what upstreams send back.
@@ -63,16 +76,16 @@ func runServe(ctx context.Context, args []string) int {
 			fmt.Fprintln(os.Stderr, "moat: hint: run `moat path/to/moat.json`, or set MOAT_CONFIG (DYNAMIC_MCP_CONFIG also works)")
 			fmt.Fprintln(os.Stderr)
 			usage(os.Stderr)
-			return exitUsage
+			return nil, exitUsage
 		}
 		printError(os.Stderr, err)
-		return exitUsage
+		return nil, exitUsage
 	}
 	processStore.backend = peekSecretsBackend(path)
 	cfg, err := config.Load(path, loadOptions())
 	if err != nil {
 		printError(os.Stderr, err)
-		return exitUsage
+		return nil, exitUsage
 	}
 	log.Info("config loaded", "path", path, "from", source, "servers", len(cfg.Servers))
 	// Other processes of this user must not read moat's memory or environ
@@ -80,27 +93,19 @@ func runServe(ctx context.Context, args []string) int {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		log.Warn("could not make moat non-dumpable", "err", err)
 	}
+	warnLiteralCredentials(cfg, log)
 
 	auditLog, err := openAuditLog(cfg, log, gs.redactor.String)
 	if err != nil {
 		printError(os.Stderr, err)
-		return exitUsage
+		return nil, exitUsage
 	}
-	defer auditLog.Close()
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	auditEvent(auditLog, "server_start", "", map[string]string{"version": version, "config": cfg.Path, "config_hash": cfg.Hash})
-	defer auditEvent(auditLog, "server_stop", "", nil)
-	warnOptOuts(cfg, log, auditLog)
-	noticeDynamicMCPTokens(log)
-
 	gs.audit = func(event, group string, detail map[string]string) { auditEvent(auditLog, event, group, detail) }
 	if err := gs.apply(cfg); err != nil {
+		auditLog.Close()
 		printError(os.Stderr, err)
-		return exitUsage
+		return nil, exitUsage
 	}
-	auditEvent(auditLog, "policy_load", "", policyDetail())
-
 	upstream.Version = version
 	p := proxy.New(proxy.Options{
 		Logger:  log,
@@ -115,19 +120,47 @@ func runServe(ctx context.Context, args []string) int {
 			},
 		},
 	})
-	p.Apply(cfg)
+	return &instance{log: log, cfg: cfg, gs: gs, auditLog: auditLog, p: p}, exitOK
+}
 
-	go watchConfig(ctx, log, cfg, p, auditLog, gs)
-	go watchPins(ctx, log, p, auditLog, gs)
+func runServe(ctx context.Context, args []string) int {
+	m, code := setup(args, "serve")
+	if m == nil {
+		return code
+	}
+	defer m.auditLog.Close()
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	auditEvent(m.auditLog, "server_start", "", map[string]string{"version": version, "config": m.cfg.Path, "config_hash": m.cfg.Hash})
+	defer auditEvent(m.auditLog, "server_stop", "", nil)
+	auditEvent(m.auditLog, "policy_load", "", policyDetail())
+	warnOptOuts(m.cfg, m.log, m.auditLog)
+	noticeDynamicMCPTokens(m.log)
+	m.p.Apply(m.cfg)
+
+	go watchConfig(ctx, m.log, m.cfg, m.p, m.auditLog, m.gs)
+	go watchPins(ctx, m.log, m.p, m.auditLog, m.gs)
 
 	if term.IsTerminal(int(os.Stdin.Fd())) {
-		banner(cfg, auditLogPathOf(cfg))
+		banner(m.cfg, auditLogPathOf(m.cfg))
 	}
-	if err := p.Run(ctx, &mcp.StdioTransport{}); err != nil && ctx.Err() == nil && !isEOF(err) {
-		log.Error("serving the client failed", "err", err)
+	if err := m.p.Run(ctx, &mcp.StdioTransport{}); err != nil && ctx.Err() == nil && !isEOF(err) {
+		m.log.Error("serving the client failed", "err", err)
 		return exitFailure
 	}
 	return exitOK
+}
+
+// warnLiteralCredentials points at credentials written into the config
+// itself (never their values): they belong in the secret store.
+func warnLiteralCredentials(cfg *config.Config, log *slog.Logger) {
+	im, err := importer.ReadFile(cfg.Path)
+	if err != nil {
+		return
+	}
+	for _, l := range im.Literals {
+		log.Warn("the config holds a literal credential; store it with `moat secret set NAME` and write ${secret:NAME} instead", "group", l.Server, "where", l.Where, "looks_like", l.Reason)
+	}
 }
 
 func isEOF(err error) bool {

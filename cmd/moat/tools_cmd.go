@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/limits"
+	"github.com/moatmcp/moat/policy"
+)
+
+// client starts the configured proxy in this process and connects a go-sdk
+// client to it: what `moat tools` and `moat call` see is exactly what the
+// model sees, through the full guard (the audit log included).
+func client(ctx context.Context, m *instance) (*mcp.ClientSession, func(), error) {
+	m.p.Apply(m.cfg)
+	ct, st := mcp.NewInMemoryTransports()
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.p.Run(ctx, st)
+	}()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "moat-cli", Version: version}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		cancel()
+		<-done
+		return nil, nil, err
+	}
+	return cs, func() {
+		cs.Close()
+		cancel()
+		<-done
+		m.auditLog.Close()
+	}, nil
+}
+
+// splitConfigFlag takes "--config PATH" out of args.
+func splitConfigFlag(args []string) (cfg []string, rest []string) {
+	for i := 0; i < len(args); i++ {
+		if args[i] == "--config" && i+1 < len(args) {
+			cfg = []string{args[i+1]}
+			i++
+			continue
+		}
+		if v, ok := strings.CutPrefix(args[i], "--config="); ok {
+			cfg = []string{v}
+			continue
+		}
+		rest = append(rest, args[i])
+	}
+	return cfg, rest
+}
+
+func runTools(ctx context.Context, args []string) int {
+	cfgArgs, rest := splitConfigFlag(args)
+	if len(rest) > 1 {
+		return usageError("usage: moat tools [--config FILE] [GROUP]")
+	}
+	m, code := setup(cfgArgs, "tools")
+	if m == nil {
+		return code
+	}
+	cs, stop, err := client(ctx, m)
+	if err != nil {
+		printError(os.Stderr, err)
+		return exitFailure
+	}
+	defer stop()
+	groups := sortedServerNames(m.cfg)
+	if len(rest) == 1 {
+		groups = rest
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "GROUP\tTOOL\tDESCRIPTION")
+	failed := false
+	for _, g := range groups {
+		if s := m.cfg.Servers[g]; s != nil && !s.Enabled {
+			continue
+		}
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_dynamic_tools", Arguments: map[string]any{"group": g}})
+		if err != nil {
+			printError(os.Stderr, err)
+			return exitUsage
+		}
+		if res.IsError {
+			fmt.Fprintf(w, "%s\t-\t%s\n", g, textOf(res))
+			failed = true
+			continue
+		}
+		var tools []struct{ Name, Description, Status string }
+		if err := json.Unmarshal([]byte(textOf(res)), &tools); err != nil {
+			printError(os.Stderr, fmt.Errorf("group %s: %w", g, err))
+			return exitFailure
+		}
+		for _, t := range tools {
+			d := t.Description
+			if t.Status != "" {
+				d = "[" + t.Status + "]"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\n", g, t.Name, oneLine(d, 90))
+		}
+	}
+	w.Flush()
+	if failed {
+		return exitFailure
+	}
+	return exitOK
+}
+
+func runCall(ctx context.Context, args []string) int {
+	cfgArgs, rest := splitConfigFlag(args)
+	if len(rest) < 2 || len(rest) > 3 {
+		return usageError("usage: moat call [--config FILE] GROUP TOOL ['{\"json\": \"arguments\"}']")
+	}
+	var callArgs json.RawMessage = []byte("{}")
+	if len(rest) == 3 {
+		callArgs = json.RawMessage(rest[2])
+		if !json.Valid(callArgs) {
+			return usageError("the arguments are not valid JSON: %s", rest[2])
+		}
+	}
+	m, code := setup(cfgArgs, "call")
+	if m == nil {
+		return code
+	}
+	cs, stop, err := client(ctx, m)
+	if err != nil {
+		printError(os.Stderr, err)
+		return exitFailure
+	}
+	defer stop()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": rest[0], "name": rest[1], "args": callArgs}})
+	if err != nil {
+		printError(os.Stderr, err)
+		return exitUsage
+	}
+	out, _ := json.MarshalIndent(res, "", "  ")
+	fmt.Println(string(out))
+	if res.IsError {
+		return exitFailure
+	}
+	return exitOK
+}
+
+func textOf(r *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range r.Content {
+		if t, ok := c.(*mcp.TextContent); ok {
+			b.WriteString(t.Text)
+		}
+	}
+	return b.String()
+}
+
+// runPolicy is `moat policy check [CONFIG]`: every tool of every server,
+// with the effective policy's verdict and the rule that decides it.
+func runPolicy(ctx context.Context, args []string) int {
+	if len(args) == 0 || args[0] != "check" {
+		return usageError("usage: moat policy check [CONFIG]")
+	}
+	m, code := setup(args[1:], "policy check")
+	if m == nil {
+		return code
+	}
+	cs, stop, err := client(ctx, m)
+	if err != nil {
+		printError(os.Stderr, err)
+		return exitFailure
+	}
+	defer stop()
+	for _, name := range sortedServerNames(m.cfg) {
+		s := m.cfg.Servers[name]
+		if !s.Enabled {
+			continue
+		}
+		pol := m.gs.policy(name)
+		fmt.Printf("== %s (pins: %s, redact: %s, on_invalid_schema: %s)\n", name, pol.PinMode(), pol.RedactMode(), pol.InvalidSchemaMode())
+		// get_dynamic_tools waits for the group to connect.
+		cctx, cancel := context.WithTimeout(ctx, 40*time.Second)
+		cs.CallTool(cctx, &mcp.CallToolParams{Name: "get_dynamic_tools", Arguments: map[string]any{"group": name}})
+		cancel()
+		g, ok := m.p.Manager().Group(name)
+		if !ok {
+			continue
+		}
+		if st := g.Status(); st.Reason != "" {
+			fmt.Printf("   (not connected: %s)\n", st.Reason)
+		}
+		for _, t := range g.Lists().Tools {
+			fmt.Print("   " + strings.ReplaceAll(strings.TrimRight(policy.Explain(pol, t.Name, limits.Annotations(t)), "\n"), "\n", "\n   ") + "\n")
+		}
+	}
+	return exitOK
+}

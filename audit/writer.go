@@ -106,6 +106,12 @@ type Options struct {
 	CheckpointEvery int                 // records between signed checkpoints; 0 means DefaultCheckpointEvery
 	Redact          func(string) string // applied to every string of every record (keys of maps too)
 	Clock           func() time.Time    // for tests; nil means time.Now
+	// Copy, when set, receives each batch of lines once it is durable in
+	// the file (for shipping to syslog or a SIEM). It runs on the writer's
+	// own goroutine, so it must not block; it must copy lines (the buffer
+	// is reused). The file stays the source of truth: what Copy does with
+	// the lines never affects Write's result.
+	Copy func(lines []byte)
 }
 
 // Keys are the secrets of a log: the HMAC key (at least 32 bytes) that
@@ -539,6 +545,9 @@ func (w *Writer) writeBatch(recs []*Record, seal bool) error {
 	}
 	w.size += int64(len(buf))
 	w.pendingContinued, w.pendingRecovered, w.lost = "", nil, 0
+	if w.opts.Copy != nil {
+		w.opts.Copy(buf)
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/moatmcp/moat/audit"
@@ -16,7 +17,7 @@ const auditEventTimeout = 10 * time.Second
 
 // openAuditLog starts opening the audit log the config asks for; keys come
 // from the secret store and are created on first use.
-func openAuditLog(cfg *config.Config, log *slog.Logger, redact func(string) string) (*auditlog.Log, error) {
+func openAuditLog(cfg *config.Config, log *slog.Logger, redact func(string) string) (*auditLogCloser, error) {
 	a := cfg.Audit
 	path := auditLogPathOf(cfg)
 	if path == "" {
@@ -39,6 +40,11 @@ func openAuditLog(cfg *config.Config, log *slog.Logger, redact func(string) stri
 		Rotate:          audit.RotateOptions{MaxSize: int64(a.Rotate.MaxSize), MaxAge: a.Rotate.MaxAge, Keep: a.Rotate.Keep},
 		Redact:          redact,
 	}
+	var sc *syslogCopy
+	if a.Syslog != "" {
+		sc = newSyslogCopy(a.Syslog, log)
+		opts.Copy = sc.copy
+	}
 	keys := func() (audit.Keys, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*secretTimeout)
 		defer cancel()
@@ -48,7 +54,26 @@ func openAuditLog(cfg *config.Config, log *slog.Logger, redact func(string) stri
 		}
 		return auditlog.Keys(ctx, store, true)
 	}
-	return auditlog.Open(opts, keys, log), nil
+	return &auditLogCloser{Log: auditlog.Open(opts, keys, log), syslog: sc}, nil
+}
+
+// auditLogCloser is the audit log with its syslog copy, closed together.
+type auditLogCloser struct {
+	*auditlog.Log
+	syslog *syslogCopy
+	once   sync.Once
+}
+
+// Close seals the log, then sends what is left to syslog.
+func (a *auditLogCloser) Close() error {
+	var err error
+	a.once.Do(func() {
+		err = a.Log.Close()
+		if a.syslog != nil {
+			a.syslog.close()
+		}
+	})
+	return err
 }
 
 // auditEvent records a lifecycle event; a failure is already logged by the

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -687,4 +688,44 @@ func TestAuditSurvivesSIGKILL(t *testing.T) {
 		t.Fatalf("moat audit verify after %d kills: %v\n%s", rounds, err, out)
 	}
 	t.Logf("%d calls answered over %d SIGKILLed runs, all recorded; the log verifies", len(acked), rounds)
+}
+
+// TestAuditRecordsReachSyslog: with audit.syslog set, every record is also
+// sent as an RFC 5424 message (here to a unix datagram socket the test
+// listens on); the file stays complete.
+func TestAuditRecordsReachSyslog(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "log.sock")
+	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan string, 1000)
+	go func() {
+		buf := make([]byte, 1<<16)
+		for {
+			n, _, err := l.ReadFromUnix(buf)
+			if err != nil {
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	dir := t.TempDir()
+	b, _ := json.Marshal(map[string]any{"mcpServers": map[string]any{"test": testServer(t, "test")}, "audit": map[string]any{"syslog": "unix://" + sock}})
+	cfg := filepath.Join(dir, "moat.json")
+	os.WriteFile(cfg, b, 0o600)
+	m := startMoat(t, cfg)
+	m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "hi"}})
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case msg := <-got:
+			if strings.HasPrefix(msg, "<110>1 ") && strings.Contains(msg, " moat ") && strings.Contains(msg, `"event":"tool_call"`) {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no tool_call record reached syslog")
+		}
+	}
 }

@@ -40,7 +40,7 @@ type instance struct {
 	log      *slog.Logger
 	cfg      *config.Config
 	gs       *guardState
-	auditLog *auditlog.Log
+	auditLog *auditLogCloser
 	p        *proxy.Server
 }
 
@@ -100,7 +100,7 @@ func setup(args []string, name string) (*instance, int) {
 		printError(os.Stderr, err)
 		return nil, exitUsage
 	}
-	gs.audit = func(event, group string, detail map[string]string) { auditEvent(auditLog, event, group, detail) }
+	gs.audit = func(event, group string, detail map[string]string) { auditEvent(auditLog.Log, event, group, detail) }
 	if err := gs.apply(cfg); err != nil {
 		auditLog.Close()
 		printError(os.Stderr, err)
@@ -116,7 +116,7 @@ func setup(args []string, name string) (*instance, int) {
 			HTTPClient: httpClientFor,
 			OAuth:      oauthFor(log),
 			OnEvent: func(e upstream.Event) {
-				auditEvent(auditLog, e.Kind, e.Group, e.Detail)
+				auditEvent(auditLog.Log, e.Kind, e.Group, e.Detail)
 			},
 		},
 	})
@@ -131,15 +131,15 @@ func runServe(ctx context.Context, args []string) int {
 	defer m.auditLog.Close()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	auditEvent(m.auditLog, "server_start", "", map[string]string{"version": version, "config": m.cfg.Path, "config_hash": m.cfg.Hash})
-	defer auditEvent(m.auditLog, "server_stop", "", nil)
-	auditEvent(m.auditLog, "policy_load", "", policyDetail())
-	warnOptOuts(m.cfg, m.log, m.auditLog)
+	auditEvent(m.auditLog.Log, "server_start", "", map[string]string{"version": version, "config": m.cfg.Path, "config_hash": m.cfg.Hash})
+	defer auditEvent(m.auditLog.Log, "server_stop", "", nil)
+	auditEvent(m.auditLog.Log, "policy_load", "", policyDetail())
+	warnOptOuts(m.cfg, m.log, m.auditLog.Log)
 	noticeDynamicMCPTokens(m.log)
 	m.p.Apply(m.cfg)
 
-	go watchConfig(ctx, m.log, m.cfg, m.p, m.auditLog, m.gs)
-	go watchPins(ctx, m.log, m.p, m.auditLog, m.gs)
+	go watchConfig(ctx, m.log, m.cfg, m.p, m.auditLog.Log, m.gs)
+	go watchPins(ctx, m.log, m.p, m.auditLog.Log, m.gs)
 
 	if term.IsTerminal(int(os.Stdin.Fd())) {
 		banner(m.cfg, auditLogPathOf(m.cfg))

@@ -242,7 +242,8 @@ func TestBadConfigs(t *testing.T) {
 		{"defaults checked without mcpServers", `{"defaults": {"sandbox": {"mode": "hard"}}}`, "/defaults/sandbox/mode", `unknown sandbox.mode "hard"`, true, nil, nil, 2},
 		// audit
 		{"audit string", `{"mcpServers": {}, "audit": "on"}`, "/audit", `"audit" is a string, not an object: write "audit": {"path": "~/.local/state/moat/audit.jsonl"}`, true, nil, nil, 1},
-		{"audit syslog not yet", `{"mcpServers": {}, "audit": {"syslog": ""}}`, "/audit/syslog", `unknown key "syslog" in "audit": valid keys in "audit": "path", "fsync", "on_failure", "record_args", "rotate", "checkpoint_every"`, true, nil, nil, 1},
+		{"audit syslog bad scheme", `{"mcpServers": {}, "audit": {"syslog": "http://logs:514"}}`, "/audit/syslog", `audit.syslog "http://logs:514": unknown scheme "http"`, true, nil, nil, 1},
+		{"audit syslog relative socket", `{"mcpServers": {}, "audit": {"syslog": "unix://dev/log"}}`, "/audit/syslog", `a unix socket needs an absolute path`, false, nil, nil, 1},
 		{"audit path number", `{"mcpServers": {}, "audit": {"path": 1}}`, "/audit/path", `"path" is a number, not a string: quote it`, true, nil, nil, 1},
 		{"audit path relative", `{"mcpServers": {}, "audit": {"path": "audit.jsonl"}}`, "/audit/path", `audit.path "audit.jsonl" is not an absolute path: write an absolute path such as "/home/me/project", or start it with ~/ for your home directory`, false, nil, nil, 1},
 		{"audit path tilde no HOME", `{"mcpServers": {}, "audit": {"path": "~/a.jsonl"}}`, "/audit/path", "audit.path starts with ~ but HOME is not set", false, nil, nil, 1},

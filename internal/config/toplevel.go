@@ -1,5 +1,11 @@
 package config
 
+import (
+	"fmt"
+	"net/url"
+	"strings"
+)
+
 // Values of the audit and secrets blocks.
 const (
 	FsyncAlways = "always"
@@ -16,7 +22,7 @@ const (
 
 var (
 	defaultsKeys = []string{"sandbox", "policy"}
-	auditKeys    = []string{"path", "fsync", "on_failure", "record_args", "rotate", "checkpoint_every"}
+	auditKeys    = []string{"path", "fsync", "on_failure", "record_args", "rotate", "checkpoint_every", "syslog"}
 	rotateKeys   = []string{"max_size", "max_age", "keep"}
 	secretsKeys  = []string{"backend"}
 )
@@ -74,7 +80,42 @@ func (c *checker) audit(m *member) Audit {
 		k, _ := c.integer(f, "/audit/checkpoint_every", "audit.checkpoint_every", 1, maxInt)
 		a.CheckpointEvery = int(k)
 	}
+	if f := n.get("syslog"); f != nil {
+		if raw, ok := c.str(f, "/audit"); ok && raw != "" {
+			if err := checkSyslog(raw); err != nil {
+				c.ps.add("/audit/syslog", f.val.off, fmt.Sprintf("audit.syslog %q: %v", raw, err),
+					`use "local" (the system's /dev/log), "unix:///path/to/socket", "udp://host:514" or "tcp://host:601"`)
+			} else {
+				a.Syslog = raw
+			}
+		}
+	}
 	return a
+}
+
+// checkSyslog accepts "local", unix:// with an absolute path, and udp:// or
+// tcp:// with a host and port.
+func checkSyslog(v string) error {
+	if v == "local" {
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		return err
+	}
+	switch u.Scheme {
+	case "unix", "unixgram":
+		if !strings.HasPrefix(u.Path, "/") || u.Host != "" {
+			return fmt.Errorf("a unix socket needs an absolute path (unix:///dev/log)")
+		}
+	case "udp", "tcp":
+		if u.Hostname() == "" || u.Port() == "" || u.Path != "" {
+			return fmt.Errorf("needs a host and a port and nothing else")
+		}
+	default:
+		return fmt.Errorf("unknown scheme %q", u.Scheme)
+	}
+	return nil
 }
 
 func (c *checker) secrets(m *member) Secrets {

@@ -79,6 +79,10 @@ type Audit struct {
 	// CheckpointEvery is the number of records between signed checkpoints;
 	// 0 means the audit package's default.
 	CheckpointEvery int
+	// Syslog, when set, also sends each record to syslog (RFC 5424):
+	// "local", "unix:///path", "udp://host:port" or "tcp://host:port". The
+	// file stays the source of truth.
+	Syslog string
 }
 
 // Rotate is "audit.rotate"; zero fields mean "not by this criterion" for

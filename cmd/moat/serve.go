@@ -212,7 +212,7 @@ func oauthFor(log *slog.Logger) func(s *config.Server) (auth.OAuthHandler, error
 		}
 		h, err := oauth.NewHandler(oauth.Options{
 			Store: store, Server: s.Name, URL: s.URL, ClientID: s.OAuthClientID, Scopes: s.OAuthScopes,
-			HTTP: oc, Prompt: os.Stderr, Logger: log,
+			HTTP: oc, Prompt: os.Stderr, Logger: log, OnToken: secretSink,
 		})
 		if err != nil {
 			return nil, err

@@ -94,6 +94,10 @@ type Options struct {
 	// Logger receives refresh and failure notes, never token values. Nil
 	// means slog.Default().
 	Logger *slog.Logger
+	// OnToken, when set, learns every token value this server's record
+	// holds as it is read or stored (serve registers them with the
+	// redactor, so a server echoing its own token gets it redacted).
+	OnToken func(name, value string)
 
 	// now replaces time.Now in tests.
 	now func() time.Time
@@ -198,7 +202,19 @@ func load(ctx context.Context, o *Options) (*record, error) {
 	if r.URL != o.URL {
 		return nil, nil
 	}
+	o.learn(&r)
 	return &r, nil
+}
+
+// learn tells OnToken about r's token values.
+func (o *Options) learn(r *record) {
+	if o.OnToken == nil {
+		return
+	}
+	o.OnToken("oauth-"+o.Server+"-access-token", r.AccessToken)
+	if r.RefreshToken != "" {
+		o.OnToken("oauth-"+o.Server+"-refresh-token", r.RefreshToken)
+	}
 }
 
 func save(ctx context.Context, o *Options, r *record) error {
@@ -209,6 +225,7 @@ func save(ctx context.Context, o *Options, r *record) error {
 	if err := o.Store.Set(ctx, o.key(), secrets.NewSecret(string(b))); err != nil {
 		return fmt.Errorf("oauth: storing the token of %q: %w", o.Server, err)
 	}
+	o.learn(r)
 	return nil
 }
 

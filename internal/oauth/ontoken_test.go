@@ -1,0 +1,32 @@
+package oauth
+
+import (
+	"testing"
+)
+
+// TestOnTokenLearnsEveryStoredToken: the values a server's record holds are
+// handed to OnToken when the record is read and when it is stored, so the
+// redactor knows them before any upstream could echo them.
+func TestOnTokenLearnsEveryStoredToken(t *testing.T) {
+	e := newEnv(t)
+	e.login(newBrowser(t))
+	stored := e.stored()
+	learned := map[string]string{}
+	o := e.options(nil)
+	o.OnToken = func(name, value string) { learned[name] = value }
+	r, err := load(t.Context(), &o)
+	if err != nil || r == nil {
+		t.Fatalf("load: %v, %v", r, err)
+	}
+	if learned["oauth-protected-access-token"] != stored.AccessToken || learned["oauth-protected-refresh-token"] != stored.RefreshToken {
+		t.Fatalf("OnToken learned %d values on load, not the stored access and refresh tokens", len(learned))
+	}
+	clear(learned)
+	r.AccessToken = "rotated-access-token-value"
+	if err := save(t.Context(), &o, r); err != nil {
+		t.Fatal(err)
+	}
+	if learned["oauth-protected-access-token"] != "rotated-access-token-value" {
+		t.Fatal("OnToken did not learn a newly stored token")
+	}
+}

@@ -105,7 +105,7 @@ func (sc *serverCheck) stdio(ctx context.Context) {
 		// The server's stderr may echo its environment; doctor never
 		// shows it (serve logs it at debug level).
 		Stderr: io.Discard,
-		Limits: limitsOf(s.Sandbox),
+		Limits: upstream.LimitsOf(s.Sandbox),
 	})
 	if err != nil {
 		fix := "run `MOAT_LOG=debug moat serve` to see the server's own output"
@@ -171,25 +171,6 @@ var notAskedFix = map[string]string{
 	sandbox.PNetNS:       `"network": false`,
 }
 
-// limitsOf maps the config's sandbox block to the sandbox's limits, as the
-// upstream package does for serve.
-func limitsOf(s config.Sandbox) sandbox.Limits {
-	l := sandbox.Limits{
-		Memory:      s.Memory,
-		CPU:         s.CPU,
-		MaxFiles:    s.MaxFiles,
-		MaxProcs:    s.MaxProcs,
-		MaxFileSize: s.MaxFileSize,
-		FSRead:      s.FSRead,
-		FSWrite:     s.FSWrite,
-		NetConnect:  s.NetConnect,
-		Network:     s.Network,
-	}
-	if s.Mode == config.SandboxStrict {
-		l.Mode = sandbox.Strict
-	}
-	return l
-}
 
 // remote reports the transport's safety settings and OAuth token, then
 // connects as serve would (legacy SSE when streamable HTTP fails and the

@@ -168,7 +168,7 @@ func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) e
 		InheritEnv: g.cfg.InheritEnv,
 		Dir:        g.cfg.Cwd,
 		Stderr:     g.stderrLines,
-		Limits:     limitsOf(g.cfg.Sandbox),
+		Limits:     LimitsOf(g.cfg.Sandbox),
 	})
 	if err != nil {
 		return fmt.Errorf("start %q: %w", path, err)
@@ -204,9 +204,9 @@ func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) e
 	return nil
 }
 
-// limitsOf maps the config's sandbox block to the sandbox's limits; zero
+// LimitsOf maps the config's sandbox block to the sandbox's limits; zero
 // values select the sandbox's safe defaults.
-func limitsOf(s config.Sandbox) sandbox.Limits {
+func LimitsOf(s config.Sandbox) sandbox.Limits {
 	l := sandbox.Limits{
 		Memory:      s.Memory,
 		CPU:         s.CPU,
@@ -218,7 +218,7 @@ func limitsOf(s config.Sandbox) sandbox.Limits {
 		NetConnect:  s.NetConnect,
 		Network:     s.Network,
 	}
-	if s.Mode == "strict" {
+	if s.Mode == config.SandboxStrict {
 		l.Mode = sandbox.Strict
 	}
 	return l

@@ -171,7 +171,6 @@ var notAskedFix = map[string]string{
 	sandbox.PNetNS:       `"network": false`,
 }
 
-
 // remote reports the transport's safety settings and OAuth token, then
 // connects as serve would (legacy SSE when streamable HTTP fails and the
 // config did not name a type).

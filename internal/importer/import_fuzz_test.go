@@ -79,8 +79,10 @@ func checkImport(t *testing.T, path string, data []byte) {
 	}
 	im, err := ReadFileProject(path, projectDir)
 	if err != nil {
-		if strings.Contains(err.Error(), "\n") {
-			t.Fatalf("import error spans lines: %q", err)
+		// moat import prints it to a terminal: no byte of the file may
+		// reach it as a control character (a newline, an escape sequence).
+		if i := strings.IndexFunc(err.Error(), isControl); i >= 0 {
+			t.Fatalf("import error holds control character %q from the source: %q", err.Error()[i], err)
 		}
 		return
 	}
@@ -101,6 +103,8 @@ func checkImport(t *testing.T, path string, data []byte) {
 		checkLiteral(t, im, l)
 	}
 }
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 }
 
 // checkLiteral fails unless l points at a real place of a real server and
 // its printed fields are built only from names (server, key, argument

@@ -2,10 +2,10 @@ package attacks
 
 import (
 	"bufio"
-	"errors"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -427,7 +427,14 @@ func waitFor(t *testing.T, what string, cond func() bool, explain func() string)
 // combined output.
 func runMoat(t *testing.T, env []string, args ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(testutil.BuildMoat(t), args...)
+	return runMoatWith(t, env, nil, args...)
+}
+
+// runMoatWith is runMoat under a command prefix such as netnsWrapper's.
+func runMoatWith(t *testing.T, env, wrapper []string, args ...string) (int, string) {
+	t.Helper()
+	argv := append(append(slices.Clone(wrapper), testutil.BuildMoat(t)), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -454,3 +461,19 @@ func runMoat(t *testing.T, env []string, args ...string) (int, string) {
 
 // errorsAs is errors.As for a *jsonrpc.Error.
 func errorsAs(err error, target **jsonrpc.Error) bool { return errors.As(err, target) }
+
+// netnsWrapper returns the command prefix that runs a program in a new,
+// empty network namespace (only a down loopback), so that nothing it does
+// can send a packet anywhere: `unshare -n` as root, `unshare -rn` (a user
+// namespace too) otherwise. It skips the test when neither works: a test
+// that might reach a real network must not run.
+func netnsWrapper(t *testing.T) []string {
+	t.Helper()
+	for _, w := range [][]string{{"unshare", "-n", "--"}, {"unshare", "-rn", "--"}} {
+		if err := exec.Command(w[0], append(w[1:], "true")...).Run(); err == nil {
+			return w
+		}
+	}
+	t.Skip("SKIP: cannot create a network namespace (unshare -n / -rn), and this attack must never reach a real network")
+	return nil
+}

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -224,4 +226,51 @@ func TestToolsCallAndPolicyCheck(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "fail: DENIED (rule deny:fail)") || !strings.Contains(out, "echo: allowed") {
 		t.Fatalf("moat policy check: exit %d\n%s", code, out)
 	}
+}
+
+// TestSizeLimits: arguments over max_args_bytes are refused before they are
+// parsed or forwarded; a result over max_result_bytes is refused; a 50 MiB
+// answer (over the 32 MiB stdio frame limit) is cut while reading, without
+// moat's memory growing past a bound, and the group comes back.
+func TestSizeLimits(t *testing.T) {
+	record := filepath.Join(t.TempDir(), "calls.jsonl")
+	srv := testServer(t, "test", "-record", record)
+	srv["policy"] = map[string]any{"max_args_bytes": "1KiB", "tools": map[string]any{"large": map[string]any{"max_result_bytes": "1MiB"}}}
+	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": srv})
+	m := startMoat(t, cfg)
+	res := m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": strings.Repeat("x", 2000)}})
+	if !res.IsError || !strings.Contains(resultText(res), "1KiB") && !strings.Contains(resultText(res), "1024") {
+		t.Fatalf("2 KB of arguments under max_args_bytes 1KiB: isError=%v %q", res.IsError, resultText(res))
+	}
+	if calls := recordedCalls(t, record); len(calls) != 0 {
+		t.Fatalf("oversized arguments reached the upstream: %v", calls)
+	}
+	res = m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "large", "args": map[string]any{"bytes": 2 << 20}})
+	if !res.IsError || len(resultText(res)) > 4096 {
+		t.Fatalf("a 2 MiB result under max_result_bytes 1MiB: isError=%v, %d bytes", res.IsError, len(resultText(res)))
+	}
+
+	// The stdio frame limit bounds what moat reads from an upstream.
+	res = m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "large", "args": map[string]any{"bytes": 50 << 20}})
+	if !res.IsError {
+		t.Fatal("a 50 MiB answer passed")
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peakKiB int
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			peakKiB, _ = strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+		}
+	}
+	if peakKiB == 0 || peakKiB > 160<<10 {
+		t.Fatalf("moat's peak resident memory was %d KiB after a 50 MiB answer; the bound is 160 MiB", peakKiB)
+	}
+	t.Logf("peak RSS after a 50 MiB answer: %d MiB", peakKiB>>10)
+	waitFor(t, "the group to reconnect", func() bool {
+		res, err := m.cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "ok"}}})
+		return err == nil && resultText(res) == "ok"
+	})
 }

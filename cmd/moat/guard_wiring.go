@@ -48,6 +48,11 @@ type guardState struct {
 	policies   map[string]*policy.Policy
 	identities map[string]string
 
+	// toolNames remembers each group's tool names (from its last catalog),
+	// to spot descriptions that mention another group's tools.
+	namesMu   sync.Mutex
+	toolNames map[string][]string
+
 	pinsOnce sync.Once
 	pins     *pin.Store
 	pinsErr  error
@@ -213,6 +218,34 @@ func storedKey(ctx context.Context, store *secrets.Store, name string, size int)
 	return b, nil
 }
 
+// others records group's tool names and returns the other groups' names
+// and tool names, for hygiene.Suspicious.
+func (g *guardState) others(group string, tools []*mcp.Tool) (groups, names []string) {
+	g.namesMu.Lock()
+	defer g.namesMu.Unlock()
+	if g.toolNames == nil {
+		g.toolNames = map[string][]string{}
+	}
+	own := make([]string, len(tools))
+	for i, t := range tools {
+		own[i] = t.Name
+	}
+	g.toolNames[group] = own
+	g.mu.RLock()
+	for name := range g.policies {
+		if name != group {
+			groups = append(groups, name)
+		}
+	}
+	g.mu.RUnlock()
+	for name, ts := range g.toolNames {
+		if name != group {
+			names = append(names, ts...)
+		}
+	}
+	return groups, names
+}
+
 // layers is the one place the order of the call chain is decided (see
 // DESIGN.md, "The path of one call"): audit outermost so every refusal
 // below it is recorded; argument size first, before anything parses the
@@ -303,6 +336,7 @@ func (g *guardState) catalog(grp *upstream.Group, tools []*mcp.Tool) []proxy.Ent
 		return nil
 	}
 	schemaErrs := g.validator(name).Prepare(tools)
+	otherGroups, otherTools := g.others(name, tools)
 	var out []proxy.Entry
 	for _, t := range tools {
 		if !approved[t.Name] {
@@ -316,12 +350,17 @@ func (g *guardState) catalog(grp *upstream.Group, tools []*mcp.Tool) []proxy.Ent
 			g.log.Warn("tool hidden: its name holds invisible or control characters", "group", name)
 			continue
 		}
-		if err := schemaErrs[t.Name]; err != nil && pol.InvalidSchemaMode() != policy.InvalidSchemaPassthrough {
-			out = append(out, proxy.Entry{Tool: &mcp.Tool{Name: t.Name}, Held: fmt.Sprintf("unusable: its input schema is refused (%v); on_invalid_schema: passthrough in the server's policy accepts it unvalidated", err)})
-			continue
+		if err := schemaErrs[t.Name]; err != nil {
+			if pol.InvalidSchemaMode() != policy.InvalidSchemaPassthrough {
+				out = append(out, proxy.Entry{Tool: &mcp.Tool{Name: t.Name}, Held: fmt.Sprintf("unusable: its input schema is refused (%v); on_invalid_schema: passthrough in the server's policy accepts it unvalidated", err)})
+				continue
+			}
+			if g.audit != nil {
+				g.audit("schema_unvalidated", name, map[string]string{"tool": t.Name, "error": err.Error()})
+			}
 		}
 		if g.audit != nil {
-			if findings := hygiene.Suspicious(t.Description, nil, nil); len(findings) > 0 {
+			if findings := hygiene.Suspicious(t.Description, otherGroups, otherTools); len(findings) > 0 {
 				g.audit("suspicious_description", name, map[string]string{"tool": t.Name, "findings": strings.Join(findings, "; ")})
 				g.log.Warn("a tool description looks like a prompt injection", "group", name, "tool", t.Name, "findings", findings)
 			}

@@ -144,6 +144,7 @@ func TestPromptInjectionInErrorMessage(t *testing.T) {
 		"good": testServer(t, "good"),
 	}))
 	reason := m.waitStatus(t, "evil", "unavailable")
+	t.Logf("the model reads: evil (%s)", reason)
 	if bad := invisibleIn(reason); len(bad) > 0 {
 		t.Errorf("the failure reason shows the model hidden characters %v: %q", bad, reason)
 	}

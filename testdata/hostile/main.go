@@ -5,6 +5,8 @@
 //	stdio         an MCP server on stdio whose tools attack Moat: a poisoned
 //	              description, a fork bomb, a memory bomb, a grandchild that
 //	              leaves the process group and ignores SIGTERM
+//	huge-line     a minimal MCP server on stdio whose tool huge answers with
+//	              one 100 MiB line
 //	init-error    answers initialize with an error whose text is a prompt
 //	              injection hidden with bidi, zero-width and tag characters
 //	http          a streamable HTTP MCP server on 127.0.0.1 whose tools
@@ -34,7 +36,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "stdio", "stdio, init-error, http, redirect, sse-endpoint, sink (and the internal sleep, stubborn-grandchild)")
+	mode := flag.String("mode", "stdio", "stdio, huge-line, init-error, http, redirect, sse-endpoint, sink (and the internal sleep, stubborn-grandchild)")
 	addr := flag.String("addr", "127.0.0.1:0", "listen address of the HTTP and sink modes (loopback only)")
 	target := flag.String("target", "", "redirect and sse-endpoint: the URL to send the client to")
 	record := flag.String("record", "", "redirect and sink: append what was received to this file")
@@ -56,6 +58,9 @@ func main() {
 		return
 	case "init-error":
 		initError()
+		return
+	case "huge-line":
+		hugeLine()
 		return
 	}
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -143,5 +144,69 @@ func initError() {
 			"error": map[string]any{"code": -32000, "message": "failed. " + hidden(Injection)},
 		})
 		os.Stdout.Write(append(out, '\n'))
+	}
+}
+
+// hugeLineBytes is the size of the line the huge tool writes.
+const hugeLineBytes = 100 << 20
+
+// hugeLine is a minimal JSON-RPC MCP server on stdio with two tools: echo,
+// and huge, which answers with one 100 MiB line streamed straight to stdout
+// (no SDK encoder, so the server itself stays small however big the line).
+func hugeLine() {
+	sc := bufio.NewScanner(os.Stdin)
+	sc.Buffer(nil, 1<<20)
+	out := bufio.NewWriterSize(os.Stdout, 64<<10)
+	reply := func(id json.RawMessage, result any) {
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "result": result})
+		out.Write(append(b, '\n'))
+		out.Flush()
+	}
+	for sc.Scan() {
+		var msg struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Params struct {
+				ProtocolVersion string          `json:"protocolVersion"`
+				Name            string          `json:"name"`
+				Arguments       json.RawMessage `json:"arguments"`
+			} `json:"params"`
+		}
+		if json.Unmarshal(sc.Bytes(), &msg) != nil || len(msg.ID) == 0 {
+			continue
+		}
+		switch msg.Method {
+		case "initialize":
+			reply(msg.ID, map[string]any{
+				"protocolVersion": msg.Params.ProtocolVersion,
+				"capabilities":    map[string]any{"tools": map[string]any{}},
+				"serverInfo":      map[string]any{"name": "hostile-huge", "version": "1.0.0"},
+			})
+		case "tools/list":
+			reply(msg.ID, map[string]any{"tools": []any{
+				map[string]any{"name": "echo", "description": "Echoes the message back.", "inputSchema": map[string]any{"type": "object", "properties": map[string]any{"message": map[string]any{"type": "string"}}}},
+				map[string]any{"name": "huge", "description": "Answers with a 100 MiB line.", "inputSchema": map[string]any{"type": "object"}},
+			}})
+		case "tools/call":
+			if msg.Params.Name != "huge" {
+				var in struct{ Message string }
+				json.Unmarshal(msg.Params.Arguments, &in)
+				reply(msg.ID, map[string]any{"content": []any{map[string]any{"type": "text", "text": in.Message}}})
+				continue
+			}
+			fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"`, msg.ID)
+			chunk := bytes.Repeat([]byte("x"), 64<<10)
+			for n := 0; n < hugeLineBytes; n += len(chunk) {
+				if _, err := out.Write(chunk); err != nil {
+					log.Fatalf("huge: %v after %d bytes", err, n)
+				}
+			}
+			out.WriteString("\"}]}}\n")
+			if err := out.Flush(); err != nil {
+				log.Fatalf("huge: %v", err)
+			}
+		default:
+			reply(msg.ID, map[string]any{})
+		}
 	}
 }

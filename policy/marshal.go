@@ -98,6 +98,9 @@ func (s Settings) put(m map[string]any) {
 	if s.Timeout != 0 {
 		m["timeout"] = formatDuration(s.Timeout)
 	}
+	if s.KillOnTimeout {
+		m["kill_on_timeout"] = true
+	}
 }
 
 // formatDuration writes d in the largest unit of Parse's forms that
@@ -160,7 +163,11 @@ func Explain(p *Policy, tool string, ann *Annotations) string {
 		}
 	}
 	ts, gs, glob := p.ToolSettings(tool), p.GroupSettings(), p.GlobalSettings()
-	fmt.Fprintf(&b, "  arguments up to %s, results up to %s, timeout %s\n", formatSize(ts.MaxArgsBytes), formatSize(ts.MaxResultBytes), formatDuration(ts.Timeout))
+	kill := ""
+	if ts.KillOnTimeout {
+		kill = " (the server is restarted when it passes)"
+	}
+	fmt.Fprintf(&b, "  arguments up to %s, results up to %s, timeout %s%s\n", formatSize(ts.MaxArgsBytes), formatSize(ts.MaxResultBytes), formatDuration(ts.Timeout), kill)
 	if !ts.Rate.IsZero() || ts.MaxConcurrent != 0 {
 		fmt.Fprintf(&b, "  tool limits: %s\n", limitText(ts))
 	}

@@ -135,6 +135,7 @@ func overlaySettings(base, top Settings) Settings {
 	base.MaxArgsBytes = orZero(top.MaxArgsBytes, base.MaxArgsBytes)
 	base.MaxResultBytes = orZero(top.MaxResultBytes, base.MaxResultBytes)
 	base.Timeout = orZero(top.Timeout, base.Timeout)
+	base.KillOnTimeout = base.KillOnTimeout || top.KillOnTimeout
 	return base
 }
 
@@ -154,6 +155,7 @@ func stricterSettings(a, b Settings) Settings {
 		MaxArgsBytes:   minSet(a.MaxArgsBytes, b.MaxArgsBytes),
 		MaxResultBytes: minSet(a.MaxResultBytes, b.MaxResultBytes),
 		Timeout:        minSet(a.Timeout, b.Timeout),
+		KillOnTimeout:  a.KillOnTimeout || b.KillOnTimeout,
 	}
 	switch {
 	case a.Rate.IsZero():

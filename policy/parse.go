@@ -87,7 +87,7 @@ func pointer(base, key string) string {
 	return base + "/" + key
 }
 
-var settingKeys = []string{"rate", "burst", "max_concurrent", "max_args_bytes", "max_result_bytes", "timeout"}
+var settingKeys = []string{"rate", "burst", "max_concurrent", "max_args_bytes", "max_result_bytes", "timeout", "kill_on_timeout"}
 
 func (ps *parser) policy(at string, v any, allowGlobal bool) *Policy {
 	obj, ok := v.(map[string]any)
@@ -176,6 +176,12 @@ func (ps *parser) settingsOf(at string, obj map[string]any, keys ...string) Sett
 			s.MaxResultBytes = ps.size(path, val)
 		case "timeout":
 			s.Timeout = ps.duration(path, val)
+		case "kill_on_timeout":
+			b, ok := val.(bool)
+			if !ok {
+				ps.add(path, "must be true or false, got %s", kind(val))
+			}
+			s.KillOnTimeout = b
 		}
 	}
 	if _, ok := obj["burst"]; ok && s.Rate.IsZero() {

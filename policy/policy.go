@@ -115,6 +115,9 @@ type Settings struct {
 	MaxArgsBytes   int64
 	MaxResultBytes int64
 	Timeout        time.Duration
+	// KillOnTimeout restarts the server when a call times out: a call that
+	// hangs may leave the server in a state no later call should meet.
+	KillOnTimeout bool
 }
 
 // A Rate is N events per Per. The zero Rate is "not set".
@@ -180,6 +183,7 @@ func (p *Policy) ToolSettings(tool string) Settings {
 		MaxArgsBytes:   p.Group.MaxArgsBytes,
 		MaxResultBytes: p.Group.MaxResultBytes,
 		Timeout:        p.Group.Timeout,
+		KillOnTimeout:  p.Group.KillOnTimeout,
 	}
 	for pat, t := range p.Tools {
 		if matchGlob(pat, tool) {

@@ -274,3 +274,38 @@ func TestSizeLimits(t *testing.T) {
 		return err == nil && resultText(res) == "ok"
 	})
 }
+
+// TestKillOnTimeoutRestartsTheServer: a call that runs past its policy
+// timeout with kill_on_timeout set ends with a clear error, the server's
+// whole process tree is stopped, and the group comes back with a new one.
+func TestKillOnTimeoutRestartsTheServer(t *testing.T) {
+	srv := testServer(t, "test")
+	srv["policy"] = map[string]any{"tools": map[string]any{"slow": map[string]any{"timeout": "1s", "kill_on_timeout": true}}}
+	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": srv})
+	m := startMoat(t, cfg)
+	m.call(t, "get_dynamic_tools", map[string]any{"group": "test"})
+	before := serverPids(t, m.cmd.Process.Pid)
+	if len(before) == 0 {
+		t.Fatal("no server process found")
+	}
+	res := m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "slow", "args": map[string]any{"ms": 20000}})
+	if !res.IsError || !strings.Contains(resultText(res), "kill_on_timeout") {
+		t.Fatalf("a slow call past its timeout: isError=%v %q", res.IsError, resultText(res))
+	}
+	testutil.NoProcessesLeft(t, before)
+	waitFor(t, "a new server", func() bool {
+		res, err := m.cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "back"}}})
+		return err == nil && resultText(res) == "back"
+	})
+}
+
+// serverPids returns the test servers under pid.
+func serverPids(t *testing.T, pid int) []int {
+	var out []int
+	for _, p := range testutil.Descendants(pid) {
+		if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p)); err == nil && strings.Contains(string(status), "testserver") {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -112,6 +112,10 @@ func setup(args []string, name string) (*instance, int) {
 		Version: version,
 		Layers:  gs.layers(auditLog.Layer()),
 		Catalog: gs.catalog,
+		KillOnTimeout: func(group, tool string) bool {
+			p := gs.policy(group)
+			return p != nil && p.ToolSettings(tool).KillOnTimeout
+		},
 		Upstream: upstream.Options{
 			HTTPClient: httpClientFor,
 			OAuth:      oauthFor(log),

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/upstream"
 )
 
 // forward is the innermost handler: it sends a call that every layer let
@@ -29,6 +31,10 @@ func (p *Server) forward(ctx context.Context, c *guard.Call) (*guard.Result, err
 			defer p.progress.track(c.Group, c.Progress)()
 		}
 		r, err := g.CallTool(ctx, params)
+		if err != nil && p.killOnTimeout != nil && timedOut(ctx, err) && p.killOnTimeout(c.Group, c.Name) {
+			g.Restart(fmt.Sprintf("tool %s timed out and its policy says kill_on_timeout", c.Name))
+			err = fmt.Errorf("%w; the server is being restarted (kill_on_timeout)", err)
+		}
 		return &guard.Result{Tool: r}, err
 	case guard.KindResource:
 		r, err := g.ReadResource(ctx, &mcp.ReadResourceParams{URI: c.URI})
@@ -38,6 +44,12 @@ func (p *Server) forward(ctx context.Context, c *guard.Call) (*guard.Result, err
 		return &guard.Result{Prompt: r}, err
 	}
 	return nil, fmt.Errorf("unknown call kind %v", c.Kind)
+}
+
+// timedOut reports whether a call failed for running out of time: its
+// group's configured timeout, or a deadline set by a layer (the policy's).
+func timedOut(ctx context.Context, err error) bool {
+	return errors.Is(err, upstream.ErrTimeout) || errors.Is(ctx.Err(), context.DeadlineExceeded)
 }
 
 // progressTokens remembers which group may report progress for which

@@ -35,6 +35,9 @@ type Options struct {
 	Layers []guard.Layer
 	// Catalog decides what get_dynamic_tools shows; nil shows every tool.
 	Catalog Catalog
+	// KillOnTimeout reports whether a timed-out call of tool restarts its
+	// group's server; nil means never.
+	KillOnTimeout func(group, tool string) bool
 }
 
 // Server is Moat's downstream MCP server.
@@ -44,8 +47,9 @@ type Server struct {
 	m       *upstream.Manager
 	handler guard.Handler
 
-	catalogFn Catalog
-	cat       catalogCache
+	catalogFn     Catalog
+	cat           catalogCache
+	killOnTimeout func(group, tool string) bool
 
 	session  atomic.Pointer[mcp.ServerSession]
 	progress progressTokens
@@ -74,6 +78,7 @@ func New(opts Options) *Server {
 	p.m = upstream.NewManager(uo)
 	p.handler = guard.Chain(p.forward, opts.Layers...)
 	p.catalogFn = opts.Catalog
+	p.killOnTimeout = opts.KillOnTimeout
 	if p.catalogFn == nil {
 		p.catalogFn = allTools
 	}

@@ -78,6 +78,7 @@ type Group struct {
 	done   chan struct{}
 
 	refresh     chan struct{} // upstream said a list changed
+	restart     chan string   // Restart asked for a new connection, with why
 	dirty       atomic.Uint32 // which lists (bits of listKind)
 	clientMu    sync.Mutex
 	client      *mcp.Client // the current connection's client, for roots
@@ -112,6 +113,7 @@ func newGroup(m *Manager, s *config.Server) *Group {
 		cancel:      cancel,
 		done:        make(chan struct{}),
 		refresh:     make(chan struct{}, 1),
+		restart:     make(chan string, 1),
 		stderrLines: newTailWriter(log, 20),
 		waiters:     make(chan struct{}),
 	}
@@ -284,6 +286,9 @@ func (g *Group) serve(c *conn) error {
 			return g.ctx.Err()
 		case err := <-ended:
 			return c.endReason(err)
+		case why := <-g.restart:
+			g.log.Warn("restarting the server", "why", why)
+			return errors.New(why)
 		case <-g.refresh:
 			kinds := listKind(g.dirty.Swap(0))
 			lists := g.Lists()
@@ -299,6 +304,16 @@ func (g *Group) serve(c *conn) error {
 			g.mu.Unlock()
 			g.m.changed()
 		}
+	}
+}
+
+// Restart ends the current connection (stopping a child's whole process
+// tree) and reconnects with the usual backoff; why becomes the group's
+// reason meanwhile. A restart already pending absorbs this one.
+func (g *Group) Restart(why string) {
+	select {
+	case g.restart <- why:
+	default:
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -296,8 +297,9 @@ func (m *moatProc) groupStatus(t *testing.T, group string) string {
 		}
 		for _, line := range strings.Split(tool.Description, "\n") {
 			if rest, ok := strings.CutPrefix(line, "- "+group+": "); ok {
-				if i := strings.LastIndex(rest, " ("); i >= 0 {
-					return strings.TrimSuffix(rest[i+2:], ")")
+				// "description (state)"; the state may itself hold parentheses.
+				if loc := stateRE.FindStringIndex(rest); loc != nil {
+					return strings.TrimSuffix(rest[loc[0]+2:], ")")
 				}
 				return rest
 			}
@@ -306,6 +308,8 @@ func (m *moatProc) groupStatus(t *testing.T, group string) string {
 	t.Fatalf("group %s is not in get_dynamic_tools' description", group)
 	return ""
 }
+
+var stateRE = regexp.MustCompile(` \((ready|connecting|unavailable|waiting|starting|stopped)`)
 
 // waitStatus waits until group's status starts with prefix and returns it.
 func (m *moatProc) waitStatus(t *testing.T, group, prefix string) string {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzVerify feeds arbitrary bytes to Verify with fixed keys, with and
@@ -66,7 +67,9 @@ func FuzzVerifyOneByte(f *testing.F) {
 			case same && err != nil:
 				t.Fatalf("the untouched log fails (mac=%v): %v", mac != nil, err)
 			case !same && err == nil && (mac != nil || !inFinalHash(orig, i)):
-				t.Fatalf("byte %d set from %q to %q verifies (mac=%v, %d records):\n%s", i, orig[i], b, mac != nil, rep.Records, mutated)
+				line := bytes.Count(orig[:i], []byte("\n"))
+				t.Fatalf("byte %d (line %d) set from %q to %q verifies (mac=%v, %d records):\n%s", i, line+1, orig[i], b, mac != nil, rep.Records,
+					bytes.SplitAfter(mutated, []byte("\n"))[line])
 			}
 		}
 	})
@@ -74,8 +77,15 @@ func FuzzVerifyOneByte(f *testing.F) {
 
 // buildLog writes key[0] records with a checkpoint every key[1], arguments
 // recorded when key[2] is 1, closes the log and returns its bytes.
+// The clock, process and user are fixed so that the same key gives the
+// same bytes in every process: a failing input then replays exactly.
 func buildLog(t *testing.T, path string, key [3]int, k Keys) []byte {
-	w := mustOpen(t, Options{Path: path, Fsync: FsyncOff, CheckpointEvery: key[1], RecordArgs: key[2] == 1}, k)
+	clock := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	w := mustOpen(t, Options{
+		Path: path, Fsync: FsyncOff, CheckpointEvery: key[1], RecordArgs: key[2] == 1,
+		Clock: func() time.Time { return clock },
+	}, k)
+	w.pid, w.user = 4242, "fuzz"
 	writeRecords(t, w, rand.New(rand.NewPCG(uint64(key[0]), uint64(key[1]))), key[0])
 	if err := w.Close(); err != nil {
 		t.Fatal(err)

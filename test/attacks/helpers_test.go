@@ -309,7 +309,7 @@ func (m *moatProc) groupStatus(t *testing.T, group string) string {
 	return ""
 }
 
-var stateRE = regexp.MustCompile(` \((ready|connecting|unavailable|waiting|starting|stopped)`)
+var stateRE = regexp.MustCompile(` \((ready|connecting|unavailable|waiting)`)
 
 // waitStatus waits until group's status starts with prefix and returns it.
 func (m *moatProc) waitStatus(t *testing.T, group, prefix string) string {

@@ -146,9 +146,6 @@ func TestOAuthLoginOnceThenRestart(t *testing.T) {
 // answers 401; the group must say it waits for `moat auth login NAME`,
 // not show a raw 401 (issue 3: "the group shows as waiting for login").
 func TestOAuthWaitingForLoginWithoutClientID(t *testing.T) {
-	t.Skip("BUG: cmd/moat/serve.go oauthFor gives a server without oauth_client_id and without a stored token no OAuth handler, " +
-		"so go-sdk's streamable transport reports the 401 as a plain \"Unauthorized\" (and, the type being inferred, tries legacy SSE too) " +
-		"instead of an error wrapping oauth.ErrLoginRequired; see the helper report for the fix")
 	work := t.TempDir()
 	cfg := writeConfig(t, work, map[string]any{
 		"protected": map[string]any{"description": "OAuth-protected test server", "url": startOAuthServer(t, filepath.Join(work, "record.jsonl"))},

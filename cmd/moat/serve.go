@@ -217,12 +217,10 @@ func oauthFor(log *slog.Logger) func(s *config.Server) (auth.OAuthHandler, error
 		h, err := oauth.NewHandler(oauth.Options{
 			Store: store, Server: s.Name, URL: s.URL, ClientID: s.OAuthClientID, Scopes: s.OAuthScopes,
 			HTTP: oc, Prompt: os.Stderr, Logger: log, OnToken: secretSink,
+			TryWithoutToken: s.OAuthClientID == "",
 		})
 		if err != nil {
 			return nil, err
-		}
-		if s.OAuthClientID == "" && !h.HasToken(ctx) {
-			return nil, nil
 		}
 		return h, nil
 	}

@@ -38,6 +38,9 @@ type Handler struct {
 	// access token that refresh produced.
 	refreshedOn401 time.Time
 	fresh          string
+	// anonymous: TryWithoutToken and no token stored when this Handler
+	// was first asked; its requests go without a token.
+	anonymous bool
 }
 
 var _ auth.OAuthHandler = (*Handler)(nil)
@@ -87,7 +90,16 @@ func (h *Handler) current(ctx context.Context) error {
 func (h *Handler) TokenSource(ctx context.Context) (oauth2.TokenSource, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.anonymous {
+		return nil, nil
+	}
 	if err := h.current(ctx); err != nil {
+		if h.o.TryWithoutToken && h.rec == nil && errors.Is(err, ErrLoginRequired) {
+			// No token and no sign yet that the server wants one: send the
+			// request bare. A 401 reaches Authorize, which asks for a login.
+			h.anonymous = true
+			return nil, nil
+		}
 		return nil, err
 	}
 	return tokenSource{h}, nil
@@ -143,6 +155,8 @@ func (h *Handler) Authorize(ctx context.Context, req *http.Request, resp *http.R
 	if err := h.current(ctx); err != nil {
 		return err
 	}
+	// A login stored a token since this request left bare: use it.
+	h.anonymous = false
 	sent := strings.TrimSpace(strings.TrimPrefix(req.Header.Get("Authorization"), "Bearer "))
 	if !sameToken(sent, h.rec.AccessToken) {
 		// The token changed since the request left (another request

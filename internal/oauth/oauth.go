@@ -98,6 +98,11 @@ type Options struct {
 	// holds as it is read or stored (serve registers them with the
 	// redactor, so a server echoing its own token gets it redacted).
 	OnToken func(name, value string)
+	// TryWithoutToken (servers without oauth_client_id, which may need no
+	// OAuth at all): with no token stored, the Handler sends requests
+	// without one instead of failing them, and only a 401 from the server
+	// ends in ErrLoginRequired.
+	TryWithoutToken bool
 
 	// now replaces time.Now in tests.
 	now func() time.Time

@@ -1,0 +1,68 @@
+package attacks
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestTamperedAuditLog: after a session, an insider edits a record (a denied
+// call made to look allowed), cuts the log, or swaps two records. `moat
+// audit verify` exits 1 and names the kind of change for each, while the
+// untouched log verifies.
+//
+// SECURITY.md, Audit log, "Tamper evidence" (audit:
+// TestVerifyCatchesEverySingleChange; cmd/moat: TestAuditLogOfASession).
+func TestTamperedAuditLog(t *testing.T) {
+	dir := t.TempDir()
+	srv := testServer(t, "test")
+	srv["policy"] = map[string]any{"deny": []string{"fail"}}
+	m := startMoat(t, writeConfig(t, dir, map[string]server{"test": srv}))
+	m.echoWorks(t, "test")
+	if res := m.call(t, "test", "fail", nil); !res.IsError {
+		t.Fatal("the denied tool ran")
+	}
+	m.echoWorks(t, "test")
+	m.auditLog(t) // verifies the untouched log
+	orig, err := os.ReadFile(auditPath(m.env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.SplitAfter(orig, []byte("\n"))
+	lines = lines[:len(lines)-1] // the empty string after the last newline
+	denied := -1
+	for i, l := range lines {
+		if bytes.Contains(l, []byte(`"decision":"deny"`)) {
+			denied = i
+		}
+	}
+	if denied < 0 || len(lines) < 6 {
+		t.Fatalf("the log has no denied call to tamper with:\n%s", orig)
+	}
+	join := func(ls [][]byte) []byte { return bytes.Join(ls, nil) }
+	for _, tt := range []struct {
+		name string
+		log  []byte
+		kind string
+	}{
+		{"edited", join(append(append(append([][]byte{}, lines[:denied]...),
+			bytes.Replace(lines[denied], []byte(`"decision":"deny"`), []byte(`"decision":"allow"`), 1)), lines[denied+1:]...)), "edited"},
+		{"truncated mid-line", orig[:len(orig)-len(lines[len(lines)-1])/2], "torn-tail"},
+		{"last records cut", join(lines[:len(lines)-2]), "unsealed"},
+		{"reordered", join(append(append(append([][]byte{}, lines[:2]...), lines[3], lines[2]), lines[4:]...)), "reordered"},
+		{"record deleted", join(append(append([][]byte{}, lines[:denied]...), lines[denied+1:]...)), "deleted"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "audit.jsonl")
+			if err := os.WriteFile(path, tt.log, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, out := runMoat(t, m.env, "audit", "verify", path)
+			if code != 1 || !strings.Contains(out, tt.kind) {
+				t.Errorf("moat audit verify of a log %s: exit %d\n%s\nwant exit 1 naming %q", tt.name, code, out, tt.kind)
+			}
+		})
+	}
+}

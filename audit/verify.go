@@ -345,7 +345,9 @@ func seqOf(raw []byte) uint64 {
 func (v *verifier) checkpoint(file string, n int, p *parsed) bool {
 	r := &p.rec
 	unsigned, sigB64, ok := splitMember(p.body, "sig")
-	sig, err := base64.StdEncoding.DecodeString(sigB64)
+	// Strict: another base64 spelling of the same signature (different
+	// padding bits) is a changed byte of a sealed line, so it must not verify.
+	sig, err := base64.StdEncoding.Strict().DecodeString(sigB64)
 	if !ok || err != nil || !ed25519.Verify(v.pub, append([]byte(sigContext), unsigned...), sig) {
 		return v.fail(KindBadSignature, file, n, r.Seq, "the checkpoint's Ed25519 signature does not verify with this public key (wrong key, or the checkpoint was forged)")
 	}
@@ -409,7 +411,7 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 	if !ok {
 		return nil, fmt.Errorf("audit: public key must start with %q (the output of `moat audit pubkey`)", pubKeyPrefix)
 	}
-	b, err := base64.StdEncoding.DecodeString(b64)
+	b, err := base64.StdEncoding.Strict().DecodeString(b64)
 	if err != nil || len(b) != ed25519.PublicKeySize {
 		return nil, errors.New("audit: public key is not 32 bytes of base64")
 	}

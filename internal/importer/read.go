@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	toml "github.com/pelletier/go-toml/v2"
 	"github.com/tailscale/hujson"
@@ -76,10 +77,27 @@ type SyntaxError struct {
 }
 
 func (e *SyntaxError) Error() string {
+	// The parsers quote pieces of the source, which may hold terminal
+	// escapes or newlines: they are shown escaped, never raw.
+	msg := escapeControl(e.Msg)
 	if e.Line > 0 {
-		return fmt.Sprintf("import: %s:%d:%d: %s", e.File, e.Line, e.Col, e.Msg)
+		return fmt.Sprintf("import: %s:%d:%d: %s", e.File, e.Line, e.Col, msg)
 	}
-	return fmt.Sprintf("import: %s: %s", e.File, e.Msg)
+	return fmt.Sprintf("import: %s: %s", e.File, msg)
+}
+
+// escapeControl writes control characters as Go escapes (\x1b, \n).
+func escapeControl(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // Read parses the config file at path in t's format. Claude Code's

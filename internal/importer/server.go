@@ -107,6 +107,10 @@ func (r *reader) server(srcName string, v any) {
 		r.drop(name, "*", "skipped: the url cannot be expressed in Moat's config")
 		return
 	}
+	if s.URL != "" && !plausibleURL(s.URL) {
+		r.drop(name, "*", "skipped: its url is not an absolute http or https URL")
+		return
+	}
 	env := r.stringMap(name, "env", m["env"])
 	maps.Copy(env, r.stringMap(name, "environment", m["environment"]))
 	headers := r.stringMap(name, "headers", m["headers"])
@@ -314,6 +318,17 @@ func (r *reader) cwd(name string, m map[string]any, s *Server) {
 		r.drop(name, "cwd", fmt.Sprintf("the relative directory %q is taken as %s", raw, v))
 	}
 	s.Cwd = v
+}
+
+// plausibleURL reports whether u can be an upstream's url: absolute http
+// or https with a host. A ${VAR} is given the benefit of the doubt (Moat
+// checks the expanded value when it loads the config).
+func plausibleURL(u string) bool {
+	if strings.Contains(u, "${") {
+		return true
+	}
+	p, err := url.Parse(u)
+	return err == nil && (strings.EqualFold(p.Scheme, "https") || strings.EqualFold(p.Scheme, "http")) && p.Host != ""
 }
 
 // network sets Moat's opt-ins that the source's url needs to keep

@@ -144,8 +144,7 @@ type verifier struct {
 	seg        hash.Hash
 	segCount   uint64
 	segFile    string
-	segLine    int // first line of the current segment
-	firstSeq   uint64
+	segLine    int    // first line of the current segment
 	lastTime   string // time of the first record of the last file fed (rotation by age)
 	lastEvent  string
 }

@@ -167,7 +167,7 @@ func (p *Server) initialized(ctx context.Context, r *mcp.InitializedRequest) {
 			return ss.Elicit(ctx, ep)
 		}
 	}
-	if caps.RootsV2 != nil || caps.Roots.ListChanged {
+	if caps.RootsV2 != nil { // go-sdk sets it whenever the client declares roots
 		hooks.Roots = true
 		// Roots are fetched outside the handler: the client may not answer
 		// requests until its initialized notification has been handled.

@@ -396,7 +396,7 @@ func TestResourcesAndPromptsAreMergedWithoutShadowing(t *testing.T) {
 		t.Fatalf("read with _meta.group two: %v %v", res, err)
 	}
 	_, err = c.cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "nobody://x"})
-	wantCode(t, err, mcp.CodeResourceNotFound, "not found")
+X
 
 	pr, err := c.cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "greet", Arguments: map[string]string{"name": "Ada"}, Meta: mcp.Meta{"group": "solo"}})
 	if err != nil || !strings.Contains(pr.Messages[0].Content.(*mcp.TextContent).Text, "Hello, Ada!") {

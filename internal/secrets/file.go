@@ -135,7 +135,8 @@ func openFileStore(opt Options) (*fileStore, error) {
 	st := &fileStore{dir: dir}
 	hdr, err := st.readFile(headerName)
 	if errors.Is(err, fs.ErrNotExist) {
-		created, err := st.createHeader(pass)
+		var created bool
+		created, err = st.createHeader(pass)
 		if err != nil {
 			return nil, err
 		}

@@ -396,7 +396,9 @@ func TestResourcesAndPromptsAreMergedWithoutShadowing(t *testing.T) {
 		t.Fatalf("read with _meta.group two: %v %v", res, err)
 	}
 	_, err = c.cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "nobody://x"})
-X
+	// go-sdk answers "Resource not found" with -32602, as current MCP
+	// versions specify (the older -32002 is deprecated).
+	wantCode(t, err, jsonrpc.CodeInvalidParams, "Resource not found")
 
 	pr, err := c.cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "greet", Arguments: map[string]string{"name": "Ada"}, Meta: mcp.Meta{"group": "solo"}})
 	if err != nil || !strings.Contains(pr.Messages[0].Content.(*mcp.TextContent).Text, "Hello, Ada!") {

@@ -20,8 +20,10 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/auditlog"
 	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/importer"
 	"github.com/moatmcp/moat/internal/netguard"
 	"github.com/moatmcp/moat/internal/oauth"
@@ -112,6 +114,14 @@ func setup(args []string, name string) (*instance, int) {
 		Version: version,
 		Layers:  gs.layers(auditLog.Layer()),
 		Catalog: gs.catalog,
+		Refused: func(ctx context.Context, c *guard.Call, err error) {
+			r := &audit.Record{Event: "tool_call", Group: c.Group, Tool: c.Name, Session: c.Session,
+				Decision: "deny", Rule: "proxy:invalid-request", Reason: err.Error(), Outcome: "denied", BytesIn: int64(len(c.Args))}
+			if len(c.Args) > 0 {
+				r.ArgsShape, r.ArgsSHA256 = audit.ArgsShape(c.Args)
+			}
+			_ = auditLog.Write(ctx, r)
+		},
 		KillOnTimeout: func(group, tool string) bool {
 			p := gs.policy(group)
 			return p != nil && p.ToolSettings(tool).KillOnTimeout

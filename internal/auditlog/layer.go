@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -43,12 +44,14 @@ func (l *Log) Layer() guard.Layer {
 }
 
 func unavailable(err error) *guard.Denial {
-	return &guard.Denial{
-		Layer:  "audit",
-		Rule:   "unavailable",
-		Reason: "the audit log cannot be written, so Moat does not run calls or return their results; fix the log (disk space, permissions, keychain) or set audit.on_failure to continue in the config",
-		Cause:  err,
+	reason := "the audit log cannot be written, so Moat does not run calls or return their results; fix the log (disk space, permissions, keychain) or set audit.on_failure to continue in the config"
+	// A cause that says how to fix it (a chmod, a passphrase) is worth
+	// showing: the user reads this in the chat.
+	var h interface{ Hints() []string }
+	if errors.As(err, &h) && len(h.Hints()) > 0 {
+		reason += "; " + strings.Join(h.Hints(), "; ")
 	}
+	return &guard.Denial{Layer: "audit", Rule: "unavailable", Reason: reason, Cause: err}
 }
 
 var eventOf = map[guard.Kind]string{

@@ -35,6 +35,10 @@ type Options struct {
 	Layers []guard.Layer
 	// Catalog decides what get_dynamic_tools shows; nil shows every tool.
 	Catalog Catalog
+	// Refused learns of call_dynamic_tool requests refused before the chain
+	// (malformed or smuggled arguments, unknown group or tool), for the
+	// audit log: c holds what could be read of the request.
+	Refused func(ctx context.Context, c *guard.Call, err error)
 	// KillOnTimeout reports whether a timed-out call of tool restarts its
 	// group's server; nil means never.
 	KillOnTimeout func(group, tool string) bool
@@ -50,6 +54,7 @@ type Server struct {
 	catalogFn     Catalog
 	cat           catalogCache
 	killOnTimeout func(group, tool string) bool
+	refused       func(ctx context.Context, c *guard.Call, err error)
 
 	session  atomic.Pointer[mcp.ServerSession]
 	progress progressTokens
@@ -79,6 +84,7 @@ func New(opts Options) *Server {
 	p.handler = guard.Chain(p.forward, opts.Layers...)
 	p.catalogFn = opts.Catalog
 	p.killOnTimeout = opts.KillOnTimeout
+	p.refused = opts.Refused
 	if p.catalogFn == nil {
 		p.catalogFn = allTools
 	}

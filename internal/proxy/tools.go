@@ -287,6 +287,18 @@ func unavailableText(err error) string {
 }
 
 func (p *Server) callDynamicTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	res, err := p.callDynamicToolChecked(ctx, req)
+	if err != nil && p.refused != nil {
+		// What could be read of the request, best effort: the strict
+		// decoding refused it, so these values are only for the record.
+		var loose struct{ Group, Name string }
+		json.Unmarshal(req.Params.Arguments, &loose)
+		p.refused(ctx, &guard.Call{Kind: guard.KindTool, Group: loose.Group, Name: loose.Name, Args: req.Params.Arguments, Session: req.Session.ID()}, err)
+	}
+	return res, err
+}
+
+func (p *Server) callDynamicToolChecked(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 	args, err := decodeArgs(req.Params.Arguments, "group", "name", "args")
 	if err != nil {
 		return nil, invalidParams("%s: %v", toolCall, err)

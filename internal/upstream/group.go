@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/hygiene"
 	"github.com/moatmcp/moat/internal/oauth"
 )
 
@@ -257,6 +259,13 @@ func (g *Group) run() {
 			wait = g.m.opts.Backoff[failures-1]
 		}
 		reason := sanitizeReason(err.Error())
+		if findings := hygiene.Suspicious(reason, nil, nil); len(findings) > 0 {
+			// The reason reaches the model through the tool list: text that
+			// reads like instructions stays in the log for the user.
+			g.m.event(g.name, "suspicious_reason", map[string]string{"findings": strings.Join(findings, "; ")})
+			g.log.Warn("the server's error text looks like instructions to the model; it is withheld from the tool list", "text", reason, "findings", findings)
+			reason = "the server's error text is withheld: it reads like instructions to the model (see moat's log)"
+		}
 		if errors.Is(err, oauth.ErrLoginRequired) {
 			reason = fmt.Sprintf("waiting for login: run `moat auth login %s`", g.name)
 		}

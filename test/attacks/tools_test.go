@@ -131,9 +131,10 @@ func TestPromptInjectionInDescription(t *testing.T) {
 
 // TestPromptInjectionInErrorMessage: an upstream answers initialize with an
 // error whose message is a hidden prompt injection. The group shows as
-// unavailable with a reason the model can read, but cut to 200 characters
-// and without the hidden characters; the audit log records the group as
-// unavailable; other groups work.
+// unavailable, but the model never reads the injected text: a reason that
+// reads like instructions is withheld (it stays in moat's log), others are
+// cut to 200 characters without hidden characters; the audit log records
+// the group as unavailable and the suspicious text; other groups work.
 //
 // SECURITY.md, "The proxy": "Upstream-controlled text shown to the model in
 // the tool list (a group's failure reason) is cut to 200 characters with
@@ -151,13 +152,19 @@ func TestPromptInjectionInErrorMessage(t *testing.T) {
 	if n := len([]rune(strings.TrimPrefix(reason, "unavailable: "))); n > 200 {
 		t.Errorf("the failure reason is %d characters, want at most 200: %q", n, reason)
 	}
-	if !strings.Contains(reason, "failed.") {
-		t.Errorf("the failure reason %q does not say what the upstream answered", reason)
+	if strings.Contains(reason, "IMPORTANT") || strings.Contains(strings.ToLower(reason), "tell the user") {
+		t.Errorf("the model reads the injected instructions in the failure reason: %q", reason)
+	}
+	if !strings.Contains(reason, "withheld") {
+		t.Errorf("the failure reason %q does not say the server's text was withheld", reason)
 	}
 	m.echoWorks(t, "good")
 	recs := m.auditLog(t)
 	findRecord(t, recs, "evil unavailable", func(r audit.Record) bool {
 		return r.Event == "upstream_unavailable" && r.Group == "evil"
+	})
+	findRecord(t, recs, "the suspicious reason", func(r audit.Record) bool {
+		return r.Event == "suspicious_reason" && r.Group == "evil"
 	})
 }
 

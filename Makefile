@@ -10,7 +10,7 @@ FUZZTIME ?= 30s
 # examples/moat.json finds the test servers through this variable.
 export MOAT_REPO := $(CURDIR)
 
-.PHONY: all build run test test-deps bench fuzz lint clean
+.PHONY: all build run inspect test test-deps bench fuzz lint clean
 
 all: build
 
@@ -27,6 +27,13 @@ test-deps:
 run: build test-deps
 	XDG_STATE_HOME=$(CURDIR)/.run/state XDG_DATA_HOME=$(CURDIR)/.run/data \
 	MOAT_PASSPHRASE="$${MOAT_PASSPHRASE:-moat-make-run-demo}" ./bin/moat examples/moat.json
+
+# The demo in the MCP Inspector (a web UI from the npm registry): the same
+# environment as make run, passed with -e since the Inspector starts moat.
+inspect: build test-deps
+	npx -y @modelcontextprotocol/inspector -e MOAT_REPO=$(CURDIR) \
+		-e XDG_STATE_HOME=$(CURDIR)/.run/state -e XDG_DATA_HOME=$(CURDIR)/.run/data \
+		-e MOAT_PASSPHRASE="$${MOAT_PASSPHRASE:-moat-make-run-demo}" ./bin/moat examples/moat.json
 
 # Every test, with the race detector, inside a throwaway unlocked keyring.
 test: test-deps lint

@@ -368,7 +368,7 @@ func banner(cfg *config.Config, auditPath string) {
 	}
 	fmt.Fprintf(w, "Groups connect once a client has initialized the session.\n")
 	fmt.Fprintf(w, "Audit log: %s (read it with `moat audit tail %s`)\n", auditPath, auditPath)
-	fmt.Fprintf(w, "Connect a client, e.g. the MCP Inspector:\n  npx @modelcontextprotocol/inspector %s %s\n", selfPath(), cfg.Path)
+	fmt.Fprintf(w, "Connect a client, e.g. the MCP Inspector (pass what the config's ${VAR}s need with -e NAME=value;\n`make inspect` does it for this demo):\n  npx @modelcontextprotocol/inspector %s %s\n", selfPath(), cfg.Path)
 	fmt.Fprintf(w, "or add {\"command\": %q, \"args\": [%q]} to Claude Desktop's mcpServers.\n", selfPath(), cfg.Path)
 	fmt.Fprintf(w, "Press Ctrl-C (or Ctrl-D) to stop. Set MOAT_LOG=info to see groups connect.\n")
 }

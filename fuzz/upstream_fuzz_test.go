@@ -2,9 +2,11 @@ package fuzz
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -53,50 +55,74 @@ func FuzzUpstreamReply(f *testing.F) {
 	replyFile := filepath.Join(f.TempDir(), "reply")
 	cs, p := startProxy(f, replyFile)
 	f.Fuzz(func(t *testing.T, reply []byte) {
-		// A reply that made Moat drop the child leaves the group
-		// reconnecting; wait, so that every input meets a live child.
-		waitReady(t, p, "hostile")
-		if err := os.WriteFile(replyFile, reply, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), callBound)
-		defer cancel()
-		_, err := cs.CallTool(ctx, &mcp.CallToolParams{
-			Name:      "call_dynamic_tool",
-			Arguments: map[string]any{"group": "hostile", "name": "reply", "args": map[string]any{}},
-		})
-		if ctx.Err() != nil {
-			t.Fatalf("the call to the hostile group did not return within %v (err %v); reply %q", callBound, err, reply)
-		}
-		if err != nil && strings.Contains(err.Error(), "connection closed") {
-			t.Fatalf("the hostile reply closed the client's session with Moat: %v; reply %q", err, reply)
-		}
-
-		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{
-			Name:      "call_dynamic_tool",
-			Arguments: map[string]any{"group": "echo", "name": "echo", "args": map[string]any{"message": "still here"}},
-		})
-		if err != nil || res.IsError || textOf(res) != "still here" {
-			t.Fatalf("after reply %q the echo group answers %v, %v", reply, res, err)
+		// The fuzzing engine never times an input out, so a hang would
+		// only stall it: the watchdog turns one into a failure with the
+		// goroutines of the stuck proxy.
+		failed := make(chan string, 1)
+		go func() { failed <- exchange(cs, p, replyFile, reply) }()
+		select {
+		case msg := <-failed:
+			if msg != "" {
+				t.Fatalf("%s; reply %q", msg, reply)
+			}
+		case <-time.After(3 * callBound):
+			buf := make([]byte, 1<<20)
+			t.Fatalf("Moat hangs: no answer to the client after %v; reply %q\n%s", 3*callBound, reply, buf[:runtime.Stack(buf, true)])
 		}
 	})
 }
 
-// waitReady waits until group is connected, and fails t if Moat does not
-// bring it back within a few seconds: a hostile reply must not leave a
-// group down for good.
-func waitReady(t *testing.T, p *proxy.Server, group string) {
+// exchange lets the hostile child answer with reply and returns what went
+// wrong, or "".
+func exchange(cs *mcp.ClientSession, p *proxy.Server, replyFile string, reply []byte) string {
+	// A reply that made Moat drop the child leaves the group reconnecting;
+	// wait, so that every input meets a live child.
+	if msg := waitReady(p, "hostile"); msg != "" {
+		return msg
+	}
+	if err := os.WriteFile(replyFile, reply, 0o600); err != nil {
+		return err.Error()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callBound)
+	defer cancel()
+	_, err := cs.CallTool(ctx, &mcp.CallToolParams{
+		Name:      "call_dynamic_tool",
+		Arguments: map[string]any{"group": "hostile", "name": "reply", "args": map[string]any{}},
+	})
+	if ctx.Err() != nil {
+		return fmt.Sprintf("the call to the hostile group did not return within %v (err %v)", callBound, err)
+	}
+	if err != nil && strings.Contains(err.Error(), "connection closed") {
+		return fmt.Sprintf("the hostile reply closed the client's session with Moat: %v", err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), callBound)
+	defer cancel()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{
+		Name:      "call_dynamic_tool",
+		Arguments: map[string]any{"group": "echo", "name": "echo", "args": map[string]any{"message": "still here"}},
+	})
+	if err != nil || res.IsError || textOf(res) != "still here" {
+		return fmt.Sprintf("afterwards the echo group answers %v, %v", res, err)
+	}
+	return ""
+}
+
+// waitReady waits until group is connected, and says so if Moat does not
+// bring it back within callBound: a hostile reply must not leave a group
+// down for good.
+func waitReady(p *proxy.Server, group string) string {
 	g, ok := p.Manager().Group(group)
 	if !ok {
-		t.Fatalf("group %q is gone", group)
+		return fmt.Sprintf("group %q is gone", group)
 	}
 	deadline := time.Now().Add(callBound)
 	for g.Status().State != upstream.Ready {
 		if time.Now().After(deadline) {
-			t.Fatalf("group %q is not reconnected after %v: %+v", group, callBound, g.Status())
+			return fmt.Sprintf("group %q is not reconnected after %v: %+v", group, callBound, g.Status())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	return ""
 }
 
 // startProxy builds the children, runs the proxy over in-memory transports

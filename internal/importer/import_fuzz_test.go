@@ -129,6 +129,7 @@ func checkLiteral(t *testing.T, im *Imported, l Literal) {
 		ok = l.idx >= 0 && l.idx < len(s.Args)
 		if ok {
 			value = s.Args[l.idx]
+			key = argKey(s.Args, l.idx)
 		}
 	case "url":
 		where, value, ok = "url", s.URL, s.URL != ""
@@ -142,6 +143,18 @@ func checkLiteral(t *testing.T, im *Imported, l Literal) {
 	if !fixedReason(l.Reason, key, value) {
 		t.Fatalf("literal reason %q is not one of the fixed reasons (value %q)", l.Reason, value)
 	}
+}
+
+// argKey is the option name an argument's value belongs to: "k" of
+// "--k=VALUE", or of "--k VALUE". It comes from the source, like an env name.
+func argKey(args []string, i int) string {
+	if k, _, ok := strings.Cut(strings.TrimLeft(args[i], "-"), "="); ok {
+		return k
+	}
+	if i > 0 && strings.HasPrefix(args[i-1], "-") {
+		return strings.TrimLeft(args[i-1], "-")
+	}
+	return ""
 }
 
 // fixedReason reports whether reason is one credentialReason or

@@ -17,7 +17,7 @@ const auditEventTimeout = 10 * time.Second
 
 // openAuditLog starts opening the audit log the config asks for; keys come
 // from the secret store and are created on first use.
-func openAuditLog(cfg *config.Config, log *slog.Logger, redact func(string) string) (*auditLogCloser, error) {
+func openAuditLog(cfg *config.Config, log *slog.Logger, redact func(string) string, first ...*audit.Record) (*auditLogCloser, error) {
 	a := cfg.Audit
 	path := auditLogPathOf(cfg)
 	if path == "" {
@@ -54,7 +54,7 @@ func openAuditLog(cfg *config.Config, log *slog.Logger, redact func(string) stri
 		}
 		return auditlog.Keys(ctx, store, true)
 	}
-	return &auditLogCloser{Log: auditlog.Open(opts, keys, log), syslog: sc}, nil
+	return &auditLogCloser{Log: auditlog.Open(opts, keys, log, first...), syslog: sc}, nil
 }
 
 // auditLogCloser is the audit log with its syslog copy, closed together.

@@ -42,11 +42,29 @@ func percentile(d []time.Duration, p float64) float64 {
 
 // BenchmarkEchoRoundTrip times sequential echo calls over stdio to the Go
 // test server, (a) directly and (b) through moat, interleaved in one run so
-// both see the same machine load. ratio_p50 is b/a.
+// both see the same machine load. ratio_p50 is b/a. The default config
+// makes every call's audit record durable (one fdatasync per sequential
+// call); audit.fsync=off shows the proxy and guard without that sync.
 func BenchmarkEchoRoundTrip(b *testing.B) {
+	for _, tt := range []struct {
+		name  string
+		audit map[string]any
+	}{
+		{"defaults", nil},
+		{"audit.fsync=off", map[string]any{"fsync": "off"}},
+	} {
+		b.Run(tt.name, func(b *testing.B) { benchEcho(b, tt.audit) })
+	}
+}
+
+func benchEcho(b *testing.B, auditCfg map[string]any) {
 	server := testutil.BuildTestServer(b)
 	direct := connectCmd(b, exec.Command(server, "-name", "direct"))
-	cfg := writeBenchConfig(b, map[string]any{"test": map[string]any{"description": "bench", "command": server, "args": []string{"-name", "test"}}})
+	extra := map[string]any{}
+	if auditCfg != nil {
+		extra["audit"] = auditCfg
+	}
+	cfg := writeBenchConfig(b, map[string]any{"test": map[string]any{"description": "bench", "command": server, "args": []string{"-name", "test"}}}, extra)
 	viaMoat := connectCmd(b, moatCmd(b, cfg))
 	ctx := context.Background()
 
@@ -61,7 +79,7 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 		}
 		return err
 	}
-	for range 200 { // warm up both paths (connects, JIT-free but caches)
+	for range 200 { // warm up both paths
 		if err := directCall(); err != nil {
 			b.Fatal(err)
 		}
@@ -97,9 +115,19 @@ func moatCmd(b *testing.B, cfg string) *exec.Cmd {
 	return cmd
 }
 
-func writeBenchConfig(b *testing.B, servers map[string]any) string {
+// writeBenchConfig writes a config for servers, with the default global
+// rate ceiling (100 calls/s) lifted so back-to-back calls are measured, not
+// refused; extra adds top-level keys.
+func writeBenchConfig(b *testing.B, servers map[string]any, extra ...map[string]any) string {
 	b.Helper()
-	data, err := json.Marshal(map[string]any{"mcpServers": servers})
+	top := map[string]any{"mcpServers": servers,
+		"defaults": map[string]any{"policy": map[string]any{"global": map[string]any{"rate": "1000000/s", "burst": 1000000}}}}
+	for _, e := range extra {
+		for k, v := range e {
+			top[k] = v
+		}
+	}
+	data, err := json.Marshal(top)
 	if err != nil {
 		b.Fatal(err)
 	}

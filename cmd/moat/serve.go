@@ -97,7 +97,13 @@ func setup(args []string, name string) (*instance, int) {
 	}
 	warnLiteralCredentials(cfg, log)
 
-	auditLog, err := openAuditLog(cfg, log, gs.redactor.String)
+	// The server's start goes first in the log; the log opens in the
+	// background, so serving never waits for a keychain or a passphrase.
+	first := append([]*audit.Record{
+		{Event: "server_start", Detail: map[string]string{"version": version, "command": name, "config": cfg.Path, "config_hash": cfg.Hash}},
+		{Event: "policy_load", Detail: policyDetail()},
+	}, optOuts(cfg, log)...)
+	auditLog, err := openAuditLog(cfg, log, gs.redactor.String, first...)
 	if err != nil {
 		printError(os.Stderr, err)
 		return nil, exitUsage
@@ -145,10 +151,7 @@ func runServe(ctx context.Context, args []string) int {
 	defer m.auditLog.Close()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	auditEvent(m.auditLog.Log, "server_start", "", map[string]string{"version": version, "config": m.cfg.Path, "config_hash": m.cfg.Hash})
 	defer auditEvent(m.auditLog.Log, "server_stop", "", nil)
-	auditEvent(m.auditLog.Log, "policy_load", "", policyDetail())
-	warnOptOuts(m.cfg, m.log, m.auditLog.Log)
 	noticeDynamicMCPTokens(m.log)
 	m.p.Apply(m.cfg)
 
@@ -253,11 +256,13 @@ func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *p
 			auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "false", "old_hash": current, "new_hash": next.Hash, "error": err.Error()})
 			return
 		}
-		auditEvent(auditLog, "policy_load", "", policyDetail())
+		_ = auditLog.Write(context.Background(), &audit.Record{Event: "policy_load", Detail: policyDetail()})
 		log.Info("config reloaded", "path", path, "servers", len(next.Servers), "hash", next.Hash)
 		auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "true", "old_hash": current, "new_hash": next.Hash})
 		current = next.Hash
-		warnOptOuts(next, log, auditLog)
+		for _, r := range optOuts(next, log) {
+			_ = auditLog.Write(context.Background(), r)
+		}
 		p.Apply(next)
 		p.Invalidate()
 	})
@@ -313,9 +318,10 @@ func fileHash(path string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// warnOptOuts says, at every start and reload, which protections the
-// config turns off, in the log and the audit log.
-func warnOptOuts(cfg *config.Config, log *slog.Logger, auditLog *auditlog.Log) {
+// optOuts says, at every start and reload, which protections the config
+// turns off: warnings in the log, and the records for the audit log.
+func optOuts(cfg *config.Config, log *slog.Logger) []*audit.Record {
+	var recs []*audit.Record
 	for _, name := range sortedServerNames(cfg) {
 		s := cfg.Servers[name]
 		if !s.Enabled {
@@ -323,16 +329,17 @@ func warnOptOuts(cfg *config.Config, log *slog.Logger, auditLog *auditlog.Log) {
 		}
 		if s.AllowInsecureHTTP && !netguard.IsLoopbackURL(s.URL) {
 			log.Warn("plain HTTP allowed to a non-loopback server: its traffic can be read and changed on the network", "group", name, "url", s.URL)
-			auditEvent(auditLog, "opt_out", name, map[string]string{"setting": "allow_insecure_http", "url": s.URL})
+			recs = append(recs, &audit.Record{Event: "opt_out", Group: name, Detail: map[string]string{"setting": "allow_insecure_http", "url": s.URL}})
 		}
 		if s.AllowPrivateNetwork {
-			auditEvent(auditLog, "opt_out", name, map[string]string{"setting": "allow_private_network"})
+			recs = append(recs, &audit.Record{Event: "opt_out", Group: name, Detail: map[string]string{"setting": "allow_private_network"}})
 		}
 	}
 	if cfg.Audit.OnFailure == "continue" {
 		log.Warn("audit.on_failure is continue: calls go on when the audit log cannot be written")
-		auditEvent(auditLog, "opt_out", "", map[string]string{"setting": "audit.on_failure=continue"})
+		recs = append(recs, &audit.Record{Event: "opt_out", Detail: map[string]string{"setting": "audit.on_failure=continue"}})
 	}
+	return recs
 }
 
 // noticeDynamicMCPTokens points users coming from dynamic-mcp at their

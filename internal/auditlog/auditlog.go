@@ -99,9 +99,10 @@ type Log struct {
 }
 
 // Open starts opening the log in the background: keys come from keys (which
-// may block on a keychain or a passphrase), then audit.Open. Records
-// written meanwhile wait.
-func Open(opts audit.Options, keys func() (audit.Keys, error), log *slog.Logger) *Log {
+// may block on a keychain or a passphrase), then audit.Open, then the first
+// records (the server's start). Records written meanwhile wait, and come
+// after those.
+func Open(opts audit.Options, keys func() (audit.Keys, error), log *slog.Logger, first ...*audit.Record) *Log {
 	l := &Log{onFailure: opts.OnFailure, log: log, pid: os.Getpid(), user: userName(), ready: make(chan struct{})}
 	l.healthy.Store(true)
 	go func() {
@@ -111,6 +112,13 @@ func Open(opts audit.Options, keys func() (audit.Keys, error), log *slog.Logger)
 			l.w, err = audit.Open(opts, k)
 		} else {
 			err = fmt.Errorf("audit log keys: %w", err)
+		}
+		for _, r := range first {
+			if err != nil {
+				break
+			}
+			r.PID, r.User = l.pid, l.user
+			err = l.w.Write(context.Background(), r)
 		}
 		if err != nil {
 			l.openErr = err

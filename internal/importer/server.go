@@ -115,6 +115,12 @@ func (r *reader) server(srcName string, v any) {
 	maps.Copy(env, r.stringMap(name, "environment", m["environment"]))
 	headers := r.stringMap(name, "headers", m["headers"])
 	maps.Copy(headers, r.stringMap(name, "http_headers", m["http_headers"]))
+	for k := range headers {
+		if !headerName(k) {
+			r.drop(name, "headers", fmt.Sprintf("header %q is not a valid HTTP header name", k))
+			delete(headers, k)
+		}
+	}
 	r.codexExtras(name, m, s, headers)
 	if s.Type == "stdio" {
 		s.Env = r.normalizeMap(name, "env", env)
@@ -318,6 +324,19 @@ func (r *reader) cwd(name string, m map[string]any, s *Server) {
 		r.drop(name, "cwd", fmt.Sprintf("the relative directory %q is taken as %s", raw, v))
 	}
 	s.Cwd = v
+}
+
+// headerName reports whether k is an HTTP header name (an RFC 9110 token).
+func headerName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, c := range k {
+		if c > 0x7e || c <= ' ' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, c) {
+			return false
+		}
+	}
+	return true
 }
 
 // plausibleURL reports whether u can be an upstream's url: absolute http

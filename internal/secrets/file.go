@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -63,7 +64,10 @@ type kdfParams struct {
 
 // defaultKDF follows RFC 9106's second recommended option (64 MiB, 3 passes).
 // Tests lower it to keep the suite fast.
-var defaultKDF = kdfParams{time: 3, memory: 64 << 10, threads: 4}
+// defaultKDF: one thread, so that deriving the key (which moat serve does
+// in the background while it already answers the client) leaves the other
+// cores to serving; the cost is spent in time and memory instead.
+var defaultKDF = kdfParams{time: 3, memory: 64 << 10, threads: 1}
 
 // Limits on the costs read from a header, so a tampered header cannot make
 // Open spend minutes or gigabytes before the verifier fails.
@@ -343,6 +347,9 @@ func (f *fileStore) deriveKey(p kdfParams, salt, pass []byte) {
 	k := argon2.IDKey(pass, salt, p.time, p.memory, p.threads, chacha20poly1305.KeySize)
 	copy(f.key[:], k)
 	clear(k)
+	// Argon2id just used p.memory (64 MiB) once; give it back to the OS now
+	// rather than keep a long-running moat's resident set that large.
+	debug.FreeOSMemory()
 }
 
 func encodeHeaderPrefix(p kdfParams, salt []byte) []byte {

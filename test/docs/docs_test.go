@@ -11,14 +11,20 @@ import (
 	"testing"
 )
 
-var testName = regexp.MustCompile(`\b(?:Test|Fuzz|Benchmark)[A-Z][A-Za-z0-9_]+`)
+var (
+	testName = regexp.MustCompile(`\b(?:Test|Fuzz|Benchmark)[A-Z][A-Za-z0-9_]+`)
+	testFunc = regexp.MustCompile(`(?m)^func ((?:Test|Fuzz|Benchmark)[A-Za-z0-9_]+)\(`)
+)
 
 func TestEveryNamedTestExists(t *testing.T) {
 	root := filepath.Join("..", "..")
 	defined := map[string]bool{}
 	filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() && (d.Name() == "node_modules" || strings.HasPrefix(d.Name(), ".")) && path != root {
-			if d != nil && d.IsDir() {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			if path != root && (d.Name() == "node_modules" || strings.HasPrefix(d.Name(), ".")) {
 				return filepath.SkipDir
 			}
 			return nil
@@ -30,7 +36,7 @@ func TestEveryNamedTestExists(t *testing.T) {
 		if err != nil {
 			return nil
 		}
-		for _, m := range regexp.MustCompile(`(?m)^func ((?:Test|Fuzz|Benchmark)[A-Za-z0-9_]+)\(`).FindAllSubmatch(data, -1) {
+		for _, m := range testFunc.FindAllSubmatch(data, -1) {
 			defined[string(m[1])] = true
 		}
 		return nil

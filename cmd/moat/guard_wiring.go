@@ -35,6 +35,9 @@ const pinKeyItem = "moat-pins-key"
 // the pin store. Policies are replaced on every accepted config reload;
 // limiter state survives for unchanged settings.
 type guardState struct {
+	// trace, in tests only, wraps each layer to record the order calls
+	// pass through them.
+	trace    func(name string, l guard.Layer) guard.Layer
 	log      *slog.Logger
 	audit    func(event, group string, detail map[string]string)
 	limits   *policy.Limits
@@ -246,26 +249,39 @@ func (g *guardState) others(group string, tools []*mcp.Tool) (groups, names []st
 	return groups, names
 }
 
-// layers is the one place the order of the call chain is decided (see
-// DESIGN.md, "The path of one call"): audit outermost so every refusal
-// below it is recorded; argument size first, before anything parses the
-// arguments; policy and concurrency caps; pins; schema validation against
-// the pinned definition; rate limits last, so only calls that will really
-// reach the upstream spend tokens; the policy's timeout around the forward.
-// redact is innermost, so the audit log and the client only ever see
-// redacted results.
+// layerOrder is the one place the order of the call chain is decided (see
+// DESIGN.md, "The path of one call"); config may tune a layer, never move
+// one. audit is outermost so every refusal below it is recorded; argument
+// size comes first, before anything parses the arguments; then policy and
+// concurrency caps; pins; schema validation against the pinned definition;
+// rate limits after every other refusal, so only calls that will really
+// reach the upstream spend tokens; the policy's timeout around the forward;
+// redact innermost, so the audit log and the client only see redacted
+// results. TestLayerOrder traces a call through the chain to lock this.
+var layerOrder = []string{"audit", "size", "policy", "concurrency", "pin", "validate", "rate", "timeout", "redact"}
+
+// layers builds the chain's layers in layerOrder.
 func (g *guardState) layers(auditLayer guard.Layer) []guard.Layer {
-	return []guard.Layer{
-		auditLayer,
-		limits.Size(g.policy),
-		limits.Policy(g.policy),
-		limits.Concurrency(g.limits),
-		g.pinLayer(),
-		g.validateLayer(),
-		limits.Rate(g.limits),
-		limits.Timeout(g.policy),
-		g.redactor.Layer(g.redactMode),
+	byName := map[string]guard.Layer{
+		"audit":       auditLayer,
+		"size":        limits.Size(g.policy),
+		"policy":      limits.Policy(g.policy),
+		"concurrency": limits.Concurrency(g.limits),
+		"pin":         g.pinLayer(),
+		"validate":    g.validateLayer(),
+		"rate":        limits.Rate(g.limits),
+		"timeout":     limits.Timeout(g.policy),
+		"redact":      g.redactor.Layer(g.redactMode),
 	}
+	out := make([]guard.Layer, len(layerOrder))
+	for i, name := range layerOrder {
+		l := byName[name]
+		if g.trace != nil {
+			l = g.trace(name, l)
+		}
+		out[i] = l
+	}
+	return out
 }
 
 // validateLayer validates each call with its group's validator.

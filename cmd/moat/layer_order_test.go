@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/guard"
+)
+
+// TestLayerOrder traces calls through the chain serve builds. An allowed
+// call passes every layer in layerOrder; a call that two layers would
+// refuse is refused by the outer one, and the layers inside it never run
+// (so, for one, a refused call spends no rate tokens).
+func TestLayerOrder(t *testing.T) {
+	cfg := &config.Config{Servers: map[string]*config.Server{"g": {
+		Name: "g", Enabled: true,
+		Policy: json.RawMessage(`{"max_args_bytes": "64B", "deny": ["denied"], "pin": "off"}`),
+	}}}
+	gs := newGuardState(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := gs.apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	var trace []string
+	gs.trace = func(name string, l guard.Layer) guard.Layer {
+		return func(next guard.Handler) guard.Handler {
+			h := l(next)
+			return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+				trace = append(trace, name)
+				return h(ctx, c)
+			}
+		}
+	}
+	passThrough := func(next guard.Handler) guard.Handler { return next }
+	// The pin layer needs the secret store; the pin mode is off and the
+	// store is not what this test is about, so it is opened in a temp dir.
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "disabled:")
+	t.Setenv("MOAT_PASSPHRASE", "test")
+	processStore = lazyStore{}
+	chain := guard.Chain(func(context.Context, *guard.Call) (*guard.Result, error) {
+		trace = append(trace, "forward")
+		return &guard.Result{Tool: &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}}, nil
+	}, gs.layers(passThrough)...)
+	tool := func(name string) *mcp.Tool {
+		return &mcp.Tool{Name: name, InputSchema: map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}}}
+	}
+	store, err := gs.pinStore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Check("g", "", []*mcp.Tool{tool("t"), tool("denied")}, "off")
+	gs.validator("g").Prepare([]*mcp.Tool{tool("t"), tool("denied")})
+
+	for _, tt := range []struct {
+		name, tool, args string
+		want             []string
+		refusedBy        string
+	}{
+		{"allowed", "t", `{"n": 1}`, append(slices.Clone(layerOrder), "forward"), ""},
+		{"too big and denied: size refuses first", "denied", `{"n": 1, "pad": "` + strings.Repeat("x", 80) + `"}`, []string{"audit", "size"}, "limits"},
+		{"denied and invalid: policy refuses first", "denied", `{"n": "x"}`, []string{"audit", "size", "policy"}, "policy"},
+		{"invalid: validate refuses before rate", "t", `{"n": "x"}`, []string{"audit", "size", "policy", "concurrency", "pin", "validate"}, "validate"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			trace = nil
+			c := &guard.Call{Kind: guard.KindTool, Group: "g", Name: tt.tool, Tool: tool(tt.tool), Args: json.RawMessage(tt.args)}
+			_, err := chain(context.Background(), c)
+			var d *guard.Denial
+			switch {
+			case tt.refusedBy == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.refusedBy != "" && (!errors.As(err, &d) || d.Layer != tt.refusedBy):
+				t.Fatalf("got %v, want a refusal by %s", err, tt.refusedBy)
+			}
+			if !slices.Equal(trace, tt.want) {
+				t.Errorf("the call went through %v, want %v", trace, tt.want)
+			}
+		})
+	}
+}

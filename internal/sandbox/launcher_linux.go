@@ -88,9 +88,14 @@ func runLauncher() int {
 		}
 	}
 	if root {
-		// The kernel exempts uid 0 (INIT_USER) from RLIMIT_NPROC.
-		const detail = "running as root: the kernel does not apply RLIMIT_NPROC to uid 0"
-		if cfg.MaxProcs != 0 {
+		// The kernel exempts uid 0 (INIT_USER) from RLIMIT_NPROC. The
+		// cgroup's pids.max, when there is one, limits this server instead
+		// (strict mode refuses below if the target cannot be put in it).
+		detail := "running as root: the kernel does not apply RLIMIT_NPROC to uid 0"
+		if len(cfg.CgroupProcs) > 0 {
+			detail += "; the cgroup's pids.max limits this server instead"
+		}
+		if cfg.MaxProcs != 0 && len(cfg.CgroupProcs) == 0 {
 			notEnforced(PNProc, "%s", detail)
 		} else {
 			rep.set(PNProc, false, "%s", detail)
@@ -143,6 +148,22 @@ func runLauncher() int {
 			return fail("strict sandbox: cannot enforce rlimits: %s", rlimitErr)
 		}
 		notEnforced(PRlimits, "%s", rlimitErr)
+	}
+	if len(cfg.CgroupProcs) > 0 {
+		// On another thread: this one may be under Landlock, which
+		// would deny writing to the cgroup filesystem.
+		joined := make(chan error, 1)
+		go func() { joined <- joinCgroup(pid, cfg.CgroupProcs) }()
+		if err := <-joined; err != nil {
+			if strict {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				_, _ = syscall.Wait4(pid, nil, 0, nil)
+				return fail("strict sandbox: cannot put the server in its cgroup: %v", err)
+			}
+			notEnforced(PCgroup, "putting the server in its cgroup: %v", err)
+		} else {
+			rep.set(PCgroup, true, "%s", cfg.CgroupDetail)
+		}
 	}
 	if err := syscall.PtraceDetach(pid); err != nil {
 		_ = syscall.Kill(pid, syscall.SIGKILL)

@@ -56,6 +56,7 @@ func Probe() Report {
 	} else {
 		r.set(PNetNS, true, "user+network namespaces allowed (sandbox.network false)")
 	}
-	r.set(PCgroup, false, "%s", cgroupStatus())
+	ok, detail := cgroupStatus()
+	r.set(PCgroup, ok, "%s", detail)
 	return r
 }

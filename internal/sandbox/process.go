@@ -19,6 +19,7 @@ type Process struct {
 	pid       int      // launcher (process group leader), or the target without a launcher
 	targetPid int
 	privDir   string
+	cgroup    *cgroup // removed once the tree is reaped; nil = none
 	report    Report
 
 	done     chan struct{}

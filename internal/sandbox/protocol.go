@@ -23,6 +23,11 @@ type launchConfig struct {
 	WritePaths []string `json:"write_paths"`
 	NetConnect []uint16 `json:"net_connect"` // nil = unrestricted
 	NewNetNS   bool     `json:"new_netns"`
+	// CgroupProcs are the cgroup.procs files of the child's cgroup (one
+	// for v2, one per hierarchy for v1), which the launcher puts the target
+	// into before it runs; nil = no per-server cgroup (CgroupDetail says why).
+	CgroupProcs  []string `json:"cgroup_procs"`
+	CgroupDetail string   `json:"cgroup_detail"`
 }
 
 // launchStatus is what the launcher writes on fd 4: first one message with

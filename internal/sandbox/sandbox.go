@@ -80,9 +80,13 @@ const (
 	// DefaultMaxProcs is RLIMIT_NPROC. The kernel counts every process and
 	// thread of the *user* (not of this child) against it, so the default is
 	// high enough for a desktop session; the per-server fork-bomb defence is
-	// the cgroup's pids.max (DefaultPidsMax) where cgroup v2 is delegated.
+	// the cgroup's pids.max (DefaultPidsMax), where a cgroup can be made (see
+	// cgroup_linux.go: v2 when delegated, else v1 as root).
 	DefaultMaxProcs uint64 = 8192
-	// DefaultPidsMax is the cgroup pids.max when MaxProcs is zero.
+	// DefaultPidsMax is the cgroup pids.max when MaxProcs is zero: the
+	// processes and threads of this one server, ample for a Node.js or
+	// Python MCP server (a Node.js process alone has about 11 threads), and
+	// low enough that a fork bomb stops long before the machine notices.
 	DefaultPidsMax uint64 = 256
 	// DefaultMaxFileSize is RLIMIT_FSIZE: 1 GiB.
 	DefaultMaxFileSize uint64 = 1 << 30
@@ -92,10 +96,10 @@ const (
 // above.
 type Limits struct {
 	Mode        Mode
-	Memory      uint64        // RLIMIT_AS bytes (and cgroup memory.max)
+	Memory      uint64        // RLIMIT_AS bytes per process, and the cgroup's memory limit for the whole tree
 	CPU         time.Duration // RLIMIT_CPU, rounded up to whole seconds
 	MaxFiles    uint64        // RLIMIT_NOFILE
-	MaxProcs    uint64        // RLIMIT_NPROC (per user!) and cgroup pids.max
+	MaxProcs    uint64        // RLIMIT_NPROC (per user!) and cgroup pids.max (DefaultPidsMax when 0)
 	MaxFileSize uint64        // RLIMIT_FSIZE
 	// FSRead and FSWrite are Landlock allow-lists (paths beneath which the
 	// child may read / write). nil both = no Landlock filesystem restriction.

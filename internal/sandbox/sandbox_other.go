@@ -12,6 +12,9 @@ import (
 	"syscall"
 )
 
+// cgroup is Linux only; Process.cgroup stays nil elsewhere.
+type cgroup struct{}
+
 // MaybeRunLauncher is a no-op outside Linux, where no launcher is used; a
 // stray "sandbox-exec" invocation exits with an error.
 func MaybeRunLauncher() {

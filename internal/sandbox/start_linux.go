@@ -81,6 +81,17 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 		NetConnect: lim.NetConnect,
 		NewNetNS:   lim.Network != nil && !*lim.Network,
 	}
+	if cg, err := newCgroup(s.Name, lim.Memory, pidsMax(s.Limits)); err != nil {
+		cfg.CgroupDetail = err.Error() + ": only rlimits apply (RLIMIT_NPROC is per user, not per server, and not applied to root)"
+	} else {
+		p.cgroup = cg
+		cfg.CgroupProcs, cfg.CgroupDetail = cg.procs, cg.detail
+		defer func() {
+			if !ok {
+				_ = cg.remove()
+			}
+		}()
+	}
 	if lim.FSRead != nil || lim.FSWrite != nil {
 		cfg.Landlock = true
 		cfg.ReadPaths = append(append(append([]string{}, baseReadPaths...), executablePaths(path)...), lim.FSRead...)
@@ -215,7 +226,9 @@ func (p *Process) launch(ctx context.Context, launcher string, cfg *launchConfig
 	} else if _, ok := rep.Get(PNetNS); !ok {
 		rep.set(PNetNS, false, "not asked (sandbox.network is not false): host network")
 	}
-	rep.set(PCgroup, false, "%s", cgroupStatus())
+	if _, ok := rep.Get(PCgroup); !ok {
+		rep.set(PCgroup, false, "%s", cfg.CgroupDetail)
+	}
 
 	p.cmd, p.stdin, p.stdout, p.control = cmd, stdinW, stdoutR, cfgW
 	p.pid, p.targetPid = cmd.Process.Pid, st.Pid
@@ -242,6 +255,11 @@ func (p *Process) reap(status *bufio.Reader, stR *os.File) {
 		p.setExit(fmt.Sprintf("launcher ended without the server's status: %v", werr), ru)
 	}
 	_ = p.control.Close()
+	if p.cgroup != nil {
+		if err := p.cgroup.remove(); err != nil {
+			slog.Warn("sandbox: cannot remove the server's cgroup", "server", p.name, "err", err)
+		}
+	}
 	if p.privDir != "" {
 		_ = os.RemoveAll(p.privDir)
 	}

@@ -1,0 +1,226 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// needCgroups skips (loudly) when this machine cannot give a child a
+// cgroup, and returns the version Start will use.
+func needCgroups(t *testing.T) int {
+	t.Helper()
+	ok, detail := cgroupStatus()
+	if !ok {
+		t.Skipf("SKIPPED LOUDLY: no usable per-server cgroup here (%s)", detail)
+	}
+	h, err := findHierarchies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.v2 != "" {
+		if ctrl, _ := os.ReadFile(filepath.Join(h.v2, "cgroup.controllers")); hasControllers(string(ctrl)) {
+			return 2
+		}
+	}
+	return 1
+}
+
+// TestForkBombContainedByPidsMax runs a bounded fork bomb as root, whom
+// RLIMIT_NPROC does not limit: pids.max stops it at exactly MaxProcs
+// processes, and the cgroup is gone once the child is reaped.
+func TestForkBombContainedByPidsMax(t *testing.T) {
+	version := needCgroups(t)
+	stderr := &syncBuffer{}
+	// Every successful fork prints the number of sleeps running so far;
+	// the shell itself is the first process of the cgroup.
+	p := start(t, &Spec{Name: "fork/bomb", Command: "/bin/sh", Stderr: stderr,
+		Args:   []string{"-c", "i=0; while [ $i -lt 300 ]; do sleep 30 & i=$((i+1)); echo $i; done; echo all-forked"},
+		Limits: Limits{MaxProcs: 40}})
+	pr, _ := p.Enforced().Get(PCgroup)
+	if !pr.Enforced || !strings.HasPrefix(pr.Detail, "cgroup v"+strconv.Itoa(version)+" ") || !strings.Contains(pr.Detail, "pids.max=40") {
+		t.Errorf("Report cgroup = %+v, want enforced, cgroup v%d, pids.max=40", pr, version)
+	}
+	dirs := append([]string{}, p.cgroup.dirs...)
+	out, _ := io.ReadAll(p.Stdout())
+	<-p.Done()
+	exit, _ := p.ExitStatus()
+	lines := strings.Fields(string(out))
+	if len(lines) == 0 || lines[len(lines)-1] != "39" || exit != "exit status 2" || !strings.Contains(stderr.String(), "Cannot fork") {
+		last := ""
+		if len(lines) > 0 {
+			last = lines[len(lines)-1]
+		}
+		t.Errorf("fork bomb under pids.max=40: last count %q (want 39: the shell + 39 sleeps), exit %q (want exit status 2), stderr %q (want Cannot fork)", last, exit, stderr)
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("cgroup %s still exists after the child was reaped (stat: %v)", d, err)
+		}
+	}
+	// Moat (this process) still works after the bomb.
+	if _, exit := run(t, &Spec{Command: "/bin/true"}); exit != "exit status 0" {
+		t.Errorf("a child started after the bomb: %s", exit)
+	}
+}
+
+// TestCgroupMemoryLimitsTheWholeTree: RLIMIT_AS bounds each process; the
+// cgroup bounds them together. Three processes of about 50 MiB resident
+// each, every one well inside its 100 MiB RLIMIT_AS, cannot all live under
+// a 100 MiB cgroup: the kernel's OOM killer ends at least one.
+func TestCgroupMemoryLimitsTheWholeTree(t *testing.T) {
+	needCgroups(t)
+	const hog = `import time; b = b'x' * (40 << 20); time.sleep(3)`
+	stderr := &syncBuffer{}
+	out, exit := run(t, &Spec{Command: "/bin/sh", Stderr: stderr,
+		Args:   []string{"-c", `for i in 1 2 3; do (python3 -c "` + hog + `"; echo "rc=$?") & done; wait`},
+		Limits: Limits{Memory: 100 << 20}})
+	if exit != "exit status 0" || !strings.Contains(out, "rc=137") || strings.Count(out, "rc=") != 3 {
+		t.Errorf("three 50 MiB processes under a 100 MiB cgroup: stdout %q exit %q, want three rc= lines, one of them rc=137 (SIGKILL by the OOM killer); stderr %q", out, exit, stderr)
+	}
+	if strings.Contains(stderr.String(), "MemoryError") {
+		t.Errorf("RLIMIT_AS stopped a hog (stderr %q); the test must show the cgroup limit, not RLIMIT_AS", stderr)
+	}
+}
+
+// TestTargetIsInItsCgroupFromItsFirstInstruction: cat, exec'd directly as
+// the target, reads its own cgroup membership on its first read.
+func TestTargetIsInItsCgroupFromItsFirstInstruction(t *testing.T) {
+	needCgroups(t)
+	p := start(t, &Spec{Name: "cat", Command: "/bin/cat", Args: []string{"/proc/self/cgroup"}})
+	leaf := filepath.Base(p.cgroup.dirs[0])
+	out, _ := io.ReadAll(p.Stdout())
+	<-p.Done()
+	var in []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if strings.HasSuffix(line, "/"+leaf) {
+			in = append(in, strings.SplitN(line, ":", 3)[1])
+		}
+	}
+	want := []string{"pids", "memory"}
+	if p.cgroup.version == 2 {
+		want = []string{""}
+	}
+	if !cmp.Equal(sortedCopy(in), sortedCopy(want)) {
+		t.Errorf("the target's /proc/self/cgroup:\n%s\nhierarchies with %s: %q, want %q", out, leaf, in, want)
+	}
+}
+
+func sortedCopy(s []string) []string {
+	c := append([]string{}, s...)
+	for i := range c {
+		for j := i + 1; j < len(c); j++ {
+			if c[j] < c[i] {
+				c[i], c[j] = c[j], c[i]
+			}
+		}
+	}
+	return c
+}
+
+// withoutCgroups makes this process see a machine without cgroups.
+func withoutCgroups(t *testing.T) {
+	t.Helper()
+	empty := filepath.Join(t.TempDir(), "mountinfo")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := mountInfoPath
+	mountInfoPath = empty
+	t.Cleanup(func() { mountInfoPath = old })
+}
+
+// TestStrictMaxProcsAsRoot: as root, RLIMIT_NPROC does nothing, so strict
+// mode with max_procs starts only when the cgroup's pids.max applies.
+func TestStrictMaxProcsAsRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED LOUDLY: needs root, where RLIMIT_NPROC cannot be enforced")
+	}
+	t.Run("with a cgroup", func(t *testing.T) {
+		needCgroups(t)
+		p := start(t, &Spec{Command: "/bin/true", Limits: Limits{Mode: Strict, MaxProcs: 10}})
+		<-p.Done()
+		if pr, _ := p.Enforced().Get(PCgroup); !pr.Enforced || !strings.Contains(pr.Detail, "pids.max=10") {
+			t.Errorf("strict start with MaxProcs: cgroup = %+v, want enforced with pids.max=10", pr)
+		}
+		if pr, _ := p.Enforced().Get(PNProc); pr.Enforced {
+			t.Errorf("report claims NPROC enforced for root: %+v", pr)
+		}
+	})
+	t.Run("without a cgroup", func(t *testing.T) {
+		withoutCgroups(t)
+		_, err := Start(context.Background(), &Spec{Name: "strict", Command: "/bin/true", Stderr: io.Discard,
+			Limits: Limits{Mode: Strict, MaxProcs: 10}})
+		if err == nil || !strings.Contains(err.Error(), "strict sandbox: cannot enforce rlimit_nproc") {
+			t.Errorf("Start in strict mode with MaxProcs as root, no cgroup: err = %v, want a refusal naming rlimit_nproc", err)
+		}
+		p := start(t, &Spec{Command: "/bin/true", Limits: Limits{MaxProcs: 10}})
+		<-p.Done()
+		if pr, _ := p.Enforced().Get(PCgroup); pr.Enforced || !strings.Contains(pr.Detail, "only rlimits apply") {
+			t.Errorf("best-effort without cgroups: cgroup = %+v, want not enforced, saying only rlimits apply", pr)
+		}
+	})
+}
+
+func TestFindHierarchies(t *testing.T) {
+	tests := []struct {
+		name, mountinfo, cgroup string
+		want                    hierarchies
+	}{
+		{
+			name: "unified",
+			mountinfo: "25 20 0:22 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n" +
+				"30 20 0:30 / /run/user rw - tmpfs tmpfs rw\n",
+			cgroup: "0::/user.slice/user-1000.slice/app.slice/moat.scope\n",
+			want:   hierarchies{v2: "/sys/fs/cgroup/user.slice/user-1000.slice/app.slice/moat.scope"},
+		},
+		{
+			name: "hybrid",
+			mountinfo: "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n" +
+				"39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n" +
+				"41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n",
+			cgroup: "8:pids:/\n4:memory:/process_api/abc\n0::/\n",
+			want:   hierarchies{v2: "/sys/fs/cgroup/unified", v1Memory: "/sys/fs/cgroup/memory/process_api/abc", v1Pids: "/sys/fs/cgroup/pids"},
+		},
+		{
+			name:      "container with a bind-mounted subtree and an escaped space",
+			mountinfo: "50 40 0:22 /docker/x /sys/fs/my\\040cg ro - cgroup2 cgroup2 rw\n",
+			cgroup:    "0::/docker/x/inner\n",
+			want:      hierarchies{v2: "/sys/fs/my cg/inner"},
+		},
+		{
+			name:      "no cgroups",
+			mountinfo: "30 20 0:30 / /run rw - tmpfs tmpfs rw\n",
+			cgroup:    "0::/\n",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			mi, cg := filepath.Join(dir, "mountinfo"), filepath.Join(dir, "cgroup")
+			if err := os.WriteFile(mi, []byte(tc.mountinfo), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(cg, []byte(tc.cgroup), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			oldMI, oldCG := mountInfoPath, procCgroupPath
+			mountInfoPath, procCgroupPath = mi, cg
+			defer func() { mountInfoPath, procCgroupPath = oldMI, oldCG }()
+			got, err := findHierarchies()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(hierarchies{})); diff != "" {
+				t.Errorf("findHierarchies (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -195,6 +195,7 @@ func newCgroupV2(h hierarchies, leaf string, memory, pids uint64) (*cgroup, erro
 	if v2Base.err != nil {
 		return nil, v2Base.err
 	}
+	sweepStale(v2Base.dir)
 	dir := filepath.Join(v2Base.dir, leaf)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cgroup v2: %w", err)
@@ -289,6 +290,7 @@ func newCgroupV1(h hierarchies, leaf string, memory, pids uint64) (*cgroup, erro
 			cg.remove()
 			return nil, fmt.Errorf("cgroup v1: %w (needs root, or a %s writable by this user)", err, x.hier)
 		}
+		sweepStale(parent)
 		dir := filepath.Join(parent, leaf)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			cg.remove()
@@ -345,6 +347,41 @@ func killProcs(procsFile string) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
+}
+
+// sweepStale removes the empty cgroups that a Moat process left behind when
+// it and its launcher were both killed: names end in -<moat pid>-<n>, and
+// that Moat no longer runs. rmdir refuses a cgroup that still has
+// processes, so nothing live is touched.
+func sweepStale(parent string) {
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		rest, _, ok := cutLast(e.Name(), "-")
+		if !ok {
+			continue
+		}
+		_, pidStr, ok := cutLast(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			_ = unix.Rmdir(filepath.Join(parent, e.Name()))
+		}
+	}
+}
+
+func cutLast(s, sep string) (before, after string, found bool) {
+	if i := strings.LastIndex(s, sep); i >= 0 {
+		return s[:i], s[i+len(sep):], true
+	}
+	return s, "", false
 }
 
 // joinCgroup moves pid into every cgroup.procs file. The launcher calls it

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -91,25 +92,48 @@ func TestCgroupMemoryLimitsTheWholeTree(t *testing.T) {
 }
 
 // TestTargetIsInItsCgroupFromItsFirstInstruction: cat, exec'd directly as
-// the target, reads its own cgroup membership on its first read.
+// the target, reads its own cgroup membership on its first read; also when
+// the launcher runs in a new user+network namespace.
 func TestTargetIsInItsCgroupFromItsFirstInstruction(t *testing.T) {
 	needCgroups(t)
-	p := start(t, &Spec{Name: "cat", Command: "/bin/cat", Args: []string{"/proc/self/cgroup"}})
-	leaf := filepath.Base(p.cgroup.dirs[0])
-	out, _ := io.ReadAll(p.Stdout())
-	<-p.Done()
-	var in []string
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if strings.HasSuffix(line, "/"+leaf) {
-			in = append(in, strings.SplitN(line, ":", 3)[1])
-		}
+	noNet := false
+	for _, tc := range []struct {
+		name    string
+		network *bool
+	}{{"host network", nil}, {"network namespace", &noNet}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := start(t, &Spec{Name: "cat", Command: "/bin/cat", Args: []string{"/proc/self/cgroup"},
+				Limits: Limits{Network: tc.network}})
+			if pr, _ := p.Enforced().Get(PCgroup); !pr.Enforced {
+				t.Errorf("Report cgroup = %+v, want enforced", pr)
+			}
+			leaf := filepath.Base(p.cgroup.dirs[0])
+			out, _ := io.ReadAll(p.Stdout())
+			<-p.Done()
+			var in []string
+			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if strings.HasSuffix(line, "/"+leaf) {
+					in = append(in, strings.SplitN(line, ":", 3)[1])
+				}
+			}
+			want := []string{"pids", "memory"}
+			if p.cgroup.version == 2 {
+				want = []string{""}
+			}
+			if !cmp.Equal(sortedCopy(in), sortedCopy(want)) {
+				t.Errorf("the target's /proc/self/cgroup:\n%s\nhierarchies with %s: %q, want %q", out, leaf, in, want)
+			}
+		})
 	}
-	want := []string{"pids", "memory"}
-	if p.cgroup.version == 2 {
-		want = []string{""}
-	}
-	if !cmp.Equal(sortedCopy(in), sortedCopy(want)) {
-		t.Errorf("the target's /proc/self/cgroup:\n%s\nhierarchies with %s: %q, want %q", out, leaf, in, want)
+}
+
+// TestProbeReportsCgroups: moat doctor says per-server cgroups work here,
+// and which version.
+func TestProbeReportsCgroups(t *testing.T) {
+	version := needCgroups(t)
+	pr, _ := Probe().Get(PCgroup)
+	if !pr.Enforced || !strings.HasPrefix(pr.Detail, "cgroup v"+strconv.Itoa(version)+" ") {
+		t.Errorf("Probe cgroup = %+v, want enforced, cgroup v%d", pr, version)
 	}
 }
 
@@ -123,6 +147,29 @@ func sortedCopy(s []string) []string {
 		}
 	}
 	return c
+}
+
+// leftCgroups lists the cgroup directories, in the hierarchies this
+// process belongs to, created by the Moat process moatPid.
+func leftCgroups(t *testing.T, moatPid int) []string {
+	t.Helper()
+	h, err := findHierarchies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, root := range []string{h.v2, h.v1Memory, h.v1Pids} {
+		if root == "" {
+			continue
+		}
+		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() && strings.Contains(d.Name(), "-"+strconv.Itoa(moatPid)+"-") {
+				out = append(out, path)
+			}
+			return nil
+		})
+	}
+	return out
 }
 
 // withoutCgroups makes this process see a machine without cgroups.

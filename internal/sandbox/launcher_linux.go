@@ -193,9 +193,16 @@ func runLauncher() int {
 	}
 	// The server is gone: nothing it started may outlive it. killTree
 	// reads /proc, which this (Landlock-restricted) thread may not: run it
-	// on another one.
+	// on another one. Then the empty cgroup goes; Moat removes it too, but
+	// Moat may have been killed.
 	treeDone := make(chan struct{})
-	go func() { killTree(true); close(treeDone) }()
+	go func() {
+		killTree(true)
+		if len(cfg.CgroupDirs) > 0 {
+			_ = (&cgroup{dirs: cfg.CgroupDirs}).remove()
+		}
+		close(treeDone)
+	}()
 	<-treeDone
 	_ = status.Encode(launchStatus{Exit: describeWait(ws), Rusage: &ru})
 	return 0

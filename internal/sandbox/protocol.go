@@ -28,6 +28,9 @@ type launchConfig struct {
 	// into before it runs; nil = no per-server cgroup (CgroupDetail says why).
 	CgroupProcs  []string `json:"cgroup_procs"`
 	CgroupDetail string   `json:"cgroup_detail"`
+	// CgroupDirs are removed by the launcher once it has reaped the tree,
+	// so they go away even when Moat was killed.
+	CgroupDirs []string `json:"cgroup_dirs"`
 }
 
 // launchStatus is what the launcher writes on fd 4: first one message with

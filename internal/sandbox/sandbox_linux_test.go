@@ -443,6 +443,13 @@ func TestKill9OfMoatLeavesNoProcess(t *testing.T) {
 	if got := markedProcs(marker); len(got) != 0 {
 		t.Errorf("after kill -9 of the parent, processes of the tree remain: %v", got)
 	}
+	// The launcher also removes the child's cgroup (if it had one).
+	for len(leftCgroups(t, cmd.Process.Pid)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := leftCgroups(t, cmd.Process.Pid); len(got) != 0 {
+		t.Errorf("after kill -9 of the parent, its child's cgroups remain: %v", got)
+	}
 }
 
 // helperNProc runs as an unprivileged user: it starts a bounded fork bomb

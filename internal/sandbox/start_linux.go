@@ -85,7 +85,7 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 		cfg.CgroupDetail = err.Error() + ": only rlimits apply (RLIMIT_NPROC is per user, not per server, and not applied to root)"
 	} else {
 		p.cgroup = cg
-		cfg.CgroupProcs, cfg.CgroupDetail = cg.procs, cg.detail
+		cfg.CgroupProcs, cfg.CgroupDetail, cfg.CgroupDirs = cg.procs, cg.detail, cg.dirs
 		defer func() {
 			if !ok {
 				_ = cg.remove()

@@ -309,7 +309,7 @@ func newCgroupV1(h hierarchies, leaf string, memory, pids uint64) (*cgroup, erro
 
 // cgroupRemoveTries bounds how long remove waits for killed stragglers to
 // leave the cgroup (the kernel takes them out asynchronously).
-const cgroupRemoveTries = 400
+const cgroupRemoveTries = 2000
 
 // remove kills whatever is still in the cgroup (nothing, normally: the
 // launcher has reaped the whole tree) and removes its directories.
@@ -328,7 +328,7 @@ func (c *cgroup) remove() error {
 			if writeFile(filepath.Join(dir, "cgroup.kill"), "1") != nil {
 				killProcs(filepath.Join(dir, "cgroup.procs"))
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(time.Millisecond)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("removing cgroup %s: %w", dir, err))

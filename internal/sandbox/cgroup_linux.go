@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -266,15 +267,7 @@ func prepareV2(own string) (string, error) {
 
 func hasControllers(list string) bool {
 	f := strings.Fields(list)
-	has := func(c string) bool {
-		for _, x := range f {
-			if x == c {
-				return true
-			}
-		}
-		return false
-	}
-	return has("memory") && has("pids")
+	return slices.Contains(f, "memory") && slices.Contains(f, "pids")
 }
 
 func newCgroupV1(h hierarchies, leaf string, memory, pids uint64) (*cgroup, error) {

@@ -1,6 +1,7 @@
 package attacks
 
 import (
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -23,21 +24,23 @@ func childStart(t *testing.T, recs []audit.Record, group string) audit.Record {
 // caps its bomb at 200, so a broken sandbox cannot take the machine down)
 // under sandbox.max_procs: 32. Moat and the other group keep answering, the
 // hostile group answers again (reconnected if the bomb killed it),
-// child_start in the audit log says truthfully whether RLIMIT_NPROC is
-// enforced (never for root: the kernel exempts uid 0), and when moat stops
-// no process of the bomb is left.
+// child_start in the audit log says truthfully what is enforced
+// (RLIMIT_NPROC never for root: the kernel exempts uid 0; the per-server
+// cgroup's pids.max where cgroups can be made), a per-server cgroup stops
+// the bomb short of its 60 processes, and when moat stops no process of
+// the bomb is left.
 //
-// SECURITY.md, Child processes, "Limits": max_procs (RLIMIT_NPROC: per
-// user, not per server, and not applied to root) and "Limits, stated
-// plainly" (no per-server pids cgroup yet). Containment as an unprivileged
-// user is internal/sandbox: TestForkBombContainedByNProc.
+// SECURITY.md, Child processes, "Limits": max_procs (RLIMIT_NPROC per user,
+// and the per-server cgroup's pids.max). Containment as an unprivileged
+// user is internal/sandbox: TestForkBombContainedByNProc, and by pids.max
+// TestForkBombContainedByPidsMax.
 func TestForkBomb(t *testing.T) {
 	evil := hostileStdio(t, "stdio")
 	evil["sandbox"] = map[string]any{"max_procs": 32}
 	m := startMoat(t, writeConfig(t, t.TempDir(), map[string]server{"evil": evil, "good": testServer(t, "good")}))
 	m.echoWorks(t, "evil")
-	// The bomb may be stopped by RLIMIT_NPROC (then the server, a Go program,
-	// dies when it cannot create a thread) or, as root, not at all.
+	// The bomb is stopped by the cgroup's pids.max or by RLIMIT_NPROC (the
+	// server, a Go program, may then die when it cannot create a thread).
 	res := m.call(t, "evil", "forkbomb", map[string]any{"n": 60})
 	t.Logf("the bomb reports: %s", resultText(res))
 	tree := testutil.Descendants(m.cmd.Process.Pid)
@@ -52,6 +55,15 @@ func TestForkBomb(t *testing.T) {
 	cs := childStart(t, recs, "evil")
 	enforced := strings.Split(cs.Detail["enforced"], ",")
 	notEnforced := strings.Split(cs.Detail["not_enforced"], ",")
+	if slices.Contains(enforced, "cgroup") && !res.IsError {
+		started := 60
+		if _, after, ok := strings.Cut(resultText(res), "started "); ok {
+			fmt.Sscanf(after, "%d of", &started)
+		}
+		if started >= 60 {
+			t.Errorf("the per-server cgroup is enforced, yet the bomb reports %q; want it stopped short of 60", resultText(res))
+		}
+	}
 	if os.Geteuid() == 0 {
 		if !slices.Contains(notEnforced, "rlimit_nproc") || slices.Contains(enforced, "rlimit_nproc") {
 			t.Errorf("as root, child_start says enforced=%q not_enforced=%q; want rlimit_nproc not enforced", cs.Detail["enforced"], cs.Detail["not_enforced"])

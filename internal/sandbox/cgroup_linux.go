@@ -242,7 +242,7 @@ func prepareV2(own string) (string, error) {
 		// only one, it moves into a leaf of its own.
 		procs, _ := os.ReadFile(filepath.Join(own, "cgroup.procs"))
 		if strings.TrimSpace(string(procs)) != strconv.Itoa(os.Getpid()) {
-			return "", fmt.Errorf("cgroup v2 %s holds other processes besides moat, so it cannot give children their own cgroups; start moat in a cgroup of its own, e.g. systemd-run --user --scope -p Delegate=yes moat ...", own)
+			return "", fmt.Errorf("cgroup v2 %s holds other processes besides moat, so it cannot give children their own cgroups; start moat in a cgroup of its own, e.g. systemd-run --user --scope -p Delegate=yes moat CONFIG", own)
 		}
 		self := filepath.Join(own, "moat")
 		if err := os.Mkdir(self, 0o755); err != nil && !errors.Is(err, os.ErrExist) {

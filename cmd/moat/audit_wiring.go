@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,5 +96,57 @@ func auditLogPathOf(cfg *config.Config) string {
 		return cfg.Audit.Path
 	}
 	p, _ := auditlog.DefaultPath()
+	return p
+}
+
+// commandEvent records an event of a moat command (secret set, pins
+// approve, auth login…) in the audit log of the config in MOAT_CONFIG (or
+// DYNAMIC_MCP_CONFIG), else the default log. A running moat holding the log
+// takes it in within seconds. A failure is a warning: the command's own
+// work is done.
+func commandEvent(ctx context.Context, stderr io.Writer, event, group string, detail map[string]string) {
+	path := ""
+	if cfgPath, _, err := config.ResolvePath("", os.LookupEnv); err == nil {
+		path = peekAuditPath(cfgPath)
+	}
+	if path == "" {
+		p, err := auditlog.DefaultPath()
+		if err != nil {
+			return
+		}
+		path = p
+	}
+	keys := func() (audit.Keys, error) {
+		store, err := processStore.get(ctx)
+		if err != nil {
+			return audit.Keys{}, err
+		}
+		return auditlog.Keys(ctx, store, true)
+	}
+	r := &audit.Record{Event: event, Group: group, Detail: detail}
+	if err := auditlog.RecordCommand(ctx, audit.Options{Path: path}, keys, r); err != nil {
+		fmt.Fprintf(stderr, "moat: warning: the audit log did not record this %s: %v\n", event, err)
+	}
+}
+
+// peekAuditPath reads audit.path from a config without loading it ("~/"
+// expanded); "" when it is not set or the file cannot be read.
+func peekAuditPath(cfgPath string) string {
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Audit struct{ Path string } `json:"audit"`
+	}
+	if json.Unmarshal(data, &c) != nil || c.Audit.Path == "" {
+		return ""
+	}
+	p := os.ExpandEnv(c.Audit.Path)
+	if rest, ok := strings.CutPrefix(p, "~/"); ok {
+		if home, err := os.UserHomeDir(); err == nil {
+			p = filepath.Join(home, rest)
+		}
+	}
 	return p
 }

@@ -136,6 +136,7 @@ func authCommand(ctx context.Context, args []string, cfgPath func() (string, err
 			return exitFailure
 		}
 		fmt.Fprintf(stdout, "removed the token of %q (%s) from the %s\n", name, host, store.Backend())
+		commandEvent(ctx, stderr, "oauth_logout", name, map[string]string{"url": s.URL})
 		return exitOK
 
 	case *adopt:
@@ -172,9 +173,11 @@ func authCommand(ctx context.Context, args []string, cfgPath func() (string, err
 		HTTP: oc, MCPHTTP: mc, OpenBrowser: authOpenBrowser, Prompt: stderr, Logger: logger,
 	})
 	if err != nil {
+		commandEvent(ctx, stderr, "oauth_login", name, map[string]string{"url": s.URL, "outcome": "error"})
 		printError(stderr, err)
 		return exitFailure
 	}
+	commandEvent(ctx, stderr, "oauth_login", name, map[string]string{"url": s.URL, "outcome": "ok"})
 	return exitOK
 }
 

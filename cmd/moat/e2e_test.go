@@ -729,3 +729,59 @@ func TestAuditRecordsReachSyslog(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandsAreAudited: `moat secret set` and `rm` are recorded in the
+// audit log, names only: while a moat serves and holds the log, the event
+// waits in the pending directory and the serving moat takes it in; when no
+// moat runs, the command writes it itself. The log verifies.
+func TestCommandsAreAudited(t *testing.T) {
+	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")})
+	m := startMoat(t, cfg)
+	m.call(t, "get_dynamic_tools", map[string]any{"group": "test"})
+	env := append(m.cmd.Env, "MOAT_CONFIG="+cfg)
+	run := func(stdin string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(testutil.BuildMoat(t), args...)
+		cmd.Env = env
+		cmd.Stdin = strings.NewReader(stdin)
+		if out, err := cmd.CombinedOutput(); err != nil || strings.Contains(string(out), "warning") {
+			t.Fatalf("moat %v: %v\n%s", args, err, out)
+		}
+	}
+	const value = "value-9b1d2e7f"
+	run(value+"\n", "secret", "set", "while-serving")
+	logPath := filepath.Join(envValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	waitFor(t, "the serving moat to take the event in", func() bool {
+		data, _ := os.ReadFile(logPath)
+		return strings.Contains(string(data), `"event":"secret_set"`)
+	})
+	m.cs.Close()
+	waitFor(t, "moat to exit", func() bool { return !testutil.ProcessAlive(m.cmd.Process.Pid) })
+	run("", "secret", "rm", "while-serving")
+
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), value) {
+		t.Fatal("a secret's value is in the audit log")
+	}
+	var set, rm bool
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var r struct {
+			Event  string
+			Detail map[string]string
+		}
+		json.Unmarshal([]byte(line), &r)
+		set = set || r.Event == "secret_set" && r.Detail["name"] == "while-serving" && r.Detail["source"] == "cli"
+		rm = rm || r.Event == "secret_rm" && r.Detail["name"] == "while-serving"
+	}
+	if !set || !rm {
+		t.Fatalf("secret_set from the pending directory: %v; secret_rm written directly: %v\n%s", set, rm, data)
+	}
+	verify := exec.Command(testutil.BuildMoat(t), "audit", "verify", "--allow-unsealed", logPath)
+	verify.Env = env
+	if out, err := verify.CombinedOutput(); err != nil {
+		t.Fatalf("moat audit verify: %v\n%s", err, out)
+	}
+}

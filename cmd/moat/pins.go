@@ -41,6 +41,7 @@ func pinsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		if err := pin.Reset(path); err != nil {
 			return fail(err)
 		}
+		commandEvent(ctx, stderr, "pins_reset", "", nil)
 		fmt.Fprintln(stdout, "pins forgotten: the next start pins every tool as first seen")
 		return exitOK
 	case "diff", "approve":
@@ -67,6 +68,7 @@ func pinsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		if err := store.Approve(group, tools...); err != nil {
 			return fail(err)
 		}
+		commandEvent(ctx, stderr, "pins_approve", group, map[string]string{"tools": strings.Join(tools, ",")})
 		what := "every held tool"
 		if len(tools) > 0 {
 			what = strings.Join(tools, ", ")

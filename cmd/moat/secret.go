@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"golang.org/x/term"
@@ -113,6 +114,7 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 			return exitFailure
 		}
 		fmt.Fprintf(stdout, "stored %q in the %s; refer to it as ${secret:%s}\n", name, s.Backend(), name)
+		commandEvent(ctx, stderr, "secret_set", "", map[string]string{"name": name, "backend": s.Backend()})
 		return exitOK
 
 	case "rm":
@@ -128,6 +130,7 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 			return exitFailure
 		}
 		fmt.Fprintf(stdout, "removed %q from the %s\n", pos[0], s.Backend())
+		commandEvent(ctx, stderr, "secret_rm", "", map[string]string{"name": pos[0], "backend": s.Backend()})
 		return exitOK
 
 	case "list", "ls":
@@ -169,6 +172,9 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 			return code
 		}
 		moved, err := secrets.MigrateDynamicMCP(ctx, s, home)
+		if len(moved) > 0 {
+			commandEvent(ctx, stderr, "secret_migrate", "", map[string]string{"servers": strings.Join(moved, ","), "backend": s.Backend()})
+		}
 		for _, server := range moved {
 			fmt.Fprintf(stdout, "moved the OAuth token of %q into the %s as %q; removed its plain-text file\n",
 				server, s.Backend(), secrets.DynamicMCPPrefix+server)

@@ -19,6 +19,13 @@ func secretEnv(t *testing.T) (dir string) {
 	t.Helper()
 	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "disabled:")
 	t.Setenv("MOAT_PASSPHRASE", "test-passphrase")
+	// The commands record their events in the audit log, whose keys live in
+	// the default secret store: both go to this test's own directories.
+	state := t.TempDir()
+	t.Setenv("XDG_STATE_HOME", filepath.Join(state, "state"))
+	t.Setenv("XDG_DATA_HOME", filepath.Join(state, "data"))
+	t.Setenv("MOAT_CONFIG", "")
+	processStore = lazyStore{}
 	return filepath.Join(t.TempDir(), "store")
 }
 

@@ -85,6 +85,8 @@ func DefaultPath() (string, error) {
 
 // Log is the process's audit log.
 type Log struct {
+	path      string
+	stop      chan struct{}
 	onFailure audit.FailureMode
 	log       *slog.Logger
 	pid       int
@@ -94,8 +96,9 @@ type Log struct {
 	w       *audit.Writer
 	openErr error
 
-	healthy atomic.Bool
-	warned  sync.Once
+	healthy   atomic.Bool
+	warned    sync.Once
+	closeOnce sync.Once
 }
 
 // Open starts opening the log in the background: keys come from keys (which
@@ -103,7 +106,7 @@ type Log struct {
 // records (the server's start). Records written meanwhile wait, and come
 // after those.
 func Open(opts audit.Options, keys func() (audit.Keys, error), log *slog.Logger, first ...*audit.Record) *Log {
-	l := &Log{onFailure: opts.OnFailure, log: log, pid: os.Getpid(), user: userName(), ready: make(chan struct{})}
+	l := &Log{path: opts.Path, stop: make(chan struct{}), onFailure: opts.OnFailure, log: log, pid: os.Getpid(), user: userName(), ready: make(chan struct{})}
 	l.healthy.Store(true)
 	go func() {
 		defer close(l.ready)
@@ -124,7 +127,14 @@ func Open(opts audit.Options, keys func() (audit.Keys, error), log *slog.Logger,
 			l.openErr = err
 			l.healthy.Store(false)
 			l.log.Error("the audit log cannot be opened", "err", err)
+			return
 		}
+		// Events moat's commands left while no log was open to them.
+		go func() {
+			<-l.ready
+			l.ingest(context.Background())
+			l.ingestLoop()
+		}()
 	}()
 	return l
 }
@@ -183,6 +193,7 @@ func (l *Log) Event(ctx context.Context, event string, detail map[string]string)
 // Close writes the final signed checkpoint.
 func (l *Log) Close() error {
 	<-l.ready
+	l.closeOnce.Do(func() { close(l.stop) })
 	if l.w == nil {
 		return nil
 	}

@@ -109,6 +109,7 @@ func setup(args []string, name string) (*instance, int) {
 		return nil, exitUsage
 	}
 	gs.audit = func(event, group string, detail map[string]string) { auditEvent(auditLog.Log, event, group, detail) }
+	oauthEvent = func(server, event string) { auditEvent(auditLog.Log, "oauth_"+event, server, nil) }
 	if err := gs.apply(cfg); err != nil {
 		auditLog.Close()
 		printError(os.Stderr, err)
@@ -210,6 +211,9 @@ func netOptions(s *config.Server) *netguard.Options {
 	}
 }
 
+// oauthEvent records OAuth refreshes in the audit log (serve sets it).
+var oauthEvent func(server, event string)
+
 // oauthFor gives a streamable HTTP server its OAuth handler when it has
 // an oauth_client_id or a stored token (after `moat auth login`).
 func oauthFor(log *slog.Logger) func(s *config.Server) (auth.OAuthHandler, error) {
@@ -230,6 +234,11 @@ func oauthFor(log *slog.Logger) func(s *config.Server) (auth.OAuthHandler, error
 		h, err := oauth.NewHandler(oauth.Options{
 			Store: store, Server: s.Name, URL: s.URL, ClientID: s.OAuthClientID, Scopes: s.OAuthScopes,
 			HTTP: oc, Prompt: os.Stderr, Logger: log, OnToken: secretSink,
+			OnEvent: func(event string) {
+				if oauthEvent != nil {
+					oauthEvent(s.Name, event)
+				}
+			},
 			TryWithoutToken: s.OAuthClientID == "",
 		})
 		if err != nil {

@@ -202,6 +202,9 @@ func (h *Handler) refresh(ctx context.Context) error {
 	if err != nil {
 		var re *refusedError
 		if errors.As(err, &re) {
+			if h.o.OnEvent != nil {
+				h.o.OnEvent("refresh_refused")
+			}
 			h.blocked = "the authorization server refused to refresh the token (" + re.code + ")"
 			h.o.Logger.Warn("oauth: refresh refused; a new login is needed", "server", h.o.Server, "error", re.code)
 			return loginRequired(h.o.Server, h.blocked)
@@ -216,6 +219,9 @@ func (h *Handler) refresh(ctx context.Context) error {
 	}
 	h.rec = next
 	h.o.Logger.Info("oauth: token refreshed", "server", h.o.Server, "expires", next.Expiry)
+	if h.o.OnEvent != nil {
+		h.o.OnEvent("refreshed")
+	}
 	return nil
 }
 

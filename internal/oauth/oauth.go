@@ -98,6 +98,9 @@ type Options struct {
 	// holds as it is read or stored (serve registers them with the
 	// redactor, so a server echoing its own token gets it redacted).
 	OnToken func(name, value string)
+	// OnEvent, when set, learns of refreshes ("refreshed", "refresh_refused")
+	// for the audit log; never token values.
+	OnEvent func(event string)
 	// TryWithoutToken (servers without oauth_client_id, which may need no
 	// OAuth at all): with no token stored, the Handler sends requests
 	// without one instead of failing them, and only a 401 from the server

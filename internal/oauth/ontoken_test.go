@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"testing"
+	"time"
 )
 
 // TestOnTokenLearnsEveryStoredToken: the values a server's record holds are
@@ -28,5 +29,31 @@ func TestOnTokenLearnsEveryStoredToken(t *testing.T) {
 	}
 	if learned["oauth-protected-access-token"] != "rotated-access-token-value" {
 		t.Fatal("OnToken did not learn a newly stored token")
+	}
+}
+
+// TestOnEventLearnsOfRefreshes: a refresh is reported (for the audit log),
+// without any token value.
+func TestOnEventLearnsOfRefreshes(t *testing.T) {
+	e := newEnv(t)
+	e.login(newBrowser(t))
+	var events []string
+	o := e.options(nil)
+	o.OnEvent = func(ev string) { events = append(events, ev) }
+	h, err := NewHandler(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := e.connect(e.mcp.url, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	e.clock.advance(56 * time.Minute) // 4 minutes left: refresh before use
+	if _, err := whoami(t, cs); err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 || events[0] != "refreshed" {
+		t.Fatalf("OnEvent got %v, want one refreshed", events)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/moatmcp/moat/internal/importer"
 	"io"
 	"os"
 	"slices"
@@ -92,7 +93,7 @@ func completionCommand(args []string, stdout, stderr io.Writer) int {
 		script = fishCompletion()
 	default:
 		msg := fmt.Sprintf("no completion for shell %q", args[0])
-		if s := closest(args[0], []string{"bash", "zsh", "fish"}); s != "" {
+		if s := importer.Closest(args[0], []string{"bash", "zsh", "fish"}); s != "" {
 			msg += fmt.Sprintf("; did you mean %q?", s)
 		}
 		fmt.Fprintln(stderr, "moat: error: "+msg)
@@ -101,18 +102,6 @@ func completionCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprint(stdout, script)
 	return exitOK
-}
-
-// closest returns the candidate nearest to s, if one is close (at most two
-// edits, and fewer than s has characters).
-func closest(s string, candidates []string) string {
-	best, bestD := "", min(3, len(s))
-	for _, c := range candidates {
-		if d := editDistance(s, c); d < bestD {
-			best, bestD = c, d
-		}
-	}
-	return best
 }
 
 // suggestFlag returns the flag of known closest to the one a flag.FlagSet
@@ -127,7 +116,7 @@ func suggestFlag(err error, known []string) string {
 	for i, k := range known {
 		names[i] = strings.TrimLeft(k, "-")
 	}
-	if s := closest(bare, names); s != "" {
+	if s := importer.Closest(bare, names); s != "" {
 		return known[slices.Index(names, s)]
 	}
 	return ""

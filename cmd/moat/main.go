@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/importer"
 	"github.com/moatmcp/moat/internal/sandbox"
 )
 
@@ -85,10 +86,8 @@ func run(ctx context.Context, args []string) int {
 		case a == "-V" || a == "--version":
 			return runVersion(ctx, nil)
 		case strings.HasPrefix(a, "-"):
-			for _, f := range []string{"--help", "--version"} {
-				if editDistance(a, f) <= 2 {
-					return usageError("unknown flag %q; did you mean %q?", a, f)
-				}
+			if f := importer.Closest(a, []string{"--help", "--version"}); f != "" {
+				return usageError("unknown flag %q; did you mean %q?", a, f)
 			}
 			return usageError("unknown flag %q", a)
 		}
@@ -125,39 +124,11 @@ func usageError(format string, args ...any) int {
 
 // suggest returns the command closest to s, if any is close.
 func suggest(s string) string {
-	best, bestD := "", 3
+	var names []string
 	for _, c := range commands() {
-		if d := editDistance(s, c.name); d < bestD {
-			best, bestD = c.name, d
-		}
+		names = append(names, c.name)
 	}
-	return best
-}
-
-// editDistance is the optimal string alignment distance: insertions,
-// deletions, substitutions and adjacent transpositions ("secrte") cost 1.
-func editDistance(a, b string) int {
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(a)][len(b)]
+	return importer.Closest(s, names)
 }
 
 func runVersion(context.Context, []string) int {

@@ -130,18 +130,19 @@ func normalizeName(s string) string {
 func Lookup(name string) (*Tool, error) {
 	n := normalizeName(name)
 	var names []string
-	best, bestD := "", 3
+	owner := map[string]string{} // name or alias → tool name
+	var aliases []string
 	for _, t := range tools {
 		for _, a := range append([]string{t.Name}, t.Aliases...) {
 			if a == n {
 				return t, nil
 			}
-			if d := editDistance(n, a); d < bestD {
-				best, bestD = t.Name, d
-			}
+			owner[a] = t.Name
+			aliases = append(aliases, a)
 		}
 		names = append(names, t.Name)
 	}
+	best := owner[Closest(n, aliases)]
 	msg := fmt.Sprintf("unknown tool %q", name)
 	if best != "" {
 		msg += fmt.Sprintf("; did you mean %q?", best)
@@ -198,7 +199,21 @@ func prefixed(dir string, rel []string) []string {
 	return out
 }
 
-// editDistance is the optimal string alignment distance.
+// Closest returns the candidate nearest to s when it is close: at most two
+// edits away, and fewer edits than s has characters. It is what every
+// "did you mean" of moat uses.
+func Closest(s string, candidates []string) string {
+	best, bestD := "", min(3, len(s))
+	for _, c := range candidates {
+		if d := editDistance(s, c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal string alignment distance: insertions,
+// deletions, substitutions and adjacent transpositions cost 1.
 func editDistance(a, b string) int {
 	d := make([][]int, len(a)+1)
 	for i := range d {

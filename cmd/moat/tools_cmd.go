@@ -41,6 +41,22 @@ func client(ctx context.Context, m *instance) (*mcp.ClientSession, func(), error
 	}, nil
 }
 
+// session sets up the configured proxy (see setup) and connects a client
+// to it; on failure it has printed why and returns the exit code.
+func session(ctx context.Context, cfgArgs []string, name string) (*instance, *mcp.ClientSession, func(), int) {
+	m, code := setup(cfgArgs, name)
+	if m == nil {
+		return nil, nil, nil, code
+	}
+	cs, stop, err := client(ctx, m)
+	if err != nil {
+		m.auditLog.Close()
+		printError(os.Stderr, err)
+		return nil, nil, nil, exitFailure
+	}
+	return m, cs, stop, exitOK
+}
+
 // splitConfigFlag takes "--config PATH" out of args.
 func splitConfigFlag(args []string) (cfg []string, rest []string) {
 	for i := 0; i < len(args); i++ {
@@ -63,14 +79,9 @@ func runTools(ctx context.Context, args []string) int {
 	if len(rest) > 1 {
 		return usageError("usage: moat tools [--config FILE] [GROUP]")
 	}
-	m, code := setup(cfgArgs, "tools")
+	m, cs, stop, code := session(ctx, cfgArgs, "tools")
 	if m == nil {
 		return code
-	}
-	cs, stop, err := client(ctx, m)
-	if err != nil {
-		printError(os.Stderr, err)
-		return exitFailure
 	}
 	defer stop()
 	groups := sortedServerNames(m.cfg)
@@ -126,14 +137,9 @@ func runCall(ctx context.Context, args []string) int {
 			return usageError("the arguments are not valid JSON: %s", rest[2])
 		}
 	}
-	m, code := setup(cfgArgs, "call")
+	m, cs, stop, code := session(ctx, cfgArgs, "call")
 	if m == nil {
 		return code
-	}
-	cs, stop, err := client(ctx, m)
-	if err != nil {
-		printError(os.Stderr, err)
-		return exitFailure
 	}
 	defer stop()
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": rest[0], "name": rest[1], "args": callArgs}})
@@ -165,14 +171,9 @@ func runPolicy(ctx context.Context, args []string) int {
 	if len(args) == 0 || args[0] != "check" {
 		return usageError("usage: moat policy check [CONFIG]")
 	}
-	m, code := setup(args[1:], "policy check")
+	m, cs, stop, code := session(ctx, args[1:], "policy check")
 	if m == nil {
 		return code
-	}
-	cs, stop, err := client(ctx, m)
-	if err != nil {
-		printError(os.Stderr, err)
-		return exitFailure
 	}
 	defer stop()
 	for _, name := range sortedServerNames(m.cfg) {

@@ -49,15 +49,15 @@ func (p *Server) refresh() {
 		l := g.Lists()
 		if resourcesOn(g) {
 			for _, r := range l.Resources {
-				resources[r.URI] = mergeResource(resources[r.URI], r, g.Name())
+				resources[r.URI] = tagged(resources[r.URI], r, g.Name(), resourceMeta)
 			}
 			for _, t := range l.Templates {
-				templates[t.URITemplate] = mergeTemplate(templates[t.URITemplate], t, g.Name())
+				templates[t.URITemplate] = tagged(templates[t.URITemplate], t, g.Name(), templateMeta)
 			}
 		}
 		if promptsOn(g) {
 			for _, pr := range l.Prompts {
-				prompts[pr.Name] = mergePrompt(prompts[pr.Name], pr, g.Name())
+				prompts[pr.Name] = tagged(prompts[pr.Name], pr, g.Name(), promptMeta)
 			}
 		}
 	}
@@ -109,35 +109,24 @@ func syncRegistered[T any](have map[string]string, want map[string]T, remove fun
 	return now
 }
 
-// merge* add group to an item: the first group's copy carries _meta.group;
-// when a second group offers the same key, _meta lists both under "groups"
-// and drops "group", so reads of it must name a group.
-func mergeResource(prev, r *mcp.Resource, group string) *mcp.Resource {
+// tagged returns a copy of item whose _meta names its group. With prev (the
+// tagged copy of another group's item under the same key), the copy lists
+// every group under "groups" and drops "group", so reads of it must name a
+// group. Items from upstreams are shared with the cache: never modified.
+func tagged[T any](prev, item *T, group string, meta func(*T) *mcp.Meta) *T {
 	if prev == nil {
-		return resourceWithGroup(r, group)
+		c := *item
+		*meta(&c) = metaWith(*meta(item), metaGroupKey, group)
+		return &c
 	}
 	c := *prev
-	c.Meta = addGroup(prev.Meta, group)
+	*meta(&c) = addGroup(*meta(prev), group)
 	return &c
 }
 
-func mergeTemplate(prev, t *mcp.ResourceTemplate, group string) *mcp.ResourceTemplate {
-	if prev == nil {
-		return templateWithGroup(t, group)
-	}
-	c := *prev
-	c.Meta = addGroup(prev.Meta, group)
-	return &c
-}
-
-func mergePrompt(prev, pr *mcp.Prompt, group string) *mcp.Prompt {
-	if prev == nil {
-		return promptWithGroup(pr, group)
-	}
-	c := *prev
-	c.Meta = addGroup(prev.Meta, group)
-	return &c
-}
+func resourceMeta(r *mcp.Resource) *mcp.Meta         { return &r.Meta }
+func templateMeta(t *mcp.ResourceTemplate) *mcp.Meta { return &t.Meta }
+func promptMeta(p *mcp.Prompt) *mcp.Meta             { return &p.Meta }
 
 func addGroup(m mcp.Meta, group string) mcp.Meta {
 	var groups []string

@@ -193,7 +193,7 @@ func (p *Server) listResourcesOf(name string) (*mcp.ListResourcesResult, error) 
 	}
 	res := &mcp.ListResourcesResult{Resources: []*mcp.Resource{}}
 	for _, r := range g.Lists().Resources {
-		res.Resources = append(res.Resources, resourceWithGroup(r, name))
+		res.Resources = append(res.Resources, tagged(nil, r, name, resourceMeta))
 	}
 	return res, nil
 }
@@ -205,7 +205,7 @@ func (p *Server) listTemplatesOf(name string) (*mcp.ListResourceTemplatesResult,
 	}
 	res := &mcp.ListResourceTemplatesResult{ResourceTemplates: []*mcp.ResourceTemplate{}}
 	for _, t := range g.Lists().Templates {
-		res.ResourceTemplates = append(res.ResourceTemplates, templateWithGroup(t, name))
+		res.ResourceTemplates = append(res.ResourceTemplates, tagged(nil, t, name, templateMeta))
 	}
 	return res, nil
 }
@@ -217,7 +217,7 @@ func (p *Server) listPromptsOf(name string) (*mcp.ListPromptsResult, error) {
 	}
 	res := &mcp.ListPromptsResult{Prompts: []*mcp.Prompt{}}
 	for _, pr := range g.Lists().Prompts {
-		res.Prompts = append(res.Prompts, promptWithGroup(pr, name))
+		res.Prompts = append(res.Prompts, tagged(nil, pr, name, promptMeta))
 	}
 	return res, nil
 }
@@ -231,24 +231,6 @@ func metaWith(m mcp.Meta, key string, value any) mcp.Meta {
 	}
 	c[key] = value
 	return c
-}
-
-func resourceWithGroup(r *mcp.Resource, group string) *mcp.Resource {
-	c := *r
-	c.Meta = metaWith(r.Meta, metaGroupKey, group)
-	return &c
-}
-
-func templateWithGroup(t *mcp.ResourceTemplate, group string) *mcp.ResourceTemplate {
-	c := *t
-	c.Meta = metaWith(t.Meta, metaGroupKey, group)
-	return &c
-}
-
-func promptWithGroup(pr *mcp.Prompt, group string) *mcp.Prompt {
-	c := *pr
-	c.Meta = metaWith(pr.Meta, metaGroupKey, group)
-	return &c
 }
 
 func (p *Server) subscribe(ctx context.Context, r *mcp.SubscribeRequest) error {

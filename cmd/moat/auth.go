@@ -38,14 +38,7 @@ var authOpenBrowser func(url string) error
 // the exit code: 0 ok, 1 runtime failure, 2 usage or config error. cfgPath
 // finds the config file when --config is not given.
 func authCommand(ctx context.Context, args []string, cfgPath func() (string, error), stdout, stderr io.Writer) int {
-	usageErr := func(msg string, hints ...string) int {
-		fmt.Fprintf(stderr, "moat: error: %s\n", msg)
-		for _, h := range hints {
-			fmt.Fprintf(stderr, "moat: hint: %s\n", h)
-		}
-		fmt.Fprintln(stderr, authUsage)
-		return exitUsage
-	}
+	usageErr := func(msg string, hints ...string) int { return usageFailure(stderr, authUsage, msg, hints...) }
 	if len(args) == 0 {
 		return usageErr("moat auth needs a subcommand: login, logout or status")
 	}

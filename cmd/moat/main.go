@@ -122,6 +122,17 @@ func usageError(format string, args ...any) int {
 	return exitUsage
 }
 
+// usageFailure prints a subcommand's usage error, its hints and its usage
+// text, and returns the usage exit code.
+func usageFailure(stderr io.Writer, usageText, msg string, hints ...string) int {
+	fmt.Fprintf(stderr, "moat: error: %s\n", msg)
+	for _, h := range hints {
+		fmt.Fprintf(stderr, "moat: hint: %s\n", h)
+	}
+	fmt.Fprintln(stderr, usageText)
+	return exitUsage
+}
+
 // suggest returns the command closest to s, if any is close.
 func suggest(s string) string {
 	var names []string

@@ -33,14 +33,7 @@ const maxSecretInput = 1 << 20
 // secretCommand runs `moat secret ARGS...` (args excludes "secret") and
 // returns the exit code: 0 ok, 1 runtime failure, 2 usage.
 func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.Writer) int {
-	usageErr := func(msg string, hints ...string) int {
-		fmt.Fprintf(stderr, "moat: error: %s\n", msg)
-		for _, h := range hints {
-			fmt.Fprintf(stderr, "moat: hint: %s\n", h)
-		}
-		fmt.Fprintln(stderr, secretUsage)
-		return exitUsage
-	}
+	usageErr := func(msg string, hints ...string) int { return usageFailure(stderr, secretUsage, msg, hints...) }
 	if len(args) == 0 {
 		return usageErr("moat secret needs a subcommand: set, rm, list or migrate")
 	}

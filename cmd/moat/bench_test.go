@@ -111,7 +111,7 @@ func benchEcho(b *testing.B, auditCfg map[string]any) {
 
 func moatCmd(b *testing.B, cfg string) *exec.Cmd {
 	cmd := exec.Command(testutil.BuildMoat(b), cfg)
-	cmd.Env = moatEnv(b)
+	cmd.Env = testutil.MoatEnv(b)
 	return cmd
 }
 
@@ -196,7 +196,7 @@ func tenUpstreams(b *testing.B) string {
 func BenchmarkStartToFirstToolsList(b *testing.B) {
 	cfg := tenUpstreams(b)
 	bin := testutil.BuildMoat(b)
-	env := moatEnv(b)
+	env := testutil.MoatEnv(b)
 	var total time.Duration
 	for b.Loop() {
 		t0 := time.Now()

@@ -120,7 +120,7 @@ func TestDoctorHealthy(t *testing.T) {
 	local := testServer(t, "local")
 	local["env"] = map[string]string{"API_TOKEN": "${secret:api-token}"}
 	url := testutil.StartHTTPServer(t, testutil.BuildTestServer(t))
-	cfg := writeConfig(t, t.TempDir(), map[string]any{
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{
 		"local":  local,
 		"remote": map[string]any{"description": "Go test server over HTTP", "url": url},
 		"off":    map[string]any{"description": "disabled", "command": "no-such-command", "enabled": false},
@@ -171,7 +171,7 @@ func TestDoctorBroken(t *testing.T) {
 	}
 	leaky := testServer(t, "leaky")
 	leaky["env"] = map[string]string{"GITHUB_TOKEN": literal}
-	cfg := writeConfig(t, t.TempDir(), map[string]any{
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{
 		"leaky":   leaky,
 		"missing": map[string]any{"description": "a command that is not installed", "command": "moat-no-such-command"},
 		// 0.0.0.0 is refused by the network guard before any packet is
@@ -230,7 +230,7 @@ func tamper(t *testing.T, path string) {
 // order, with the same verdicts and messages, as the text report.
 func TestDoctorJSONMatchesText(t *testing.T) {
 	s := newDoctorSetup(t)
-	cfg := writeConfig(t, t.TempDir(), map[string]any{
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{
 		"local":   testServer(t, "local"),
 		"missing": map[string]any{"description": "not installed", "command": "moat-no-such-command"},
 	})
@@ -312,7 +312,7 @@ func TestDoctorAuditKeysMatchVerify(t *testing.T) {
 	if _, err := auditlog.Keys(context.Background(), s.store(t), true); err != nil {
 		t.Fatal(err)
 	}
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"local": testServer(t, "local")})
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"local": testServer(t, "local")})
 	stdout, _, code := s.doctor(t, cfg)
 	if code != 1 {
 		t.Errorf("exit %d, want 1 for a log written with other keys\n%s", code, stdout)
@@ -332,7 +332,7 @@ func TestDoctorProgress(t *testing.T) {
 	old := sandbox.LauncherPath
 	sandbox.LauncherPath = testutil.BuildMoat(t) // the test binary is no launcher
 	t.Cleanup(func() { sandbox.LauncherPath = old })
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"a": testServer(t, "a"), "b": testServer(t, "b")})
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"a": testServer(t, "a"), "b": testServer(t, "b")})
 	for _, terminal := range []bool{true, false} {
 		var stdout, stderr bytes.Buffer
 		if code := doctorCommand(context.Background(), []string{cfg}, &stdout, &stderr, terminal); code != exitOK {

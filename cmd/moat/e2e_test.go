@@ -31,31 +31,6 @@ import (
 // These tests run the real moat binary, as an MCP client would: a go-sdk
 // client on its stdin/stdout, real upstream servers as its children.
 
-// writeConfig writes a config file for servers (name → server object).
-func writeConfig(t *testing.T, dir string, servers map[string]any) string {
-	t.Helper()
-	b, err := json.MarshalIndent(map[string]any{"mcpServers": servers}, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "moat.json")
-	replaceFile(t, path, b)
-	return path
-}
-
-// replaceFile writes data to path the way editors save: a temp file renamed
-// over the old one.
-func replaceFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func testServer(t *testing.T, name string, args ...string) map[string]any {
 	return map[string]any{
 		"description": "Go test server " + name,
@@ -64,50 +39,20 @@ func testServer(t *testing.T, name string, args ...string) map[string]any {
 	}
 }
 
-// moatEnv is the environment of a moat under test: its audit log and
-// secret store in fresh temp dirs, the encrypted file store (no keychain,
-// so tests never share one), and MOAT_LOG=debug.
-func moatEnv(t testing.TB) []string {
-	dir := t.TempDir()
-	return append(os.Environ(),
-		"XDG_STATE_HOME="+filepath.Join(dir, "state"),
-		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
-		"DBUS_SESSION_BUS_ADDRESS=disabled:",
-		"MOAT_PASSPHRASE=test passphrase",
-		"MOAT_LOG=debug")
-}
-
 // moatProc is a running moat with a go-sdk client session on its stdio.
 type moatProc struct {
 	cmd         *exec.Cmd
 	cs          *mcp.ClientSession
-	stderr      *syncBuffer
+	stderr      *testutil.SyncBuffer
 	toolChanges atomic.Int32
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func startMoat(t *testing.T, cfgPath string) *moatProc {
 	t.Helper()
 	cmd := exec.Command(testutil.BuildMoat(t), cfgPath)
-	m := &moatProc{cmd: cmd, stderr: &syncBuffer{}}
+	m := &moatProc{cmd: cmd, stderr: &testutil.SyncBuffer{}}
 	cmd.Stderr = m.stderr
-	cmd.Env = moatEnv(t)
+	cmd.Env = testutil.MoatEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, &mcp.ClientOptions{
@@ -177,7 +122,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestServerEverythingOverStdio(t *testing.T) {
 	bin := testutil.NodeBin(t, testutil.EverythingBin)
-	cfg := writeConfig(t, t.TempDir(), map[string]any{
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{
 		"everything": map[string]any{"description": "MCP reference server", "command": bin, "args": []string{"stdio"}},
 	})
 	m := startMoat(t, cfg)
@@ -222,7 +167,7 @@ func TestServerEverythingOverStdio(t *testing.T) {
 
 func TestServerEverythingOverStreamableHTTP(t *testing.T) {
 	url := testutil.StartEverythingHTTP(t)
-	cfg := writeConfig(t, t.TempDir(), map[string]any{
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{
 		"everything": map[string]any{"description": "MCP reference server over HTTP", "url": url},
 	})
 	m := startMoat(t, cfg)
@@ -234,13 +179,13 @@ func TestServerEverythingOverStreamableHTTP(t *testing.T) {
 
 func TestReloadFromTheConfigFile(t *testing.T) {
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, map[string]any{"a": testServer(t, "a"), "b": testServer(t, "b")})
+	cfg := testutil.WriteConfig(t, dir, map[string]any{"a": testServer(t, "a"), "b": testServer(t, "b")})
 	m := startMoat(t, cfg)
 	m.call(t, "get_dynamic_tools", map[string]any{"group": "b"})
 	bPids := testutil.Descendants(m.cmd.Process.Pid)
 
 	// A broken file is refused; Moat keeps serving the old config.
-	replaceFile(t, cfg, []byte(`{"mcpServers": {"a": {"command": "x"}}}`))
+	testutil.ReplaceFile(t, cfg, []byte(`{"mcpServers": {"a": {"command": "x"}}}`))
 	waitFor(t, "the rejected reload in the log", func() bool { return strings.Contains(m.stderr.String(), "config reload rejected") })
 	if res := m.call(t, "call_dynamic_tool", map[string]any{"group": "b", "name": "echo", "args": map[string]any{"message": "still"}}); resultText(res) != "still" {
 		t.Fatalf("after a rejected reload: %q", resultText(res))
@@ -248,7 +193,7 @@ func TestReloadFromTheConfigFile(t *testing.T) {
 
 	// Remove b, add c: the client is told, b's processes go away.
 	before := m.toolChanges.Load()
-	writeConfig(t, dir, map[string]any{"a": testServer(t, "a"), "c": testServer(t, "c")})
+	testutil.WriteConfig(t, dir, map[string]any{"a": testServer(t, "a"), "c": testServer(t, "c")})
 	waitFor(t, "the new group list", func() bool { return slices.Equal(groupEnum(t, m.cs), []any{"a", "c"}) })
 	waitFor(t, "tools/list_changed", func() bool { return m.toolChanges.Load() > before })
 	if res := m.call(t, "call_dynamic_tool", map[string]any{"group": "c", "name": "echo", "args": map[string]any{"message": "new"}}); resultText(res) != "new" {
@@ -278,7 +223,7 @@ func TestShutdownLeavesNoProcess(t *testing.T) {
 	}
 	for _, how := range []string{"SIGTERM", "SIGINT", "stdin EOF", "SIGKILL"} {
 		t.Run(how, func(t *testing.T) {
-			cfg := writeConfig(t, t.TempDir(), map[string]any{
+			cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{
 				"plain":    testServer(t, "plain"),
 				"stubborn": map[string]any{"description": "ignores SIGTERM", "command": stubborn},
 			})
@@ -325,7 +270,7 @@ func TestUsageAndConfigErrors(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := exec.Command(bin, tt.args...)
-			cmd.Env = append(moatEnv(t), tt.env...)
+			cmd.Env = append(testutil.MoatEnv(t), tt.env...)
 			var stderr, stdout bytes.Buffer
 			cmd.Stderr, cmd.Stdout = &stderr, &stdout
 			err := cmd.Run()
@@ -347,12 +292,12 @@ func TestUsageAndConfigErrors(t *testing.T) {
 // params.group extension, and stdout carrying nothing but JSON-RPC even
 // with debug logging on.
 func TestRawProtocol(t *testing.T) {
-	cfg := writeConfig(t, t.TempDir(), map[string]any{
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{
 		"one": testServer(t, "one", "-same-uris"),
 		"two": testServer(t, "two", "-same-uris"),
 	})
 	cmd := exec.Command(testutil.BuildMoat(t), cfg)
-	cmd.Env = moatEnv(t)
+	cmd.Env = testutil.MoatEnv(t)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = io.Discard
@@ -427,11 +372,11 @@ func TestSecretReferenceReachesTheChildOnly(t *testing.T) {
 	}
 	srv := testServer(t, "test")
 	srv["env"] = map[string]string{"API_TOKEN": "${secret:api-token}"}
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": srv})
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": srv})
 
 	cmd := exec.Command(testutil.BuildMoat(t), cfg)
 	cmd.Env = append(env, "MOAT_LOG=debug")
-	stderr := &syncBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
 	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(context.Background(), &mcp.CommandTransport{Command: cmd}, nil)
 	if err != nil {
@@ -468,28 +413,19 @@ func TestSecretReferenceReachesTheChildOnly(t *testing.T) {
 	}
 }
 
-func envValue(env []string, key string) string {
-	for i := len(env) - 1; i >= 0; i-- {
-		if v, ok := strings.CutPrefix(env[i], key+"="); ok {
-			return v
-		}
-	}
-	return ""
-}
-
 // TestAuditLogOfASession runs a session, stops moat and checks the audit
 // log: every lifecycle event and call is there, argument values are not,
 // and `moat audit verify` accepts it with the keys and with only the
 // public key.
 func TestAuditLogOfASession(t *testing.T) {
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")})
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")})
 	m := startMoat(t, cfg)
 	m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "value-4d2c9e"}})
 	m.cs.Close()
 	waitFor(t, "moat to exit", func() bool { return m.cmd.ProcessState != nil || !testutil.ProcessAlive(m.cmd.Process.Pid) })
 
 	env := m.cmd.Env
-	logPath := filepath.Join(envValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
 	data, err := os.ReadFile(logPath)
 	if err != nil {
 		t.Fatalf("no audit log: %v", err)
@@ -531,9 +467,9 @@ func TestAuditLogOfASession(t *testing.T) {
 // TestNoAuditLogNoCalls: without a keychain or passphrase the audit log
 // cannot be opened, so calls are refused, and the reason says what to do.
 func TestNoAuditLogNoCalls(t *testing.T) {
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test", "-record", filepath.Join(t.TempDir(), "calls"))})
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test", "-record", filepath.Join(t.TempDir(), "calls"))})
 	cmd := exec.Command(testutil.BuildMoat(t), cfg)
-	cmd.Env = append(moatEnv(t), "MOAT_PASSPHRASE=")
+	cmd.Env = append(testutil.MoatEnv(t), "MOAT_PASSPHRASE=")
 	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(context.Background(), &mcp.CommandTransport{Command: cmd}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -555,10 +491,10 @@ func TestChildrenGetACleanSandboxedEnvironment(t *testing.T) {
 	srv := testServer(t, "test")
 	srv["inherit_env"] = []string{"ALLOWED_*"}
 	srv["env"] = map[string]string{"CONFIGURED": "yes"}
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": srv})
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": srv})
 	cmd := exec.Command(testutil.BuildMoat(t), cfg)
-	cmd.Env = append(moatEnv(t), "AWS_SECRET_ACCESS_KEY=canary-aws-5e1f", "ALLOWED_REGION=eu-north")
-	stderr := &syncBuffer{}
+	cmd.Env = append(testutil.MoatEnv(t), "AWS_SECRET_ACCESS_KEY=canary-aws-5e1f", "ALLOWED_REGION=eu-north")
+	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
 	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(context.Background(), &mcp.CommandTransport{Command: cmd}, nil)
 	if err != nil {
@@ -585,7 +521,7 @@ func TestChildrenGetACleanSandboxedEnvironment(t *testing.T) {
 			t.Errorf("the child's environment lacks %s: %v", want, names)
 		}
 	}
-	if strings.Contains(resultText(res), "canary-aws") || strings.Contains(resultText(res), "test passphrase") {
+	if strings.Contains(resultText(res), "canary-aws") || strings.Contains(resultText(res), testutil.MoatPassphrase) {
 		t.Error("a secret from moat's environment reached the child")
 	}
 	var checked int
@@ -614,10 +550,10 @@ func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).Ma
 // moments, all writing one audit log: every call whose result the client
 // received has its record, and the log verifies.
 func TestAuditSurvivesSIGKILL(t *testing.T) {
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")})
-	env := moatEnv(t)
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")})
+	env := testutil.MoatEnv(t)
 	env = append(env, "MOAT_LOG=warn")
-	logPath := filepath.Join(envValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
 	var acked []string // sha256 of the args of every answered call
 	rounds := 50
 	if testing.Short() {
@@ -735,7 +671,7 @@ func TestAuditRecordsReachSyslog(t *testing.T) {
 // waits in the pending directory and the serving moat takes it in; when no
 // moat runs, the command writes it itself. The log verifies.
 func TestCommandsAreAudited(t *testing.T) {
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")})
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")})
 	m := startMoat(t, cfg)
 	m.call(t, "get_dynamic_tools", map[string]any{"group": "test"})
 	env := append(m.cmd.Env, "MOAT_CONFIG="+cfg)
@@ -750,7 +686,7 @@ func TestCommandsAreAudited(t *testing.T) {
 	}
 	const value = "value-9b1d2e7f"
 	run(value+"\n", "secret", "set", "while-serving")
-	logPath := filepath.Join(envValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
 	waitFor(t, "the serving moat to take the event in", func() bool {
 		data, _ := os.ReadFile(logPath)
 		return strings.Contains(string(data), `"event":"secret_set"`)

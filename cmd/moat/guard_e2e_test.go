@@ -49,7 +49,7 @@ func recordedCalls(t *testing.T, path string) []string {
 // `moat pins approve`, which a running moat picks up.
 func TestRugPullIsHeldUntilApproved(t *testing.T) {
 	record := filepath.Join(t.TempDir(), "calls.jsonl")
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test", "-record", record)})
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test", "-record", record)})
 	m := startMoat(t, cfg)
 	if tools := toolNames(t, m, "test"); tools["echo"]["inputSchema"] == nil {
 		t.Fatalf("echo not listed on first sight: %v", tools["echo"])
@@ -96,7 +96,7 @@ func TestPolicyDenyHoldsForListAndCall(t *testing.T) {
 	record := filepath.Join(t.TempDir(), "calls.jsonl")
 	srv := testServer(t, "test", "-record", record)
 	srv["policy"] = map[string]any{"deny": []string{"ec*"}, "destructive": "deny"}
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": srv})
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": srv})
 	m := startMoat(t, cfg)
 	tools := toolNames(t, m, "test")
 	if _, ok := tools["echo"]; ok {
@@ -120,7 +120,7 @@ func TestPolicyDenyHoldsForListAndCall(t *testing.T) {
 	}
 	m.cs.Close()
 	waitFor(t, "moat to exit", func() bool { return !testutil.ProcessAlive(m.cmd.Process.Pid) })
-	data, _ := os.ReadFile(filepath.Join(envValue(m.cmd.Env, "XDG_STATE_HOME"), "moat", "audit.jsonl"))
+	data, _ := os.ReadFile(filepath.Join(testutil.EnvValue(m.cmd.Env, "XDG_STATE_HOME"), "moat", "audit.jsonl"))
 	if !strings.Contains(string(data), `"decision":"deny","rule":"policy:`) {
 		t.Fatalf("the policy refusal is not in the audit log:\n%s", data)
 	}
@@ -133,7 +133,7 @@ func TestRateLimitBurst(t *testing.T) {
 	record := filepath.Join(t.TempDir(), "calls.jsonl")
 	srv := testServer(t, "test", "-record", record)
 	srv["policy"] = map[string]any{"tools": map[string]any{"echo": map[string]any{"rate": "5/s", "burst": 5}}}
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": srv})
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": srv})
 	m := startMoat(t, cfg)
 	m.call(t, "get_dynamic_tools", map[string]any{"group": "test"})
 	allowed, limited := 0, 0
@@ -168,7 +168,7 @@ func TestRateLimitBurst(t *testing.T) {
 // uncompilable regex make their tools unusable (listed as such, refused).
 func TestArgumentsAreValidatedBeforeTheyLeave(t *testing.T) {
 	record := filepath.Join(t.TempDir(), "calls.jsonl")
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test", "-record", record, "-hostile-schemas")})
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test", "-record", record, "-hostile-schemas")})
 	m := startMoat(t, cfg)
 	res := m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "add", "args": map[string]any{"a": "two", "b": 3}})
 	if !res.IsError || !strings.Contains(resultText(res), "at '/a'") {
@@ -198,8 +198,8 @@ func TestArgumentsAreValidatedBeforeTheyLeave(t *testing.T) {
 func TestToolsCallAndPolicyCheck(t *testing.T) {
 	srv := testServer(t, "test")
 	srv["policy"] = map[string]any{"deny": []string{"fail"}}
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": srv})
-	env := moatEnv(t)
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": srv})
+	env := testutil.MoatEnv(t)
 	run := func(args ...string) (string, int) {
 		cmd := exec.Command(testutil.BuildMoat(t), args...)
 		cmd.Env = append(env, "MOAT_LOG=error")
@@ -236,7 +236,7 @@ func TestSizeLimits(t *testing.T) {
 	record := filepath.Join(t.TempDir(), "calls.jsonl")
 	srv := testServer(t, "test", "-record", record)
 	srv["policy"] = map[string]any{"max_args_bytes": "1KiB", "tools": map[string]any{"large": map[string]any{"max_result_bytes": "1MiB"}}}
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": srv})
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": srv})
 	m := startMoat(t, cfg)
 	res := m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": strings.Repeat("x", 2000)}})
 	if !res.IsError || !strings.Contains(resultText(res), "1KiB") && !strings.Contains(resultText(res), "1024") {
@@ -281,7 +281,7 @@ func TestSizeLimits(t *testing.T) {
 func TestKillOnTimeoutRestartsTheServer(t *testing.T) {
 	srv := testServer(t, "test")
 	srv["policy"] = map[string]any{"tools": map[string]any{"slow": map[string]any{"timeout": "1s", "kill_on_timeout": true}}}
-	cfg := writeConfig(t, t.TempDir(), map[string]any{"test": srv})
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": srv})
 	m := startMoat(t, cfg)
 	m.call(t, "get_dynamic_tools", map[string]any{"group": "test"})
 	before := serverPids(t, m.cmd.Process.Pid)

@@ -14,7 +14,7 @@ import (
 func moatCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	cmd := exec.Command(testutil.BuildMoat(t), args...)
-	cmd.Env = append(moatEnv(t), "MOAT_CONFIG=", "DYNAMIC_MCP_CONFIG=")
+	cmd.Env = append(testutil.MoatEnv(t), "MOAT_CONFIG=", "DYNAMIC_MCP_CONFIG=")
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -36,11 +36,11 @@ func TestOAuthLoginOnceThenRestart(t *testing.T) {
 	work := t.TempDir()
 	record := filepath.Join(work, "oauthserver.jsonl")
 	mcpURL := startOAuthServer(t, record)
-	cfg := writeConfig(t, work, map[string]any{
+	cfg := testutil.WriteConfig(t, work, map[string]any{
 		"protected": map[string]any{"description": "OAuth-protected test server", "url": mcpURL},
 	})
 	home := t.TempDir()
-	env := append(moatEnv(t), "HOME="+home,
+	env := append(testutil.MoatEnv(t), "HOME="+home,
 		"XDG_CONFIG_HOME="+filepath.Join(home, ".config"), "XDG_CACHE_HOME="+filepath.Join(home, ".cache"))
 	var outputs []string // everything moat printed, for the scan at the end
 
@@ -108,7 +108,7 @@ func TestOAuthLoginOnceThenRestart(t *testing.T) {
 
 	// 7. No token value in plain text anywhere.
 	issued = issuedTokens(t, record)
-	dataDir := filepath.Dir(envValue(env, "XDG_STATE_HOME"))
+	dataDir := filepath.Dir(testutil.EnvValue(env, "XDG_STATE_HOME"))
 	scanned := 0
 	for _, root := range []string{home, dataDir, work} {
 		filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
@@ -147,10 +147,10 @@ func TestOAuthLoginOnceThenRestart(t *testing.T) {
 // not show a raw 401 (issue 3: "the group shows as waiting for login").
 func TestOAuthWaitingForLoginWithoutClientID(t *testing.T) {
 	work := t.TempDir()
-	cfg := writeConfig(t, work, map[string]any{
+	cfg := testutil.WriteConfig(t, work, map[string]any{
 		"protected": map[string]any{"description": "OAuth-protected test server", "url": startOAuthServer(t, filepath.Join(work, "record.jsonl"))},
 	})
-	m := startMoatWithEnv(t, cfg, moatEnv(t))
+	m := startMoatWithEnv(t, cfg, testutil.MoatEnv(t))
 	for _, call := range []map[string]any{
 		{"group": "protected"},
 		{"group": "protected", "name": "whoami", "args": map[string]any{}},
@@ -178,7 +178,7 @@ func startOAuthServer(t *testing.T, record string) string {
 	}
 	cmd := exec.Command(bin, "-record", record)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	stderr := &syncBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -220,7 +220,7 @@ func startMoatWithEnv(t *testing.T, cfgPath string, env []string) *moatProc {
 	t.Helper()
 	cmd := exec.Command(testutil.BuildMoat(t), cfgPath)
 	cmd.Env = env
-	m := &moatProc{cmd: cmd, stderr: &syncBuffer{}}
+	m := &moatProc{cmd: cmd, stderr: &testutil.SyncBuffer{}}
 	cmd.Stderr = m.stderr
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -257,7 +257,7 @@ func authLoginAsBrowser(t *testing.T, cfg string, env []string) string {
 	// No xdg-open in PATH: the URL on stderr is the only way to the login.
 	cmd := exec.CommandContext(ctx, testutil.BuildMoat(t), "auth", "login", "protected", "--config", cfg)
 	cmd.Env = append(env, "PATH="+t.TempDir())
-	stderr := &syncBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	cmd.Stderr = io.MultiWriter(stderr, pw)

@@ -2,6 +2,7 @@ package attacks
 
 import (
 	"bytes"
+	"github.com/moatmcp/moat/internal/testutil"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +20,7 @@ func TestTamperedAuditLog(t *testing.T) {
 	dir := t.TempDir()
 	srv := testServer(t, "test")
 	srv["policy"] = map[string]any{"deny": []string{"fail"}}
-	m := startMoat(t, writeConfig(t, dir, map[string]server{"test": srv}))
+	m := startMoat(t, testutil.WriteConfig(t, dir, map[string]server{"test": srv}))
 	m.echoWorks(t, "test")
 	if res := m.call(t, "test", "fail", nil); !res.IsError {
 		t.Fatal("the denied tool ran")

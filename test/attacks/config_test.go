@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/testutil"
 )
 
 // configAttack checks a hostile config two ways: moat refuses to start on it
@@ -26,19 +27,19 @@ func configAttack(t *testing.T, bad map[string]any, want string) {
 	if err := os.WriteFile(badPath, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, out := runMoat(t, moatEnv(t), "config", "validate", badPath)
+	code, out := runMoat(t, testutil.MoatEnv(t), "config", "validate", badPath)
 	if code != 2 || !strings.Contains(out, want) {
 		t.Errorf("moat config validate: exit %d, output %q; want exit 2 and %q", code, out, want)
 	}
-	code, out = runMoatWith(t, moatEnv(t), netns, badPath)
+	code, out = runMoatWith(t, testutil.MoatEnv(t), netns, badPath)
 	if code != 2 || !strings.Contains(out, want) {
 		t.Errorf("moat serve: exit %d, output %q; want exit 2 and %q", code, out, want)
 	}
 
-	cfg := writeConfig(t, dir, map[string]server{"good": testServer(t, "good")})
-	m := startMoatWith(t, moatEnv(t), netns, cfg)
+	cfg := testutil.WriteConfig(t, dir, map[string]server{"good": testServer(t, "good")})
+	m := startMoatWith(t, testutil.MoatEnv(t), netns, cfg)
 	m.echoWorks(t, "good")
-	replaceFile(t, cfg, b)
+	testutil.ReplaceFile(t, cfg, b)
 	waitFor(t, "the reload to be rejected", func() bool { return strings.Contains(m.stderr.String(), "config reload rejected") }, nil)
 	m.echoWorks(t, "good")
 	recs := m.auditLog(t)

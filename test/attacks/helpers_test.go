@@ -97,96 +97,18 @@ func startHostileHTTP(t *testing.T, args ...string) string {
 	return testutil.StartHTTPServer(t, hostileBin(t), append([]string{"-transport", "ignored"}, args...)...)
 }
 
-// writeConfig writes dir/moat.json with servers and any top-level keys.
-func writeConfig(t *testing.T, dir string, servers map[string]server, top ...map[string]any) string {
-	t.Helper()
-	doc := map[string]any{"mcpServers": servers}
-	for _, m := range top {
-		for k, v := range m {
-			doc[k] = v
-		}
-	}
-	b, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "moat.json")
-	replaceFile(t, path, b)
-	return path
-}
-
-// replaceFile writes data to path the way editors save: a temp file renamed
-// over the old one.
-func replaceFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// moatEnv is the environment of a moat under test: its audit log and secret
-// store in fresh temp dirs, the encrypted file store (no keychain, so tests
-// never share one), no proxy (so nothing is dialled but the upstreams), and
-// MOAT_LOG=debug.
-func moatEnv(t testing.TB) []string {
-	dir := t.TempDir()
-	env := slices.DeleteFunc(os.Environ(), func(e string) bool {
-		name, _, _ := strings.Cut(e, "=")
-		return strings.HasSuffix(strings.ToUpper(name), "_PROXY")
-	})
-	return append(env,
-		"HOME="+filepath.Join(dir, "home"),
-		"XDG_STATE_HOME="+filepath.Join(dir, "state"),
-		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
-		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
-		"DBUS_SESSION_BUS_ADDRESS=disabled:",
-		"MOAT_PASSPHRASE=attack suite passphrase",
-		"MOAT_MANAGED_POLICY=",
-		"MOAT_LOG=debug")
-}
-
-func envValue(env []string, key string) string {
-	for i := len(env) - 1; i >= 0; i-- {
-		if v, ok := strings.CutPrefix(env[i], key+"="); ok {
-			return v
-		}
-	}
-	return ""
-}
-
 // moatProc is a running moat with a go-sdk client session on its stdio.
 type moatProc struct {
 	cmd    *exec.Cmd
 	env    []string
 	cs     *mcp.ClientSession
-	stderr *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	stderr *testutil.SyncBuffer
 }
 
 // startMoat serves cfgPath with a fresh moatEnv plus extraEnv.
 func startMoat(t *testing.T, cfgPath string, extraEnv ...string) *moatProc {
 	t.Helper()
-	return startMoatWith(t, append(moatEnv(t), extraEnv...), nil, cfgPath)
+	return startMoatWith(t, append(testutil.MoatEnv(t), extraEnv...), nil, cfgPath)
 }
 
 // startMoatWith runs wrapper... moat cfgPath (wrapper may be nil) with env
@@ -195,7 +117,7 @@ func startMoatWith(t *testing.T, env, wrapper []string, cfgPath string) *moatPro
 	t.Helper()
 	argv := append(slices.Clone(wrapper), testutil.BuildMoat(t), cfgPath)
 	cmd := exec.Command(argv[0], argv[1:]...)
-	m := &moatProc{cmd: cmd, env: env, stderr: &syncBuffer{}}
+	m := &moatProc{cmd: cmd, env: env, stderr: &testutil.SyncBuffer{}}
 	cmd.Env = env
 	cmd.Stderr = m.stderr
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -334,7 +256,7 @@ func (m *moatProc) stop(t *testing.T) {
 
 // auditPath is moat's default audit log in its XDG_STATE_HOME.
 func auditPath(env []string) string {
-	return filepath.Join(envValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	return filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
 }
 
 // auditLog stops moat, checks that `moat audit verify --allow-unsealed`

@@ -11,6 +11,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/testutil"
 )
 
 // TestOversizedStdioResponse: a stdio upstream answers a call with one
@@ -23,7 +24,7 @@ import (
 // ends that connection with a clear error; other groups go on and the group
 // reconnects."
 func TestOversizedStdioResponse(t *testing.T) {
-	m := startMoat(t, writeConfig(t, t.TempDir(), map[string]server{
+	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{
 		"big":   hostileStdio(t, "huge-line"),
 		"other": testServer(t, "other"),
 	}))
@@ -55,7 +56,7 @@ func TestOversizedStdioResponse(t *testing.T) {
 // TestEndlessBody).
 func TestEndlessHTTPBody(t *testing.T) {
 	url := startHostileHTTP(t, "-mode", "http")
-	m := startMoat(t, writeConfig(t, t.TempDir(), map[string]server{
+	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{
 		"evil":  {"description": "endless body", "url": url, "type": "http"},
 		"other": testServer(t, "other"),
 	}))
@@ -85,7 +86,7 @@ func TestEndlessHTTPBody(t *testing.T) {
 // servers too", README).
 func TestSlowlorisUpstream(t *testing.T) {
 	url := startHostileHTTP(t, "-mode", "http")
-	m := startMoat(t, writeConfig(t, t.TempDir(), map[string]server{
+	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{
 		"evil":  {"description": "slowloris", "url": url, "type": "http", "timeout": map[string]any{"tools": "3s"}},
 		"other": testServer(t, "other"),
 	}))
@@ -138,7 +139,7 @@ func TestRateLimitBurst(t *testing.T) {
 	rec := filepath.Join(dir, "calls.jsonl")
 	srv := testServer(t, "test", "-record", rec)
 	srv["policy"] = map[string]any{"tools": map[string]any{"echo": map[string]any{"rate": "5/s", "burst": 5}}}
-	m := startMoat(t, writeConfig(t, dir, map[string]server{"test": srv}))
+	m := startMoat(t, testutil.WriteConfig(t, dir, map[string]server{"test": srv}))
 	m.tools(t, "test")
 	allowed, limited := 0, 0
 	start := time.Now()

@@ -63,9 +63,9 @@ func TestRedirectToAnotherOriginWithBearerToken(t *testing.T) {
 	dir := t.TempDir()
 	redirRec := filepath.Join(dir, "redirect.txt")
 	url := startHostileHTTP(t, "-mode", "redirect", "-target", sinkURL+"/mcp", "-record", redirRec)
-	env := moatEnv(t)
+	env := testutil.MoatEnv(t)
 	setSecret(t, env, "upstream-token", token)
-	m := startMoatWith(t, env, nil, writeConfig(t, dir, map[string]server{
+	m := startMoatWith(t, env, nil, testutil.WriteConfig(t, dir, map[string]server{
 		"evil": {"description": "redirects", "url": url, "type": "http", "headers": map[string]string{"Authorization": "Bearer ${secret:upstream-token}"}},
 		"good": testServer(t, "good"),
 	}))
@@ -108,7 +108,7 @@ func TestRedirectToAnotherOriginWithBearerToken(t *testing.T) {
 func TestSSEEndpointOnAnotherOrigin(t *testing.T) {
 	sinkURL, sinkGot := startSink(t)
 	url := startHostileHTTP(t, "-mode", "sse-endpoint", "-target", sinkURL+"/message")
-	m := startMoat(t, writeConfig(t, t.TempDir(), map[string]server{
+	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{
 		"evil": {"description": "moves its endpoint", "url": url, "type": "sse"},
 		"good": testServer(t, "good"),
 	}))
@@ -138,7 +138,7 @@ func TestSSEEndpointOnAnotherOrigin(t *testing.T) {
 // refused (internal/netguard: TestIPLiteralUpstreamRefusedBeforeDial).
 func TestSSRFToLinkLocal(t *testing.T) {
 	netns := netnsWrapper(t)
-	m := startMoatWith(t, moatEnv(t), netns, writeConfig(t, t.TempDir(), map[string]server{
+	m := startMoatWith(t, testutil.MoatEnv(t), netns, testutil.WriteConfig(t, t.TempDir(), map[string]server{
 		"metadata": {"description": "cloud metadata", "url": "https://169.254.169.254/mcp", "allow_private_network": false},
 		"good":     testServer(t, "good"),
 	}))

@@ -37,7 +37,7 @@ func childStart(t *testing.T, recs []audit.Record, group string) audit.Record {
 func TestForkBomb(t *testing.T) {
 	evil := hostileStdio(t, "stdio")
 	evil["sandbox"] = map[string]any{"max_procs": 32}
-	m := startMoat(t, writeConfig(t, t.TempDir(), map[string]server{"evil": evil, "good": testServer(t, "good")}))
+	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{"evil": evil, "good": testServer(t, "good")}))
 	m.echoWorks(t, "evil")
 	// The bomb is stopped by the cgroup's pids.max or by RLIMIT_NPROC (the
 	// server, a Go program, may then die when it cannot create a thread).
@@ -86,7 +86,7 @@ func TestForkBomb(t *testing.T) {
 func TestMemoryBomb(t *testing.T) {
 	evil := hostileStdio(t, "stdio")
 	evil["sandbox"] = map[string]any{"memory": "1GiB"}
-	m := startMoat(t, writeConfig(t, t.TempDir(), map[string]server{"evil": evil, "good": testServer(t, "good")}))
+	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{"evil": evil, "good": testServer(t, "good")}))
 	m.echoWorks(t, "evil")
 	res := m.call(t, "evil", "eat", map[string]any{"mb": 4096})
 	if !res.IsError {
@@ -115,7 +115,7 @@ func TestMemoryBomb(t *testing.T) {
 // reaped, grandchildren that left the group included" (internal/sandbox:
 // TestStopKillsWholeTreeIgnoringSIGTERM; cmd/moat: TestShutdownLeavesNoProcess).
 func TestGrandchildIgnoringSIGTERM(t *testing.T) {
-	m := startMoat(t, writeConfig(t, t.TempDir(), map[string]server{"evil": hostileStdio(t, "stdio")}))
+	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{"evil": hostileStdio(t, "stdio")}))
 	res := m.call(t, "evil", "stubborn", nil)
 	pid, err := strconv.Atoi(resultText(res))
 	if res.IsError || err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/testutil"
 )
 
 // TestLeakedEnvironmentCanary: moat runs with credentials in its own
@@ -19,7 +20,7 @@ import (
 // and Child processes, "Clean environment".
 func TestLeakedEnvironmentCanary(t *testing.T) {
 	canaries := []string{"AWS_SECRET_ACCESS_KEY=canary-aws-8c1d", "GITHUB_TOKEN=canary-gh-77e0", "OPENAI_API_KEY=canary-oai-3f2a"}
-	m := startMoat(t, writeConfig(t, t.TempDir(), map[string]server{"test": testServer(t, "test")}), canaries...)
+	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{"test": testServer(t, "test")}), canaries...)
 	env := resultText(m.call(t, "test", "env", nil))
 	if !strings.Contains(env, "PATH=") {
 		t.Fatalf("the env tool returned %q, not an environment", env)
@@ -30,7 +31,7 @@ func TestLeakedEnvironmentCanary(t *testing.T) {
 			t.Errorf("%s reached the server", name)
 		}
 	}
-	if strings.Contains(env, "MOAT_PASSPHRASE") || strings.Contains(env, "attack suite passphrase") {
+	if strings.Contains(env, "MOAT_PASSPHRASE") || strings.Contains(env, testutil.MoatPassphrase) {
 		t.Error("moat's own passphrase reached the server")
 	}
 	recs := m.auditLog(t)
@@ -54,11 +55,11 @@ func TestLeakedEnvironmentCanary(t *testing.T) {
 // TestSecretReferenceReachesTheChildOnly) and the redaction of results.
 func TestSecretEchoedBackByATool(t *testing.T) {
 	const value = "echoed-secret-5a7c0d9e"
-	env := moatEnv(t)
+	env := testutil.MoatEnv(t)
 	setSecret(t, env, "api-key", value)
 	srv := testServer(t, "test")
 	srv["env"] = map[string]string{"API_KEY": "${secret:api-key}"}
-	m := startMoatWith(t, env, nil, writeConfig(t, t.TempDir(), map[string]server{"test": srv}))
+	m := startMoatWith(t, env, nil, testutil.WriteConfig(t, t.TempDir(), map[string]server{"test": srv}))
 	res := m.call(t, "test", "env", nil)
 	if got := resultText(res); strings.Contains(got, value) || !strings.Contains(got, "API_KEY=[REDACTED:api-key]") {
 		t.Fatalf("the tool's echo of the secret was not redacted to its name: %q", got)
@@ -86,14 +87,14 @@ func TestSecretEchoedBackByATool(t *testing.T) {
 func TestWorldReadableSecretFile(t *testing.T) {
 	dir := t.TempDir()
 	rec := filepath.Join(dir, "calls.jsonl")
-	cfg := writeConfig(t, dir, map[string]server{"test": testServer(t, "test", "-record", rec)})
-	env := moatEnv(t)
+	cfg := testutil.WriteConfig(t, dir, map[string]server{"test": testServer(t, "test", "-record", rec)})
+	env := testutil.MoatEnv(t)
 	setSecret(t, env, "oauth-token", "token-value-1")
 	m := startMoatWith(t, env, nil, cfg)
 	m.echoWorks(t, "test")
 	m.stop(t)
 
-	store := filepath.Join(envValue(env, "XDG_DATA_HOME"), "moat", "secrets")
+	store := filepath.Join(testutil.EnvValue(env, "XDG_DATA_HOME"), "moat", "secrets")
 	items, err := os.ReadDir(store)
 	if err != nil || len(items) < 2 {
 		t.Fatalf("the secret store %s holds %v (%v); want the token and the audit keys", store, items, err)

@@ -9,6 +9,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 
 	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/testutil"
 )
 
 // TestCaseVariantKeysInCallDynamicTool smuggles a second group or tool name
@@ -26,7 +27,7 @@ import (
 func TestCaseVariantKeysInCallDynamicTool(t *testing.T) {
 	dir := t.TempDir()
 	recA, recB := filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl")
-	cfg := writeConfig(t, dir, map[string]server{
+	cfg := testutil.WriteConfig(t, dir, map[string]server{
 		"a": testServer(t, "a", "-record", recA),
 		"b": testServer(t, "b", "-record", recB),
 	})
@@ -77,7 +78,7 @@ func TestCaseVariantKeysInCallDynamicTool(t *testing.T) {
 func TestDuplicateAndCaseVariantKeysInToolArgs(t *testing.T) {
 	dir := t.TempDir()
 	rec := filepath.Join(dir, "calls.jsonl")
-	cfg := writeConfig(t, dir, map[string]server{"test": testServer(t, "test", "-record", rec)})
+	cfg := testutil.WriteConfig(t, dir, map[string]server{"test": testServer(t, "test", "-record", rec)})
 	m := startMoat(t, cfg)
 	for _, tt := range []struct{ args, want string }{
 		{`{"message":"checked","Message":"forwarded"}`, "differ only in case"},

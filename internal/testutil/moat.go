@@ -1,0 +1,97 @@
+package testutil
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// MoatPassphrase is the encrypted file store's passphrase in MoatEnv.
+const MoatPassphrase = "moat test passphrase"
+
+// MoatEnv is the environment of a moat under test: HOME, its audit log and
+// its secret store in fresh temp dirs, the encrypted file store (no
+// keychain, so tests never share one), no HTTP proxy (nothing is dialled but
+// the upstreams), no managed policy, and MOAT_LOG=debug.
+func MoatEnv(t testing.TB) []string {
+	dir := t.TempDir()
+	env := slices.DeleteFunc(os.Environ(), func(e string) bool {
+		name, _, _ := strings.Cut(e, "=")
+		return strings.HasSuffix(strings.ToUpper(name), "_PROXY")
+	})
+	return append(env,
+		"HOME="+filepath.Join(dir, "home"),
+		"XDG_STATE_HOME="+filepath.Join(dir, "state"),
+		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+		"DBUS_SESSION_BUS_ADDRESS=disabled:",
+		"MOAT_PASSPHRASE="+MoatPassphrase,
+		"MOAT_MANAGED_POLICY=",
+		"MOAT_LOG=debug")
+}
+
+// EnvValue is the value of key in env (the last one wins, as for exec).
+func EnvValue(env []string, key string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// WriteConfig writes dir/moat.json with servers and any other top-level
+// keys, the way editors save (see ReplaceFile), and returns its path.
+func WriteConfig[S any](t testing.TB, dir string, servers map[string]S, top ...map[string]any) string {
+	t.Helper()
+	doc := map[string]any{"mcpServers": servers}
+	for _, m := range top {
+		for k, v := range m {
+			doc[k] = v
+		}
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "moat.json")
+	ReplaceFile(t, path, b)
+	return path
+}
+
+// ReplaceFile writes data to path the way editors save: a temp file renamed
+// over the old one.
+func ReplaceFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SyncBuffer is a bytes.Buffer safe for a process's output and a test
+// reading it at once.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

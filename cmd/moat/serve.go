@@ -28,6 +28,7 @@ import (
 	"github.com/moatmcp/moat/internal/netguard"
 	"github.com/moatmcp/moat/internal/oauth"
 	"github.com/moatmcp/moat/internal/proxy"
+	"github.com/moatmcp/moat/internal/sandbox"
 	"github.com/moatmcp/moat/internal/secrets"
 	"github.com/moatmcp/moat/internal/upstream"
 )
@@ -154,6 +155,10 @@ func runServe(ctx context.Context, args []string) int {
 	defer stop()
 	defer auditEvent(m.auditLog.Log, "server_stop", "", nil)
 	noticeDynamicMCPTokens(m.log)
+	// A restarted or newly added stdio server then starts through a
+	// launcher that has already paid moat's own start-up.
+	sandbox.KeepWarm()
+	defer sandbox.CloseIdle()
 	m.p.Apply(m.cfg)
 
 	go watchConfig(ctx, m.log, m.cfg, m.p, m.auditLog.Log, m.gs)

@@ -162,7 +162,7 @@ func leftCgroups(t *testing.T, moatPid int) []string {
 }
 
 // withoutCgroups makes this process see a machine without cgroups.
-func withoutCgroups(t *testing.T) {
+func withoutCgroups(t testing.TB) {
 	t.Helper()
 	empty := filepath.Join(t.TempDir(), "mountinfo")
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {

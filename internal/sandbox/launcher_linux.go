@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,9 +44,16 @@ func runLauncher() int {
 		_ = status.Encode(launchStatus{Error: fmt.Sprintf(format, args...)})
 		return 1
 	}
+	// Package init (moat's, for a launcher that is moat) leaves garbage
+	// that this long-lived process never needs again.
+	debug.FreeOSMemory()
+	_ = status.Encode(launchStatus{Ready: true})
 	var cfg launchConfig
 	dec := json.NewDecoder(cfgFile)
 	if err := dec.Decode(&cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0 // a prestarted launcher that was never used
+		}
 		return fail("reading sandbox configuration: %v", err)
 	}
 
@@ -117,6 +125,15 @@ func runLauncher() int {
 	}
 	rep.set(PNoInheritedFD, true, "only stdin, stdout and stderr reach the target")
 
+	// Opened before Landlock, which could deny it.
+	cgroupFD := -1
+	if cfg.CgroupClone != "" {
+		if fd, err := unix.Open(cfg.CgroupClone, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			cgroupFD = fd
+			defer unix.Close(fd)
+		}
+	}
+
 	applyLandlock(&cfg, &rep, notEnforced)
 
 	if strict && len(missing) > 0 {
@@ -127,12 +144,24 @@ func runLauncher() int {
 	// rlimits are set with prlimit before it runs one instruction of its
 	// own. The launcher itself never lives under them (a Go runtime under
 	// a small RLIMIT_AS or RLIMIT_NPROC cannot create threads).
-	pid, err := syscall.ForkExec(cfg.Path, cfg.Argv, &syscall.ProcAttr{
+	attr := &syscall.ProcAttr{
 		Dir:   cfg.Dir,
 		Env:   cfg.Env,
 		Files: []uintptr{0, 1, 2},
 		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Ptrace: true},
-	})
+	}
+	inCgroup := false
+	var pid int
+	if cgroupFD >= 0 {
+		attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = true, cgroupFD
+		pid, err = syscall.ForkExec(cfg.Path, cfg.Argv, attr)
+		inCgroup = err == nil
+		// Kernels before 5.7 have no CLONE_INTO_CGROUP: join below instead.
+		attr.Sys.UseCgroupFD = false
+	}
+	if !inCgroup {
+		pid, err = syscall.ForkExec(cfg.Path, cfg.Argv, attr)
+	}
 	if err != nil {
 		return fail("starting %s: %v", cfg.Path, err)
 	}
@@ -149,7 +178,9 @@ func runLauncher() int {
 		}
 		notEnforced(PRlimits, "%s", rlimitErr)
 	}
-	if len(cfg.CgroupProcs) > 0 {
+	if inCgroup {
+		rep.set(PCgroup, true, "%s", cfg.CgroupDetail)
+	} else if len(cfg.CgroupProcs) > 0 {
 		// On another thread: this one may be under Landlock, which
 		// would deny writing to the cgroup filesystem.
 		joined := make(chan error, 1)

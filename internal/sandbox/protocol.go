@@ -26,16 +26,23 @@ type launchConfig struct {
 	// CgroupProcs are the cgroup.procs files of the child's cgroup (one
 	// for v2, one per hierarchy for v1), which the launcher puts the target
 	// into before it runs; nil = no per-server cgroup (CgroupDetail says why).
-	CgroupProcs  []string `json:"cgroup_procs"`
-	CgroupDetail string   `json:"cgroup_detail"`
+	CgroupProcs []string `json:"cgroup_procs"`
+	// CgroupClone (v2 only) is the cgroup directory the target is cloned
+	// straight into (clone3 CLONE_INTO_CGROUP, Linux >= 5.7): no migration,
+	// which in the kernel waits for an RCU grace period (about 10 ms).
+	// CgroupProcs is the fallback on older kernels.
+	CgroupClone  string `json:"cgroup_clone"`
+	CgroupDetail string `json:"cgroup_detail"`
 	// CgroupDirs are removed by the launcher once it has reaped the tree,
 	// so they go away even when Moat was killed.
 	CgroupDirs []string `json:"cgroup_dirs"`
 }
 
-// launchStatus is what the launcher writes on fd 4: first one message with
-// Pid and Report (or Error), then, when the target has exited, one with Exit.
+// launchStatus is what the launcher writes on fd 4: Ready as soon as it runs
+// (before it reads its configuration), then one message with Pid and Report
+// (or Error), then, when the target has exited, one with Exit.
 type launchStatus struct {
+	Ready  bool            `json:"ready,omitempty"`
 	Pid    int             `json:"pid,omitempty"`
 	Report *Report         `json:"report,omitempty"`
 	Error  string          `json:"error,omitempty"`

@@ -12,18 +12,26 @@
 //
 // The parent sends the launcher its configuration as JSON on an extra pipe
 // (fd 3), never in argv or the environment. The launcher locks its OS thread,
-// sets RLIMIT_*, PR_SET_NO_NEW_PRIVS and Landlock on that thread (Landlock is
-// per thread), marks every fd above 2 close-on-exec, and forks+execs the target
-// from the same locked thread, so the target inherits all of it. The launcher
-// then stays as a tiny supervisor: it is a child subreaper, it reports the
-// target's pid, exit status and rusage on a second pipe (fd 4), and when the
-// parent goes away (fd 3 reaches EOF, which happens when the Moat process dies
-// for any reason, including kill -9) it SIGKILLs the target's process group and
-// every descendant that was re-parented to it. This is why Moat does not rely
-// on Pdeathsig for the launcher: Pdeathsig fires when the parent *thread*
-// exits (golang/go#27505), and a pipe closes only when the process dies.
-// The target itself gets Pdeathsig=SIGKILL from the launcher's locked thread,
-// which lives as long as the launcher waits for it.
+// sets PR_SET_NO_NEW_PRIVS and Landlock on that thread (Landlock is per
+// thread), marks every fd above 2 close-on-exec, and forks+execs the target
+// from the same locked thread, so the target inherits all of it. The target
+// starts traced and stops right after execve: the launcher sets its RLIMIT_*
+// with prlimit and puts it in its cgroup (or clones it straight into it, on
+// cgroup v2) before it runs one instruction of its own, then detaches. The
+// launcher then stays as a tiny supervisor: it is a child subreaper, it
+// reports the target's pid, exit status and rusage on a second pipe (fd 4),
+// and when the parent goes away (fd 3 reaches EOF, which happens when the Moat
+// process dies for any reason, including kill -9) it SIGKILLs the target's
+// process group and every descendant that was re-parented to it. This is why
+// Moat does not rely on Pdeathsig for the launcher: Pdeathsig fires when the
+// parent *thread* exits (golang/go#27505), and a pipe closes only when the
+// process dies. The target itself gets Pdeathsig=SIGKILL from the launcher's
+// locked thread, which lives as long as the launcher waits for it.
+//
+// A launcher is the whole moat binary, whose start-up (package init) costs
+// several milliseconds; in serve mode (KeepWarm) one launcher is started
+// ahead of need and waits, knowing nothing, for the configuration of the
+// next child.
 //
 // # Environment
 //

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/moatmcp/moat/internal/testutil"
 )
 
 // TestMain lets the test binary act as the launcher and as helper parents
@@ -603,21 +606,160 @@ func TestPrivateWorkingDirIsRemoved(t *testing.T) {
 	}
 }
 
-func BenchmarkStart(b *testing.B) {
-	b.Run("exec.Cmd", func(b *testing.B) {
-		for b.Loop() {
-			if err := exec.Command("/bin/true").Run(); err != nil {
-				b.Fatal(err)
-			}
+// procAlive reports whether pid exists and is not a zombie.
+func procAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// idleLauncher waits for the prestarted launcher and returns its pid.
+func idleLauncher(t testing.TB) int {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		warm.waitFilled()
+		warm.mu.Lock()
+		idle := warm.idle
+		warm.mu.Unlock()
+		if idle != nil {
+			return idle.cmd.Process.Pid
 		}
+	}
+	t.Fatal("no prestarted launcher 10s after KeepWarm")
+	return 0
+}
+
+func TestPrestartedLauncher(t *testing.T) {
+	KeepWarm()
+	t.Cleanup(CloseIdle)
+
+	// A prestarted launcher serves a child with the same protections as a
+	// fresh one: it learns the server's configuration only when taken.
+	idle := idleLauncher(t)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "canary-4410")
+	p := start(t, &Spec{
+		Command: "/bin/sh",
+		Args:    []string{"-c", "env; grep NoNewPrivs /proc/$$/status; cat /proc/$$/limits"},
+		Env:     map[string]string{"SERVER_VAR": "configured"},
+		Limits:  Limits{Memory: 300 << 20, MaxFiles: 64},
 	})
-	b.Run("sandbox", func(b *testing.B) {
-		for b.Loop() {
-			p, err := Start(context.Background(), &Spec{Name: "bench", Command: "/bin/true", Stderr: io.Discard})
+	out, _ := io.ReadAll(p.Stdout())
+	<-p.Done()
+	if p.Pid() != idle {
+		t.Errorf("the child's launcher is %d, want the prestarted %d", p.Pid(), idle)
+	}
+	for _, want := range []string{
+		"SERVER_VAR=configured", "NoNewPrivs:\t1",
+		fmt.Sprintf("Max address space         %-21d%-21dbytes", 300<<20, 300<<20),
+		"Max open files            64                   64                   files",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("child output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "canary-4410") {
+		t.Errorf("the canary secret reached the child:\n%s", out)
+	}
+	if exit, _ := p.ExitStatus(); exit != "exit status 0" {
+		t.Errorf("ExitStatus = %q", exit)
+	}
+
+	// The pool refills; a launcher that died while idle is replaced by a
+	// fresh one, and the start still succeeds.
+	next := idleLauncher(t)
+	if next == idle {
+		t.Fatalf("the pool did not start a new launcher (still %d)", idle)
+	}
+	if err := syscall.Kill(next, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	out2, exit := run(t, &Spec{Command: "/bin/echo", Args: []string{"after the idle launcher died"}})
+	if out2 != "after the idle launcher died\n" || exit != "exit status 0" {
+		t.Errorf("start after the idle launcher died: %q, %s", out2, exit)
+	}
+
+	// CloseIdle ends the idle launcher.
+	last := idleLauncher(t)
+	CloseIdle()
+	if procAlive(last) {
+		t.Errorf("idle launcher %d still alive after CloseIdle", last)
+	}
+}
+
+// BenchmarkStart measures a child's start-up: from the start until the
+// target's first line of output, against exec.Cmd doing the same, so the
+// difference is what the sandbox adds to every start. Tearing the child
+// down is not timed.
+func BenchmarkStart(b *testing.B) {
+	// The real moat binary, not this test binary, is the launcher: its
+	// package init is part of what a cold start costs.
+	LauncherPath = testutil.BuildMoat(b)
+	b.Cleanup(func() { LauncherPath = os.Args[0] })
+	// Start warns about each protection it cannot enforce, every time.
+	logger := slog.Default()
+	slog.SetDefault(slog.New(slog.DiscardHandler))
+	b.Cleanup(func() { slog.SetDefault(logger) })
+	firstLine := func(b *testing.B, r io.Reader) {
+		if line, err := bufio.NewReader(r).ReadString('\n'); line != "up\n" {
+			b.Fatalf("first line %q, %v", line, err)
+		}
+	}
+	b.Run("exec.Cmd", func(b *testing.B) {
+		for range b.N {
+			cmd := exec.Command("/bin/echo", "up")
+			out, err := cmd.StdoutPipe()
 			if err != nil {
 				b.Fatal(err)
 			}
-			<-p.Done()
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			firstLine(b, out)
+			b.StopTimer()
+			_ = cmd.Wait()
+			b.StartTimer()
 		}
 	})
+	cgroups := []string{"no-cgroup"}
+	if ok, _ := cgroupStatus(); ok {
+		cgroups = append(cgroups, "cgroup")
+	}
+	for _, cg := range cgroups {
+		for _, prestarted := range []bool{false, true} {
+			// cold: a server's first start, or several at once, each with a
+			// new launcher. prestarted: serve mode, a restart or a reload,
+			// with a launcher ready.
+			name := "cold/" + cg
+			if prestarted {
+				name = "prestarted/" + cg
+			}
+			b.Run(name, func(b *testing.B) {
+				if cg == "no-cgroup" {
+					withoutCgroups(b)
+				}
+				if prestarted {
+					KeepWarm()
+					defer CloseIdle()
+				}
+				for range b.N {
+					if prestarted {
+						b.StopTimer()
+						idleLauncher(b)
+						b.StartTimer()
+					}
+					p, err := Start(context.Background(), &Spec{Name: "bench", Command: "/bin/echo", Args: []string{"up"}, Stderr: io.Discard})
+					if err != nil {
+						b.Fatal(err)
+					}
+					firstLine(b, p.Stdout())
+					b.StopTimer()
+					<-p.Done()
+					b.StartTimer()
+				}
+			})
+		}
+	}
 }

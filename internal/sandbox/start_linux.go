@@ -1,14 +1,13 @@
 package sandbox
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -37,7 +36,7 @@ var baseReadPaths = []string{
 var baseWritePaths = []string{"/dev/null", "/dev/full"}
 
 // waitDelay bounds how long the reaper waits for the stderr copy after the
-// launcher exited (the launcher kills the tree, so this is a backstop).
+// launcher exited.
 const waitDelay = 2 * time.Second
 
 // Start starts the child described by s through the launcher. ctx bounds only
@@ -86,6 +85,9 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 	} else {
 		p.cgroup = cg
 		cfg.CgroupProcs, cfg.CgroupDetail, cfg.CgroupDirs = cg.procs, cg.detail, cg.dirs
+		if cg.version == 2 {
+			cfg.CgroupClone = cg.dirs[0]
+		}
 		defer func() {
 			if !ok {
 				_ = cg.remove()
@@ -120,9 +122,12 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 	ok = true
 	p.report = rep
 	if bad := rep.NotEnforced(); len(bad) > 0 {
+		// As root, RLIMIT_NPROC does nothing, but the cgroup's pids.max
+		// does the job: nothing to warn about then.
+		cg, _ := rep.Get(PCgroup)
 		var names []string
 		for _, b := range bad {
-			if !strings.HasPrefix(b.Detail, "not asked") {
+			if !strings.HasPrefix(b.Detail, "not asked") && !(b.Name == PNProc && cg.Enforced) {
 				names = append(names, b.Name+" ("+b.Detail+")")
 			}
 		}
@@ -135,77 +140,62 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 
 var errNetNS = errors.New("network namespace")
 
+// errLauncherGone marks a launcher that exited before it read its
+// configuration: a prestarted one that died while idle is replaced by a
+// fresh one.
+var errLauncherGone = errors.New("the launcher exited before starting the server")
+
 func (p *Process) launch(ctx context.Context, launcher string, cfg *launchConfig, s *Spec, rep *Report) error {
-	stdinR, stdinW, err := os.Pipe()
+	defer warm.fill()
+	if !cfg.NewNetNS {
+		if l := warm.take(launcher); l != nil {
+			err := p.handshake(ctx, l, cfg, s, rep)
+			if !errors.Is(err, errLauncherGone) {
+				return err
+			}
+			slog.Debug("sandbox: the prestarted launcher was gone; starting another", "server", s.Name, "err", err)
+		}
+	}
+	l, err := startLauncher(launcher, cfg.NewNetNS)
 	if err != nil {
-		return fmt.Errorf("sandbox: server %q: %w", s.Name, err)
-	}
-	stdoutR, stdoutW, err := os.Pipe()
-	if err != nil {
-		closeAll(stdinR, stdinW)
-		return fmt.Errorf("sandbox: server %q: %w", s.Name, err)
-	}
-	cfgR, cfgW, err := os.Pipe()
-	if err != nil {
-		closeAll(stdinR, stdinW, stdoutR, stdoutW)
-		return fmt.Errorf("sandbox: server %q: %w", s.Name, err)
-	}
-	stR, stW, err := os.Pipe()
-	if err != nil {
-		closeAll(stdinR, stdinW, stdoutR, stdoutW, cfgR, cfgW)
-		return fmt.Errorf("sandbox: server %q: %w", s.Name, err)
-	}
-	attr := &syscall.SysProcAttr{Setpgid: true}
-	if cfg.NewNetNS {
-		// Root inside the namespace (only so the launcher can bring lo up;
-		// it drops every capability before starting the target), mapped to
-		// our own uid/gid outside.
-		attr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET
-		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
-		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
-		attr.GidMappingsEnableSetgroups = false
-	}
-	cmd := &exec.Cmd{
-		Path:        launcher,
-		Args:        []string{launcher, LauncherArg, s.Name},
-		Env:         []string{}, // the launcher needs nothing; the target's env travels on fd 3
-		Stdin:       stdinR,
-		Stdout:      stdoutW,
-		Stderr:      s.Stderr,
-		ExtraFiles:  []*os.File{cfgR, stW},
-		SysProcAttr: attr,
-		WaitDelay:   waitDelay,
-	}
-	if err := cmd.Start(); err != nil {
-		closeAll(stdinR, stdinW, stdoutR, stdoutW, cfgR, cfgW, stR, stW)
 		if cfg.NewNetNS {
 			return fmt.Errorf("sandbox: server %q: starting the launcher in a new user+network namespace: %w (%w); unprivileged user namespaces may be disabled: set sandbox.network true or allow them", s.Name, err, errNetNS)
 		}
 		return fmt.Errorf("sandbox: server %q: starting the launcher %s: %w", s.Name, launcher, err)
 	}
-	closeAll(stdinR, stdoutW, cfgR, stW)
+	return p.handshake(ctx, l, cfg, s, rep)
+}
 
+// handshake gives the launcher l its configuration and waits until it
+// reports the target running.
+func (p *Process) handshake(ctx context.Context, l *launcherProc, cfg *launchConfig, s *Spec, rep *Report) error {
+	copied := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(s.Stderr, l.stderr)
+		close(copied)
+	}()
 	abort := func(err error) error {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-		closeAll(stdinW, stdoutR, cfgW, stR)
+		l.discard()
+		<-copied
 		return err
 	}
-	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
-		return abort(fmt.Errorf("sandbox: server %q: sending the launcher its configuration: %w", s.Name, err))
+	if err := json.NewEncoder(l.control).Encode(cfg); err != nil {
+		return abort(fmt.Errorf("sandbox: server %q: sending the launcher its configuration: %w (%w)", s.Name, err, errLauncherGone))
 	}
-	status := bufio.NewReader(stR)
 	first := make(chan launchStatus, 1)
+	gone := make(chan struct{})
 	go func() {
-		var st launchStatus
-		line, err := status.ReadBytes('\n')
-		if err == nil {
-			err = json.Unmarshal(line, &st)
+		for {
+			st, err := l.next()
+			if err != nil {
+				close(gone)
+				st = launchStatus{Error: errLauncherGone.Error() + " (see its stderr)"}
+			}
+			if !st.Ready {
+				first <- st
+				return
+			}
 		}
-		if err != nil {
-			st.Error = "the launcher exited before starting the server (see its stderr)"
-		}
-		first <- st
 	}()
 	var st launchStatus
 	select {
@@ -216,6 +206,11 @@ func (p *Process) launch(ctx context.Context, launcher string, cfg *launchConfig
 		return err
 	}
 	if st.Error != "" {
+		select {
+		case <-gone:
+			return abort(fmt.Errorf("sandbox: server %q: %w (see its stderr)", s.Name, errLauncherGone))
+		default:
+		}
 		return abort(fmt.Errorf("sandbox: server %q: %s", s.Name, st.Error))
 	}
 	for _, pr := range st.Report.Protections {
@@ -230,26 +225,34 @@ func (p *Process) launch(ctx context.Context, launcher string, cfg *launchConfig
 		rep.set(PCgroup, false, "%s", cfg.CgroupDetail)
 	}
 
-	p.cmd, p.stdin, p.stdout, p.control = cmd, stdinW, stdoutR, cfgW
-	p.pid, p.targetPid = cmd.Process.Pid, st.Pid
-	go p.reap(status, stR)
+	p.cmd, p.stdin, p.stdout, p.control = l.cmd, l.stdin, l.stdout, l.control
+	p.pid, p.targetPid = l.cmd.Process.Pid, st.Pid
+	go p.reap(l, copied)
 	return nil
 }
 
-// reap waits for the launcher's final status and its exit, then releases
-// everything and closes Done.
-func (p *Process) reap(status *bufio.Reader, stR *os.File) {
-	var final launchStatus
-	if line, err := status.ReadBytes('\n'); err == nil {
-		_ = json.Unmarshal(line, &final)
+// reap waits for the launcher's final status, its exit and the end of its
+// stderr, then releases everything and closes Done.
+func (p *Process) reap(l *launcherProc, copied <-chan struct{}) {
+	final, _ := l.next()
+	_ = l.status.Close()
+	werr := l.cmd.Wait()
+	// The launcher killed the tree, so stderr reaches EOF; the timer is a
+	// backstop against a descendant that escaped with the pipe.
+	t := time.NewTimer(waitDelay)
+	select {
+	case <-copied:
+	case <-t.C:
+		_ = l.stderr.Close()
+		<-copied
 	}
-	_ = stR.Close()
-	werr := p.cmd.Wait()
+	t.Stop()
+	_ = l.stderr.Close()
 	if final.Exit != "" {
 		p.setExit(final.Exit, final.Rusage)
 	} else {
 		var ru *syscall.Rusage
-		if ps := p.cmd.ProcessState; ps != nil {
+		if ps := l.cmd.ProcessState; ps != nil {
 			ru, _ = ps.SysUsage().(*syscall.Rusage)
 		}
 		p.setExit(fmt.Sprintf("launcher ended without the server's status: %v", werr), ru)

@@ -1,0 +1,224 @@
+package sandbox
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// A launcher process costs the moat binary's whole start-up (about 7 ms, most
+// of it package init: jsonschema compiles its meta-schemas) before it can do
+// any work. Serve mode keeps one launcher started ahead of need, idle until it
+// gets its configuration, so a restart or a reload pays only the launcher's
+// work. The idle launcher has an empty environment and no configuration: it
+// knows nothing of the server it will serve until it is taken.
+var warm launcherPool
+
+// launcherProc is a started launcher and Moat's ends of its pipes.
+type launcherProc struct {
+	path    string
+	cmd     *exec.Cmd
+	stdin   *os.File // write end of the target's stdin
+	stdout  *os.File // read end of the target's stdout
+	stderr  *os.File // read end of the launcher's (and the target's) stderr
+	control *os.File // write end of fd 3
+	status  *os.File // read end of fd 4
+	lines   *bufio.Reader
+}
+
+// readyTimeout bounds how long a prestarted launcher may take to say it is
+// ready before it is dropped.
+const readyTimeout = 10 * time.Second
+
+// startLauncher starts the launcher at path. netns puts it in a new user and
+// network namespace, which cannot be done after the fact, so such launchers
+// are never prestarted.
+func startLauncher(path string, netns bool) (*launcherProc, error) {
+	var files []*os.File // the child's ends, closed once it has them
+	pipe := func() (r, w *os.File, err error) {
+		r, w, err = os.Pipe()
+		if err == nil {
+			files = append(files, r, w)
+		}
+		return r, w, err
+	}
+	var stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW, cfgR, cfgW, stR, stW *os.File
+	var err error
+	for _, p := range []struct{ r, w **os.File }{{&stdinR, &stdinW}, {&stdoutR, &stdoutW}, {&stderrR, &stderrW}, {&cfgR, &cfgW}, {&stR, &stW}} {
+		if *p.r, *p.w, err = pipe(); err != nil {
+			closeAll(files...)
+			return nil, err
+		}
+	}
+	attr := &syscall.SysProcAttr{Setpgid: true}
+	if netns {
+		// Root inside the namespace (only so the launcher can bring lo up;
+		// it drops every capability before starting the target), mapped to
+		// our own uid/gid outside.
+		attr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	}
+	cmd := &exec.Cmd{
+		Path:        path,
+		Args:        []string{path, LauncherArg},
+		Env:         []string{}, // the launcher needs nothing; the target's env travels on fd 3
+		Stdin:       stdinR,
+		Stdout:      stdoutW,
+		Stderr:      stderrW, // a file, not a writer: no copying goroutine tied to this cmd
+		ExtraFiles:  []*os.File{cfgR, stW},
+		SysProcAttr: attr,
+	}
+	if err := cmd.Start(); err != nil {
+		closeAll(files...)
+		return nil, err
+	}
+	closeAll(stdinR, stdoutW, stderrW, cfgR, stW)
+	return &launcherProc{
+		path: path, cmd: cmd,
+		stdin: stdinW, stdout: stdoutR, stderr: stderrR, control: cfgW, status: stR,
+		lines: bufio.NewReader(stR),
+	}, nil
+}
+
+// next reads the launcher's next status message.
+func (l *launcherProc) next() (launchStatus, error) {
+	var st launchStatus
+	line, err := l.lines.ReadBytes('\n')
+	if err == nil {
+		err = json.Unmarshal(line, &st)
+	}
+	return st, err
+}
+
+// discard kills the launcher's group and releases everything.
+func (l *launcherProc) discard() {
+	_ = syscall.Kill(-l.cmd.Process.Pid, syscall.SIGKILL)
+	_ = l.cmd.Wait()
+	closeAll(l.stdin, l.stdout, l.stderr, l.control, l.status)
+}
+
+// launcherPool holds at most one ready, idle launcher.
+type launcherPool struct {
+	mu      sync.Mutex
+	enabled bool
+	idle    *launcherProc
+	filling bool
+	filled  chan struct{} // closed when a fill attempt ends; for tests and CloseIdle
+}
+
+// KeepWarm makes Start keep one launcher started ahead of need from now on,
+// until CloseIdle. Serve mode calls it; one-shot commands do not, since the
+// launcher they would prestart would never be used.
+func KeepWarm() {
+	warm.mu.Lock()
+	warm.enabled = true
+	warm.mu.Unlock()
+	warm.fill()
+}
+
+// CloseIdle stops keeping a launcher ahead of need and ends the idle one, if
+// any. Running children are not affected.
+func CloseIdle() {
+	warm.mu.Lock()
+	warm.enabled = false
+	idle, filled := warm.idle, warm.filled
+	warm.idle = nil
+	warm.mu.Unlock()
+	if filled != nil {
+		<-filled // a launcher being started is discarded by fill itself
+	}
+	if idle != nil {
+		idle.discard()
+	}
+}
+
+// take returns the idle launcher if it was started from path, or nil. The
+// caller calls fill once its child runs, so the next launcher's start-up
+// does not compete with this child's.
+func (w *launcherPool) take(path string) *launcherProc {
+	w.mu.Lock()
+	l := w.idle
+	w.idle = nil
+	w.mu.Unlock()
+	if l != nil && l.path != path {
+		l.discard()
+		l = nil
+	}
+	return l
+}
+
+// fill starts a launcher in the background unless one is idle or starting.
+func (w *launcherPool) fill() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.enabled || w.idle != nil || w.filling {
+		return
+	}
+	path, err := launcherPath()
+	if err != nil {
+		return // Start reports it
+	}
+	w.filling = true
+	done := make(chan struct{})
+	w.filled = done
+	go func() {
+		defer close(done)
+		l, err := w.prestart(path)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.filling = false
+		if err != nil || !w.enabled || w.idle != nil {
+			if err == nil {
+				defer l.discard()
+			}
+			return
+		}
+		w.idle = l
+	}()
+}
+
+// prestart starts a launcher and waits until it says it is ready.
+func (w *launcherPool) prestart(path string) (*launcherProc, error) {
+	l, err := startLauncher(path, false)
+	if err != nil {
+		return nil, err
+	}
+	ready := make(chan error, 1)
+	go func() {
+		st, err := l.next()
+		if err == nil && !st.Ready {
+			err = fmt.Errorf("unexpected status %+v", st)
+		}
+		ready <- err
+	}()
+	t := time.NewTimer(readyTimeout)
+	defer t.Stop()
+	select {
+	case err = <-ready:
+	case <-t.C:
+		err = fmt.Errorf("not ready after %v", readyTimeout)
+	}
+	if err != nil {
+		l.discard()
+		<-ready
+		return nil, err
+	}
+	return l, nil
+}
+
+// waitFilled waits for the fill in progress, if any (tests).
+func (w *launcherPool) waitFilled() {
+	w.mu.Lock()
+	filled := w.filled
+	w.mu.Unlock()
+	if filled != nil {
+		<-filled
+	}
+}

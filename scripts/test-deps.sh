@@ -4,7 +4,10 @@
 #   - npm packages pinned in testdata/package-lock.json (server-everything,
 #     server-filesystem), into testdata/node_modules;
 #   - gnome-keyring (a real Secret Service for the keyring tests), with apt-get
-#     when run as root; otherwise it prints the command to run.
+#     when run as root; otherwise it prints the command to run;
+#   - qemu-system-x86 and xz-utils the same way, and Debian's kernel .deb
+#     (apt-get download, not installed) into the cache of scripts/vm-run.sh,
+#     for the tests that run in a cgroup v2 VM.
 #
 # Idempotent and silent when everything is in place. A missing Node.js is a
 # warning (those tests skip loudly) except under CI=true, where it is an error.
@@ -54,5 +57,27 @@ for sh in zsh fish; do
 		fi
 	fi
 done
+
+# qemu-system-x86 boots the cgroup v2 VM (scripts/vm-run.sh,
+# testutil.RunInVM) and xz-utils unpacks the kernel's modules for its
+# initramfs. Then the kernel .deb is fetched into the cache, so that no test
+# downloads it mid-run.
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v xz >/dev/null 2>&1; then
+	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+		say "installing qemu-system-x86 and xz-utils (the cgroup v2 VM of the sandbox tests)"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 xz-utils >/dev/null
+	else
+		say "qemu-system-x86_64 or xz is missing; the cgroup v2 VM tests will skip."
+		say "Install them: sudo apt-get install --no-install-recommends qemu-system-x86 xz-utils"
+		if [ "${CI:-}" = true ]; then status=1; fi
+	fi
+fi
+if command -v qemu-system-x86_64 >/dev/null 2>&1 && ! "$root/scripts/vm-run.sh" --check >/dev/null 2>&1; then
+	if ! "$root/scripts/vm-run.sh" --fetch; then
+		say "could not fetch the VM's kernel; the cgroup v2 VM tests will skip (run scripts/vm-run.sh --fetch)."
+		if [ "${CI:-}" = true ]; then status=1; fi
+	fi
+fi
 
 exit "$status"

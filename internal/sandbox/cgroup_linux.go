@@ -218,7 +218,8 @@ func newCgroupV2(h hierarchies, leaf string, memory, pids uint64) (*cgroup, erro
 }
 
 // prepareV2 returns <own>/moat-children with memory and pids enabled for
-// its children, moving Moat into <own>/moat first when it must.
+// its children, moving Moat into <own>/moat first when it must; or, when Moat
+// already is in such a <parent>/moat, <parent>/moat-children.
 func prepareV2(own string) (string, error) {
 	ctrl, err := os.ReadFile(filepath.Join(own, "cgroup.controllers"))
 	if err != nil {
@@ -233,6 +234,15 @@ func prepareV2(own string) (string, error) {
 			return nil
 		}
 		return writeFile(filepath.Join(dir, "cgroup.subtree_control"), "+memory +pids")
+	}
+	// Another moat already made this layout and this process started in
+	// its leaf (a moat started by a moat, or a second one in the same
+	// delegated cgroup): share its moat-children.
+	if filepath.Base(own) == "moat" {
+		sibling := filepath.Join(filepath.Dir(own), "moat-children")
+		if sub, err := os.ReadFile(filepath.Join(sibling, "cgroup.subtree_control")); err == nil && hasControllers(string(sub)) {
+			return sibling, nil
+		}
 	}
 	if err := enable(own); err != nil {
 		if !errors.Is(err, syscall.EBUSY) {

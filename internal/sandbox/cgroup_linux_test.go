@@ -3,9 +3,11 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"flag"
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,7 +15,13 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/moatmcp/moat/internal/testutil"
 )
+
+// wantCgroup is set by TestCgroupV2OnARealKernel for the run inside its
+// virtual machine: the cgroup tests must then use this version, not skip.
+var wantCgroup = flag.Int("want-cgroup", 0, "fail unless per-server cgroups of this version are used")
 
 // needCgroups skips (loudly) when this machine cannot give a child a
 // cgroup, and returns the version Start will use.
@@ -21,18 +29,72 @@ func needCgroups(t *testing.T) int {
 	t.Helper()
 	ok, detail := cgroupStatus()
 	if !ok {
+		if *wantCgroup != 0 {
+			t.Fatalf("no usable per-server cgroup (%s), want cgroup v%d", detail, *wantCgroup)
+		}
 		t.Skipf("SKIPPED LOUDLY: no usable per-server cgroup here (%s)", detail)
 	}
 	h, err := findHierarchies()
 	if err != nil {
 		t.Fatal(err)
 	}
+	version := 1
 	if h.v2 != "" {
 		if ctrl, _ := os.ReadFile(filepath.Join(h.v2, "cgroup.controllers")); hasControllers(string(ctrl)) {
-			return 2
+			version = 2
 		}
 	}
-	return 1
+	if *wantCgroup != 0 && version != *wantCgroup {
+		t.Fatalf("per-server cgroups use v%d here, want v%d", version, *wantCgroup)
+	}
+	return version
+}
+
+// TestCgroupV2OnARealKernel runs the cgroup tests of this package in a
+// virtual machine whose only cgroup hierarchy is v2 (this host may be v1 or
+// hybrid): as root, and as an unprivileged user in a delegated subtree, the
+// way systemd's Delegate=yes gives one.
+func TestCgroupV2OnARealKernel(t *testing.T) {
+	if *wantCgroup != 0 {
+		t.Skip("already inside the virtual machine")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "sandbox.test")
+	build := exec.Command("go", "test", "-c", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the test binary: %v\n%s", err, out)
+	}
+	inside := []string{
+		"TestForkBombContainedByPidsMax", "TestCgroupMemoryLimitsTheWholeTree",
+		"TestTargetIsInItsCgroupFromItsFirstInstruction", "TestProbeReportsCgroups",
+		"TestKill9OfMoatLeavesNoProcess", "TestPrestartedLauncher",
+	}
+	for _, tc := range []struct {
+		name string
+		uid  int
+		more []string
+	}{
+		{"root", 0, []string{"TestStrictMaxProcsAsRoot"}},
+		{"delegated to uid 1000", 1000, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tests := append(append([]string{}, inside...), tc.more...)
+			out, exit := testutil.RunInVM(t, tc.uid, bin, "-want-cgroup=2", "-test.v", "-test.count=1",
+				"-test.run", "^("+strings.Join(tests, "|")+")$")
+			if exit != 0 {
+				t.Errorf("the cgroup tests failed in the VM (exit %d):\n%s", exit, out)
+			}
+			for _, name := range tests {
+				if !strings.Contains(out, "--- PASS: "+name+" ") {
+					t.Errorf("%s did not pass in the VM:\n%s", name, out)
+				}
+			}
+			if strings.Contains(out, "SKIP") {
+				t.Errorf("a test skipped in the VM:\n%s", out)
+			}
+		})
+	}
 }
 
 // TestForkBombContainedByPidsMax runs a bounded fork bomb as root, whom
@@ -94,7 +156,8 @@ func TestCgroupMemoryLimitsTheWholeTree(t *testing.T) {
 
 // TestTargetIsInItsCgroupFromItsFirstInstruction: cat, exec'd directly as
 // the target, reads its own cgroup membership on its first read; also when
-// the launcher runs in a new user+network namespace.
+// the launcher runs in a new user+network namespace. On cgroup v2 the kernel
+// creates the target in its cgroup.
 func TestTargetIsInItsCgroupFromItsFirstInstruction(t *testing.T) {
 	needCgroups(t)
 	noNet := false
@@ -105,8 +168,13 @@ func TestTargetIsInItsCgroupFromItsFirstInstruction(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := start(t, &Spec{Name: "cat", Command: "/bin/cat", Args: []string{"/proc/self/cgroup"},
 				Limits: Limits{Network: tc.network}})
-			if pr, _ := p.Enforced().Get(PCgroup); !pr.Enforced {
+			pr, _ := p.Enforced().Get(PCgroup)
+			if !pr.Enforced {
 				t.Errorf("Report cgroup = %+v, want enforced", pr)
+			}
+			// v2 (Linux >= 5.7): created in its cgroup, never migrated.
+			if p.cgroup.version == 2 && !strings.HasSuffix(pr.Detail, "; "+clonedIntoCgroup) {
+				t.Errorf("Report cgroup = %+v, want the target created in its cgroup (CLONE_INTO_CGROUP)", pr)
 			}
 			leaf := filepath.Base(p.cgroup.dirs[0])
 			out, _ := io.ReadAll(p.Stdout())
@@ -146,8 +214,12 @@ func leftCgroups(t *testing.T, moatPid int) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	roots := []string{h.v2, h.v1Memory, h.v1Pids}
+	if filepath.Base(h.v2) == "moat" {
+		roots[0] = filepath.Dir(h.v2) // children are in the sibling moat-children
+	}
 	var out []string
-	for _, root := range []string{h.v2, h.v1Memory, h.v1Pids} {
+	for _, root := range roots {
 		if root == "" {
 			continue
 		}

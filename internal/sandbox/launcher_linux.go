@@ -170,16 +170,8 @@ func runLauncher() int {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		return fail("starting %s: it did not stop after exec (%v, %s)", cfg.Path, err, describeWait(ws))
 	}
-	if rlimitErr := applyRlimits(pid, &cfg, &rep); rlimitErr != "" {
-		if strict {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			_, _ = syscall.Wait4(pid, nil, 0, nil)
-			return fail("strict sandbox: cannot enforce rlimits: %s", rlimitErr)
-		}
-		notEnforced(PRlimits, "%s", rlimitErr)
-	}
 	if inCgroup {
-		rep.set(PCgroup, true, "%s", cfg.CgroupDetail)
+		rep.set(PCgroup, true, "%s; %s", cfg.CgroupDetail, clonedIntoCgroup)
 	} else if len(cfg.CgroupProcs) > 0 {
 		// On another thread: this one may be under Landlock, which
 		// would deny writing to the cgroup filesystem.
@@ -193,8 +185,17 @@ func runLauncher() int {
 			}
 			notEnforced(PCgroup, "putting the server in its cgroup: %v", err)
 		} else {
+			inCgroup = true
 			rep.set(PCgroup, true, "%s", cfg.CgroupDetail)
 		}
+	}
+	if rlimitErr := applyRlimits(pid, &cfg, &rep, inCgroup); rlimitErr != "" {
+		if strict {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			_, _ = syscall.Wait4(pid, nil, 0, nil)
+			return fail("strict sandbox: cannot enforce rlimits: %s", rlimitErr)
+		}
+		notEnforced(PRlimits, "%s", rlimitErr)
 	}
 	if err := syscall.PtraceDetach(pid); err != nil {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -238,6 +239,10 @@ func runLauncher() int {
 	_ = status.Encode(launchStatus{Exit: describeWait(ws), Rusage: &ru})
 	return 0
 }
+
+// clonedIntoCgroup ends the cgroup detail of a target that the kernel
+// created in its cgroup (cgroup v2, CLONE_INTO_CGROUP).
+const clonedIntoCgroup = "created in it"
 
 func describeWait(ws syscall.WaitStatus) string {
 	switch {
@@ -317,16 +322,20 @@ func treeMembers(self int) []int {
 }
 
 // applyRlimits sets the target's limits with prlimit (it is stopped after
-// exec) and returns what failed, or "".
-func applyRlimits(pid int, cfg *launchConfig, rep *Report) string {
+// exec) and returns what failed, or "". inCgroup says the target's cgroup
+// limits its processes (pids.max = MaxProcs, per server): RLIMIT_NPROC, which
+// counts every process of the user, is then only a backstop, never below
+// DefaultMaxProcs, so that max_procs does not also cap the user's other
+// processes.
+func applyRlimits(pid int, cfg *launchConfig, rep *Report, inCgroup bool) string {
 	type lim struct {
 		res  int
 		name string
 		want uint64
 	}
 	nproc := cfg.MaxProcs
-	if nproc == 0 {
-		nproc = DefaultMaxProcs
+	if nproc == 0 || inCgroup {
+		nproc = max(nproc, DefaultMaxProcs)
 	}
 	lims := []lim{
 		{unix.RLIMIT_AS, "AS", cfg.Memory},
@@ -355,7 +364,11 @@ func applyRlimits(pid int, cfg *launchConfig, rep *Report) string {
 	}
 	rep.set(PRlimits, true, "%s", strings.Join(set, " "))
 	if _, ok := rep.Get(PNProc); !ok {
-		rep.set(PNProc, true, "NPROC=%d counts every process and thread of this user, not only this server's", nproc)
+		if inCgroup {
+			rep.set(PNProc, true, "NPROC=%d, a backstop for all processes and threads of this user; this server's own limit is its cgroup's pids.max", nproc)
+		} else {
+			rep.set(PNProc, true, "NPROC=%d counts every process and thread of this user, not only this server's", nproc)
+		}
 	}
 	return ""
 }

@@ -422,6 +422,9 @@ func helperParent(markerArg string) int {
 
 func TestKill9OfMoatLeavesNoProcess(t *testing.T) {
 	marker := 800000 + os.Getpid()%10000*3
+	// Also prepares this process's cgroup v2 layout, which the helper, its
+	// child, then shares.
+	withCgroup, _ := cgroupStatus()
 	cmd := exec.Command(os.Args[0], "helper-parent", strconv.Itoa(marker), LauncherPath)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
@@ -434,6 +437,9 @@ func TestKill9OfMoatLeavesNoProcess(t *testing.T) {
 	waitReady(t, stdout)
 	if got := markedProcs(marker); len(got) != 3 {
 		t.Fatalf("before kill -9: %d marked processes, want 3", len(got))
+	}
+	if withCgroup && len(leftCgroups(t, cmd.Process.Pid)) == 0 {
+		t.Errorf("before kill -9: the child has no cgroup, though this machine can make one")
 	}
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -220,8 +221,46 @@ func BenchmarkStartToFirstToolsList(b *testing.B) {
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/start")
 }
 
+// BenchmarkStartToAllConnected times spawn → every one of ten stdio
+// upstreams connected and listed (get_dynamic_tools answers for each):
+// what the sandbox and the servers' own start-up cost together.
+func BenchmarkStartToAllConnected(b *testing.B) {
+	cfg := tenUpstreams(b)
+	bin := testutil.BuildMoat(b)
+	env := testutil.MoatEnv(b)
+	var total time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.Command(bin, cfg)
+		cmd.Env = env
+		cs, err := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for i := range 10 {
+			wg.Go(func() {
+				res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_dynamic_tools", Arguments: map[string]any{"group": fmt.Sprintf("s%02d", i)}})
+				if err != nil || res.IsError {
+					b.Errorf("group s%02d did not connect: %v", i, err)
+				}
+			})
+		}
+		wg.Wait()
+		total += time.Since(t0)
+		b.StopTimer()
+		cs.Close()
+		cancel()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/start")
+}
+
 // BenchmarkIdleRSS reports moat's own resident memory with ten idle
-// upstreams connected (goal ≤ 30 MiB; the children are not counted).
+// upstreams connected (goal ≤ 30 MiB; the children are not counted), and
+// the proportional memory (PSS) of each server's launcher, which shares the
+// moat binary's pages.
 func BenchmarkIdleRSS(b *testing.B) {
 	cmd := moatCmd(b, tenUpstreams(b))
 	cs := connectCmd(b, cmd)
@@ -237,6 +276,29 @@ func BenchmarkIdleRSS(b *testing.B) {
 		rss = vmRSSMiB(b, cmd.Process.Pid)
 	}
 	b.ReportMetric(rss, "rss_MiB")
+	var pss float64
+	launchers := 0
+	for _, pid := range testutil.Descendants(cmd.Process.Pid) {
+		argv, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if !strings.Contains(string(argv), "\x00sandbox-exec") {
+			continue
+		}
+		launchers++
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if rest, ok := strings.CutPrefix(line, "Pss:"); ok {
+				kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+				pss += float64(kb) / 1024
+			}
+		}
+	}
+	if launchers < 10 {
+		b.Fatalf("%d launchers, want one per server (10) and maybe one idle", launchers)
+	}
+	b.ReportMetric(pss/float64(launchers), "launcher_pss_MiB")
 }
 
 func vmRSSMiB(b *testing.B, pid int) float64 {

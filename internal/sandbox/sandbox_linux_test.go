@@ -641,6 +641,14 @@ func idleLauncher(t testing.TB) int {
 func TestPrestartedLauncher(t *testing.T) {
 	KeepWarm()
 	t.Cleanup(CloseIdle)
+	warm.mu.Lock()
+	none := warm.idle == nil && !warm.filling
+	warm.mu.Unlock()
+	if !none {
+		t.Fatal("KeepWarm prestarted a launcher before any server started")
+	}
+	first := start(t, &Spec{Command: "/bin/true"})
+	<-first.Done()
 
 	// A prestarted launcher serves a child with the same protections as a
 	// fresh one: it learns the server's configuration only when taken.
@@ -749,6 +757,12 @@ func BenchmarkStart(b *testing.B) {
 				if prestarted {
 					KeepWarm()
 					defer CloseIdle()
+					// The pool fills once a first child has started.
+					p, err := Start(context.Background(), &Spec{Name: "bench", Command: "/bin/true", Stderr: io.Discard})
+					if err != nil {
+						b.Fatal(err)
+					}
+					<-p.Done()
 				}
 				for range b.N {
 					if prestarted {

@@ -114,13 +114,15 @@ type launcherPool struct {
 }
 
 // KeepWarm makes Start keep one launcher started ahead of need from now on,
-// until CloseIdle. Serve mode calls it; one-shot commands do not, since the
+// until CloseIdle: the next one starts once a child runs, so a restart or a
+// reload finds it ready. Nothing is prestarted before the first Start: at
+// moat's own start-up it would only compete for the CPU (the servers start
+// then anyway). Serve mode calls it; one-shot commands do not, since the
 // launcher they would prestart would never be used.
 func KeepWarm() {
 	warm.mu.Lock()
 	warm.enabled = true
 	warm.mu.Unlock()
-	warm.fill()
 }
 
 // CloseIdle stops keeping a launcher ahead of need and ends the idle one, if

@@ -408,9 +408,13 @@ func (d *run) verifyAudit(path string, keys audit.Keys) {
 // the protections every Linux gives on one line, the ones that depend on
 // the kernel each on its own.
 func (d *run) checkMachine() {
+	cgroup, _ := d.probe.Get(sandbox.PCgroup)
 	var always []string
 	for _, p := range d.probe.Protections {
 		switch {
+		case p.Name == sandbox.PNProc && !p.Enforced && cgroup.Enforced:
+			d.add(Check{Section: SectionMachine, Name: "machine." + p.Name, Status: OK,
+				Message: fmt.Sprintf("%s: %s; each server's cgroup pids.max limits its processes instead", p.Name, p.Detail)})
 		case !p.Enforced:
 			d.add(Check{Section: SectionMachine, Name: "machine." + p.Name, Status: Warn,
 				Message: fmt.Sprintf("%s not available: %s", p.Name, p.Detail), Fix: machineFix[p.Name]})

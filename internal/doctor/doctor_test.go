@@ -14,6 +14,7 @@ import (
 
 	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/auditlog"
+	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/importer"
 	"github.com/moatmcp/moat/internal/redact"
 	"github.com/moatmcp/moat/internal/sandbox"
@@ -304,5 +305,44 @@ func TestAuditLogOfARunningMoat(t *testing.T) {
 	}
 	if c := chain(); c.Status != OK {
 		t.Errorf("after Close: %s %q, want ok", c.Status, c.Message)
+	}
+}
+
+// TestNProcAsRoot: as root, RLIMIT_NPROC does nothing; with a per-server
+// cgroup, pids.max does its job and doctor says so instead of warning.
+func TestNProcAsRoot(t *testing.T) {
+	nproc := sandbox.Protection{Name: sandbox.PNProc, Detail: "running as root: the kernel does not apply RLIMIT_NPROC to uid 0"}
+	for _, tt := range []struct {
+		name              string
+		cgroup            bool
+		machine, server   Status
+		serverNotEnforced bool
+	}{
+		{"with a cgroup", true, OK, OK, false},
+		{"without a cgroup", false, Warn, Warn, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rep := sandbox.Report{Protections: []sandbox.Protection{
+				{Name: sandbox.PRlimits, Enforced: true, Detail: "AS=2147483648"},
+				nproc,
+				{Name: sandbox.PCgroup, Enforced: tt.cgroup, Detail: "cgroup v2 /sys/fs/cgroup/x: pids.max=256"},
+			}}
+			d := &run{probe: rep}
+			d.checkMachine()
+			if got := verdicts(&Report{Checks: d.checks})["machine.rlimit_nproc"]; got != tt.machine {
+				t.Errorf("machine.rlimit_nproc = %v, want %v: %+v", got, tt.machine, d.checks)
+			}
+			sc := &serverCheck{run: d, s: &config.Server{Name: "s"}}
+			sc.sandboxChecks(rep)
+			warned := false
+			for _, c := range sc.checks {
+				if strings.Contains(c.Message, sandbox.PNProc) && c.Status == Warn {
+					warned = true
+				}
+			}
+			if warned != tt.serverNotEnforced {
+				t.Errorf("server checks warn about %s: %v, want %v: %+v", sandbox.PNProc, warned, tt.serverNotEnforced, sc.checks)
+			}
+		})
 	}
 }

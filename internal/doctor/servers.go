@@ -138,10 +138,14 @@ func (sc *serverCheck) sandboxChecks(rep sandbox.Report) {
 	for _, p := range sc.probe.NotEnforced() {
 		machine[p.Name] = true
 	}
+	cgroup, _ := rep.Get(sandbox.PCgroup)
 	var on, notAsked, notHere []string
 	var fixes []string
 	for _, p := range rep.Protections {
 		switch {
+		case p.Name == sandbox.PNProc && !p.Enforced && cgroup.Enforced:
+			// root: RLIMIT_NPROC does not apply, its cgroup's pids.max does
+			// the job, and "cgroup" is on the enforced line.
 		case p.Enforced:
 			on = append(on, p.Name)
 		case strings.HasPrefix(p.Detail, "not asked"):

@@ -100,7 +100,7 @@ func (s *doctorSetup) writeAuditLog(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range []string{"server_start", "server_stop"} {
+	for _, e := range []string{"sandboxCheckstart", "sandboxCheckstop"} {
 		if err := w.Write(context.Background(), &audit.Record{Event: e}); err != nil {
 			t.Fatal(err)
 		}
@@ -216,11 +216,11 @@ func tamper(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := bytes.Index(data, []byte(`"server_stop"`))
+	i := bytes.Index(data, []byte(`"sandboxCheckstop"`))
 	if i < 0 {
-		t.Fatalf("no server_stop record in %s", data)
+		t.Fatalf("no sandboxCheckstop record in %s", data)
 	}
-	copy(data[i+1:], "server_stip")
+	copy(data[i+1:], "sandboxCheckstip")
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +307,7 @@ func TestDoctorAuditKeysMatchVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Write(context.Background(), &audit.Record{Event: "server_start"})
+	w.Write(context.Background(), &audit.Record{Event: "sandboxCheckstart"})
 	w.Close()
 	if _, err := auditlog.Keys(context.Background(), s.store(t), true); err != nil {
 		t.Fatal(err)
@@ -345,5 +345,58 @@ func TestDoctorProgress(t *testing.T) {
 		if !strings.Contains(stdout.String(), `Server "b"`) {
 			t.Errorf("no report on stdout:\n%s", stdout.String())
 		}
+	}
+}
+
+// TestDoctorOnACgroupV2Machine: on a machine whose only cgroup hierarchy is
+// v2 (a VM booted by testutil.RunInVM), an unprivileged user in a delegated
+// cgroup is told that every server gets a cgroup v2 of its own, and the
+// server's report shows it enforced with its max_procs as pids.max.
+func TestDoctorOnACgroupV2Machine(t *testing.T) {
+	bin, server := testutil.BuildMoat(t), testutil.BuildTestServer(t)
+	cfg, err := json.Marshal(map[string]any{"mcpServers": map[string]any{"ts": map[string]any{
+		"description": "Go test server", "command": server, "args": []string{"-name", "ts"},
+		"sandbox": map[string]any{"max_procs": 50},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The config is written inside the VM, so that the user running moat
+	// owns it, as doctor requires.
+	script := "umask 077; printf '%s' \"$CONFIG\" > /tmp/moat.json && exec " + bin + " doctor --json /tmp/moat.json"
+	out, exit := testutil.RunInVM(t, testutil.VM{
+		UID:  1000,
+		Copy: []string{bin, server},
+		Env: []string{"CONFIG=" + string(cfg), "MOAT_PASSPHRASE=vm-doctor-test",
+			"XDG_STATE_HOME=/tmp/state", "XDG_DATA_HOME=/tmp/data", "XDG_CONFIG_HOME=/tmp/config"},
+	}, "/bin/sh", "-c", script)
+	var rep doctor.Report
+	start := strings.Index(out, "{")
+	if start < 0 || json.Unmarshal([]byte(out[start:]), &rep) != nil {
+		t.Fatalf("moat doctor --json in the VM (exit %d):\n%s", exit, out)
+	}
+	if exit != 0 {
+		t.Errorf("moat doctor exit %d, want 0:\n%s", exit, out)
+	}
+	var machine, sandboxCheck *doctor.Check
+	for i, c := range rep.Checks {
+		switch {
+		case c.Name == "machine.cgroup":
+			machine = &rep.Checks[i]
+		case c.Name == "server.sandbox" && c.Server == "ts":
+			sandboxCheck = &rep.Checks[i]
+		case c.Status == doctor.Fail:
+			t.Errorf("doctor failed a check: %+v", c)
+		}
+	}
+	if machine == nil || machine.Status != doctor.OK || !strings.HasPrefix(machine.Message, "cgroup: cgroup v2 per server") {
+		t.Errorf("machine cgroup check = %+v, want OK, cgroup v2 per server", machine)
+	}
+	if sandboxCheck == nil {
+		t.Fatalf("no sandbox check for server ts:\n%s", out)
+	}
+	cg, _ := (sandbox.Report{Protections: sandboxCheck.Protections}).Get(sandbox.PCgroup)
+	if !cg.Enforced || !strings.HasPrefix(cg.Detail, "cgroup v2 /sys/fs/cgroup/user.slice/deleg/") || !strings.Contains(cg.Detail, "pids.max=50") {
+		t.Errorf("server ts cgroup = %+v, want enforced, cgroup v2 in the delegated cgroup, pids.max=50", cg)
 	}
 }

@@ -80,7 +80,7 @@ func TestCgroupV2OnARealKernel(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tests := append(append([]string{}, inside...), tc.more...)
-			out, exit := testutil.RunInVM(t, tc.uid, bin, "-want-cgroup=2", "-test.v", "-test.count=1",
+			out, exit := testutil.RunInVM(t, testutil.VM{UID: tc.uid}, bin, "-want-cgroup=2", "-test.v", "-test.count=1",
 				"-test.run", "^("+strings.Join(tests, "|")+")$")
 			if exit != 0 {
 				t.Errorf("the cgroup tests failed in the VM (exit %d):\n%s", exit, out)

@@ -12,24 +12,37 @@ import (
 	"testing"
 )
 
+// VM says how RunInVM runs its program.
+type VM struct {
+	// UID 0 runs the program as root in /sys/fs/cgroup/test; another uid
+	// runs it as that uid (gid uid, no other groups) in
+	// /sys/fs/cgroup/user.slice/deleg, a cgroup delegated to it the way
+	// systemd's Delegate=yes does. Both start empty, with nothing enabled
+	// in their own cgroup.subtree_control.
+	UID int
+	// Env are KEY=VALUE pairs added to the program's environment.
+	Env []string
+	// Copy are more host paths under /tmp (files or directories) that the
+	// program needs: the VM's /tmp is a fresh tmpfs.
+	Copy []string
+}
+
 // RunInVM runs argv in a throwaway Linux VM (scripts/vm-run.sh: Debian's
 // kernel under qemu, the host's root filesystem read-only, a fresh tmpfs on
-// /tmp, and cgroup v2 as the only cgroup hierarchy with every controller).
-// With uid 0 the program runs as root in /sys/fs/cgroup/test; otherwise as
-// uid (gid uid, no other groups) in /sys/fs/cgroup/user.slice/deleg, a cgroup
-// delegated to it the way systemd's Delegate=yes does. Both start empty, with
-// nothing enabled in their own cgroup.subtree_control.
+// /tmp, and cgroup v2 as the only cgroup hierarchy with every controller),
+// as vm says.
 //
 // argv[0] must be a host path; under /tmp (a test binary, say) it is copied
 // into the VM at the same path. The program gets stdin /dev/null, HOME=/tmp,
-// TMPDIR=/tmp, the caller's PATH and CI, and the caller's working directory.
+// TMPDIR=/tmp, the caller's PATH and CI, vm.Env, and the caller's working
+// directory.
 // output is its stdout and stderr as one stream (ending in a newline), exit
 // its exit status (128+N when killed by signal N).
 //
 // Without qemu or a cached kernel the test is skipped loudly, or fails under
 // CI=true; scripts/test-deps.sh (as root) installs both. A VM that fails
 // (kernel panic, timeout) fails the test.
-func RunInVM(t testing.TB, uid int, argv ...string) (output string, exit int) {
+func RunInVM(t testing.TB, vm VM, argv ...string) (output string, exit int) {
 	t.Helper()
 	if len(argv) == 0 {
 		t.Fatal("RunInVM: no program to run")
@@ -47,11 +60,17 @@ func RunInVM(t testing.TB, uid int, argv ...string) (output string, exit int) {
 	}
 
 	args := []string{}
-	if uid != 0 {
-		args = append(args, "--user", strconv.Itoa(uid))
+	if vm.UID != 0 {
+		args = append(args, "--user", strconv.Itoa(vm.UID))
 	}
 	if ci, ok := os.LookupEnv("CI"); ok {
 		args = append(args, "--env", "CI="+ci)
+	}
+	for _, kv := range vm.Env {
+		args = append(args, "--env", kv)
+	}
+	for _, p := range vm.Copy {
+		args = append(args, "--copy", p)
 	}
 	args = append(args, "--")
 	args = append(args, argv...)

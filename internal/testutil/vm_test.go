@@ -25,7 +25,7 @@ func TestVMCgroupV2(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.wantID, func(t *testing.T) {
-			out, exit := RunInVM(t, tt.uid, "/bin/sh", "-c", script)
+			out, exit := RunInVM(t, VM{UID: tt.uid}, "/bin/sh", "-c", script)
 			if exit != 7 {
 				t.Errorf("exit status %d, want 7; output:\n%s", exit, out)
 			}
@@ -53,7 +53,7 @@ func TestVMCgroupV2(t *testing.T) {
 // its tmpfs unless copied in) inside the VM, the way sandbox tests run
 // themselves there: TestVMGuestSide then reports from inside.
 func TestVMRunsTestBinary(t *testing.T) {
-	out, exit := RunInVM(t, 1000, os.Args[0], "-test.run=^TestVMGuestSide$", "-test.v")
+	out, exit := RunInVM(t, VM{UID: 1000}, os.Args[0], "-test.run=^TestVMGuestSide$", "-test.v")
 	if exit != 0 {
 		t.Fatalf("test binary in the VM exited %d:\n%s", exit, out)
 	}

@@ -177,7 +177,7 @@ func startOAuthServer(t *testing.T, record string) string {
 		t.Fatalf("go build ./testdata/oauthserver: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, "-record", record)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = testutil.GroupAttr()
 	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()

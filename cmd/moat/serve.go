@@ -17,7 +17,6 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/moatmcp/moat/audit"
@@ -91,9 +90,7 @@ func setup(args []string, name string) (*instance, int) {
 		return nil, exitUsage
 	}
 	log.Info("config loaded", "path", path, "from", source, "servers", len(cfg.Servers))
-	// Other processes of this user must not read moat's memory or environ
-	// through /proc or ptrace; children are not affected (execve resets it).
-	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+	if err := nonDumpable(); err != nil {
 		log.Warn("could not make moat non-dumpable", "err", err)
 	}
 	warnLiteralCredentials(cfg, log)

@@ -154,7 +154,7 @@ func privateProblem(path string, st *unix.Stat_t, bad uint32, chmod string) (msg
 	if uid := uint32(os.Geteuid()); st.Uid != uid && st.Uid != 0 {
 		return fmt.Sprintf("%s is owned by uid %d, not by you", path, st.Uid), fmt.Sprintf("chown %d %s", uid, path)
 	}
-	if m := st.Mode & 0o777; m&bad != 0 {
+	if m := uint32(st.Mode) & 0o777; m&bad != 0 { // Mode is uint16 on Darwin
 		return fmt.Sprintf("%s has mode %#o: other users can reach it", path, m), "chmod " + chmod + " " + path
 	}
 	return "", ""

@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build unix && !linux
 
 package sandbox
 
@@ -26,12 +26,19 @@ func MaybeRunLauncher() {
 
 func notHere() string { return "not supported on " + runtime.GOOS + " yet" }
 
-// Probe reports what this machine can enforce: outside Linux, only the
-// clean environment.
+// KeepWarm does nothing outside Linux, where no launcher is used.
+func KeepWarm() {}
+
+// CloseIdle does nothing outside Linux, where no launcher is used.
+func CloseIdle() {}
+
+// Probe reports what this machine can enforce: outside Linux, the clean
+// environment and the child's own process group.
 func Probe() Report {
 	var r Report
 	r.set(PCleanEnv, true, "only PATH, HOME, USER, LOGNAME, LANG, LC_*, TMPDIR, inherit_env and env")
-	for _, n := range []string{PProcessGroup, PNoInheritedFD, PTreeTeardown, PRlimits, PNProc, PNoNewPrivs, PLandlockFS, PLandlockNet, PNetNS, PCgroup} {
+	r.set(PProcessGroup, true, "own process group; Stop signals the whole group")
+	for _, n := range []string{PNoInheritedFD, PTreeTeardown, PRlimits, PNProc, PNoNewPrivs, PLandlockFS, PLandlockNet, PNetNS, PCgroup} {
 		r.set(n, false, "%s", notHere())
 	}
 	return r
@@ -64,6 +71,7 @@ func Start(_ context.Context, s *Spec) (*Process, error) {
 	cmd.Dir = dir
 	cmd.Stderr = s.Stderr
 	cmd.WaitDelay = waitDelay
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -115,5 +123,5 @@ func (p *Process) signalGroup(sig syscall.Signal) {
 		return
 	default:
 	}
-	_ = p.cmd.Process.Signal(sig)
+	_ = syscall.Kill(-p.pid, sig)
 }

@@ -66,7 +66,7 @@ func StartHTTPServer(t testing.TB, bin string, args ...string) string {
 // SIGKILL after 3s) and reaps cmd. It returns cmd's stdout.
 func startGroup(t testing.TB, cmd *exec.Cmd) io.Reader {
 	t.Helper()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = GroupAttr()
 	logw := &testLogWriter{t: t, prefix: filepath.Base(cmd.Path) + ": "}
 	cmd.Stderr = logw
 	stdout, err := cmd.StdoutPipe()

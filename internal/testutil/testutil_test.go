@@ -38,7 +38,7 @@ func stdioTransport(t *testing.T, bin string, args ...string) *mcp.CommandTransp
 	logw := &testLogWriter{t: t, prefix: filepath.Base(bin) + ": "}
 	t.Cleanup(logw.stop)
 	cmd.Stderr = logw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = GroupAttr()
 	return &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
 }
 

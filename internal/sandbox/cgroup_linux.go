@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -91,9 +92,22 @@ func newCgroup(name string, memory, pids uint64) (*cgroup, error) {
 	return nil, errors.New("no cgroup v2 hierarchy with the memory and pids controllers, and no cgroup v1 memory+pids hierarchies")
 }
 
-// hierarchies are the directories of Moat's own cgroups ("" = none).
+// hierarchies are the directories of Moat's own cgroups ("" = none), and
+// where cgroup2 is mounted (its mount point, and the cgroup shown there).
 type hierarchies struct {
 	v2, v1Memory, v1Pids string
+	v2Mount, v2Root      string
+}
+
+// mountedDir is the directory of cgroup rel (a path from /proc/self/cgroup)
+// in a hierarchy that shows cgroup root at mount point mnt, or "" if rel is
+// not below root.
+func mountedDir(mnt, root, rel string) string {
+	r, ok := strings.CutPrefix(rel, strings.TrimSuffix(root, "/"))
+	if !ok {
+		return ""
+	}
+	return filepath.Join(mnt, r)
 }
 
 // findHierarchies reads the mounted cgroup hierarchies and Moat's place in
@@ -135,20 +149,14 @@ func findHierarchies() (hierarchies, error) {
 		if len(pf) < 5 || len(qf) < 3 {
 			continue
 		}
+		// The mount shows the hierarchy from root on: Moat's path is
+		// relative to the hierarchy (or cgroup namespace) root.
 		root, mnt := pf[3], unescapeMount(pf[4])
-		dir := func(rel string) string {
-			// The mount shows the hierarchy from root on: Moat's path is
-			// relative to the hierarchy (or cgroup namespace) root.
-			r, ok := strings.CutPrefix(rel, strings.TrimSuffix(root, "/"))
-			if !ok {
-				return ""
-			}
-			return filepath.Join(mnt, r)
-		}
+		dir := func(rel string) string { return mountedDir(mnt, root, rel) }
 		switch qf[0] {
 		case "cgroup2":
 			if rel, ok := paths["cgroup2"]; ok && h.v2 == "" {
-				h.v2 = dir(rel)
+				h.v2, h.v2Mount, h.v2Root = dir(rel), mnt, root
 			}
 		case "cgroup":
 			for _, opt := range strings.Split(qf[2], ",") {
@@ -192,7 +200,23 @@ var v2Base struct {
 }
 
 func newCgroupV2(h hierarchies, leaf string, memory, pids uint64) (*cgroup, error) {
-	v2Base.once.Do(func() { v2Base.dir, v2Base.err = prepareV2(h.v2) })
+	v2Base.once.Do(func() {
+		v2Base.dir, v2Base.err = prepareV2(h.v2)
+		if v2Base.err == nil || os.Geteuid() == 0 || h.v2Mount == "" {
+			return
+		}
+		// Moat's own cgroup will not do; the user's systemd can give it
+		// one that will (root's cgroups are left alone).
+		scope, err := moveToDelegatedScope(h)
+		if err != nil {
+			v2Base.err = fmt.Errorf("%w; %v", v2Base.err, err)
+			return
+		}
+		v2Base.dir, v2Base.err = prepareV2(scope)
+		if v2Base.err == nil {
+			slog.Info("sandbox: moat moved into a delegated systemd scope, so that each stdio server gets its own cgroup", "scope", scope)
+		}
+	})
 	if v2Base.err != nil {
 		return nil, v2Base.err
 	}

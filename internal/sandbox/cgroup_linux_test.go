@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,10 +51,34 @@ func needCgroups(t *testing.T) int {
 	return version
 }
 
+// withSystemdUser runs its arguments as uid 1000 under a systemd user
+// manager, in a D-Bus session, as in a desktop session. It runs as root: a
+// systemd manager wants /run/systemd/system, and root delegates the cgroup.
+const withSystemdUser = `#!/bin/sh
+set -eu
+mkdir -p /run/systemd/system
+cg=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)
+chown 1000:1000 "$cg" "$cg/cgroup.procs" "$cg/cgroup.subtree_control" "$cg/cgroup.threads"
+export XDG_RUNTIME_DIR=/tmp/run-1000
+mkdir -m 700 "$XDG_RUNTIME_DIR"
+chown 1000:1000 "$XDG_RUNTIME_DIR"
+exec setpriv --reuid 1000 --regid 1000 --clear-groups dbus-run-session -- sh -c '
+	/lib/systemd/systemd --user >/tmp/systemd-user.log 2>&1 &
+	for i in $(seq 100); do
+		case $(systemctl --user is-system-running 2>/dev/null) in running|degraded) break ;; esac
+		sleep 0.1
+	done
+	"$@" && exit 0
+	rc=$?
+	echo "systemd --user log:"; cat /tmp/systemd-user.log
+	exit $rc' sh "$@"
+`
+
 // TestCgroupV2OnARealKernel runs the cgroup tests of this package in a
 // virtual machine whose only cgroup hierarchy is v2 (this host may be v1 or
-// hybrid): as root, and as an unprivileged user in a delegated subtree, the
-// way systemd's Delegate=yes gives one.
+// hybrid): as root; as an unprivileged user in a delegated subtree, the way
+// systemd's Delegate=yes gives one; and as a user whose systemd gives Moat
+// such a subtree on request.
 func TestCgroupV2OnARealKernel(t *testing.T) {
 	if *wantCgroup != 0 {
 		t.Skip("already inside the virtual machine")
@@ -70,18 +95,33 @@ func TestCgroupV2OnARealKernel(t *testing.T) {
 		"TestTargetIsInItsCgroupFromItsFirstInstruction", "TestProbeReportsCgroups",
 		"TestKill9OfMoatLeavesNoProcess", "TestPrestartedLauncher",
 	}
+	// systemd: as root, the VM's cgroup is delegated to uid 1000, which
+	// runs a systemd user manager (what a desktop session has) and then
+	// the tests, in that cgroup with other processes: Moat must ask
+	// systemd for a delegated scope of its own.
+	systemd := filepath.Join(dir, "with-systemd-user.sh")
+	if err := os.WriteFile(systemd, []byte(withSystemdUser), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
-		name string
-		uid  int
-		more []string
+		name    string
+		uid     int
+		wrap    []string
+		more    []string
+		cgroups string // a regexp the target's cgroup must match
 	}{
-		{"root", 0, []string{"TestStrictMaxProcsAsRoot"}},
-		{"delegated to uid 1000", 1000, nil},
+		{"root", 0, nil, []string{"TestStrictMaxProcsAsRoot"}, `0::/test/moat-children/cat-\d+-\d+`},
+		{"delegated to uid 1000", 1000, nil, nil, `0::/user\.slice/deleg/moat-children/cat-\d+-\d+`},
+		{"uid 1000 under systemd --user", 0, []string{systemd}, nil, `0::/test/app\.slice/moat-\d+\.scope/moat-children/cat-\d+-\d+`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tests := append(append([]string{}, inside...), tc.more...)
-			out, exit := testutil.RunInVM(t, testutil.VM{UID: tc.uid}, bin, "-want-cgroup=2", "-test.v", "-test.count=1",
+			argv := append(append([]string{}, tc.wrap...), bin, "-want-cgroup=2", "-test.v", "-test.count=1",
 				"-test.run", "^("+strings.Join(tests, "|")+")$")
+			out, exit := testutil.RunInVM(t, testutil.VM{UID: tc.uid, Copy: []string{bin}}, argv...)
+			if !regexp.MustCompile(tc.cgroups).MatchString(out) {
+				t.Errorf("the target's cgroup does not match %s:\n%s", tc.cgroups, out)
+			}
 			if exit != 0 {
 				t.Errorf("the cgroup tests failed in the VM (exit %d):\n%s", exit, out)
 			}
@@ -179,6 +219,7 @@ func TestTargetIsInItsCgroupFromItsFirstInstruction(t *testing.T) {
 			leaf := filepath.Base(p.cgroup.dirs[0])
 			out, _ := io.ReadAll(p.Stdout())
 			<-p.Done()
+			t.Logf("the target's /proc/self/cgroup: %q", out)
 			var in []string
 			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 				if strings.HasSuffix(line, "/"+leaf) {
@@ -287,7 +328,8 @@ func TestFindHierarchies(t *testing.T) {
 			mountinfo: "25 20 0:22 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n" +
 				"30 20 0:30 / /run/user rw - tmpfs tmpfs rw\n",
 			cgroup: "0::/user.slice/user-1000.slice/app.slice/moat.scope\n",
-			want:   hierarchies{v2: "/sys/fs/cgroup/user.slice/user-1000.slice/app.slice/moat.scope"},
+			want: hierarchies{v2: "/sys/fs/cgroup/user.slice/user-1000.slice/app.slice/moat.scope",
+				v2Mount: "/sys/fs/cgroup", v2Root: "/"},
 		},
 		{
 			name: "hybrid",
@@ -295,13 +337,14 @@ func TestFindHierarchies(t *testing.T) {
 				"39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n" +
 				"41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n",
 			cgroup: "8:pids:/\n4:memory:/process_api/abc\n0::/\n",
-			want:   hierarchies{v2: "/sys/fs/cgroup/unified", v1Memory: "/sys/fs/cgroup/memory/process_api/abc", v1Pids: "/sys/fs/cgroup/pids"},
+			want: hierarchies{v2: "/sys/fs/cgroup/unified", v1Memory: "/sys/fs/cgroup/memory/process_api/abc", v1Pids: "/sys/fs/cgroup/pids",
+				v2Mount: "/sys/fs/cgroup/unified", v2Root: "/"},
 		},
 		{
 			name:      "container with a bind-mounted subtree and an escaped space",
 			mountinfo: "50 40 0:22 /docker/x /sys/fs/my\\040cg ro - cgroup2 cgroup2 rw\n",
 			cgroup:    "0::/docker/x/inner\n",
-			want:      hierarchies{v2: "/sys/fs/my cg/inner"},
+			want:      hierarchies{v2: "/sys/fs/my cg/inner", v2Mount: "/sys/fs/my cg", v2Root: "/docker/x"},
 		},
 		{
 			name:      "no cgroups",

@@ -191,11 +191,9 @@ func tenUpstreams(b *testing.B) string {
 	return writeBenchConfig(b, servers)
 }
 
-// BenchmarkStartToFirstToolsList times spawn → initialize → first
-// tools/list answer with ten upstreams configured (goal ≤ 50 ms: moat
-// answers from the config and does not wait for them).
-func BenchmarkStartToFirstToolsList(b *testing.B) {
-	cfg := tenUpstreams(b)
+// benchSpawn times spawning moat on cfg, connecting a client and then
+// ready, and reports the mean in ms/start.
+func benchSpawn(b *testing.B, cfg string, ready func(context.Context, *mcp.ClientSession)) {
 	bin := testutil.BuildMoat(b)
 	env := testutil.MoatEnv(b)
 	var total time.Duration
@@ -208,10 +206,7 @@ func BenchmarkStartToFirstToolsList(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		res, err := cs.ListTools(ctx, nil)
-		if err != nil || len(res.Tools) != 2 {
-			b.Fatalf("tools/list: %v", err)
-		}
+		ready(ctx, cs)
 		total += time.Since(t0)
 		b.StopTimer()
 		cs.Close()
@@ -221,23 +216,23 @@ func BenchmarkStartToFirstToolsList(b *testing.B) {
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/start")
 }
 
+// BenchmarkStartToFirstToolsList times spawn → initialize → first
+// tools/list answer with ten upstreams configured (goal ≤ 50 ms: moat
+// answers from the config and does not wait for them).
+func BenchmarkStartToFirstToolsList(b *testing.B) {
+	benchSpawn(b, tenUpstreams(b), func(ctx context.Context, cs *mcp.ClientSession) {
+		res, err := cs.ListTools(ctx, nil)
+		if err != nil || len(res.Tools) != 2 {
+			b.Fatalf("tools/list: %v", err)
+		}
+	})
+}
+
 // BenchmarkStartToAllConnected times spawn → every one of ten stdio
 // upstreams connected and listed (get_dynamic_tools answers for each):
 // what the sandbox and the servers' own start-up cost together.
 func BenchmarkStartToAllConnected(b *testing.B) {
-	cfg := tenUpstreams(b)
-	bin := testutil.BuildMoat(b)
-	env := testutil.MoatEnv(b)
-	var total time.Duration
-	for b.Loop() {
-		t0 := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		cmd := exec.Command(bin, cfg)
-		cmd.Env = env
-		cs, err := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
+	benchSpawn(b, tenUpstreams(b), func(ctx context.Context, cs *mcp.ClientSession) {
 		var wg sync.WaitGroup
 		for i := range 10 {
 			wg.Go(func() {
@@ -248,13 +243,7 @@ func BenchmarkStartToAllConnected(b *testing.B) {
 			})
 		}
 		wg.Wait()
-		total += time.Since(t0)
-		b.StopTimer()
-		cs.Close()
-		cancel()
-		b.StartTimer()
-	}
-	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/start")
+	})
 }
 
 // BenchmarkIdleRSS reports moat's own resident memory with ten idle

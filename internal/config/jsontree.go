@@ -354,7 +354,13 @@ func (p *parser) string() (string, *syntaxError) {
 				}
 				p.pos += 6
 			default:
-				return "", p.errorf(`valid escapes are \" \\ \/ \b \f \n \r \t \uXXXX`, "invalid escape \\%c", e)
+				const valid = `valid escapes are \" \\ \/ \b \f \n \r \t \uXXXX`
+				if e < 0x20 || e >= 0x7f {
+					// Quoted: a raw newline or byte would break the
+					// one-line message.
+					return "", p.errorf(valid, "invalid escape: a backslash followed by %q", string([]byte{e}))
+				}
+				return "", p.errorf(valid, "invalid escape \\%c", e)
 			}
 		case c < 0x20:
 			return "", p.errorf(`write it as an escape such as \n or \t`, "control character %q inside a string", c)

@@ -82,11 +82,16 @@ func (r *reader) server(srcName string, v any) {
 		s.Type = "stdio"
 		if url != "" {
 			r.drop(name, "url", "this is a stdio server; the url is ignored")
+			url = ""
 		}
 	case url != "":
 		s.Type = typ
-		if command != "" {
-			r.drop(name, "command", "this server has a url, so it is remote; command, args and env are not used")
+		if command != "" || len(args) > 0 {
+			key := "command"
+			if command == "" {
+				key = "args"
+			}
+			r.drop(name, key, "this server has a url, so it is remote; command, args and env are not used")
 			command, args = "", nil
 		}
 	default:
@@ -119,6 +124,12 @@ func (r *reader) server(srcName string, v any) {
 		if !headerName(k) {
 			r.drop(name, "headers", fmt.Sprintf("header %q is not a valid HTTP header name", k))
 			delete(headers, k)
+		}
+	}
+	for k := range env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			r.drop(name, "env", fmt.Sprintf("%q is not an environment variable name", k))
+			delete(env, k)
 		}
 	}
 	r.codexExtras(name, m, s, headers)
@@ -341,10 +352,17 @@ func headerName(k string) bool {
 
 // plausibleURL reports whether u can be an upstream's url: absolute http
 // or https with a host. A ${VAR} is given the benefit of the doubt (Moat
-// checks the expanded value when it loads the config).
+// checks the expanded value when it loads the config) as long as what
+// comes before it can begin such a URL.
 func plausibleURL(u string) bool {
-	if strings.Contains(u, "${") {
-		return true
+	if i := strings.Index(u, "${"); i >= 0 {
+		pre := strings.ToLower(u[:i])
+		for _, scheme := range []string{"https://", "http://"} {
+			if strings.HasPrefix(pre, scheme) || strings.HasPrefix(scheme, pre) {
+				return true
+			}
+		}
+		return false
 	}
 	p, err := url.Parse(u)
 	return err == nil && (strings.EqualFold(p.Scheme, "https") || strings.EqualFold(p.Scheme, "http")) && p.Host != ""

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/moatmcp/moat/internal/config"
 )
 
 // reader turns source server entries into Servers.
@@ -448,6 +450,10 @@ func (r *reader) timeouts(name string, m map[string]any, s *Server) {
 		for k, dst := range map[string]*string{"tools": &s.Timeout.Tools, "resources": &s.Timeout.Resources, "prompts": &s.Timeout.Prompts} {
 			switch v := t[k].(type) {
 			case string:
+				if _, err := config.ParseDuration(v); err != nil {
+					r.drop(name, "timeout."+k, err.Error())
+					continue
+				}
 				*dst = v
 			default:
 				if n, ok := number(v); ok {

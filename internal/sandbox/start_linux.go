@@ -189,7 +189,7 @@ func (p *Process) handshake(ctx context.Context, l *launcherProc, cfg *launchCon
 			st, err := l.next()
 			if err != nil {
 				close(gone)
-				st = launchStatus{Error: errLauncherGone.Error() + " (see its stderr)"}
+				st = launchStatus{Error: errLauncherGone.Error()} // reported below, with gone
 			}
 			if !st.Ready {
 				first <- st

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"sync"
@@ -174,15 +175,20 @@ func (w *launcherPool) fill() {
 		defer close(done)
 		l, err := w.prestart(path)
 		w.mu.Lock()
-		defer w.mu.Unlock()
 		w.filling = false
-		if err != nil || !w.enabled || w.idle != nil {
-			if err == nil {
-				defer l.discard()
-			}
-			return
+		keep := err == nil && w.enabled && w.idle == nil
+		if keep {
+			w.idle = l
 		}
-		w.idle = l
+		w.mu.Unlock()
+		switch {
+		case err != nil:
+			// The next Start starts its own launcher and reports
+			// what goes wrong.
+			slog.Debug("sandbox: prestarting a launcher failed", "err", err)
+		case !keep:
+			l.discard()
+		}
 	}()
 }
 

@@ -41,15 +41,7 @@ const (
 // two round trips through Moat (about 1-5 ms), plus a restart of the hostile
 // child (some 10-50 ms) when a reply made Moat drop it.
 func FuzzUpstreamReply(f *testing.F) {
-	seeds, _ := filepath.Glob(filepath.Join("..", "testdata", "fuzz", "FuzzUpstreamReply", "*"))
-	if len(seeds) == 0 {
-		f.Fatal("no seeds in testdata/fuzz/FuzzUpstreamReply")
-	}
-	for _, s := range seeds {
-		data, err := os.ReadFile(s)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, data := range testutil.FuzzSeeds(f, "FuzzUpstreamReply") {
 		f.Add(data)
 	}
 	replyFile := filepath.Join(f.TempDir(), "reply")

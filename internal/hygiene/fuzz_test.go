@@ -1,11 +1,11 @@
 package hygiene
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/moatmcp/moat/internal/testutil"
 )
 
 // FuzzClean checks that Clean's output is valid UTF-8 without control
@@ -13,15 +13,7 @@ import (
 // runes, and that Clean is idempotent. Seed files hold the text; max comes
 // from the fuzzer.
 func FuzzClean(f *testing.F) {
-	seeds, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "fuzz", "FuzzClean", "*"))
-	if len(seeds) == 0 {
-		f.Fatal("no seeds in testdata/fuzz/FuzzClean")
-	}
-	for _, s := range seeds {
-		data, err := os.ReadFile(s)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, data := range testutil.FuzzSeeds(f, "FuzzClean") {
 		f.Add(string(data), 40)
 	}
 	f.Fuzz(func(t *testing.T, s string, max int) {

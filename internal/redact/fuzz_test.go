@@ -2,10 +2,10 @@ package redact
 
 import (
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moatmcp/moat/internal/testutil"
 )
 
 // FuzzRedact registers two secrets and redacts a text in which "$A" and
@@ -13,15 +13,7 @@ import (
 // overlapping occurrences included), and String must be idempotent.
 // Seeds are files of three lines: secret A, secret B, text.
 func FuzzRedact(f *testing.F) {
-	seeds, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "fuzz", "FuzzRedact", "*"))
-	if len(seeds) == 0 {
-		f.Fatal("no seeds in testdata/fuzz/FuzzRedact")
-	}
-	for _, s := range seeds {
-		data, err := os.ReadFile(s)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, data := range testutil.FuzzSeeds(f, "FuzzRedact") {
 		parts := strings.SplitN(string(data), "\n", 3)
 		for len(parts) < 3 {
 			parts = append(parts, "")

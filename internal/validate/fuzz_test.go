@@ -4,11 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"os"
-	"path/filepath"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/moatmcp/moat/internal/testutil"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -17,15 +16,7 @@ import (
 // size and depth limits and free of duplicate keys, judged by encoding/json
 // rather than by the validator's own parser.
 func FuzzValidate(f *testing.F) {
-	seeds, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "fuzz", "FuzzValidate", "*"))
-	if len(seeds) == 0 {
-		f.Fatal("no seeds in testdata/fuzz/FuzzValidate")
-	}
-	for i, s := range seeds {
-		data, err := os.ReadFile(s)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for i, data := range testutil.FuzzSeeds(f, "FuzzValidate") {
 		f.Add(uint8(i), data)
 	}
 	const maxBytes, maxDepth = 4096, 8

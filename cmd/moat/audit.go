@@ -78,20 +78,13 @@ func auditCommand(ctx context.Context, args []string, keys func(ctx context.Cont
 		return usageErr("unknown audit subcommand %q (want verify, tail or pubkey)", sub)
 	}
 	// Flags may come before or after the FILEs.
-	var pos []string
-	for rest := args[1:]; ; {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintln(stdout, auditUsage)
-				return exitOK
-			}
-			return usageErr("%v", err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := parseInterspersed(fs, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stdout, auditUsage)
+		return exitOK
+	}
+	if err != nil {
+		return usageErr("%v", err)
 	}
 
 	switch sub {

@@ -53,20 +53,13 @@ func authCommand(ctx context.Context, args []string, cfgPath func() (string, err
 	backend := fs.String("backend", secrets.BackendAuto, "")
 	dir := fs.String("dir", "", "")
 	adopt := fs.Bool("adopt-dynamic-mcp", false, "")
-	var pos []string
-	for rest := args[1:]; ; {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintln(stdout, authUsage)
-				return exitOK
-			}
-			return usageErr(err.Error())
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := parseInterspersed(fs, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stdout, authUsage)
+		return exitOK
+	}
+	if err != nil {
+		return usageErr(err.Error())
 	}
 	switch sub {
 	case "login", "logout":

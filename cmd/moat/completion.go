@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"github.com/moatmcp/moat/internal/importer"
 	"io"
@@ -102,6 +103,23 @@ func completionCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprint(stdout, script)
 	return exitOK
+}
+
+// parseInterspersed parses fs from args, letting flags come before, between
+// or after the positional arguments, which it returns. Its error is
+// fs.Parse's (flag.ErrHelp for -h).
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
 }
 
 // suggestFlag returns the flag of known closest to the one a flag.FlagSet

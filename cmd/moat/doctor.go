@@ -45,23 +45,16 @@ func doctorCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	fs := flag.NewFlagSet("moat doctor", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	asJSON := fs.Bool("json", false, "")
-	var pos []string
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintln(stdout, doctorUsage)
-				return exitOK
-			}
-			if s := suggestFlag(err, doctorFlags); s != "" {
-				return usageErr("%v; did you mean %s?", err, s)
-			}
-			return usageErr("%v", err)
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stdout, doctorUsage)
+		return exitOK
+	}
+	if err != nil {
+		if s := suggestFlag(err, doctorFlags); s != "" {
+			return usageErr("%v; did you mean %s?", err, s)
 		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+		return usageErr("%v", err)
 	}
 	if len(pos) > 1 {
 		return usageErr("moat doctor takes at most one CONFIG, got %d", len(pos))

@@ -46,20 +46,13 @@ func importCommand(ctx context.Context, args []string, stdin io.Reader, stdout, 
 	yes := fs.Bool("yes", false, "")
 	out := fs.String("o", "moat.json", "")
 	secretMode := fs.String("secrets", "", "")
-	var pos []string
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintln(stdout, importUsage)
-				return exitOK
-			}
-			return usageErr(err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stdout, importUsage)
+		return exitOK
+	}
+	if err != nil {
+		return usageErr(err)
 	}
 	if len(pos) != 1 {
 		return usageErr(errors.New("moat import takes one TOOL or FILE"))

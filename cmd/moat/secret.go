@@ -43,21 +43,13 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 	backend := fs.String("backend", secrets.BackendAuto, "")
 	dir := fs.String("dir", "", "")
 	// Flags may come before or after NAME.
-	var pos []string
-	rest := args[1:]
-	for {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintln(stdout, secretUsage)
-				return exitOK
-			}
-			return usageErr(err.Error())
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := parseInterspersed(fs, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stdout, secretUsage)
+		return exitOK
+	}
+	if err != nil {
+		return usageErr(err.Error())
 	}
 
 	open := func() (*secrets.Store, int) {

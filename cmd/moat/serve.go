@@ -127,6 +127,14 @@ func setup(args []string, name string) (*instance, int) {
 			}
 			_ = auditLog.Write(ctx, r)
 		},
+		Incident: func(ctx context.Context, in proxy.Incident) {
+			r := &audit.Record{Event: string(in.Kind), Group: in.Group, Outcome: audit.OutcomeError,
+				Detail: map[string]string{"method": in.Method, "error": in.Err.Error()}}
+			if in.Kind == proxy.IncidentRefusedMessage {
+				r.Decision, r.Outcome = "deny", audit.OutcomeDenied
+			}
+			_ = auditLog.Write(ctx, r)
+		},
 		KillOnTimeout: func(group, tool string) bool {
 			p := gs.policy(group)
 			return p != nil && p.ToolSettings(tool).KillOnTimeout
@@ -164,7 +172,7 @@ func runServe(ctx context.Context, args []string) int {
 	if term.IsTerminal(int(os.Stdin.Fd())) {
 		banner(m.cfg, auditLogPathOf(m.cfg))
 	}
-	if err := m.p.Run(ctx, &mcp.StdioTransport{}); err != nil && ctx.Err() == nil && !isEOF(err) {
+	if err := m.p.Run(ctx, m.p.Stdio(os.Stdin, os.Stdout)); err != nil && ctx.Err() == nil && !isEOF(err) {
 		m.log.Error("serving the client failed", "err", err)
 		return exitFailure
 	}

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,9 +28,10 @@ func (p *Server) forward(ctx context.Context, c *guard.Call) (*guard.Result, err
 	switch c.Kind {
 	case guard.KindTool:
 		params := &mcp.CallToolParams{Name: c.Name, Arguments: c.Args}
-		if c.Progress != nil {
-			params.SetProgressToken(c.Progress)
-			defer p.progress.track(c.Group, c.Progress)()
+		if validProgressToken(c.Progress) {
+			tok, release := p.progress.track(c.Group, c.Progress)
+			defer release()
+			params.SetProgressToken(tok)
 		}
 		r, err := g.CallTool(ctx, params)
 		if err != nil && p.killOnTimeout != nil && timedOut(ctx, err) && p.killOnTimeout(c.Group, c.Name) {
@@ -52,54 +55,81 @@ func timedOut(ctx context.Context, err error) bool {
 	return errors.Is(err, upstream.ErrTimeout) || errors.Is(ctx.Err(), context.DeadlineExceeded)
 }
 
-// progressTokens remembers which group may report progress for which
-// token, so one upstream cannot send progress for another's call.
+// progressTokens maps the tokens Moat gives upstreams back to the client's.
+// Each forwarded call gets a token of Moat's own: the client's token may be
+// any JSON number or string (the TypeScript SDK sends integers, which
+// decode as float64 and which go-sdk will not send on), and an upstream
+// must not be able to report progress for a call it was not given.
 type progressTokens struct {
 	mu     sync.Mutex
-	active map[progressKey]int
+	next   uint64
+	active map[string]progressRoute
 }
 
-type progressKey struct {
-	group string
-	token any
+type progressRoute struct {
+	group  string
+	client any // the token the client sent, echoed back as it was
 }
 
 // progressGrace keeps a token valid a little after its call returns: go-sdk
 // may handle an upstream's last progress notification after the response.
 const progressGrace = 2 * time.Second
 
-func (t *progressTokens) track(group string, token any) (release func()) {
-	k := progressKey{group, token}
+// validProgressToken reports whether a client's token is one MCP allows:
+// a string or a number.
+func validProgressToken(t any) bool {
+	switch t.(type) {
+	case string, float64, int, int64, json.Number:
+		return true
+	}
+	return false
+}
+
+// track returns the token to send group in place of the client's, and a
+// release to call when the call has returned.
+func (t *progressTokens) track(group string, client any) (upstreamToken string, release func()) {
 	t.mu.Lock()
 	if t.active == nil {
-		t.active = map[progressKey]int{}
+		t.active = map[string]progressRoute{}
 	}
-	t.active[k]++
+	t.next++
+	tok := "moat-progress-" + strconv.FormatUint(t.next, 10)
+	t.active[tok] = progressRoute{group, client}
 	t.mu.Unlock()
-	return func() {
+	return tok, func() {
 		time.AfterFunc(progressGrace, func() {
 			t.mu.Lock()
 			defer t.mu.Unlock()
-			if t.active[k]--; t.active[k] <= 0 {
-				delete(t.active, k)
-			}
+			delete(t.active, tok)
 		})
 	}
 }
 
-func (t *progressTokens) allowed(group string, token any) bool {
+// route returns the client's token for an upstream's, if group owns it.
+func (t *progressTokens) route(group string, upstreamToken any) (any, bool) {
+	s, ok := upstreamToken.(string)
+	if !ok {
+		return nil, false
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.active[progressKey{group, token}] > 0
+	r, ok := t.active[s]
+	if !ok || r.group != group {
+		return nil, false
+	}
+	return r.client, true
 }
 
 func (p *Server) forwardProgress(ctx context.Context, group string, pp *mcp.ProgressNotificationParams) {
-	if !p.progress.allowed(group, pp.ProgressToken) {
+	client, ok := p.progress.route(group, pp.ProgressToken)
+	if !ok {
 		p.log.Debug("dropped progress for a token this group does not own", "group", group)
 		return
 	}
+	q := *pp
+	q.ProgressToken = client
 	if ss := p.session.Load(); ss != nil {
-		if err := ss.NotifyProgress(ctx, pp); err != nil {
+		if err := ss.NotifyProgress(ctx, &q); err != nil {
 			p.log.Debug("forwarding progress failed", "group", group, "err", err)
 		}
 	}

@@ -42,6 +42,12 @@ type Options struct {
 	// KillOnTimeout reports whether a timed-out call of tool restarts its
 	// group's server; nil means never.
 	KillOnTimeout func(group, tool string) bool
+	// Incident learns of messages that failed inside Moat (a recovered
+	// panic) or were refused at the frame (see Stdio), for the audit log.
+	Incident func(ctx context.Context, in Incident)
+	// MaxClientFrame bounds one message from the client; zero selects
+	// frame.DefaultMaxBytes.
+	MaxClientFrame int
 }
 
 // Server is Moat's downstream MCP server.
@@ -51,12 +57,15 @@ type Server struct {
 	m       *upstream.Manager
 	handler guard.Handler
 
-	catalogFn     Catalog
-	cat           catalogCache
-	killOnTimeout func(group, tool string) bool
-	refused       func(ctx context.Context, c *guard.Call, err error)
+	catalogFn      Catalog
+	cat            catalogCache
+	killOnTimeout  func(group, tool string) bool
+	refused        func(ctx context.Context, c *guard.Call, err error)
+	onIncident     func(ctx context.Context, in Incident)
+	maxClientFrame int
 
 	session  atomic.Pointer[mcp.ServerSession]
+	opened   atomic.Bool // the client is initialized: the upstreams connect
 	progress progressTokens
 	subs     subscriptions
 
@@ -85,6 +94,8 @@ func New(opts Options) *Server {
 	p.catalogFn = opts.Catalog
 	p.killOnTimeout = opts.KillOnTimeout
 	p.refused = opts.Refused
+	p.onIncident = opts.Incident
+	p.maxClientFrame = opts.MaxClientFrame
 	if p.catalogFn == nil {
 		p.catalogFn = allTools
 	}
@@ -105,7 +116,7 @@ func New(opts Options) *Server {
 		UnsubscribeHandler:        p.unsubscribe,
 		CompletionHandler:         p.complete,
 	})
-	p.srv.AddReceivingMiddleware(p.route)
+	p.srv.AddReceivingMiddleware(p.recoverPanics(""), p.route)
 	p.refresh()
 	return p
 }
@@ -155,8 +166,9 @@ func (p *Server) initialized(ctx context.Context, r *mcp.InitializedRequest) {
 		caps = ip.Capabilities
 	}
 	hooks := upstream.Client{
-		Progress: p.forwardProgress,
-		Log:      p.forwardLog,
+		Middleware: p.recoverPanics,
+		Progress:   p.forwardProgress,
+		Log:        p.forwardLog,
 		ResourceUpdated: func(ctx context.Context, group string, u *mcp.ResourceUpdatedNotificationParams) {
 			p.forwardResourceUpdated(ctx, group, u)
 		},
@@ -180,9 +192,11 @@ func (p *Server) initialized(ctx context.Context, r *mcp.InitializedRequest) {
 		go p.syncRoots(context.WithoutCancel(ctx), ss)
 	}
 	p.m.Open(hooks)
+	p.opened.Store(true)
 }
 
 func (p *Server) syncRoots(ctx context.Context, ss *mcp.ServerSession) {
+	defer p.recovered(ctx, "roots/list")
 	res, err := ss.ListRoots(ctx, nil)
 	if err != nil {
 		p.log.Warn("could not read the client's roots", "err", err)
@@ -220,7 +234,10 @@ func (p *Server) refreshLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-p.refreshCh:
-			p.refresh()
+			func() {
+				defer p.recovered(ctx, "refresh")
+				p.refresh()
+			}()
 		}
 	}
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"sync"
 
@@ -25,25 +26,33 @@ func metaGroup(m mcp.Meta) string {
 
 // route is receiving middleware: it takes over the methods whose answer
 // depends on which group owns a URI or name, and passes the rest to go-sdk.
+// Clients may omit params where the protocol makes them optional (the
+// TypeScript SDK lists without them), so none is read through a nil.
 func (p *Server) route(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		if needsParams[method] && noParams(req) {
+			return nil, invalidParams("%s: params are required", method)
+		}
 		switch r := req.(type) {
 		case *mcp.ReadResourceRequest:
 			return p.readResource(ctx, r)
 		case *mcp.GetPromptRequest:
 			return p.getPrompt(ctx, r)
 		case *mcp.ListResourcesRequest:
-			if name := metaGroup(r.Params.Meta); name != "" {
-				return p.listResourcesOf(name)
+			if name := groupOf(r.Params); name != "" {
+				return p.listResourcesOf(ctx, name)
 			}
+			p.await(ctx, resourcesOn)
 		case *mcp.ListResourceTemplatesRequest:
-			if name := metaGroup(r.Params.Meta); name != "" {
-				return p.listTemplatesOf(name)
+			if name := groupOf(r.Params); name != "" {
+				return p.listTemplatesOf(ctx, name)
 			}
+			p.await(ctx, resourcesOn)
 		case *mcp.ListPromptsRequest:
-			if name := metaGroup(r.Params.Meta); name != "" {
-				return p.listPromptsOf(name)
+			if name := groupOf(r.Params); name != "" {
+				return p.listPromptsOf(ctx, name)
 			}
+			p.await(ctx, promptsOn)
 		case *mcp.ServerRequest[*mcp.SetLoggingLevelParams]:
 			res, err := next(ctx, method, req)
 			if err == nil {
@@ -52,6 +61,61 @@ func (p *Server) route(next mcp.MethodHandler) mcp.MethodHandler {
 			return res, err
 		}
 		return next(ctx, method, req)
+	}
+}
+
+// needsParams lists the client requests that mean nothing without params.
+var needsParams = map[string]bool{
+	"tools/call": true, "resources/read": true, "prompts/get": true,
+	"resources/subscribe": true, "resources/unsubscribe": true,
+	"completion/complete": true, "logging/setLevel": true,
+}
+
+// noParams reports whether req came without params (or with "params":
+// null), which go-sdk decodes as a nil pointer.
+func noParams(req mcp.Request) bool {
+	p := req.GetParams()
+	if p == nil {
+		return true
+	}
+	v := reflect.ValueOf(p)
+	return v.Kind() == reflect.Pointer && v.IsNil()
+}
+
+// groupOf is the group a request names in _meta, if it has params at all.
+func groupOf[P any, PP interface {
+	*P
+	GetMeta() map[string]any
+}](params PP) string {
+	if params == nil {
+		return ""
+	}
+	return metaGroup(params.GetMeta())
+}
+
+// await waits while groups with a feature on are still connecting, so that
+// a client that asks right after start gets the answer it would get a
+// minute later. Each wait is bounded by the group's own connect limit and
+// the request's context; a group that fails is left out, as it would be
+// later.
+func (p *Server) await(ctx context.Context, on func(*upstream.Group) bool) {
+	if !p.opened.Load() {
+		return // the upstreams connect only once the client is initialized
+	}
+	var wg sync.WaitGroup
+	for _, g := range p.m.Groups() {
+		if on(g) && g.Status().State == upstream.Connecting {
+			wg.Go(func() { p.awaitGroup(ctx, g) })
+		}
+	}
+	wg.Wait()
+	p.refresh()
+}
+
+// awaitGroup waits while g is connecting (see await).
+func (p *Server) awaitGroup(ctx context.Context, g *upstream.Group) {
+	if p.opened.Load() {
+		_, _ = g.Session(ctx)
 	}
 }
 
@@ -88,6 +152,17 @@ func (p *Server) groupFor(named, what, item string, offers func(*upstream.Group)
 	return nil, invalidParams("%s %q is offered by groups %s; say which with _meta.group (or params.group)", what, item, strings.Join(names, " and "))
 }
 
+// owner is groupFor for one item: when no group offers it yet but groups
+// that could are still connecting, it waits for them and asks again.
+func (p *Server) owner(ctx context.Context, named, what, item string, offers func(*upstream.Group) bool, enabled func(*upstream.Group) bool) (*upstream.Group, error) {
+	g, err := p.groupFor(named, what, item, offers, enabled)
+	if g != nil || err != nil || named != "" {
+		return g, err
+	}
+	p.await(ctx, enabled)
+	return p.groupFor(named, what, item, offers, enabled)
+}
+
 func resourcesOn(g *upstream.Group) bool { return g.Config().Features.Resources }
 func promptsOn(g *upstream.Group) bool   { return g.Config().Features.Prompts }
 
@@ -102,6 +177,18 @@ func offersURI(uri string) func(*upstream.Group) bool {
 		}
 		for _, t := range l.Templates {
 			if templateMatches(t.URITemplate, uri) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// offersPrompt reports whether g lists a prompt of that name.
+func offersPrompt(name string) func(*upstream.Group) bool {
+	return func(g *upstream.Group) bool {
+		for _, pr := range g.Lists().Prompts {
+			if pr.Name == name {
 				return true
 			}
 		}
@@ -131,7 +218,7 @@ func (p *Server) readResource(ctx context.Context, r *mcp.ReadResourceRequest) (
 	if uri == "" {
 		return nil, invalidParams("resources/read: missing uri")
 	}
-	g, err := p.groupFor(metaGroup(r.Params.Meta), "resource", uri, offersURI(uri), resourcesOn)
+	g, err := p.owner(ctx, metaGroup(r.Params.Meta), "resource", uri, offersURI(uri), resourcesOn)
 	if err != nil {
 		return nil, err
 	}
@@ -150,15 +237,7 @@ func (p *Server) getPrompt(ctx context.Context, r *mcp.GetPromptRequest) (*mcp.G
 	if name == "" {
 		return nil, invalidParams("prompts/get: missing name")
 	}
-	offers := func(g *upstream.Group) bool {
-		for _, pr := range g.Lists().Prompts {
-			if pr.Name == name {
-				return true
-			}
-		}
-		return false
-	}
-	g, err := p.groupFor(metaGroup(r.Params.Meta), "prompt", name, offers, promptsOn)
+	g, err := p.owner(ctx, metaGroup(r.Params.Meta), "prompt", name, offersPrompt(name), promptsOn)
 	if err != nil {
 		return nil, err
 	}
@@ -186,11 +265,12 @@ func protocolError(what, group string, err error) error {
 	return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: what + " from group " + group + " failed: " + failureText(err)}
 }
 
-func (p *Server) listResourcesOf(name string) (*mcp.ListResourcesResult, error) {
+func (p *Server) listResourcesOf(ctx context.Context, name string) (*mcp.ListResourcesResult, error) {
 	g, err := p.groupFor(name, "resource", "", nil, resourcesOn)
 	if err != nil {
 		return nil, err
 	}
+	p.awaitGroup(ctx, g)
 	res := &mcp.ListResourcesResult{Resources: []*mcp.Resource{}}
 	for _, r := range g.Lists().Resources {
 		res.Resources = append(res.Resources, tagged(nil, r, name, resourceMeta))
@@ -198,11 +278,12 @@ func (p *Server) listResourcesOf(name string) (*mcp.ListResourcesResult, error) 
 	return res, nil
 }
 
-func (p *Server) listTemplatesOf(name string) (*mcp.ListResourceTemplatesResult, error) {
+func (p *Server) listTemplatesOf(ctx context.Context, name string) (*mcp.ListResourceTemplatesResult, error) {
 	g, err := p.groupFor(name, "resource", "", nil, resourcesOn)
 	if err != nil {
 		return nil, err
 	}
+	p.awaitGroup(ctx, g)
 	res := &mcp.ListResourceTemplatesResult{ResourceTemplates: []*mcp.ResourceTemplate{}}
 	for _, t := range g.Lists().Templates {
 		res.ResourceTemplates = append(res.ResourceTemplates, tagged(nil, t, name, templateMeta))
@@ -210,11 +291,12 @@ func (p *Server) listTemplatesOf(name string) (*mcp.ListResourceTemplatesResult,
 	return res, nil
 }
 
-func (p *Server) listPromptsOf(name string) (*mcp.ListPromptsResult, error) {
+func (p *Server) listPromptsOf(ctx context.Context, name string) (*mcp.ListPromptsResult, error) {
 	g, err := p.groupFor(name, "prompt", "", nil, promptsOn)
 	if err != nil {
 		return nil, err
 	}
+	p.awaitGroup(ctx, g)
 	res := &mcp.ListPromptsResult{Prompts: []*mcp.Prompt{}}
 	for _, pr := range g.Lists().Prompts {
 		res.Prompts = append(res.Prompts, tagged(nil, pr, name, promptMeta))
@@ -235,7 +317,7 @@ func metaWith(m mcp.Meta, key string, value any) mcp.Meta {
 
 func (p *Server) subscribe(ctx context.Context, r *mcp.SubscribeRequest) error {
 	uri := r.Params.URI
-	g, err := p.groupFor(metaGroup(r.Params.Meta), "resource", uri, offersURI(uri), resourcesOn)
+	g, err := p.owner(ctx, metaGroup(r.Params.Meta), "resource", uri, offersURI(uri), resourcesOn)
 	if err != nil {
 		return err
 	}
@@ -317,16 +399,9 @@ func (p *Server) complete(ctx context.Context, r *mcp.CompleteRequest) (*mcp.Com
 	)
 	switch ref.Type {
 	case "ref/prompt":
-		g, err = p.groupFor(metaGroup(r.Params.Meta), "prompt", ref.Name, func(g *upstream.Group) bool {
-			for _, pr := range g.Lists().Prompts {
-				if pr.Name == ref.Name {
-					return true
-				}
-			}
-			return false
-		}, promptsOn)
+		g, err = p.owner(ctx, metaGroup(r.Params.Meta), "prompt", ref.Name, offersPrompt(ref.Name), promptsOn)
 	case "ref/resource":
-		g, err = p.groupFor(metaGroup(r.Params.Meta), "resource", ref.URI, offersURI(ref.URI), resourcesOn)
+		g, err = p.owner(ctx, metaGroup(r.Params.Meta), "resource", ref.URI, offersURI(ref.URI), resourcesOn)
 	default:
 		return nil, invalidParams("completion/complete: unknown ref type %q", ref.Type)
 	}

@@ -316,7 +316,11 @@ func (g *Group) newClient() *mcp.Client {
 			hooks.ResourceUpdated(ctx, name, r.Params)
 		}
 	}
-	return mcp.NewClient(&mcp.Implementation{Name: "moat", Version: Version}, opts)
+	c := mcp.NewClient(&mcp.Implementation{Name: "moat", Version: Version}, opts)
+	if hooks.Middleware != nil {
+		c.AddReceivingMiddleware(hooks.Middleware(name))
+	}
+	return c
 }
 
 // Version is reported to upstreams as the client version; cmd/moat sets it.

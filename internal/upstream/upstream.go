@@ -49,6 +49,9 @@ type Client struct {
 	Progress        func(ctx context.Context, group string, p *mcp.ProgressNotificationParams)
 	Log             func(ctx context.Context, group string, p *mcp.LoggingMessageParams)
 	ResourceUpdated func(ctx context.Context, group string, p *mcp.ResourceUpdatedNotificationParams)
+	// Middleware, if set, wraps every request and notification an
+	// upstream sends (the proxy recovers panics there).
+	Middleware func(group string) mcp.Middleware
 }
 
 // Options configure a Manager. Zero values select the defaults above.

@@ -1,0 +1,119 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"sync"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/frame"
+)
+
+// IncidentKind names what went wrong with a message, for the audit log.
+type IncidentKind string
+
+const (
+	// IncidentPanic: handling a message panicked; it was answered with an
+	// internal error and everything else went on.
+	IncidentPanic IncidentKind = "internal_error"
+	// IncidentRefusedMessage: a message broke a frame bound (size, depth,
+	// not JSON) and was answered without reaching go-sdk.
+	IncidentRefusedMessage IncidentKind = "message_refused"
+)
+
+// An Incident is reported through Options.Incident.
+type Incident struct {
+	Kind IncidentKind
+	// Group is the group whose upstream sent the message; empty for a
+	// message from the client, or work of Moat's own.
+	Group  string
+	Method string
+	Err    error
+}
+
+// ErrInternal is wrapped by the error a client gets when Moat failed on its
+// request: it says nothing of Moat's internals, the log has the stack.
+var ErrInternal = errors.New("moat: internal error while handling this request; the request was not completed, other requests are unaffected (moat's log has the details)")
+
+// recoverPanics is the outermost middleware on both sides: a panic while
+// handling one message (a bug of Moat's or go-sdk's, reached by whatever a
+// client or upstream sent) fails that message alone. Without it, go-sdk's
+// handler goroutine would take the whole process, and every group, down.
+// group is "" on the client's side.
+func (p *Server) recoverPanics(group string) mcp.Middleware {
+	return func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (res mcp.Result, err error) {
+			defer func() {
+				v := recover()
+				if v == nil {
+					return
+				}
+				p.panicked(ctx, group, method, v)
+				res, err = nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: ErrInternal.Error()}
+			}()
+			return next(ctx, method, req)
+		}
+	}
+}
+
+// recovered, deferred in a goroutine of Moat's own, keeps a panic there
+// from ending the process.
+func (p *Server) recovered(ctx context.Context, what string) {
+	if v := recover(); v != nil {
+		p.panicked(ctx, "", what, v)
+	}
+}
+
+// panicked logs a recovered panic with its stack and audits it.
+func (p *Server) panicked(ctx context.Context, group, what string, v any) {
+	p.log.Error("recovered from a panic; that one message failed, everything else goes on", "group", group, "in", what, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	p.incident(ctx, Incident{Kind: IncidentPanic, Group: group, Method: what, Err: fmt.Errorf("panic: %v", v)})
+}
+
+func (p *Server) incident(ctx context.Context, in Incident) {
+	if p.onIncident != nil {
+		p.onIncident(ctx, in)
+	}
+}
+
+// Stdio is the transport of a client on in and out. Every frame the client
+// sends passes a frame.Reader first: one over Moat's bounds is answered
+// with an error for its id, and the session goes on.
+func (p *Server) Stdio(in io.Reader, out io.Writer) mcp.Transport {
+	w := &lineWriter{w: out}
+	r := frame.NewReader(in, frame.Options{
+		MaxBytes: p.maxClientFrame,
+		Refuse: func(ref frame.Refusal) []byte {
+			p.log.Warn("refused a message from the client", "method", ref.Method, "err", ref.Err)
+			p.incident(context.Background(), Incident{Kind: IncidentRefusedMessage, Method: ref.Method, Err: ref.Err})
+			if ref.HasID || ref.Code == -32700 {
+				msg := fmt.Sprintf("moat refused this message: %v; nothing was sent to any server", ref.Err)
+				if _, err := w.Write(frame.ErrorResponse(ref, msg)); err != nil {
+					p.log.Debug("answering a refused message failed", "err", err)
+				}
+			}
+			return nil
+		},
+	})
+	return &mcp.IOTransport{Reader: io.NopCloser(r), Writer: w}
+}
+
+// lineWriter serializes whole-line writes: go-sdk and the frame reader's
+// refusals share the client's stdout, and each writes one line per call.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+func (l *lineWriter) Close() error { return nil }

@@ -85,7 +85,7 @@ func TestBadConfigs(t *testing.T) {
 		{"description number", srv(`"description": 5, "command": "x"`), "/mcpServers/s/description", "not a string", true, nil, nil, 1},
 		{"near-miss description", srv(`"descripton": "d", "command": "x"`), "/mcpServers/s/descripton", `did you mean "description"?`, true, nil, nil, 2},
 		{"case variant command", srv(desc + `"command": "x", "Command": "y"`), "/mcpServers/s/Command", `did you mean "command"? (keys are case-sensitive)`, true, nil, nil, 1},
-		{"unknown key lists valid", srv(desc + `"command": "x", "workdir": "/"`), "/mcpServers/s/workdir", `valid keys in a stdio server: "description", "type", "enabled", "features", "timeout", "policy", "command", "args", "env", "inherit_env", "cwd", "sandbox"`, true, nil, nil, 1},
+		{"unknown key lists valid", srv(desc + `"command": "x", "workdir": "/"`), "/mcpServers/s/workdir", `valid keys in a stdio server: "description", "type", "enabled", "features", "timeout", "policy", "max_message_bytes", "command", "args", "env", "inherit_env", "cwd", "sandbox"`, true, nil, nil, 1},
 		{"missing command", srv(`"description": "d"`), "/mcpServers/s", `no "command"`, true, nil, nil, 1},
 		{"empty command", srv(desc + `"command": " "`), "/mcpServers/s/command", "command is empty", true, nil, nil, 1},
 		{"command empty after expansion", srv(desc + `"command": "${EMPTY}"`), "/mcpServers/s/command", "empty or holds a NUL", false, map[string]string{"EMPTY": ""}, nil, 1},

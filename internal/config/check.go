@@ -17,7 +17,7 @@ var (
 
 // Keys a server object may have, by transport. The order is the one hints list.
 var (
-	commonKeys = []string{"description", "type", "enabled", "features", "timeout", "policy"}
+	commonKeys = []string{"description", "type", "enabled", "features", "timeout", "policy", "max_message_bytes"}
 	stdioKeys  = []string{"command", "args", "env", "inherit_env", "cwd", "sandbox"}
 	remoteKeys = []string{"url", "headers", "oauth_client_id", "oauth_scopes", "allow_insecure_http", "allow_private_network", "tls"}
 	topKeys    = []string{"mcpServers", "$schema", "defaults", "audit", "secrets"}
@@ -64,6 +64,8 @@ func (c *checker) root(n *node, cfg *Config) {
 			if s.Type == Stdio {
 				s.Sandbox = s.Sandbox.withDefaults(cfg.Defaults.Sandbox)
 			}
+			// server left the explicit value (or 0) in MaxMessageBytes.
+			c.messageLimit(n, s, s.MaxMessageBytes, cfg.Defaults.Policy)
 			cfg.Servers[sm.key] = s
 		}
 	}
@@ -138,6 +140,15 @@ func (c *checker) server(sm member) *Server {
 	c.features(s, n.get("features"), path+"/features")
 	c.timeouts(s, n.get("timeout"), path+"/timeout")
 	s.Policy = c.policy(n.get("policy"), path+"/policy", where+" policy")
+	if m := n.get("max_message_bytes"); m != nil {
+		p := path + "/max_message_bytes"
+		if v := c.size(m, p, "max_message_bytes"); v > MaxMessageBytesCeiling {
+			c.ps.add(p, m.val.off, fmt.Sprintf("max_message_bytes is %s; Moat reads at most %s per message from an upstream", formatSize(v), formatSize(MaxMessageBytesCeiling)),
+				fmt.Sprintf("give at most %q", formatSize(MaxMessageBytesCeiling)))
+		} else {
+			s.MaxMessageBytes = v
+		}
+	}
 	return s
 }
 

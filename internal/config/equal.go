@@ -10,13 +10,15 @@ import (
 // is compared (transport, command, args, env, inherit_env, cwd, the
 // effective sandbox, url, headers and which of them hold secrets, OAuth,
 // allow_insecure_http, allow_private_network, tls, enabled, features,
-// timeouts).
+// timeouts, max_message_bytes).
 //
 // Not compared: Description, which only changes what the client is told,
 // and Policy, which the guard applies per call, so a policy edit takes
 // effect without restarting the server (and without dropping its
-// sessions); callers take both from the new config. SecretValues is
-// derived from the compared fields and skipped.
+// sessions); callers take both from the new config. A policy edit that
+// changes the derived MaxMessageBytes does restart the server: the limit
+// is fixed in the transport when it connects. SecretValues is derived from
+// the compared fields and skipped.
 func (s *Server) Equal(o *Server) bool {
 	if s == nil || o == nil {
 		return s == o
@@ -44,5 +46,6 @@ func (s *Server) Equal(o *Server) bool {
 		slices.Equal(s.TLS.Pins, o.TLS.Pins) &&
 		s.Enabled == o.Enabled &&
 		s.Features == o.Features &&
-		s.Timeout == o.Timeout
+		s.Timeout == o.Timeout &&
+		s.MaxMessageBytes == o.MaxMessageBytes
 }

@@ -143,6 +143,15 @@ type Server struct {
 	Features Features
 	Timeout  Timeouts
 
+	// MaxMessageBytes (key "max_message_bytes") is the largest message Moat
+	// reads from this server: one stdio line, one HTTP response body or one
+	// server-sent event. A larger one fails the call it answers, and only
+	// that call. The loader fills it in: the key's value, else twice the
+	// largest max_result_bytes the policy allows, from
+	// DefaultMaxMessageBytes to MaxMessageBytesCeiling. It is never smaller
+	// than that max_result_bytes (the loader refuses such a config).
+	MaxMessageBytes uint64
+
 	// Policy is the server's "policy" object kept raw, with ${VAR} expanded
 	// in every string value, or nil; the policy package parses it.
 	// "defaults.policy" is not merged in (see Defaults.Policy).

@@ -229,7 +229,7 @@ func (g *Group) connectHTTP(ctx context.Context, client *mcp.Client, c *conn) er
 	if err != nil {
 		return err
 	}
-	t := &mcp.StreamableClientTransport{Endpoint: g.cfg.URL, HTTPClient: hc, MaxRetries: -1}
+	t := &mcp.StreamableClientTransport{Endpoint: g.cfg.URL, HTTPClient: hc, MaxRetries: StreamRetries}
 	if g.m.opts.OAuth != nil {
 		h, err := g.m.opts.OAuth(g.cfg)
 		if err != nil {
@@ -260,6 +260,19 @@ func (g *Group) connectSSE(ctx context.Context, client *mcp.Client, c *conn) err
 	}
 	return g.handshake(ctx, client, &mcp.SSEClientTransport{Endpoint: g.cfg.URL, HTTPClient: hc, MaxEventSize: g.m.opts.MaxMessageBytes}, c)
 }
+
+// StreamRetries is how often go-sdk reconnects one interrupted streamable
+// HTTP stream without progress (and retries one failed reconnection)
+// before it gives the session up. SEP-1699 lets a server end a stream
+// mid-call with "retry: <ms>" and expect the client to come back with
+// Last-Event-ID; go-sdk then waits the server's delay and resumes, and
+// every event that arrives resets the count, so only a server that keeps
+// failing uses them up. Three retries of go-sdk's backoff (1 s growing by
+// 1.5, with jitter) take at most 9.5 s, under the 10 s connect timeout
+// that the first standalone stream is opened within. The reconnections use
+// the same netguard client (origin, address, TLS and redirect checks) and
+// OAuth handler as the session's first request.
+const StreamRetries = 3
 
 func (g *Group) httpClient() (_ *http.Client, err error) {
 	if g.m.opts.HTTPClient == nil {

@@ -28,7 +28,7 @@ func withTimeout[R any](ctx context.Context, g *Group, d time.Duration, what str
 	if err != nil && errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
 		return zero, fmt.Errorf("%s did not answer within %s (timeout.%s in the config for %q): %w", what, d, timeoutKey(what), g.name, ErrTimeout)
 	}
-	return r, err
+	return r, asTooLarge(err)
 }
 
 func timeoutKey(what string) string {

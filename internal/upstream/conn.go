@@ -191,7 +191,9 @@ func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) e
 		"enforced":     strings.Join(on, ","),
 		"not_enforced": strings.Join(off, ","),
 	})
-	t := &mcp.IOTransport{Reader: proc.Stdout(), Writer: proc.Stdin(), MaxLineLength: g.m.opts.MaxMessageBytes}
+	limit := g.maxMessageBytes()
+	stdout := newLimitReader(proc.Stdout(), limit, &lineFraming{what: "stdio line", drop: g.dropped})
+	t := &mcp.IOTransport{Reader: stdout, Writer: proc.Stdin(), MaxLineLength: limit + sdkSlack}
 	if err := g.handshake(ctx, client, t, c); err != nil {
 		select {
 		case <-proc.Done():
@@ -229,7 +231,13 @@ func (g *Group) connectHTTP(ctx context.Context, client *mcp.Client, c *conn) er
 	if err != nil {
 		return err
 	}
-	t := &mcp.StreamableClientTransport{Endpoint: g.cfg.URL, HTTPClient: hc, MaxRetries: StreamRetries}
+	limit := g.maxMessageBytes()
+	t := &mcp.StreamableClientTransport{
+		Endpoint:     g.cfg.URL,
+		HTTPClient:   g.limitClient(hc, limit),
+		MaxRetries:   StreamRetries,
+		MaxEventSize: limit + sdkSlack,
+	}
 	if g.m.opts.OAuth != nil {
 		h, err := g.m.opts.OAuth(g.cfg)
 		if err != nil {
@@ -258,7 +266,9 @@ func (g *Group) connectSSE(ctx context.Context, client *mcp.Client, c *conn) err
 	if err != nil {
 		return err
 	}
-	return g.handshake(ctx, client, &mcp.SSEClientTransport{Endpoint: g.cfg.URL, HTTPClient: hc, MaxEventSize: g.m.opts.MaxMessageBytes}, c)
+	limit := g.maxMessageBytes()
+	t := &mcp.SSEClientTransport{Endpoint: g.cfg.URL, HTTPClient: g.limitClient(hc, limit), MaxEventSize: limit + sdkSlack}
+	return g.handshake(ctx, client, t, c)
 }
 
 // StreamRetries is how often go-sdk reconnects one interrupted streamable
@@ -273,6 +283,21 @@ func (g *Group) connectSSE(ctx context.Context, client *mcp.Client, c *conn) err
 // the same netguard client (origin, address, TLS and redirect checks) and
 // OAuth handler as the session's first request.
 const StreamRetries = 3
+
+// sdkSlack is how far above a server's max_message_bytes go-sdk's own cap
+// is set. The framing in front of go-sdk passes nothing longer than the
+// limit (its replacements are a few hundred bytes), so go-sdk's cap, which
+// ends the whole session, never acts first.
+const sdkSlack = 64 << 10
+
+// maxMessageBytes is the server's limit on one message from it: the
+// config's value (always set by the loader), else the Manager's default.
+func (g *Group) maxMessageBytes() int {
+	if n := g.cfg.MaxMessageBytes; n > 0 && n <= config.MaxMessageBytesCeiling {
+		return int(n)
+	}
+	return g.m.opts.MaxMessageBytes
+}
 
 func (g *Group) httpClient() (_ *http.Client, err error) {
 	if g.m.opts.HTTPClient == nil {

@@ -29,9 +29,10 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultGracePeriod    = 5 * time.Second
 	DefaultRetryEvery     = 30 * time.Second
-	// DefaultMaxMessageBytes bounds one stdio frame from an upstream. The
-	// TypeScript SDK accepts messages of 10 MiB and more; this leaves room.
-	DefaultMaxMessageBytes = 32 << 20
+	// DefaultMaxMessageBytes bounds one message from an upstream whose
+	// config does not set MaxMessageBytes (the loader always does; this is
+	// for servers built by hand). It is config's default.
+	DefaultMaxMessageBytes = config.DefaultMaxMessageBytes
 )
 
 // DefaultBackoff is the wait after the first, second and third failed

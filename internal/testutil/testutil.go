@@ -81,6 +81,26 @@ func BuildMoat(t testing.TB) string {
 	return moatBuild.get(t)
 }
 
+// BuildTestdataCommand builds the main package testdata/<dir> (once per test
+// binary, cached like BuildTestServer) and returns the path of the binary;
+// for the fixtures of one test package, such as testdata/conformanceserver.
+func BuildTestdataCommand(t testing.TB, dir string) string {
+	t.Helper()
+	testdataBuildsMu.Lock()
+	b, ok := testdataBuilds[dir]
+	if !ok {
+		b = &build{name: filepath.Base(dir), pkg: "./testdata/" + dir, sources: []string{"testdata/" + dir}, withModule: true}
+		testdataBuilds[dir] = b
+	}
+	testdataBuildsMu.Unlock()
+	return b.get(t)
+}
+
+var (
+	testdataBuildsMu sync.Mutex
+	testdataBuilds   = map[string]*build{}
+)
+
 var (
 	testServerBuild = &build{name: "testserver", pkg: "./testdata/testserver", sources: []string{"testdata/testserver"}, withModule: true}
 	// Moat's own sources are everything outside testdata, so any change to any

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -376,20 +377,28 @@ func TestCrashLeavesAVerifiablePrefix(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		var acked []byte
+		// The kill lands after a random number of acknowledged records,
+		// counted rather than timed, so a slow machine moves the moment
+		// but never skips it.
+		target := 1 + rnd.IntN(400)
+		var acked []string
+		reached := make(chan struct{})
 		done := make(chan struct{})
 		go func() {
-			buf := make([]byte, 4096)
-			for {
-				n, err := out.Read(buf)
-				acked = append(acked, buf[:n]...)
-				if err != nil {
-					close(done)
-					return
+			defer close(done)
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				acked = append(acked, sc.Text())
+				if len(acked) == target {
+					close(reached)
 				}
 			}
 		}()
-		time.Sleep(time.Duration(50+rnd.IntN(200)) * time.Millisecond)
+		select {
+		case <-reached:
+		case <-done:
+			t.Fatalf("iteration %d: the writer exited after %d records, before being killed", iter, len(acked))
+		}
 		cmd.Process.Kill()
 		<-done
 		cmd.Wait()
@@ -406,7 +415,7 @@ func TestCrashLeavesAVerifiablePrefix(t *testing.T) {
 			}
 		}
 		n := 0
-		for _, s := range strings.Fields(string(acked)) {
+		for _, s := range acked {
 			n++
 			if !onDisk[s] {
 				t.Fatalf("iteration %d: record seq %s was acknowledged but is not in the log", iter, s)

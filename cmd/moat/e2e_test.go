@@ -567,6 +567,11 @@ func TestAuditSurvivesSIGKILL(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
+		// Each kill lands after a random number of answered calls, counted
+		// rather than timed, so a slow machine moves the moment but never
+		// kills a moat that has not yet written.
+		target, answered := 1+rand.IntN(40), 0
+		reached := make(chan struct{})
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for w := range 4 {
@@ -581,14 +586,23 @@ func TestAuditSurvivesSIGKILL(t *testing.T) {
 						sum := sha256.Sum256([]byte(args))
 						mu.Lock()
 						acked = append(acked, hex.EncodeToString(sum[:]))
+						if answered++; answered == target {
+							close(reached)
+						}
 						mu.Unlock()
 					}
 				}
 			})
 		}
-		time.Sleep(time.Duration(100+rand.IntN(400)) * time.Millisecond)
+		workers := make(chan struct{})
+		go func() { wg.Wait(); close(workers) }()
+		select {
+		case <-reached:
+		case <-workers:
+			t.Fatalf("round %d: every caller stopped after %d answers, before the kill", round, answered)
+		}
 		cmd.Process.Kill()
-		wg.Wait()
+		<-workers
 		cancel()
 		cs.Close()
 	}

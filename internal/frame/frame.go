@@ -64,6 +64,9 @@ type Options struct {
 	// answers the peer itself and passes nothing on; a client passes on an
 	// error response so the waiting call ends.
 	Refuse func(Refusal) []byte
+	// Passed, if set, is told of every frame passed on, with what a
+	// Scanner read of it, before the frame is returned from Read.
+	Passed func(line []byte, sc *Scanner)
 }
 
 // Reader passes on only frames within its bounds, each ending in '\n'.
@@ -103,12 +106,12 @@ func (r *Reader) next() ([]byte, error) {
 	for {
 		var (
 			buf  []byte
-			sc   scanner
+			sc   Scanner
 			over bool
 		)
 		for {
 			chunk, err := r.br.ReadSlice('\n')
-			sc.feed(chunk)
+			sc.Feed(chunk)
 			if !over {
 				if len(buf)+len(chunk) > r.o.MaxBytes+1 { // +1: the newline is not the message's
 					over, buf = true, nil
@@ -138,17 +141,20 @@ func (r *Reader) next() ([]byte, error) {
 		switch {
 		case over:
 			why = fmt.Errorf("%w: over %d bytes", ErrTooLarge, r.o.MaxBytes)
-		case sc.maxDepth > r.o.MaxDepth:
+		case sc.MaxDepth() > r.o.MaxDepth:
 			why = fmt.Errorf("%w: more than %d levels", ErrTooDeep, r.o.MaxDepth)
 		case !json.Valid(line):
 			why, code = ErrNotJSON, -32700
 		}
 		if why == nil {
+			if r.o.Passed != nil {
+				r.o.Passed(line, &sc)
+			}
 			return append(line, '\n'), nil
 		}
-		ref := Refusal{Code: code, Err: why, HasID: sc.sawID, Method: sc.method}
-		if sc.idDone && json.Valid(sc.id) {
-			ref.ID = json.RawMessage(sc.id)
+		ref := Refusal{Code: code, Err: why, HasID: sc.HasID(), Method: sc.Method()}
+		if id := sc.ID(); id != nil {
+			ref.ID = json.RawMessage(id)
 		}
 		if r.o.Refuse != nil {
 			if out := r.o.Refuse(ref); len(out) > 0 {
@@ -179,145 +185,4 @@ type errorResponse struct {
 type wireError struct {
 	Code    int64  `json:"code"`
 	Message string `json:"message"`
-}
-
-// scanner follows a JSON text byte by byte, as it streams, for what a
-// refusal needs: the deepest nesting, and the top-level "id" and "method".
-// It keeps at most maxKept bytes of either, so an id or method meant to
-// exhaust memory is simply not kept.
-type scanner struct {
-	depth, maxDepth int
-	inString, esc   bool
-	object          bool // the top-level value is an object: keys at depth 1
-
-	keyPos bool   // at depth 1, the next string is a key
-	key    []byte // the top-level key being read
-	inKey  bool
-	want   int // 1: the value after this key is the id, 2: the method
-
-	valStart bool // the wanted value starts at the next non-space byte
-	capture  int  // the wanted value is being captured (1 id, 2 method)
-	capDepth int
-	val      []byte
-
-	sawID, idDone bool
-	id            []byte
-	method        string
-}
-
-const maxKept = 256
-
-func (s *scanner) feed(b []byte) {
-	for _, c := range b {
-		s.step(c)
-	}
-}
-
-func (s *scanner) step(c byte) {
-	if s.capture != 0 {
-		s.val = append(s.val, c)
-		if len(s.val) > maxKept {
-			s.capture, s.val = 0, nil // too long to be a real id: drop it
-		}
-	}
-	if s.inString {
-		switch {
-		case s.esc:
-			s.esc = false
-		case c == '\\':
-			s.esc = true
-		case c == '"':
-			s.inString = false
-			if s.inKey {
-				s.inKey = false
-				switch string(s.key) {
-				case "id":
-					s.want, s.sawID = 1, true
-				case "method":
-					s.want = 2
-				default:
-					s.want = 0
-				}
-			} else if s.capture != 0 && s.depth == s.capDepth {
-				s.finish()
-			}
-			return
-		}
-		if s.inKey && len(s.key) <= 8 {
-			s.key = append(s.key, c)
-		}
-		return
-	}
-	switch c {
-	case ' ', '\t', '\r', '\n':
-		return
-	case '"':
-		s.inString = true
-		if s.depth == 1 && s.object && s.keyPos {
-			s.inKey, s.keyPos, s.key = true, false, s.key[:0]
-			return
-		}
-		s.startValue(c)
-		return
-	case ':':
-		if s.depth == 1 && s.object && s.want != 0 {
-			s.valStart = true
-		}
-		return
-	case ',':
-		if s.capture != 0 && s.depth == s.capDepth {
-			s.val = s.val[:len(s.val)-1]
-			s.finish()
-		}
-		if s.depth == 1 {
-			s.keyPos = true
-		}
-		return
-	case '{', '[':
-		s.startValue(c)
-		s.depth++
-		s.maxDepth = max(s.maxDepth, s.depth)
-		if s.depth == 1 {
-			s.object = c == '{'
-			s.keyPos = s.object
-		}
-		return
-	case '}', ']':
-		if s.capture != 0 && s.depth == s.capDepth {
-			s.val = s.val[:len(s.val)-1]
-			s.finish()
-		}
-		s.depth--
-		if s.capture != 0 && s.depth == s.capDepth && s.val != nil {
-			s.finish() // a captured object or array closed
-		}
-		return
-	}
-	s.startValue(c)
-}
-
-// startValue begins capturing when c opens the wanted value.
-func (s *scanner) startValue(c byte) {
-	if !s.valStart {
-		return
-	}
-	s.valStart = false
-	s.capture, s.capDepth, s.val = s.want, s.depth, []byte{c}
-	s.want = 0
-}
-
-func (s *scanner) finish() {
-	v := bytes.TrimSpace(s.val)
-	switch s.capture {
-	case 1:
-		if len(v) > 0 && v[0] != '{' && v[0] != '[' { // an id is a string, number or null
-			s.id, s.idDone = append([]byte(nil), v...), true
-		}
-	case 2:
-		var m string
-		if json.Unmarshal(v, &m) == nil {
-			s.method = m
-		}
-	}
-	s.capture, s.val = 0, nil
 }

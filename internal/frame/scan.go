@@ -1,20 +1,20 @@
-package upstream
+package frame
 
 import (
 	"bytes"
 	"encoding/json"
 )
 
-// Bounds of what an idScanner keeps. Moat's own request ids are small
-// integers, so a response id longer than maxIDLen cannot answer any call
-// of Moat's; keys longer than maxKeyLen cannot be "id" or "method", even
-// with every character written as a \u escape.
+// Bounds of what a Scanner keeps. Request ids in practice are small
+// integers or short strings, so an id longer than maxIDLen is treated as
+// none; keys longer than maxKeyLen cannot be "id" or "method", even with
+// every character written as a \u escape.
 const (
 	maxIDLen  = 256
 	maxKeyLen = 64
 )
 
-// scanPhase is where an idScanner is in the top-level object.
+// scanPhase is where a Scanner is in the top-level object.
 type scanPhase uint8
 
 const (
@@ -37,18 +37,20 @@ const (
 	memberMethod
 )
 
-// idScanner reads one JSON text fed in pieces, as it streams past, and
-// keeps only what Moat needs to answer a message it will not read whole:
-// the raw value of the top-level "id" and whether there is a top-level
-// "method". The id may come anywhere in the object (the TypeScript SDK
-// writes it after "result"), so everything else is skipped, tracking only
-// strings, escapes and nesting depth: memory stays at a few hundred bytes
-// whatever the text holds.
+// A Scanner reads one JSON text fed in pieces, as it streams past, and
+// keeps only what is needed to handle a message without decoding it whole:
+// the raw value of the top-level "id", the top-level "method", and the
+// deepest nesting. The id may come anywhere in the object (the TypeScript
+// SDK writes it after "result"), so everything else is skipped, tracking
+// only strings, escapes and nesting depth: memory stays at a few hundred
+// bytes whatever the text holds.
 //
 // A key or id is matched as encoding/json would match it into a map: keys
 // are compared exactly after unescaping, and the last of duplicate keys
 // wins. go-sdk matches case-sensitively too.
-type idScanner struct {
+//
+// The zero Scanner is ready for one text.
+type Scanner struct {
 	phase scanPhase
 	depth int  // open objects and arrays; 1 inside the top-level object
 	str   bool // inside a string
@@ -59,28 +61,40 @@ type idScanner struct {
 	key     []byte // the current top-level key, without quotes, up to maxKeyLen
 	keyLong bool
 	field   member // whose value is being read
-	val     []byte // the id value being read, raw, up to maxIDLen
+	val     []byte // the id or method value being read, raw, up to maxIDLen
 	valLong bool
 
-	id     []byte // the last complete top-level "id" that is a string or number
-	method bool   // a top-level "method" was seen
+	maxDepth   int
+	sawID      bool   // a top-level "id" member, whatever its value
+	id         []byte // the last complete top-level "id" that is a string or number
+	method     bool   // a top-level "method" was seen
+	methodName string // its value, when a short string
 }
 
 // ID returns the raw JSON of the top-level "id" (a string or a number), or
 // nil when there is none, it is null, an object, an array or too long, or
 // the text is not an object.
-func (s *idScanner) ID() []byte { return s.id }
+func (s *Scanner) ID() []byte { return s.id }
+
+// HasID reports whether the object has a top-level "id" member at all,
+// whatever its value: such a message expects an answer.
+func (s *Scanner) HasID() bool { return s.sawID }
 
 // HasMethod reports whether the object has a top-level "method": it is a
 // request or notification, not a response.
-func (s *idScanner) HasMethod() bool { return s.method }
+func (s *Scanner) HasMethod() bool { return s.method }
+
+// Method returns the top-level "method" when it is a string of at most
+// maxIDLen bytes, unescaped; otherwise "".
+func (s *Scanner) Method() string { return s.methodName }
+
+// MaxDepth returns the deepest nesting of objects and arrays seen so far;
+// the top-level object or array is depth 1.
+func (s *Scanner) MaxDepth() int { return s.maxDepth }
 
 // Feed reads the next piece of the text.
-func (s *idScanner) Feed(p []byte) {
+func (s *Scanner) Feed(p []byte) {
 	for i := 0; i < len(p); i++ {
-		if s.phase == phDone {
-			return
-		}
 		c := p[i]
 		if s.str {
 			if s.esc {
@@ -113,18 +127,41 @@ func (s *idScanner) Feed(p []byte) {
 			}
 			continue
 		}
+		if s.phase == phDone {
+			s.nest(c)
+			continue
+		}
 		s.step(c)
 	}
 }
 
-// keeping reports whether the bytes of the current string are still kept
-// (a key or an id within its bound).
-func (s *idScanner) keeping() bool {
-	return s.phase == phKey && !s.keyLong || s.phase == phValue && s.field == memberID && !s.valLong
+// nest follows only strings and nesting, once nothing more is to be kept
+// (the object closed, or the text is a batch or not JSON), so that MaxDepth
+// still counts the whole text.
+func (s *Scanner) nest(c byte) {
+	switch c {
+	case '"':
+		s.str = true
+	case '{', '[':
+		s.deeper()
+	case '}', ']':
+		s.depth--
+	}
 }
 
-// keep appends c to the key or id being read, within their bounds.
-func (s *idScanner) keep(c byte) {
+func (s *Scanner) deeper() {
+	s.depth++
+	s.maxDepth = max(s.maxDepth, s.depth)
+}
+
+// keeping reports whether the bytes of the current string are still kept
+// (a key or an id within its bound).
+func (s *Scanner) keeping() bool {
+	return s.phase == phKey && !s.keyLong || s.phase == phValue && s.field != memberOther && !s.valLong
+}
+
+// keep appends c to the key, id or method being read, within their bounds.
+func (s *Scanner) keep(c byte) {
 	switch {
 	case s.phase == phKey:
 		if len(s.key) < maxKeyLen {
@@ -132,12 +169,12 @@ func (s *idScanner) keep(c byte) {
 		} else {
 			s.keyLong = true
 		}
-	case s.phase == phValue && s.field == memberID:
+	case s.phase == phValue && s.field != memberOther:
 		s.keepVal(c)
 	}
 }
 
-func (s *idScanner) keepVal(c byte) {
+func (s *Scanner) keepVal(c byte) {
 	if len(s.val) < maxIDLen {
 		s.val = append(s.val, c)
 	} else {
@@ -146,13 +183,13 @@ func (s *idScanner) keepVal(c byte) {
 }
 
 // endString handles the closing quote of a string outside nested values.
-func (s *idScanner) endString() {
+func (s *Scanner) endString() {
 	switch s.phase {
 	case phKey:
 		s.field = s.member()
 		s.phase = phColon
 	case phValue: // a string value at the top level
-		if s.field == memberID {
+		if s.field != memberOther {
 			s.keepVal('"')
 		}
 		s.endValue()
@@ -160,7 +197,7 @@ func (s *idScanner) endString() {
 }
 
 // member classifies the key just read.
-func (s *idScanner) member() member {
+func (s *Scanner) member() member {
 	if s.keyLong {
 		return memberOther
 	}
@@ -172,6 +209,7 @@ func (s *idScanner) member() member {
 	}
 	switch name {
 	case "id":
+		s.sawID = true
 		return memberID
 	case "method":
 		return memberMethod
@@ -180,7 +218,7 @@ func (s *idScanner) member() member {
 }
 
 // endValue records the value of the member just read and waits for ','.
-func (s *idScanner) endValue() {
+func (s *Scanner) endValue() {
 	switch s.field {
 	case memberID:
 		s.id = nil
@@ -188,7 +226,10 @@ func (s *idScanner) endValue() {
 			s.id = bytes.Clone(s.val)
 		}
 	case memberMethod:
-		s.method = true
+		s.method, s.methodName = true, ""
+		if !s.valLong && len(s.val) > 0 && s.val[0] == '"' {
+			json.Unmarshal(s.val, &s.methodName) //nolint:errcheck // not a valid string: no name
+		}
 	}
 	s.phase = phAfter
 }
@@ -196,15 +237,17 @@ func (s *idScanner) endValue() {
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // step handles one byte outside strings.
-func (s *idScanner) step(c byte) {
+func (s *Scanner) step(c byte) {
 	switch s.phase {
 	case phStart:
 		switch {
 		case isSpace(c):
 		case c == '{':
-			s.depth, s.phase = 1, phKey
+			s.deeper()
+			s.phase = phKey
 		default:
 			s.phase = phDone // an array (a batch), a scalar or not JSON
+			s.nest(c)
 		}
 	case phKey:
 		switch {
@@ -230,11 +273,11 @@ func (s *idScanner) step(c byte) {
 		case isSpace(c):
 		case c == '"':
 			s.str = true
-			if s.field == memberID {
+			if s.field != memberOther {
 				s.keepVal(c)
 			}
 		case c == '{' || c == '[':
-			s.depth++
+			s.deeper()
 			s.phase = phNested
 		case c == '}' || c == ']' || c == ',' || c == ':':
 			s.phase = phDone
@@ -261,7 +304,7 @@ func (s *idScanner) step(c byte) {
 		case '"':
 			s.str = true
 		case '{', '[':
-			s.depth++
+			s.deeper()
 		case '}', ']':
 			s.depth--
 			if s.depth == 1 {
@@ -284,7 +327,7 @@ func (s *idScanner) step(c byte) {
 	}
 }
 
-func (s *idScanner) close() {
-	s.depth = 0
+func (s *Scanner) close() {
+	s.depth--
 	s.phase = phDone
 }

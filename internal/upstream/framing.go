@@ -3,6 +3,8 @@ package upstream
 import (
 	"bytes"
 	"io"
+
+	"github.com/moatmcp/moat/internal/frame"
 )
 
 // readChunk is how much a limitReader reads at a time; a pipe gives at
@@ -186,7 +188,7 @@ type lineFraming struct {
 	what    string
 	drop    func(oversize) []byte
 	scanned int // bytes of the current line known to hold no newline
-	sc      idScanner
+	sc      frame.Scanner
 	size    int64
 }
 
@@ -226,7 +228,7 @@ func (f *lineFraming) replace(limit int, whole bool) []byte {
 
 func (f *lineFraming) reset() {
 	f.scanned, f.size = 0, 0
-	f.sc = idScanner{}
+	f.sc = frame.Scanner{}
 }
 
 // sseField is the field of the line an eventFraming is reading.
@@ -257,7 +259,7 @@ type eventFraming struct {
 
 	// skip's progress through an over-long event.
 	size      int64
-	sc        idScanner
+	sc        frame.Scanner
 	inValue   bool // past the current line's ':'
 	nameLen   int  // bytes of the current line before ':', '\r' not counted
 	crs       int  // '\r's in the current line before ':'

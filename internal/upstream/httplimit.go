@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 
+	"github.com/moatmcp/moat/internal/frame"
 	"github.com/moatmcp/moat/internal/netguard"
 )
 
@@ -124,7 +125,7 @@ func (b *jsonLimitBody) load() io.Reader {
 		}
 	}
 	b.rc.Close() // unread data remains, so the connection is dropped, not reused
-	var sc idScanner
+	var sc frame.Scanner
 	if b.req.GetBody != nil {
 		if body, err := b.req.GetBody(); err == nil {
 			_, _ = io.Copy(scanWriter{&sc}, body)
@@ -141,8 +142,8 @@ func (b *jsonLimitBody) load() io.Reader {
 	return errReader{errors.New(tooLargeMessage(b.t.group, -1, limit))}
 }
 
-// scanWriter feeds what is written to an idScanner.
-type scanWriter struct{ sc *idScanner }
+// scanWriter feeds what is written to a frame.Scanner.
+type scanWriter struct{ sc *frame.Scanner }
 
 func (w scanWriter) Write(p []byte) (int, error) {
 	w.sc.Feed(p)

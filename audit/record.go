@@ -27,6 +27,9 @@ const (
 	OutcomeTimeout = "timeout"
 	OutcomeLimited = "limited"
 	OutcomeDenied  = "denied"
+	// OutcomeCancelled: the client cancelled the call (notifications/cancelled
+	// or its connection ended) before the upstream answered.
+	OutcomeCancelled = "cancelled"
 )
 
 // A Record is one line of the audit log. The field order below is the order

@@ -175,3 +175,30 @@ func TestUnopenableLog(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelledCallIsRecorded: a call the client cancels while it runs may
+// already have reached the upstream, so its record is written (outcome
+// "cancelled") although the call's context is done, and the client is not
+// told the log failed.
+func TestCancelledCallIsRecorded(t *testing.T) {
+	h := open(t, audit.FailDeny, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err := h.handler(func(ctx context.Context, _ *guard.Call) (*guard.Result, error) {
+		cancel()
+		return nil, ctx.Err()
+	})(ctx, &guard.Call{Kind: guard.KindTool, Group: "g", Name: "slow"})
+	var d *guard.Denial
+	if errors.As(err, &d) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled call returned %v, want the cancellation itself", err)
+	}
+	h.log.Close()
+	for _, r := range records(t, h.path) {
+		if r["event"] == "tool_call" && r["tool"] == "slow" {
+			if r["outcome"] != audit.OutcomeCancelled {
+				t.Fatalf("the cancelled call was recorded as %v", r)
+			}
+			return
+		}
+	}
+	t.Fatal("the cancelled call has no record")
+}

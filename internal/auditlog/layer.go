@@ -35,7 +35,9 @@ func (l *Log) Layer() guard.Layer {
 			}
 			start := time.Now()
 			res, err := next(ctx, c)
-			if werr := l.Write(ctx, callRecord(c, res, err, time.Since(start))); werr != nil {
+			// The call happened (it may have reached the upstream) even when
+			// the client cancelled it, so its record is written regardless.
+			if werr := l.Write(context.WithoutCancel(ctx), callRecord(c, res, err, time.Since(start))); werr != nil {
 				return nil, unavailable(werr)
 			}
 			return res, err
@@ -71,7 +73,7 @@ func callRecord(c *guard.Call, res *guard.Result, err error, d time.Duration) *a
 		DurationMS: d.Milliseconds(),
 		BytesIn:    int64(len(c.Args)),
 		Decision:   "allow",
-		Outcome:    "ok",
+		Outcome:    audit.OutcomeOK,
 	}
 	if c.Kind == guard.KindResource {
 		r.Tool = c.URI
@@ -84,16 +86,18 @@ func callRecord(c *guard.Call, res *guard.Result, err error, d time.Duration) *a
 	switch {
 	case errors.As(err, &denial):
 		r.Decision, r.Rule, r.Reason = "deny", denial.Layer+":"+denial.Rule, denial.Reason
-		r.Outcome = "denied"
+		r.Outcome = audit.OutcomeDenied
 		if denial.Layer == "ratelimit" || denial.Layer == "concurrency" {
-			r.Outcome = "limited"
+			r.Outcome = audit.OutcomeLimited
 		}
 	case errors.Is(err, upstream.ErrTimeout):
-		r.Outcome, r.Reason = "timeout", err.Error()
+		r.Outcome, r.Reason = audit.OutcomeTimeout, err.Error()
+	case errors.Is(err, context.Canceled):
+		r.Outcome, r.Reason = audit.OutcomeCancelled, err.Error()
 	case err != nil:
-		r.Outcome, r.Reason = "error", err.Error()
+		r.Outcome, r.Reason = audit.OutcomeError, err.Error()
 	case res != nil && res.Tool != nil && res.Tool.IsError:
-		r.Outcome = "error"
+		r.Outcome = audit.OutcomeError
 	}
 	r.BytesOut = resultSize(res)
 	return r

@@ -85,9 +85,11 @@ func (p *Server) incident(ctx context.Context, in Incident) {
 // sends passes a frame.Reader first: one over Moat's bounds is answered
 // with an error for its id, and the session goes on.
 func (p *Server) Stdio(in io.Reader, out io.Writer) mcp.Transport {
-	w := &lineWriter{w: out}
+	cancels := newCancellations()
+	w := &lineWriter{w: out, drop: cancels.drop}
 	r := frame.NewReader(in, frame.Options{
 		MaxBytes: p.maxClientFrame,
+		Passed:   cancels.read,
 		Refuse: func(ref frame.Refusal) []byte {
 			p.log.Warn("refused a message from the client", "method", ref.Method, "err", ref.Err)
 			p.incident(context.Background(), Incident{Kind: IncidentRefusedMessage, Method: ref.Method, Err: ref.Err})
@@ -105,12 +107,18 @@ func (p *Server) Stdio(in io.Reader, out io.Writer) mcp.Transport {
 
 // lineWriter serializes whole-line writes: go-sdk and the frame reader's
 // refusals share the client's stdout, and each writes one line per call.
+// A line drop reports true for is not written (an answer to a cancelled
+// request).
 type lineWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu   sync.Mutex
+	w    io.Writer
+	drop func([]byte) bool
 }
 
 func (l *lineWriter) Write(b []byte) (int, error) {
+	if l.drop != nil && l.drop(b) {
+		return len(b), nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(b)

@@ -277,3 +277,47 @@ func TestOneBadMessageFailsAlone(t *testing.T) {
 		t.Errorf("incidents %v, want 1 panic and 3 refused messages", incidents)
 	}
 }
+
+// signalAt closes entered when a call to tool reaches the layer, and left
+// when the rest of the chain has returned.
+func signalAt(tool string, entered, left chan struct{}) guard.Layer {
+	return func(next guard.Handler) guard.Handler {
+		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+			if c.Name != tool {
+				return next(ctx, c)
+			}
+			close(entered)
+			defer close(left)
+			return next(ctx, c)
+		}
+	}
+}
+
+// TestCancelledRequestGetsNoAnswer: MCP says the receiver of
+// notifications/cancelled should not answer the request; the TypeScript SDK
+// reports an answer to a request it forgot as an error. The call ends at
+// the upstream, nothing for its id reaches the client, and the session
+// goes on. A cancellation of an id never sent, or already answered, is
+// ignored.
+func TestCancelledRequestGetsNoAnswer(t *testing.T) {
+	entered, left := make(chan struct{}), make(chan struct{})
+	c, _ := startRaw(t, proxy.Options{Layers: []guard.Layer{signalAt("slow", entered, left)}}, "test")
+	c.send(`{"jsonrpc":"2.0","id":"done","method":"ping"}`)
+	c.wait(`"done"`)
+	c.send(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"done"}}`)
+	c.send(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":12345}}`)
+	c.send(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"call_dynamic_tool","arguments":{"group":"test","name":"slow","args":{"ms":60000}}}}`)
+	<-entered
+	c.send(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7.0,"reason":"user pressed stop"}}`)
+	<-left
+	c.send(`{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"call_dynamic_tool","arguments":{"group":"test","name":"echo","args":{"message":"after"}}}}`)
+	if r := c.wait("8"); r.Error != nil {
+		t.Fatalf("the call after a cancellation failed: %+v", r.Error)
+	}
+	c.mu.Lock()
+	line, answered := c.got["7"]
+	c.mu.Unlock()
+	if answered {
+		t.Fatalf("moat answered the cancelled request: %s", line)
+	}
+}

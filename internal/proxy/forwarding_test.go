@@ -85,6 +85,19 @@ func TestCompletionRoutesToTheOwningGroup(t *testing.T) {
 	}
 }
 
+// TestCompletionOfATemplateArgument: a ref/resource names the template
+// itself, not a URI it expands to; the group that lists that template answers.
+func TestCompletionOfATemplateArgument(t *testing.T) {
+	c := start(t, cfgOf(stdio(t, "test")), nil)
+	res, err := c.cs.Complete(context.Background(), &mcp.CompleteParams{
+		Ref:      &mcp.CompleteReference{Type: "ref/resource", URI: "test://items/{id}"},
+		Argument: mcp.CompleteParamsArgument{Name: "id", Value: "4"},
+	})
+	if err != nil || !slices.Equal(res.Completion.Values, []string{"42"}) {
+		t.Fatalf("complete test://items/{id} id=4: %+v %v, want [42]", res, err)
+	}
+}
+
 func TestCancellationReachesTheUpstream(t *testing.T) {
 	c := start(t, cfgOf(stdio(t, "test")), nil)
 	c.mustCall(t, "get_dynamic_tools", map[string]any{"group": "test"})

@@ -166,7 +166,9 @@ func (p *Server) owner(ctx context.Context, named, what, item string, offers fun
 func resourcesOn(g *upstream.Group) bool { return g.Config().Features.Resources }
 func promptsOn(g *upstream.Group) bool   { return g.Config().Features.Prompts }
 
-// offersURI reports whether g lists uri or has a template matching it.
+// offersURI reports whether g lists uri or has a template matching it. A
+// completion's ref/resource names the template itself
+// ("demo://item/{id}"), which equals its URITemplate.
 func offersURI(uri string) func(*upstream.Group) bool {
 	return func(g *upstream.Group) bool {
 		l := g.Lists()
@@ -176,7 +178,7 @@ func offersURI(uri string) func(*upstream.Group) bool {
 			}
 		}
 		for _, t := range l.Templates {
-			if templateMatches(t.URITemplate, uri) {
+			if t.URITemplate == uri || templateMatches(t.URITemplate, uri) {
 				return true
 			}
 		}

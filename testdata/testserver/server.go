@@ -459,13 +459,19 @@ func (ts *testServer) addPrompts() {
 		})
 }
 
-// complete suggests values for the "name" argument of prompts.
+// complete suggests values for the "name" argument of prompts and the "id"
+// of the items template.
 func complete(_ context.Context, req *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
 	res := &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}
-	if req.Params.Ref == nil || req.Params.Ref.Type != "ref/prompt" || req.Params.Argument.Name != "name" {
-		return res, nil
+	var candidates []string
+	switch {
+	case req.Params.Ref == nil:
+	case req.Params.Ref.Type == "ref/prompt" && req.Params.Argument.Name == "name":
+		candidates = []string{"alice", "bob"}
+	case req.Params.Ref.Type == "ref/resource" && strings.HasSuffix(req.Params.Ref.URI, "://items/{id}") && req.Params.Argument.Name == "id":
+		candidates = []string{"17", "42"}
 	}
-	for _, v := range []string{"alice", "bob"} {
+	for _, v := range candidates {
 		if strings.HasPrefix(v, req.Params.Argument.Value) {
 			res.Completion.Values = append(res.Completion.Values, v)
 		}

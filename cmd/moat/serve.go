@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"os/signal"
@@ -204,6 +205,10 @@ func netOptions(s *config.Server) *netguard.Options {
 	// A response may take as long as the server's longest timeout: the
 	// guard must not cut a slow tool call that the config allows.
 	longest := max(s.Timeout.Tools, s.Timeout.Resources, s.Timeout.Prompts)
+	message := s.MaxMessageBytes
+	if message == 0 { // the loader always sets it; a Server built by hand may not
+		message = config.DefaultMaxMessageBytes
+	}
 	return &netguard.Options{
 		AllowInsecureHTTP:   s.AllowInsecureHTTP,
 		AllowPrivateNetwork: s.AllowPrivateNetwork,
@@ -217,7 +222,13 @@ func netOptions(s *config.Server) *netguard.Options {
 		Headers:               s.Headers,
 		SecretHeaders:         s.SecretHeaders,
 		ResponseHeaderTimeout: longest + 5*time.Second,
-		Logger:                slog.Default(),
+		// internal/upstream bounds each message by max_message_bytes and,
+		// past it, fails only the call it answers while the rest streams by
+		// unheld. The guard's own cuts, which end the stream, sit behind
+		// that: a body one byte over the limit, and no cap per SSE event.
+		MaxResponseBytes: int64(message) + 1,
+		MaxEventBytes:    math.MaxInt64,
+		Logger:           slog.Default(),
 	}
 }
 

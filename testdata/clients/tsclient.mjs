@@ -121,7 +121,10 @@ function makeClient(obs, autoRefresh) {
   const client = new Client(
     { name: "moat-client-compat", version: "1.0.0" },
     {
-      capabilities: { sampling: {}, elicitation: {}, roots: { listChanged: true } },
+      // applyDefaults: a form client shows the schema's defaults and sends
+      // them back unless the user changes them (SEP-1034), as Moat's own
+      // upstream side does for whatever the client leaves out.
+      capabilities: { sampling: {}, elicitation: { form: { applyDefaults: true } }, roots: { listChanged: true } },
       listChanged: {
         tools: { autoRefresh, debounceMs: 0, onChanged: onChanged("tools") },
         prompts: { autoRefresh, debounceMs: 0, onChanged: onChanged("prompts") },

@@ -64,6 +64,10 @@ type Options struct {
 	// answers the peer itself and passes nothing on; a client passes on an
 	// error response so the waiting call ends.
 	Refuse func(Refusal) []byte
+	// Check, if set, sees every frame within the bounds that is valid JSON;
+	// a frame it returns an error for is refused as an invalid request
+	// (-32600), with that error.
+	Check func(line []byte, sc *Scanner) error
 	// Passed, if set, is told of every frame passed on, with what a
 	// Scanner read of it, before the frame is returned from Read.
 	Passed func(line []byte, sc *Scanner)
@@ -145,6 +149,8 @@ func (r *Reader) next() ([]byte, error) {
 			why = fmt.Errorf("%w: more than %d levels", ErrTooDeep, r.o.MaxDepth)
 		case !json.Valid(line):
 			why, code = ErrNotJSON, -32700
+		case r.o.Check != nil:
+			why = r.o.Check(line, &sc)
 		}
 		if why == nil {
 			if r.o.Passed != nil {

@@ -82,18 +82,23 @@ func (p *Server) incident(ctx context.Context, in Incident) {
 }
 
 // Stdio is the transport of a client on in and out. Every frame the client
-// sends passes a frame.Reader first: one over Moat's bounds is answered
-// with an error for its id, and the session goes on.
+// sends passes a frame.Reader first: one over Moat's bounds, or one go-sdk
+// could not decode (which would end its session), is answered with an
+// error for its id, and the session goes on. No answer follows a request
+// the client cancelled (clientStream).
 func (p *Server) Stdio(in io.Reader, out io.Writer) mcp.Transport {
-	cancels := newCancellations()
-	w := &lineWriter{w: out, drop: cancels.drop}
+	cs := newClientStream()
+	w := &lineWriter{w: out, drop: cs.drop}
 	r := frame.NewReader(in, frame.Options{
 		MaxBytes: p.maxClientFrame,
-		Passed:   cancels.read,
+		Check:    cs.check,
+		Passed:   cs.read,
 		Refuse: func(ref frame.Refusal) []byte {
 			p.log.Warn("refused a message from the client", "method", ref.Method, "err", ref.Err)
 			p.incident(context.Background(), Incident{Kind: IncidentRefusedMessage, Method: ref.Method, Err: ref.Err})
-			if ref.HasID || ref.Code == -32700 {
+			// A notification gets no answer; anything else does, with a
+			// null id when its own could not be read (JSON-RPC's rule).
+			if ref.HasID || ref.Method == "" {
 				msg := fmt.Sprintf("moat refused this message: %v; nothing was sent to any server", ref.Err)
 				if _, err := w.Write(frame.ErrorResponse(ref, msg)); err != nil {
 					p.log.Debug("answering a refused message failed", "err", err)

@@ -321,3 +321,41 @@ func TestCancelledRequestGetsNoAnswer(t *testing.T) {
 		t.Fatalf("moat answered the cancelled request: %s", line)
 	}
 }
+
+// TestUndecodableMessagesFailAlone: valid JSON that is not a JSON-RPC 2.0
+// message made go-sdk end the whole session (found by FuzzClientMessage: a
+// bare "5"). Each is now answered as an invalid request, with its id when
+// it has a usable one and null otherwise; notifications get no answer; the
+// session goes on.
+func TestUndecodableMessagesFailAlone(t *testing.T) {
+	c, _ := startRaw(t, proxy.Options{}, "test")
+	for _, tt := range []struct {
+		line, id, want string
+	}{
+		{`5`, "null", "not a JSON-RPC 2.0 message"},
+		{`"ping"`, "null", "not a JSON-RPC 2.0 message"},
+		{`{"id":3,"method":"ping"}`, "3", `version tag`},
+		{`{"jsonrpc":"2.0","id":true,"method":"ping"}`, "null", "not a JSON-RPC 2.0 message"},
+		{`{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}`, "null", "not a JSON-RPC 2.0 message"},
+		{`{"jsonrpc":"2.0","method":7}`, "null", "not a JSON-RPC 2.0 message"},
+		{`[{"jsonrpc":"2.0","id":4,"method":"ping"}]`, "null", "batches are not supported"},
+		{`[]`, "null", "batches are not supported"},
+		{`{"method":"notifications/initialized"}`, "", ""}, // a notification: no answer
+	} {
+		c.send(tt.line)
+		if tt.id == "" {
+			continue
+		}
+		r := c.wait(tt.id)
+		if r.Error == nil || r.Error.Code != -32600 || !strings.Contains(r.Error.Message, tt.want) {
+			t.Errorf("%s: answered %+v, want -32600 naming %q", tt.line, r.Error, tt.want)
+		}
+		c.mu.Lock()
+		delete(c.got, tt.id)
+		c.mu.Unlock()
+	}
+	c.send(`{"jsonrpc":"2.0","id":"after","method":"tools/call","params":{"name":"call_dynamic_tool","arguments":{"group":"test","name":"echo","args":{"message":"still here"}}}}`)
+	if r := c.wait(`"after"`); r.Error != nil || !strings.Contains(string(r.Result), "still here") {
+		t.Fatalf("the call after the undecodable messages: %.200s %+v", r.Result, r.Error)
+	}
+}

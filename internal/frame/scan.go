@@ -300,19 +300,12 @@ func (s *Scanner) step(c byte) {
 			}
 		}
 	case phNested:
-		switch c {
-		case '"':
-			s.str = true
-		case '{', '[':
-			s.deeper()
-		case '}', ']':
-			s.depth--
-			if s.depth == 1 {
-				// An object or array: never an id, but it may replace an
-				// earlier one, and it is a method all the same.
-				s.val, s.valLong = s.val[:0], true
-				s.endValue()
-			}
+		s.nest(c)
+		if (c == '}' || c == ']') && s.depth == 1 {
+			// An object or array: never an id, but it may replace an
+			// earlier one, and it is a method all the same.
+			s.val, s.valLong = s.val[:0], true
+			s.endValue()
 		}
 	case phAfter:
 		switch {

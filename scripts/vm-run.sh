@@ -234,23 +234,31 @@ timeout=${VM_TIMEOUT:-300}
 # serial console; "$run/started" tells a VM that never reached the init (a
 # kernel that died while booting) from one whose program failed.
 boot() {
+	local append=$cmdline
+	# VM_BREAK_FIRST_BOOT=1 (for the harness's test of the retry) points the
+	# first boot at an init that does not exist: a real kernel that dies
+	# before the init starts.
+	if [ "${VM_BREAK_FIRST_BOOT:-}" = 1 ] && [ "$attempt" = 1 ]; then
+		append=${cmdline/rdinit=\/init/rdinit=\/no-such-init}
+	fi
 	rm -f "$run/status" "$run/started"
 	set +e
 	timeout -k 5 "$timeout" qemu-system-x86_64 "${accelargs[@]}" \
 		-M pc -m 1024 -smp 2 \
 		-nodefaults -nographic -no-reboot -serial stdio -monitor none -nic none \
-		-kernel "$kdir/vmlinuz" -initrd "$run/initrd" -append "$cmdline" \
+		-kernel "$kdir/vmlinuz" -initrd "$run/initrd" -append "$append" \
 		-virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
 		</dev/null |
 		awk -v statusfile="$run/status" -v startedfile="$run/started" '
-			# What comes before the init starts (BIOS, early kernel) is shown
-			# only if the init never does; what comes after its last line, never.
+			# What comes before the init starts (BIOS, early kernel) is shown,
+			# on stderr, only if the init never does; what comes after its last
+			# line, never. Stdout carries only what the program printed.
 			done { next }
 			!started && /VM-INIT-STARTED\r?$/ { started = 1; early = ""; printf "" > startedfile; close(startedfile); next }
 			!started { early = early $0 "\n"; next }
 			/^VM-EXIT-STATUS=[0-9]+\r?$/ { sub(/\r$/, ""); sub(/^VM-EXIT-STATUS=/, ""); print > statusfile; done = 1; next }
 			{ print; fflush() }
-			END { if (!started) printf "%s", early }'
+			END { if (!started) printf "%s", early > "/dev/stderr" }'
 	rc=("${PIPESTATUS[@]}")
 	set -e
 }
@@ -262,7 +270,7 @@ boot() {
 for attempt in 1 2; do
 	boot
 	if [ -e "$run/started" ] || [ "${rc[0]}" -eq 124 ]; then break; fi
-	if [ "$attempt" = 1 ]; then say "the VM's kernel stopped before the init started (shown above); booting once more"; fi
+	if [ "$attempt" = 1 ]; then say "booting once more: the kernel stopped before the init started (its messages above)"; fi
 done
 
 if [ -s "$run/status" ]; then

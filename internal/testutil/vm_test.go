@@ -49,6 +49,17 @@ func TestVMCgroupV2(t *testing.T) {
 	}
 }
 
+// TestVMBootRetry makes the first boot's kernel die before the init starts
+// (no such init), as emulated SMP sometimes does on its own: the second boot
+// runs the program, whose output alone comes back on stdout.
+func TestVMBootRetry(t *testing.T) {
+	t.Setenv("VM_BREAK_FIRST_BOOT", "1")
+	out, exit := RunInVM(t, VM{}, "/bin/sh", "-c", "echo ran; exit 3")
+	if exit != 3 || out != "ran\n" {
+		t.Errorf("RunInVM = %q, exit %d; want %q, exit 3", out, exit, "ran\n")
+	}
+}
+
 // TestVMRunsTestBinary runs this test binary (under /tmp, hidden in the VM by
 // its tmpfs unless copied in) inside the VM, the way sandbox tests run
 // themselves there: TestVMGuestSide then reports from inside.

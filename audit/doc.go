@@ -15,6 +15,11 @@
 // as an "audit_failure" record as soon as the log works again.
 // [Writer.Close] seals the log with a final checkpoint.
 //
+// Several Writers, in one process or several, may append to one log: they
+// take turns through an flock on "<path>.lock", and at its turn each takes
+// in (and checks with its keys) what the others appended, so the log stays
+// one chain.
+//
 // Every string of a record, and the keys and values of its maps, pass
 // through Options.Redact before the record is encoded; argument values are
 // dropped unless Options.RecordArgs is set ([ArgsShape] describes them

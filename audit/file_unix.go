@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,8 +38,9 @@ func checkOwner(path string, st *unix.Stat_t) error {
 	return nil
 }
 
-// openLog opens path for appending (creating it 0600), checks its owner and
-// mode, and takes an exclusive lock so that two processes never fork the chain.
+// openLog opens path for appending (creating it 0600) and checks its owner
+// and mode. Writers take turns through the lock file (see openLock), not a
+// lock on the log itself, which rotation replaces.
 func openLog(path string) (f *os.File, created bool, err error) {
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_APPEND|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if errors.Is(err, unix.ENOENT) {
@@ -62,17 +64,69 @@ func openLog(path string) (f *os.File, created bool, err error) {
 	default:
 		err = checkOwner(path, &st)
 	}
-	if err == nil {
-		if lerr := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); lerr != nil {
-			err = fmt.Errorf("audit: %s is in use by another process (is another moat running with the same audit.path?): %w", path, lerr)
-		}
-	}
 	if err != nil {
 		f.Close()
 		return nil, false, err
 	}
 	return f, created, nil
 }
+
+// openLock opens (creating it 0600) the lock file through which the writers
+// of one log, in this process or others, take turns: each holds it while it
+// reads what the others appended and appends its own records, so the chain
+// never forks. The lock file never moves, unlike the log, which rotates.
+func openLock(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("audit: opening lock file %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit: %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		err = fmt.Errorf("audit: lock file %s is not a regular file; remove it", path)
+	} else {
+		err = checkOwner(path, &st)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// lockWait bounds how long a writer waits for its turn. A turn lasts one
+// write and one sync, so only a writer stopped in the middle of one (or a
+// disk that no longer answers) holds it this long.
+const lockWait = 10 * time.Second
+
+// lock takes f's exclusive lock, waiting at most lockWait. It polls rather
+// than blocks so that a stopped holder cannot hang this writer, and its
+// pauses stay short (up to 1 ms) because a turn is usually shorter than that.
+func lock(f *os.File) error {
+	deadline := time.Now().Add(lockWait)
+	pause := 20 * time.Microsecond
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		switch {
+		case err == nil:
+			return nil
+		case err == unix.EINTR:
+			continue
+		case err != unix.EWOULDBLOCK:
+			return fmt.Errorf("locking %s: %w", f.Name(), err)
+		case time.Now().After(deadline):
+			return fmt.Errorf("another process has held %s for over %v (a moat stopped with Ctrl-Z, or a disk that does not answer?)", f.Name(), lockWait)
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, time.Millisecond)
+	}
+}
+
+func unlock(f *os.File) { unix.Flock(int(f.Fd()), unix.LOCK_UN) }
 
 func readAll(f *os.File) ([]byte, error) {
 	return io.ReadAll(io.NewSectionReader(f, 0, 1<<62))

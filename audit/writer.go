@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -130,13 +131,18 @@ var ErrUnavailable = errors.New("audit: log unavailable")
 var ErrClosed = errors.New("audit: writer is closed")
 
 // A Writer appends records to a log. It is safe for concurrent use; one
-// goroutine owns the file and commits queued records in groups.
+// goroutine owns the file and commits queued records in groups. Several
+// Writers, in one process or in several, may share a log: they take turns
+// through a lock file, and each takes in what the others appended before it
+// appends, so the log stays one chain.
 type Writer struct {
 	opts   Options
+	macKey []byte
 	signer ed25519.PrivateKey
 	every  uint64
 	pid    int
 	user   string
+	lock   *os.File // "<path>.lock", held while this writer reads and appends
 
 	mu     sync.RWMutex // guards closed against sends on reqs
 	closed bool
@@ -182,7 +188,8 @@ type result struct {
 // existing log is resumed: its records after the last checkpoint must verify
 // with k, and a torn last line (from a crash) is moved to
 // "<path>.torn-<time>" and recorded. Open refuses a file or directory that
-// another user owns or can write, and a file that others can read.
+// another user owns or can write, and a file that others can read. Other
+// writers of the same log may be running.
 func Open(o Options, k Keys) (*Writer, error) {
 	if o.Path == "" {
 		return nil, errors.New("audit: no log path configured (audit.path)")
@@ -205,6 +212,7 @@ func Open(o Options, k Keys) (*Writer, error) {
 	o.Path = filepath.Clean(o.Path)
 	w := &Writer{
 		opts:   o,
+		macKey: bytes.Clone(k.MAC),
 		signer: k.Signer,
 		every:  uint64(o.CheckpointEvery),
 		pid:    os.Getpid(),
@@ -217,7 +225,19 @@ func Open(o Options, k Keys) (*Writer, error) {
 	if err := secureDir(filepath.Dir(o.Path)); err != nil {
 		return nil, err
 	}
-	if err := w.openFile(k); err != nil {
+	lf, err := openLock(o.Path + ".lock")
+	if err != nil {
+		return nil, err
+	}
+	w.lock = lf
+	if err := lock(lf); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	err = w.openFile()
+	unlock(lf)
+	if err != nil {
+		lf.Close()
 		return nil, err
 	}
 	go w.run()
@@ -232,8 +252,8 @@ func currentUser() string {
 }
 
 // openFile opens o.Path, checks it, and resumes the chain from it (or, if it
-// is empty, from the newest rotated file).
-func (w *Writer) openFile(k Keys) error {
+// is empty, from the newest rotated file). The lock is held.
+func (w *Writer) openFile() error {
 	f, created, err := openLog(w.opts.Path)
 	if err != nil {
 		return err
@@ -244,17 +264,19 @@ func (w *Writer) openFile(k Keys) error {
 		return fmt.Errorf("audit: reading %s: %w", w.opts.Path, err)
 	}
 	if i := bytes.LastIndexByte(data, '\n'); i+1 < len(data) {
-		if data, err = w.cutTornTail(f, data, i+1); err != nil {
+		if err = w.cutTornTail(f, data[i+1:], int64(i+1)); err != nil {
 			f.Close()
 			return err
 		}
+		data = data[:i+1]
 	}
 	w.f, w.size, w.fileStart = f, int64(len(data)), w.opts.Clock()
+	w.pendingContinued = ""
 	if created {
 		syncDir(filepath.Dir(w.opts.Path))
 	}
 	if len(data) > 0 {
-		return w.resume(k, w.opts.Path, data, true)
+		return w.resume(w.opts.Path, data, true)
 	}
 	rotated, err := RotatedFiles(w.opts.Path)
 	if err != nil || len(rotated) == 0 {
@@ -267,17 +289,18 @@ func (w *Writer) openFile(k Keys) error {
 		return fmt.Errorf("audit: reading %s to continue its chain: %w", last, err)
 	}
 	w.pendingContinued = filepath.Base(last)
-	return w.resume(k, last, prevData, false)
+	return w.resume(last, prevData, false)
 }
 
 // resume verifies data from its last checkpoint on and takes over the chain
 // state. current says whether data is the file being appended to.
-func (w *Writer) resume(k Keys, path string, data []byte, current bool) error {
-	v, _ := newVerifier(k.MAC, k.Signer.Public().(ed25519.PublicKey))
+func (w *Writer) resume(path string, data []byte, current bool) error {
+	v, _ := newVerifier(w.macKey, w.signer.Public().(ed25519.PublicKey))
 	v.trustFirst = true
 	tail := data[lastCheckpointStart(data):]
 	if !v.feed(path, tail) {
 		w.f.Close()
+		w.f = nil
 		p := v.rep.Problem
 		p.Line += bytes.Count(data[:len(data)-len(tail)], []byte("\n"))
 		return fmt.Errorf("audit: the existing log does not verify with the configured keys (%v); keep it as evidence, move it aside (mv %s %s.bad) and check it with `moat audit verify %s.bad`",
@@ -319,23 +342,83 @@ func firstTime(data []byte) string {
 	return string(t)
 }
 
-// cutTornTail saves the incomplete last line to "<path>.torn-<time>" and
-// truncates the file to its last complete line.
-func (w *Writer) cutTornTail(f *os.File, data []byte, keep int) ([]byte, error) {
-	torn := data[keep:]
+// cutTornTail saves torn, the incomplete last line of f (left by a writer
+// that died mid-write: with the lock held, no other is writing), to
+// "<path>.torn-<time>" and truncates f to keep bytes, its last complete line.
+func (w *Writer) cutTornTail(f *os.File, torn []byte, keep int64) error {
 	name := w.opts.Path + ".torn-" + w.opts.Clock().UTC().Format(stampLayout)
 	if err := writeFileSync(name, torn); err != nil {
-		return nil, fmt.Errorf("audit: saving the torn last line of %s: %w", w.opts.Path, err)
+		return fmt.Errorf("audit: saving the torn last line of %s: %w", w.opts.Path, err)
 	}
-	if err := f.Truncate(int64(keep)); err != nil {
-		return nil, fmt.Errorf("audit: cutting the torn last line of %s (saved in %s): %w", w.opts.Path, name, err)
+	if err := f.Truncate(keep); err != nil {
+		return fmt.Errorf("audit: cutting the torn last line of %s (saved in %s): %w", w.opts.Path, name, err)
 	}
 	if err := fdatasync(f); err != nil {
-		return nil, fmt.Errorf("audit: %s: %w", w.opts.Path, err)
+		return fmt.Errorf("audit: %s: %w", w.opts.Path, err)
 	}
 	w.pendingRecovered = &Record{Event: EventRecovered, Reason: "incomplete last line after a crash was moved aside",
 		Detail: map[string]string{"torn_bytes": strconv.Itoa(len(torn)), "torn_file": filepath.Base(name)}}
-	return data[:keep], nil
+	return nil
+}
+
+// catchUp brings this writer's chain state up to the log as other writers
+// left it: it takes in the records they appended since this writer's last
+// turn, or continues in the file they rotated to. The lock is held.
+func (w *Writer) catchUp() error {
+	if w.f != nil {
+		mine, err := w.f.Stat()
+		if err != nil {
+			return err
+		}
+		onDisk, err := os.Lstat(w.opts.Path)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err == nil && os.SameFile(mine, onDisk) {
+			if mine.Size() == w.size {
+				return nil
+			}
+			return w.follow(mine.Size())
+		}
+		// Another writer rotated the file (or it was moved aside).
+		w.f.Close()
+		w.f = nil
+	}
+	return w.openFile()
+}
+
+// follow verifies and takes in bytes w.size..size of the file, which other
+// writers appended; their records must verify with this writer's keys and
+// continue its chain.
+func (w *Writer) follow(size int64) error {
+	data := make([]byte, size-w.size)
+	if _, err := w.f.ReadAt(data, w.size); err != nil {
+		return fmt.Errorf("reading what other writers appended to %s: %w", w.opts.Path, err)
+	}
+	if i := bytes.LastIndexByte(data, '\n'); i+1 < len(data) {
+		if err := w.cutTornTail(w.f, data[i+1:], w.size+int64(i+1)); err != nil {
+			return err
+		}
+		data = data[:i+1]
+	}
+	v, _ := newVerifier(w.macKey, w.signer.Public().(ed25519.PublicKey))
+	if w.st.seq > 0 {
+		seg, err := w.st.seg.(encoding.BinaryMarshaler).MarshalBinary()
+		if err != nil {
+			return fmt.Errorf("saving chain state: %w", err)
+		}
+		_ = v.seg.(encoding.BinaryUnmarshaler).UnmarshalBinary(seg)
+		v.started, v.seq, v.prev, v.segCount = true, w.st.seq, w.st.prev, w.st.count
+	}
+	if !v.feed(w.opts.Path, data) {
+		w.broken = fmt.Errorf("the records another process appended to %s do not continue this writer's chain (%v): is a moat with other audit keys writing the same audit.path? Keep the log as evidence, check it with `moat audit verify`, and restart moat",
+			w.opts.Path, v.rep.Problem)
+		return w.broken
+	}
+	w.st = chainState{seq: v.seq, prev: v.prev, count: v.segCount, seg: v.seg}
+	w.lastCheckpoint = v.lastEvent == EventCheckpoint
+	w.size += int64(len(data))
+	return nil
 }
 
 // Write appends r and returns once it is durable as Options.Fsync says. On
@@ -437,9 +520,13 @@ func (w *Writer) commit(batch []*request) {
 	for i, req := range batch {
 		recs[i] = req.rec
 	}
-	err := w.prepare()
+	err := lock(w.lock)
 	if err == nil {
-		err = w.writeBatch(recs, false)
+		err = w.prepare()
+		if err == nil {
+			err = w.writeBatch(recs, false)
+		}
+		unlock(w.lock)
 	}
 	if err != nil {
 		w.noteLoss(len(recs), err)
@@ -454,22 +541,14 @@ func (w *Writer) commit(batch []*request) {
 	}
 }
 
-// prepare reopens a file lost in a failed rotation and rotates when due.
+// prepare, with the lock held, catches up with the other writers (reopening
+// a file lost in a failed rotation) and rotates when due.
 func (w *Writer) prepare() error {
 	if w.broken != nil {
 		return w.broken
 	}
-	if w.f == nil {
-		f, _, err := openLog(w.opts.Path)
-		if err != nil {
-			return err
-		}
-		if st, err := f.Stat(); err != nil || st.Size() != 0 {
-			f.Close()
-			return fmt.Errorf("a new log file %s appeared while rotating; move it aside", w.opts.Path)
-		}
-		w.f, w.size, w.fileStart = f, 0, w.opts.Clock()
-		syncDir(filepath.Dir(w.opts.Path))
+	if err := w.catchUp(); err != nil {
+		return err
 	}
 	ro := w.opts.Rotate
 	if w.size > 0 && ((ro.MaxSize > 0 && w.size >= ro.MaxSize) || (ro.MaxAge > 0 && w.opts.Clock().Sub(w.fileStart) >= ro.MaxAge)) {
@@ -677,7 +756,6 @@ func (w *Writer) rotate() error {
 	}
 	w.f.Close()
 	w.f = nil
-	w.pendingContinued = filepath.Base(name)
 	syncDir(filepath.Dir(w.opts.Path))
 	if k := w.opts.Rotate.Keep; k > 0 {
 		if old, err := RotatedFiles(w.opts.Path); err == nil && len(old) > k {
@@ -686,26 +764,43 @@ func (w *Writer) rotate() error {
 			}
 		}
 	}
-	return w.prepare()
+	// The lock is held, so the new file is this writer's to start.
+	f, _, err := openLog(w.opts.Path)
+	if err != nil {
+		return err
+	}
+	if st, err := f.Stat(); err != nil || st.Size() != 0 {
+		f.Close()
+		return fmt.Errorf("a new log file %s appeared while rotating, written by something that does not take the lock %s.lock; move it aside", w.opts.Path, w.opts.Path)
+	}
+	w.f, w.size, w.fileStart = f, 0, w.opts.Clock()
+	w.pendingContinued = filepath.Base(name)
+	syncDir(filepath.Dir(w.opts.Path))
+	return nil
 }
 
 // shutdown writes what it can of the pending records and the final
 // checkpoint, then closes the file.
 func (w *Writer) shutdown() error {
-	if err := w.prepare(); err != nil {
-		if w.f != nil {
-			w.f.Close()
+	defer w.lock.Close()
+	err := lock(w.lock)
+	if err == nil {
+		err = w.prepare()
+		if err != nil {
+			err = fmt.Errorf("audit: closing %s: %w", w.opts.Path, err)
+		} else if err = w.writeBatch(nil, true); err != nil {
+			err = fmt.Errorf("audit: writing the final checkpoint to %s: %w", w.opts.Path, err)
 		}
-		return fmt.Errorf("audit: closing %s: %w", w.opts.Path, err)
+		unlock(w.lock)
+	} else {
+		err = fmt.Errorf("audit: closing %s: %w", w.opts.Path, err)
 	}
-	err := w.writeBatch(nil, true)
-	if cerr := w.f.Close(); err == nil {
-		err = cerr
+	if w.f != nil {
+		if cerr := w.f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("audit: closing %s: %w", w.opts.Path, cerr)
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("audit: writing the final checkpoint to %s: %w", w.opts.Path, err)
-	}
-	return nil
+	return err
 }
 
 // RotatedFiles lists the rotated files of the log at path, oldest first.

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -99,10 +100,6 @@ func TestOpenRefusesUnsafeFiles(t *testing.T) {
 			}
 		}, "chown"},
 		{"symlink", func(t *testing.T, p string) { os.Symlink("/etc/passwd", p) }, "opening log"},
-		{"second writer", func(t *testing.T, p string) {
-			w := mustOpen(t, Options{Path: p}, k)
-			t.Cleanup(func() { w.Close() })
-		}, "in use by another process"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := logPath(t)
@@ -481,5 +478,216 @@ func TestPublicPackageStaysPure(t *testing.T) {
 		if dep == "os/exec" || dep == "net/http" || strings.HasPrefix(dep, "github.com/moatmcp/moat/") && dep != "github.com/moatmcp/moat/audit" {
 			t.Errorf("audit depends on %s; it must stay free of Moat internals and unrelated I/O", dep)
 		}
+	}
+}
+
+// TestProcessesShareOneLog runs several moats' writers on one log at once,
+// as two clients (or a client and `moat call`) do: real processes, with
+// rotation and checkpoints, one of them killed mid-write. The log stays one
+// chain that verifies, and every acknowledged record is in it.
+func TestProcessesShareOneLog(t *testing.T) {
+	if os.Getenv("AUDIT_SHARED_CHILD") != "" {
+		sharedChild()
+		return
+	}
+	if testing.Short() {
+		t.Skip("spawns 4 processes")
+	}
+	k := testKeys(1)
+	p := logPath(t)
+	const writers, each = 3, 200
+	type child struct {
+		cmd     *exec.Cmd
+		acked   []string      // read after done
+		reached chan struct{} // closed at the 100th acknowledged record
+		done    chan struct{}
+	}
+	start := func(id, n int) *child {
+		c := &child{cmd: exec.Command(os.Args[0], "-test.run=^TestProcessesShareOneLog$"), reached: make(chan struct{}), done: make(chan struct{})}
+		c.cmd.Env = append(os.Environ(), "AUDIT_SHARED_CHILD="+p, fmt.Sprintf("AUDIT_SHARED_ID=%d", id), fmt.Sprintf("AUDIT_SHARED_N=%d", n))
+		out, _ := c.cmd.StdoutPipe()
+		var stderr bytes.Buffer
+		c.cmd.Stderr = &stderr
+		if err := c.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			defer close(c.done)
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				c.acked = append(c.acked, sc.Text())
+				if len(c.acked) == 100 {
+					close(c.reached)
+				}
+			}
+		}()
+		t.Cleanup(func() {
+			c.cmd.Process.Kill()
+			<-c.done
+			if c.cmd.Wait() != nil && stderr.Len() > 0 && t.Failed() {
+				t.Logf("writer %d stderr: %.2000s", id, stderr.Bytes())
+			}
+		})
+		return c
+	}
+	// Writer "victim" writes until it is killed, after it has acknowledged
+	// 100 records: counted, so a slow machine moves the moment but never
+	// skips it. The others run to completion meanwhile.
+	var kids []*child
+	for id := range writers {
+		kids = append(kids, start(id, each))
+	}
+	victim := start(writers, 0)
+	select {
+	case <-victim.reached:
+	case <-victim.done:
+		t.Fatalf("the victim exited after %d records, before being killed", len(victim.acked))
+	}
+	victim.cmd.Process.Kill()
+	<-victim.done
+	for id, c := range kids {
+		<-c.done
+		if err := c.cmd.Wait(); err != nil {
+			t.Fatalf("writer %d: %v after %d records", id, err, len(c.acked))
+		}
+	}
+
+	files, err := LogFiles(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 2 {
+		t.Errorf("the log did not rotate (files %v): the test does not cover rotation by another writer", files)
+	}
+	rep, err := VerifyFiles(files, k.MAC, pub(k))
+	if err != nil && !errors.Is(err, ErrUnsealed) {
+		t.Fatalf("VerifyFiles = %v, want one chain", err)
+	}
+	perWriter := map[string]int{}
+	seqs := map[string]bool{}
+	for _, f := range files {
+		for _, l := range readLines(t, f) {
+			var r Record
+			if err := json.Unmarshal(l, &r); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			seqs[fmt.Sprint(r.Seq)] = true
+			if w := r.Detail["writer"]; w != "" {
+				perWriter[w]++
+			}
+		}
+	}
+	for id := range writers {
+		if got := perWriter[fmt.Sprint(id)]; got != each {
+			t.Errorf("writer %d has %d records in the log, want %d", id, got, each)
+		}
+	}
+	for _, s := range victim.acked {
+		if !seqs[s] {
+			t.Errorf("the killed writer's acknowledged record seq %s is not in the log", s)
+		}
+	}
+	t.Logf("%d files, %d records verified, %d checkpoints; the killed writer had %d acknowledged", len(files), rep.Records, rep.Checkpoints, len(victim.acked))
+}
+
+// sharedChild writes AUDIT_SHARED_N records (0: until killed) from 4
+// goroutines, printing each acknowledged seq, then closes.
+func sharedChild() {
+	id, n := os.Getenv("AUDIT_SHARED_ID"), 0
+	fmt.Sscan(os.Getenv("AUDIT_SHARED_N"), &n)
+	w, err := Open(Options{Path: os.Getenv("AUDIT_SHARED_CHILD"), CheckpointEvery: 40, Rotate: RotateOptions{MaxSize: 48 << 10}}, testKeys(1))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for g := range 4 {
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(g), 11))
+			for n == 0 || next.Add(1) <= int64(n) {
+				r := randomRecord(rnd)
+				r.Detail = map[string]string{"writer": id}
+				if err := w.Write(context.Background(), r); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(3)
+				}
+				mu.Lock()
+				fmt.Printf("%d\n", r.Seq)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err := w.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+}
+
+// TestWriterWithOtherKeysStops: a second writer on the same log with other
+// keys (a moat whose secret store differs) cannot continue the chain; it
+// refuses its records with a message that says so, and the log stays valid.
+func TestWriterWithOtherKeysStops(t *testing.T) {
+	p := logPath(t)
+	a := mustOpen(t, Options{Path: p}, testKeys(1))
+	b := mustOpen(t, Options{Path: p}, testKeys(2))
+	ctx := context.Background()
+	if err := a.Write(ctx, &Record{Event: "tool_call"}); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Write(ctx, &Record{Event: "tool_call"})
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "other audit keys") {
+		t.Fatalf("second writer's Write = %v, want ErrUnavailable naming other audit keys", err)
+	}
+	b.Close()
+	if err := a.Write(ctx, &Record{Event: "tool_call"}); err != nil {
+		t.Fatalf("the first writer after the second stopped: %v", err)
+	}
+	a.Close()
+	if _, err := verifyFile(t, p, testKeys(1), true); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+}
+
+// TestTornLineOfAnotherWriterIsCut: a writer that died mid-write left half a
+// line; the next writer to take its turn moves it aside and records that,
+// and the log verifies.
+func TestTornLineOfAnotherWriterIsCut(t *testing.T) {
+	k := testKeys(1)
+	p := logPath(t)
+	a := mustOpen(t, Options{Path: p}, k)
+	b := mustOpen(t, Options{Path: p}, k)
+	ctx := context.Background()
+	if err := b.Write(ctx, &Record{Event: "tool_call", Tool: "from_b"}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"v":1,"seq":2,"time":"2026-`)
+	f.Close()
+	if err := a.Write(ctx, &Record{Event: "tool_call", Tool: "from_a"}); err != nil {
+		t.Fatalf("Write after another writer's torn line: %v", err)
+	}
+	a.Close()
+	b.Close()
+	if _, err := verifyFile(t, p, k, true); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	var events []string
+	for _, l := range readLines(t, p) {
+		var r Record
+		json.Unmarshal(l, &r)
+		events = append(events, r.Event+":"+r.Tool)
+	}
+	want := []string{"tool_call:from_b", "recovered:", "tool_call:from_a", "checkpoint:"}
+	if diff := cmp.Diff(want, events); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	if torn, _ := filepath.Glob(p + ".torn-*"); len(torn) != 1 {
+		t.Errorf("torn files %v, want the half line saved in one", torn)
 	}
 }

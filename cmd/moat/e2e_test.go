@@ -49,10 +49,16 @@ type moatProc struct {
 
 func startMoat(t *testing.T, cfgPath string) *moatProc {
 	t.Helper()
+	return startMoatEnv(t, cfgPath, testutil.MoatEnv(t))
+}
+
+// startMoatEnv starts moat serving cfgPath in env, connected to a client.
+func startMoatEnv(t *testing.T, cfgPath string, env []string) *moatProc {
+	t.Helper()
 	cmd := exec.Command(testutil.BuildMoat(t), cfgPath)
 	m := &moatProc{cmd: cmd, stderr: &testutil.SyncBuffer{}}
 	cmd.Stderr = m.stderr
-	cmd.Env = testutil.MoatEnv(t)
+	cmd.Env = env
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, &mcp.ClientOptions{
@@ -681,9 +687,9 @@ func TestAuditRecordsReachSyslog(t *testing.T) {
 }
 
 // TestCommandsAreAudited: `moat secret set` and `rm` are recorded in the
-// audit log, names only: while a moat serves and holds the log, the event
-// waits in the pending directory and the serving moat takes it in; when no
-// moat runs, the command writes it itself. The log verifies.
+// audit log, names only, at once, whether or not a moat is serving on the
+// same log; the serving moat goes on writing after the command, and the log
+// is one chain that verifies.
 func TestCommandsAreAudited(t *testing.T) {
 	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")})
 	m := startMoat(t, cfg)
@@ -701,10 +707,10 @@ func TestCommandsAreAudited(t *testing.T) {
 	const value = "value-9b1d2e7f"
 	run(value+"\n", "secret", "set", "while-serving")
 	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
-	waitFor(t, "the serving moat to take the event in", func() bool {
-		data, _ := os.ReadFile(logPath)
-		return strings.Contains(string(data), `"event":"secret_set"`)
-	})
+	if data, _ := os.ReadFile(logPath); !strings.Contains(string(data), `"event":"secret_set"`) {
+		t.Fatalf("secret set returned before its event was in the log:\n%.3000s", data)
+	}
+	m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "after the command"}})
 	m.cs.Close()
 	waitFor(t, "moat to exit", func() bool { return !testutil.ProcessAlive(m.cmd.Process.Pid) })
 	run("", "secret", "rm", "while-serving")
@@ -716,20 +722,94 @@ func TestCommandsAreAudited(t *testing.T) {
 	if strings.Contains(string(data), value) {
 		t.Fatal("a secret's value is in the audit log")
 	}
-	var set, rm bool
+	var set, call, rm bool
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		var r struct {
 			Event  string
+			PID    int
 			Detail map[string]string
 		}
 		json.Unmarshal([]byte(line), &r)
-		set = set || r.Event == "secret_set" && r.Detail["name"] == "while-serving" && r.Detail["source"] == "cli"
+		set = set || r.Event == "secret_set" && r.Detail["name"] == "while-serving" && r.PID != m.cmd.Process.Pid
+		call = call || set && r.Event == "tool_call" && r.PID == m.cmd.Process.Pid
 		rm = rm || r.Event == "secret_rm" && r.Detail["name"] == "while-serving"
 	}
-	if !set || !rm {
-		t.Fatalf("secret_set from the pending directory: %v; secret_rm written directly: %v\n%s", set, rm, data)
+	if !set || !call || !rm {
+		t.Fatalf("secret_set by the command while serving: %v; then a call by the serving moat: %v; secret_rm after it stopped: %v\n%.3000s", set, call, rm, data)
 	}
 	verify := exec.Command(testutil.BuildMoat(t), "audit", "verify", "--allow-unsealed", logPath)
+	verify.Env = env
+	if out, err := verify.CombinedOutput(); err != nil {
+		t.Fatalf("moat audit verify: %v\n%s", err, out)
+	}
+}
+
+// TestTwoMoatsShareTheAuditLog: two clients start their moats at once on a
+// fresh home with the default audit log (as Claude Desktop and Cursor do),
+// and `moat call` runs while both serve. All three serve every call, and
+// the log is one chain that `moat audit verify` accepts.
+func TestTwoMoatsShareTheAuditLog(t *testing.T) {
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")})
+	env := testutil.MoatEnv(t)
+	moats := make([]*moatProc, 2)
+	var wg sync.WaitGroup
+	for i := range moats {
+		wg.Go(func() { moats[i] = startMoatEnv(t, cfg, env) })
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	const calls = 20
+	for _, m := range moats {
+		wg.Go(func() {
+			for i := range calls {
+				res, err := m.cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "call_dynamic_tool",
+					Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": fmt.Sprint("call ", i)}}})
+				if err != nil || res.IsError {
+					t.Errorf("moat %d, call %d: %v %.300s", m.cmd.Process.Pid, i, err, resultText(res))
+					return
+				}
+			}
+		})
+	}
+	cli := exec.Command(testutil.BuildMoat(t), "call", "--config", cfg, "test", "echo", `{"message":"from the cli"}`)
+	cli.Env = env
+	out, err := cli.CombinedOutput()
+	wg.Wait()
+	if err != nil || !strings.Contains(string(out), "from the cli") {
+		t.Fatalf("moat call while two moats serve: %v\n%.2000s", err, out)
+	}
+	for _, m := range moats {
+		m.cs.Close()
+		waitFor(t, "moat to exit", func() bool { return !testutil.ProcessAlive(m.cmd.Process.Pid) })
+	}
+
+	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perPID := map[int]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var r struct {
+			Event, Outcome string
+			PID            int
+		}
+		json.Unmarshal([]byte(line), &r)
+		if r.Event == "tool_call" && r.Outcome == "ok" {
+			perPID[r.PID]++
+		}
+	}
+	for _, m := range moats {
+		if n := perPID[m.cmd.Process.Pid]; n != calls {
+			t.Errorf("moat %d has %d ok tool_call records, want %d", m.cmd.Process.Pid, n, calls)
+		}
+	}
+	if len(perPID) != 3 {
+		t.Errorf("ok tool_call records by pid: %v; want the two moats and moat call", perPID)
+	}
+	verify := exec.Command(testutil.BuildMoat(t), "audit", "verify", logPath)
 	verify.Env = env
 	if out, err := verify.CombinedOutput(); err != nil {
 		t.Fatalf("moat audit verify: %v\n%s", err, out)

@@ -85,8 +85,6 @@ func DefaultPath() (string, error) {
 
 // Log is the process's audit log.
 type Log struct {
-	path      string
-	stop      chan struct{}
 	onFailure audit.FailureMode
 	log       *slog.Logger
 	pid       int
@@ -96,9 +94,8 @@ type Log struct {
 	w       *audit.Writer
 	openErr error
 
-	healthy   atomic.Bool
-	warned    sync.Once
-	closeOnce sync.Once
+	healthy atomic.Bool
+	warned  sync.Once
 }
 
 // Open starts opening the log in the background: keys come from keys (which
@@ -106,7 +103,7 @@ type Log struct {
 // records (the server's start). Records written meanwhile wait, and come
 // after those.
 func Open(opts audit.Options, keys func() (audit.Keys, error), log *slog.Logger, first ...*audit.Record) *Log {
-	l := &Log{path: opts.Path, stop: make(chan struct{}), onFailure: opts.OnFailure, log: log, pid: os.Getpid(), user: userName(), ready: make(chan struct{})}
+	l := &Log{onFailure: opts.OnFailure, log: log, pid: os.Getpid(), user: userName(), ready: make(chan struct{})}
 	l.healthy.Store(true)
 	go func() {
 		defer close(l.ready)
@@ -127,16 +124,29 @@ func Open(opts audit.Options, keys func() (audit.Keys, error), log *slog.Logger,
 			l.openErr = err
 			l.healthy.Store(false)
 			l.log.Error("the audit log cannot be opened", "err", err)
-			return
 		}
-		// Events moat's commands left while no log was open to them.
-		go func() {
-			<-l.ready
-			l.ingest(context.Background())
-			l.ingestLoop()
-		}()
 	}()
 	return l
+}
+
+// RecordCommand records one event of a moat command (secret set, pins
+// approve, auth login, …). Serving moats may hold the same log: writers take
+// turns, so the event joins the one chain.
+func RecordCommand(ctx context.Context, opts audit.Options, keys func() (audit.Keys, error), r *audit.Record) error {
+	k, err := keys()
+	if err != nil {
+		return fmt.Errorf("audit log keys: %w", err)
+	}
+	w, err := audit.Open(opts, k)
+	if err != nil {
+		return err
+	}
+	r.PID, r.User = os.Getpid(), userName()
+	if werr := w.Write(ctx, r); werr != nil {
+		w.Close()
+		return werr
+	}
+	return w.Close()
 }
 
 func userName() string {
@@ -193,7 +203,6 @@ func (l *Log) Event(ctx context.Context, event string, detail map[string]string)
 // Close writes the final signed checkpoint.
 func (l *Log) Close() error {
 	<-l.ready
-	l.closeOnce.Do(func() { close(l.stop) })
 	if l.w == nil {
 		return nil
 	}

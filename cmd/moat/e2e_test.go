@@ -473,20 +473,24 @@ func TestAuditLogOfASession(t *testing.T) {
 // TestNoAuditLogNoCalls: without a keychain or passphrase the audit log
 // cannot be opened, so calls are refused, and the reason says what to do.
 func TestNoAuditLogNoCalls(t *testing.T) {
-	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test", "-record", filepath.Join(t.TempDir(), "calls"))})
-	cmd := exec.Command(testutil.BuildMoat(t), cfg)
-	cmd.Env = append(testutil.MoatEnv(t), "MOAT_PASSPHRASE=")
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(context.Background(), &mcp.CommandTransport{Command: cmd}, nil)
-	if err != nil {
+	calls := filepath.Join(t.TempDir(), "calls")
+	logDir := filepath.Join(t.TempDir(), "shared")
+	if err := os.Mkdir(logDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	defer cs.Close()
-	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "x"}}})
-	if err != nil {
-		t.Fatal(err)
+	os.Chmod(logDir, 0o777) // another user could replace the log: Moat refuses it
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test", "-record", calls)},
+		map[string]any{"audit": map[string]any{"path": filepath.Join(logDir, "audit.jsonl")}})
+	m := startMoat(t, cfg)
+	res := m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "x"}})
+	text := resultText(res)
+	// What the model reads, and passes on: the real cause and its fix, never
+	// "switch the audit log off".
+	if !res.IsError || !strings.Contains(text, "audit log cannot be written") || !strings.Contains(text, "chmod 700 "+logDir) || strings.Contains(text, "on_failure") {
+		t.Fatalf("call without an audit log: isError=%v %q; want the cause and its chmod, and no on_failure", res.IsError, text)
 	}
-	if !res.IsError || !strings.Contains(resultText(res), "audit log cannot be written") {
-		t.Fatalf("call without an audit log: isError=%v %q", res.IsError, resultText(res))
+	if data, _ := os.ReadFile(calls); len(data) > 0 {
+		t.Fatalf("the call reached the server although it could not be recorded: %s", data)
 	}
 }
 

@@ -45,16 +45,24 @@ func (l *Log) Layer() guard.Layer {
 	}
 }
 
+// unavailable is the refusal when a call cannot be recorded. The user reads
+// it in the chat, so it names the real cause and its fix (a chmod, free
+// space, a passphrase), bounded; it never suggests switching the log off.
 func unavailable(err error) *guard.Denial {
-	reason := "the audit log cannot be written, so Moat does not run calls or return their results; fix the log (disk space, permissions, keychain) or set audit.on_failure to continue in the config"
-	// A cause that says how to fix it (a chmod, a passphrase) is worth
-	// showing: the user reads this in the chat.
+	cause := err.Error()
 	var h interface{ Hints() []string }
 	if errors.As(err, &h) && len(h.Hints()) > 0 {
-		reason += "; " + strings.Join(h.Hints(), "; ")
+		cause += "; to fix it: " + strings.Join(h.Hints(), "; ")
 	}
+	if len(cause) > maxCause {
+		cause = strings.ToValidUTF8(cause[:maxCause], "") + "…"
+	}
+	reason := "the audit log cannot be written, so Moat runs no call it cannot record: " + cause + " (`moat doctor` checks the whole setup)"
 	return &guard.Denial{Layer: "audit", Rule: "unavailable", Reason: reason, Cause: err}
 }
+
+// maxCause bounds the cause shown in a refusal.
+const maxCause = 1000
 
 var eventOf = map[guard.Kind]string{
 	guard.KindTool:     "tool_call",

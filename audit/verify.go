@@ -32,6 +32,10 @@ var (
 	// a still-running writer, or a cut would leave; they prove no tampering
 	// of the sealed part.
 	ErrUnsealed = errors.New("audit: end of log is not sealed by a checkpoint")
+	// ErrWrongKey is wrapped by a [Problem] when nothing in the log verifies
+	// with the keys given: most likely other keys (another secret store, a
+	// wrong public key file); it proves nothing about the log either way.
+	ErrWrongKey = errors.New("audit: the log does not verify with these keys at all")
 )
 
 // Kind says what broke at a [Problem].
@@ -44,12 +48,13 @@ const (
 	KindInserted     Kind = "inserted"      // a record that does not belong here (forged or duplicated)
 	KindReordered    Kind = "reordered"     // records are out of order
 	KindBadSignature Kind = "bad-signature" // a checkpoint's Ed25519 signature does not verify
+	KindWrongKey     Kind = "wrong-key"     // nothing in the log verifies with the keys given: other keys, or a wholly replaced log
 	KindTornTail     Kind = "torn-tail"     // the last line is incomplete (crash mid-write, or cut mid-line)
 	KindUnsealed     Kind = "unsealed"      // records after the last checkpoint (crash, live writer, or cut)
 )
 
-// A Problem is the first thing wrong with a log. It wraps [ErrTampered] or
-// [ErrUnsealed] (see [errors.Is]).
+// A Problem is the first thing wrong with a log. It wraps [ErrTampered],
+// [ErrUnsealed] or [ErrWrongKey] (see [errors.Is]).
 type Problem struct {
 	Kind Kind
 	File string // "" for Verify on a reader
@@ -66,10 +71,14 @@ func (p *Problem) Error() string {
 	return fmt.Sprintf("audit: %s (seq %d): %s: %s", where, p.Seq, p.Kind, p.Msg)
 }
 
-// Is makes errors.Is(p, ErrTampered) and errors.Is(p, ErrUnsealed) work.
+// Is makes errors.Is(p, ErrTampered), errors.Is(p, ErrUnsealed) and
+// errors.Is(p, ErrWrongKey) work.
 func (p *Problem) Is(target error) bool {
-	if p.Kind == KindTornTail || p.Kind == KindUnsealed {
+	switch p.Kind {
+	case KindTornTail, KindUnsealed:
 		return target == ErrUnsealed
+	case KindWrongKey:
+		return target == ErrWrongKey
 	}
 	return target == ErrTampered
 }
@@ -200,9 +209,37 @@ func (v *verifier) parseLine(line []byte) (*parsed, string) {
 		return nil, "prev is not 64 hex digits"
 	}
 	if v.mac != nil && !hmac.Equal(chainMAC(v.mac, prev, body), h) {
-		return nil, "HMAC does not match the record's bytes"
+		return nil, whyBadMAC
 	}
 	return p, ""
+}
+
+const whyBadMAC = "HMAC does not match the record's bytes"
+
+// anyAuthentic reports whether any of lines proves the keys right: a record
+// whose HMAC verifies (unless sigOnly), or a checkpoint whose signature
+// verifies. When none does, the keys are wrong (or everything was
+// replaced), which is other news than an edit.
+func (v *verifier) anyAuthentic(lines [][]byte, sigOnly bool) bool {
+	bare := &verifier{pub: v.pub}
+	for _, raw := range lines {
+		line := bytes.TrimSuffix(raw, []byte("\n"))
+		if !sigOnly && v.mac != nil {
+			if p, _ := v.parseLine(line); p != nil {
+				return true
+			}
+		}
+		p, _ := bare.parseLine(line)
+		if p == nil || p.rec.Event != EventCheckpoint {
+			continue
+		}
+		unsigned, sigB64, ok := splitMember(p.body, "sig")
+		sig, err := base64.StdEncoding.Strict().DecodeString(sigB64)
+		if ok && err == nil && ed25519.Verify(v.pub, append([]byte(sigContext), unsigned...), sig) {
+			return true
+		}
+	}
+	return false
 }
 
 // chainMAC is HMAC-SHA256(key, prev || body), prev being 32 zero bytes for
@@ -238,6 +275,9 @@ func (v *verifier) feed(file string, data []byte) bool {
 		line := raw[:len(raw)-1]
 		p, why := v.parseLine(line)
 		want := v.seq + 1
+		if p == nil && v.mac != nil && v.rep.Records == 0 && why == whyBadMAC && !v.anyAuthentic(lines, false) {
+			return v.fail(KindWrongKey, file, n, want, "no record and no checkpoint verifies with these keys: the log was written with other keys (another secret store), or replaced as a whole")
+		}
 		if p == nil {
 			if i+1 < len(lines) && v.fits(lines[i+1], want) {
 				return v.fail(KindInserted, file, n, want, "this line does not belong to the chain (%s); the next line continues it", why)
@@ -252,6 +292,10 @@ func (v *verifier) feed(file string, data []byte) bool {
 		}
 		if p.rec.Event == EventCheckpoint {
 			if !v.checkpoint(file, n, p) {
+				// Without the MAC key nothing else vouches for the keys.
+				if v.rep.Problem.Kind == KindBadSignature && v.mac == nil && v.rep.Checkpoints == 0 && !v.anyAuthentic(lines[i+1:], true) {
+					return v.fail(KindWrongKey, file, n, p.rec.Seq, "no checkpoint verifies with this public key: the log was signed with another key (a wrong public key file, another secret store), or every checkpoint was replaced")
+				}
 				return false
 			}
 		} else {

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"math/rand/v2"
 	"os"
@@ -211,35 +212,49 @@ func contains(s []int, v int) bool {
 	return false
 }
 
-func TestVerifyWrongPublicKeyIsBadSignature(t *testing.T) {
+// TestVerifyWrongKeysAreNotTampering: keys that verify nothing in the log
+// (an auditor's wrong --pubkey file, a shell whose secret store is not the
+// one the writing moat used) are reported as such, not as tampering; with
+// the right MAC key a bad signature is tampering again.
+func TestVerifyWrongKeysAreNotTampering(t *testing.T) {
 	k := testKeys(1)
 	o := Options{Path: logPath(t), Fsync: FsyncOff}
 	w := mustOpen(t, o, k)
 	writeRecords(t, w, rand.New(rand.NewPCG(1, 2)), 3)
 	w.Close()
-	for _, mac := range [][]byte{k.MAC, nil} {
+	for _, tt := range []struct {
+		name     string
+		mac      []byte
+		pub      ed25519.PublicKey
+		kind     Kind
+		line     int
+		sentinel error
+	}{
+		{"wrong public key only", nil, pub(testKeys(9)), KindWrongKey, 4, ErrWrongKey},
+		{"wrong MAC and public key", testKeys(9).MAC, pub(testKeys(9)), KindWrongKey, 1, ErrWrongKey},
+		{"right MAC key, wrong public key", k.MAC, pub(testKeys(9)), KindBadSignature, 4, ErrTampered},
+		{"wrong MAC key, right public key", testKeys(9).MAC, pub(k), KindEdited, 1, ErrTampered},
+	} {
 		f, _ := os.Open(o.Path)
-		_, err := Verify(f, mac, pub(testKeys(9)))
+		_, err := Verify(f, tt.mac, tt.pub)
 		f.Close()
 		var p *Problem
-		if !errors.As(err, &p) || p.Kind != KindBadSignature || p.Line != 4 {
-			t.Errorf("Verify with another public key (mac %v) = %v, want bad-signature at line 4", mac != nil, err)
+		if !errors.As(err, &p) || p.Kind != tt.kind || p.Line != tt.line || !errors.Is(err, tt.sentinel) {
+			t.Errorf("%s: Verify = %v, want %s at line %d wrapping %v", tt.name, err, tt.kind, tt.line, tt.sentinel)
 		}
 	}
-}
-
-func TestVerifyWrongMACKeyIsEdited(t *testing.T) {
-	k := testKeys(1)
-	o := Options{Path: logPath(t), Fsync: FsyncOff}
-	w := mustOpen(t, o, k)
-	writeRecords(t, w, rand.New(rand.NewPCG(1, 2)), 3)
+	// An edit of the only record, with the right keys, stays an edit: the
+	// checkpoint's signature vouches for the keys.
+	o.Path = logPath(t)
+	w = mustOpen(t, o, k)
+	writeRecords(t, w, rand.New(rand.NewPCG(1, 2)), 1)
 	w.Close()
-	f, _ := os.Open(o.Path)
-	defer f.Close()
-	_, err := Verify(f, testKeys(9).MAC, pub(k))
+	lines := readLines(t, o.Path)
+	lines[0] = bytes.Replace(lines[0], []byte(`"group":"files"`), []byte(`"group":"filez"`), 1)
+	_, err := Verify(bytes.NewReader(bytes.Join(lines, nil)), k.MAC, pub(k))
 	var p *Problem
 	if !errors.As(err, &p) || p.Kind != KindEdited || p.Line != 1 {
-		t.Errorf("Verify with another MAC key = %v, want edited at line 1", err)
+		t.Errorf("Verify after editing the only record = %v, want edited at line 1", err)
 	}
 }
 

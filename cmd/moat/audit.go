@@ -166,6 +166,10 @@ func auditCommand(ctx context.Context, args []string, keys func(ctx context.Cont
 		fmt.Fprintf(stderr, "moat: warning: %v\n", err)
 	case errors.As(err, &prob) && errors.Is(err, audit.ErrUnsealed):
 		return fail(err, "if moat is still running or was killed, this is expected: use --allow-unsealed, or verify again after moat exits")
+	case errors.Is(err, audit.ErrWrongKey) && pubFile != "":
+		return fail(err, "this says nothing about the log: "+pubFile+" is not the key it was signed with; use the line `moat audit pubkey` printed on the machine (and as the user) that wrote the log")
+	case errors.Is(err, audit.ErrWrongKey):
+		return fail(err, "this says nothing about the log: the keys in this shell's secret store are not the ones that wrote it. Verify where the writing moat runs (same user, HOME, XDG_DATA_HOME and MOAT_PASSPHRASE), or here with --pubkey FILE holding the line `moat audit pubkey` prints there")
 	case errors.As(err, &prob):
 		return fail(err, "the log was changed after it was written; keep these files as evidence")
 	default:

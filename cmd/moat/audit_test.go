@@ -60,6 +60,18 @@ func TestAuditCommand(t *testing.T) {
 	pubFile := filepath.Join(t.TempDir(), "pub.txt")
 	_, pubOut, _ := runAudit(t, nil, "pubkey")
 	os.WriteFile(pubFile, []byte(pubOut), 0o600)
+	// A log another secret store's keys wrote, and a public key file that
+	// is not the log's: neither is tampering.
+	otherLog := filepath.Join(t.TempDir(), "other.jsonl")
+	other := audit.Keys{MAC: bytes.Repeat([]byte{1}, 32), Signer: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{2}, ed25519.SeedSize))}
+	w, err := audit.Open(audit.Options{Path: otherLog, Fsync: audit.FsyncOff}, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(context.Background(), &audit.Record{Event: "tool_call", Group: "files", Tool: "read_file"})
+	w.Close()
+	otherPub := filepath.Join(t.TempDir(), "other-pub.txt")
+	os.WriteFile(otherPub, []byte(audit.FormatPublicKey(other.Signer.Public().(ed25519.PublicKey))), 0o600)
 
 	for _, tt := range []struct {
 		name       string
@@ -75,6 +87,8 @@ func TestAuditCommand(t *testing.T) {
 		{"auditor needs no keychain", []string{"verify", "--pubkey", pubFile, sealed}, errors.New("no keychain"), 0, "audit log OK", ""},
 		{"tampered", []string{"verify", tampered}, nil, 1, "", "tampered.jsonl:1 (seq 1): edited"},
 		{"tampered, public key", []string{"verify", "--pubkey", pubFile, tampered}, nil, 1, "", "edited"},
+		{"other keys in the store", []string{"verify", otherLog}, nil, 1, "", "this says nothing about the log: the keys in this shell's secret store"},
+		{"wrong public key file", []string{"verify", "--pubkey", otherPub, sealed}, nil, 1, "", "this says nothing about the log: " + otherPub + " is not the key"},
 		{"keychain unavailable", []string{"verify", sealed}, errors.New("keychain locked"), 1, "", "--pubkey FILE"},
 		{"unsealed", []string{"verify", writeAuditLog(t, 3, false)}, nil, 1, "", "--allow-unsealed"},
 		{"unsealed allowed", []string{"verify", "--allow-unsealed", writeAuditLog(t, 3, false)}, nil, 0, "audit log OK: 3 records", "warning"},

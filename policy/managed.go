@@ -63,7 +63,7 @@ func ParseManaged(data []byte) (*ManagedPolicy, error) {
 				m.Servers[name] = ps.policy(pointer("/servers", name), sv, false)
 			}
 		default:
-			ps.add(pointer("", k), `unknown key %q; a managed policy has "defaults" and "servers"`, k)
+			ps.unknownKey(pointer("", k), k, " in a managed policy", []string{"defaults", "servers"})
 		}
 	}
 	if len(ps.problems) > 0 {

@@ -92,7 +92,7 @@ func (w *walker) resolve(abs string) (string, fs.FileInfo, error) {
 		if shared {
 			if uid := owner(fi); uid != w.uid && uid != 0 {
 				return "", nil, &Error{Target: w.target, Path: next,
-					Reason: fmt.Sprintf("is owned by %s in %s, a directory other users can write", userName(uid), cur),
+					Reason: fmt.Sprintf("is owned by %s in %s, a directory other users can write", who(uid), cur),
 					Fix:    fmt.Sprintf("mv %s %s.untrusted, then create it again yourself", next, next)}
 			}
 		}
@@ -138,7 +138,7 @@ func (w *walker) checkDir(dir string, fi fs.FileInfo) (shared bool, err error) {
 	uid := owner(fi)
 	if uid != w.uid && uid != 0 {
 		return false, &Error{Target: w.target, Path: dir,
-			Reason: fmt.Sprintf("is owned by %s, who could replace anything in it", userName(uid)),
+			Reason: fmt.Sprintf("is owned by %s, who could replace anything in it", who(uid)),
 			Fix:    fmt.Sprintf("sudo chown %s %s (or move %s to a directory of yours)", userName(w.uid), dir, w.target)}
 	}
 	perm := fi.Mode().Perm()
@@ -167,7 +167,7 @@ func (w *walker) checkFinal(path string, fi fs.FileInfo, k Kind) error {
 		}
 		if uid != w.uid {
 			return &Error{Target: w.target, Path: path,
-				Reason: fmt.Sprintf("is owned by %s, not by you (%s)", userName(uid), userName(w.uid)),
+				Reason: fmt.Sprintf("is owned by %s, not by you (%s)", who(uid), userName(w.uid)),
 				Fix:    fmt.Sprintf("sudo chown %s %s", userName(w.uid), path)}
 		}
 		if perm&0o077 != 0 {
@@ -179,7 +179,7 @@ func (w *walker) checkFinal(path string, fi fs.FileInfo, k Kind) error {
 	}
 	if uid != w.uid && uid != 0 {
 		return &Error{Target: w.target, Path: path,
-			Reason: fmt.Sprintf("is owned by %s, not by you or root, and its owner can change it", userName(uid)),
+			Reason: fmt.Sprintf("is owned by %s, not by you or root, and its owner can change it", who(uid)),
 			Fix:    fmt.Sprintf("sudo chown %s %s (if you trust its content)", userName(w.uid), path)}
 	}
 	if perm&0o022 == 0 || perm&0o002 == 0 && w.privateGroup(group(fi)) {
@@ -218,6 +218,15 @@ func group(fi fs.FileInfo) uint32 {
 	return ^uint32(0)
 }
 
+// who names a user for a message: "nobody (uid 65534)".
+func who(uid uint32) string {
+	if name := userName(uid); !strings.HasPrefix(name, "uid ") {
+		return fmt.Sprintf("%s (uid %d)", name, uid)
+	}
+	return fmt.Sprintf("uid %d", uid)
+}
+
+// userName is uid's login name, for a command, or "uid N" when unknown.
 func userName(uid uint32) string {
 	s := strconv.FormatUint(uint64(uid), 10)
 	if u, err := user.LookupId(s); err == nil {

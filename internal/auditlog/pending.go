@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/safepath"
 )
 
 // Events of moat's own commands (secret set, pins approve, auth login, …)
@@ -32,7 +33,7 @@ func RecordCommand(ctx context.Context, opts audit.Options, keys func() (audit.K
 	if err != nil {
 		return fmt.Errorf("audit log keys: %w", err)
 	}
-	w, err := audit.Open(opts, k)
+	w, err := openLog(opts, k)
 	if errors.Is(err, syscall.EWOULDBLOCK) {
 		return spool(opts.Path, r)
 	}
@@ -95,20 +96,27 @@ func checkPrivate(path string, dir bool) error {
 	if err != nil {
 		return err
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	switch {
-	case dir && !fi.IsDir(), !dir && !fi.Mode().IsRegular():
+	if dir && !fi.IsDir() || !dir && !fi.Mode().IsRegular() {
 		return fmt.Errorf("audit: %s is not a plain %s", path, map[bool]string{true: "directory", false: "file"}[dir])
-	case !ok || int(st.Uid) != os.Getuid():
-		return fmt.Errorf("audit: %s is not yours", path)
-	case fi.Mode().Perm()&0o077 != 0:
-		mode := "600"
-		if dir {
-			mode = "700"
-		}
-		return fmt.Errorf("audit: %s can be used by other users; run: chmod %s %s", path, mode, path)
+	}
+	if err := safepath.CheckInfo(path, fi, safepath.Private); err != nil {
+		return fmt.Errorf("audit: %w", err)
 	}
 	return nil
+}
+
+// openLog is audit.Open after checking the log's directory and every
+// directory above it (package safepath): whoever can change one of them
+// can replace the log. audit.Open checks the directory and file themselves.
+func openLog(opts audit.Options, k audit.Keys) (*audit.Writer, error) {
+	dir := filepath.Dir(opts.Path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("audit: creating log directory: %w", err)
+	}
+	if err := safepath.Check(dir, safepath.Trusted); err != nil {
+		return nil, fmt.Errorf("audit: log %s: %w", opts.Path, err)
+	}
+	return audit.Open(opts, k)
 }
 
 // ingest takes pending events into the log, oldest first, and removes them.

@@ -1,11 +1,6 @@
 package policy
 
 import (
-	"errors"
-	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -15,7 +10,6 @@ import (
 const (
 	DefaultManagedPath = "/etc/moat/policy.json"
 	ManagedPolicyEnv   = "MOAT_MANAGED_POLICY"
-	maxManagedSize     = 4 << 20
 )
 
 // A ManagedPolicy is the administrator's policy file: defaults for every
@@ -63,61 +57,12 @@ func ParseManaged(data []byte) (*ManagedPolicy, error) {
 				m.Servers[name] = ps.policy(pointer("/servers", name), sv, false)
 			}
 		default:
-			ps.add(pointer("", k), `unknown key %q; a managed policy has "defaults" and "servers"`, k)
+			ps.unknownKey(pointer("", k), k, " in a managed policy", []string{"defaults", "servers"})
 		}
 	}
 	if len(ps.problems) > 0 {
 		slices.SortFunc(ps.problems, func(a, b Problem) int { return strings.Compare(a.Path, b.Path) })
 		return nil, &Error{Problems: ps.problems}
-	}
-	return m, nil
-}
-
-// LoadManaged reads and parses the managed policy file at path. It fails
-// closed: a file that cannot be read, is writable by group or others, is
-// owned by someone other than root or the current user, sits in such a
-// directory, or does not parse, is an error (saying how to fix it), never
-// an empty policy. A missing file is an error wrapping fs.ErrNotExist: the
-// caller decides whether that is fine (the default path on a host without
-// managed policy) or not (a path named by MOAT_MANAGED_POLICY).
-func LoadManaged(path string) (*ManagedPolicy, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("policy: managed policy %s: %w", path, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("policy: managed policy %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("policy: managed policy %s is not a regular file", path)
-	}
-	if err := safeFile(path, fi); err != nil {
-		return nil, err
-	}
-	dir := filepath.Dir(path)
-	di, err := os.Stat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("policy: managed policy directory %s: %w", dir, err)
-	}
-	if err := safeFile(dir, di); err != nil {
-		return nil, err
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxManagedSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("policy: reading managed policy %s: %w", path, err)
-	}
-	if len(data) > maxManagedSize {
-		return nil, fmt.Errorf("policy: managed policy %s is larger than %d bytes; Moat refuses it", path, maxManagedSize)
-	}
-	m, err := ParseManaged(data)
-	if err != nil {
-		var pe *Error
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("managed policy %s (Moat refuses to run with part of it; ask the administrator to fix it): %w", path, err)
-		}
-		return nil, err
 	}
 	return m, nil
 }

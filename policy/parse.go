@@ -29,6 +29,8 @@ const (
 type Problem struct {
 	Path string // JSON pointer, e.g. "/tools/search_files/rate"
 	Msg  string
+	Hint string // how to fix it, e.g. `did you mean "deny"?`; may be empty
+	Key  bool   // the problem is the key at Path (unknown), not its value
 }
 
 // Error lists every problem found in a policy. A policy with any problem is
@@ -46,6 +48,9 @@ func (e *Error) Error() string {
 			path = "/"
 		}
 		fmt.Fprintf(&b, "\n  at %s: %s", path, p.Msg)
+		if p.Hint != "" {
+			b.WriteString(": " + p.Hint)
+		}
 	}
 	return b.String()
 }
@@ -82,12 +87,85 @@ func (ps *parser) add(path, format string, a ...any) {
 	ps.problems = append(ps.problems, Problem{Path: path, Msg: fmt.Sprintf(format, a...)})
 }
 
+// unknownKey reports key at path as unknown among known, with the closest
+// known key as a hint.
+func (ps *parser) unknownKey(path, key, where string, known []string) {
+	msg := fmt.Sprintf("unknown key %q%s; known keys: %s", key, where, strings.Join(known, ", "))
+	ps.problems = append(ps.problems, Problem{Path: path, Msg: msg, Hint: didYouMean(key, known), Key: true})
+}
+
+// didYouMean proposes the known word the user probably meant, or "": one
+// differing only in case, the closest within a small edit distance
+// (a swap of two letters counts once), or the one word starts.
+func didYouMean(word string, known []string) string {
+	for _, k := range known {
+		if strings.EqualFold(k, word) {
+			return fmt.Sprintf("did you mean %q? (case matters)", k)
+		}
+	}
+	lower := strings.ToLower(word)
+	best, bestDist := "", 3
+	if len(word) <= 4 {
+		bestDist = 2
+	}
+	for _, k := range known {
+		if d := editDistance(lower, k); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best == "" && len(lower) >= 4 {
+		for _, k := range known {
+			if strings.HasPrefix(k, lower) {
+				best = k
+				break
+			}
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf("did you mean %q?", best)
+}
+
+// editDistance is the optimal string alignment distance between a and b
+// (Levenshtein plus adjacent transpositions), in bytes.
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 64
+	}
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
+}
+
 func pointer(base, key string) string {
 	key = strings.ReplaceAll(strings.ReplaceAll(key, "~", "~0"), "/", "~1")
 	return base + "/" + key
 }
 
-var settingKeys = []string{"rate", "burst", "max_concurrent", "max_args_bytes", "max_result_bytes", "timeout", "kill_on_timeout"}
+var (
+	settingKeys = []string{"rate", "burst", "max_concurrent", "max_args_bytes", "max_result_bytes", "timeout", "kill_on_timeout"}
+	policyKeys  = append([]string{"allow", "deny", "destructive", "read_only_only", "args", "tools", "global", "pin", "redact", "on_invalid_schema"}, settingKeys...)
+	argRuleKeys = []string{"prefix", "regex", "max_length"}
+)
 
 func (ps *parser) policy(at string, v any, allowGlobal bool) *Policy {
 	obj, ok := v.(map[string]any)
@@ -132,7 +210,7 @@ func (ps *parser) policy(at string, v any, allowGlobal bool) *Policy {
 			p.OnInvalidSchema = ps.enum(path, val, InvalidSchemaReject, InvalidSchemaPassthrough)
 		default:
 			if !slices.Contains(settingKeys, k) {
-				ps.add(path, "unknown key %q; known keys: allow, deny, destructive, read_only_only, args, tools, global, pin, redact, on_invalid_schema, %s", k, strings.Join(settingKeys, ", "))
+				ps.unknownKey(path, k, "", policyKeys)
 			}
 		}
 	}
@@ -148,7 +226,7 @@ func (ps *parser) settings(at string, v any, keys ...string) Settings {
 	}
 	for k := range obj {
 		if !slices.Contains(keys, k) {
-			ps.add(pointer(at, k), "unknown key %q here; known keys: %s", k, strings.Join(keys, ", "))
+			ps.unknownKey(pointer(at, k), k, " here", keys)
 		}
 	}
 	return ps.settingsOf(at, obj, keys...)
@@ -285,7 +363,7 @@ func (ps *parser) argRule(at string, v any) *ArgRule {
 		case "max_length":
 			r.MaxLength = ps.count(path, val)
 		default:
-			ps.add(path, "unknown key %q; known keys: prefix, regex, max_length", k)
+			ps.unknownKey(path, k, "", argRuleKeys)
 		}
 	}
 	if r.Prefix == nil && r.Regex == "" && r.MaxLength == 0 {
@@ -320,7 +398,11 @@ func (ps *parser) globs(at string, v any) []string {
 func (ps *parser) enum(at string, v any, values ...string) string {
 	s, ok := v.(string)
 	if !ok || !slices.Contains(values, s) {
-		ps.add(at, "must be one of %q, got %s", values, shown(v))
+		hint := ""
+		if ok {
+			hint = didYouMean(s, values)
+		}
+		ps.problems = append(ps.problems, Problem{Path: at, Msg: fmt.Sprintf("must be one of %q, got %s", values, shown(v)), Hint: hint})
 		return ""
 	}
 	return s

@@ -11,7 +11,7 @@
 //
 // A policy comes from the user's config ("defaults.policy" and each server's
 // "policy") and, on multi-user hosts, from a managed file that the user can
-// only tighten (see [LoadManaged], [Merge] and [Effective]). Every setting
+// only tighten (see [ParseManaged], [Merge] and [Effective]). Every setting
 // merges to the stricter of the two values, and the allow/deny/tier/argument
 // rules of every merged policy must all allow a call, so a merged policy is
 // never looser than any of its parts.
@@ -22,8 +22,10 @@
 // counters per tool, per group and globally, in process. It survives config
 // reloads: a limiter whose settings did not change keeps its state.
 //
-// The package imports nothing of Moat's internals and does no I/O except
-// reading a managed policy file in [LoadManaged].
+// The package imports nothing of Moat's internals and does no I/O: Moat's
+// config loader reads the managed policy file, after checking that no other
+// user can change it or any directory on its path, and parses it with
+// [ParseManaged].
 package policy
 
 import (

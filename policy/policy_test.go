@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/json"
+	"errors"
 	"os/exec"
 	"strings"
 	"testing"
@@ -84,6 +85,26 @@ func TestParseRejects(t *testing.T) {
 	}
 	if _, err := ParseServer([]byte(`{"global": {"rate": "1/s"}}`)); err == nil || !strings.Contains(err.Error(), "defaults.policy") {
 		t.Errorf("ParseServer with global = %v, want an error pointing to defaults.policy", err)
+	}
+}
+
+// A typo in a key or a value is refused with the word that was meant
+// (issue 20: "dney" and "destructiv" passed `moat config validate`).
+func TestParseSuggestsTheMeantWord(t *testing.T) {
+	for _, tt := range []struct{ in, path, hint string }{
+		{`{"destructive": "dney"}`, "/destructive", `did you mean "deny"?`},
+		{`{"destructiv": "deny"}`, "/destructiv", `did you mean "destructive"?`},
+		{`{"pin": "Strict"}`, "/pin", `did you mean "strict"? (case matters)`},
+		{`{"redact": "redcat"}`, "/redact", `did you mean "redact"?`},
+		{`{"on_invalid_schema": "pass"}`, "/on_invalid_schema", `did you mean "passthrough"?`},
+		{`{"tools": {"x": {"max_concurent": 1}}}`, "/tools/x/max_concurent", `did you mean "max_concurrent"?`},
+		{`{"args": {"x": {"p": {"prefix": ["/a"], "max_lenght": 9}}}}`, "/args/x/p/max_lenght", `did you mean "max_length"?`},
+	} {
+		_, err := Parse([]byte(tt.in))
+		var pe *Error
+		if !errors.As(err, &pe) || len(pe.Problems) != 1 || pe.Problems[0].Path != tt.path || pe.Problems[0].Hint != tt.hint {
+			t.Errorf("Parse(%s) = %#v, want one problem at %s with the hint %q", tt.in, err, tt.path, tt.hint)
+		}
 	}
 }
 

@@ -98,7 +98,11 @@ func managedPolicy() (*policy.ManagedPolicy, string, error) {
 			return nil, "", nil
 		}
 	}
-	m, err := policy.LoadManaged(path)
+	m, err := config.LoadManaged(path)
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		return nil, path, err // names the file, each problem's place and its fix
+	}
 	if err != nil {
 		return nil, path, fmt.Errorf("managed policy %s: %w", path, err)
 	}

@@ -109,7 +109,7 @@ func Open(opts audit.Options, keys func() (audit.Keys, error), log *slog.Logger,
 		defer close(l.ready)
 		k, err := keys()
 		if err == nil {
-			l.w, err = audit.Open(opts, k)
+			l.w, err = openLog(opts, k)
 		} else {
 			err = fmt.Errorf("audit log keys: %w", err)
 		}

@@ -202,3 +202,26 @@ func TestCancelledCallIsRecorded(t *testing.T) {
 	}
 	t.Fatal("the cancelled call has no record")
 }
+
+// The log's directory and every directory above it count: a log below a
+// directory another user can write is that user's to replace (issue 20,
+// item 5). Both ways in refuse it, naming the directory and the fix.
+func TestLogBelowAWritableDirectoryIsRefused(t *testing.T) {
+	parent := t.TempDir()
+	path := filepath.Join(parent, "state", "audit.jsonl")
+	if err := os.Chmod(parent, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	store := fileStore(t)
+	keys := func() (audit.Keys, error) { return Keys(context.Background(), store, true) }
+	err := RecordCommand(context.Background(), audit.Options{Path: path}, keys, &audit.Record{Event: "test"})
+	if err == nil || !strings.Contains(err.Error(), "directory "+parent) || !strings.Contains(err.Error(), "chmod go-w "+parent) {
+		t.Errorf("RecordCommand with the log below a 0777 directory = %v, want a refusal naming %s with the chmod fix", err, parent)
+	}
+	l := Open(audit.Options{Path: path, OnFailure: audit.FailDeny}, keys, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer l.Close()
+	<-l.ready
+	if l.openErr == nil || !strings.Contains(l.openErr.Error(), "chmod go-w "+parent) {
+		t.Errorf("Open with the log below a 0777 directory: %v, want a refusal with the chmod fix", l.openErr)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/moatmcp/moat/internal/safepath"
 )
 
 // maxFileSize bounds what Load reads; a real config is a few KiB.
@@ -72,9 +74,17 @@ func Load(path string, opts *LoadOptions) (*Config, error) {
 }
 
 // readSafely reads a regular file that only its owner (the current user or
-// root) can write. The checks run on the open file, so the file read is the
-// file checked.
+// root) can write, in directories only they can write (see package
+// safepath). The path is checked first, so no other user can swap the file
+// between the check and the open; the open file is checked again, so the
+// file read is the file checked.
 func readSafely(path string) ([]byte, error) {
+	if err := safepath.Check(path, safepath.Trusted); err != nil {
+		if p := unsafeProblem(err); p != nil {
+			return nil, &Error{File: path, Problems: []Problem{*p}}
+		}
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	// Stat first so a FIFO is refused before open blocks on it.
 	if fi, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -90,7 +100,7 @@ func readSafely(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if p := unsafeFile(path, fi); p != nil {
+	if p := unsafeProblem(safepath.CheckInfo(path, fi, safepath.Trusted)); p != nil {
 		return nil, &Error{File: path, Problems: []Problem{*p}}
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))

@@ -136,9 +136,9 @@ func TestSecretHeaders(t *testing.T) {
 
 func TestPolicyKeptRawAndExpanded(t *testing.T) {
 	cfg := mustParse(t, `{"defaults": {"policy": {"rate": "1/s"}}, "mcpServers": {"s": {"description": "d", "command": "x",
-		"policy": {"${KEY}": [1e3, -0.5, 0, true, false, null, "<${V}> & \"q\" \u00e9"], "nested": {"a": [[{}], []]}}}}}`,
+		"policy": {"deny": ["<${V}> & \"q\" \u00e9"], "max_args_bytes": 1000, "read_only_only": false, "allow": [], "args": {"t": {"${KEY}": {"max_length": 5}}}}}}}`,
 		map[string]string{"V": "v"})
-	want := `{"${KEY}":[1e3,-0.5,0,true,false,null,"<v> & \"q\" é"],"nested":{"a":[[{}],[]]}}`
+	want := `{"deny":["<v> & \"q\" é"],"max_args_bytes":1000,"read_only_only":false,"allow":[],"args":{"t":{"${KEY}":{"max_length":5}}}}`
 	if got := string(cfg.Servers["s"].Policy); got != want {
 		t.Errorf("Policy =\n %s\nwant\n %s", got, want)
 	}

@@ -3,14 +3,21 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
+
+	"github.com/moatmcp/moat/policy"
 )
 
 // policy reads a "policy" object and returns it re-encoded with ${VAR}
 // expanded in every string value (never in keys, which name tools and
-// settings). Its meaning is the policy package's business; here it only has
-// to be an object. It returns nil when m is nil or unusable.
+// settings). Its meaning is the policy package's business: the expanded
+// object is parsed by it here, so a typo fails `moat config validate` with
+// its line, and serve never meets a policy the loader let through. It
+// returns nil when m is nil or unusable.
 func (c *checker) policy(m *member, path, where string) json.RawMessage {
 	if m == nil {
 		return nil
@@ -23,7 +30,91 @@ func (c *checker) policy(m *member, path, where string) json.RawMessage {
 	if !c.encodeExpanded(&b, m.val, path, where) {
 		return nil
 	}
+	c.policyProblems(m.val, b.Bytes(), path, path == "/defaults/policy")
 	return json.RawMessage(b.Bytes())
+}
+
+// policyProblems parses the expanded policy with the policy package and
+// places each of its problems in the file: at the key when the key is
+// wrong, else at the value. A problem about a value that came from ${VAR}
+// does not quote it: error text never holds the environment's values.
+func (c *checker) policyProblems(n *node, expanded []byte, path string, allowGlobal bool) {
+	var err error
+	if allowGlobal {
+		_, err = policy.Parse(expanded)
+	} else {
+		_, err = policy.ParseServer(expanded)
+	}
+	var pe *policy.Error
+	if !errors.As(err, &pe) {
+		return
+	}
+	for _, p := range pe.Problems {
+		at, keyOff := locate(n, splitPointer(p.Path))
+		off := at.off
+		if p.Key && keyOff >= 0 {
+			off = keyOff
+		}
+		msg, hint := p.Msg, p.Hint
+		if !p.Key && hasExpansion(at) {
+			msg, hint = "not valid once ${...} is expanded (the value is not shown here)", "check the variable's value against `moat config schema`"
+		}
+		if hint == "" {
+			hint = "see the policy keys in `moat config schema`"
+		}
+		c.ps.add(path+p.Path, off, msg, hint)
+	}
+}
+
+// locate follows JSON pointer tokens from n. It returns the deepest node
+// found and, when the last token is a member of an object, its key's
+// offset (else -1).
+func locate(n *node, tokens []string) (*node, int) {
+	keyOff := -1
+	for _, tok := range tokens {
+		keyOff = -1
+		var next *node
+		switch n.kind {
+		case kindObject:
+			if m := n.get(tok); m != nil {
+				next, keyOff = m.val, m.keyOff
+			}
+		case kindArray:
+			if i, err := strconv.Atoi(tok); err == nil && i >= 0 && i < len(n.items) {
+				next = n.items[i]
+			}
+		}
+		if next == nil {
+			return n, -1
+		}
+		n = next
+	}
+	return n, keyOff
+}
+
+// splitPointer splits an RFC 6901 JSON pointer into its tokens.
+func splitPointer(p string) []string {
+	if p == "" {
+		return nil
+	}
+	tokens := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	for i, t := range tokens {
+		tokens[i] = strings.ReplaceAll(strings.ReplaceAll(t, "~1", "/"), "~0", "~")
+	}
+	return tokens
+}
+
+// hasExpansion reports whether any string in n holds a ${...} reference.
+func hasExpansion(n *node) bool {
+	switch n.kind {
+	case kindString:
+		return strings.Contains(n.str, "${")
+	case kindArray:
+		return slices.ContainsFunc(n.items, hasExpansion)
+	case kindObject:
+		return slices.ContainsFunc(n.members, func(m member) bool { return hasExpansion(m.val) })
+	}
+	return false
 }
 
 // encodeExpanded writes n as compact JSON, members in file order and

@@ -46,7 +46,7 @@ func TestFullConfig(t *testing.T) {
 			Enabled: true, Features: Features{Tools: true, Resources: true, Prompts: false},
 			Timeout: Timeouts{2 * time.Minute, 15 * time.Second, 500 * time.Millisecond},
 			Policy: json.RawMessage(`{"allow":["read_*","list_*"],"rate":"10/s","burst":20,"max_args_bytes":"256KiB","max_result_bytes":"24MiB",` +
-				`"args":{"read_file":{"path":{"prefix":["/home/u/project"],"max_length":4096}}},"note":"<b> & u","pin":null,"strict":true}`),
+				`"args":{"read_file":{"path":{"prefix":["/home/u/project"],"max_length":4096}}},"deny":["<b> & u"],"pin":"strict","destructive":"deny"}`),
 			SecretValues:    []string{"k-123"},
 			MaxMessageBytes: 48 << 20, // twice its policy's max_result_bytes
 		},

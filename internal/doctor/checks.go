@@ -18,6 +18,7 @@ import (
 	"github.com/moatmcp/moat/internal/auditlog"
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/importer"
+	"github.com/moatmcp/moat/internal/safepath"
 	"github.com/moatmcp/moat/internal/sandbox"
 	"github.com/moatmcp/moat/internal/secrets"
 )
@@ -27,9 +28,9 @@ import (
 // derivation and a stuck bus together.
 const storeTimeout = 20 * time.Second
 
-// checkConfigFile reports the config file's owner and mode: config.Load
-// refuses a file another user can change, and this says so on its own line
-// with the command that fixes it.
+// checkConfigFile reports whether another user could change the config:
+// the file or any directory on its path (package safepath, the check
+// config.Load makes), with the command that fixes it.
 func (d *run) checkConfigFile() {
 	c := Check{Section: SectionConfig, Name: "config.permissions"}
 	var st unix.Stat_t
@@ -39,16 +40,15 @@ func (d *run) checkConfigFile() {
 		d.add(c)
 		return
 	}
-	mode := st.Mode & 0o777
-	switch uid := uint32(os.Geteuid()); {
-	case st.Uid != uid && st.Uid != 0:
-		c.Status, c.Message = Fail, fmt.Sprintf("config file is owned by uid %d, not by you: Moat refuses to load it", st.Uid)
-		c.Fix = fmt.Sprintf("chown %d %s", uid, d.o.ConfigPath)
-	case mode&0o022 != 0:
-		c.Status, c.Message = Fail, fmt.Sprintf("config file mode %#o: other users can change it (and so run commands as you); Moat refuses to load it", mode)
-		c.Fix = "chmod go-w " + d.o.ConfigPath
+	var se *safepath.Error
+	switch err := safepath.Check(d.o.ConfigPath, safepath.Trusted); {
+	case errors.As(err, &se):
+		c.Status, c.Message = Fail, se.Msg()+" (and so run commands as you): Moat refuses to load it"
+		c.Fix = se.Fix
+	case err != nil:
+		c.Status, c.Message = Fail, fmt.Sprintf("cannot check the config file: %v", err)
 	default:
-		c.Status, c.Message = OK, fmt.Sprintf("config file mode %#o, owned by you: no other user can change it", mode)
+		c.Status, c.Message = OK, fmt.Sprintf("config file mode %#o, owned by you: no other user can change it", st.Mode&0o777)
 	}
 	d.add(c)
 }

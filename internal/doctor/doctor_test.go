@@ -139,7 +139,7 @@ func mustMkdir(t *testing.T, p string, m os.FileMode) {
 // the exact command to run.
 func TestFixesNameTheCommand(t *testing.T) {
 	f := newFixture(t, `{"mcpServers": {}}`)
-	mustChmod(t, f.cfg, 0o664)
+	mustChmod(t, f.cfg, 0o666) // 0664 is fine when the group is your private one (see safepath)
 	state := filepath.Join(f.dir, "state")
 	mustMkdir(t, state, 0o700)
 	if err := os.WriteFile(f.opts.AuditPath, nil, 0o644); err != nil {
@@ -157,6 +157,17 @@ func TestFixesNameTheCommand(t *testing.T) {
 	} {
 		if fixes[name] != want {
 			t.Errorf("fix of %s = %q, want %q", name, fixes[name], want)
+		}
+	}
+
+	// A 0600 config in a directory others can write is as open (issue 20).
+	mustChmod(t, f.cfg, 0o600)
+	dir := filepath.Dir(f.cfg)
+	mustChmod(t, dir, 0o777)
+	defer mustChmod(t, dir, 0o700)
+	for _, c := range Run(context.Background(), f.opts).Checks {
+		if c.Name == "config.permissions" && (c.Status != Fail || c.Fix != "chmod go-w "+dir) {
+			t.Errorf("config in a 0777 directory: %s %v, fix %q; want Fail with the fix %q", c.Name, c.Status, c.Fix, "chmod go-w "+dir)
 		}
 	}
 }

@@ -109,7 +109,7 @@ func Open(path string, key []byte) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("pin: creating the pin store directory: %w", err)
 	}
-	if err := checkPrivate(dir, 0o077, "700"); err != nil {
+	if err := checkPrivate(dir); err != nil {
 		return nil, err
 	}
 	s := &Store{path: path, key: slices.Clone(key), modes: map[string]string{}, hashes: map[string]map[*mcp.Tool]string{}}
@@ -162,7 +162,7 @@ func (s *Store) load() error {
 	if err != nil {
 		return fmt.Errorf("pin: opening the pin store: %w", err)
 	}
-	if err := checkPrivateInfo(s.path, fi, 0o077, "600"); err != nil {
+	if err := checkPrivateInfo(s.path, fi); err != nil {
 		return err
 	}
 	var buf bytes.Buffer

@@ -205,6 +205,16 @@ func TestStoreSurvivesRestartAndFailsClosedWhenTampered(t *testing.T) {
 	if _, err := Open(path, testKey); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("Open of a 0644 store = %v, want a refusal with the chmod fix", err)
 	}
+	// A directory above the store that another user can write lets that
+	// user swap the store (issue 20, item 5).
+	os.Chmod(path, 0o600)
+	parent := filepath.Dir(filepath.Dir(path))
+	os.Chmod(parent, 0o777)
+	if _, err := Open(path, testKey); err == nil || !strings.Contains(err.Error(), "directory "+parent) ||
+		!strings.Contains(err.Error(), "chmod go-w "+parent) {
+		t.Errorf("Open of a store below a 0777 directory = %v, want a refusal naming %s with the chmod fix", err, parent)
+	}
+	os.Chmod(parent, 0o700)
 	if err := Reset(path); err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,8 @@ import (
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/moatmcp/moat/internal/safepath"
 )
 
 // On-disk format, version 1. All integers are big-endian.
@@ -194,27 +196,33 @@ func checkDir(dir string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("secrets: %s is not a directory", dir)
 	}
-	return checkOwnerMode(dir, fi, "chmod 700 "+dir)
-}
-
-func checkOwnerMode(path string, fi fs.FileInfo, chmod string) error {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Errorf("secrets: cannot read the owner of %s", path)
+	if err := checkOwnerMode(dir, fi); err != nil {
+		return err
 	}
-	if uid := os.Geteuid(); int(st.Uid) != uid {
-		return &HintError{
-			Err:   fmt.Errorf("secrets: refusing %s: it is owned by uid %d, not by you (uid %d)", path, st.Uid, uid),
-			hints: []string{fmt.Sprintf("if it is yours, run: chown %d %s", uid, path)},
-		}
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return &HintError{
-			Err:   fmt.Errorf("secrets: refusing %s: its mode %04o lets group or others access it", path, perm),
-			hints: []string{"run: " + chmod + " (and consider rotating the secrets it held)"},
-		}
+	// No other user may swap the store by changing a directory above it.
+	if err := hinted(safepath.Check(dir, safepath.Private)); err != nil {
+		return err
 	}
 	return nil
+}
+
+// checkOwnerMode refuses a store file or directory that is not the user's
+// alone (see package safepath, Private).
+func checkOwnerMode(path string, fi fs.FileInfo) error {
+	return hinted(safepath.CheckInfo(path, fi, safepath.Private))
+}
+
+// hinted turns a safepath refusal into a HintError whose hint is the fix.
+func hinted(err error) error {
+	var se *safepath.Error
+	if !errors.As(err, &se) {
+		return err
+	}
+	hint := "run: " + se.Fix
+	if se.Path == se.Target {
+		hint += " (and consider rotating the secrets it held)"
+	}
+	return &HintError{Err: fmt.Errorf("secrets: refusing %s", se.Msg()), hints: []string{hint}}
 }
 
 // readFile reads a file of the store after checking the directory, that the
@@ -239,7 +247,7 @@ func (f *fileStore) readFile(name string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("secrets: refusing %s: it is not a regular file", path)
 	}
-	if err := checkOwnerMode(path, fi, "chmod 600 "+path); err != nil {
+	if err := checkOwnerMode(path, fi); err != nil {
 		return nil, err
 	}
 	b, err := io.ReadAll(io.LimitReader(fd, maxFileLen+1))

@@ -70,10 +70,12 @@ func TestFileRoundTrip(t *testing.T) {
 }
 
 func TestFileModesUnderHostileUmask(t *testing.T) {
+	// The temp dir first: made under umask 0 it would be 0777, which the
+	// store rightly refuses as a parent.
+	dir := filepath.Join(t.TempDir(), "a", "b", "secrets")
 	old := syscall.Umask(0)
 	defer syscall.Umask(old)
 
-	dir := filepath.Join(t.TempDir(), "a", "b", "secrets")
 	s := openFile(t, dir, "pw")
 	if err := s.Set(t.Context(), "tok", NewSecret("v")); err != nil {
 		t.Fatal(err)
@@ -383,8 +385,8 @@ func TestFileRefusesOtherOwner(t *testing.T) {
 	}
 	_, err := s.Get(t.Context(), "tok")
 	var he *HintError
-	if !errors.As(err, &he) || !strings.Contains(err.Error(), "owned by uid 65534") ||
-		!strings.Contains(strings.Join(he.hints, " "), "chown 0 "+p) {
+	if !errors.As(err, &he) || !strings.Contains(err.Error(), "uid 65534") ||
+		!strings.Contains(strings.Join(he.hints, " "), "chown root "+p) {
 		t.Errorf("Get of a file owned by another user = %v, want a refusal with a chown hint", err)
 	}
 }
@@ -400,6 +402,34 @@ func BenchmarkOpenDefaultKDF(b *testing.B) {
 	for b.Loop() {
 		if _, err := Open(b.Context(), opts); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// A store under a directory another user can write is that user's to swap,
+// whatever the store's own modes (issue 20, item 5): refused on open and
+// on every read, with the chmod that fixes the directory.
+func TestFileRefusesUnsafeParentDirectory(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "secrets")
+	s := openFile(t, dir, "pw")
+	if err := s.Set(t.Context(), "tok", NewSecret("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(parent, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for what, err := range map[string]error{
+		"Get": func() error { _, err := s.Get(t.Context(), "tok"); return err }(),
+		"Open": func() error {
+			_, err := Open(t.Context(), &Options{Backend: BackendFile, Dir: dir, Passphrase: func() ([]byte, error) { return []byte("pw"), nil }})
+			return err
+		}(),
+	} {
+		var he *HintError
+		if !errors.As(err, &he) || !strings.Contains(err.Error(), "directory "+parent) ||
+			!strings.Contains(strings.Join(he.hints, " "), "chmod go-w "+parent) {
+			t.Errorf("%s with the store's parent at 0777 = %v, want a refusal naming %s with the chmod fix", what, err, parent)
 		}
 	}
 }

@@ -49,10 +49,17 @@ type moatProc struct {
 
 func startMoat(t *testing.T, cfgPath string) *moatProc {
 	t.Helper()
+	return startMoatEnv(t, cfgPath, testutil.MoatEnv(t))
+}
+
+// startMoatEnv is startMoat in the environment env (see testutil.MoatEnv),
+// for a test that runs other moat commands on the same stores.
+func startMoatEnv(t *testing.T, cfgPath string, env []string) *moatProc {
+	t.Helper()
 	cmd := exec.Command(testutil.BuildMoat(t), cfgPath)
 	m := &moatProc{cmd: cmd, stderr: &testutil.SyncBuffer{}}
 	cmd.Stderr = m.stderr
-	cmd.Env = testutil.MoatEnv(t)
+	cmd.Env = env
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, &mcp.ClientOptions{

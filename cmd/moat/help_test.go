@@ -13,8 +13,14 @@ import (
 // moatCLI runs the real binary with args and no config in the environment.
 func moatCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return moatCLIEnv(t, append(testutil.MoatEnv(t), "MOAT_CONFIG=", "DYNAMIC_MCP_CONFIG="), args...)
+}
+
+// moatCLIEnv runs the real binary with args in the environment env.
+func moatCLIEnv(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command(testutil.BuildMoat(t), args...)
-	cmd.Env = append(testutil.MoatEnv(t), "MOAT_CONFIG=", "DYNAMIC_MCP_CONFIG=")
+	cmd.Env = env
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -167,6 +167,22 @@ func textOf(r *mcp.CallToolResult) string {
 
 // runPolicy is `moat policy check [CONFIG]`: every tool of every server,
 // with the effective policy's verdict and the rule that decides it.
+// callPolicy is pol as a call meets it: a call is bounded both by its
+// policy's timeout (the limits layer) and by the server's timeout.tools
+// (the upstream), so the shorter one is the timeout it really gets.
+func callPolicy(pol *policy.Policy, toolsTimeout time.Duration) *policy.Policy {
+	t := pol.Group.Timeout
+	if t == 0 {
+		t = policy.DefaultTimeout
+	}
+	if toolsTimeout <= 0 || toolsTimeout >= t {
+		return pol
+	}
+	shown := *pol
+	shown.Group.Timeout = toolsTimeout
+	return &shown
+}
+
 func runPolicy(ctx context.Context, args []string) int {
 	if len(args) == 0 || args[0] != "check" {
 		return usageError("usage: moat policy check [CONFIG]")
@@ -181,8 +197,8 @@ func runPolicy(ctx context.Context, args []string) int {
 		if !s.Enabled {
 			continue
 		}
-		pol := m.gs.policy(name)
-		fmt.Printf("== %s (pins: %s, redact: %s, on_invalid_schema: %s)\n", name, pol.PinMode(), pol.RedactMode(), pol.InvalidSchemaMode())
+		pol := callPolicy(m.gs.policy(name), s.Timeout.Tools)
+		fmt.Printf("== %s (pins: %s, redact: %s, on_invalid_schema: %s, timeout.tools: %s)\n", name, pol.PinMode(), pol.RedactMode(), pol.InvalidSchemaMode(), s.Timeout.Tools)
 		// get_dynamic_tools waits for the group to connect.
 		cctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 		cs.CallTool(cctx, &mcp.CallToolParams{Name: "get_dynamic_tools", Arguments: map[string]any{"group": name}})

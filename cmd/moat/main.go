@@ -85,6 +85,8 @@ func run(ctx context.Context, args []string) int {
 			return exitOK
 		case a == "-V" || a == "--version":
 			return runVersion(ctx, nil)
+		case a == "--config" || strings.HasPrefix(a, "--config="):
+			return runServe(ctx, args)
 		case strings.HasPrefix(a, "-"):
 			if f := importer.Closest(a, []string{"--help", "--version"}); f != "" {
 				return usageError("unknown flag %q; did you mean %q?", a, f)

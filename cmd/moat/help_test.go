@@ -50,9 +50,14 @@ func TestEveryCommandHasHelp(t *testing.T) {
 			if !strings.Contains(c.example, "moat "+c.name) {
 				t.Errorf("command %q: example %q does not show `moat %s`", c.name, c.example, c.name)
 			}
+			// Issue 20: `moat help NAME` showed one line; it is the
+			// command's full help, exactly what `moat NAME --help` shows.
 			out, stderr, code := moatCLI(t, "help", c.name)
-			if code != exitOK || !strings.Contains(out, c.summary) || !strings.Contains(out, c.example) {
-				t.Errorf("moat help %s: exit %d, stdout %q, stderr %q; want 0, the summary and the example", c.name, code, out, stderr)
+			if code != exitOK || !strings.HasPrefix(out, "usage:") || strings.Count(out, "\n") < 2 {
+				t.Errorf("moat help %s: exit %d, stdout %q, stderr %q; want 0 and the command's full usage", c.name, code, out, stderr)
+			}
+			if own, _, code := moatCLI(t, c.name, "--help"); code != exitOK || own != out {
+				t.Errorf("moat %s --help: exit %d, %q; want 0 and what moat help %s shows, %q", c.name, code, own, c.name, out)
 			}
 			if !strings.Contains(all, c.name) || !strings.Contains(all, c.example) {
 				t.Errorf("moat --help does not list %q with its example %q", c.name, c.example)

@@ -36,37 +36,76 @@ type command struct {
 	summary string
 	example string
 	run     func(ctx context.Context, args []string) int
+	// usage is the full help of a command whose run does not print its own
+	// on --help; `moat help NAME` and `moat NAME --help` show the same.
+	usage string
 }
+
+// Full help of the commands that do not print their own.
+const (
+	serveUsage = `usage: moat [serve] [CONFIG | --config FILE]
+  runs the proxy on stdio: an MCP client starts it as one server, and it
+  fronts every server of the config behind get_dynamic_tools and
+  call_dynamic_tool; it reloads the config when the file changes
+  CONFIG defaults to $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG
+exit status: 0 ok, 1 runtime failure, 2 usage or config error`
+	configUsage = `usage:
+  moat config validate [CONFIG | --config FILE]   check a config: every problem, with its JSON path, line and column
+  moat config schema                              print the config's JSON Schema (config-schema.json)
+exit status: 0 ok, 2 usage or config error`
+	toolsUsage = `usage: moat tools [CONFIG] [GROUP]
+  lists what the model sees of each group (or one), as a table, through
+  the full guard: held, denied and failing tools show why
+  CONFIG (--config FILE, or a first argument ending in .json or .jsonc)
+  defaults to $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG
+exit status: 0 ok, 1 a group failed, 2 usage or config error`
+	callUsage = `usage: moat call [CONFIG] GROUP TOOL ['{"json": "arguments"}']
+  runs one tool call through the full guard (policy, pins, validation,
+  limits, redaction, audit) and prints the result as JSON, for debugging
+  CONFIG (--config FILE, or a first argument ending in .json or .jsonc)
+  defaults to $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG
+exit status: 0 ok, 1 the call failed, 2 usage or config error`
+	policyUsage = `usage: moat policy check [CONFIG | --config FILE]
+  explains the effective policy of every tool of every group: allowed or
+  denied and by which rule, argument constraints, sizes, the timeout a call
+  gets, rate and concurrency limits, pin and redaction modes
+  CONFIG defaults to $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG
+exit status: 0 ok, 2 usage or config error`
+	versionUsage = `usage: moat version
+  prints the version, commit and Go version (also: moat --version, -V)`
+	helpUsage = `usage: moat help [COMMAND]
+  shows the commands, or one command's full help (as moat COMMAND --help)`
+)
 
 func commands() []command {
 	return []command{
-		{"serve", "run the proxy on stdio (the default)", "moat serve ~/.config/moat/moat.json", runServe},
-		{"config", "check a config file, or print its JSON Schema", "moat config validate moat.json", runConfig},
+		{"serve", "run the proxy on stdio (the default)", "moat serve ~/.config/moat/moat.json", runServe, serveUsage},
+		{"config", "check a config file, or print its JSON Schema", "moat config validate moat.json", runConfig, configUsage},
 		{"import", "turn another AI tool's MCP config into a Moat config", "moat import cursor", func(ctx context.Context, args []string) int {
 			return importCommand(ctx, args, os.Stdin, os.Stdout, os.Stderr)
-		}},
+		}, ""},
 		{"secret", "store, remove and list secrets in the OS keychain", "moat secret set github-token", func(ctx context.Context, args []string) int {
 			return secretCommand(ctx, args, os.Stdin, os.Stdout, os.Stderr)
-		}},
+		}, ""},
 		{"auth", "log in to OAuth servers, see tokens, log out", "moat auth login github", func(ctx context.Context, args []string) int {
 			return authCommand(ctx, args, func() (string, error) {
 				p, _, err := config.ResolvePath("", os.LookupEnv)
 				return p, err
 			}, os.Stdout, os.Stderr)
-		}},
-		{"tools", "list what the model sees of each group (or one), as a table", "moat tools --config moat.json files", runTools},
-		{"call", "run one tool call through the full guard, for debugging", `moat call files read_file '{"path": "/tmp/x"}'`, runCall},
-		{"policy", "explain the effective policy of every tool", "moat policy check moat.json", runPolicy},
+		}, ""},
+		{"tools", "list what the model sees of each group (or one), as a table", "moat tools moat.json files", runTools, toolsUsage},
+		{"call", "run one tool call through the full guard, for debugging", `moat call files read_file '{"path": "/tmp/x"}'`, runCall, callUsage},
+		{"policy", "explain the effective policy of every tool", "moat policy check moat.json", runPolicy, policyUsage},
 		{"pins", "show and approve tools that changed since they were approved", "moat pins diff files", func(ctx context.Context, args []string) int {
 			return pinsCommand(ctx, args, os.Stdout, os.Stderr)
-		}},
+		}, ""},
 		{"audit", "verify, follow or export the key of the audit log", "moat audit verify", func(ctx context.Context, args []string) int {
 			return auditCommand(ctx, args, storedAuditKeys, os.Stdout, os.Stderr)
-		}},
-		{"doctor", "check that the setup is safe and working, with fixes", "moat doctor moat.json", runDoctor},
-		{"completion", "print a shell completion script (bash, zsh, fish)", "source <(moat completion bash)", runCompletion},
-		{"version", "print version, commit and Go version", "moat version", runVersion},
-		{"help", "show help for a command", "moat help secret", runHelp},
+		}, ""},
+		{"doctor", "check that the setup is safe and working, with fixes", "moat doctor moat.json", runDoctor, ""},
+		{"completion", "print a shell completion script (bash, zsh, fish)", "source <(moat completion bash)", runCompletion, ""},
+		{"version", "print version, commit and Go version", "moat version", runVersion, versionUsage},
+		{"help", "show help for a command", "moat help secret", runHelp, helpUsage},
 	}
 }
 
@@ -95,6 +134,10 @@ func run(ctx context.Context, args []string) int {
 		}
 		for _, c := range commands() {
 			if c.name == args[0] {
+				if c.usage != "" && wantsHelp(args[1:]) {
+					fmt.Println(c.usage)
+					return exitOK
+				}
 				return c.run(ctx, args[1:])
 			}
 		}
@@ -149,15 +192,36 @@ func runVersion(context.Context, []string) int {
 	return exitOK
 }
 
-func runHelp(_ context.Context, args []string) int {
+// wantsHelp reports whether args ask for help: -h, --help or help among
+// them (before a "--").
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "--help", "-help":
+			return true
+		}
+	}
+	return false
+}
+
+func runHelp(ctx context.Context, args []string) int {
 	if len(args) == 0 {
 		usage(os.Stdout)
 		return exitOK
 	}
+	if wantsHelp(args) {
+		fmt.Println(helpUsage)
+		return exitOK
+	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			fmt.Printf("moat %s: %s\n\nExample:\n  %s\n", c.name, c.summary, c.example)
-			return exitOK
+			if c.usage != "" {
+				fmt.Println(c.usage)
+				return exitOK
+			}
+			return c.run(ctx, []string{"--help"})
 		}
 	}
 	if s := suggest(args[0]); s != "" {

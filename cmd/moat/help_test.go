@@ -2,7 +2,10 @@ package main
 
 import (
 	"errors"
+	"io/fs"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -95,5 +98,50 @@ func TestVersion(t *testing.T) {
 	out, _, code := moatCLI(t, "version")
 	if code != exitOK || !regexp.MustCompile(`^moat \S+ \(commit \S+, go1\.\d+`).MatchString(out) {
 		t.Errorf("moat version: exit %d, %q; want version, commit and Go version", code, out)
+	}
+}
+
+// TestHelpListsTheEnvironment pins issue 20: --help listed only MOAT_LOG.
+// Every variable that Moat's own code reads by name (os.Getenv,
+// os.LookupEnv, or a "MOAT_…"/"XDG_…" name passed to a lookup function)
+// outside tests and test fixtures is listed with a line of its own.
+func TestHelpListsTheEnvironment(t *testing.T) {
+	out, _, code := moatCLI(t, "--help")
+	if code != exitOK {
+		t.Fatalf("moat --help: exit %d", code)
+	}
+	_, env, ok := strings.Cut(out, "\nEnvironment:\n")
+	if !ok {
+		t.Fatalf("moat --help has no Environment section:\n%s", out)
+	}
+	env, _, _ = strings.Cut(env, "\n\n")
+	read := regexp.MustCompile(`(?:Getenv|LookupEnv)\("([A-Z_]+)"\)|"((?:MOAT|XDG|DYNAMIC_MCP)_[A-Z_]+)"`)
+	root := testutil.RepoRoot(t)
+	seen := map[string]bool{}
+	for _, dir := range []string{"cmd", "internal", "audit", "policy"} {
+		filepath.WalkDir(filepath.Join(root, dir), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() && (d.Name() == "testutil" || d.Name() == "testdata") {
+				return filepath.SkipDir
+			}
+			if !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+				return nil
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range read.FindAllStringSubmatch(string(b), -1) {
+				seen[m[1]+m[2]] = true
+			}
+			return nil
+		})
+	}
+	if len(seen) < 8 {
+		t.Fatalf("found only %v in the source; is the scan broken?", seen)
+	}
+	for name := range seen {
+		if !regexp.MustCompile(`(?m)^  (?:\S+ )*` + name + `\b`).MatchString(env) {
+			t.Errorf("moat --help does not list %s, which Moat reads:\n%s", name, env)
+		}
 	}
 }

@@ -153,12 +153,33 @@ func run(ctx context.Context, args []string) int {
 	return runServe(ctx, args)
 }
 
+// environment lists every environment variable Moat itself reads, for
+// --help (TestHelpListsTheEnvironment checks it against the source).
+var environment = [][2]string{
+	{"MOAT_CONFIG", "the config file when none is given"},
+	{"DYNAMIC_MCP_CONFIG", "the config file when none is given and MOAT_CONFIG is unset (dynamic-mcp's)"},
+	{"MOAT_LOG", "log level on stderr: debug, info, warn (default), error"},
+	{"MOAT_PASSPHRASE", "passphrase of the encrypted secret file, used when no OS keychain answers"},
+	{"MOAT_MANAGED_POLICY", "the managed policy file (default /etc/moat/policy.json)"},
+	{"XDG_STATE_HOME", "the audit log goes under it, in moat/ (default ~/.local/state)"},
+	{"XDG_DATA_HOME", "the pin store and the secret file store go under it, in moat/ (default ~/.local/share)"},
+	{"XDG_RUNTIME_DIR", "where the systemd user manager is asked for a cgroup scope per server"},
+	{"HOME", "~ in paths, and the defaults above"},
+	{"DBUS_SESSION_BUS_ADDRESS", "the session bus of the OS keychain (Secret Service)"},
+	{"HTTPS_PROXY HTTP_PROXY NO_PROXY", "proxy for remote (url) servers"},
+	{"any ${VAR} in the config", "expanded when the config is loaded; servers get only inherit_env and env"},
+}
+
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Moat is a security-hardened MCP proxy.\n\nUsage:\n  moat [serve] [CONFIG]   (CONFIG, else $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG)\n  moat COMMAND [ARGS]\n\nCommands:\n")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n             e.g. %s\n", c.name, c.summary, c.example)
 	}
-	fmt.Fprintf(w, "\nEnvironment:\n  MOAT_LOG   log level on stderr: debug, info, warn (default), error\n\nExit status: 0 ok, 1 runtime failure, 2 usage or config error.\n")
+	fmt.Fprintf(w, "\nEnvironment:\n")
+	for _, e := range environment {
+		fmt.Fprintf(w, "  %-32s %s\n", e[0], e[1])
+	}
+	fmt.Fprintf(w, "\nExit status: 0 ok, 1 runtime failure, 2 usage or config error.\n")
 }
 
 func usageError(format string, args ...any) int {

@@ -18,12 +18,14 @@ func runConfig(_ context.Context, args []string) int {
 		os.Stdout.Write(config.Schema())
 		return exitOK
 	case "validate":
-		arg := ""
-		if len(args) > 2 {
+		file, rest := configArg(args[1:])
+		file = append(file, rest...)
+		if len(file) > 1 {
 			return usageError("config validate takes one file")
 		}
-		if len(args) == 2 {
-			arg = args[1]
+		arg := ""
+		if len(file) == 1 {
+			arg = file[0]
 		}
 		path, _, err := config.ResolvePath(arg, os.LookupEnv)
 		if err != nil {

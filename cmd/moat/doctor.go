@@ -20,7 +20,7 @@ import (
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
-const doctorUsage = `usage: moat doctor [--json] [CONFIG]
+const doctorUsage = `usage: moat doctor [--json] [CONFIG | --config FILE]
   checks the config, the secret store, every server (command, connection,
   protocol, tools, sandbox protections, HTTPS/TLS, OAuth), the audit log and
   what this machine can enforce; each line is ✓ ok, ⚠ warning or ✗ problem,
@@ -45,7 +45,9 @@ func doctorCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	fs := flag.NewFlagSet("moat doctor", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	asJSON := fs.Bool("json", false, "")
-	pos, err := parseInterspersed(fs, args)
+	cfg, rest := configArg(args)
+	pos, err := parseInterspersed(fs, rest)
+	pos = append(cfg, pos...)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(stdout, doctorUsage)
 		return exitOK

@@ -52,7 +52,8 @@ func startMoat(t *testing.T, cfgPath string) *moatProc {
 	return startMoatEnv(t, cfgPath, testutil.MoatEnv(t))
 }
 
-// startMoatEnv starts moat serving cfgPath in env, connected to a client.
+// startMoatEnv is startMoat in the environment env (see testutil.MoatEnv),
+// for a test that runs other moat commands on the same stores.
 func startMoatEnv(t *testing.T, cfgPath string, env []string) *moatProc {
 	t.Helper()
 	cmd := exec.Command(testutil.BuildMoat(t), cfgPath)

@@ -55,6 +55,9 @@ type guardState struct {
 	// to spot descriptions that mention another group's tools.
 	namesMu   sync.Mutex
 	toolNames map[string][]string
+	// suspected holds, per group and tool, the description and findings
+	// last warned about, so a listing refresh does not warn again.
+	suspected map[[2]string]string
 
 	pinsOnce sync.Once
 	pins     *pin.Store
@@ -225,6 +228,28 @@ func storedKey(ctx context.Context, store *secrets.Store, name string, size int)
 	return b, nil
 }
 
+// firstSuspicion reports whether findings about tool t of group are new:
+// not warned about yet for this description. No findings forget the tool,
+// so a suspicious description that comes back is reported again.
+func (g *guardState) firstSuspicion(group string, t *mcp.Tool, findings []string) bool {
+	g.namesMu.Lock()
+	defer g.namesMu.Unlock()
+	key := [2]string{group, t.Name}
+	if len(findings) == 0 {
+		delete(g.suspected, key)
+		return false
+	}
+	seen := t.Description + "\x00" + strings.Join(findings, "\x00")
+	if g.suspected[key] == seen {
+		return false
+	}
+	if g.suspected == nil {
+		g.suspected = map[[2]string]string{}
+	}
+	g.suspected[key] = seen
+	return true
+}
+
 // others records group's tool names and returns the other groups' names
 // and tool names, for hygiene.Suspicious.
 func (g *guardState) others(group string, tools []*mcp.Tool) (groups, names []string) {
@@ -380,7 +405,8 @@ func (g *guardState) catalog(grp *upstream.Group, tools []*mcp.Tool) []proxy.Ent
 			}
 		}
 		if g.audit != nil {
-			if findings := hygiene.Suspicious(t.Description, otherGroups, otherTools); len(findings) > 0 {
+			findings := hygiene.Suspicious(t.Description, otherGroups, otherTools)
+			if g.firstSuspicion(name, t, findings) {
 				g.audit("suspicious_description", name, map[string]string{"tool": t.Name, "findings": strings.Join(findings, "; ")})
 				g.log.Warn("a tool description looks like a prompt injection", "group", name, "tool", t.Name, "findings", findings)
 			}

@@ -76,7 +76,7 @@ func importCommand(ctx context.Context, args []string, stdin io.Reader, stdout, 
 			printError(stderr, &hintError{fmt.Errorf("%s exists", outPath), []string{"pass --force to replace it, or -o to write elsewhere"}})
 			return exitFailure
 		}
-		if !p.confirm(fmt.Sprintf("Overwrite %s? [y/N] ", outPath)) {
+		if !p.confirm(fmt.Sprintf("Overwrite %s?", outPath)) {
 			fmt.Fprintln(stderr, "moat: import cancelled; nothing was written")
 			return exitFailure
 		}
@@ -88,10 +88,10 @@ func importCommand(ctx context.Context, args []string, stdin io.Reader, stdout, 
 		describe(stderr, im, name)
 		s := im.Servers[name]
 		s.Description = p.ask(fmt.Sprintf("Description for %q", name), s.Description)
-		if !p.yesNo("Keep all features (tools, resources, prompts)? [Y/n] ") {
-			s.Features.Tools = p.yesNo("  Enable tools? [Y/n] ")
-			s.Features.Resources = p.yesNo("  Enable resources? [Y/n] ")
-			s.Features.Prompts = p.yesNo("  Enable prompts? [Y/n] ")
+		if !p.yesNo("Keep all features (tools, resources, prompts)?") {
+			s.Features.Tools = p.yesNo("  Enable tools?")
+			s.Features.Resources = p.yesNo("  Enable resources?")
+			s.Features.Prompts = p.yesNo("  Enable prompts?")
 		}
 	}
 
@@ -320,19 +320,39 @@ func (p *prompter) ask(question, def string) string {
 	return def
 }
 
-// yesNo defaults to yes: only n or no says no.
-func (p *prompter) yesNo(prompt string) bool {
-	a, _ := p.line(prompt)
-	a = strings.ToLower(a)
-	return a != "n" && a != "no"
+// yesNo asks question with the default yes ([Y/n]).
+func (p *prompter) yesNo(question string) bool {
+	return p.choose(question, true)
 }
 
-// confirm defaults to no.
-func (p *prompter) confirm(prompt string) bool {
-	a, _ := p.line(prompt)
-	a = strings.ToLower(a)
-	p.confirmedOverwrite = a == "y" || a == "yes"
+// confirm asks question with the default no ([y/N]).
+func (p *prompter) confirm(question string) bool {
+	p.confirmedOverwrite = p.choose(question, false)
 	return p.confirmedOverwrite
+}
+
+// choose asks a yes/no question until the answer is y, yes, n or no (any
+// case); an empty answer or end of input takes def, shown in capitals.
+func (p *prompter) choose(question string, def bool) bool {
+	hint := "[y/N]"
+	if def {
+		hint = "[Y/n]"
+	}
+	for {
+		a, ok := p.line(question + " " + hint + " ")
+		switch strings.ToLower(a) {
+		case "y", "yes":
+			return true
+		case "n", "no":
+			return false
+		case "":
+			return def
+		}
+		if !ok {
+			return def
+		}
+		fmt.Fprintf(p.out, "Please answer y or n (%q is neither).\n", a)
+	}
 }
 
 // writeAtomic writes data to path with mode 0600 whatever the umask: a

@@ -185,6 +185,13 @@ func TestImportInteractive(t *testing.T) {
 		{"answers", "Project files\nn\n\nn\n\nGitHub issues\n\n\n\n\n\n",
 			map[string]string{"filesystem": "Project files", "github": "GitHub issues", "linear": "Linear tools (at mcp.linear.app)"},
 			map[string]any{"resources": false}},
+		// Issue 20: "maybe" was taken as yes. Only y/yes/n/no answer; anything
+		// else is asked again, and end of input takes the default.
+		{"maybe is asked again", "Project files\nmaybe\nN\nYES\nno\ny\nGitHub issues\n\n\n\n\n\n",
+			map[string]string{"filesystem": "Project files", "github": "GitHub issues", "linear": "Linear tools (at mcp.linear.app)"},
+			map[string]any{"resources": false}},
+		{"maybe then EOF takes the default", "Project files\nmaybe",
+			map[string]string{"filesystem": "Project files"}, nil},
 		{"empty answers take defaults", "\n\n\n\n\n\n\n\n",
 			map[string]string{"filesystem": "Filesystem tools (from @modelcontextprotocol/server-filesystem)", "linear": "Linear tools (at mcp.linear.app)"}, nil},
 		{"EOF mid-way takes defaults", "Project files",
@@ -201,6 +208,12 @@ func TestImportInteractive(t *testing.T) {
 			}
 			if !strings.Contains(errs, `Description for "filesystem" [Filesystem tools (from @modelcontextprotocol/server-filesystem)]: `) {
 				t.Errorf("no description prompt with the default on stderr:\n%s", errs)
+			}
+			if strings.Contains(tt.stdin, "maybe") != strings.Contains(errs, `Please answer y or n ("maybe" is neither).`) {
+				t.Errorf("an answer other than y/yes/n/no was not asked again, or one was:\n%s", errs)
+			}
+			if !strings.Contains(errs, "Keep all features (tools, resources, prompts)? [Y/n] ") && strings.Contains(tt.stdin, "\n") {
+				t.Errorf("the features question does not show its default as [Y/n]:\n%s", errs)
 			}
 			cfg := readConfig(t, filepath.Join(e.dir, "moat.json"))
 			for name, want := range tt.want {

@@ -36,37 +36,76 @@ type command struct {
 	summary string
 	example string
 	run     func(ctx context.Context, args []string) int
+	// usage is the full help of a command whose run does not print its own
+	// on --help; `moat help NAME` and `moat NAME --help` show the same.
+	usage string
 }
+
+// Full help of the commands that do not print their own.
+const (
+	serveUsage = `usage: moat [serve] [CONFIG | --config FILE]
+  runs the proxy on stdio: an MCP client starts it as one server, and it
+  fronts every server of the config behind get_dynamic_tools and
+  call_dynamic_tool; it reloads the config when the file changes
+  CONFIG defaults to $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG
+exit status: 0 ok, 1 runtime failure, 2 usage or config error`
+	configUsage = `usage:
+  moat config validate [CONFIG | --config FILE]   check a config: every problem, with its JSON path, line and column
+  moat config schema                              print the config's JSON Schema (config-schema.json)
+exit status: 0 ok, 2 usage or config error`
+	toolsUsage = `usage: moat tools [CONFIG] [GROUP]
+  lists what the model sees of each group (or one), as a table, through
+  the full guard: held, denied and failing tools show why
+  CONFIG (--config FILE, or a first argument ending in .json or .jsonc)
+  defaults to $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG
+exit status: 0 ok, 1 a group failed, 2 usage or config error`
+	callUsage = `usage: moat call [CONFIG] GROUP TOOL ['{"json": "arguments"}']
+  runs one tool call through the full guard (policy, pins, validation,
+  limits, redaction, audit) and prints the result as JSON, for debugging
+  CONFIG (--config FILE, or a first argument ending in .json or .jsonc)
+  defaults to $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG
+exit status: 0 ok, 1 the call failed, 2 usage or config error`
+	policyUsage = `usage: moat policy check [CONFIG | --config FILE]
+  explains the effective policy of every tool of every group: allowed or
+  denied and by which rule, argument constraints, sizes, the timeout a call
+  gets, rate and concurrency limits, pin and redaction modes
+  CONFIG defaults to $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG
+exit status: 0 ok, 2 usage or config error`
+	versionUsage = `usage: moat version
+  prints the version, commit and Go version (also: moat --version, -V)`
+	helpUsage = `usage: moat help [COMMAND]
+  shows the commands, or one command's full help (as moat COMMAND --help)`
+)
 
 func commands() []command {
 	return []command{
-		{"serve", "run the proxy on stdio (the default)", "moat serve ~/.config/moat/moat.json", runServe},
-		{"config", "check a config file, or print its JSON Schema", "moat config validate moat.json", runConfig},
+		{"serve", "run the proxy on stdio (the default)", "moat serve ~/.config/moat/moat.json", runServe, serveUsage},
+		{"config", "check a config file, or print its JSON Schema", "moat config validate moat.json", runConfig, configUsage},
 		{"import", "turn another AI tool's MCP config into a Moat config", "moat import cursor", func(ctx context.Context, args []string) int {
 			return importCommand(ctx, args, os.Stdin, os.Stdout, os.Stderr)
-		}},
+		}, ""},
 		{"secret", "store, remove and list secrets in the OS keychain", "moat secret set github-token", func(ctx context.Context, args []string) int {
 			return secretCommand(ctx, args, os.Stdin, os.Stdout, os.Stderr)
-		}},
+		}, ""},
 		{"auth", "log in to OAuth servers, see tokens, log out", "moat auth login github", func(ctx context.Context, args []string) int {
 			return authCommand(ctx, args, func() (string, error) {
 				p, _, err := config.ResolvePath("", os.LookupEnv)
 				return p, err
 			}, os.Stdout, os.Stderr)
-		}},
-		{"tools", "list what the model sees of each group (or one), as a table", "moat tools --config moat.json files", runTools},
-		{"call", "run one tool call through the full guard, for debugging", `moat call files read_file '{"path": "/tmp/x"}'`, runCall},
-		{"policy", "explain the effective policy of every tool", "moat policy check moat.json", runPolicy},
+		}, ""},
+		{"tools", "list what the model sees of each group (or one), as a table", "moat tools moat.json files", runTools, toolsUsage},
+		{"call", "run one tool call through the full guard, for debugging", `moat call files read_file '{"path": "/tmp/x"}'`, runCall, callUsage},
+		{"policy", "explain the effective policy of every tool", "moat policy check moat.json", runPolicy, policyUsage},
 		{"pins", "show and approve tools that changed since they were approved", "moat pins diff files", func(ctx context.Context, args []string) int {
 			return pinsCommand(ctx, args, os.Stdout, os.Stderr)
-		}},
+		}, ""},
 		{"audit", "verify, follow or export the key of the audit log", "moat audit verify", func(ctx context.Context, args []string) int {
 			return auditCommand(ctx, args, storedAuditKeys, os.Stdout, os.Stderr)
-		}},
-		{"doctor", "check that the setup is safe and working, with fixes", "moat doctor moat.json", runDoctor},
-		{"completion", "print a shell completion script (bash, zsh, fish)", "source <(moat completion bash)", runCompletion},
-		{"version", "print version, commit and Go version", "moat version", runVersion},
-		{"help", "show help for a command", "moat help secret", runHelp},
+		}, ""},
+		{"doctor", "check that the setup is safe and working, with fixes", "moat doctor moat.json", runDoctor, ""},
+		{"completion", "print a shell completion script (bash, zsh, fish)", "source <(moat completion bash)", runCompletion, ""},
+		{"version", "print version, commit and Go version", "moat version", runVersion, versionUsage},
+		{"help", "show help for a command", "moat help secret", runHelp, helpUsage},
 	}
 }
 
@@ -85,6 +124,8 @@ func run(ctx context.Context, args []string) int {
 			return exitOK
 		case a == "-V" || a == "--version":
 			return runVersion(ctx, nil)
+		case a == "--config" || strings.HasPrefix(a, "--config="):
+			return runServe(ctx, args)
 		case strings.HasPrefix(a, "-"):
 			if f := importer.Closest(a, []string{"--help", "--version"}); f != "" {
 				return usageError("unknown flag %q; did you mean %q?", a, f)
@@ -93,6 +134,10 @@ func run(ctx context.Context, args []string) int {
 		}
 		for _, c := range commands() {
 			if c.name == args[0] {
+				if c.usage != "" && wantsHelp(args[1:]) {
+					fmt.Println(c.usage)
+					return exitOK
+				}
 				return c.run(ctx, args[1:])
 			}
 		}
@@ -108,12 +153,33 @@ func run(ctx context.Context, args []string) int {
 	return runServe(ctx, args)
 }
 
+// environment lists every environment variable Moat itself reads, for
+// --help (TestHelpListsTheEnvironment checks it against the source).
+var environment = [][2]string{
+	{"MOAT_CONFIG", "the config file when none is given"},
+	{"DYNAMIC_MCP_CONFIG", "the config file when none is given and MOAT_CONFIG is unset (dynamic-mcp's)"},
+	{"MOAT_LOG", "log level on stderr: debug, info, warn (default), error"},
+	{"MOAT_PASSPHRASE", "passphrase of the encrypted secret file, used when no OS keychain answers"},
+	{"MOAT_MANAGED_POLICY", "the managed policy file (default /etc/moat/policy.json)"},
+	{"XDG_STATE_HOME", "the audit log goes under it, in moat/ (default ~/.local/state)"},
+	{"XDG_DATA_HOME", "the pin store and the secret file store go under it, in moat/ (default ~/.local/share)"},
+	{"XDG_RUNTIME_DIR", "where the systemd user manager is asked for a cgroup scope per server"},
+	{"HOME", "~ in paths, and the defaults above"},
+	{"DBUS_SESSION_BUS_ADDRESS", "the session bus of the OS keychain (Secret Service)"},
+	{"HTTPS_PROXY HTTP_PROXY NO_PROXY", "proxy for remote (url) servers"},
+	{"any ${VAR} in the config", "expanded when the config is loaded; servers get only inherit_env and env"},
+}
+
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Moat is a security-hardened MCP proxy.\n\nUsage:\n  moat [serve] [CONFIG]   (CONFIG, else $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG)\n  moat COMMAND [ARGS]\n\nCommands:\n")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n             e.g. %s\n", c.name, c.summary, c.example)
 	}
-	fmt.Fprintf(w, "\nEnvironment:\n  MOAT_LOG   log level on stderr: debug, info, warn (default), error\n\nExit status: 0 ok, 1 runtime failure, 2 usage or config error.\n")
+	fmt.Fprintf(w, "\nEnvironment:\n")
+	for _, e := range environment {
+		fmt.Fprintf(w, "  %-32s %s\n", e[0], e[1])
+	}
+	fmt.Fprintf(w, "\nExit status: 0 ok, 1 runtime failure, 2 usage or config error.\n")
 }
 
 func usageError(format string, args ...any) int {
@@ -147,15 +213,36 @@ func runVersion(context.Context, []string) int {
 	return exitOK
 }
 
-func runHelp(_ context.Context, args []string) int {
+// wantsHelp reports whether args ask for help: -h, --help or help among
+// them (before a "--").
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "--help", "-help":
+			return true
+		}
+	}
+	return false
+}
+
+func runHelp(ctx context.Context, args []string) int {
 	if len(args) == 0 {
 		usage(os.Stdout)
 		return exitOK
 	}
+	if wantsHelp(args) {
+		fmt.Println(helpUsage)
+		return exitOK
+	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			fmt.Printf("moat %s: %s\n\nExample:\n  %s\n", c.name, c.summary, c.example)
-			return exitOK
+			if c.usage != "" {
+				fmt.Println(c.usage)
+				return exitOK
+			}
+			return c.run(ctx, []string{"--help"})
 		}
 	}
 	if s := suggest(args[0]); s != "" {

@@ -62,8 +62,16 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 			printError(stderr, err)
 			return nil, exitFailure
 		}
-		if why := s.Fallback(); why != nil {
+		// Only where a value is about to be stored is the note news: list
+		// and rm name the backend of each secret anyway.
+		if why := s.Fallback(); why != nil && (sub == "set" || sub == "migrate") {
 			fmt.Fprintf(stderr, "moat: note: the keychain is not usable (%v); using the %s\n", why, s.Backend())
+		}
+		// The audit record of this command takes its keys from the same
+		// store (opened once, with the passphrase typed once) when it is
+		// the default one, instead of opening it again without a prompt.
+		if *backend == secrets.BackendAuto && *dir == "" {
+			processStore.adopt(s)
 		}
 		return s, exitOK
 	}

@@ -28,6 +28,11 @@ type lazyStore struct {
 	err     error
 }
 
+// adopt makes s the store get returns, unless get has already run.
+func (l *lazyStore) adopt(s *secrets.Store) {
+	l.once.Do(func() { l.store = s })
+}
+
 func (l *lazyStore) get(ctx context.Context) (*secrets.Store, error) {
 	l.once.Do(func() {
 		l.store, l.err = secrets.Open(ctx, &secrets.Options{Backend: l.backend})

@@ -51,6 +51,9 @@ type instance struct {
 // proxy with its whole guard. On failure it has printed why and returns
 // the exit code.
 func setup(args []string, name string) (*instance, int) {
+	if cfg, rest := configArg(args); len(cfg) == 1 {
+		args = append(cfg, rest...)
+	}
 	if len(args) > 1 {
 		return nil, usageError("%s takes one config path, got %d arguments", name, len(args))
 	}

@@ -57,27 +57,10 @@ func session(ctx context.Context, cfgArgs []string, name string) (*instance, *mc
 	return m, cs, stop, exitOK
 }
 
-// splitConfigFlag takes "--config PATH" out of args.
-func splitConfigFlag(args []string) (cfg []string, rest []string) {
-	for i := 0; i < len(args); i++ {
-		if args[i] == "--config" && i+1 < len(args) {
-			cfg = []string{args[i+1]}
-			i++
-			continue
-		}
-		if v, ok := strings.CutPrefix(args[i], "--config="); ok {
-			cfg = []string{v}
-			continue
-		}
-		rest = append(rest, args[i])
-	}
-	return cfg, rest
-}
-
 func runTools(ctx context.Context, args []string) int {
-	cfgArgs, rest := splitConfigFlag(args)
+	cfgArgs, rest := configArg(args)
 	if len(rest) > 1 {
-		return usageError("usage: moat tools [--config FILE] [GROUP]")
+		return usageError("usage: moat tools [CONFIG] [GROUP]")
 	}
 	m, cs, stop, code := session(ctx, cfgArgs, "tools")
 	if m == nil {
@@ -126,9 +109,9 @@ func runTools(ctx context.Context, args []string) int {
 }
 
 func runCall(ctx context.Context, args []string) int {
-	cfgArgs, rest := splitConfigFlag(args)
+	cfgArgs, rest := configArg(args)
 	if len(rest) < 2 || len(rest) > 3 {
-		return usageError("usage: moat call [--config FILE] GROUP TOOL ['{\"json\": \"arguments\"}']")
+		return usageError("usage: moat call [CONFIG] GROUP TOOL ['{\"json\": \"arguments\"}']")
 	}
 	var callArgs json.RawMessage = []byte("{}")
 	if len(rest) == 3 {
@@ -167,11 +150,34 @@ func textOf(r *mcp.CallToolResult) string {
 
 // runPolicy is `moat policy check [CONFIG]`: every tool of every server,
 // with the effective policy's verdict and the rule that decides it.
+// callPolicy is pol as a call meets it: a call is bounded both by its
+// policy's timeout (the limits layer) and by the server's timeout.tools
+// (the upstream), so the shorter one is the timeout it really gets.
+func callPolicy(pol *policy.Policy, toolsTimeout time.Duration) *policy.Policy {
+	t := pol.Group.Timeout
+	if t == 0 {
+		t = policy.DefaultTimeout
+	}
+	if toolsTimeout <= 0 || toolsTimeout >= t {
+		return pol
+	}
+	shown := *pol
+	shown.Group.Timeout = toolsTimeout
+	return &shown
+}
+
 func runPolicy(ctx context.Context, args []string) int {
 	if len(args) == 0 || args[0] != "check" {
 		return usageError("usage: moat policy check [CONFIG]")
 	}
-	m, cs, stop, code := session(ctx, args[1:], "policy check")
+	cfgArgs, rest := configArg(args[1:])
+	if len(cfgArgs) == 0 {
+		cfgArgs, rest = rest, nil // its one argument is the config, whatever its name
+	}
+	if len(rest) > 0 {
+		return usageError("usage: moat policy check [CONFIG]")
+	}
+	m, cs, stop, code := session(ctx, cfgArgs, "policy check")
 	if m == nil {
 		return code
 	}
@@ -181,8 +187,8 @@ func runPolicy(ctx context.Context, args []string) int {
 		if !s.Enabled {
 			continue
 		}
-		pol := m.gs.policy(name)
-		fmt.Printf("== %s (pins: %s, redact: %s, on_invalid_schema: %s)\n", name, pol.PinMode(), pol.RedactMode(), pol.InvalidSchemaMode())
+		pol := callPolicy(m.gs.policy(name), s.Timeout.Tools)
+		fmt.Printf("== %s (pins: %s, redact: %s, on_invalid_schema: %s, timeout.tools: %s)\n", name, pol.PinMode(), pol.RedactMode(), pol.InvalidSchemaMode(), s.Timeout.Tools)
 		// get_dynamic_tools waits for the group to connect.
 		cctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 		cs.CallTool(cctx, &mcp.CallToolParams{Name: "get_dynamic_tools", Arguments: map[string]any{"group": name}})

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 
 	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/safepath"
 	"github.com/moatmcp/moat/internal/secrets"
 )
 
@@ -137,7 +138,7 @@ func RecordCommand(ctx context.Context, opts audit.Options, keys func() (audit.K
 	if err != nil {
 		return fmt.Errorf("audit log keys: %w", err)
 	}
-	w, err := audit.Open(opts, k)
+	w, err := openLog(opts, k)
 	if err != nil {
 		return err
 	}
@@ -147,6 +148,20 @@ func RecordCommand(ctx context.Context, opts audit.Options, keys func() (audit.K
 		return werr
 	}
 	return w.Close()
+}
+
+// openLog is audit.Open after checking the log's directory and every
+// directory above it (package safepath): whoever can change one of them
+// can replace the log. audit.Open checks the directory and file themselves.
+func openLog(opts audit.Options, k audit.Keys) (*audit.Writer, error) {
+	dir := filepath.Dir(opts.Path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("audit: creating log directory: %w", err)
+	}
+	if err := safepath.Check(dir, safepath.Trusted); err != nil {
+		return nil, fmt.Errorf("audit: log %s: %w", opts.Path, err)
+	}
+	return audit.Open(opts, k)
 }
 
 func userName() string {

@@ -61,6 +61,9 @@ func (s *Store) Check(group, identity string, tools []*mcp.Tool, mode string) (a
 			return true, nil
 		}
 		changed := g.Identity != identity
+		if changed && g.PinnedIdentity == "" && len(g.Pins) > 0 {
+			g.PinnedIdentity = g.Identity
+		}
 		g.Identity = identity
 		for _, name := range sortedNames(cur) {
 			c := cur[name]
@@ -112,6 +115,10 @@ func (s *Store) Check(group, identity string, tools []*mcp.Tool, mode string) (a
 				delete(g.Pending, name)
 				changed = true
 			}
+		}
+		if len(g.Pending) == 0 && g.PinnedIdentity != "" {
+			g.PinnedIdentity = ""
+			changed = true
 		}
 		return changed, nil
 	})
@@ -180,6 +187,9 @@ func (s *Store) Approve(group string, tools ...string) error {
 			g.Pins[n] = &pinEntry{Hash: pe.Hash, Def: pe.Def}
 			delete(g.Pending, n)
 		}
+		if len(g.Pending) == 0 {
+			g.PinnedIdentity = ""
+		}
 		return len(names) > 0, nil
 	})
 }
@@ -195,14 +205,33 @@ func (s *Store) Diff(group string) []Change {
 	}
 	var out []Change
 	for name, pe := range g.Pending {
-		c := Change{Tool: name, Reason: pe.Reason, New: indent(pe.Def)}
+		c := Change{Tool: name, Reason: pe.Reason, New: indent(pe.Def), NewIdentity: g.Identity}
 		if p := g.Pins[name]; p != nil {
 			c.Old = indent(p.Def)
+			// The pin's hash says which identity it was approved under.
+			for _, id := range []string{g.PinnedIdentity, g.Identity} {
+				if h, err := hashDef(id, p.Def); err == nil && h == p.Hash {
+					c.OldIdentity = id
+					break
+				}
+			}
 		}
 		out = append(out, c)
 	}
 	slices.SortFunc(out, func(a, b Change) int { return strings.Compare(a.Tool, b.Tool) })
 	return out
+}
+
+// Groups lists the groups the store holds pins for, sorted.
+func (s *Store) Groups() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.st.Groups))
+	for n := range s.st.Groups {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 func indent(def []byte) string {

@@ -77,11 +77,18 @@ func hashTool(identity string, t *mcp.Tool) (hash string, def []byte, err error)
 	if err != nil {
 		return "", nil, err
 	}
+	hash, err = hashDef(identity, def)
+	return hash, def, err
+}
+
+// hashDef is the hash of a tool's canonical definition def (see
+// [definition]) under identity.
+func hashDef(identity string, def []byte) (string, error) {
 	id, _ := json.Marshal(identity)
 	doc, err := Canonical([]byte(`{"identity":` + string(id) + `,"tool":` + string(def) + `}`))
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
 	sum := sha256.Sum256(doc)
-	return hex.EncodeToString(sum[:]), def, nil
+	return hex.EncodeToString(sum[:]), nil
 }

@@ -40,8 +40,12 @@ type Held struct {
 
 // Change is one held tool with its approved and pending definitions
 // (indented JSON; Old is "" for an added tool), for `moat pins diff`.
+// OldIdentity is the server identity (see [Identity]) the approved pin was
+// bound to, when known, and NewIdentity the server's identity now: they
+// differ when the server's command, arguments or URL changed.
 type Change struct {
-	Tool, Reason, Old, New string
+	Tool, Reason, Old, New   string
+	OldIdentity, NewIdentity string
 }
 
 type pinEntry struct {
@@ -57,9 +61,12 @@ type pendingEntry struct {
 }
 
 type groupState struct {
-	Identity string                   `json:"identity"`
-	Pins     map[string]*pinEntry     `json:"pins"`
-	Pending  map[string]*pendingEntry `json:"pending,omitempty"`
+	Identity string `json:"identity"`
+	// PinnedIdentity is, while tools are held after the server's identity
+	// changed, the identity their pins were approved under (for Diff).
+	PinnedIdentity string                   `json:"pinned_identity,omitempty"`
+	Pins           map[string]*pinEntry     `json:"pins"`
+	Pending        map[string]*pendingEntry `json:"pending,omitempty"`
 }
 
 type state struct {

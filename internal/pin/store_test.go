@@ -275,3 +275,41 @@ func TestIdentity(t *testing.T) {
 }
 
 func jsonRaw(s string) any { return json.RawMessage(s) }
+
+// TestIdentityChangeIsReported: issue 20: after only a server's command
+// changed, every tool is held, and Diff says which identity the pins were
+// approved under and which the server has now, until they are approved.
+func TestIdentityChangeIsReported(t *testing.T) {
+	s, path := openStore(t)
+	const newID = `{"command":"other-server"}`
+	check(t, s, ModeStrict, tool("read", "reads"), tool("write", "writes"))
+	for range 2 { // a second Check keeps the identity the pins were approved under
+		if _, held, err := s.Check("g", newID, []*mcp.Tool{tool("read", "reads"), tool("write", "writes!")}, ModeStrict); err != nil || len(held) != 2 {
+			t.Fatalf("after the identity changed: held %v, err %v; want both tools held", held, err)
+		}
+	}
+	s2, err := Open(path, testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range s2.Diff("g") {
+		if c.OldIdentity != id || c.NewIdentity != newID {
+			t.Errorf("Diff(%s): identity %q -> %q, want %q -> %q", c.Tool, c.OldIdentity, c.NewIdentity, id, newID)
+		}
+	}
+	if err := s2.Approve("g", "read"); err != nil {
+		t.Fatal(err)
+	}
+	if d := s2.Diff("g"); len(d) != 1 || d[0].OldIdentity != id {
+		t.Errorf("after approving one tool, Diff = %+v, want write still held with the old identity", d)
+	}
+	if err := s2.Approve("g"); err != nil {
+		t.Fatal(err)
+	}
+	if _, held, _ := s2.Check("g", newID, []*mcp.Tool{tool("read", "reads"), tool("write", "writes!")}, ModeStrict); len(held) != 0 {
+		t.Errorf("after approving all: held %v", held)
+	}
+	if got := s2.Groups(); !cmp.Equal(got, []string{"g"}) {
+		t.Errorf("Groups() = %v, want [g]", got)
+	}
+}

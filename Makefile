@@ -1,5 +1,8 @@
 # Moat: `make run` runs Moat on the example config; `make test` runs every test.
-# Both install what they need first (npm test servers, gnome-keyring when root).
+# Each installs what it needs first: `make run` the example's two npm servers
+# (scripts/run-deps.sh); `make test` those and the tests' own parts
+# (scripts/test-deps.sh: npm clients and servers, gnome-keyring, zsh, fish,
+# qemu and a kernel when root).
 
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -10,7 +13,7 @@ FUZZTIME ?= 30s
 # examples/moat.json finds the test servers through this variable.
 export MOAT_REPO := $(CURDIR)
 
-.PHONY: all build run inspect test test-deps bench fuzz lint clean
+.PHONY: all build install run run-deps inspect test test-deps bench fuzz lint clean
 
 all: build
 
@@ -18,19 +21,26 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/moat ./cmd/moat
 	$(GO) build -o bin/testserver ./testdata/testserver
 
-test-deps:
+# install puts moat in $(go env GOBIN), else $(go env GOPATH)/bin.
+install:
+	$(GO) install -ldflags "$(LDFLAGS)" ./cmd/moat
+
+run-deps:
+	@scripts/run-deps.sh
+
+test-deps: run-deps
 	@scripts/test-deps.sh
 
 # The demo keeps its audit log, and its encrypted secret file when no
 # keychain answers, under .run/ rather than beside your real ones; that file
 # store's passphrase is a demo value unless MOAT_PASSPHRASE is set.
-run: build test-deps
+run: build run-deps
 	XDG_STATE_HOME=$(CURDIR)/.run/state XDG_DATA_HOME=$(CURDIR)/.run/data \
 	MOAT_PASSPHRASE="$${MOAT_PASSPHRASE:-moat-make-run-demo}" ./bin/moat examples/moat.json
 
 # The demo in the MCP Inspector (a web UI from the npm registry): the same
 # environment as make run, passed with -e since the Inspector starts moat.
-inspect: build test-deps
+inspect: build run-deps
 	npx -y @modelcontextprotocol/inspector -e MOAT_REPO=$(CURDIR) \
 		-e XDG_STATE_HOME=$(CURDIR)/.run/state -e XDG_DATA_HOME=$(CURDIR)/.run/data \
 		-e MOAT_PASSPHRASE="$${MOAT_PASSPHRASE:-moat-make-run-demo}" ./bin/moat examples/moat.json

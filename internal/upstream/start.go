@@ -155,8 +155,8 @@ func (g *Group) shown(s, what string) string {
 }
 
 // Summary describes the status for the model and the user: for a pending
-// start, e.g. `starting for 14s of at most 2m0s (first start: a package
-// manager may be installing it); last stderr line: "npm warn exec …"`; for
+// start, e.g. `starting for 14s of at most 2m0s, first start: a package
+// manager may be installing it; last stderr line: "npm warn exec …"`; for
 // an unavailable group its reason and last stderr line; otherwise the
 // state's name.
 func (st Status) Summary(now time.Time) string {
@@ -166,10 +166,10 @@ func (st Status) Summary(now time.Time) string {
 	case st.State.Pending() && !st.Since.IsZero():
 		fmt.Fprintf(&b, " for %s of at most %s", now.Sub(st.Since).Round(time.Second), st.Limit)
 		if st.FirstStart && st.State == Starting {
-			b.WriteString(" (first start: a package manager may be installing it)")
+			b.WriteString(", first start: a package manager may be installing it")
 		}
 		if st.Attempts > 0 {
-			fmt.Fprintf(&b, " (attempt %d)", st.Attempts+1)
+			fmt.Fprintf(&b, ", attempt %d", st.Attempts+1)
 		}
 	case st.State == Unavailable && st.Reason != "":
 		b.WriteString(": " + st.Reason)

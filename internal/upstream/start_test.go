@@ -200,3 +200,26 @@ func TestStartLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestSummary: what the model and the user read of each state.
+func TestSummary(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		st   Status
+		want string
+	}{
+		{Status{State: Starting, Since: now.Add(-14 * time.Second), Limit: 2 * time.Minute, FirstStart: true, Stderr: "npm warn exec"},
+			`starting for 14s of at most 2m0s, first start: a package manager may be installing it; last stderr line: "npm warn exec"`},
+		{Status{State: Starting, Since: now.Add(-3 * time.Second), Limit: 30 * time.Second, Attempts: 2},
+			"starting for 3s of at most 30s, attempt 3"},
+		{Status{State: Connecting, Since: now, Limit: 30 * time.Second, FirstStart: true}, "connecting for 0s of at most 30s"},
+		{Status{State: Connecting}, "connecting"},
+		{Status{State: Unavailable, Reason: "server process exited during start-up (exit status 1)", Stderr: "Error: Cannot find module 'x'"},
+			`unavailable: server process exited during start-up (exit status 1); last stderr line: "Error: Cannot find module 'x'"`},
+		{Status{State: Ready, Stderr: "old line"}, "ready"},
+	} {
+		if got := tt.st.Summary(now); got != tt.want {
+			t.Errorf("Summary(%+v)\n got %s\nwant %s", tt.st, got, tt.want)
+		}
+	}
+}

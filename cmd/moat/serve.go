@@ -144,6 +144,9 @@ func setup(args []string, name string) (*instance, int) {
 			return p != nil && p.ToolSettings(tool).KillOnTimeout
 		},
 		Upstream: upstream.Options{
+			// A failed start's reason and a starting server's stderr
+			// reach the model: the secrets Moat resolved never do.
+			Redact:     gs.redactor.String,
 			HTTPClient: httpClientFor,
 			OAuth:      oauthFor(log),
 			OnEvent: func(e upstream.Event) {

@@ -119,6 +119,8 @@ func TestBadConfigs(t *testing.T) {
 		{"timeout zero string", srv(desc + `"command": "x", "timeout": {"tools": "0s"}`), "/mcpServers/s/timeout/tools", "greater than zero", true, nil, nil, 1},
 		{"timeout negative", srv(desc + `"command": "x", "timeout": {"resources": -5}`), "/mcpServers/s/timeout/resources", "greater than zero", true, nil, nil, 1},
 		{"timeout float", srv(desc + `"command": "x", "timeout": {"prompts": 1.5}`), "/mcpServers/s/timeout/prompts", "whole number", true, nil, nil, 1},
+		{"connect timeout zero", srv(desc + `"command": "x", "timeout": {"connect": "0s"}`), "/mcpServers/s/timeout/connect", "greater than zero", true, nil, nil, 1},
+		{"connect timeout typo", srv(desc + `"command": "x", "timeout": {"conect": "2min"}`), "/mcpServers/s/timeout/conect", `did you mean "connect"?`, true, nil, nil, 1},
 		{"timeout compound", srv(desc + `"command": "x", "timeout": {"tools": "1m30s"}`), "/mcpServers/s/timeout/tools", "1min, 2m, 1h", true, nil, nil, 1},
 		{"timeout inner space", srv(desc + `"command": "x", "timeout": {"tools": "30 s"}`), "/mcpServers/s/timeout/tools", `invalid duration "30 s"`, true, nil, nil, 1},
 		{"timeout mins", srv(desc + `"command": "x", "timeout": {"tools": "5mins"}`), "/mcpServers/s/timeout/tools", `invalid duration "5mins"`, true, nil, nil, 1},

@@ -22,6 +22,7 @@ var (
 	remoteKeys = []string{"url", "headers", "oauth_client_id", "oauth_scopes", "allow_insecure_http", "allow_private_network", "tls"}
 	topKeys    = []string{"mcpServers", "$schema", "defaults", "audit", "secrets"}
 	flagKeys   = []string{"tools", "resources", "prompts"}
+	timeKeys   = []string{"tools", "resources", "prompts", "connect"}
 )
 
 // checker walks the parsed file, reports problems and builds the Config.
@@ -389,7 +390,7 @@ func (c *checker) features(s *Server, m *member, path string) {
 }
 
 func (c *checker) timeouts(s *Server, m *member, path string) {
-	s.Timeout = Timeouts{DefaultToolTimeout, DefaultResourceTimeout, DefaultPromptTimeout}
+	s.Timeout = Timeouts{Tools: DefaultToolTimeout, Resources: DefaultResourceTimeout, Prompts: DefaultPromptTimeout}
 	if m == nil {
 		return
 	}
@@ -397,11 +398,11 @@ func (c *checker) timeouts(s *Server, m *member, path string) {
 		c.ps.add(path, m.val.off, fmt.Sprintf(`"timeout" is %s, not an object`, m.val.kind), `write "timeout": {"tools": "30s"}`)
 		return
 	}
-	c.unknownKeys(m.val, path, flagKeys, `in "timeout"`)
+	c.unknownKeys(m.val, path, timeKeys, `in "timeout"`)
 	for _, f := range []struct {
 		key string
 		dst *time.Duration
-	}{{"tools", &s.Timeout.Tools}, {"resources", &s.Timeout.Resources}, {"prompts", &s.Timeout.Prompts}} {
+	}{{"tools", &s.Timeout.Tools}, {"resources", &s.Timeout.Resources}, {"prompts", &s.Timeout.Prompts}, {"connect", &s.Timeout.Connect}} {
 		if tm := m.val.get(f.key); tm != nil {
 			if d := c.duration(tm, path+"/"+f.key); d > 0 {
 				*f.dst = d

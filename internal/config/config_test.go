@@ -72,17 +72,17 @@ func TestExampleValues(t *testing.T) {
 			Name: "context7", Type: Stdio, Command: "npx", Args: []string{"-y", "@upstash/context7-mcp"},
 			Env: map[string]string{"CONTEXT7_API_KEY": "ctx7-key"}, Sandbox: Sandbox{Mode: "best-effort"},
 			Enabled: true, Features: Features{true, true, true},
-			Timeout:         Timeouts{time.Minute, 30 * time.Second, 30 * time.Second},
+			Timeout:         Timeouts{time.Minute, 30 * time.Second, 30 * time.Second, 0},
 			MaxMessageBytes: DefaultMaxMessageBytes,
 		},
 		"gh-grep": {
 			Name: "gh-grep", Type: HTTP, TypeInferred: true, URL: "https://mcp.grep.app", TLS: TLS{MinVersion: "1.2"}, Enabled: true,
-			Features: Features{true, true, true}, Timeout: Timeouts{30 * time.Second, 10 * time.Second, 10 * time.Second},
+			Features: Features{true, true, true}, Timeout: Timeouts{30 * time.Second, 10 * time.Second, 10 * time.Second, 0},
 			MaxMessageBytes: DefaultMaxMessageBytes,
 		},
 		"exa": {
 			Name: "exa", Type: HTTP, TypeInferred: true, URL: "https://mcp.exa.ai/mcp", TLS: TLS{MinVersion: "1.2"}, Enabled: true,
-			Features: Features{true, true, true}, Timeout: Timeouts{30 * time.Second, 10 * time.Second, 10 * time.Second},
+			Features: Features{true, true, true}, Timeout: Timeouts{30 * time.Second, 10 * time.Second, 10 * time.Second, 0},
 			MaxMessageBytes: DefaultMaxMessageBytes,
 		},
 	}

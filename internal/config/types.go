@@ -168,10 +168,18 @@ type Features struct {
 	Tools, Resources, Prompts bool
 }
 
-// Timeouts bound each kind of upstream request. Zero never occurs in a
-// loaded config: the loader fills in the defaults.
+// Timeouts bound each kind of upstream request. Zero never occurs in
+// Tools, Resources or Prompts of a loaded config: the loader fills in the
+// defaults.
 type Timeouts struct {
 	Tools, Resources, Prompts time.Duration
+	// Connect (key "connect") bounds one start of the server: spawning
+	// its process (or its first HTTP request), initialize and reading its
+	// lists. Zero means the key is absent: the upstream package's
+	// defaults apply, a generous one for a stdio server's first start
+	// (when a package manager may be installing it) and a shorter one for
+	// later restarts.
+	Connect time.Duration
 }
 
 // Sandbox limits a stdio server's child process. A zero field means "not

@@ -44,7 +44,7 @@ func TestFullConfig(t *testing.T) {
 				FSRead: []string{"/home/u/project", "/home/u/.npm"}, FSWrite: []string{}, NetConnect: []uint16{}, Network: &yes,
 			},
 			Enabled: true, Features: Features{Tools: true, Resources: true, Prompts: false},
-			Timeout: Timeouts{2 * time.Minute, 15 * time.Second, 500 * time.Millisecond},
+			Timeout: Timeouts{2 * time.Minute, 15 * time.Second, 500 * time.Millisecond, 3 * time.Minute},
 			Policy: json.RawMessage(`{"allow":["read_*","list_*"],"rate":"10/s","burst":20,"max_args_bytes":"256KiB","max_result_bytes":"24MiB",` +
 				`"args":{"read_file":{"path":{"prefix":["/home/u/project"],"max_length":4096}}},"deny":["<b> & u"],"pin":"strict","destructive":"deny"}`),
 			SecretValues:    []string{"k-123"},
@@ -54,7 +54,7 @@ func TestFullConfig(t *testing.T) {
 			Name: "scratch", Description: "A scratch server that takes the default sandbox", Type: Stdio,
 			Command: "/usr/bin/env", Args: []string{"true"}, Sandbox: defaultSandbox,
 			Enabled: true, Features: Features{true, true, true},
-			Timeout:         Timeouts{30 * time.Second, 10 * time.Second, 10 * time.Second},
+			Timeout:         Timeouts{30 * time.Second, 10 * time.Second, 10 * time.Second, 0},
 			MaxMessageBytes: DefaultMaxMessageBytes,
 		},
 		"remote": {
@@ -68,7 +68,7 @@ func TestFullConfig(t *testing.T) {
 			},
 			SecretHeaders: []string{"Authorization"},
 			Enabled:       true, Features: Features{true, true, true},
-			Timeout:         Timeouts{30 * time.Second, 10 * time.Second, time.Hour},
+			Timeout:         Timeouts{30 * time.Second, 10 * time.Second, time.Hour, 0},
 			Policy:          json.RawMessage(`{"pin":"strict"}`),
 			SecretValues:    []string{"t-456"},
 			MaxMessageBytes: 64 << 20,
@@ -77,14 +77,14 @@ func TestFullConfig(t *testing.T) {
 			Name: "off", Description: "disabled for now", Type: HTTP, TypeInferred: true, URL: "http://127.0.0.1:9/mcp",
 			TLS:     TLS{MinVersion: "1.2"},
 			Enabled: false, Features: Features{true, true, true},
-			Timeout:         Timeouts{30 * time.Second, 10 * time.Second, 10 * time.Second},
+			Timeout:         Timeouts{30 * time.Second, 10 * time.Second, 10 * time.Second, 0},
 			MaxMessageBytes: DefaultMaxMessageBytes,
 		},
 		"lan": {
 			Name: "lan", Description: "A test server on the LAN", Type: HTTP, TypeInferred: true, URL: "http://192.168.1.20:8080/mcp",
 			AllowInsecureHTTP: true, TLS: TLS{MinVersion: "1.2"},
 			Enabled: true, Features: Features{true, true, true},
-			Timeout:         Timeouts{30 * time.Second, 10 * time.Second, 10 * time.Second},
+			Timeout:         Timeouts{30 * time.Second, 10 * time.Second, 10 * time.Second, 0},
 			MaxMessageBytes: DefaultMaxMessageBytes,
 		},
 	}

@@ -93,7 +93,7 @@ func (sc *serverCheck) stdio(ctx context.Context) {
 		return
 	}
 	sc.add("server.command", OK, "command: "+path, "")
-	sctx, cancel := context.WithTimeout(ctx, sc.o.ConnectTimeout)
+	sctx, cancel := context.WithTimeout(ctx, sc.connectTimeout())
 	defer cancel()
 	proc, err := sandbox.Start(sctx, &sandbox.Spec{
 		Name:       s.Name,
@@ -307,7 +307,7 @@ func (sc *serverCheck) connect(ctx context.Context, t mcp.Transport, onErr func(
 	if onErr == nil {
 		onErr = func(err error) error { return err }
 	}
-	timeout := sc.o.ConnectTimeout
+	timeout := sc.connectTimeout()
 	start := time.Now()
 	// The session outlives Connect (legacy SSE ties its stream to this
 	// context): it is cancelled when the check is over.
@@ -319,7 +319,7 @@ func (sc *serverCheck) connect(ctx context.Context, t mcp.Transport, onErr func(
 		if cs != nil {
 			cs.Close()
 		}
-		return onErr(fmt.Errorf("no answer to initialize within %s", timeout))
+		return onErr(fmt.Errorf("no answer to initialize within %s; if the server needs longer to start, raise mcpServers.%s.timeout.connect", timeout, sc.s.Name))
 	}
 	if err != nil {
 		return onErr(fmt.Errorf("initialize: %w", err))
@@ -361,6 +361,15 @@ func (sc *serverCheck) reportConnectError(err error) {
 	}
 	sc.add("server.reachable", Fail, "not reachable: "+oneLine(err.Error(), 300),
 		"check that the server runs and answers MCP; `MOAT_LOG=debug moat serve` shows more")
+}
+
+// connectTimeout bounds each phase of the check's connect: the server's
+// timeout.connect when it sets one, else the doctor's.
+func (sc *serverCheck) connectTimeout() time.Duration {
+	if d := sc.s.Timeout.Connect; d > 0 {
+		return d
+	}
+	return sc.o.ConnectTimeout
 }
 
 // oneLine keeps a server-provided text on one short line.

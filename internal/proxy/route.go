@@ -104,7 +104,7 @@ func (p *Server) await(ctx context.Context, on func(*upstream.Group) bool) {
 	}
 	var wg sync.WaitGroup
 	for _, g := range p.m.Groups() {
-		if on(g) && g.Status().State == upstream.Connecting {
+		if on(g) && g.Status().State.Pending() {
 			wg.Go(func() { p.awaitGroup(ctx, g) })
 		}
 	}

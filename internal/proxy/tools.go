@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -102,13 +103,8 @@ func (p *Server) describeStatus(g *upstream.Group) string {
 			s += fmt.Sprintf(", %d awaiting approval", held)
 		}
 		return s
-	case upstream.Unavailable:
-		if st.Reason != "" {
-			return "unavailable: " + st.Reason
-		}
-		return "unavailable"
 	}
-	return st.State.String()
+	return st.Summary(time.Now())
 }
 
 // oneLine keeps config text from breaking the group list's layout.

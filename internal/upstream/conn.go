@@ -24,6 +24,9 @@ type conn struct {
 	cancel  context.CancelFunc // ends the session's context
 	proc    *sandbox.Process   // nil for remote servers
 	lists   Lists
+
+	limit    time.Duration // how long this start may take
+	deadline time.Time     // when it runs out
 }
 
 // close ends the session and, for a child, stops its whole process group:
@@ -80,11 +83,11 @@ func (c *conn) endReason(err error) error {
 	return fmt.Errorf("connection lost: %w", err)
 }
 
-// connect runs one attempt: start the transport, initialize, read lists.
-// Each phase is bounded by the connect timeout. On error nothing is left
-// running.
-func (g *Group) connect(ctx context.Context) (c *conn, err error) {
-	c = &conn{g: g}
+// connect runs one attempt: start the transport, initialize, read lists,
+// all within limit (a *StartTimeoutError otherwise). On error nothing is
+// left running.
+func (g *Group) connect(ctx context.Context, limit time.Duration) (c *conn, err error) {
+	c = &conn{g: g, limit: limit, deadline: time.Now().Add(limit)}
 	defer func() {
 		if err != nil {
 			c.close(g.m.opts.GracePeriod)
@@ -118,9 +121,12 @@ func (g *Group) connect(ctx context.Context) (c *conn, err error) {
 	_, roots, level := g.m.clientHooks()
 	g.setRoots(roots)
 
-	lctx, cancel := context.WithTimeout(ctx, g.m.opts.ConnectTimeout)
+	lctx, cancel := context.WithDeadline(ctx, c.deadline)
 	defer cancel()
 	if err := g.relist(lctx, c.session, listTools|listResources|listPrompts, &c.lists); err != nil {
+		if errors.Is(lctx.Err(), context.DeadlineExceeded) {
+			return c, g.timeoutError(PhaseLists, c.limit)
+		}
 		return c, err
 	}
 	if level != "" && caps.Logging != nil {
@@ -136,14 +142,14 @@ func (g *Group) connect(ctx context.Context) (c *conn, err error) {
 // the transport's lifetime (legacy SSE ties its stream to that context).
 func (g *Group) handshake(ctx context.Context, client *mcp.Client, t mcp.Transport, c *conn) error {
 	sctx, cancel := context.WithCancel(ctx)
-	timer := time.AfterFunc(g.m.opts.ConnectTimeout, cancel)
+	timer := time.AfterFunc(time.Until(c.deadline), cancel)
 	cs, err := client.Connect(sctx, t, &mcp.ClientSessionOptions{ProtocolVersion: ProtocolVersion})
 	if !timer.Stop() {
 		cancel()
 		if cs != nil {
 			_ = cs.Close()
 		}
-		return fmt.Errorf("no answer to initialize within %s", g.m.opts.ConnectTimeout)
+		return g.timeoutError(PhaseInitialize, c.limit)
 	}
 	if err != nil {
 		cancel()
@@ -154,7 +160,7 @@ func (g *Group) handshake(ctx context.Context, client *mcp.Client, t mcp.Transpo
 }
 
 func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) error {
-	sctx, cancel := context.WithTimeout(ctx, g.m.opts.ConnectTimeout)
+	sctx, cancel := context.WithDeadline(ctx, c.deadline)
 	defer cancel()
 	path, err := sandbox.Resolve(g.cfg.Command, g.cfg.Env)
 	if err != nil {
@@ -171,6 +177,9 @@ func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) e
 		Limits:     LimitsOf(g.cfg.Sandbox),
 	})
 	if err != nil {
+		if errors.Is(sctx.Err(), context.DeadlineExceeded) {
+			return g.timeoutError(PhaseSpawn, c.limit)
+		}
 		return fmt.Errorf("start %q: %w", path, err)
 	}
 	c.proc = proc
@@ -278,8 +287,8 @@ func (g *Group) connectSSE(ctx context.Context, client *mcp.Client, c *conn) err
 // Last-Event-ID; go-sdk then waits the server's delay and resumes, and
 // every event that arrives resets the count, so only a server that keeps
 // failing uses them up. Three retries of go-sdk's backoff (1 s growing by
-// 1.5, with jitter) take at most 9.5 s, under the 10 s connect timeout
-// that the first standalone stream is opened within. The reconnections use
+// 1.5, with jitter) take at most 9.5 s, under the 30 s default connect
+// timeout that the first standalone stream is opened within. The reconnections use
 // the same netguard client (origin, address, TLS and redirect checks) and
 // OAuth handler as the session's first request.
 const StreamRetries = 3

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/config"
-	"github.com/moatmcp/moat/internal/hygiene"
 	"github.com/moatmcp/moat/internal/oauth"
 )
 
@@ -22,11 +20,16 @@ import (
 type State int
 
 const (
-	Connecting  State = iota // first attempt, or a retry, under way
+	Connecting  State = iota // a remote server's first attempt, or a retry, under way
 	Ready                    // connected; lists cached
 	Unavailable              // last attempt failed or the server went away; retrying
 	Stopped                  // removed from the config or Moat is shutting down
+	Starting                 // a stdio server's process is being started and initialized
 )
+
+// Pending reports whether a start or connect attempt is under way: a
+// request for the group waits for it (see Group.Session).
+func (s State) Pending() bool { return s == Connecting || s == Starting }
 
 func (s State) String() string {
 	switch s {
@@ -38,17 +41,29 @@ func (s State) String() string {
 		return "unavailable"
 	case Stopped:
 		return "stopped"
+	case Starting:
+		return "starting"
 	}
 	return "unknown"
 }
 
 // Status is a snapshot of a group's state, safe to show the model: Reason
-// is sanitized and short.
+// and Stderr are redacted, sanitized and short.
 type Status struct {
 	State    State
 	Reason   string    // why Unavailable
 	Attempts int       // failed attempts since the last success
 	NextTry  time.Time // when Unavailable: the next attempt
+
+	// While Pending: when this attempt began, how long it may take, and
+	// whether the server has never been ready since Moat started it (a
+	// package manager may be installing it).
+	Since      time.Time
+	Limit      time.Duration
+	FirstStart bool
+	// Stderr is the last line a stdio server wrote to stderr during the
+	// current (or, when Unavailable, the failed) attempt.
+	Stderr string
 }
 
 // Lists are what a ready group's server offers, all pages read.
@@ -87,6 +102,8 @@ type Group struct {
 	rootURIs    []string    // roots given to client
 	serverCaps  atomic.Pointer[mcp.ServerCapabilities]
 	stderrLines *tailWriter
+	stderrSeen  uint64 // stderr lines before the current attempt (run's goroutine only)
+	everReady   bool   // the server has been ready once (run's goroutine only)
 
 	mu      sync.Mutex
 	status  Status
@@ -142,10 +159,11 @@ func (g *Group) Lists() Lists {
 	return g.lists
 }
 
-// Session returns the group's session, waiting while the group connects
-// (bounded by ctx and three connect timeouts: spawn, handshake, lists).
+// Session returns the group's session, waiting while the group starts or
+// connects (bounded by ctx and the Manager's StartWait; a start may take
+// longer, and the error then says how far it is).
 func (g *Group) Session(ctx context.Context) (*mcp.ClientSession, error) {
-	limit := time.NewTimer(3 * g.m.opts.ConnectTimeout)
+	limit := time.NewTimer(g.m.opts.StartWait)
 	defer limit.Stop()
 	for {
 		g.mu.Lock()
@@ -164,16 +182,13 @@ func (g *Group) Session(ctx context.Context) (*mcp.ClientSession, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-limit.C:
-			return nil, fmt.Errorf("group %q is still connecting; try again shortly: %w", g.name, ErrUnavailable)
+			return nil, fmt.Errorf("group %q is still %s; try again shortly: %w", g.name, g.Status().Summary(time.Now()), ErrUnavailable)
 		}
 	}
 }
 
 func (g *Group) unavailableError(st Status) error {
-	msg := fmt.Sprintf("group %q is unavailable", g.name)
-	if st.Reason != "" {
-		msg += " (" + st.Reason + ")"
-	}
+	msg := fmt.Sprintf("group %q is %s", g.name, st.Summary(time.Now()))
 	if !st.NextTry.IsZero() {
 		if d := time.Until(st.NextTry).Round(time.Second); d > 0 {
 			msg += fmt.Sprintf("; Moat retries in %s", d)
@@ -232,46 +247,46 @@ func (g *Group) run() {
 	}
 	failures := 0
 	for {
-		g.setStatus(Status{State: Connecting, Attempts: failures}, nil, nil)
-		c, err := g.connect(g.ctx)
+		st := g.startStatus(failures)
+		g.setStatus(st, nil, nil)
+		stopWatch := g.watchStderr()
+		c, err := g.connect(g.ctx, st.Limit)
+		stopWatch()
 		if g.ctx.Err() != nil {
 			if c != nil {
 				c.close(g.m.opts.GracePeriod)
 			}
 			return
 		}
+		stderr := ""
 		if err == nil {
 			if failures > 0 {
 				g.log.Info("upstream recovered", "after_failures", failures)
 			} else {
-				g.log.Info("upstream ready")
+				g.log.Info("upstream ready", "took", time.Since(st.Since).Round(time.Millisecond))
 			}
 			g.m.event(g.name, "upstream_ready", c.describe(failures))
+			g.everReady = true
 			failures = 0
 			err = g.serve(c)
 			if g.ctx.Err() != nil {
 				return
 			}
+		} else if line, n := g.stderrLines.last(); n > g.stderrSeen {
+			stderr = g.shown(line, "stderr")
 		}
 		failures++
 		wait := g.m.opts.RetryEvery
 		if failures <= len(g.m.opts.Backoff) {
 			wait = g.m.opts.Backoff[failures-1]
 		}
-		reason := sanitizeReason(err.Error())
-		if findings := hygiene.Suspicious(reason, nil, nil); len(findings) > 0 {
-			// The reason reaches the model through the tool list: text that
-			// reads like instructions stays in the log for the user.
-			g.m.event(g.name, "suspicious_reason", map[string]string{"findings": strings.Join(findings, "; ")})
-			g.log.Warn("the server's error text looks like instructions to the model; it is withheld from the tool list", "text", reason, "findings", findings)
-			reason = "the server's error text is withheld: it reads like instructions to the model (see moat's log)"
-		}
+		reason := g.shown(err.Error(), "reason")
 		if errors.Is(err, oauth.ErrLoginRequired) {
 			reason = fmt.Sprintf("waiting for login: run `moat auth login %s`", g.name)
 		}
 		g.m.event(g.name, "upstream_unavailable", map[string]string{"reason": reason, "attempts": strconv.Itoa(failures), "retry_in": wait.String()})
 		g.log.Warn("upstream unavailable", "err", err, "retry_in", wait, "stderr_tail", g.stderrLines.tail())
-		g.setStatus(Status{State: Unavailable, Reason: reason, Attempts: failures, NextTry: time.Now().Add(wait)}, nil, nil)
+		g.setStatus(Status{State: Unavailable, Reason: reason, Attempts: failures, NextTry: time.Now().Add(wait), Stderr: stderr}, nil, nil)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:

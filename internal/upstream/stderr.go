@@ -24,6 +24,7 @@ type tailWriter struct {
 	partial []byte
 	cut     bool // the current line overflowed maxStderrLine
 	lines   []string
+	count   uint64 // lines emitted so far
 }
 
 func newTailWriter(log *slog.Logger, keep int) *tailWriter {
@@ -65,6 +66,18 @@ func (w *tailWriter) emit() {
 		w.lines = append(w.lines[:0], w.lines[1:]...)
 	}
 	w.lines = append(w.lines, line)
+	w.count++
+}
+
+// last returns the last complete line and how many lines were emitted so
+// far, so a caller can tell whether a line is new since it last looked.
+func (w *tailWriter) last() (string, uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.lines) == 0 {
+		return "", w.count
+	}
+	return w.lines[len(w.lines)-1], w.count
 }
 
 // tail returns the last lines seen, joined, for a log record.

@@ -26,9 +26,21 @@ const ProtocolVersion = "2025-11-25"
 
 // Defaults for Options fields left at zero.
 const (
-	DefaultConnectTimeout = 10 * time.Second
-	DefaultGracePeriod    = 5 * time.Second
-	DefaultRetryEvery     = 30 * time.Second
+	// DefaultConnectTimeout bounds one start (spawn or first request,
+	// initialize, lists) of a server whose config sets no
+	// timeout.connect: every start of a remote server, and the restarts
+	// of a stdio server that has been ready once.
+	DefaultConnectTimeout = 30 * time.Second
+	// DefaultFirstStartTimeout bounds the starts of a stdio server whose
+	// config sets no timeout.connect until it is first ready: `npx -y`,
+	// `uvx` or `docker run` may be fetching it, which takes minutes on a
+	// busy machine or a slow network.
+	DefaultFirstStartTimeout = 2 * time.Minute
+	// DefaultStartWait is how long a request for a starting group waits
+	// before it is answered with the group's progress.
+	DefaultStartWait   = 30 * time.Second
+	DefaultGracePeriod = 5 * time.Second
+	DefaultRetryEvery  = 30 * time.Second
 	// DefaultMaxMessageBytes bounds one message from an upstream whose
 	// config does not set MaxMessageBytes (the loader always does; this is
 	// for servers built by hand). It is config's default.
@@ -57,12 +69,23 @@ type Client struct {
 
 // Options configure a Manager. Zero values select the defaults above.
 type Options struct {
-	Logger          *slog.Logger
-	ConnectTimeout  time.Duration
+	Logger *slog.Logger
+	// ConnectTimeout and FirstStartTimeout bound one start of a server
+	// whose config sets no timeout.connect (see the defaults).
+	ConnectTimeout    time.Duration
+	FirstStartTimeout time.Duration
+	// StartWait bounds how long a request waits for a group that is
+	// starting or connecting.
+	StartWait       time.Duration
 	GracePeriod     time.Duration
 	Backoff         []time.Duration
 	RetryEvery      time.Duration
 	MaxMessageBytes int
+
+	// Redact, if set, removes known secrets from upstream text that Moat
+	// shows the model (a failed start's reason, a starting server's last
+	// stderr line).
+	Redact func(string) string
 
 	// HTTPClient builds the guarded client for one remote server. It is
 	// required for http and sse servers.
@@ -108,6 +131,12 @@ func NewManager(opts Options) *Manager {
 	}
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = DefaultConnectTimeout
+	}
+	if opts.FirstStartTimeout <= 0 {
+		opts.FirstStartTimeout = DefaultFirstStartTimeout
+	}
+	if opts.StartWait <= 0 {
+		opts.StartWait = DefaultStartWait
 	}
 	if opts.GracePeriod <= 0 {
 		opts.GracePeriod = DefaultGracePeriod

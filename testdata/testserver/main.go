@@ -6,7 +6,8 @@
 // tests can check what a user of Moat would see. Flags let a test tell two
 // instances apart (-name), force pagination (-page-size, -extra-tools), prove
 // what reached the upstream (-record) and simulate a server that fails to start
-// (-fail-until).
+// (-fail-until) or that takes long to start, as `npx -y` does while npm
+// fetches the package (-start-gate).
 //
 // On stdio nothing but MCP is written to stdout. Over HTTP the first stdout
 // line is "LISTEN <url>", so a test can learn the port that was picked. Every
@@ -42,6 +43,7 @@ type config struct {
 	hostileSchemas bool
 	record         string
 	failUntil      string
+	startGate      string
 	stateless      bool
 	protocols      string
 }
@@ -60,6 +62,7 @@ func main() {
 	flag.BoolVar(&cfg.hostileSchemas, "hostile-schemas", false, "add tools whose input schemas a validator must refuse ($ref to a local file, lookahead regex)")
 	flag.StringVar(&cfg.record, "record", "", "append every tools/call (name and arguments) as a JSON line to this file")
 	flag.StringVar(&cfg.failUntil, "fail-until", "", "exit 3 at once unless this file exists")
+	flag.StringVar(&cfg.startGate, "start-gate", "", "write an installing line to stderr, then wait until this file exists before serving")
 	flag.BoolVar(&cfg.stateless, "stateless", false, "serve streamable HTTP in stateless mode")
 	flag.StringVar(&cfg.protocols, "protocols", "", "comma-separated protocol versions to accept (default: all the SDK knows)")
 	flag.Parse()
@@ -73,6 +76,9 @@ func main() {
 			fmt.Fprintf(os.Stderr, "testserver %s: failing on purpose until %s exists\n", cfg.name, cfg.failUntil)
 			os.Exit(3)
 		}
+	}
+	if cfg.startGate != "" {
+		awaitGate(cfg.name, cfg.startGate)
 	}
 	if !schemeRE.MatchString(cfg.name) {
 		fmt.Fprintf(os.Stderr, "testserver: -name %q must be a valid URI scheme (letter, then letters, digits, + . -)\n", cfg.name)
@@ -150,4 +156,16 @@ func splitNonEmpty(s string) []string {
 		}
 	}
 	return out
+}
+
+// awaitGate stands for a package manager fetching the server: it says so
+// on stderr, as npm does, and serves nothing until the test creates gate.
+func awaitGate(name, gate string) {
+	fmt.Fprintf(os.Stderr, "testserver %s: installing, waiting for %s\n", name, gate)
+	for {
+		if _, err := os.Stat(gate); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -487,7 +487,7 @@ func TestNoAuditLogNoCalls(t *testing.T) {
 	text := resultText(res)
 	// What the model reads, and passes on: the real cause and its fix, never
 	// "switch the audit log off".
-	if !res.IsError || !strings.Contains(text, "audit log cannot be written") || !strings.Contains(text, "chmod 700 "+logDir) || strings.Contains(text, "on_failure") {
+	if !res.IsError || !strings.Contains(text, "audit log cannot be written") || !strings.Contains(text, "chmod go-w "+logDir) || strings.Contains(text, "on_failure") {
 		t.Fatalf("call without an audit log: isError=%v %q; want the cause and its chmod, and no on_failure", res.IsError, text)
 	}
 	if data, _ := os.ReadFile(calls); len(data) > 0 {

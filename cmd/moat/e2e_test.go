@@ -820,3 +820,33 @@ func TestTwoMoatsShareTheAuditLog(t *testing.T) {
 		t.Fatalf("moat audit verify: %v\n%s", err, out)
 	}
 }
+
+// TestCallWaitsForAFirstStart: `moat call` on a server whose first start is
+// slow (a package manager installing it) says what it is waiting for, with
+// the server's own stderr, and then makes the call instead of giving up.
+func TestCallWaitsForAFirstStart(t *testing.T) {
+	gate := filepath.Join(t.TempDir(), "installed")
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"slow": testServer(t, "slow", "-start-gate", gate)})
+	cmd := exec.Command(testutil.BuildMoat(t), "call", "--config", cfg, "slow", "echo", `{"message":"after the install"}`)
+	cmd.Env = testutil.MoatEnv(t)
+	var stdout bytes.Buffer
+	stderr := &testutil.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "moat call to say what it waits for", func() bool {
+		return strings.Contains(stderr.String(), "moat: waiting for slow: starting for")
+	})
+	line := stderr.String()[strings.Index(stderr.String(), "moat: waiting for slow:"):]
+	line, _, _ = strings.Cut(line, "\n")
+	if !strings.Contains(line, "first start") || !strings.Contains(line, "testserver slow: installing") {
+		t.Errorf("the progress line lacks the first start or the server's stderr: %q", line)
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil || !strings.Contains(stdout.String(), "after the install") {
+		t.Fatalf("moat call: %v\nstdout: %.2000s\nstderr: %.2000s", err, stdout.String(), stderr.String())
+	}
+}

@@ -144,6 +144,7 @@ func setup(args []string, name string) (*instance, int) {
 			return p != nil && p.ToolSettings(tool).KillOnTimeout
 		},
 		Upstream: upstream.Options{
+			StartWait: startWait(name),
 			// A failed start's reason and a starting server's stderr
 			// reach the model: the secrets Moat resolved never do.
 			Redact:     gs.redactor.String,
@@ -155,6 +156,20 @@ func setup(args []string, name string) (*instance, int) {
 		},
 	})
 	return &instance{log: log, cfg: cfg, gs: gs, auditLog: auditLog, p: p}, exitOK
+}
+
+// cliStartWait is how long a one-shot command (tools, call, policy check)
+// waits for a starting server: as long as its start may run (the start
+// itself ends at its own limit, timeout.connect), so a first `moat call`
+// while npx installs the server is not cut short. A serving moat answers
+// the model sooner (upstream.DefaultStartWait) and keeps starting.
+const cliStartWait = time.Hour
+
+func startWait(command string) time.Duration {
+	if command == "serve" {
+		return 0
+	}
+	return cliStartWait
 }
 
 func runServe(ctx context.Context, args []string) int {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -54,7 +55,42 @@ func session(ctx context.Context, cfgArgs []string, name string) (*instance, *mc
 		printError(os.Stderr, err)
 		return nil, nil, nil, exitFailure
 	}
-	return m, cs, stop, exitOK
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		reportStarts(ctx, m, os.Stderr)
+	}()
+	return m, cs, func() { cancel(); <-done; stop() }, exitOK
+}
+
+// startReportEvery is how often a one-shot command says which servers it
+// is still waiting for.
+const startReportEvery = 5 * time.Second
+
+// reportStarts tells the user, on stderr, which servers are still starting
+// and what their stderr last said, every startReportEvery until ctx ends:
+// a first start may take minutes (a package manager installing the
+// server), and a silent wait looks like a hang.
+func reportStarts(ctx context.Context, m *instance, w io.Writer) {
+	t := time.NewTicker(startReportEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, name := range sortedServerNames(m.cfg) {
+				g, ok := m.p.Manager().Group(name)
+				if !ok {
+					continue
+				}
+				if st := g.Status(); st.State.Pending() {
+					fmt.Fprintf(w, "moat: waiting for %s: %s\n", name, st.Summary(now))
+				}
+			}
+		}
+	}
 }
 
 func runTools(ctx context.Context, args []string) int {
@@ -189,10 +225,8 @@ func runPolicy(ctx context.Context, args []string) int {
 		}
 		pol := callPolicy(m.gs.policy(name), s.Timeout.Tools)
 		fmt.Printf("== %s (pins: %s, redact: %s, on_invalid_schema: %s, timeout.tools: %s)\n", name, pol.PinMode(), pol.RedactMode(), pol.InvalidSchemaMode(), s.Timeout.Tools)
-		// get_dynamic_tools waits for the group to connect.
-		cctx, cancel := context.WithTimeout(ctx, 40*time.Second)
-		cs.CallTool(cctx, &mcp.CallToolParams{Name: "get_dynamic_tools", Arguments: map[string]any{"group": name}})
-		cancel()
+		// get_dynamic_tools waits for the group to start (see cliStartWait).
+		cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_dynamic_tools", Arguments: map[string]any{"group": name}})
 		g, ok := m.p.Manager().Group(name)
 		if !ok {
 			continue

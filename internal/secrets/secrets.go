@@ -82,6 +82,37 @@ type Options struct {
 	Timeout time.Duration
 	// Service is the keychain service name; "" means DefaultService.
 	Service string
+	// RequireEncryption refuses to create or open a file store protected
+	// by permissions only (config secrets.require_encryption).
+	RequireEncryption bool
+}
+
+// Protection says what protects a Store's secrets at rest.
+type Protection int
+
+const (
+	// Keychain: the OS keychain holds them.
+	Keychain Protection = iota + 1
+	// Encrypted: the file store, encrypted with a key derived from a
+	// passphrase (MOAT_PASSPHRASE, the systemd credential moat-passphrase
+	// or a prompt).
+	Encrypted
+	// PermissionsOnly: the file store with its key in its own header, so
+	// only the 0600/0700 modes (checked on every read) and the owner keep
+	// other users out; anyone who can read the user's files can read them.
+	PermissionsOnly
+)
+
+func (p Protection) String() string {
+	switch p {
+	case Keychain:
+		return "keychain"
+	case Encrypted:
+		return "encrypted"
+	case PermissionsOnly:
+		return "permissions only"
+	}
+	return fmt.Sprintf("Protection(%d)", int(p))
 }
 
 // An Item names a stored secret and where it is kept. It never holds the value.
@@ -108,13 +139,22 @@ type backend interface {
 	delete(ctx context.Context, name string) error
 	list(ctx context.Context) ([]string, error)
 	describe() string
+	protection() Protection
+	// lockPath is the file whose flock serializes writers across
+	// processes ("" for none).
+	lockPath() string
 }
 
-// A Store holds named secrets in one back end. It is safe for concurrent use.
+// A Store holds named secrets in one back end. It is safe for concurrent
+// use, within a process and across processes: every write (Set, Delete,
+// GetOrCreate, Encrypt, Decrypt) holds an exclusive flock on a lock file
+// beside the file store (LockPath), for the keychain back end too, whose
+// index item is read, modified and written.
 type Store struct {
-	mu       sync.Mutex // serializes operations, so read-modify-write of the keychain index is not lost
+	mu       sync.Mutex // serializes operations within the process
 	b        backend
 	fallback error // why the keychain was not used in auto mode; nil otherwise
+	require  bool  // Options.RequireEncryption
 }
 
 // Open returns a Store using the back end that o selects. In auto mode it
@@ -133,10 +173,10 @@ func Open(ctx context.Context, o *Options) (*Store, error) {
 	}
 	switch opt.Backend {
 	case "", BackendAuto:
-		kc := newKeychain(opt.Service, opt.Timeout)
+		kc := newKeychain(opt.Service, opt.Timeout, keychainLock(opt))
 		err := kc.probe(ctx)
 		if err == nil {
-			return &Store{b: kc}, nil
+			return &Store{b: kc, require: opt.RequireEncryption}, nil
 		}
 		if ctx.Err() != nil {
 			return nil, err
@@ -145,25 +185,41 @@ func Open(ctx context.Context, o *Options) (*Store, error) {
 		if ferr != nil {
 			return nil, withKeychainReason(ferr, err)
 		}
-		return &Store{b: fs, fallback: err}, nil
+		return &Store{b: fs, fallback: err, require: opt.RequireEncryption}, nil
 	case BackendKeychain:
-		kc := newKeychain(opt.Service, opt.Timeout)
+		kc := newKeychain(opt.Service, opt.Timeout, keychainLock(opt))
 		if err := kc.probe(ctx); err != nil {
 			return nil, err
 		}
-		return &Store{b: kc}, nil
+		return &Store{b: kc, require: opt.RequireEncryption}, nil
 	case BackendFile:
 		fs, err := openFileStore(opt)
 		if err != nil {
 			return nil, err
 		}
-		return &Store{b: fs}, nil
+		return &Store{b: fs, require: opt.RequireEncryption}, nil
 	default:
 		return nil, &HintError{
 			Err:   fmt.Errorf("secrets: unknown back end %q", opt.Backend),
 			hints: []string{`use "auto", "keychain" or "file"`},
 		}
 	}
+}
+
+// keychainLock is the keychain back end's cross-process lock: the one of
+// the file store o names, so both back ends of one user share it. "" (no
+// lock) when no directory can be found.
+func keychainLock(o Options) string {
+	if o.Dir != "" {
+		if d, err := filepath.Abs(o.Dir); err == nil {
+			return LockPath(d)
+		}
+	}
+	d, err := DefaultDir()
+	if err != nil {
+		return ""
+	}
+	return LockPath(d)
 }
 
 // withKeychainReason adds, to a file-store error in auto mode, why the
@@ -182,6 +238,9 @@ func withKeychainReason(ferr, kerr error) error {
 // Backend describes where this Store keeps secrets, for people:
 // "keychain (Secret Service)" or "encrypted file (DIR)".
 func (s *Store) Backend() string { return s.b.describe() }
+
+// Protection says what protects this Store's secrets at rest.
+func (s *Store) Protection() Protection { return s.b.protection() }
 
 // Fallback returns why the keychain was not used when Open chose the file
 // store in auto mode, and nil otherwise.
@@ -214,15 +273,62 @@ func (s *Store) Set(ctx context.Context, name string, value Secret) error {
 	if err := ValidateName(name); err != nil {
 		return err
 	}
+	if err := checkValue(name, value); err != nil {
+		return err
+	}
+	return s.locked(func() error { return s.b.set(ctx, name, value) })
+}
+
+// locked runs f holding the Store's mutex and the cross-process lock.
+func (s *Store) locked(f func() error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	unlock, err := lockStore(s.b.lockPath())
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return f()
+}
+
+// checkValue refuses values the store does not keep.
+func checkValue(name string, value Secret) error {
 	if value.IsZero() {
 		return fmt.Errorf("secrets: refusing to store an empty value for %q", name)
 	}
 	if len(value.Reveal()) > maxValueLen {
 		return fmt.Errorf("secrets: the value for %q is %d bytes; the limit is %d", name, len(value.Reveal()), maxValueLen)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.set(ctx, name, value)
+	return nil
+}
+
+// GetOrCreate returns the secret called name; if there is none, it stores
+// the value gen returns and returns that. Reading, generating and storing
+// happen under the cross-process lock, so processes that call GetOrCreate
+// for one name at once all get the same value: the first one's.
+func (s *Store) GetOrCreate(ctx context.Context, name string, gen func() (Secret, error)) (Secret, error) {
+	if err := ValidateName(name); err != nil {
+		return Secret{}, err
+	}
+	var v Secret
+	err := s.locked(func() error {
+		var err error
+		v, err = s.b.get(ctx, name)
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if v, err = gen(); err != nil {
+			return err
+		}
+		if err := checkValue(name, v); err != nil {
+			return err
+		}
+		return s.b.set(ctx, name, v)
+	})
+	if err != nil {
+		return Secret{}, err
+	}
+	return v, nil
 }
 
 // Delete removes the secret called name; it returns an error wrapping
@@ -231,9 +337,7 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	if err := ValidateName(name); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	err := s.b.delete(ctx, name)
+	err := s.locked(func() error { return s.b.delete(ctx, name) })
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("%w: %q in %s", ErrNotFound, name, s.b.describe())
 	}
@@ -324,4 +428,45 @@ func DefaultDir() (string, error) {
 		return "", fmt.Errorf("secrets: cannot find the secret store directory: %w", err)
 	}
 	return filepath.Join(home, ".local", "share", "moat", "secrets"), nil
+}
+
+// Encrypt re-keys the file store under a key derived from pass (Argon2id):
+// a store protected by permissions only becomes encrypted, and an
+// encrypted one gets the new passphrase. Every item is kept. The new store
+// is built beside the old one and swapped in atomically, under the
+// cross-process lock; other moat processes that opened the store before
+// refuse to write with the old key and say to restart.
+func (s *Store) Encrypt(ctx context.Context, pass []byte) error {
+	if len(pass) == 0 {
+		return &HintError{
+			Err:   errors.New("secrets: the new passphrase is empty"),
+			hints: []string{"choose a non-empty passphrase"},
+		}
+	}
+	return s.rekey(ctx, pass)
+}
+
+// Decrypt re-keys the file store to be protected by permissions only: its
+// key then lives in the store's header, and the 0600/0700 modes are the
+// protection. It is refused under Options.RequireEncryption.
+func (s *Store) Decrypt(ctx context.Context) error {
+	if s.require {
+		return &HintError{
+			Err: fmt.Errorf("secrets: secrets.require_encryption is set in the config, so the store in %s stays encrypted",
+				s.b.describe()),
+			hints: []string{"to change the passphrase instead, run `moat secret encrypt`"},
+		}
+	}
+	return s.rekey(ctx, nil)
+}
+
+func (s *Store) rekey(ctx context.Context, pass []byte) error {
+	fs, ok := s.b.(*fileStore)
+	if !ok {
+		return &HintError{
+			Err:   fmt.Errorf("secrets: the secrets are in the %s, which protects them itself; encrypt and decrypt act on the file store", s.b.describe()),
+			hints: []string{"add --backend file to act on the file store"},
+		}
+	}
+	return s.locked(func() error { return fs.rekey(ctx, pass) })
 }

@@ -1,15 +1,45 @@
-// Package secrets stores credentials (API keys, OAuth tokens) so that none is
-// ever on disk in plain text.
+// Package secrets stores credentials (API keys, OAuth tokens) and Moat's own
+// keys (audit, pins).
 //
 // A [Store] keeps named [Secret] values in one of two back ends:
 //
 //   - the OS keychain, through github.com/zalando/go-keyring (Secret Service
 //     on Linux, Keychain on macOS, Credential Manager on Windows);
-//   - an encrypted file store, used only when no keychain answers (or when
-//     asked for): one XChaCha20-Poly1305 file per item in a 0700 directory,
-//     files 0600, the key derived from a passphrase with Argon2id.
+//   - a file store, used when no keychain answers (or when asked for): one
+//     XChaCha20-Poly1305 file per item in a 0700 directory, files 0600.
+//
+// # Protection at rest
+//
+// [Store.Protection] says which of three protections is in force. The file
+// store's header decides its mode for good, so the mode never changes
+// silently:
+//
+//   - [Encrypted]: the key is derived with Argon2id from a passphrase. A new
+//     store is encrypted when a key source answers, in this order:
+//     [Options.Passphrase] (a prompt), MOAT_PASSPHRASE, the systemd
+//     credential $CREDENTIALS_DIRECTORY/moat-passphrase. Opening it with no
+//     key source fails with a [HintError] naming every key source.
+//   - [PermissionsOnly]: with no key source at creation, the random key is
+//     kept in the header itself, so the 0600/0700 modes and the owner check
+//     are the protection. Such a store stays permissions-only when a key
+//     source appears later, until [Store.Encrypt]. [Options.RequireEncryption]
+//     refuses to create or open one.
+//   - [Keychain].
+//
+// [Store.Encrypt] and [Store.Decrypt] move between the file store's modes:
+// the store is rebuilt in a sibling directory and swapped in atomically
+// (renameat2 RENAME_EXCHANGE on Linux); the next Open cleans up after a
+// re-key that crashed.
 //
 // # Guarantees
+//
+// Every write (Set, Delete, GetOrCreate, Encrypt, Decrypt) holds an
+// exclusive flock on [LockPath] of the store's directory, for the keychain
+// back end too (its index item is read, modified and written), so writers
+// in several processes lose nothing, and [Store.GetOrCreate] gives
+// processes that race to create one key the same value. A writer whose
+// store was re-keyed by another process since it opened refuses to write
+// with its old key.
 //
 // Every keychain call runs under a deadline ([Options.Timeout]), because
 // go-keyring can block forever on a session bus that accepts but never
@@ -19,13 +49,13 @@
 // through a process-wide slot that a stuck call keeps, and later calls fail
 // at once while it is held (see keychain.go).
 //
-// The file store never writes plain text: with no keychain and no passphrase,
-// [Open] fails and says what to do. Files and the directory are created with
-// their final modes whatever the umask, replaced atomically, and checked on
-// every read: a file or directory that the group or others can access, or
-// that another user owns, is refused with the exact chmod to run. An item's
-// file name is the SHA-256 of its name, and the name is the associated data
-// of its ciphertext, so files cannot be swapped between items.
+// Files and the directory are created with their final modes whatever the
+// umask, replaced atomically, and checked on every read: a file or
+// directory that the group or others can access, or that another user
+// owns, is refused with the exact chmod to run. An item's file name is the
+// SHA-256 of its name, and the name is the associated data of its
+// ciphertext, so files cannot be swapped between items. Names and values
+// are never in plain text on disk, in either mode.
 //
 // Secret values never appear in errors, logs or listings: [Store.List]
 // returns names only, and [Secret] prints as "REDACTED".
@@ -66,7 +96,7 @@ const DefaultService = "moat"
 const maxValueLen = 64 << 10
 
 // Options configure [Open]. The zero value (or nil) means: keychain if it
-// answers, else the encrypted file store with MOAT_PASSPHRASE.
+// answers, else the file store, encrypted when a key source answers.
 type Options struct {
 	// Backend is "auto" (the default: keychain if it answers within Timeout,
 	// else the encrypted file store), "keychain" or "file".
@@ -74,9 +104,10 @@ type Options struct {
 	// Dir is the file store's directory; "" means $XDG_DATA_HOME/moat/secrets,
 	// or ~/.local/share/moat/secrets.
 	Dir string
-	// Passphrase returns the file store's passphrase. nil means the
-	// MOAT_PASSPHRASE environment variable, and an error saying what to do
-	// when it is unset.
+	// Passphrase returns the file store's passphrase (a prompt). It is
+	// asked first, and only when a passphrase is needed: to open an
+	// encrypted store, or to create one. nil means MOAT_PASSPHRASE, then
+	// the systemd credential moat-passphrase.
 	Passphrase func() ([]byte, error)
 	// Timeout bounds each keychain call; 0 means DefaultTimeout.
 	Timeout time.Duration

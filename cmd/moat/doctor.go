@@ -100,6 +100,7 @@ func doctorCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 		// so a passphrase is derived once.
 		OpenStore: func(ctx context.Context, backend string) (*secrets.Store, error) {
 			processStore.backend = backend
+			_, processStore.require = peekSecrets(path)
 			return processStore.get(ctx)
 		},
 		HTTPClient: httpClientFor,

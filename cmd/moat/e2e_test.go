@@ -471,8 +471,9 @@ func TestAuditLogOfASession(t *testing.T) {
 	}
 }
 
-// TestNoAuditLogNoCalls: without a keychain or passphrase the audit log
-// cannot be opened, so calls are refused, and the reason says what to do.
+// TestNoAuditLogNoCalls: when the audit log cannot be opened (here its
+// directory is writable by others), calls are refused before they reach the
+// server, and the reason names the cause and its fix.
 func TestNoAuditLogNoCalls(t *testing.T) {
 	calls := filepath.Join(t.TempDir(), "calls")
 	logDir := filepath.Join(t.TempDir(), "shared")
@@ -848,5 +849,73 @@ func TestCallWaitsForAFirstStart(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil || !strings.Contains(stdout.String(), "after the install") {
 		t.Fatalf("moat call: %v\nstdout: %.2000s\nstderr: %.2000s", err, stdout.String(), stderr.String())
+	}
+}
+
+// headlessEnv is a fresh user on a headless host: its own HOME and XDG
+// directories, no session bus, no MOAT_PASSPHRASE, no systemd credential.
+func headlessEnv(t *testing.T) []string {
+	env := slices.DeleteFunc(testutil.MoatEnv(t), func(e string) bool {
+		return strings.HasPrefix(e, "DBUS_SESSION_BUS_ADDRESS=") || strings.HasPrefix(e, "CREDENTIALS_DIRECTORY=")
+	})
+	return append(env, "MOAT_PASSPHRASE=")
+}
+
+// TestHeadlessServesWithoutKeySource: with no keychain and no key source,
+// a fresh moat serves a call, its keys go to the file store protected by
+// permissions only, and `moat audit verify` verifies its log.
+func TestHeadlessServesWithoutKeySource(t *testing.T) {
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")})
+	cmd := exec.Command(testutil.BuildMoat(t), cfg)
+	cmd.Env = headlessEnv(t)
+	stderr := &testutil.SyncBuffer{}
+	cmd.Stderr = stderr
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(context.Background(), &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "headless-ok"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.IsError || !strings.Contains(resultText(res), "headless-ok") {
+		t.Fatalf("call on a headless host: isError=%v %q\nstderr:\n%s", res.IsError, resultText(res), stderr)
+	}
+	cs.Close()
+	waitFor(t, "moat to exit", func() bool { return cmd.ProcessState != nil || !testutil.ProcessAlive(cmd.Process.Pid) })
+	if !strings.Contains(stderr.String(), "protection=\"permissions only\"") {
+		t.Errorf("moat's log does not say which protection is in force:\n%s", stderr)
+	}
+	logPath := filepath.Join(testutil.EnvValue(cmd.Env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	verify := exec.Command(testutil.BuildMoat(t), "audit", "verify", logPath)
+	verify.Env = cmd.Env
+	if out, err := verify.CombinedOutput(); err != nil {
+		t.Fatalf("moat audit verify: %v\n%s", err, out)
+	}
+	hdr, err := os.ReadFile(filepath.Join(testutil.EnvValue(cmd.Env, "XDG_DATA_HOME"), "moat", "secrets", "header"))
+	if err != nil || len(hdr) != 66 {
+		t.Errorf("the secret store's header: %d bytes (%v), want the 66-byte permissions-only header", len(hdr), err)
+	}
+}
+
+// TestRequireEncryptionWithoutKeySourceNoCalls: under
+// secrets.require_encryption, with no key source, the audit log cannot be
+// opened, so calls are refused, and the reason names the key sources.
+func TestRequireEncryptionWithoutKeySourceNoCalls(t *testing.T) {
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test", "-record", filepath.Join(t.TempDir(), "calls"))},
+		map[string]any{"secrets": map[string]any{"require_encryption": true}})
+	cmd := exec.Command(testutil.BuildMoat(t), cfg)
+	cmd.Env = headlessEnv(t)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(context.Background(), &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "x"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.IsError || !strings.Contains(resultText(res), "audit log cannot be written") {
+		t.Fatalf("call under require_encryption without a key source: isError=%v %q", res.IsError, resultText(res))
 	}
 }

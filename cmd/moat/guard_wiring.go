@@ -220,10 +220,18 @@ func storedKey(ctx context.Context, store *secrets.Store, name string, size int)
 	if !errors.Is(err, secrets.ErrNotFound) {
 		return nil, err
 	}
-	b := make([]byte, size)
-	rand.Read(b)
-	if err := store.Set(ctx, name, secrets.NewSecret(base64.StdEncoding.EncodeToString(b))); err != nil {
+	// GetOrCreate: two moats starting at once keep one key.
+	s, err = store.GetOrCreate(ctx, name, func() (secrets.Secret, error) {
+		b := make([]byte, size)
+		rand.Read(b)
+		return secrets.NewSecret(base64.StdEncoding.EncodeToString(b)), nil
+	})
+	if err != nil {
 		return nil, err
+	}
+	b, err := base64.StdEncoding.DecodeString(s.Reveal())
+	if err != nil || len(b) != size {
+		return nil, fmt.Errorf("key %q in the %s is damaged", name, store.Backend())
 	}
 	return b, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/secrets"
 )
 
@@ -21,10 +22,16 @@ const secretUsage = `usage:
   moat secret rm [flags] NAME      remove a secret
   moat secret list [flags]         list secret names and where they are kept (never values)
   moat secret migrate [flags]      move dynamic-mcp's plain-text OAuth tokens into the store
+  moat secret encrypt [flags]      encrypt the file store with a passphrase (or change its passphrase)
+  moat secret decrypt [--yes]      protect the file store by permissions only (refused under require_encryption)
 flags:
   --backend auto|keychain|file     where secrets live (default auto: the keychain if it answers)
-  --dir DIR                        the encrypted file store's directory
-The file store's passphrase comes from MOAT_PASSPHRASE, or a prompt on a terminal.`
+  --dir DIR                        the file store's directory
+  --yes                            decrypt without asking
+With no keychain, the file store is encrypted when a key source answers: MOAT_PASSPHRASE, the
+systemd credential moat-passphrase ($CREDENTIALS_DIRECTORY), or a prompt on a terminal; else it
+is protected by its 0600/0700 modes only. secrets.require_encryption in the config named by
+MOAT_CONFIG refuses that mode.`
 
 // maxSecretInput bounds what `moat secret set` reads from stdin; the store
 // refuses values over its own, smaller limit with a clear error.
@@ -35,13 +42,14 @@ const maxSecretInput = 1 << 20
 func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	usageErr := func(msg string, hints ...string) int { return usageFailure(stderr, secretUsage, msg, hints...) }
 	if len(args) == 0 {
-		return usageErr("moat secret needs a subcommand: set, rm, list or migrate")
+		return usageErr("moat secret needs a subcommand: set, rm, list, migrate, encrypt or decrypt")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("moat secret "+sub, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	backend := fs.String("backend", secrets.BackendAuto, "")
 	dir := fs.String("dir", "", "")
+	yes := fs.Bool("yes", false, "")
 	// Flags may come before or after NAME.
 	pos, err := parseInterspersed(fs, args[1:])
 	if errors.Is(err, flag.ErrHelp) {
@@ -52,26 +60,31 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 		return usageErr(err.Error())
 	}
 
+	require := false
+	if cfgPath, _, err := config.ResolvePath("", os.LookupEnv); err == nil {
+		_, require = peekSecrets(cfgPath)
+	}
 	open := func() (*secrets.Store, int) {
 		s, err := secrets.Open(ctx, &secrets.Options{
-			Backend:    *backend,
-			Dir:        *dir,
-			Passphrase: passphrasePrompt(stdin, stderr),
+			Backend:           *backend,
+			Dir:               *dir,
+			Passphrase:        passphrasePrompt(stdin, stderr),
+			RequireEncryption: require,
 		})
 		if err != nil {
 			printError(stderr, err)
 			return nil, exitFailure
 		}
+		// The audit record of this command takes its keys from the same
+		// store (opened once, with the passphrase typed once) when it is
+		// the default one, instead of opening it again.
+		if *dir == "" && (*backend == "" || *backend == secrets.BackendAuto) {
+			processStore.use(s)
+		}
 		// Only where a value is about to be stored is the note news: list
 		// and rm name the backend of each secret anyway.
 		if why := s.Fallback(); why != nil && (sub == "set" || sub == "migrate") {
 			fmt.Fprintf(stderr, "moat: note: the keychain is not usable (%v); using the %s\n", why, s.Backend())
-		}
-		// The audit record of this command takes its keys from the same
-		// store (opened once, with the passphrase typed once) when it is
-		// the default one, instead of opening it again without a prompt.
-		if *backend == secrets.BackendAuto && *dir == "" {
-			processStore.adopt(s)
 		}
 		return s, exitOK
 	}
@@ -143,6 +156,7 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 			fmt.Fprintf(stdout, "no secrets in the %s\n", s.Backend())
 			return exitOK
 		}
+		fmt.Fprintln(stdout, "# "+protectionNote(s))
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tBACKEND")
 		for _, it := range items {
@@ -181,11 +195,17 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 		}
 		return exitOK
 
+	case "encrypt", "decrypt":
+		if len(pos) != 0 {
+			return usageErr("moat secret " + sub + " takes no arguments")
+		}
+		return rekeyCommand(ctx, sub, *yes, open, stdin, stdout, stderr)
+
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, secretUsage)
 		return exitOK
 	}
-	return usageErr(fmt.Sprintf("unknown subcommand %q", sub), "use set, rm, list or migrate")
+	return usageErr(fmt.Sprintf("unknown subcommand %q", sub), "use set, rm, list, migrate, encrypt or decrypt")
 }
 
 // readSecretValue reads the value for name: from a hidden prompt when stdin
@@ -238,4 +258,93 @@ func passphrasePrompt(stdin *os.File, stderr io.Writer) func() ([]byte, error) {
 		}
 		return p, nil
 	}
+}
+
+// rekeyCommand runs `moat secret encrypt` and `moat secret decrypt`.
+func rekeyCommand(ctx context.Context, sub string, yes bool, open func() (*secrets.Store, int),
+	stdin *os.File, stdout, stderr io.Writer) int {
+	s, code := open()
+	if s == nil {
+		return code
+	}
+	before := s.Protection()
+	if sub == "decrypt" {
+		if before == secrets.PermissionsOnly {
+			fmt.Fprintln(stdout, "nothing to do: "+protectionNote(s))
+			return exitOK
+		}
+		if !yes {
+			if !term.IsTerminal(int(stdin.Fd())) {
+				return usageFailure(stderr, secretUsage, "moat secret decrypt asks for confirmation; pass --yes when stdin is not a terminal")
+			}
+			fmt.Fprintf(stderr, "Decrypt the secret store? Its key will sit in its header, so anyone who can read your files can read your secrets. [y/N] ")
+			var answer string
+			fmt.Fscanln(stdin, &answer)
+			if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+				fmt.Fprintln(stderr, "moat: not decrypted")
+				return exitFailure
+			}
+		}
+		if err := s.Decrypt(ctx); err != nil {
+			printError(stderr, err)
+			return exitFailure
+		}
+	} else {
+		pass, err := newPassphrase(stdin, stderr, before)
+		if err != nil {
+			printError(stderr, err)
+			return exitFailure
+		}
+		defer clear(pass)
+		if err := s.Encrypt(ctx, pass); err != nil {
+			printError(stderr, err)
+			return exitFailure
+		}
+	}
+	fmt.Fprintln(stdout, "now in force: "+protectionNote(s))
+	if s.Protection() == secrets.Encrypted {
+		fmt.Fprintln(stdout, "moat serve needs MOAT_PASSPHRASE or the systemd credential moat-passphrase from now on; "+
+			"restart any running moat so it opens the store with its new key")
+	}
+	commandEvent(ctx, stderr, "secret_"+sub, "", map[string]string{
+		"from": before.String(), "protection": s.Protection().String(), "backend": s.Backend()})
+	return exitOK
+}
+
+// newPassphrase is the passphrase `moat secret encrypt` encrypts with:
+// MOAT_PASSPHRASE or the systemd credential when the store is not encrypted
+// yet; else (changing it) MOAT_NEW_PASSPHRASE; else a prompt, typed twice.
+func newPassphrase(stdin *os.File, stderr io.Writer, now secrets.Protection) ([]byte, error) {
+	if now != secrets.Encrypted {
+		p, _, err := secrets.PassphraseFromEnvironment()
+		if err != nil || p != nil {
+			return p, err
+		}
+	} else if p := os.Getenv("MOAT_NEW_PASSPHRASE"); p != "" {
+		return []byte(p), nil
+	}
+	if !term.IsTerminal(int(stdin.Fd())) {
+		if now == secrets.Encrypted {
+			return nil, errors.New("secret encrypt: no new passphrase: set MOAT_NEW_PASSPHRASE (MOAT_PASSPHRASE opens the store), or run it on a terminal")
+		}
+		return nil, errors.New("secret encrypt: no passphrase: set MOAT_PASSPHRASE or the systemd credential moat-passphrase, or run it on a terminal")
+	}
+	fmt.Fprint(stderr, "New passphrase for moat's secret store (input is hidden): ")
+	p1, err := term.ReadPassword(int(stdin.Fd()))
+	fmt.Fprintln(stderr)
+	if err != nil {
+		return nil, fmt.Errorf("secret encrypt: reading the passphrase: %w", err)
+	}
+	fmt.Fprint(stderr, "Again: ")
+	p2, err := term.ReadPassword(int(stdin.Fd()))
+	fmt.Fprintln(stderr)
+	defer clear(p2)
+	if err != nil {
+		return nil, fmt.Errorf("secret encrypt: reading the passphrase: %w", err)
+	}
+	if !bytes.Equal(p1, p2) {
+		clear(p1)
+		return nil, errors.New("secret encrypt: the two passphrases differ; nothing changed")
+	}
+	return p1, nil
 }

@@ -119,7 +119,8 @@ func TestSecretListRm(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("list: exit %d:\n%s", code, errs)
 	}
-	want := "NAME          BACKEND\n" +
+	want := "# secrets: encrypted file (" + dir + ") (encrypted at rest)\n" +
+		"NAME          BACKEND\n" +
 		"api-key       encrypted file (" + dir + ")\n" +
 		"github-token  encrypted file (" + dir + ")\n"
 	if out != want {
@@ -166,12 +167,63 @@ func TestSecretUsageAndFailures(t *testing.T) {
 		})
 	}
 
-	// No keychain and no passphrase: a runtime failure that says what to do.
+}
+
+// TestSecretEncryptDecrypt: with no keychain and no key source, `moat
+// secret set` works in a store protected by permissions only, and `list`
+// says so; `encrypt` and `decrypt` move between the modes, keep the
+// secrets, print what is in force and are audited; require_encryption
+// refuses decrypt.
+func TestSecretEncryptDecrypt(t *testing.T) {
+	dir := secretEnv(t)
 	t.Setenv("MOAT_PASSPHRASE", "")
-	code, _, errs := runSecret(t, "v", "set", "--dir", dir, "tok")
-	if code != exitFailure || !strings.Contains(errs, "moat: hint: export MOAT_PASSPHRASE") ||
-		!strings.Contains(errs, "moat: hint: start and unlock your keyring") {
-		t.Errorf("no keychain, no passphrase: exit %d, stderr:\n%s", code, errs)
+	t.Setenv("CREDENTIALS_DIRECTORY", t.TempDir())
+	if code, _, errs := runSecret(t, secretCanary, "set", "--dir", dir, "tok"); code != exitOK {
+		t.Fatalf("set without a key source: exit %d\n%s", code, errs)
+	}
+	code, out, errs := runSecret(t, "", "list", "--dir", dir)
+	if code != exitOK || !strings.Contains(out, "permissions only") || !strings.Contains(out, "moat secret encrypt") {
+		t.Errorf("list of a permissions-only store: exit %d, stdout:\n%s\nstderr:\n%s; want the protection and the fix", code, out, errs)
+	}
+
+	t.Setenv("MOAT_PASSPHRASE", "new-pass")
+	code, out, errs = runSecret(t, "", "encrypt", "--dir", dir)
+	if code != exitOK || !strings.Contains(out, "now in force: secrets: encrypted file") {
+		t.Fatalf("encrypt: exit %d, stdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+	if v, err := storeValue(t, dir, "tok"); err != nil || v != secretCanary {
+		t.Errorf("after encrypt, tok reads %v", err)
+	}
+	t.Setenv("MOAT_PASSPHRASE", "")
+	if code, _, errs := runSecret(t, "", "list", "--dir", dir); code != exitFailure || !strings.Contains(errs, "MOAT_PASSPHRASE") {
+		t.Errorf("list of the encrypted store without a key source: exit %d, stderr:\n%s", code, errs)
+	}
+
+	t.Setenv("MOAT_PASSPHRASE", "new-pass")
+	if code, _, errs := runSecret(t, "", "decrypt", "--dir", dir); code != exitUsage || !strings.Contains(errs, "--yes") {
+		t.Errorf("decrypt without --yes on a non-terminal: exit %d, stderr:\n%s", code, errs)
+	}
+	// require_encryption in the config named by MOAT_CONFIG refuses decrypt.
+	cfg := filepath.Join(t.TempDir(), "moat.json")
+	if err := os.WriteFile(cfg, []byte(`{"mcpServers": {}, "secrets": {"require_encryption": true}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MOAT_CONFIG", cfg)
+	if code, _, errs := runSecret(t, "", "decrypt", "--yes", "--dir", dir); code != exitFailure || !strings.Contains(errs, "require_encryption") {
+		t.Errorf("decrypt under require_encryption: exit %d, stderr:\n%s", code, errs)
+	}
+	t.Setenv("MOAT_CONFIG", "")
+	code, out, errs = runSecret(t, "", "decrypt", "--yes", "--dir", dir)
+	if code != exitOK || !strings.Contains(out, "now in force: secrets: file, protected by permissions only") {
+		t.Fatalf("decrypt --yes: exit %d, stdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+	t.Setenv("MOAT_PASSPHRASE", "")
+	if v, err := storeValue(t, dir, "tok"); err != nil || v != secretCanary {
+		t.Errorf("after decrypt, tok reads %v", err)
+	}
+	log, err := os.ReadFile(filepath.Join(os.Getenv("XDG_STATE_HOME"), "moat", "audit.jsonl"))
+	if err != nil || !bytes.Contains(log, []byte(`"secret_encrypt"`)) || !bytes.Contains(log, []byte(`"secret_decrypt"`)) {
+		t.Errorf("the audit log lacks secret_encrypt or secret_decrypt (%v)", err)
 	}
 }
 

@@ -23,21 +23,42 @@ const secretTimeout = 10 * time.Second
 // ${secret:...} never touches the keychain.
 type lazyStore struct {
 	backend string // from the config's secrets.backend; "" is auto
-	once    sync.Once
-	store   *secrets.Store
-	err     error
-}
-
-// adopt makes s the store get returns, unless get has already run.
-func (l *lazyStore) adopt(s *secrets.Store) {
-	l.once.Do(func() { l.store = s })
+	require bool   // the config's secrets.require_encryption
+	// opened, if set, is told once which store opened (serve logs it).
+	opened func(*secrets.Store)
+	once   sync.Once
+	store  *secrets.Store
+	err    error
 }
 
 func (l *lazyStore) get(ctx context.Context) (*secrets.Store, error) {
 	l.once.Do(func() {
-		l.store, l.err = secrets.Open(ctx, &secrets.Options{Backend: l.backend})
+		l.store, l.err = secrets.Open(ctx, &secrets.Options{Backend: l.backend, RequireEncryption: l.require})
+		if l.err == nil && l.opened != nil {
+			l.opened(l.store)
+		}
 	})
 	return l.store, l.err
+}
+
+// use makes s the process's store, when nothing opened one yet (a secret
+// command shares its store with the audit keys, so a passphrase is read once).
+func (l *lazyStore) use(s *secrets.Store) {
+	l.once.Do(func() { l.store = s })
+}
+
+// protectionNote is one line on what protects the secrets at rest, with
+// the advice that goes with it.
+func protectionNote(s *secrets.Store) string {
+	switch s.Protection() {
+	case secrets.PermissionsOnly:
+		return "secrets: " + s.Backend() + " (no keychain and no key source: only the 0600/0700 modes keep other users out; " +
+			"to encrypt, set MOAT_PASSPHRASE or the systemd credential moat-passphrase and run `moat secret encrypt`)"
+	case secrets.Encrypted:
+		return "secrets: " + s.Backend() + " (encrypted at rest)"
+	default:
+		return "secrets: " + s.Backend()
+	}
 }
 
 var processStore lazyStore
@@ -81,17 +102,20 @@ func storedAuditKeys(ctx context.Context) (audit.Keys, error) {
 	return auditlog.Keys(ctx, store, false)
 }
 
-// peekSecretsBackend reads secrets.backend before the config is loaded:
-// loading resolves ${secret:...} from the store that key names. Errors are
-// left to the full load to report.
-func peekSecretsBackend(path string) string {
+// peekSecrets reads secrets.backend and secrets.require_encryption before
+// the config is loaded: loading resolves ${secret:...} from the store they
+// name. Errors are left to the full load to report.
+func peekSecrets(path string) (backend string, require bool) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return ""
+		return "", false
 	}
 	var c struct {
-		Secrets struct{ Backend string } `json:"secrets"`
+		Secrets struct {
+			Backend           string
+			RequireEncryption bool `json:"require_encryption"`
+		} `json:"secrets"`
 	}
 	_ = json.Unmarshal(data, &c)
-	return c.Secrets.Backend
+	return c.Secrets.Backend, c.Secrets.RequireEncryption
 }

@@ -87,7 +87,10 @@ func setup(args []string, name string) (*instance, int) {
 		printError(os.Stderr, err)
 		return nil, exitUsage
 	}
-	processStore.backend = peekSecretsBackend(path)
+	processStore.backend, processStore.require = peekSecrets(path)
+	processStore.opened = func(s *secrets.Store) {
+		log.Info("secret store open", "protection", s.Protection().String(), "where", s.Backend())
+	}
 	cfg, err := config.Load(path, loadOptions())
 	if err != nil {
 		printError(os.Stderr, err)
@@ -426,6 +429,13 @@ func banner(cfg *config.Config, auditPath string) {
 	}
 	fmt.Fprintf(w, "Groups connect once a client has initialized the session.\n")
 	fmt.Fprintf(w, "Audit log: %s (read it with `moat audit tail %s`)\n", auditPath, auditPath)
+	ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
+	if store, err := processStore.get(ctx); err == nil {
+		fmt.Fprintf(w, "%s\n", strings.ToUpper(protectionNote(store)[:1])+protectionNote(store)[1:])
+	} else {
+		fmt.Fprintf(w, "Secrets: the store cannot be opened: %v\n", err)
+	}
+	cancel()
 	fmt.Fprintf(w, "Connect a client, e.g. the MCP Inspector (pass what the config's ${VAR}s need with -e NAME=value;\n`make inspect` does it for this demo):\n  npx @modelcontextprotocol/inspector %s %s\n", selfPath(), cfg.Path)
 	fmt.Fprintf(w, "or add {\"command\": %q, \"args\": [%q]} to Claude Desktop's mcpServers.\n", selfPath(), cfg.Path)
 	fmt.Fprintf(w, "Press Ctrl-C (or Ctrl-D) to stop. Set MOAT_LOG=info to see groups connect.\n")

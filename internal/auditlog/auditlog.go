@@ -63,10 +63,19 @@ func key(ctx context.Context, store *secrets.Store, name string, size int, creat
 	if !create {
 		return nil, fmt.Errorf("no audit key %q in the %s: this machine's moat has never written an audit log", name, store.Backend())
 	}
-	b := make([]byte, size)
-	rand.Read(b)
-	if err := store.Set(ctx, name, secrets.NewSecret(base64.StdEncoding.EncodeToString(b))); err != nil {
+	// Under the store's lock: two moats starting at once on a fresh
+	// machine end up with one key, not the second overwriting the first.
+	s, err = store.GetOrCreate(ctx, name, func() (secrets.Secret, error) {
+		b := make([]byte, size)
+		rand.Read(b)
+		return secrets.NewSecret(base64.StdEncoding.EncodeToString(b)), nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("storing a new audit key: %w", err)
+	}
+	b, err := base64.StdEncoding.DecodeString(s.Reveal())
+	if err != nil || len(b) != size {
+		return nil, fmt.Errorf("audit key %q in the %s is damaged; restore it from a backup (a new key cannot verify the existing log)", name, store.Backend())
 	}
 	return b, nil
 }

@@ -275,6 +275,7 @@ func TestBadConfigs(t *testing.T) {
 		// secrets
 		{"secrets array", `{"mcpServers": {}, "secrets": []}`, "/secrets", `"secrets" is an array, not an object: write "secrets": {"backend": "auto"}`, true, nil, nil, 1},
 		{"secrets unknown key", `{"mcpServers": {}, "secrets": {"backnd": "file"}}`, "/secrets/backnd", `did you mean "backend"?`, true, nil, nil, 1},
+		{"secrets require_encryption string", `{"mcpServers": {}, "secrets": {"require_encryption": "yes"}}`, "/secrets/require_encryption", `secrets.require_encryption is a string, not true or false`, true, nil, nil, 1},
 		{"secrets backend typo", `{"mcpServers": {}, "secrets": {"backend": "keychian"}}`, "/secrets/backend", `unknown secrets.backend "keychian": did you mean "keychain"?; use "auto" (the default: the OS keychain, else the encrypted file), "keychain" or "file"`, true, nil, nil, 1},
 		{"secrets backend number", `{"mcpServers": {}, "secrets": {"backend": 1}}`, "/secrets/backend", "secrets.backend is a number, not a string", true, nil, nil, 1},
 	} {

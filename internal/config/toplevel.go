@@ -24,7 +24,7 @@ var (
 	defaultsKeys = []string{"sandbox", "policy"}
 	auditKeys    = []string{"path", "fsync", "on_failure", "record_args", "rotate", "checkpoint_every", "syslog"}
 	rotateKeys   = []string{"max_size", "max_age", "keep"}
-	secretsKeys  = []string{"backend"}
+	secretsKeys  = []string{"backend", "require_encryption"}
 )
 
 func (c *checker) defaults(m *member) Defaults {
@@ -128,6 +128,9 @@ func (c *checker) secrets(m *member) Secrets {
 			`use "auto" (the default: the OS keychain, else the encrypted file), "keychain" or "file"`); v != "" {
 			s.Backend = v
 		}
+	}
+	if f := m.val.get("require_encryption"); f != nil {
+		s.RequireEncryption = c.boolean(f, "/secrets/require_encryption", "secrets.require_encryption")
 	}
 	return s
 }

@@ -95,7 +95,10 @@ type Rotate struct {
 
 // Secrets is the "secrets" block. The loader fills in Backend.
 type Secrets struct {
-	Backend string // "auto" (the default: keychain, else the encrypted file), "keychain" or "file"
+	Backend string // "auto" (the default: keychain, else the file store), "keychain" or "file"
+	// RequireEncryption (key "require_encryption") refuses the file store
+	// protected by permissions only: without a key source, Moat fails.
+	RequireEncryption bool
 }
 
 // Server is one upstream, with every ${VAR} already expanded.

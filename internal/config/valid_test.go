@@ -104,7 +104,7 @@ func TestFullConfig(t *testing.T) {
 			Path: "/home/u/.local/state/moat/audit.jsonl", Fsync: "always", OnFailure: "continue", RecordArgs: true,
 			Rotate: Rotate{MaxSize: 100 << 20, MaxAge: 24 * time.Hour, Keep: 10}, CheckpointEvery: 500,
 		},
-		Secrets: Secrets{Backend: "keychain"},
+		Secrets: Secrets{Backend: "keychain", RequireEncryption: true},
 	}
 	if diff := cmp.Diff(wantTop, *cfg); diff != "" {
 		t.Errorf("full.json top level (-want +got):\n%s", diff)

@@ -56,20 +56,20 @@ func (d *run) checkConfigFile() {
 // checkSecretStore opens the store the config names and reports which back
 // end answered, or why none did.
 func (d *run) checkSecretStore(ctx context.Context) {
-	backend := peekBackend(d.o.ConfigPath)
+	backend, require := peekBackend(d.o.ConfigPath)
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	open := d.o.OpenStore
 	if open == nil {
 		open = func(ctx context.Context, backend string) (*secrets.Store, error) {
-			return secrets.Open(ctx, &secrets.Options{Backend: backend, Dir: d.o.SecretsDir})
+			return secrets.Open(ctx, &secrets.Options{Backend: backend, Dir: d.o.SecretsDir, RequireEncryption: require})
 		}
 	}
 	store, err := open(ctx, backend)
 	c := Check{Section: SectionSecrets, Name: "secrets.backend"}
 	if err != nil {
 		c.Status, c.Message = Fail, fmt.Sprintf("no secret store answers: %v", err)
-		c.Fix = "unlock the keychain (or start a Secret Service such as gnome-keyring), or set MOAT_PASSPHRASE for the encrypted file store"
+		c.Fix = "set MOAT_PASSPHRASE or the systemd credential moat-passphrase (the store's key sources), or unlock the keychain"
 		var h interface{ Hints() []string }
 		if errors.As(err, &h) && len(h.Hints()) > 0 {
 			c.Fix = strings.Join(h.Hints(), " ")
@@ -77,7 +77,16 @@ func (d *run) checkSecretStore(ctx context.Context) {
 		d.add(c)
 	} else {
 		d.store = store
-		c.Status, c.Message = OK, "secret store: "+store.Backend()
+		switch p := store.Protection(); {
+		case p == secrets.PermissionsOnly && require:
+			c.Status, c.Message = Fail, "secret store: "+store.Backend()+", but secrets.require_encryption is set"
+			c.Fix = "set MOAT_PASSPHRASE (or the systemd credential moat-passphrase), then run `moat secret encrypt`"
+		case p == secrets.PermissionsOnly:
+			c.Status, c.Message = Warn, "secret store: "+store.Backend()+": no keychain and no key source, so only the 0600/0700 modes keep other users out"
+			c.Fix = "set MOAT_PASSPHRASE (or the systemd credential moat-passphrase), then run `moat secret encrypt`"
+		default:
+			c.Status, c.Message = OK, "secret store: "+store.Backend()+" (protection: "+p.String()+")"
+		}
 		if fb := store.Fallback(); fb != nil {
 			c.Details = []string{"keychain not used: " + fb.Error()}
 		}
@@ -89,16 +98,19 @@ func (d *run) checkSecretStore(ctx context.Context) {
 // peekBackend reads secrets.backend before the config is loaded: loading
 // resolves ${secret:...} from the store that key names. A file that does not
 // parse gives "" (auto), and the config check reports why.
-func peekBackend(path string) string {
+func peekBackend(path string) (backend string, requireEncryption bool) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return ""
+		return "", false
 	}
 	var c struct {
-		Secrets struct{ Backend string } `json:"secrets"`
+		Secrets struct {
+			Backend           string
+			RequireEncryption bool `json:"require_encryption"`
+		} `json:"secrets"`
 	}
 	_ = json.Unmarshal(data, &c)
-	return c.Secrets.Backend
+	return c.Secrets.Backend, c.Secrets.RequireEncryption
 }
 
 // checkSecretsDir checks the encrypted file store's directory and files the
@@ -143,7 +155,7 @@ func (d *run) checkSecretsDir() {
 			return
 		}
 	}
-	c.Status, c.Message = OK, fmt.Sprintf("encrypted file store %s: private to you (%d %s)", dir, len(entries), plural(len(entries), "item"))
+	c.Status, c.Message = OK, fmt.Sprintf("file store %s: private to you (%d %s)", dir, len(entries), plural(len(entries), "item"))
 	d.add(c)
 }
 

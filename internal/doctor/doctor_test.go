@@ -357,3 +357,48 @@ func TestNProcAsRoot(t *testing.T) {
 		})
 	}
 }
+
+// TestSecretStoreProtection: the secrets check passes for an encrypted
+// store, warns (naming `moat secret encrypt`) for one protected by
+// permissions only, and fails for that one under require_encryption.
+func TestSecretStoreProtection(t *testing.T) {
+	t.Setenv("MOAT_PASSPHRASE", "")
+	t.Setenv("CREDENTIALS_DIRECTORY", t.TempDir())
+	for _, tt := range []struct {
+		name, config string
+		passphrase   bool
+		want         Status
+		fix          string
+	}{
+		{"encrypted", `{"mcpServers": {}}`, true, OK, ""},
+		{"permissions only", `{"mcpServers": {}}`, false, Warn, "moat secret encrypt"},
+		{"permissions only, require_encryption", `{"mcpServers": {}, "secrets": {"require_encryption": true}}`, false, Fail, "moat secret encrypt"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, tt.config)
+			f.opts.OpenStore = nil // the doctor's own Open, with the config's require_encryption
+			if tt.passphrase {
+				t.Setenv("MOAT_PASSPHRASE", "pw")
+			} else {
+				t.Setenv("MOAT_PASSPHRASE", "")
+			}
+			// The store exists first, made as a headless moat would make it.
+			if _, err := secrets.Open(t.Context(), &secrets.Options{Backend: secrets.BackendFile, Dir: f.opts.SecretsDir}); err != nil {
+				t.Fatal(err)
+			}
+			rep := Run(t.Context(), f.opts)
+			var c *Check
+			for i := range rep.Checks {
+				if rep.Checks[i].Name == "secrets.backend" {
+					c = &rep.Checks[i]
+				}
+			}
+			if c == nil {
+				t.Fatal("no secrets.backend check")
+			}
+			if c.Status != tt.want || !strings.Contains(c.Fix, tt.fix) {
+				t.Errorf("secrets.backend = %v %q (fix %q), want %v with a fix naming %q", c.Status, c.Message, c.Fix, tt.want, tt.fix)
+			}
+		})
+	}
+}

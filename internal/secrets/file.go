@@ -28,13 +28,23 @@ import (
 
 // On-disk format, version 1. All integers are big-endian.
 //
-// header file "header":
+// header file "header", encrypted store (a passphrase):
 //
 //	"MOATKEYS" | version=1 | argon2 time u32 | memory KiB u32 | threads u8 | salt[16] |
 //	nonce[24] | XChaCha20-Poly1305(key, 32 zero bytes, AD = all preceding bytes)
 //
 // The sealed zeros let Open tell a wrong passphrase from a tampered item,
 // and authenticate the KDF parameters and salt.
+//
+// header file "header", permissions-only store (no key source when it was
+// created): the same prefix with time, memory and threads all zero (no
+// KDF), then the 32-byte key in clear:
+//
+//	"MOATKEYS" | version=1 | 0 u32 | 0 u32 | 0 u8 | salt[16] (zeros) | key[32]
+//
+// The one header, linked into place atomically, decides the mode: two
+// processes creating the store at once cannot leave two modes. Items have
+// the same format in both modes.
 //
 // item file hex(sha256(name)):
 //
@@ -84,82 +94,305 @@ const oNoFollow = syscall.O_NOFOLLOW | syscall.O_CLOEXEC
 func isLoop(err error) bool { return errors.Is(err, syscall.ELOOP) }
 
 type fileStore struct {
-	dir string
-	key [chacha20poly1305.KeySize]byte
+	dir  string
+	lock string // the cross-process lock file; see lockStore
+	key  [chacha20poly1305.KeySize]byte
+	hdr  []byte     // the header this store was opened with: a re-key changes it
+	prot Protection // Encrypted or PermissionsOnly, as the header says
+	// unused names a key source (MOAT_PASSPHRASE, the systemd credential)
+	// present when the store was opened permissions-only: it is not used
+	// until `moat secret encrypt`.
+	unused string
 }
 
-func (f *fileStore) describe() string { return "encrypted file (" + f.dir + ")" }
+func (f *fileStore) protection() Protection { return f.prot }
 
-func passphraseFrom(opt Options, dir string) ([]byte, error) {
-	if opt.Passphrase != nil {
-		p, err := opt.Passphrase()
-		if err != nil {
-			return nil, fmt.Errorf("secrets: reading the passphrase for %s: %w", dir, err)
-		}
-		if len(p) == 0 {
-			return nil, &HintError{
-				Err:   fmt.Errorf("secrets: the passphrase for the encrypted secret store in %s is empty", dir),
-				hints: []string{"enter a non-empty passphrase"},
-			}
-		}
-		return p, nil
+func (f *fileStore) describe() string {
+	if f.prot == Encrypted {
+		return "encrypted file (" + f.dir + ")"
 	}
-	if p := os.Getenv("MOAT_PASSPHRASE"); p != "" {
-		return []byte(p), nil
+	d := "file, protected by permissions only (" + f.dir + ")"
+	if f.unused != "" {
+		d += "; " + f.unused + " is set but not used: encrypt the store with `moat secret encrypt`"
 	}
-	return nil, &HintError{
-		Err: fmt.Errorf("secrets: no keychain is usable and MOAT_PASSPHRASE is not set, so secrets cannot be stored " +
-			"safely (moat never stores them in plain text)"),
-		hints: []string{
-			"start and unlock your keyring (gnome-keyring or KeePassXC with Secret Service on Linux), or",
-			"export MOAT_PASSPHRASE to encrypt the file store in " + dir,
-		},
-	}
+	return d
 }
 
-func openFileStore(opt Options) (*fileStore, error) {
-	dir := opt.Dir
+func (f *fileStore) lockPath() string { return f.lock }
+
+// resolveDir returns the absolute directory of the store o names.
+func resolveDir(o Options) (string, error) {
+	dir := o.Dir
 	if dir == "" {
 		d, err := DefaultDir()
 		if err != nil {
-			return nil, err
+			return "", err
 		}
 		dir = d
 	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("secrets: %w", err)
+		return "", fmt.Errorf("secrets: %w", err)
 	}
-	pass, err := passphraseFrom(opt, dir)
+	return filepath.Clean(dir), nil
+}
+
+// LockPath returns the cross-process lock file of the store in dir: a file
+// beside it, dir + ".lock".
+func LockPath(dir string) string { return filepath.Clean(dir) + ".lock" }
+
+// openFileStore opens the file store o names, creating it if needed. Its
+// header decides the mode for good: encrypted (a passphrase header) or
+// permissions-only (a header holding the key). A new store is encrypted
+// when a key source answers, else permissions-only unless
+// o.RequireEncryption.
+func openFileStore(o Options) (*fileStore, error) {
+	dir, err := resolveDir(o)
+	if err != nil {
+		return nil, err
+	}
+	st := &fileStore{dir: dir, lock: LockPath(dir)}
+	hdr, err := st.readFile(headerName)
+	if err == nil {
+		// The common case: an existing store. Clean up after a re-key that
+		// crashed, if no other process is busy with the store.
+		if unlock, ok, _ := tryLockStore(st.lock); ok {
+			st.recoverRekey()
+			unlock()
+		}
+		if err := st.load(hdr, o); err != nil {
+			return nil, err
+		}
+		st.removeStaleTemps()
+		return st, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	// No store yet (or one being swapped by a re-key without
+	// RENAME_EXCHANGE). Ask for a passphrase before taking the lock, so a
+	// person at a prompt never holds up other processes.
+	pass, source, err := passphraseFrom(o, dir, true)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(pass)
+	if pass == nil && o.RequireEncryption {
+		return nil, requireEncryptionError(dir, "create a secret store protected by permissions only")
+	}
+	unlock, err := lockStore(st.lock)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	st.recoverRekey()
 	if err := ensureDir(dir); err != nil {
 		return nil, err
 	}
-	st := &fileStore{dir: dir}
-	hdr, err := st.readFile(headerName)
+	hdr, err = st.readFile(headerName)
 	if errors.Is(err, fs.ErrNotExist) {
-		var created bool
-		created, err = st.createHeader(pass)
+		var key []byte
+		hdr, key, err = newHeader(pass)
 		if err != nil {
 			return nil, err
 		}
-		if created {
-			return st, nil
+		defer clear(key)
+		err = st.linkHeader(hdr)
+		if errors.Is(err, fs.ErrExist) {
+			// A moat without the lock created it first: use its header.
+			hdr, err = st.readFile(headerName)
 		}
-		// Another process created the store first: use its header.
-		hdr, err = st.readFile(headerName)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if err := st.unlock(hdr, pass); err != nil {
+	o.Passphrase = nil // the passphrase is already read: never prompt twice
+	if err := st.loadWith(hdr, o, pass, source); err != nil {
 		return nil, err
 	}
 	st.removeStaleTemps()
 	return st, nil
+}
+
+// requireEncryptionError refuses a permissions-only store under
+// secrets.require_encryption, with the fix.
+func requireEncryptionError(dir, what string) error {
+	return &HintError{
+		Err: fmt.Errorf("secrets: secrets.require_encryption is set, so moat will not %s in %s, "+
+			"and no key source answers", what, dir),
+		hints: []string{
+			"export " + PassphraseEnv + ", or give moat the systemd credential " + CredentialName +
+				" (LoadCredential=" + CredentialName + ":/etc/moat/passphrase), then",
+			"run `moat secret encrypt` to encrypt an existing store (a new one is created encrypted)",
+		},
+	}
+}
+
+// newHeader returns a new header and its key: sealed under pass with
+// Argon2id, or, when pass is nil, a permissions-only header holding a
+// random key.
+func newHeader(pass []byte) (hdr, key []byte, err error) {
+	salt := make([]byte, saltLen)
+	key = make([]byte, chacha20poly1305.KeySize)
+	if pass == nil {
+		if _, err := rand.Read(key); err != nil {
+			return nil, nil, err
+		}
+		return append(encodeHeaderPrefix(kdfParams{}, salt), key...), key, nil
+	}
+	if _, err := rand.Read(salt); err != nil {
+		return nil, nil, err
+	}
+	prefix := encodeHeaderPrefix(defaultKDF, salt)
+	deriveKey(key, defaultKDF, salt, pass)
+	aead, err := chacha20poly1305.NewX(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, nil, err
+	}
+	return append(append(prefix, nonce...), aead.Seal(nil, nonce, verifierPlain, prefix)...), key, nil
+}
+
+// linkHeader puts a new header in place with link(2), which fails with
+// fs.ErrExist when another process created one first: the one header
+// decides the store's mode, whoever wins.
+func (f *fileStore) linkHeader(hdr []byte) error {
+	tmp, err := f.writeTemp(hdr)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, filepath.Join(f.dir, headerName)); errors.Is(err, fs.ErrExist) {
+		return fs.ErrExist
+	} else if err != nil {
+		return fmt.Errorf("secrets: %w", err)
+	}
+	return syncDir(f.dir)
+}
+
+// load sets the key from an existing header, reading a passphrase only if
+// the header is a passphrase header.
+func (f *fileStore) load(hdr []byte, o Options) error {
+	return f.loadWith(hdr, o, nil, "")
+}
+
+// loadWith is load with a passphrase already read (pass may be nil).
+func (f *fileStore) loadWith(hdr []byte, o Options, pass []byte, source string) error {
+	p, salt, rest, err := f.parseHeader(hdr)
+	if err != nil {
+		return err
+	}
+	if p == (kdfParams{}) {
+		if len(rest) != chacha20poly1305.KeySize {
+			return f.badHeader("truncated or corrupt header")
+		}
+		if o.RequireEncryption {
+			return requireEncryptionError(f.dir, "use the secret store protected by permissions only")
+		}
+		copy(f.key[:], rest)
+		f.hdr, f.prot = hdr, PermissionsOnly
+		if src := source; src != "" && src != "the passphrase prompt" {
+			f.unused = src
+		} else if _, src, _ := PassphraseFromEnvironment(); src != "" {
+			f.unused = src
+		}
+		return nil
+	}
+	if pass == nil {
+		pass, _, err = passphraseFrom(o, f.dir, true)
+		if err != nil {
+			return err
+		}
+		defer clear(pass)
+	}
+	if pass == nil {
+		return &HintError{
+			Err:   fmt.Errorf("secrets: the secret store in %s is encrypted with a passphrase, and no key source gives it", f.dir),
+			hints: keySourceHints(f.dir),
+		}
+	}
+	if err := f.unlock(hdr, p, salt, rest, pass); err != nil {
+		return err
+	}
+	f.hdr, f.prot = hdr, Encrypted
+	return nil
+}
+
+func (f *fileStore) badHeader(why string) error {
+	path := filepath.Join(f.dir, headerName)
+	return &HintError{
+		Err:   fmt.Errorf("secrets: %s: %s", path, why),
+		hints: []string{"if the store is beyond repair, move " + f.dir + " away and set the secrets again"},
+	}
+}
+
+// parseHeader splits a header into its KDF parameters (all zero for a
+// permissions-only store), its salt and what follows.
+func (f *fileStore) parseHeader(hdr []byte) (kdfParams, []byte, []byte, error) {
+	if len(hdr) < headerPrefixLen || string(hdr[:len(headerMagic)]) != headerMagic {
+		return kdfParams{}, nil, nil, f.badHeader("not a moat secret store header")
+	}
+	if v := hdr[len(headerMagic)]; v != formatVersion {
+		return kdfParams{}, nil, nil, f.badHeader(fmt.Sprintf("format version %d; this moat reads version %d (upgrade moat)", v, formatVersion))
+	}
+	b := hdr[len(headerMagic)+1:]
+	p := kdfParams{
+		time:    binary.BigEndian.Uint32(b[0:4]),
+		memory:  binary.BigEndian.Uint32(b[4:8]),
+		threads: b[8],
+	}
+	return p, b[9 : 9+saltLen], hdr[headerPrefixLen:], nil
+}
+
+// unlock derives the key from the passphrase and the header, and checks it
+// against the header's verifier.
+func (f *fileStore) unlock(hdr []byte, p kdfParams, salt, rest, pass []byte) error {
+	if p.time < 1 || p.time > maxKDFTime || p.threads < 1 || p.memory < 8*uint32(p.threads) || p.memory > maxKDFMemory {
+		return f.badHeader("key derivation parameters out of range (tampered?)")
+	}
+	deriveKey(f.key[:], p, salt, pass)
+	aead, err := chacha20poly1305.NewX(f.key[:])
+	if err != nil {
+		return err
+	}
+	if len(rest) != aead.NonceSize()+len(verifierPlain)+aead.Overhead() {
+		return f.badHeader("truncated or corrupt header")
+	}
+	if _, err := aead.Open(nil, rest[:aead.NonceSize()], rest[aead.NonceSize():], hdr[:headerPrefixLen]); err != nil {
+		clear(f.key[:])
+		return &HintError{
+			Err: fmt.Errorf("secrets: wrong passphrase for the encrypted secret store in %s (or its header was tampered with)", f.dir),
+			hints: []string{"check " + PassphraseEnv + ", the systemd credential " + CredentialName +
+				" or the passphrase you typed: it must be the one the store was encrypted with"},
+		}
+	}
+	return nil
+}
+
+// checkCurrent fails when the store's header is no longer the one this
+// store was opened with: another process re-keyed it (`moat secret
+// encrypt` or `decrypt`), and this key would write items nobody can read.
+// Writers call it under the lock.
+func (f *fileStore) checkCurrent() error {
+	hdr, err := f.readFile(headerName)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(hdr, f.hdr) {
+		return errRekeyed(f.dir)
+	}
+	return nil
+}
+
+func errRekeyed(dir string) error {
+	return &HintError{
+		Err: fmt.Errorf("secrets: the secret store in %s was re-keyed (by `moat secret encrypt` or `decrypt`) "+
+			"after this moat opened it", dir),
+		hints: []string{"restart this moat, or run the command again, so that it opens the store with its new key"},
+	}
 }
 
 // ensureDir creates dir with mode 0700 whatever the umask, or checks the
@@ -319,41 +552,9 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// createHeader writes a new header with a random salt and derives the key.
-// It links the temp file into place, which fails if another process created
-// a header first; then it reports false and the caller reads that header.
-func (f *fileStore) createHeader(pass []byte) (bool, error) {
-	salt := make([]byte, saltLen)
-	if _, err := rand.Read(salt); err != nil {
-		return false, err
-	}
-	prefix := encodeHeaderPrefix(defaultKDF, salt)
-	f.deriveKey(defaultKDF, salt, pass)
-	aead, err := chacha20poly1305.NewX(f.key[:])
-	if err != nil {
-		return false, err
-	}
-	nonce := make([]byte, aead.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
-		return false, err
-	}
-	hdr := append(append(prefix, nonce...), aead.Seal(nil, nonce, verifierPlain, prefix)...)
-	tmp, err := f.writeTemp(hdr)
-	if err != nil {
-		return false, err
-	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, filepath.Join(f.dir, headerName)); errors.Is(err, fs.ErrExist) {
-		return false, nil
-	} else if err != nil {
-		return false, fmt.Errorf("secrets: %w", err)
-	}
-	return true, syncDir(f.dir)
-}
-
-func (f *fileStore) deriveKey(p kdfParams, salt, pass []byte) {
+func deriveKey(dst []byte, p kdfParams, salt, pass []byte) {
 	k := argon2.IDKey(pass, salt, p.time, p.memory, p.threads, chacha20poly1305.KeySize)
-	copy(f.key[:], k)
+	copy(dst, k)
 	clear(k)
 	// Argon2id just used p.memory (64 MiB) once; give it back to the OS now
 	// rather than keep a long-running moat's resident set that large.
@@ -373,52 +574,6 @@ const headerPrefixLen = len(headerMagic) + 1 + 4 + 4 + 1 + saltLen
 
 // verifierPlain is what the header seals to check the passphrase.
 var verifierPlain = make([]byte, 32)
-
-// unlock derives the key from the passphrase and the header, and checks it
-// against the header's verifier.
-func (f *fileStore) unlock(hdr, pass []byte) error {
-	path := filepath.Join(f.dir, headerName)
-	bad := func(why string) error {
-		return &HintError{
-			Err:   fmt.Errorf("secrets: %s: %s", path, why),
-			hints: []string{"if the store is beyond repair, move " + f.dir + " away and set the secrets again"},
-		}
-	}
-	if len(hdr) < headerPrefixLen || string(hdr[:len(headerMagic)]) != headerMagic {
-		return bad("not a moat secret store header")
-	}
-	if v := hdr[len(headerMagic)]; v != formatVersion {
-		return bad(fmt.Sprintf("format version %d; this moat reads version %d (upgrade moat)", v, formatVersion))
-	}
-	b := hdr[len(headerMagic)+1:]
-	p := kdfParams{
-		time:    binary.BigEndian.Uint32(b[0:4]),
-		memory:  binary.BigEndian.Uint32(b[4:8]),
-		threads: b[8],
-	}
-	salt := b[9 : 9+saltLen]
-	if p.time < 1 || p.time > maxKDFTime || p.threads < 1 || p.memory < 8*uint32(p.threads) || p.memory > maxKDFMemory {
-		return bad("key derivation parameters out of range (tampered?)")
-	}
-	f.deriveKey(p, salt, pass)
-	aead, err := chacha20poly1305.NewX(f.key[:])
-	if err != nil {
-		return err
-	}
-	prefix := hdr[:headerPrefixLen]
-	rest := hdr[headerPrefixLen:]
-	if len(rest) != aead.NonceSize()+len(verifierPlain)+aead.Overhead() {
-		return bad("truncated or corrupt header")
-	}
-	if _, err := aead.Open(nil, rest[:aead.NonceSize()], rest[aead.NonceSize():], prefix); err != nil {
-		clear(f.key[:])
-		return &HintError{
-			Err:   fmt.Errorf("secrets: wrong passphrase for the encrypted secret store in %s (or its header was tampered with)", f.dir),
-			hints: []string{"check MOAT_PASSPHRASE (or the passphrase you typed); it must be the one used when the store was created"},
-		}
-	}
-	return nil
-}
 
 // itemFile returns the file name for an item: never the name itself.
 func itemFile(name string) string {
@@ -517,6 +672,9 @@ func (f *fileStore) get(_ context.Context, name string) (Secret, error) {
 	}
 	got, v, err := f.open(file, data, true)
 	if err != nil {
+		if cerr := f.checkCurrent(); cerr != nil {
+			return Secret{}, cerr
+		}
 		return Secret{}, err
 	}
 	if got != name {
@@ -526,7 +684,11 @@ func (f *fileStore) get(_ context.Context, name string) (Secret, error) {
 	return v, nil
 }
 
+// set stores an item; the caller holds the store's lock.
 func (f *fileStore) set(_ context.Context, name string, v Secret) error {
+	if err := f.checkCurrent(); err != nil {
+		return err
+	}
 	data, err := f.seal(name, v)
 	if err != nil {
 		return err
@@ -534,8 +696,9 @@ func (f *fileStore) set(_ context.Context, name string, v Secret) error {
 	return f.replace(itemFile(name), data)
 }
 
+// delete removes an item; the caller holds the store's lock.
 func (f *fileStore) delete(_ context.Context, name string) error {
-	if err := checkDir(f.dir); err != nil {
+	if err := f.checkCurrent(); err != nil {
 		return err
 	}
 	path := filepath.Join(f.dir, itemFile(name))
@@ -566,6 +729,9 @@ func (f *fileStore) list(_ context.Context) ([]string, error) {
 		}
 		name, _, err := f.open(e.Name(), data, false)
 		if err != nil {
+			if cerr := f.checkCurrent(); cerr != nil {
+				return nil, cerr
+			}
 			return nil, err
 		}
 		names = append(names, name)

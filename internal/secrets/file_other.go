@@ -20,6 +20,12 @@ func (*fileStore) get(context.Context, string) (Secret, error) { return Secret{}
 func (*fileStore) set(context.Context, string, Secret) error   { return errors.ErrUnsupported }
 func (*fileStore) delete(context.Context, string) error        { return ErrNotFound }
 func (*fileStore) list(context.Context) ([]string, error)      { return nil, nil }
+func (*fileStore) protection() Protection                      { return Encrypted }
+func (*fileStore) lockPath() string                            { return "" }
+func (*fileStore) rekey(context.Context, []byte) error         { return errors.ErrUnsupported }
+
+// LockPath returns the cross-process lock file of the store in dir.
+func LockPath(dir string) string { return dir + ".lock" }
 
 const oNoFollow = 0
 

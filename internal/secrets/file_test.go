@@ -289,27 +289,42 @@ func TestFileWrongPassphrase(t *testing.T) {
 	}
 }
 
-func TestFileNeedsPassphrase(t *testing.T) {
-	t.Setenv("MOAT_PASSPHRASE", "")
+// TestFileNeedsAKeySourceOnceEncrypted: a store created with
+// MOAT_PASSPHRASE is encrypted for good; opening it without any key source
+// fails and names every key source.
+func TestFileNeedsAKeySourceOnceEncrypted(t *testing.T) {
+	noKeySource(t)
 	dir := filepath.Join(t.TempDir(), "store")
-	_, err := Open(t.Context(), &Options{Backend: BackendFile, Dir: dir})
-	var he *HintError
-	if !errors.As(err, &he) || !strings.Contains(strings.Join(he.hints, " "), "MOAT_PASSPHRASE") {
-		t.Fatalf("Open without passphrase = %v, want a hint about MOAT_PASSPHRASE", err)
-	}
-	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("Open without passphrase created %s (%v)", dir, err)
-	}
-
 	t.Setenv("MOAT_PASSPHRASE", "from-env")
 	s, err := Open(t.Context(), &Options{Backend: BackendFile, Dir: dir})
 	if err != nil {
 		t.Fatalf("Open with MOAT_PASSPHRASE: %v", err)
 	}
+	if s.Protection() != Encrypted {
+		t.Errorf("a store created with MOAT_PASSPHRASE has protection %v, want encrypted", s.Protection())
+	}
 	if err := s.Set(t.Context(), "tok", NewSecret("v")); err != nil {
 		t.Fatal(err)
 	}
 	openFile(t, dir, "from-env") // the same passphrase given by function
+
+	t.Setenv("MOAT_PASSPHRASE", "")
+	_, err = Open(t.Context(), &Options{Backend: BackendFile, Dir: dir})
+	var he *HintError
+	if !errors.As(err, &he) {
+		t.Fatalf("Open of an encrypted store without a key source = %v, want a HintError", err)
+	}
+	hints := strings.Join(he.Hints(), "\n")
+	for _, want := range []string{"MOAT_PASSPHRASE", "systemd credential moat-passphrase", "LoadCredential=moat-passphrase:"} {
+		if !strings.Contains(hints, want) {
+			t.Errorf("hints %q do not name the key source %q", hints, want)
+		}
+	}
+	for _, never := range []string{"decrypt", "permissions only", "require_encryption"} {
+		if strings.Contains(err.Error()+hints, never) {
+			t.Errorf("error %v (hints %q) suggests switching the protection off (%q)", err, hints, never)
+		}
+	}
 }
 
 // A crash between writing the temp file and renaming it must leave the old

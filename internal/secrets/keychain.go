@@ -18,10 +18,9 @@ import (
 // The index holds names only, as a JSON array, under indexUser, which no
 // valid secret name can equal (names never start with ".").
 //
-// The index is read-modify-written under Store.mu, so one process never
-// loses an update; two processes writing at the same moment can drop a name
-// from the index (the secret itself stays stored and readable; setting it
-// again lists it again). Using go-keyring's Secret Service search would be
+// The index is read-modify-written under Store.mu and the store's
+// cross-process flock (see lockStore), so no writer, in this process or
+// another moat, loses an update. Using go-keyring's Secret Service search would be
 // exact on Linux only; the index works on every keychain go-keyring serves.
 const indexUser = ".moat-index"
 
@@ -41,11 +40,15 @@ type keychainCall struct{ finished bool } // guarded by abandonedMu
 type keychain struct {
 	service string
 	timeout time.Duration
+	lock    string
 }
 
-func newKeychain(service string, timeout time.Duration) *keychain {
-	return &keychain{service: service, timeout: timeout}
+func newKeychain(service string, timeout time.Duration, lock string) *keychain {
+	return &keychain{service: service, timeout: timeout, lock: lock}
 }
+
+func (k *keychain) protection() Protection { return Keychain }
+func (k *keychain) lockPath() string       { return k.lock }
 
 func (k *keychain) describe() string {
 	switch runtime.GOOS {

@@ -160,6 +160,7 @@ func TestKeychainNeverHangs(t *testing.T) {
 		{"auto-falls-back", "disabled:"},
 		{"auto-no-passphrase", "disabled:"},
 		{"auto-no-passphrase", silent},
+		{"auto-require-encryption", "disabled:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.scenario+"/"+tt.bus[:strings.Index(tt.bus, ":")], func(t *testing.T) {
@@ -172,6 +173,7 @@ func TestKeychainNeverHangs(t *testing.T) {
 				"DBUS_SESSION_BUS_ADDRESS="+tt.bus,
 				"MOAT_CHILD_DIR="+filepath.Join(t.TempDir(), "store"),
 				"MOAT_PASSPHRASE=",
+				"CREDENTIALS_DIRECTORY=",
 			)
 			out, err := cmd.CombinedOutput()
 			if ctx.Err() != nil {
@@ -228,13 +230,26 @@ func TestKeychainChild(t *testing.T) {
 			t.Errorf("Get = %v", err)
 		}
 	case "auto-no-passphrase":
-		_, err := Open(ctx, &Options{Timeout: timeout, Dir: dir})
+		// No keychain, no key source: the file store protected by
+		// permissions only, and Fallback says why.
+		s, err := Open(ctx, &Options{Timeout: timeout, Dir: dir})
+		if err != nil {
+			t.Fatalf("Open(auto) without keychain or passphrase = %v, want the permissions-only file store", err)
+		}
+		if s.Protection() != PermissionsOnly || s.Fallback() == nil {
+			t.Errorf("Open(auto) without keychain or passphrase: protection %v, fallback %v; want permissions only and the keychain's failure", s.Protection(), s.Fallback())
+		}
+		if err := s.Set(ctx, "tok", NewSecret("v")); err != nil {
+			t.Fatal(err)
+		}
+	case "auto-require-encryption":
+		_, err := Open(ctx, &Options{Timeout: timeout, Dir: dir, RequireEncryption: true})
 		var he *HintError
 		if !errors.As(err, &he) {
 			t.Fatalf("Open(auto) without keychain or passphrase = %v, want a HintError", err)
 		}
 		hints := strings.Join(he.hints, "\n")
-		for _, want := range []string{"MOAT_PASSPHRASE", "keyring"} {
+		for _, want := range []string{"MOAT_PASSPHRASE", "moat-passphrase", "moat secret encrypt"} {
 			if !strings.Contains(hints, want) {
 				t.Errorf("hints %q do not mention %q", hints, want)
 			}

@@ -1,15 +1,45 @@
-// Package secrets stores credentials (API keys, OAuth tokens) so that none is
-// ever on disk in plain text.
+// Package secrets stores credentials (API keys, OAuth tokens) and Moat's own
+// keys (audit, pins).
 //
 // A [Store] keeps named [Secret] values in one of two back ends:
 //
 //   - the OS keychain, through github.com/zalando/go-keyring (Secret Service
 //     on Linux, Keychain on macOS, Credential Manager on Windows);
-//   - an encrypted file store, used only when no keychain answers (or when
-//     asked for): one XChaCha20-Poly1305 file per item in a 0700 directory,
-//     files 0600, the key derived from a passphrase with Argon2id.
+//   - a file store, used when no keychain answers (or when asked for): one
+//     XChaCha20-Poly1305 file per item in a 0700 directory, files 0600.
+//
+// # Protection at rest
+//
+// [Store.Protection] says which of three protections is in force. The file
+// store's header decides its mode for good, so the mode never changes
+// silently:
+//
+//   - [Encrypted]: the key is derived with Argon2id from a passphrase. A new
+//     store is encrypted when a key source answers, in this order:
+//     [Options.Passphrase] (a prompt), MOAT_PASSPHRASE, the systemd
+//     credential $CREDENTIALS_DIRECTORY/moat-passphrase. Opening it with no
+//     key source fails with a [HintError] naming every key source.
+//   - [PermissionsOnly]: with no key source at creation, the random key is
+//     kept in the header itself, so the 0600/0700 modes and the owner check
+//     are the protection. Such a store stays permissions-only when a key
+//     source appears later, until [Store.Encrypt]. [Options.RequireEncryption]
+//     refuses to create or open one.
+//   - [Keychain].
+//
+// [Store.Encrypt] and [Store.Decrypt] move between the file store's modes:
+// the store is rebuilt in a sibling directory and swapped in atomically
+// (renameat2 RENAME_EXCHANGE on Linux); the next Open cleans up after a
+// re-key that crashed.
 //
 // # Guarantees
+//
+// Every write (Set, Delete, GetOrCreate, Encrypt, Decrypt) holds an
+// exclusive flock on [LockPath] of the store's directory, for the keychain
+// back end too (its index item is read, modified and written), so writers
+// in several processes lose nothing, and [Store.GetOrCreate] gives
+// processes that race to create one key the same value. A writer whose
+// store was re-keyed by another process since it opened refuses to write
+// with its old key.
 //
 // Every keychain call runs under a deadline ([Options.Timeout]), because
 // go-keyring can block forever on a session bus that accepts but never
@@ -19,13 +49,13 @@
 // through a process-wide slot that a stuck call keeps, and later calls fail
 // at once while it is held (see keychain.go).
 //
-// The file store never writes plain text: with no keychain and no passphrase,
-// [Open] fails and says what to do. Files and the directory are created with
-// their final modes whatever the umask, replaced atomically, and checked on
-// every read: a file or directory that the group or others can access, or
-// that another user owns, is refused with the exact chmod to run. An item's
-// file name is the SHA-256 of its name, and the name is the associated data
-// of its ciphertext, so files cannot be swapped between items.
+// Files and the directory are created with their final modes whatever the
+// umask, replaced atomically, and checked on every read: a file or
+// directory that the group or others can access, or that another user
+// owns, is refused with the exact chmod to run. An item's file name is the
+// SHA-256 of its name, and the name is the associated data of its
+// ciphertext, so files cannot be swapped between items. Names and values
+// are never in plain text on disk, in either mode.
 //
 // Secret values never appear in errors, logs or listings: [Store.List]
 // returns names only, and [Secret] prints as "REDACTED".
@@ -66,7 +96,7 @@ const DefaultService = "moat"
 const maxValueLen = 64 << 10
 
 // Options configure [Open]. The zero value (or nil) means: keychain if it
-// answers, else the encrypted file store with MOAT_PASSPHRASE.
+// answers, else the file store, encrypted when a key source answers.
 type Options struct {
 	// Backend is "auto" (the default: keychain if it answers within Timeout,
 	// else the encrypted file store), "keychain" or "file".
@@ -74,14 +104,46 @@ type Options struct {
 	// Dir is the file store's directory; "" means $XDG_DATA_HOME/moat/secrets,
 	// or ~/.local/share/moat/secrets.
 	Dir string
-	// Passphrase returns the file store's passphrase. nil means the
-	// MOAT_PASSPHRASE environment variable, and an error saying what to do
-	// when it is unset.
+	// Passphrase returns the file store's passphrase (a prompt). It is
+	// asked first, and only when a passphrase is needed: to open an
+	// encrypted store, or to create one. nil means MOAT_PASSPHRASE, then
+	// the systemd credential moat-passphrase.
 	Passphrase func() ([]byte, error)
 	// Timeout bounds each keychain call; 0 means DefaultTimeout.
 	Timeout time.Duration
 	// Service is the keychain service name; "" means DefaultService.
 	Service string
+	// RequireEncryption refuses to create or open a file store protected
+	// by permissions only (config secrets.require_encryption).
+	RequireEncryption bool
+}
+
+// Protection says what protects a Store's secrets at rest.
+type Protection int
+
+const (
+	// Keychain: the OS keychain holds them.
+	Keychain Protection = iota + 1
+	// Encrypted: the file store, encrypted with a key derived from a
+	// passphrase (MOAT_PASSPHRASE, the systemd credential moat-passphrase
+	// or a prompt).
+	Encrypted
+	// PermissionsOnly: the file store with its key in its own header, so
+	// only the 0600/0700 modes (checked on every read) and the owner keep
+	// other users out; anyone who can read the user's files can read them.
+	PermissionsOnly
+)
+
+func (p Protection) String() string {
+	switch p {
+	case Keychain:
+		return "keychain"
+	case Encrypted:
+		return "encrypted"
+	case PermissionsOnly:
+		return "permissions only"
+	}
+	return fmt.Sprintf("Protection(%d)", int(p))
 }
 
 // An Item names a stored secret and where it is kept. It never holds the value.
@@ -108,13 +170,22 @@ type backend interface {
 	delete(ctx context.Context, name string) error
 	list(ctx context.Context) ([]string, error)
 	describe() string
+	protection() Protection
+	// lockPath is the file whose flock serializes writers across
+	// processes ("" for none).
+	lockPath() string
 }
 
-// A Store holds named secrets in one back end. It is safe for concurrent use.
+// A Store holds named secrets in one back end. It is safe for concurrent
+// use, within a process and across processes: every write (Set, Delete,
+// GetOrCreate, Encrypt, Decrypt) holds an exclusive flock on a lock file
+// beside the file store (LockPath), for the keychain back end too, whose
+// index item is read, modified and written.
 type Store struct {
-	mu       sync.Mutex // serializes operations, so read-modify-write of the keychain index is not lost
+	mu       sync.Mutex // serializes operations within the process
 	b        backend
 	fallback error // why the keychain was not used in auto mode; nil otherwise
+	require  bool  // Options.RequireEncryption
 }
 
 // Open returns a Store using the back end that o selects. In auto mode it
@@ -133,10 +204,10 @@ func Open(ctx context.Context, o *Options) (*Store, error) {
 	}
 	switch opt.Backend {
 	case "", BackendAuto:
-		kc := newKeychain(opt.Service, opt.Timeout)
+		kc := newKeychain(opt.Service, opt.Timeout, keychainLock(opt))
 		err := kc.probe(ctx)
 		if err == nil {
-			return &Store{b: kc}, nil
+			return &Store{b: kc, require: opt.RequireEncryption}, nil
 		}
 		if ctx.Err() != nil {
 			return nil, err
@@ -145,25 +216,41 @@ func Open(ctx context.Context, o *Options) (*Store, error) {
 		if ferr != nil {
 			return nil, withKeychainReason(ferr, err)
 		}
-		return &Store{b: fs, fallback: err}, nil
+		return &Store{b: fs, fallback: err, require: opt.RequireEncryption}, nil
 	case BackendKeychain:
-		kc := newKeychain(opt.Service, opt.Timeout)
+		kc := newKeychain(opt.Service, opt.Timeout, keychainLock(opt))
 		if err := kc.probe(ctx); err != nil {
 			return nil, err
 		}
-		return &Store{b: kc}, nil
+		return &Store{b: kc, require: opt.RequireEncryption}, nil
 	case BackendFile:
 		fs, err := openFileStore(opt)
 		if err != nil {
 			return nil, err
 		}
-		return &Store{b: fs}, nil
+		return &Store{b: fs, require: opt.RequireEncryption}, nil
 	default:
 		return nil, &HintError{
 			Err:   fmt.Errorf("secrets: unknown back end %q", opt.Backend),
 			hints: []string{`use "auto", "keychain" or "file"`},
 		}
 	}
+}
+
+// keychainLock is the keychain back end's cross-process lock: the one of
+// the file store o names, so both back ends of one user share it. "" (no
+// lock) when no directory can be found.
+func keychainLock(o Options) string {
+	if o.Dir != "" {
+		if d, err := filepath.Abs(o.Dir); err == nil {
+			return LockPath(d)
+		}
+	}
+	d, err := DefaultDir()
+	if err != nil {
+		return ""
+	}
+	return LockPath(d)
 }
 
 // withKeychainReason adds, to a file-store error in auto mode, why the
@@ -182,6 +269,9 @@ func withKeychainReason(ferr, kerr error) error {
 // Backend describes where this Store keeps secrets, for people:
 // "keychain (Secret Service)" or "encrypted file (DIR)".
 func (s *Store) Backend() string { return s.b.describe() }
+
+// Protection says what protects this Store's secrets at rest.
+func (s *Store) Protection() Protection { return s.b.protection() }
 
 // Fallback returns why the keychain was not used when Open chose the file
 // store in auto mode, and nil otherwise.
@@ -214,15 +304,62 @@ func (s *Store) Set(ctx context.Context, name string, value Secret) error {
 	if err := ValidateName(name); err != nil {
 		return err
 	}
+	if err := checkValue(name, value); err != nil {
+		return err
+	}
+	return s.locked(func() error { return s.b.set(ctx, name, value) })
+}
+
+// locked runs f holding the Store's mutex and the cross-process lock.
+func (s *Store) locked(f func() error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	unlock, err := lockStore(s.b.lockPath())
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return f()
+}
+
+// checkValue refuses values the store does not keep.
+func checkValue(name string, value Secret) error {
 	if value.IsZero() {
 		return fmt.Errorf("secrets: refusing to store an empty value for %q", name)
 	}
 	if len(value.Reveal()) > maxValueLen {
 		return fmt.Errorf("secrets: the value for %q is %d bytes; the limit is %d", name, len(value.Reveal()), maxValueLen)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.set(ctx, name, value)
+	return nil
+}
+
+// GetOrCreate returns the secret called name; if there is none, it stores
+// the value gen returns and returns that. Reading, generating and storing
+// happen under the cross-process lock, so processes that call GetOrCreate
+// for one name at once all get the same value: the first one's.
+func (s *Store) GetOrCreate(ctx context.Context, name string, gen func() (Secret, error)) (Secret, error) {
+	if err := ValidateName(name); err != nil {
+		return Secret{}, err
+	}
+	var v Secret
+	err := s.locked(func() error {
+		var err error
+		v, err = s.b.get(ctx, name)
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if v, err = gen(); err != nil {
+			return err
+		}
+		if err := checkValue(name, v); err != nil {
+			return err
+		}
+		return s.b.set(ctx, name, v)
+	})
+	if err != nil {
+		return Secret{}, err
+	}
+	return v, nil
 }
 
 // Delete removes the secret called name; it returns an error wrapping
@@ -231,9 +368,7 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	if err := ValidateName(name); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	err := s.b.delete(ctx, name)
+	err := s.locked(func() error { return s.b.delete(ctx, name) })
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("%w: %q in %s", ErrNotFound, name, s.b.describe())
 	}
@@ -324,4 +459,45 @@ func DefaultDir() (string, error) {
 		return "", fmt.Errorf("secrets: cannot find the secret store directory: %w", err)
 	}
 	return filepath.Join(home, ".local", "share", "moat", "secrets"), nil
+}
+
+// Encrypt re-keys the file store under a key derived from pass (Argon2id):
+// a store protected by permissions only becomes encrypted, and an
+// encrypted one gets the new passphrase. Every item is kept. The new store
+// is built beside the old one and swapped in atomically, under the
+// cross-process lock; other moat processes that opened the store before
+// refuse to write with the old key and say to restart.
+func (s *Store) Encrypt(ctx context.Context, pass []byte) error {
+	if len(pass) == 0 {
+		return &HintError{
+			Err:   errors.New("secrets: the new passphrase is empty"),
+			hints: []string{"choose a non-empty passphrase"},
+		}
+	}
+	return s.rekey(ctx, pass)
+}
+
+// Decrypt re-keys the file store to be protected by permissions only: its
+// key then lives in the store's header, and the 0600/0700 modes are the
+// protection. It is refused under Options.RequireEncryption.
+func (s *Store) Decrypt(ctx context.Context) error {
+	if s.require {
+		return &HintError{
+			Err: fmt.Errorf("secrets: secrets.require_encryption is set in the config, so the store in %s stays encrypted",
+				s.b.describe()),
+			hints: []string{"to change the passphrase instead, run `moat secret encrypt`"},
+		}
+	}
+	return s.rekey(ctx, nil)
+}
+
+func (s *Store) rekey(ctx context.Context, pass []byte) error {
+	fs, ok := s.b.(*fileStore)
+	if !ok {
+		return &HintError{
+			Err:   fmt.Errorf("secrets: the secrets are in the %s, which protects them itself; encrypt and decrypt act on the file store", s.b.describe()),
+			hints: []string{"add --backend file to act on the file store"},
+		}
+	}
+	return s.locked(func() error { return fs.rekey(ctx, pass) })
 }

@@ -142,7 +142,9 @@ func start(t *testing.T, cfg *config.Config, opts *mcp.ClientOptions, setup ...f
 
 func (c *client) call(t *testing.T, tool string, args any) (*mcp.CallToolResult, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// Generous: only a hang should reach it. A 10 MiB round trip takes 4 s
+	// alone, 30 s under -race, and over 60 s on a busy 2-core machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	return c.cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
 }

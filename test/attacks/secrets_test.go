@@ -121,7 +121,7 @@ func TestWorldReadableSecretFile(t *testing.T) {
 	m2.stop(t)
 	// The serving moat names the file and its mode; the chmod command itself
 	// is printed by the CLI commands (above), not in serve mode's log.
-	if !strings.Contains(m2.stderr.String(), store) || !strings.Contains(m2.stderr.String(), "mode 0644 lets group or others access it") {
+	if !strings.Contains(m2.stderr.String(), store) || !strings.Contains(m2.stderr.String(), "(mode 0644)") {
 		t.Errorf("moat's log does not name the loose file and its mode:\n%s", tail(m2.stderr.String(), 4096))
 	}
 

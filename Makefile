@@ -31,19 +31,19 @@ run-deps:
 test-deps: run-deps
 	@scripts/test-deps.sh
 
-# The demo keeps its audit log, and its encrypted secret file when no
-# keychain answers, under .run/ rather than beside your real ones; that file
-# store's passphrase is a demo value unless MOAT_PASSPHRASE is set.
+# The demo keeps its audit log, and its secret file store when no keychain
+# answers, under .run/ rather than beside your real ones. Without a keychain
+# or MOAT_PASSPHRASE that store is protected by file permissions only, as on
+# any headless host (README, "Secrets, OAuth and the audit log").
 run: build run-deps
-	XDG_STATE_HOME=$(CURDIR)/.run/state XDG_DATA_HOME=$(CURDIR)/.run/data \
-	MOAT_PASSPHRASE="$${MOAT_PASSPHRASE:-moat-make-run-demo}" ./bin/moat examples/moat.json
+	XDG_STATE_HOME=$(CURDIR)/.run/state XDG_DATA_HOME=$(CURDIR)/.run/data ./bin/moat examples/moat.json
 
 # The demo in the MCP Inspector (a web UI from the npm registry): the same
 # environment as make run, passed with -e since the Inspector starts moat.
 inspect: build run-deps
 	npx -y @modelcontextprotocol/inspector -e MOAT_REPO=$(CURDIR) \
 		-e XDG_STATE_HOME=$(CURDIR)/.run/state -e XDG_DATA_HOME=$(CURDIR)/.run/data \
-		-e MOAT_PASSPHRASE="$${MOAT_PASSPHRASE:-moat-make-run-demo}" ./bin/moat examples/moat.json
+		./bin/moat examples/moat.json
 
 # Every test, with the race detector, inside a throwaway unlocked keyring.
 test: test-deps lint

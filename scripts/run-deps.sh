@@ -20,5 +20,5 @@ fi
 # than package-lock.json exactly when the lock changed since the last install.
 if [ ! -d "$examples/node_modules" ] || [ "$examples/package-lock.json" -nt "$examples/node_modules/.package-lock.json" ]; then
 	say "installing the example's MCP servers from scripts/example-servers/package-lock.json"
-	npm ci --prefix "$examples" --no-audit --no-fund --loglevel=error >/dev/null
+	npm ci --prefix "$examples" --no-audit --no-fund --loglevel=error </dev/null >/dev/null
 fi

@@ -27,7 +27,7 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 	if [ "${CI:-}" = true ]; then status=1; fi
 elif [ ! -d "$testdata/node_modules" ] || [ "$testdata/package-lock.json" -nt "$testdata/node_modules/.package-lock.json" ]; then
 	say "installing npm packages from testdata/package-lock.json"
-	npm ci --prefix "$testdata" --no-audit --no-fund --loglevel=error >/dev/null
+	npm ci --prefix "$testdata" --no-audit --no-fund --loglevel=error </dev/null >/dev/null
 fi
 
 # gnome-keyring pulls dbus-user-session (dbus-run-session). Not dbus-x11: its

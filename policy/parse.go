@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/moatmcp/moat/internal/suggest"
 )
 
 // maxDepth bounds the nesting of any JSON Moat decodes here; a policy needs
@@ -91,69 +93,7 @@ func (ps *parser) add(path, format string, a ...any) {
 // known key as a hint.
 func (ps *parser) unknownKey(path, key, where string, known []string) {
 	msg := fmt.Sprintf("unknown key %q%s; known keys: %s", key, where, strings.Join(known, ", "))
-	ps.problems = append(ps.problems, Problem{Path: path, Msg: msg, Hint: didYouMean(key, known), Key: true})
-}
-
-// didYouMean proposes the known word the user probably meant, or "": one
-// differing only in case, the closest within a small edit distance
-// (a swap of two letters counts once), or the one word starts.
-func didYouMean(word string, known []string) string {
-	for _, k := range known {
-		if strings.EqualFold(k, word) {
-			return fmt.Sprintf("did you mean %q? (case matters)", k)
-		}
-	}
-	lower := strings.ToLower(word)
-	best, bestDist := "", 3
-	if len(word) <= 4 {
-		bestDist = 2
-	}
-	for _, k := range known {
-		if d := editDistance(lower, k); d < bestDist {
-			best, bestDist = k, d
-		}
-	}
-	if best == "" && len(lower) >= 4 {
-		for _, k := range known {
-			if strings.HasPrefix(k, lower) {
-				best = k
-				break
-			}
-		}
-	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf("did you mean %q?", best)
-}
-
-// editDistance is the optimal string alignment distance between a and b
-// (Levenshtein plus adjacent transpositions), in bytes.
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 64
-	}
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(a)][len(b)]
+	ps.problems = append(ps.problems, Problem{Path: path, Msg: msg, Hint: suggest.Hint(key, known), Key: true})
 }
 
 func pointer(base, key string) string {
@@ -400,7 +340,7 @@ func (ps *parser) enum(at string, v any, values ...string) string {
 	if !ok || !slices.Contains(values, s) {
 		hint := ""
 		if ok {
-			hint = didYouMean(s, values)
+			hint = suggest.Hint(s, values)
 		}
 		ps.problems = append(ps.problems, Problem{Path: at, Msg: fmt.Sprintf("must be one of %q, got %s", values, shown(v)), Hint: hint})
 		return ""

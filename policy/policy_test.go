@@ -20,15 +20,28 @@ func mustParse(t testing.TB, s string) *Policy {
 	return p
 }
 
+// TestPublicPackageImportsNoInternals: policy stays embeddable: no SDK, no
+// network or process I/O, and of Moat's internals only leaf packages built
+// on the standard library alone (internal/suggest, so that policy's "did
+// you mean" is every other one's).
 func TestPublicPackageImportsNoInternals(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Fatalf("go list -deps: %v", err)
+	deps := func(pkg string) []string {
+		out, err := exec.Command("go", "list", "-deps", pkg).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", pkg, err)
+		}
+		return strings.Fields(string(out))
 	}
-	for _, dep := range strings.Fields(string(out)) {
-		if strings.HasPrefix(dep, "github.com/moatmcp/moat/internal/") || dep == "net/http" || dep == "os/exec" ||
-			strings.HasPrefix(dep, "github.com/modelcontextprotocol/") {
-			t.Errorf("policy depends on %s; the public policy package must stay free of Moat internals, the SDK and network I/O", dep)
+	for _, dep := range deps(".") {
+		switch {
+		case dep == "net/http" || dep == "os/exec" || strings.HasPrefix(dep, "github.com/modelcontextprotocol/"):
+			t.Errorf("policy depends on %s; the public policy package must stay free of the SDK and network I/O", dep)
+		case strings.HasPrefix(dep, "github.com/moatmcp/moat/internal/"):
+			for _, d := range deps(dep) {
+				if d != dep && strings.Contains(strings.Split(d, "/")[0], ".") {
+					t.Errorf("policy depends on %s, which depends on %s; an internal package policy uses must need only the standard library", dep, d)
+				}
+			}
 		}
 	}
 }

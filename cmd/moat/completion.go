@@ -4,11 +4,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/moatmcp/moat/internal/importer"
 	"io"
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/moatmcp/moat/internal/suggest"
 )
 
 const completionUsage = `usage: moat completion bash|zsh|fish
@@ -94,7 +95,7 @@ func completionCommand(args []string, stdout, stderr io.Writer) int {
 		script = fishCompletion()
 	default:
 		msg := fmt.Sprintf("no completion for shell %q", args[0])
-		if s := importer.Closest(args[0], []string{"bash", "zsh", "fish"}); s != "" {
+		if s := suggest.Closest(args[0], []string{"bash", "zsh", "fish"}); s != "" {
 			msg += fmt.Sprintf("; did you mean %q?", s)
 		}
 		fmt.Fprintln(stderr, "moat: error: "+msg)
@@ -134,7 +135,7 @@ func suggestFlag(err error, known []string) string {
 	for i, k := range known {
 		names[i] = strings.TrimLeft(k, "-")
 	}
-	if s := importer.Closest(bare, names); s != "" {
+	if s := suggest.Closest(bare, names); s != "" {
 		return known[slices.Index(names, s)]
 	}
 	return ""

@@ -13,8 +13,9 @@ import (
 	"strings"
 
 	"github.com/moatmcp/moat/internal/config"
-	"github.com/moatmcp/moat/internal/importer"
 	"github.com/moatmcp/moat/internal/sandbox"
+
+	"github.com/moatmcp/moat/internal/suggest"
 )
 
 // Set by the linker (see Makefile).
@@ -127,7 +128,7 @@ func run(ctx context.Context, args []string) int {
 		case a == "--config" || strings.HasPrefix(a, "--config="):
 			return runServe(ctx, args)
 		case strings.HasPrefix(a, "-"):
-			if f := importer.Closest(a, []string{"--help", "--version"}); f != "" {
+			if f := suggest.Closest(a, []string{"--help", "--version"}); f != "" {
 				return usageError("unknown flag %q; did you mean %q?", a, f)
 			}
 			return usageError("unknown flag %q", a)
@@ -144,7 +145,7 @@ func run(ctx context.Context, args []string) int {
 		// A positional argument that is not a command is the config path,
 		// as in dynamic-mcp: `moat path/to/dynamic-mcp.json`.
 		if _, err := os.Stat(args[0]); err != nil && !strings.ContainsAny(args[0], "./") {
-			if s := suggest(args[0]); s != "" {
+			if s := suggestCommand(args[0]); s != "" {
 				return usageError("unknown command %q; did you mean %q?", args[0], s)
 			}
 			return usageError("unknown command %q, and no file of that name", args[0])
@@ -159,7 +160,9 @@ var environment = [][2]string{
 	{"MOAT_CONFIG", "the config file when none is given"},
 	{"DYNAMIC_MCP_CONFIG", "the config file when none is given and MOAT_CONFIG is unset (dynamic-mcp's)"},
 	{"MOAT_LOG", "log level on stderr: debug, info, warn (default), error"},
-	{"MOAT_PASSPHRASE", "passphrase of the encrypted secret file, used when no OS keychain answers"},
+	{"MOAT_PASSPHRASE", "passphrase of the encrypted secret file store, used when no OS keychain answers"},
+	{"CREDENTIALS_DIRECTORY", "systemd's credentials: the file moat-passphrase in it is the passphrase when MOAT_PASSPHRASE is unset"},
+	{"MOAT_NEW_PASSPHRASE", "the new passphrase for `moat secret encrypt` on an encrypted store (else it asks)"},
 	{"MOAT_MANAGED_POLICY", "the managed policy file (default /etc/moat/policy.json)"},
 	{"XDG_STATE_HOME", "the audit log goes under it, in moat/ (default ~/.local/state)"},
 	{"XDG_DATA_HOME", "the pin store and the secret file store go under it, in moat/ (default ~/.local/share)"},
@@ -199,13 +202,13 @@ func usageFailure(stderr io.Writer, usageText, msg string, hints ...string) int 
 	return exitUsage
 }
 
-// suggest returns the command closest to s, if any is close.
-func suggest(s string) string {
+// suggestCommand returns the command closest to s, if any is close.
+func suggestCommand(s string) string {
 	var names []string
 	for _, c := range commands() {
 		names = append(names, c.name)
 	}
-	return importer.Closest(s, names)
+	return suggest.Closest(s, names)
 }
 
 func runVersion(context.Context, []string) int {
@@ -245,7 +248,7 @@ func runHelp(ctx context.Context, args []string) int {
 			return c.run(ctx, []string{"--help"})
 		}
 	}
-	if s := suggest(args[0]); s != "" {
+	if s := suggestCommand(args[0]); s != "" {
 		return usageError("no command %q; did you mean %q?", args[0], s)
 	}
 	return usageError("no command %q", args[0])

@@ -49,7 +49,7 @@ func TestBadConfigs(t *testing.T) {
 		{"no mcpServers", `{}`, "", `missing "mcpServers"`, true, nil, nil, 0},
 		{"mcpServers array", `{"mcpServers": []}`, "/mcpServers", "not an object", true, nil, nil, 0},
 		{"unknown top key", `{"mcpServers": {}, "mcpServer": {}}`, "/mcpServer", `did you mean "mcpServers"?`, true, nil, nil, 0},
-		{"case variant top key", `{"MCPServers": {}, "mcpServers": {}}`, "/MCPServers", "keys are case-sensitive", true, nil, nil, 0},
+		{"case variant top key", `{"MCPServers": {}, "mcpServers": {}}`, "/MCPServers", "(case matters)", true, nil, nil, 0},
 		{"$schema not string", `{"$schema": 1, "mcpServers": {}}`, "/$schema", "not a string", true, nil, nil, 0},
 		{"server not object", `{"mcpServers": {"s": "npx"}}`, "/mcpServers/s", "not an object", true, nil, nil, 0},
 		// syntax
@@ -84,7 +84,7 @@ func TestBadConfigs(t *testing.T) {
 		{"blank description", srv(`"description": "  \t ", "command": "x"`), "/mcpServers/s/description", "description is empty", true, nil, nil, 1},
 		{"description number", srv(`"description": 5, "command": "x"`), "/mcpServers/s/description", "not a string", true, nil, nil, 1},
 		{"near-miss description", srv(`"descripton": "d", "command": "x"`), "/mcpServers/s/descripton", `did you mean "description"?`, true, nil, nil, 2},
-		{"case variant command", srv(desc + `"command": "x", "Command": "y"`), "/mcpServers/s/Command", `did you mean "command"? (keys are case-sensitive)`, true, nil, nil, 1},
+		{"case variant command", srv(desc + `"command": "x", "Command": "y"`), "/mcpServers/s/Command", `did you mean "command"? (case matters)`, true, nil, nil, 1},
 		{"unknown key lists valid", srv(desc + `"command": "x", "workdir": "/"`), "/mcpServers/s/workdir", `valid keys in a stdio server: "description", "type", "enabled", "features", "timeout", "policy", "max_message_bytes", "command", "args", "env", "inherit_env", "cwd", "sandbox"`, true, nil, nil, 1},
 		{"missing command", srv(`"description": "d"`), "/mcpServers/s", `no "command"`, true, nil, nil, 1},
 		{"empty command", srv(desc + `"command": " "`), "/mcpServers/s/command", "command is empty", true, nil, nil, 1},

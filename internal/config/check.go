@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/moatmcp/moat/internal/suggest"
 )
 
 var (
@@ -80,7 +82,7 @@ func (c *checker) unknownKeys(n *node, path string, known []string, where string
 			continue
 		}
 		hint := "valid keys " + where + ": " + quoteList(known)
-		if s := suggest(m.key, known); s != "" {
+		if s := suggest.Hint(m.key, known); s != "" {
 			hint = s + "; " + hint
 		}
 		c.ps.add(path+pointer(m.key), m.keyOff, fmt.Sprintf("unknown key %q %s", m.key, where), hint)
@@ -185,7 +187,7 @@ func (c *checker) transport(s *Server, n *node, path string) {
 		s.Type, s.TypeInferred = t, false
 	default:
 		hint := `use "stdio", "http" or "sse" (lowercase), or omit "type"`
-		if sg := suggest(v, []string{"stdio", "http", "sse"}); sg != "" {
+		if sg := suggest.Hint(v, []string{"stdio", "http", "sse"}); sg != "" {
 			hint = sg + "; " + hint
 		}
 		c.ps.add(path+"/type", m.val.off, fmt.Sprintf("unknown type %q", v), hint)

@@ -83,52 +83,6 @@ func (ps *problems) sorted() []Problem {
 	return ps.list
 }
 
-// suggest proposes the known key the user probably meant, or "".
-func suggest(key string, known []string) string {
-	for _, k := range known {
-		if strings.EqualFold(k, key) {
-			return fmt.Sprintf("did you mean %q? (keys are case-sensitive)", k)
-		}
-	}
-	best, bestDist := "", 3
-	if len(key) <= 4 {
-		bestDist = 2
-	}
-	for _, k := range known {
-		if d := editDistance(strings.ToLower(key), k); d < bestDist {
-			best, bestDist = k, d
-		}
-	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf("did you mean %q?", best)
-}
-
-// editDistance is the Levenshtein distance between a and b, in bytes.
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 64
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
-
 // quoteList renders keys as "a", "b", "c" for hints.
 func quoteList(keys []string) string {
 	q := make([]string, len(keys))

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/moatmcp/moat/internal/suggest"
 )
 
 // The readers below report a problem at path (the member's value) and
@@ -32,7 +34,7 @@ func (c *checker) enum(m *member, path, name string, allowed []string, hint stri
 	if slices.Contains(allowed, v) {
 		return v
 	}
-	if sg := suggest(v, allowed); sg != "" {
+	if sg := suggest.Hint(v, allowed); sg != "" {
 		hint = sg + "; " + hint
 	}
 	c.ps.add(path, m.val.off, fmt.Sprintf("unknown %s %q", name, v), hint)

@@ -23,6 +23,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/moatmcp/moat/internal/suggest"
 )
 
 // Formats a Tool's config file can have; they decide which keys hold the
@@ -142,7 +144,7 @@ func Lookup(name string) (*Tool, error) {
 		}
 		names = append(names, t.Name)
 	}
-	best := owner[Closest(n, aliases)]
+	best := owner[suggest.Closest(n, aliases)]
 	msg := fmt.Sprintf("unknown tool %q", name)
 	if best != "" {
 		msg += fmt.Sprintf("; did you mean %q?", best)
@@ -197,43 +199,4 @@ func prefixed(dir string, rel []string) []string {
 		out[i] = filepath.Join(dir, r)
 	}
 	return out
-}
-
-// Closest returns the candidate nearest to s when it is close: at most two
-// edits away, and fewer edits than s has characters. It is what every
-// "did you mean" of moat uses.
-func Closest(s string, candidates []string) string {
-	best, bestD := "", min(3, len(s))
-	for _, c := range candidates {
-		if d := editDistance(s, c); d < bestD {
-			best, bestD = c, d
-		}
-	}
-	return best
-}
-
-// editDistance is the optimal string alignment distance: insertions,
-// deletions, substitutions and adjacent transpositions cost 1.
-func editDistance(a, b string) int {
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(a)][len(b)]
 }

@@ -14,8 +14,8 @@ import (
 // FuzzVerify feeds arbitrary bytes to Verify with fixed keys, with and
 // without the MAC key. It checks that Verify never panics, that a pass
 // means a whole, sealed log (every line counted, nothing unsealed), that a
-// failure is exactly the report's *Problem and either tampering or an
-// unsealed end, and that the MAC key only ever adds checks: a log that
+// failure is exactly the report's *Problem and one of tampering, an
+// unsealed end or keys that verify nothing, and that the MAC key only ever adds checks: a log that
 // passes with it passes with the public key alone.
 func FuzzVerify(f *testing.F) {
 	k := testKeys(1)
@@ -124,8 +124,14 @@ func checkReport(t *testing.T, data, macKey []byte, k Keys) error {
 	if !errors.As(err, &p) || p != rep.Problem {
 		t.Fatalf("Verify error %v (%T) is not the report's Problem %v", err, err, rep.Problem)
 	}
-	if errors.Is(err, ErrTampered) == errors.Is(err, ErrUnsealed) {
-		t.Fatalf("problem %v is not exactly one of tampered and unsealed", err)
+	n := 0
+	for _, e := range []error{ErrTampered, ErrUnsealed, ErrWrongKey} {
+		if errors.Is(err, e) {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("problem %v is not exactly one of tampered, unsealed and wrong keys", err)
 	}
 	if strings.Contains(p.Error(), "\n") {
 		t.Fatalf("problem spans lines: %q", p.Error())

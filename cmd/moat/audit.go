@@ -167,9 +167,9 @@ func auditCommand(ctx context.Context, args []string, keys func(ctx context.Cont
 	case errors.As(err, &prob) && errors.Is(err, audit.ErrUnsealed):
 		return fail(err, "if moat is still running or was killed, this is expected: use --allow-unsealed, or verify again after moat exits")
 	case errors.Is(err, audit.ErrWrongKey) && pubFile != "":
-		return fail(err, "this says nothing about the log: "+pubFile+" is not the key it was signed with; use the line `moat audit pubkey` printed on the machine (and as the user) that wrote the log")
+		return fail(err, "either "+pubFile+" is not the key the log was signed with, or every checkpoint in it was forged: get the line `moat audit pubkey` prints on the machine (and as the user) that wrote the log, and verify again; if this is that key, the log was replaced")
 	case errors.Is(err, audit.ErrWrongKey):
-		return fail(err, "this says nothing about the log: the keys in this shell's secret store are not the ones that wrote it. Verify where the writing moat runs (same user, HOME, XDG_DATA_HOME and MOAT_PASSPHRASE), or here with --pubkey FILE holding the line `moat audit pubkey` prints there")
+		return fail(err, "most likely the keys in this shell's secret store are not the ones that wrote the log: verify where the writing moat runs (same user, HOME, XDG_DATA_HOME and MOAT_PASSPHRASE), or here with --pubkey FILE holding the line `moat audit pubkey` prints there; if the keys are the same, the log was replaced")
 	case errors.As(err, &prob):
 		return fail(err, "the log was changed after it was written; keep these files as evidence")
 	default:

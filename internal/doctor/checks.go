@@ -405,7 +405,7 @@ func (d *run) verifyAudit(path string, keys audit.Keys) {
 		c.Status, c.Message = OK, fmt.Sprintf("chain verifies: %d records in %d %s, %d signed checkpoints", rep.Records, len(files), plural(len(files), "file"), rep.Checkpoints)
 	case errors.Is(err, audit.ErrWrongKey):
 		c.Status, c.Message = Fail, fmt.Sprintf("the log was written with other keys than this secret store's: %v", err)
-		c.Fix = "this is not tampering: the moat that wrote the log uses another secret store (another HOME, XDG_DATA_HOME, keychain or MOAT_PASSPHRASE); run doctor as it runs, or point audit.path at a log of this store"
+		c.Fix = "most likely the moat that wrote the log uses another secret store (another HOME, XDG_DATA_HOME, keychain or MOAT_PASSPHRASE): run doctor as it runs; if it uses this store, the log was replaced"
 	case errors.Is(err, audit.ErrTampered):
 		c.Status, c.Message = Fail, fmt.Sprintf("the log was changed: %v", err)
 		c.Fix = "`moat audit verify` shows where; keep the file as evidence"

@@ -362,17 +362,19 @@ func TestNProcAsRoot(t *testing.T) {
 // store, warns (naming `moat secret encrypt`) for one protected by
 // permissions only, and fails for that one under require_encryption.
 func TestSecretStoreProtection(t *testing.T) {
+	// A headless host: no keychain answers (make test runs in a keyring).
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "disabled:")
 	t.Setenv("MOAT_PASSPHRASE", "")
 	t.Setenv("CREDENTIALS_DIRECTORY", t.TempDir())
 	for _, tt := range []struct {
 		name, config string
 		passphrase   bool
 		want         Status
-		fix          string
+		message, fix string
 	}{
-		{"encrypted", `{"mcpServers": {}}`, true, OK, ""},
-		{"permissions only", `{"mcpServers": {}}`, false, Warn, "moat secret encrypt"},
-		{"permissions only, require_encryption", `{"mcpServers": {}, "secrets": {"require_encryption": true}}`, false, Fail, "moat secret encrypt"},
+		{"encrypted", `{"mcpServers": {}}`, true, OK, "protection: encrypted", ""},
+		{"permissions only", `{"mcpServers": {}}`, false, Warn, "permissions only", "moat secret encrypt"},
+		{"permissions only, require_encryption", `{"mcpServers": {}, "secrets": {"require_encryption": true}}`, false, Fail, "", "moat secret encrypt"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, tt.config)
@@ -396,8 +398,8 @@ func TestSecretStoreProtection(t *testing.T) {
 			if c == nil {
 				t.Fatal("no secrets.backend check")
 			}
-			if c.Status != tt.want || !strings.Contains(c.Fix, tt.fix) {
-				t.Errorf("secrets.backend = %v %q (fix %q), want %v with a fix naming %q", c.Status, c.Message, c.Fix, tt.want, tt.fix)
+			if c.Status != tt.want || !strings.Contains(c.Message, tt.message) || !strings.Contains(c.Fix, tt.fix) {
+				t.Errorf("secrets.backend = %v %q (fix %q), want %v saying %q with a fix naming %q", c.Status, c.Message, c.Fix, tt.want, tt.message, tt.fix)
 			}
 		})
 	}

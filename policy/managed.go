@@ -17,6 +17,10 @@ const (
 type ManagedPolicy struct {
 	Defaults *Policy
 	Servers  map[string]*Policy
+	// RequireEncryption ("secrets": {"require_encryption": true}) makes
+	// every moat on the host refuse a secret store protected by file
+	// permissions only, whatever the user's config says.
+	RequireEncryption bool
 }
 
 // For returns the managed policy for server, for Effective: the defaults
@@ -29,7 +33,8 @@ func (m *ManagedPolicy) For(server string) (defaults, serverPolicy *Policy) {
 }
 
 // ParseManaged reads a managed policy file's contents:
-// {"defaults": {policy}, "servers": {"NAME": {policy}}}, both optional.
+// {"defaults": {policy}, "servers": {"NAME": {policy}},
+// "secrets": {"require_encryption": true}}, each optional.
 // "global" is accepted only in "defaults".
 func ParseManaged(data []byte) (*ManagedPolicy, error) {
 	v, err := decodeStrict(data, maxPolicyDepth)
@@ -56,8 +61,10 @@ func ParseManaged(data []byte) (*ManagedPolicy, error) {
 			for name, sv := range servers {
 				m.Servers[name] = ps.policy(pointer("/servers", name), sv, false)
 			}
+		case "secrets":
+			m.RequireEncryption = ps.managedSecrets(obj[k])
 		default:
-			ps.unknownKey(pointer("", k), k, " in a managed policy", []string{"defaults", "servers"})
+			ps.unknownKey(pointer("", k), k, " in a managed policy", []string{"defaults", "secrets", "servers"})
 		}
 	}
 	if len(ps.problems) > 0 {
@@ -65,4 +72,27 @@ func ParseManaged(data []byte) (*ManagedPolicy, error) {
 		return nil, &Error{Problems: ps.problems}
 	}
 	return m, nil
+}
+
+// managedSecrets reads the managed policy's "secrets" block.
+func (ps *parser) managedSecrets(v any) bool {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		ps.add("/secrets", `must be an object such as {"require_encryption": true}, got %s`, kind(v))
+		return false
+	}
+	require := false
+	for _, k := range sortedKeys(obj) {
+		switch k {
+		case "require_encryption":
+			b, ok := obj[k].(bool)
+			if !ok {
+				ps.add("/secrets/require_encryption", "must be true or false, got %s", kind(obj[k]))
+			}
+			require = b
+		default:
+			ps.unknownKey(pointer("/secrets", k), k, " in a managed policy's secrets", []string{"require_encryption"})
+		}
+	}
+	return require
 }

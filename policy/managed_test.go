@@ -11,6 +11,12 @@ func TestParseManaged(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ParseManaged(good): %v", err)
 	}
+	if m.RequireEncryption {
+		t.Error("RequireEncryption is set by a managed policy without a secrets block")
+	}
+	if m, err := ParseManaged([]byte(`{"secrets": {"require_encryption": true}}`)); err != nil || !m.RequireEncryption {
+		t.Errorf("ParseManaged(secrets.require_encryption) = %+v, %v; want RequireEncryption", m, err)
+	}
 	d, s := m.For("files")
 	p := Effective(nil, mustParse(t, `{"allow": ["*"]}`), d, s)
 	if p.Decide("rm", readOnly, nil).Allow || p.Decide("write_file", readOnly, nil).Allow || !p.Decide("read_file", readOnly, nil).Allow {
@@ -25,6 +31,9 @@ func TestParseManaged(t *testing.T) {
 		{"unknown top key", `{"default": {}}`, `unknown key "default"`},
 		{"unknown top key hint", `{"default": {}}`, `did you mean "defaults"?`},
 		{"empty file", ``, "invalid JSON"},
+		{"secrets not an object", `{"secrets": true}`, "/secrets"},
+		{"require_encryption not a bool", `{"secrets": {"require_encryption": "yes"}}`, "must be true or false"},
+		{"secrets typo", `{"secrets": {"require_encrypton": true}}`, `did you mean "require_encryption"?`},
 	} {
 		_, err := ParseManaged([]byte(tt.body))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

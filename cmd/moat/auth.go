@@ -91,7 +91,9 @@ func authCommand(ctx context.Context, args []string, cfgPath func() (string, err
 		printError(stderr, err)
 		return exitUsage
 	}
-	store, err := secrets.Open(ctx, &secrets.Options{Backend: *backend, Dir: *dir, Passphrase: passphrasePrompt(os.Stdin, stderr)})
+	_, require := peekSecrets(path)
+	store, err := secrets.Open(ctx, &secrets.Options{Backend: *backend, Dir: *dir,
+		Passphrase: passphrasePrompt(os.Stdin, stderr), RequireEncryption: require})
 	if err != nil {
 		printError(stderr, err)
 		return exitFailure

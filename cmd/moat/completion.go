@@ -40,7 +40,10 @@ var backendFlag = cliFlag{name: "--backend", values: []string{"auto", "keychain"
 var cliSpec = map[string]cliArgs{
 	"serve":  {files: true},
 	"config": {subcommands: []string{"validate", "schema"}, files: true},
-	"secret": {subcommands: []string{"set", "rm", "list", "migrate"}, flags: []cliFlag{backendFlag, {name: "--dir", arg: true}}},
+	"secret": {subcommands: []string{"set", "rm", "list", "migrate", "encrypt", "decrypt", "unlock", "lock"},
+		flags: []cliFlag{backendFlag, {name: "--dir", arg: true}, {name: "--yes"}, {name: "--for", arg: true}}},
+	"unlock": {flags: []cliFlag{backendFlag, {name: "--dir", arg: true}, {name: "--for", arg: true}}},
+	"lock":   {flags: []cliFlag{{name: "--dir", arg: true}}},
 	"auth": {subcommands: []string{"login", "logout", "status"}, flags: []cliFlag{
 		{name: "--config", arg: true}, backendFlag, {name: "--dir", arg: true}, {name: "--adopt-dynamic-mcp"}}},
 	"pins": {subcommands: []string{"diff", "approve", "reset"}, flags: []cliFlag{{name: "--yes"}}},

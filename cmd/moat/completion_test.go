@@ -74,7 +74,7 @@ func TestBashCompletion(t *testing.T) {
 	}{
 		{[]string{"moat", "sec"}, []string{"secret"}},
 		{[]string{"moat", "d"}, []string{"doctor"}},
-		{[]string{"moat", "secret", ""}, []string{"set", "rm", "list", "migrate", "--backend", "--dir"}},
+		{[]string{"moat", "secret", ""}, []string{"set", "rm", "list", "migrate", "encrypt", "decrypt", "unlock", "lock", "--backend", "--dir", "--yes", "--for"}},
 		{[]string{"moat", "secret", "--backend", ""}, []string{"auto", "keychain", "file"}},
 		{[]string{"moat", "doctor", "--j"}, []string{"--json"}},
 		{[]string{"moat", "completion", "f"}, []string{"fish"}},

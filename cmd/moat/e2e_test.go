@@ -919,3 +919,67 @@ func TestRequireEncryptionWithoutKeySourceNoCalls(t *testing.T) {
 		t.Fatalf("call under require_encryption without a key source: isError=%v %q", res.IsError, resultText(res))
 	}
 }
+
+// TestUnlockServesAClientLaunchedMoat: after `moat unlock` in one process
+// (a terminal), a moat that a client launches with no passphrase at all
+// opens the encrypted store, under require_encryption, and serves; after
+// `moat lock` the next one refuses calls and says to run `moat unlock`.
+func TestUnlockServesAClientLaunchedMoat(t *testing.T) {
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")},
+		map[string]any{"secrets": map[string]any{"require_encryption": true}})
+	env := headlessEnv(t)
+	moat := testutil.BuildMoat(t)
+	run := func(env []string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(moat, args...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("moat %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	t.Cleanup(func() {
+		cmd := exec.Command(moat, "lock")
+		cmd.Env = env
+		_ = cmd.Run()
+	})
+	// A terminal with the passphrase: the store is created encrypted and unlocked.
+	if out := run(append(slices.Clone(env), "MOAT_PASSPHRASE=unlock-test", "MOAT_CONFIG="+cfg), "unlock"); !strings.Contains(out, "until the next reboot") {
+		t.Fatalf("moat unlock printed:\n%s", out)
+	}
+
+	call := func() (*mcp.CallToolResult, string) {
+		t.Helper()
+		cmd := exec.Command(moat, cfg)
+		cmd.Env = env
+		stderr := &testutil.SyncBuffer{}
+		cmd.Stderr = stderr
+		cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(context.Background(), &mcp.CommandTransport{Command: cmd}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "unlocked-ok"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs.Close()
+		waitFor(t, "moat to exit", func() bool { return cmd.ProcessState != nil || !testutil.ProcessAlive(cmd.Process.Pid) })
+		return res, stderr.String()
+	}
+	res, stderr := call()
+	if res.IsError || !strings.Contains(resultText(res), "unlocked-ok") {
+		t.Fatalf("call after moat unlock: isError=%v %q\nstderr:\n%s", res.IsError, resultText(res), stderr)
+	}
+	if !strings.Contains(stderr, `key_from="the kernel keyring (moat unlock)"`) {
+		t.Errorf("moat's log does not say the key came from the kernel keyring:\n%s", stderr)
+	}
+
+	if out := run(env, "lock"); !strings.Contains(out, "locked") {
+		t.Fatalf("moat lock printed:\n%s", out)
+	}
+	res, _ = call()
+	if !res.IsError || !strings.Contains(resultText(res), "moat unlock") {
+		t.Errorf("call after moat lock: isError=%v %q; want a refusal that names `moat unlock`", res.IsError, resultText(res))
+	}
+}

@@ -211,7 +211,10 @@ func moveSecrets(ctx context.Context, im *importer.Imported, mode string, stderr
 	if mode == "keep" || !movable(im.Literals) {
 		return nil, exitOK
 	}
-	store, err := secrets.Open(ctx, &secrets.Options{Backend: secrets.BackendAuto})
+	// The config being written has no secrets block yet: the managed
+	// policy alone can require encryption.
+	_, require := peekSecrets("")
+	store, err := secrets.Open(ctx, &secrets.Options{Backend: secrets.BackendAuto, RequireEncryption: require})
 	if err != nil {
 		if mode == "keychain" {
 			printError(stderr, err)

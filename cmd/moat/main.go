@@ -88,6 +88,12 @@ func commands() []command {
 		{"secret", "store, remove and list secrets in the OS keychain", "moat secret set github-token", func(ctx context.Context, args []string) int {
 			return secretCommand(ctx, args, os.Stdin, os.Stdout, os.Stderr)
 		}, ""},
+		{"unlock", "keep the encrypted secret store's key in the kernel keyring until reboot", "moat unlock", func(ctx context.Context, args []string) int {
+			return secretCommand(ctx, append([]string{"unlock"}, args...), os.Stdin, os.Stdout, os.Stderr)
+		}, ""},
+		{"lock", "remove that key from the kernel keyring", "moat lock", func(ctx context.Context, args []string) int {
+			return secretCommand(ctx, append([]string{"lock"}, args...), os.Stdin, os.Stdout, os.Stderr)
+		}, ""},
 		{"auth", "log in to OAuth servers, see tokens, log out", "moat auth login github", func(ctx context.Context, args []string) int {
 			return authCommand(ctx, args, func() (string, error) {
 				p, _, err := config.ResolvePath("", os.LookupEnv)

@@ -24,13 +24,17 @@ const secretUsage = `usage:
   moat secret migrate [flags]      move dynamic-mcp's plain-text OAuth tokens into the store
   moat secret encrypt [flags]      encrypt the file store with a passphrase (or change its passphrase)
   moat secret decrypt [--yes]      protect the file store by permissions only (refused under require_encryption)
+  moat secret unlock [--for D]     keep the encrypted store's key in the kernel keyring until reboot (or D),
+                                   so every moat of yours opens it without a passphrase (also: moat unlock)
+  moat secret lock                 remove that key from the kernel keyring (also: moat lock)
 flags:
   --backend auto|keychain|file     where secrets live (default auto: the keychain if it answers)
   --dir DIR                        the file store's directory
   --yes                            decrypt without asking
+  --for DURATION                   unlock for this long only (e.g. 8h)
 With no keychain, the file store is encrypted when a key source answers: MOAT_PASSPHRASE, the
-systemd credential moat-passphrase ($CREDENTIALS_DIRECTORY), or a prompt on a terminal; else it
-is protected by its 0600/0700 modes only. secrets.require_encryption in the config named by
+systemd credential moat-passphrase ($CREDENTIALS_DIRECTORY), the kernel keyring after moat unlock,
+or a prompt on a terminal; else it is protected by its 0600/0700 modes only. secrets.require_encryption in the config named by
 MOAT_CONFIG refuses that mode.`
 
 // maxSecretInput bounds what `moat secret set` reads from stdin; the store
@@ -42,7 +46,7 @@ const maxSecretInput = 1 << 20
 func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	usageErr := func(msg string, hints ...string) int { return usageFailure(stderr, secretUsage, msg, hints...) }
 	if len(args) == 0 {
-		return usageErr("moat secret needs a subcommand: set, rm, list, migrate, encrypt or decrypt")
+		return usageErr("moat secret needs a subcommand: set, rm, list, migrate, encrypt, decrypt, unlock or lock")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("moat secret "+sub, flag.ContinueOnError)
@@ -50,6 +54,7 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 	backend := fs.String("backend", secrets.BackendAuto, "")
 	dir := fs.String("dir", "", "")
 	yes := fs.Bool("yes", false, "")
+	ttl := fs.Duration("for", 0, "")
 	// Flags may come before or after NAME.
 	pos, err := parseInterspersed(fs, args[1:])
 	if errors.Is(err, flag.ErrHelp) {
@@ -60,10 +65,8 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 		return usageErr(err.Error())
 	}
 
-	require := false
-	if cfgPath, _, err := config.ResolvePath("", os.LookupEnv); err == nil {
-		_, require = peekSecrets(cfgPath)
-	}
+	cfgPath, _, _ := config.ResolvePath("", os.LookupEnv)
+	_, require := peekSecrets(cfgPath)
 	open := func() (*secrets.Store, int) {
 		s, err := secrets.Open(ctx, &secrets.Options{
 			Backend:           *backend,
@@ -201,11 +204,52 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 		}
 		return rekeyCommand(ctx, sub, *yes, open, stdin, stdout, stderr)
 
+	case "unlock":
+		if len(pos) != 0 {
+			return usageErr("moat unlock takes no arguments")
+		}
+		if *ttl < 0 {
+			return usageErr("--for must be positive, e.g. --for 8h")
+		}
+		s, code := open()
+		if s == nil {
+			return code
+		}
+		if err := s.Unlock(*ttl); err != nil {
+			printError(stderr, err)
+			return exitFailure
+		}
+		until := "until the next reboot"
+		if *ttl > 0 {
+			until = "for " + ttl.String()
+		}
+		fmt.Fprintf(stdout, "unlocked the %s %s: every moat of yours opens it without a passphrase; `moat lock` ends that\n",
+			s.Backend(), until)
+		commandEvent(ctx, stderr, "secret_unlock", "", map[string]string{"backend": s.Backend(), "for": until})
+		return exitOK
+
+	case "lock":
+		if len(pos) != 0 {
+			return usageErr("moat lock takes no arguments")
+		}
+		dropped, err := secrets.Lock(&secrets.Options{Dir: *dir})
+		if err != nil {
+			printError(stderr, err)
+			return exitFailure
+		}
+		if !dropped {
+			fmt.Fprintln(stdout, "nothing to lock: the kernel keyring holds no key of the secret store")
+			return exitOK
+		}
+		fmt.Fprintln(stdout, "locked: the kernel keyring no longer holds the secret store's key; moat needs the passphrase again")
+		commandEvent(ctx, stderr, "secret_lock", "", nil)
+		return exitOK
+
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, secretUsage)
 		return exitOK
 	}
-	return usageErr(fmt.Sprintf("unknown subcommand %q", sub), "use set, rm, list, migrate, encrypt or decrypt")
+	return usageErr(fmt.Sprintf("unknown subcommand %q", sub), "use set, rm, list, migrate, encrypt, decrypt, unlock or lock")
 }
 
 // readSecretValue reads the value for name: from a hidden prompt when stdin
@@ -303,8 +347,8 @@ func rekeyCommand(ctx context.Context, sub string, yes bool, open func() (*secre
 	}
 	fmt.Fprintln(stdout, "now in force: "+protectionNote(s))
 	if s.Protection() == secrets.Encrypted {
-		fmt.Fprintln(stdout, "moat serve needs MOAT_PASSPHRASE or the systemd credential moat-passphrase from now on; "+
-			"restart any running moat so it opens the store with its new key")
+		fmt.Fprintln(stdout, "moat serve needs MOAT_PASSPHRASE, the systemd credential moat-passphrase, or `moat unlock` "+
+			"(once per boot) from now on; restart any running moat so it opens the store with its new key")
 	}
 	commandEvent(ctx, stderr, "secret_"+sub, "", map[string]string{
 		"from": before.String(), "protection": s.Protection().String(), "backend": s.Backend()})

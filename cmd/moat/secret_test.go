@@ -119,7 +119,7 @@ func TestSecretListRm(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("list: exit %d:\n%s", code, errs)
 	}
-	want := "# secrets: encrypted file (" + dir + ") (encrypted at rest)\n" +
+	want := "# secrets: encrypted file (" + dir + ") (encrypted at rest; key from MOAT_PASSPHRASE)\n" +
 		"NAME          BACKEND\n" +
 		"api-key       encrypted file (" + dir + ")\n" +
 		"github-token  encrypted file (" + dir + ")\n"
@@ -254,5 +254,35 @@ func TestSecretMigrate(t *testing.T) {
 	code, out, _ = runSecret(t, "", "migrate", "--backend", "file", "--dir", dir)
 	if code != exitOK || !strings.Contains(out, "nothing to migrate") {
 		t.Errorf("second migrate: exit %d, stdout:\n%s", code, out)
+	}
+}
+
+// TestManagedPolicyRequiresEncryption: the administrator's
+// secrets.require_encryption refuses a store protected by permissions only,
+// even when the user's config says require_encryption false.
+func TestManagedPolicyRequiresEncryption(t *testing.T) {
+	dir := secretEnv(t)
+	t.Setenv("MOAT_PASSPHRASE", "")
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+	managed := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(managed, []byte(`{"secrets": {"require_encryption": true}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MOAT_MANAGED_POLICY", managed)
+	cfg := filepath.Join(t.TempDir(), "moat.json")
+	if err := os.WriteFile(cfg, []byte(`{"mcpServers": {}, "secrets": {"require_encryption": false}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MOAT_CONFIG", cfg)
+	code, _, errs := runSecret(t, secretCanary, "set", "--dir", dir, "tok")
+	if code != exitFailure || !strings.Contains(errs, "require_encryption") || !strings.Contains(errs, "MOAT_PASSPHRASE") {
+		t.Errorf("set under the managed require_encryption with no key source: exit %d, stderr:\n%s", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "header")); err == nil {
+		t.Error("a secret store was created although the managed policy requires encryption")
+	}
+	t.Setenv("MOAT_PASSPHRASE", "pw")
+	if code, _, errs := runSecret(t, secretCanary, "set", "--dir", dir, "tok"); code != exitOK {
+		t.Errorf("set under the managed require_encryption with MOAT_PASSPHRASE: exit %d, stderr:\n%s", code, errs)
 	}
 }

@@ -55,6 +55,9 @@ func protectionNote(s *secrets.Store) string {
 		return "secrets: " + s.Backend() + " (no keychain and no key source: only the 0600/0700 modes keep other users out; " +
 			"to encrypt, set MOAT_PASSPHRASE or the systemd credential moat-passphrase and run `moat secret encrypt`)"
 	case secrets.Encrypted:
+		if src := s.KeySource(); src != "" {
+			return "secrets: " + s.Backend() + " (encrypted at rest; key from " + src + ")"
+		}
 		return "secrets: " + s.Backend() + " (encrypted at rest)"
 	default:
 		return "secrets: " + s.Backend()
@@ -104,11 +107,17 @@ func storedAuditKeys(ctx context.Context) (audit.Keys, error) {
 
 // peekSecrets reads secrets.backend and secrets.require_encryption before
 // the config is loaded: loading resolves ${secret:...} from the store they
-// name. Errors are left to the full load to report.
+// name. require is also set by the managed policy's
+// secrets.require_encryption, which no user config can undo. Errors are left
+// to the full load to report (a managed policy that does not load fails
+// every call closed there).
 func peekSecrets(path string) (backend string, require bool) {
+	if m, _, err := managedPolicy(); err == nil && m != nil {
+		require = m.RequireEncryption
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return "", false
+		return "", require
 	}
 	var c struct {
 		Secrets struct {
@@ -117,5 +126,5 @@ func peekSecrets(path string) (backend string, require bool) {
 		} `json:"secrets"`
 	}
 	_ = json.Unmarshal(data, &c)
-	return c.Secrets.Backend, c.Secrets.RequireEncryption
+	return c.Secrets.Backend, require || c.Secrets.RequireEncryption
 }

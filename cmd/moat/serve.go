@@ -89,7 +89,11 @@ func setup(args []string, name string) (*instance, int) {
 	}
 	processStore.backend, processStore.require = peekSecrets(path)
 	processStore.opened = func(s *secrets.Store) {
-		log.Info("secret store open", "protection", s.Protection().String(), "where", s.Backend())
+		args := []any{"protection", s.Protection().String(), "where", s.Backend()}
+		if src := s.KeySource(); src != "" {
+			args = append(args, "key_from", src)
+		}
+		log.Info("secret store open", args...)
 	}
 	cfg, err := config.Load(path, loadOptions())
 	if err != nil {

@@ -191,7 +191,7 @@ func (l *Log) wait(ctx context.Context) (*audit.Writer, error) {
 		return nil, ctx.Err()
 	}
 	if l.openErr != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotOpen, l.openErr)
+		return nil, fmt.Errorf("%w: %w", ErrNotOpen, l.openErr)
 	}
 	return l.w, nil
 }

@@ -103,7 +103,13 @@ type fileStore struct {
 	// present when the store was opened permissions-only: it is not used
 	// until `moat secret encrypt`.
 	unused string
+	// source names where an encrypted store's key came from: a key source
+	// of passphraseFrom, or SourceKernelKeyring.
+	source string
 }
+
+// SourceKernelKeyring is the key source of a store unlocked by `moat unlock`.
+const SourceKernelKeyring = "the kernel keyring (moat unlock)"
 
 func (f *fileStore) protection() Protection { return f.prot }
 
@@ -301,8 +307,21 @@ func (f *fileStore) loadWith(hdr []byte, o Options, pass []byte, source string) 
 		}
 		return nil
 	}
+	if err := f.checkKDF(p); err != nil {
+		return err
+	}
 	if pass == nil {
-		pass, _, err = passphraseFrom(o, f.dir, true)
+		// `moat unlock` left the derived key in the kernel keyring: no
+		// passphrase, no derivation. A key that does not verify is ignored.
+		if key := keyringGet(keyringDesc(hdr)); key != nil {
+			err := f.useKey(hdr, rest, key)
+			clear(key)
+			if err == nil {
+				f.hdr, f.prot, f.source = hdr, Encrypted, SourceKernelKeyring
+				return nil
+			}
+		}
+		pass, source, err = passphraseFrom(o, f.dir, true)
 		if err != nil {
 			return err
 		}
@@ -314,10 +333,14 @@ func (f *fileStore) loadWith(hdr []byte, o Options, pass []byte, source string) 
 			hints: keySourceHints(f.dir),
 		}
 	}
-	if err := f.unlock(hdr, p, salt, rest, pass); err != nil {
+	var key [chacha20poly1305.KeySize]byte
+	deriveKey(key[:], p, salt, pass)
+	err = f.useKey(hdr, rest, key[:])
+	clear(key[:])
+	if err != nil {
 		return err
 	}
-	f.hdr, f.prot = hdr, Encrypted
+	f.hdr, f.prot, f.source = hdr, Encrypted, source
 	return nil
 }
 
@@ -347,14 +370,20 @@ func (f *fileStore) parseHeader(hdr []byte) (kdfParams, []byte, []byte, error) {
 	return p, b[9 : 9+saltLen], hdr[headerPrefixLen:], nil
 }
 
-// unlock derives the key from the passphrase and the header, and checks it
-// against the header's verifier.
-func (f *fileStore) unlock(hdr []byte, p kdfParams, salt, rest, pass []byte) error {
+// checkKDF refuses a header's Argon2id costs out of range, before any
+// derivation: a tampered header must not make Open spend minutes or
+// gigabytes.
+func (f *fileStore) checkKDF(p kdfParams) error {
 	if p.time < 1 || p.time > maxKDFTime || p.threads < 1 || p.memory < 8*uint32(p.threads) || p.memory > maxKDFMemory {
 		return f.badHeader("key derivation parameters out of range (tampered?)")
 	}
-	deriveKey(f.key[:], p, salt, pass)
-	aead, err := chacha20poly1305.NewX(f.key[:])
+	return nil
+}
+
+// useKey checks key against the header's verifier and, when it opens it,
+// makes it the store's key.
+func (f *fileStore) useKey(hdr, rest, key []byte) error {
+	aead, err := chacha20poly1305.NewX(key)
 	if err != nil {
 		return err
 	}
@@ -362,13 +391,13 @@ func (f *fileStore) unlock(hdr []byte, p kdfParams, salt, rest, pass []byte) err
 		return f.badHeader("truncated or corrupt header")
 	}
 	if _, err := aead.Open(nil, rest[:aead.NonceSize()], rest[aead.NonceSize():], hdr[:headerPrefixLen]); err != nil {
-		clear(f.key[:])
 		return &HintError{
 			Err: fmt.Errorf("secrets: wrong passphrase for the encrypted secret store in %s (or its header was tampered with)", f.dir),
 			hints: []string{"check " + PassphraseEnv + ", the systemd credential " + CredentialName +
 				" or the passphrase you typed: it must be the one the store was encrypted with"},
 		}
 	}
+	copy(f.key[:], key)
 	return nil
 }
 
@@ -754,4 +783,34 @@ func (f *fileStore) removeStaleTemps() {
 			os.Remove(filepath.Join(f.dir, e.Name()))
 		}
 	}
+}
+
+func (f *fileStore) keySource() string {
+	if f.prot != Encrypted {
+		return ""
+	}
+	return f.source
+}
+
+// unlockKeyring stores the store's key in the kernel keyring under its
+// header's description.
+func (f *fileStore) unlockKeyring(ttl time.Duration) error {
+	return keyringPut(keyringDesc(f.hdr), f.key[:], ttl)
+}
+
+// lockFileStore drops the kernel keyring's key of the store o names.
+func lockFileStore(o Options) (bool, error) {
+	dir, err := resolveDir(o)
+	if err != nil {
+		return false, err
+	}
+	st := &fileStore{dir: dir}
+	hdr, err := st.readFile(headerName)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return keyringDrop(keyringDesc(hdr))
 }

@@ -28,6 +28,7 @@ func keySourceHints(dir string) []string {
 		"export " + PassphraseEnv + " (the passphrase of the store in " + dir + "), or",
 		"give moat the systemd credential " + CredentialName + " (LoadCredential=" + CredentialName +
 			":/etc/moat/passphrase in its unit; moat reads $CREDENTIALS_DIRECTORY/" + CredentialName + "), or",
+		"run `moat unlock` once per boot on a terminal: it keeps the store's key in the kernel keyring for every moat of yours, or",
 		"run the command on a terminal, where moat asks for the passphrase",
 	}
 }

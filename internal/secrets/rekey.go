@@ -80,8 +80,10 @@ func (f *fileStore) rekey(ctx context.Context, pass []byte) error {
 	// store): remove it. A failure leaves it for the next Open to remove.
 	_ = os.RemoveAll(tmp)
 	_ = syncDir(filepath.Dir(f.dir))
+	// The old header's key in the kernel keyring opens nothing now.
+	_, _ = keyringDrop(keyringDesc(f.hdr))
 	f.key, f.hdr = nf.key, hdr
-	f.prot, f.unused = Encrypted, ""
+	f.prot, f.unused, f.source = Encrypted, "", ""
 	if pass == nil {
 		f.prot = PermissionsOnly
 	}

@@ -501,3 +501,42 @@ func (s *Store) rekey(ctx context.Context, pass []byte) error {
 	}
 	return s.locked(func() error { return fs.rekey(ctx, pass) })
 }
+
+// KeySource names where an encrypted file store's key came from
+// (MOAT_PASSPHRASE, the systemd credential, the passphrase prompt or
+// [SourceKernelKeyring]); "" for other stores.
+func (s *Store) KeySource() string {
+	if fs, ok := s.b.(*fileStore); ok {
+		return fs.keySource()
+	}
+	return ""
+}
+
+// Unlock puts the encrypted file store's key in the kernel's user keyring,
+// so that every later Open by this user finds it there without a
+// passphrase, until ttl passes (0: until reboot) or [Lock]. Only the
+// derived key is kept, never the passphrase. Linux only.
+func (s *Store) Unlock(ttl time.Duration) error {
+	fs, ok := s.b.(*fileStore)
+	if !ok || fs.protection() != Encrypted {
+		return &HintError{
+			Err: fmt.Errorf("secrets: nothing to unlock: the secrets are in the %s, which needs no passphrase", s.b.describe()),
+			hints: []string{"moat unlock is for a file store encrypted with a passphrase " +
+				"(`moat secret encrypt` makes one)"},
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fs.unlockKeyring(ttl)
+}
+
+// Lock removes from the kernel keyring the key that `moat unlock` left for
+// the file store o names; false when there was none. It needs no
+// passphrase.
+func Lock(o *Options) (bool, error) {
+	var opt Options
+	if o != nil {
+		opt = *o
+	}
+	return lockFileStore(opt)
+}

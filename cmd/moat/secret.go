@@ -89,6 +89,12 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 		if why := s.Fallback(); why != nil && (sub == "set" || sub == "migrate") {
 			fmt.Fprintf(stderr, "moat: note: the keychain is not usable (%v); using the %s\n", why, s.Backend())
 		}
+		// The passphrase came from this prompt: a moat that a client
+		// launches has no prompt, so say now what it will need.
+		if s.KeySource() == secrets.SourcePrompt && (sub == "set" || sub == "migrate") {
+			fmt.Fprintln(stderr, "moat: note: a moat that your MCP client starts cannot ask for this passphrase: "+
+				"run `moat unlock` once per boot, or give it MOAT_PASSPHRASE")
+		}
 		return s, exitOK
 	}
 

@@ -300,7 +300,7 @@ func (f *fileStore) loadWith(hdr []byte, o Options, pass []byte, source string) 
 		}
 		copy(f.key[:], rest)
 		f.hdr, f.prot = hdr, PermissionsOnly
-		if src := source; src != "" && src != "the passphrase prompt" {
+		if src := source; src != "" && src != SourcePrompt {
 			f.unused = src
 		} else if _, src, _ := PassphraseFromEnvironment(); src != "" {
 			f.unused = src

@@ -19,6 +19,9 @@ const (
 	CredentialName = "moat-passphrase"
 )
 
+// SourcePrompt is the key source of a passphrase typed at Options.Passphrase.
+const SourcePrompt = "the passphrase prompt"
+
 // maxPassphraseLen bounds a passphrase read from a credential file.
 const maxPassphraseLen = 4096
 
@@ -49,7 +52,7 @@ func passphraseFrom(o Options, dir string, prompt bool) ([]byte, string, error) 
 				hints: []string{"enter a non-empty passphrase"},
 			}
 		}
-		return p, "the passphrase prompt", nil
+		return p, SourcePrompt, nil
 	}
 	return PassphraseFromEnvironment()
 }

@@ -15,7 +15,7 @@ import (
 func TestMain(m *testing.M) {
 	// Argon2id at 64 MiB per Open would make the suite slow on a shared
 	// machine; the format stores the costs, so small ones exercise the same code.
-	defaultKDF = kdfParams{time: 1, memory: 64, threads: 1}
+	UseCheapKDFInTests()
 	os.Exit(m.Run())
 }
 

@@ -505,7 +505,8 @@ func TestChildrenGetACleanSandboxedEnvironment(t *testing.T) {
 	srv["env"] = map[string]string{"CONFIGURED": "yes"}
 	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": srv})
 	cmd := exec.Command(testutil.BuildMoat(t), cfg)
-	cmd.Env = append(testutil.MoatEnv(t), "AWS_SECRET_ACCESS_KEY=canary-aws-5e1f", "ALLOWED_REGION=eu-north")
+	cmd.Env = append(testutil.MoatEnv(t), "AWS_SECRET_ACCESS_KEY=canary-aws-5e1f", "ALLOWED_REGION=eu-north",
+		"MOAT_PASSPHRASE="+testutil.MoatPassphrase)
 	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
 	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(context.Background(), &mcp.CommandTransport{Command: cmd}, nil)

@@ -15,9 +15,12 @@ import (
 const MoatPassphrase = "moat test passphrase"
 
 // MoatEnv is the environment of a moat under test: HOME, its audit log and
-// its secret store in fresh temp dirs, the encrypted file store (no
-// keychain, so tests never share one), no HTTP proxy (nothing is dialled but
-// the upstreams), no managed policy, and MOAT_LOG=debug.
+// its secret store in fresh temp dirs, the file store (no keychain, so tests
+// never share one) protected by permissions only, as on a headless host
+// (tests of the encrypted store add MOAT_PASSPHRASE=MoatPassphrase: its
+// Argon2id derivation costs every moat process a second of CPU), no HTTP
+// proxy (nothing is dialled but the upstreams), no managed policy, and
+// MOAT_LOG=debug.
 func MoatEnv(t testing.TB) []string {
 	dir := t.TempDir()
 	env := slices.DeleteFunc(os.Environ(), func(e string) bool {
@@ -30,7 +33,8 @@ func MoatEnv(t testing.TB) []string {
 		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
 		"DBUS_SESSION_BUS_ADDRESS=disabled:",
-		"MOAT_PASSPHRASE="+MoatPassphrase,
+		"MOAT_PASSPHRASE=",
+		"CREDENTIALS_DIRECTORY=",
 		"MOAT_MANAGED_POLICY=",
 		"MOAT_LOG=debug")
 }

@@ -20,7 +20,8 @@ import (
 // and Child processes, "Clean environment".
 func TestLeakedEnvironmentCanary(t *testing.T) {
 	canaries := []string{"AWS_SECRET_ACCESS_KEY=canary-aws-8c1d", "GITHUB_TOKEN=canary-gh-77e0", "OPENAI_API_KEY=canary-oai-3f2a"}
-	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{"test": testServer(t, "test")}), canaries...)
+	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{"test": testServer(t, "test")}),
+		append(canaries, "MOAT_PASSPHRASE="+testutil.MoatPassphrase)...)
 	env := resultText(m.call(t, "test", "env", nil))
 	if !strings.Contains(env, "PATH=") {
 		t.Fatalf("the env tool returned %q, not an environment", env)

@@ -25,12 +25,31 @@ func openNoPassphrase(t *testing.T, dir string) (*Store, error) {
 	})
 }
 
+// needKernelKeyring skips the test where the kernel keyring is blocked (a
+// container's seccomp profile often blocks keyctl), after checking that
+// moat says so and names the other key sources.
+func needKernelKeyring(t *testing.T) {
+	t.Helper()
+	desc := "moat:test-probe:" + randomSuffix(t)
+	err := keyringPut(desc, make([]byte, 32), 0)
+	if err == nil {
+		_, _ = keyringDrop(desc)
+		return
+	}
+	var he *HintError
+	if !errors.As(err, &he) || !strings.Contains(strings.Join(he.Hints(), " "), PassphraseEnv) {
+		t.Fatalf("the kernel keyring refused a key, and the error does not name the other key sources: %v", err)
+	}
+	t.Skipf("the kernel keyring is not usable here (%v); moat says so and names the other key sources", err)
+}
+
 // lockAtEnd drops whatever key a test left in the user keyring.
 func lockAtEnd(t *testing.T, dir string) {
 	t.Cleanup(func() { _, _ = Lock(&Options{Dir: dir}) })
 }
 
 func TestUnlockOpensWithoutPassphrase(t *testing.T) {
+	needKernelKeyring(t)
 	ctx := t.Context()
 	dir := filepath.Join(t.TempDir(), "store")
 	lockAtEnd(t, dir)
@@ -68,6 +87,7 @@ func TestUnlockOpensWithoutPassphrase(t *testing.T) {
 }
 
 func TestUnlockKeyOpensOnlyItsStore(t *testing.T) {
+	needKernelKeyring(t)
 	ctx := t.Context()
 	dir := filepath.Join(t.TempDir(), "store")
 	lockAtEnd(t, dir)
@@ -113,6 +133,7 @@ func TestUnlockKeyOpensOnlyItsStore(t *testing.T) {
 }
 
 func TestUnlockExpires(t *testing.T) {
+	needKernelKeyring(t)
 	dir := filepath.Join(t.TempDir(), "store")
 	lockAtEnd(t, dir)
 	s := openFile(t, dir, "pw")

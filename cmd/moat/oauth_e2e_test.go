@@ -102,7 +102,7 @@ func TestOAuthLoginOnceThenRestart(t *testing.T) {
 		t.Fatalf("moat auth status: %v\n%s", err, redactTokens(string(out), issued))
 	}
 	line := regexp.MustCompile(`(?m)^protected\s.*$`).FindString(string(out))
-	if !regexp.MustCompile(`\syes\s+(\d+h\d\dm|\d+m) \(refreshable\)\s+encrypted file`).MatchString(line) {
+	if !regexp.MustCompile(`\syes\s+(\d+h\d\dm|\d+m) \(refreshable\)\s+(encrypted file|file, protected by permissions only)`).MatchString(line) {
 		t.Errorf("moat auth status: line for protected is %q; want a token, its expiry and the back end\n%s", line, out)
 	}
 

@@ -21,11 +21,12 @@ func TestInspectorCLI(t *testing.T) {
 	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]server{"ts": entry("Go test server", up["ts"])})
 	moat := testutil.BuildMoat(t)
 	env := testutil.MoatEnv(t)
-	// -e rejects empty values (MOAT_MANAGED_POLICY=), which reach moat from
-	// the inspector's own environment instead. The inspector never reads
-	// the server's stderr, so moat must not log much: warn, not debug.
+	// -e rejects empty values (MOAT_MANAGED_POLICY=, MOAT_PASSPHRASE=),
+	// which reach moat from the inspector's own environment instead. The
+	// inspector never reads the server's stderr, so moat must not log
+	// much: warn, not debug.
 	var envArgs []string
-	for _, k := range []string{"HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "DBUS_SESSION_BUS_ADDRESS", "MOAT_PASSPHRASE"} {
+	for _, k := range []string{"HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "DBUS_SESSION_BUS_ADDRESS"} {
 		envArgs = append(envArgs, "-e", k+"="+testutil.EnvValue(env, k))
 	}
 	envArgs = append(envArgs, "-e", "MOAT_LOG=warn")

@@ -240,7 +240,7 @@ func moveSecrets(ctx context.Context, im *importer.Imported, mode string, stderr
 
 func movable(ls []importer.Literal) bool {
 	for _, l := range ls {
-		if l.Where != "url" {
+		if l.Movable() {
 			return true
 		}
 	}
@@ -265,9 +265,9 @@ func summarize(w io.Writer, im *importer.Imported, moved []importer.Moved, outPa
 	}
 	printDropped(w, im.Dropped)
 	if len(im.Literals) > 0 {
-		fmt.Fprintln(w, "Literal credentials still in the file (move them with `moat secret set NAME` and write ${secret:NAME}):")
+		fmt.Fprintln(w, "Literal credentials still in the file:")
 		for _, l := range im.Literals {
-			fmt.Fprintf(w, "  %s %s: %s\n", l.Server, l.Where, l.Reason)
+			fmt.Fprintf(w, "  %s %s: %s; %s\n", l.Server, l.Where, l.Reason, l.Fix())
 		}
 	}
 	if len(im.Inputs) > 0 {

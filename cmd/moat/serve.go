@@ -146,6 +146,9 @@ func setup(args []string, name string) (*instance, int) {
 			}
 			_ = auditLog.Write(ctx, r)
 		},
+		// The client boundary: no message reaches the client with a
+		// secret Moat resolved in it, whatever produced the message.
+		Outbound: gs.redactor.Message,
 		KillOnTimeout: func(group, tool string) bool {
 			p := gs.policy(group)
 			return p != nil && p.ToolSettings(tool).KillOnTimeout

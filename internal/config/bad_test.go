@@ -128,7 +128,7 @@ func TestBadConfigs(t *testing.T) {
 		{"timeout overflow hours", srv(desc + `"command": "x", "timeout": {"tools": "9999999999h"}`), "/mcpServers/s/timeout/tools", "too large", false, nil, nil, 1},
 		{"timeout overflow int", srv(desc + `"command": "x", "timeout": {"tools": 99999999999999999999999}`), "/mcpServers/s/timeout/tools", "too large", true, nil, nil, 1},
 		// expansion
-		{"undefined var", srv(desc + `"command": "npx", "args": ["-y", "${PROJECT_DIR}"]`), "/mcpServers/s/args/1", `${PROJECT_DIR} is not set (used in server "s" args[1]): export PROJECT_DIR before starting moat, or store it with ` + "`moat secret set project_dir`" + ` and write ${secret:project_dir}`, false, nil, nil, 1},
+		{"undefined var", srv(desc + `"command": "npx", "args": ["-y", "${PROJECT_DIR}"]`), "/mcpServers/s/args/1", `${PROJECT_DIR} is not set (used in server "s" args[1]): export PROJECT_DIR before starting moat; if it is a secret, pass it to the server in "env" as ${secret:project_dir}`, false, nil, nil, 1},
 		{"undefined var in command", srv(desc + `"command": "${TOOL}"`), "/mcpServers/s/command", `${TOOL} is not set (used in server "s" command)`, false, nil, nil, 1},
 		{"undefined var in env", srv(desc + `"command": "x", "env": {"K": "${KEY}"}`), "/mcpServers/s/env/K", `server "s" env "K"`, false, nil, nil, 1},
 		{"undefined var in header", srv(desc + `"url": "https://h/", "headers": {"Authorization": "Bearer ${TOKEN}"}`), "/mcpServers/s/headers/Authorization", "${TOKEN} is not set", false, nil, nil, 1},
@@ -142,6 +142,9 @@ func TestBadConfigs(t *testing.T) {
 		{"secret missing", srv(desc + `"command": "x", "env": {"K": "${secret:api-key}"}`), "/mcpServers/s/env/K", "`moat secret set api-key`", false, nil,
 			func(name string) (string, error) { return "", fmt.Errorf("no secret %q", name) }, 1},
 		{"bad secret name", srv(desc + `"command": "x", "env": {"K": "${secret:a b}"}`), "/mcpServers/s/env/K", "invalid secret name", false, nil, nil, 1},
+		{"secret in args", srv(desc + `"command": "x", "args": ["--token=${secret:tok}"]`), "/mcpServers/s/args/0",
+			`${secret:tok} in server "s" args[0] would put the secret on the server's command line, which every local user can read (/proc/PID/cmdline): pass it in "env" instead, e.g. "env": {"API_TOKEN": "${secret:tok}"}`, false, nil, okSecret, 1},
+		{"secret in command", srv(desc + `"command": "/opt/${secret:tok}/bin/x"`), "/mcpServers/s/command", "would put the secret on the server's command line", false, nil, okSecret, 1},
 		// inherit_env
 		{"inherit_env string", stdio(`"inherit_env": "LANG"`), "/mcpServers/s/inherit_env", `inherit_env is a string, not an array of strings: write "inherit_env": ["LANG", "NODE_*"]`, true, nil, nil, 1},
 		{"inherit_env item number", stdio(`"inherit_env": ["LANG", 1]`), "/mcpServers/s/inherit_env/1", "inherit_env[1] is a number, not a string: quote it", true, nil, nil, 1},
@@ -156,7 +159,7 @@ func TestBadConfigs(t *testing.T) {
 		{"cwd tilde without HOME", stdio(`"cwd": "~/p"`), "/mcpServers/s/cwd", `server "s" cwd starts with ~ but HOME is not set: set HOME, or write an absolute path`, false, nil, nil, 1},
 		{"cwd tilde user", stdio(`"cwd": "~bob/p"`), "/mcpServers/s/cwd", `"~bob/p" is not an absolute path`, false, map[string]string{"HOME": "/home/u"}, nil, 1},
 		{"cwd undefined var", stdio(`"cwd": "${PROJ}"`), "/mcpServers/s/cwd", `${PROJ} is not set (used in server "s" cwd)`, false, nil, nil, 1},
-		{"cwd secret", stdio(`"cwd": "/p/${secret:k}"`), "/mcpServers/s/cwd", `${secret:k} cannot be used in server "s" cwd: secrets are expanded only in command, args, env, url, headers and oauth_client_id, where Moat redacts them; use ${VAR} or a literal here`, false, nil, okSecret, 1},
+		{"cwd secret", stdio(`"cwd": "/p/${secret:k}"`), "/mcpServers/s/cwd", `${secret:k} cannot be used in server "s" cwd: secrets are expanded only in env, url, headers and oauth_client_id, where Moat redacts them; use ${VAR} or a literal here`, false, nil, okSecret, 1},
 		{"cwd NUL via env", stdio(`"cwd": "/p/${N}"`), "/mcpServers/s/cwd", `server "s" cwd holds a NUL byte`, false, map[string]string{"N": "a\x00b"}, nil, 1},
 		{"cwd on http", srv(desc + `"url": "https://h/", "cwd": "/"`), "/mcpServers/s/cwd", `"cwd" is not valid for a http server`, true, nil, nil, 1},
 		// sandbox

@@ -199,7 +199,7 @@ func (c *checker) stdio(s *Server, n *node, path, where string) {
 		c.ps.add(path, n.off, fmt.Sprintf("server %q has no \"command\"", s.Name),
 			`add "command" (a program on PATH) for a stdio server, or "url" for a remote one`)
 	} else if raw, ok := c.str(m, path); ok {
-		at := expansion{path + "/command", m.val.off, where + " command", s}
+		at := expansion{path + "/command", m.val.off, where + " command", s, true}
 		if strings.TrimSpace(raw) == "" {
 			c.ps.add(at.path, at.off, "the command is empty", "give the program to run, e.g. \"npx\"")
 		} else if v, ok := c.expand(raw, at); ok {
@@ -220,7 +220,7 @@ func (c *checker) stdio(s *Server, n *node, path, where string) {
 					c.ps.add(p, it.off, fmt.Sprintf("args[%d] is %s, not a string", i, it.kind), "quote it")
 					continue
 				}
-				at := expansion{p, it.off, fmt.Sprintf("%s args[%d]", where, i), s}
+				at := expansion{p, it.off, fmt.Sprintf("%s args[%d]", where, i), s, true}
 				if v, ok := c.expand(it.str, at); ok {
 					c.noNUL(v, at)
 					s.Args = append(s.Args, v)
@@ -237,7 +237,7 @@ func (c *checker) stdio(s *Server, n *node, path, where string) {
 	c.inheritEnv(s, n.get("inherit_env"), path+"/inherit_env")
 	if m := n.get("cwd"); m != nil {
 		if raw, ok := c.str(m, path); ok {
-			s.Cwd, _ = c.filePath(raw, expansion{path + "/cwd", m.val.off, where + " cwd", nil})
+			s.Cwd, _ = c.filePath(raw, expansion{path + "/cwd", m.val.off, where + " cwd", nil, false})
 		}
 	}
 	s.Sandbox = c.sandbox(n.get("sandbox"), path+"/sandbox", where)
@@ -254,7 +254,7 @@ func (c *checker) remote(s *Server, n *node, path, where string) {
 		c.ps.add(path, n.off, fmt.Sprintf("server %q has type %q but no \"url\"", s.Name, s.Type),
 			`add "url": "https://host/mcp"`)
 	} else if raw, ok := c.str(m, path); ok {
-		at := expansion{path + "/url", m.val.off, where + " url", s}
+		at := expansion{path + "/url", m.val.off, where + " url", s, false}
 		if v, ok := c.expand(raw, at); ok {
 			shown := fmt.Sprintf("%q", raw)
 			if v != raw {
@@ -276,7 +276,7 @@ func (c *checker) remote(s *Server, n *node, path, where string) {
 	})
 	if m := n.get("oauth_client_id"); m != nil {
 		if raw, ok := c.str(m, path); ok {
-			if v, ok := c.expand(raw, expansion{path + "/oauth_client_id", m.val.off, where + " oauth_client_id", s}); ok {
+			if v, ok := c.expand(raw, expansion{path + "/oauth_client_id", m.val.off, where + " oauth_client_id", s, false}); ok {
 				s.OAuthClientID = v
 			}
 		}
@@ -335,7 +335,7 @@ func (c *checker) stringMap(s *Server, m *member, path, where string, badKey fun
 			c.ps.add(p, e.val.off, fmt.Sprintf("%s %q is %s, not a string", where, e.key, e.val.kind), "quote it")
 			continue
 		}
-		at := expansion{p, e.val.off, fmt.Sprintf("%s %q", where, e.key), s}
+		at := expansion{p, e.val.off, fmt.Sprintf("%s %q", where, e.key), s, false}
 		c.sawSecret = false
 		if v, ok := c.expand(e.val.str, at); ok {
 			if c.sawSecret {

@@ -21,6 +21,9 @@ type expansion struct {
 	// secret may not be used: in paths and policies, which are logged,
 	// audited and printed by `moat policy check`.
 	srv *Server
+	// argv marks a stdio server's command and args: the child's
+	// /proc/PID/cmdline, which every local user can read, so no secret.
+	argv bool
 }
 
 // expand replaces every ${NAME} with the environment variable NAME and every
@@ -65,9 +68,16 @@ func (c *checker) resolve(ref string, at expansion) (string, bool) {
 				"secret names use letters, digits, '_', '.' and '-'")
 			return "", false
 		}
+		if at.argv {
+			c.ps.add(at.path, at.off, fmt.Sprintf("${secret:%s} in %s would put the secret on the server's command line, "+
+				"which every local user can read (/proc/PID/cmdline)", name, at.where),
+				fmt.Sprintf(`pass it in "env" instead, e.g. "env": {"API_TOKEN": "${secret:%s}"}, under the variable the server reads; `+
+					"a server that takes a secret only as an argument exposes it to every process on the host: ask its authors for an environment variable", name))
+			return "", false
+		}
 		if at.srv == nil {
 			c.ps.add(at.path, at.off, fmt.Sprintf("${secret:%s} cannot be used in %s", name, at.where),
-				"secrets are expanded only in command, args, env, url, headers and oauth_client_id, where Moat redacts them; use ${VAR} or a literal here")
+				"secrets are expanded only in env, url, headers and oauth_client_id, where Moat redacts them; use ${VAR} or a literal here")
 			return "", false
 		}
 		if c.opts.Secret == nil {
@@ -96,8 +106,18 @@ func (c *checker) resolve(ref string, at expansion) (string, bool) {
 	if !ok {
 		lower := strings.ToLower(ref)
 		c.ps.add(at.path, at.off, fmt.Sprintf("${%s} is not set (used in %s)", ref, at.where),
-			fmt.Sprintf("export %s before starting moat, or store it with `moat secret set %s` and write ${secret:%s}", ref, lower, lower))
+			unsetHint(ref, lower, at.argv))
 		return "", false
 	}
 	return v, true
+}
+
+// unsetHint is the fix for an unset ${NAME}: export it, or keep it in the
+// secret store, which command and args cannot refer to.
+func unsetHint(ref, lower string, argv bool) string {
+	if argv {
+		return fmt.Sprintf("export %s before starting moat; if it is a secret, pass it to the server in \"env\" as ${secret:%s} "+
+			"(after `moat secret set %s`) rather than on its command line", ref, lower, lower)
+	}
+	return fmt.Sprintf("export %s before starting moat, or store it with `moat secret set %s` and write ${secret:%s}", ref, lower, lower)
 }

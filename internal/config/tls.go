@@ -48,7 +48,7 @@ func (c *checker) tls(s *Server, m *member, path, where string) {
 		if !ok || raw == "" {
 			continue
 		}
-		if v, ok := c.filePath(raw, expansion{path + "/" + k.key, f.val.off, where + " tls." + k.key, nil}); ok {
+		if v, ok := c.filePath(raw, expansion{path + "/" + k.key, f.val.off, where + " tls." + k.key, nil, false}); ok {
 			*k.dst = v
 		}
 	}

@@ -12,10 +12,12 @@
 // Moat's own keys (inherit_env, cwd, sandbox, allow_insecure_http,
 // allow_private_network, tls, policy per server; defaults, audit and
 // secrets at the top level) are optional, with safe defaults. Where secrets
-// may go: ${secret:NAME} is expanded only in command, args, env, url,
-// headers and oauth_client_id, whose values Moat redacts; in paths (cwd,
-// sandbox.fs, tls files, audit.path) and in policies, which are logged and
-// printed, only ${VAR} is, and a secret reference is an error. Paths also
+// may go: ${secret:NAME} is expanded only in env, url, headers and
+// oauth_client_id, whose values Moat redacts. A stdio server's command and
+// args are its /proc/PID/cmdline, which every local user can read, and in
+// paths (cwd, sandbox.fs, tls files, audit.path) and policies, which are
+// logged and printed, only ${VAR} is expanded: a secret reference there is
+// an error. Paths also
 // expand a leading "~" or "~/" to $HOME (after ${VAR}, so HOME's own text is
 // never expanded) and must then be absolute. A plain http:// url to a host
 // other than loopback (127.0.0.0/8, ::1, localhost) needs

@@ -27,6 +27,21 @@ type Literal struct {
 	idx  int    // arg index
 }
 
+// Movable reports whether MoveSecrets can put the credential in the secret
+// store: one in env or a header can. One in a url cannot be split out
+// safely, and one in args must not be: Moat refuses ${secret:NAME} on a
+// command line, which every local user can read.
+func (l Literal) Movable() bool { return l.kind == "env" || l.kind == "header" }
+
+// Fix says what the user can do about a literal MoveSecrets left.
+func (l Literal) Fix() string {
+	if l.kind == "arg" {
+		return "on the command line every local user can read it (/proc/PID/cmdline); if the server reads it from an " +
+			"environment variable, store it with `moat secret set NAME` and pass it in \"env\" as ${secret:NAME}"
+	}
+	return "store it with `moat secret set NAME` and write ${secret:NAME} in its place"
+}
+
 var (
 	refRE = regexp.MustCompile(`\$\{[^}]*\}`)
 	// secretishName matches env and header names that hold credentials.
@@ -218,11 +233,11 @@ type Moved struct {
 	Server, Where, Name string
 }
 
-// MoveSecrets stores every literal credential in env, headers and args in
-// store, as "<server>-<key>", and replaces it in the config with
-// ${secret:NAME}. An existing secret with the same value is reused; one with
-// a different value is never overwritten (a "-2" name is used instead).
-// Literals that cannot be moved (in urls) stay in im.Literals.
+// MoveSecrets stores every literal credential in env and headers in store,
+// as "<server>-<key>", and replaces it in the config with ${secret:NAME}.
+// An existing secret with the same value is reused; one with a different
+// value is never overwritten (a "-2" name is used instead). Literals that
+// are not Movable (in urls and args) stay in im.Literals.
 func MoveSecrets(ctx context.Context, im *Imported, store SecretStore) ([]Moved, error) {
 	var moved []Moved
 	var kept []Literal
@@ -234,21 +249,11 @@ func MoveSecrets(ctx context.Context, im *Imported, store SecretStore) ([]Moved,
 			cur, base = s.Env[l.key], l.Server+"-"+l.key
 		case "header":
 			cur, base = s.Headers[l.key], l.Server+"-"+l.key
-		case "arg":
-			cur, base = s.Args[l.idx], fmt.Sprintf("%s-arg-%d", l.Server, l.idx)
-			if k, _, ok := strings.Cut(strings.TrimLeft(cur, "-"), "="); ok && strings.HasPrefix(cur, "-") {
-				base = l.Server + "-" + k
-			}
 		default:
 			kept = append(kept, l)
 			continue
 		}
 		prefix, value := splitScheme(cur)
-		if l.kind == "arg" && strings.HasPrefix(cur, "-") {
-			if k, v, ok := strings.Cut(cur, "="); ok {
-				prefix, value = k+"=", v
-			}
-		}
 		name, err := storeOnce(ctx, store, secretName(base), value)
 		if err != nil {
 			return moved, fmt.Errorf("import: storing %s of server %q: %w", l.Where, l.Server, err)
@@ -259,8 +264,6 @@ func MoveSecrets(ctx context.Context, im *Imported, store SecretStore) ([]Moved,
 			s.Env[l.key] = ref
 		case "header":
 			s.Headers[l.key] = ref
-		case "arg":
-			s.Args[l.idx] = ref
 		}
 		moved = append(moved, Moved{Server: l.Server, Where: l.Where, Name: name})
 	}

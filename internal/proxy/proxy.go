@@ -48,6 +48,11 @@ type Options struct {
 	// MaxClientFrame bounds one message from the client; zero selects
 	// frame.DefaultMaxBytes.
 	MaxClientFrame int
+	// Outbound is the client boundary: every message to the client, one
+	// encoded line each (results, errors, notifications, requests, Moat's
+	// own refusals), passes it last and is sent as it returns it. nil
+	// sends messages as they are.
+	Outbound func(msg []byte) []byte
 }
 
 // Server is Moat's downstream MCP server.
@@ -63,6 +68,7 @@ type Server struct {
 	refused        func(ctx context.Context, c *guard.Call, err error)
 	onIncident     func(ctx context.Context, in Incident)
 	maxClientFrame int
+	outbound       func([]byte) []byte
 
 	session  atomic.Pointer[mcp.ServerSession]
 	opened   atomic.Bool // the client is initialized: the upstreams connect
@@ -96,6 +102,7 @@ func New(opts Options) *Server {
 	p.refused = opts.Refused
 	p.onIncident = opts.Incident
 	p.maxClientFrame = opts.MaxClientFrame
+	p.outbound = opts.Outbound
 	if p.catalogFn == nil {
 		p.catalogFn = allTools
 	}

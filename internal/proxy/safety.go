@@ -85,10 +85,11 @@ func (p *Server) incident(ctx context.Context, in Incident) {
 // sends passes a frame.Reader first: one over Moat's bounds, or one go-sdk
 // could not decode (which would end its session), is answered with an
 // error for its id, and the session goes on. No answer follows a request
-// the client cancelled (clientStream).
+// the client cancelled (clientStream). Every line to the client passes
+// Options.Outbound, the client boundary, last.
 func (p *Server) Stdio(in io.Reader, out io.Writer) mcp.Transport {
 	cs := newClientStream()
-	w := &lineWriter{w: out, drop: cs.drop}
+	w := &lineWriter{w: out, drop: cs.drop, outbound: p.outbound}
 	r := frame.NewReader(in, frame.Options{
 		MaxBytes: p.maxClientFrame,
 		Check:    cs.check,
@@ -113,20 +114,29 @@ func (p *Server) Stdio(in io.Reader, out io.Writer) mcp.Transport {
 // lineWriter serializes whole-line writes: go-sdk and the frame reader's
 // refusals share the client's stdout, and each writes one line per call.
 // A line drop reports true for is not written (an answer to a cancelled
-// request).
+// request); every other line passes outbound (when set) on its way out.
 type lineWriter struct {
-	mu   sync.Mutex
-	w    io.Writer
-	drop func([]byte) bool
+	mu       sync.Mutex
+	w        io.Writer
+	drop     func([]byte) bool
+	outbound func([]byte) []byte
 }
 
 func (l *lineWriter) Write(b []byte) (int, error) {
 	if l.drop != nil && l.drop(b) {
 		return len(b), nil
 	}
+	out := b
+	if l.outbound != nil {
+		out = l.outbound(b)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(b)
+	if _, err := l.w.Write(out); err != nil {
+		return 0, err
+	}
+	// The caller wrote b: report its length, whatever the boundary made of it.
+	return len(b), nil
 }
 
 func (l *lineWriter) Close() error { return nil }

@@ -355,3 +355,36 @@ func BenchmarkLayer(b *testing.B) {
 		}
 	}
 }
+
+func TestMessageRedactsEveryString(t *testing.T) {
+	r := New()
+	const secret = `tok"en-5e1f\value`
+	r.Add("api", secret)
+	esc, _ := json.Marshal(secret)
+	in := `{"jsonrpc":"2.0","method":"notifications/message","params":{"data":{"note":` + string(esc) +
+		`,` + string(esc) + `:1,"n":12345678901234567890},"level":"error"}}` + "\n"
+	out := string(r.Message([]byte(in)))
+	if strings.Contains(out, `5e1f`) {
+		t.Errorf("Message left the secret in:\n%s", out)
+	}
+	if !strings.HasSuffix(out, "}\n") || strings.Count(out, "\n") != 1 {
+		t.Errorf("Message lost the line's one newline: %q", out)
+	}
+	var v struct{ Params struct{ Data map[string]any } }
+	d := json.NewDecoder(strings.NewReader(out))
+	d.UseNumber()
+	if err := d.Decode(&v); err != nil || v.Params.Data["n"] != json.Number("12345678901234567890") || v.Params.Data["note"] != "[REDACTED:api]" {
+		t.Errorf("Message changed a value or broke the JSON (%v):\n%s", err, out)
+	}
+	if _, ok := v.Params.Data["[REDACTED:api]"]; !ok {
+		t.Errorf("the key holding the secret was not redacted:\n%s", out)
+	}
+
+	clean := []byte(`{"jsonrpc":"2.0","id":1,"result":{}}` + "\n")
+	if got := r.Message(clean); &got[0] != &clean[0] {
+		t.Error("a message without a secret was copied: the common case must cost one scan")
+	}
+	if got := string(r.Message([]byte("not json " + secret))); strings.Contains(got, "5e1f") {
+		t.Errorf("a line that is not JSON kept the secret: %q", got)
+	}
+}

@@ -46,6 +46,7 @@ type config struct {
 	startGate      string
 	stateless      bool
 	protocols      string
+	leakEnv        string
 }
 
 // schemeRE is what a URI scheme may look like (RFC 3986), since -name becomes one.
@@ -65,6 +66,8 @@ func main() {
 	flag.StringVar(&cfg.startGate, "start-gate", "", "write an installing line to stderr, then wait until this file exists before serving")
 	flag.BoolVar(&cfg.stateless, "stateless", false, "serve streamable HTTP in stateless mode")
 	flag.StringVar(&cfg.protocols, "protocols", "", "comma-separated protocol versions to accept (default: all the SDK knows)")
+	flag.StringVar(&cfg.leakEnv, "leak-env", "", "act as a hostile server leaking this environment variable's value: in the leak tool's description "+
+		"and schema default, and, when the leak tool is called, through a log message, a progress notification, a sampling or an elicitation request")
 	flag.Parse()
 
 	log.SetFlags(0)

@@ -920,3 +920,43 @@ func TestRequireEncryptionWithoutKeySourceNoCalls(t *testing.T) {
 		t.Fatalf("call under require_encryption without a key source: isError=%v %q", res.IsError, resultText(res))
 	}
 }
+
+// TestOptOutsAreAudited: every protection a config turns off is an opt_out
+// record, at start and at every reload that turns it off, so an auditor
+// sees when a group stopped being pinned, redacted or validated.
+func TestOptOutsAreAudited(t *testing.T) {
+	dir := t.TempDir()
+	pinOff := testServer(t, "a")
+	pinOff["policy"] = map[string]any{"pin": "off"}
+	cfg := testutil.WriteConfig(t, dir, map[string]any{"a": pinOff}, map[string]any{"audit": map[string]any{"fsync": "off"}})
+	env := testutil.MoatEnv(t)
+	m := startMoatEnv(t, cfg, env)
+	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	optOuts := func() []string {
+		data, _ := os.ReadFile(logPath)
+		var got []string
+		for line := range strings.SplitSeq(string(data), "\n") {
+			var r struct {
+				Event, Group string
+				Detail       map[string]string
+			}
+			if json.Unmarshal([]byte(line), &r) == nil && r.Event == "opt_out" {
+				got = append(got, r.Group+":"+r.Detail["setting"])
+			}
+		}
+		return got
+	}
+	m.call(t, "get_dynamic_tools", map[string]any{"group": "a"})
+	waitFor(t, "opt_out records a:pin=off and audit.fsync=off at start", func() bool {
+		got := optOuts()
+		return slices.Contains(got, "a:pin=off") && slices.Contains(got, ":audit.fsync=off")
+	})
+
+	lax := testServer(t, "a")
+	lax["policy"] = map[string]any{"redact": "off", "on_invalid_schema": "passthrough"}
+	testutil.WriteConfig(t, dir, map[string]any{"a": lax})
+	waitFor(t, "the reload's opt_out records", func() bool {
+		got := optOuts()
+		return slices.Contains(got, "a:redact=off") && slices.Contains(got, "a:on_invalid_schema=passthrough")
+	})
+}

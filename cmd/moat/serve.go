@@ -31,6 +31,7 @@ import (
 	"github.com/moatmcp/moat/internal/sandbox"
 	"github.com/moatmcp/moat/internal/secrets"
 	"github.com/moatmcp/moat/internal/upstream"
+	"github.com/moatmcp/moat/policy"
 )
 
 func goVersion() string { return runtime.Version() }
@@ -380,13 +381,29 @@ func fileHash(path string) string {
 }
 
 // optOuts says, at every start and reload, which protections the config
-// turns off: warnings in the log, and the records for the audit log.
+// turns off: warnings in the log, and the records for the audit log. The
+// policy settings are read from each group's effective policy (the user's
+// merged with the managed one), which is what the guard enforces.
 func optOuts(cfg *config.Config, log *slog.Logger) []*audit.Record {
 	var recs []*audit.Record
+	// A policy that does not load is refused by gs.apply, with its own record.
+	pols, _, _ := effectivePolicies(cfg)
 	for _, name := range sortedServerNames(cfg) {
 		s := cfg.Servers[name]
 		if !s.Enabled {
 			continue
+		}
+		if p := pols[name]; p != nil {
+			for _, o := range []struct{ setting, value, off, warn string }{
+				{"pin", p.PinMode(), policy.PinOff, "a changed tool definition is no longer held"},
+				{"redact", p.RedactMode(), policy.RedactOff, "credential patterns in its results reach the client"},
+				{"on_invalid_schema", p.InvalidSchemaMode(), policy.InvalidSchemaPassthrough, "its calls are not validated against their schemas"},
+			} {
+				if o.value == o.off {
+					log.Warn("a protection is off for this group: "+o.warn, "group", name, "setting", o.setting+"="+o.value)
+					recs = append(recs, &audit.Record{Event: "opt_out", Group: name, Detail: map[string]string{"setting": o.setting + "=" + o.value}})
+				}
+			}
 		}
 		if s.AllowInsecureHTTP && !netguard.IsLoopbackURL(s.URL) {
 			log.Warn("plain HTTP allowed to a non-loopback server: its traffic can be read and changed on the network", "group", name, "url", s.URL)
@@ -399,6 +416,10 @@ func optOuts(cfg *config.Config, log *slog.Logger) []*audit.Record {
 	if cfg.Audit.OnFailure == "continue" {
 		log.Warn("audit.on_failure is continue: calls go on when the audit log cannot be written")
 		recs = append(recs, &audit.Record{Event: "opt_out", Detail: map[string]string{"setting": "audit.on_failure=continue"}})
+	}
+	if cfg.Audit.Fsync == "off" {
+		log.Warn("audit.fsync is off: records of the last seconds can be lost when the machine crashes")
+		recs = append(recs, &audit.Record{Event: "opt_out", Detail: map[string]string{"setting": "audit.fsync=off"}})
 	}
 	return recs
 }

@@ -309,3 +309,49 @@ func serverPids(t *testing.T, pid int) []int {
 	}
 	return out
 }
+
+// TestDeletedPinStoreIsNotAFirstStart: with the pin store's file removed,
+// a changed tool must not pass as first seen. Moat refuses every call and
+// says how to recover; `moat pins reset --yes` is the deliberate way to pin
+// afresh.
+func TestDeletedPinStoreIsNotAFirstStart(t *testing.T) {
+	record := filepath.Join(t.TempDir(), "calls.jsonl")
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test", "-record", record)})
+	env := testutil.MoatEnv(t)
+	m := startMoatEnv(t, cfg, env)
+	if tools := toolNames(t, m, "test"); tools["echo"]["inputSchema"] == nil {
+		t.Fatalf("echo not listed on first sight: %v", tools["echo"])
+	}
+	m.cs.Close()
+	pins := filepath.Join(testutil.EnvValue(env, "XDG_DATA_HOME"), "moat", "pins", "pins.json")
+	waitFor(t, "the pin store to be written", func() bool { _, err := os.Stat(pins); return err == nil })
+	if err := os.Remove(pins); err != nil {
+		t.Fatal(err)
+	}
+
+	m = startMoatEnv(t, cfg, env)
+	before := len(recordedCalls(t, record))
+	res := m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "x"}})
+	if !res.IsError || !strings.Contains(resultText(res), "pin store is missing") || !strings.Contains(resultText(res), "moat pins reset --yes") {
+		t.Fatalf("a call with the pin store removed: isError=%v %q; want a refusal naming the missing store and the fix", res.IsError, resultText(res))
+	}
+	if after := recordedCalls(t, record); len(after) != before {
+		t.Fatalf("a call reached the upstream with the pin store removed: %v", after[before:])
+	}
+	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	waitFor(t, "a pins_missing record", func() bool {
+		data, _ := os.ReadFile(logPath)
+		return strings.Contains(string(data), `"event":"pins_missing"`)
+	})
+	m.cs.Close()
+
+	reset := exec.Command(testutil.BuildMoat(t), "pins", "reset", "--yes")
+	reset.Env = env
+	if out, err := reset.CombinedOutput(); err != nil {
+		t.Fatalf("moat pins reset --yes: %v\n%s", err, out)
+	}
+	m = startMoatEnv(t, cfg, env)
+	if res := m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "afresh"}}); resultText(res) != "afresh" {
+		t.Fatalf("after moat pins reset: isError=%v %q", res.IsError, resultText(res))
+	}
+}

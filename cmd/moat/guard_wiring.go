@@ -193,9 +193,46 @@ func (g *guardState) pinStore() (*pin.Store, error) {
 			g.pinsErr = err
 			return
 		}
-		g.pins, g.pinsErr = pin.Open(path, key)
+		g.pins, g.pinsErr = pin.Open(path, key, pinAnchor{store})
+		if errors.Is(g.pinsErr, pin.ErrMissing) && g.audit != nil {
+			g.audit("pins_missing", "", map[string]string{"path": path})
+		}
 	})
 	return g.pins, g.pinsErr
+}
+
+// pinAnchorItem is the secret-store item that says the pin store was
+// created: pin.Open refuses a missing pin store while it exists.
+const pinAnchorItem = "moat-pins-created"
+
+// pinAnchor keeps the pin store's anchor in the secret store, where the
+// pin key is: removing the pin store's directory does not remove it.
+type pinAnchor struct{ s *secrets.Store }
+
+func (a pinAnchor) Created() (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
+	defer cancel()
+	_, err := a.s.Get(ctx, pinAnchorItem)
+	if errors.Is(err, secrets.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (a pinAnchor) SetCreated() error {
+	ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
+	defer cancel()
+	_, err := a.s.GetOrCreate(ctx, pinAnchorItem, func() (secrets.Secret, error) { return secrets.NewSecret("created"), nil })
+	return err
+}
+
+func (a pinAnchor) Clear() error {
+	ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
+	defer cancel()
+	if err := a.s.Delete(ctx, pinAnchorItem); err != nil && !errors.Is(err, secrets.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 // pinsPath is $XDG_DATA_HOME/moat/pins/pins.json (beside the secret store).
@@ -358,7 +395,7 @@ func (g *guardState) pinLayer() guard.Layer {
 			}
 			store, err := g.pinStore()
 			if err != nil {
-				return nil, &guard.Denial{Layer: "pin", Rule: "store", Reason: "the tool pin store cannot be opened, so no tool can be checked against its approved definition; see moat's log, or run `moat doctor`", Cause: err}
+				return nil, &guard.Denial{Layer: "pin", Rule: "store", Reason: "the tool pin store cannot be opened, so no tool can be checked against its approved definition; do not retry, tell the user: " + err.Error(), Cause: err}
 			}
 			once.Do(func() { inner = pin.Layer(store)(next) })
 			return inner(ctx, c)

@@ -47,7 +47,13 @@ func pinsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		if len(args) != 2 || args[1] != "--yes" {
 			return usageErr("moat pins reset forgets every approval; run it as `moat pins reset --yes`")
 		}
-		if err := pin.Reset(path); err != nil {
+		// The anchor lives in the secret store; a store that cannot be
+		// opened has none to clear, and reset must still work.
+		var anchor pin.Anchor
+		if store, err := processStore.get(ctx); err == nil {
+			anchor = pinAnchor{store}
+		}
+		if err := pin.Reset(path, anchor); err != nil {
 			return fail(err)
 		}
 		commandEvent(ctx, stderr, "pins_reset", "", nil)

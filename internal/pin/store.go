@@ -90,12 +90,29 @@ const (
 // integrity check.
 var ErrTampered = errors.New("pin store failed its integrity check")
 
+// ErrMissing is wrapped by the error of a store whose file is gone although
+// its Anchor says it was created: removing the file must not turn every
+// tool, a changed one included, into a first sight.
+var ErrMissing = errors.New("pin store is missing")
+
+// An Anchor remembers, outside the pin store's directory (Moat keeps it in
+// the secret store), that the store was created, so that a deleted store is
+// told from a first start.
+type Anchor interface {
+	Created() (bool, error)
+	SetCreated() error
+	Clear() error
+}
+
 // A Store holds the pins of every group. It is safe for concurrent use, and
 // for use by several processes (the proxy and `moat pins approve`): every
 // change re-reads the file under an exclusive lock before writing it.
 type Store struct {
-	path string
-	key  []byte
+	path   string
+	key    []byte
+	anchor Anchor // nil: a missing file is a first start
+	// anchored is true once the anchor is known to be set.
+	anchored bool
 
 	mu     sync.Mutex
 	st     *state
@@ -106,9 +123,12 @@ type Store struct {
 
 // Open opens (or, if absent, starts) the pin store at path, creating its
 // directory 0700. key authenticates the file and must come from the secret
-// store. A store that another user can read or write, or that fails its
-// integrity check, is refused with an error that says how to recover.
-func Open(path string, key []byte) (*Store, error) {
+// store. A store that another user can read or write, that fails its
+// integrity check, or whose file is gone although anchor says it was
+// created (ErrMissing), is refused with an error that says how to recover;
+// the same holds when the file changes or disappears while the store is in
+// use. anchor may be nil: then a missing file is a first start.
+func Open(path string, key []byte, anchor Anchor) (*Store, error) {
 	if len(key) < MinKeyLen {
 		return nil, fmt.Errorf("pin: the store key must be at least %d bytes", MinKeyLen)
 	}
@@ -119,19 +139,25 @@ func Open(path string, key []byte) (*Store, error) {
 	if err := checkPrivate(dir); err != nil {
 		return nil, err
 	}
-	s := &Store{path: path, key: slices.Clone(key), modes: map[string]string{}, hashes: map[string]map[*mcp.Tool]string{}}
+	s := &Store{path: path, key: slices.Clone(key), anchor: anchor, modes: map[string]string{}, hashes: map[string]map[*mcp.Tool]string{}}
 	if err := s.load(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// Reset deletes the pin store at path: every group is pinned afresh (trust
-// on first use) the next time Moat sees it. It is the way out of a store
-// that failed its integrity check (`moat pins reset`).
-func Reset(path string) error {
+// Reset deletes the pin store at path and clears its anchor (which may be
+// nil): every group is pinned afresh (trust on first use) the next time
+// Moat sees it. It is the way out of a store that failed its integrity
+// check or went missing (`moat pins reset`).
+func Reset(path string, anchor Anchor) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("pin: removing the pin store: %w", err)
+	}
+	if anchor != nil {
+		if err := anchor.Clear(); err != nil {
+			return fmt.Errorf("pin: clearing the pin store's anchor: %w", err)
+		}
 	}
 	return nil
 }
@@ -146,7 +172,7 @@ func (s *Store) Reload() error {
 
 func (s *Store) refresh() error {
 	fi, err := os.Stat(s.path)
-	if errors.Is(err, fs.ErrNotExist) && s.seen == nil {
+	if errors.Is(err, fs.ErrNotExist) && s.seen == nil && !s.anchored {
 		return nil
 	}
 	if err == nil && s.seen != nil && os.SameFile(fi, s.seen) && fi.ModTime().Equal(s.seen.ModTime()) && fi.Size() == s.seen.Size() {
@@ -158,6 +184,18 @@ func (s *Store) refresh() error {
 func (s *Store) load() error {
 	f, err := os.Open(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
+		created := s.anchored
+		if s.anchor != nil && !created {
+			c, aerr := s.anchor.Created()
+			if aerr != nil {
+				return fmt.Errorf("pin: reading the pin store's anchor in the secret store: %w", aerr)
+			}
+			created = c
+		}
+		if created {
+			return fmt.Errorf("pin: %s: %w although Moat created it: with it gone, a changed tool would pass as first seen, so Moat trusts no tool. "+
+				"Restore the file from a backup, or, if you removed it on purpose, run `moat pins reset --yes` to pin every tool afresh", s.path, ErrMissing)
+		}
 		s.st, s.seen = &state{Groups: map[string]*groupState{}}, nil
 		return nil
 	}
@@ -181,6 +219,19 @@ func (s *Store) load() error {
 		return fmt.Errorf("pin: %s: %w (the file was edited or corrupted, or its key in the secret store changed); Moat trusts none of its pins. Look at it, then run `moat pins reset` to delete it: every tool is pinned afresh on next sight", s.path, err)
 	}
 	s.st, s.seen = st, fi
+	return s.anchorCreated()
+}
+
+// anchorCreated sets the anchor once the store's file exists (also for a
+// store written before anchors existed).
+func (s *Store) anchorCreated() error {
+	if s.anchored || s.anchor == nil {
+		return nil
+	}
+	if err := s.anchor.SetCreated(); err != nil {
+		return fmt.Errorf("pin: recording in the secret store that the pin store exists: %w", err)
+	}
+	s.anchored = true
 	return nil
 }
 
@@ -256,8 +307,10 @@ func (s *Store) save() error {
 		d.Sync()
 		d.Close()
 	}
-	s.seen, err = os.Stat(s.path)
-	return err
+	if s.seen, err = os.Stat(s.path); err != nil {
+		return err
+	}
+	return s.anchorCreated()
 }
 
 // mutate applies fn to the freshest state under the cross-process lock and

@@ -27,7 +27,7 @@ func tool(name, desc string) *mcp.Tool {
 func openStore(t *testing.T) (*Store, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "pins", "pins.json")
-	s, err := Open(path, testKey)
+	s, err := Open(path, testKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestStoreSurvivesRestartAndFailsClosedWhenTampered(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 || di.Mode().Perm() != 0o700 {
 		t.Errorf("store file mode %v, dir mode %v; want 0600 and 0700", fi.Mode().Perm(), di.Mode().Perm())
 	}
-	s2, err := Open(path, testKey)
+	s2, err := Open(path, testKey, nil)
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}
@@ -192,17 +192,17 @@ func TestStoreSurvivesRestartAndFailsClosedWhenTampered(t *testing.T) {
 		"empty":       {},
 	} {
 		os.WriteFile(path, bad, 0o600)
-		_, err := Open(path, testKey)
+		_, err := Open(path, testKey, nil)
 		if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "moat pins reset") {
 			t.Errorf("Open(%s store) = %v, want ErrTampered with the reset hint", name, err)
 		}
 	}
 	os.WriteFile(path, data, 0o600)
-	if _, err := Open(path, []byte(strings.Repeat("k", 32))); !errors.Is(err, ErrTampered) {
+	if _, err := Open(path, []byte(strings.Repeat("k", 32)), nil); !errors.Is(err, ErrTampered) {
 		t.Errorf("Open with another key = %v, want ErrTampered", err)
 	}
 	os.Chmod(path, 0o644)
-	if _, err := Open(path, testKey); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+	if _, err := Open(path, testKey, nil); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("Open of a 0644 store = %v, want a refusal with the chmod fix", err)
 	}
 	// A directory above the store that another user can write lets that
@@ -210,15 +210,15 @@ func TestStoreSurvivesRestartAndFailsClosedWhenTampered(t *testing.T) {
 	os.Chmod(path, 0o600)
 	parent := filepath.Dir(filepath.Dir(path))
 	os.Chmod(parent, 0o777)
-	if _, err := Open(path, testKey); err == nil || !strings.Contains(err.Error(), "directory "+parent) ||
+	if _, err := Open(path, testKey, nil); err == nil || !strings.Contains(err.Error(), "directory "+parent) ||
 		!strings.Contains(err.Error(), "chmod go-w "+parent) {
 		t.Errorf("Open of a store below a 0777 directory = %v, want a refusal naming %s with the chmod fix", err, parent)
 	}
 	os.Chmod(parent, 0o700)
-	if err := Reset(path); err != nil {
+	if err := Reset(path, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(path, testKey); err != nil {
+	if _, err := Open(path, testKey, nil); err != nil {
 		t.Errorf("Open after Reset: %v", err)
 	}
 }
@@ -227,7 +227,7 @@ func TestApproveFromAnotherProcessIsSeen(t *testing.T) {
 	s, path := openStore(t)
 	check(t, s, ModeStrict, tool("read", "reads"))
 	check(t, s, ModeStrict, tool("read", "new"))
-	cli, err := Open(path, testKey) // as `moat pins approve` would
+	cli, err := Open(path, testKey, nil) // as `moat pins approve` would
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestConcurrentCheckApprove(t *testing.T) {
 }
 
 func TestOpenRefusesShortKey(t *testing.T) {
-	if _, err := Open(filepath.Join(t.TempDir(), "p.json"), []byte("short")); err == nil {
+	if _, err := Open(filepath.Join(t.TempDir(), "p.json"), []byte("short"), nil); err == nil {
 		t.Error("Open accepted a 5-byte key")
 	}
 }
@@ -288,7 +288,7 @@ func TestIdentityChangeIsReported(t *testing.T) {
 			t.Fatalf("after the identity changed: held %v, err %v; want both tools held", held, err)
 		}
 	}
-	s2, err := Open(path, testKey)
+	s2, err := Open(path, testKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,5 +311,50 @@ func TestIdentityChangeIsReported(t *testing.T) {
 	}
 	if got := s2.Groups(); !cmp.Equal(got, []string{"g"}) {
 		t.Errorf("Groups() = %v, want [g]", got)
+	}
+}
+
+type memAnchor struct{ created bool }
+
+func (a *memAnchor) Created() (bool, error) { return a.created, nil }
+func (a *memAnchor) SetCreated() error      { a.created = true; return nil }
+func (a *memAnchor) Clear() error           { a.created = false; return nil }
+
+func TestMissingStoreIsNotAFirstStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pins", "pins.json")
+	anchor := &memAnchor{}
+	s, err := Open(path, testKey, anchor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, s, ModeStrict, tool("echo", "v1"))
+	if !anchor.created {
+		t.Fatal("writing the store did not set its anchor")
+	}
+
+	// Removed while in use: the next check fails, the old approvals stand.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Check("g", id, []*mcp.Tool{tool("echo", "v2")}, ModeStrict); !errors.Is(err, ErrMissing) {
+		t.Errorf("Check with the file removed = %v, want ErrMissing", err)
+	}
+	// Removed before a start.
+	if _, err := Open(path, testKey, anchor); !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), "moat pins reset --yes") {
+		t.Errorf("Open with the file removed = %v, want ErrMissing with the fix", err)
+	}
+	if err := Reset(path, anchor); err != nil || anchor.created {
+		t.Fatalf("Reset = %v, anchor still set: %v", err, anchor.created)
+	}
+	if _, err := Open(path, testKey, anchor); err != nil {
+		t.Errorf("Open after Reset = %v, want a fresh store", err)
+	}
+
+	// A store written before anchors existed gets one when it is read.
+	old := &memAnchor{}
+	s, _ = openStore(t)
+	check(t, s, ModeStrict, tool("echo", "v1"))
+	if _, err := Open(s.path, testKey, old); err != nil || !old.created {
+		t.Errorf("Open of an existing store = %v, anchor set %v; want it set", err, old.created)
 	}
 }

@@ -460,7 +460,16 @@ func (g *guardState) catalog(grp *upstream.Group, tools []*mcp.Tool) []proxy.Ent
 	}
 	for _, h := range held {
 		if g.audit != nil {
-			g.audit("pin_held", name, map[string]string{"tool": h.Tool, "reason": h.Reason, "old_hash": h.OldHash, "new_hash": h.NewHash})
+			g.audit("pin_held", name, map[string]string{"tool": hygiene.Name(h.Tool), "reason": h.Reason, "old_hash": h.OldHash, "new_hash": h.NewHash})
+		}
+		// A held tool is listed by its name alone, so that name must be
+		// fit for the model: one hiding characters or running long would
+		// carry its text in through the back door, in the list and in the
+		// hold note. It is not listed at all (it could never be approved
+		// by a name the user can type either).
+		if hygiene.Name(h.Tool) != h.Tool {
+			g.log.Warn("held tool hidden: its name holds invisible or control characters, or is longer than 128 characters", "group", name, "name", hygiene.Name(h.Tool))
+			continue
 		}
 		out = append(out, proxy.Entry{
 			Tool: &mcp.Tool{Name: h.Tool},

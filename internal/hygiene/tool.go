@@ -11,6 +11,11 @@ const (
 	maxTitle = 256
 )
 
+// Name returns a tool name as the model may see it: cleaned, and cut at
+// 128 characters. A name that Name changes hid characters or ran long: the
+// caller should not show it, nor route calls by it.
+func Name(s string) string { return Clean(s, maxName) }
+
 // Tool returns a cleaned copy of t for the model: name, title, annotation
 // title, description (cut at maxDesc runes; 0 means no cut) and every
 // "description" and "title" string inside its input and output schemas.
@@ -22,7 +27,7 @@ func Tool(t *mcp.Tool, maxDesc int) *mcp.Tool {
 		return nil
 	}
 	c := *t
-	c.Name = Clean(t.Name, maxName)
+	c.Name = Name(t.Name)
 	c.Title = Clean(t.Title, maxTitle)
 	c.Description = Clean(t.Description, maxDesc)
 	if t.Annotations != nil {

@@ -258,3 +258,34 @@ func TestPathTraversalInToolArgs(t *testing.T) {
 		return r.Event == "tool_call" && r.Tool == "annotated_delete" && r.Decision == "deny" && strings.Contains(r.Rule, "prefix")
 	})
 }
+
+// TestCaseVariantKeyPastAGeneratedSchema: tools whose path property is
+// declared through $ref/$defs (pydantic) or allOf (zod), with a policy
+// prefix rule on path. {"Path": "/etc/shadow"} (and PATH, paTh) would pass a
+// rule that reads "path" while a case-insensitive server reads it as path:
+// it is refused before the upstream, the exact name still passes.
+//
+// SECURITY.md, Calls, "Schema validation" (case-variant keys).
+func TestCaseVariantKeyPastAGeneratedSchema(t *testing.T) {
+	dir := t.TempDir()
+	allowed := filepath.Join(dir, "allowed")
+	rec := filepath.Join(dir, "calls.jsonl")
+	srv := testServer(t, "test", "-record", rec, "-generated-schemas")
+	rule := map[string]any{"path": map[string]any{"prefix": []string{allowed}}}
+	srv["policy"] = map[string]any{"args": map[string]any{"delete_ref": rule, "delete_allof": rule}}
+	m := startMoat(t, testutil.WriteConfig(t, dir, map[string]server{"test": srv}))
+	for _, tool := range []string{"delete_ref", "delete_allof"} {
+		for _, key := range []string{"Path", "PATH", "paTh"} {
+			res := m.call(t, "test", tool, map[string]any{key: "/etc/shadow"})
+			if !res.IsError || !strings.Contains(resultText(res), "differs only in case") {
+				t.Errorf("%s with %q: isError=%v %q; want a refusal of the case-variant key", tool, key, res.IsError, tail(resultText(res), 300))
+			}
+		}
+		if calls := recordedCalls(t, rec); len(calls) != 0 {
+			t.Fatalf("a case-variant path reached the upstream: %v", calls)
+		}
+	}
+	if res := m.call(t, "test", "delete_ref", map[string]any{"path": allowed + "/x"}); res.IsError {
+		t.Fatalf("the exact name under the prefix was refused: %q", resultText(res))
+	}
+}

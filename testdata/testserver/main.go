@@ -47,6 +47,7 @@ type config struct {
 	stateless      bool
 	protocols      string
 	leakEnv        string
+	generated      bool
 }
 
 // schemeRE is what a URI scheme may look like (RFC 3986), since -name becomes one.
@@ -68,6 +69,7 @@ func main() {
 	flag.StringVar(&cfg.protocols, "protocols", "", "comma-separated protocol versions to accept (default: all the SDK knows)")
 	flag.StringVar(&cfg.leakEnv, "leak-env", "", "act as a hostile server leaking this environment variable's value: in the leak tool's description "+
 		"and schema default, and, when the leak tool is called, through a log message, a progress notification, a sampling or an elicitation request")
+	flag.BoolVar(&cfg.generated, "generated-schemas", false, "add delete_ref and delete_allof, whose path property is declared through $ref/$defs (as pydantic emits) and allOf (as zod emits)")
 	flag.Parse()
 
 	log.SetFlags(0)

@@ -291,6 +291,17 @@ func (ts *testServer) addTools() {
 	for i := 1; i <= ts.cfg.extraTools; i++ {
 		ts.trivialTool(fmt.Sprintf("t%04d", i))
 	}
+	if ts.cfg.generated {
+		for name, schema := range map[string]string{
+			"delete_ref":   `{"type":"object","$ref":"#/$defs/DeleteArgs","$defs":{"DeleteArgs":{"type":"object","properties":{"path":{"type":"string"}}}}}`,
+			"delete_allof": `{"type":"object","allOf":[{"type":"object","properties":{"path":{"type":"string"}}},{"type":"object","properties":{"force":{"type":"boolean"}}}]}`,
+		} {
+			ts.tool(name, "Deletes path (schema as a generator emits it).", schema,
+				func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+					return text(name + " " + string(req.Params.Arguments)), nil
+				})
+		}
+	}
 	if ts.cfg.hostileSchemas {
 		// A schema that makes a careless validator read a local file, and
 		// one whose regex (lookahead) RE2 cannot compile.

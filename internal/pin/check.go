@@ -252,6 +252,9 @@ func (s *Store) callable(group string, t *mcp.Tool) bool {
 	if mode == ModeOff {
 		return true
 	}
+	if s.broken != nil {
+		return false // the file was tampered with or removed: no pin is trusted
+	}
 	g := s.st.Groups[group]
 	if !checked || g == nil || t == nil {
 		return false

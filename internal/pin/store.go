@@ -113,6 +113,9 @@ type Store struct {
 	anchor Anchor // nil: a missing file is a first start
 	// anchored is true once the anchor is known to be set.
 	anchored bool
+	// broken is why the file last failed to read (tampered, missing,
+	// unreadable): until it reads again, no tool is callable.
+	broken error
 
 	mu     sync.Mutex
 	st     *state
@@ -175,10 +178,11 @@ func (s *Store) refresh() error {
 	if errors.Is(err, fs.ErrNotExist) && s.seen == nil && !s.anchored {
 		return nil
 	}
-	if err == nil && s.seen != nil && os.SameFile(fi, s.seen) && fi.ModTime().Equal(s.seen.ModTime()) && fi.Size() == s.seen.Size() {
+	if err == nil && s.broken == nil && s.seen != nil && os.SameFile(fi, s.seen) && fi.ModTime().Equal(s.seen.ModTime()) && fi.Size() == s.seen.Size() {
 		return nil
 	}
-	return s.load()
+	s.broken = s.load()
+	return s.broken
 }
 
 func (s *Store) load() error {

@@ -327,17 +327,39 @@ func TestMissingStoreIsNotAFirstStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(t, s, ModeStrict, tool("echo", "v1"))
+	echo := tool("echo", "v1")
+	check(t, s, ModeStrict, echo)
 	if !anchor.created {
 		t.Fatal("writing the store did not set its anchor")
 	}
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 
-	// Removed while in use: the next check fails, the old approvals stand.
+	// Tampered with while in use: nothing is callable until it reads again.
+	if err := os.WriteFile(path, []byte(`{"version":1,"data":{},"mac":"00"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); !errors.Is(err, ErrTampered) || s.callable("g", echo) {
+		t.Errorf("after tampering: Reload = %v, echo callable %v; want ErrTampered and not callable", err, s.callable("g", echo))
+	}
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil || !s.callable("g", echo) {
+		t.Errorf("after restoring the file: Reload = %v, echo callable %v; want it callable again", err, s.callable("g", echo))
+	}
+
+	// Removed while in use: the next check fails, and so does every call.
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := s.Check("g", id, []*mcp.Tool{tool("echo", "v2")}, ModeStrict); !errors.Is(err, ErrMissing) {
 		t.Errorf("Check with the file removed = %v, want ErrMissing", err)
+	}
+	if s.callable("g", echo) {
+		t.Error("an approved tool stayed callable with the pin store removed")
 	}
 	// Removed before a start.
 	if _, err := Open(path, testKey, anchor); !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), "moat pins reset --yes") {

@@ -13,6 +13,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/hygiene"
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
@@ -324,8 +325,10 @@ func (p *Server) callDynamicToolChecked(ctx context.Context, req *mcp.CallToolRe
 		return toolError("%s", unavailableText(err)), nil
 	}
 	tool := findTool(g.Lists().Tools, name)
-	if tool == nil {
-		return nil, invalidParams("unknown tool %q in group %q; call get_dynamic_tools(group=%q) to see its tools", name, group, group)
+	if tool == nil || hygiene.Name(name) != name {
+		// A name that hides characters or runs long is never listed; it
+		// is not callable either, approved or not.
+		return nil, invalidParams("unknown tool %q in group %q; call get_dynamic_tools(group=%q) to see its tools", hygiene.Name(name), group, group)
 	}
 	// The catalog runs first so that the layers (pins above all) judge
 	// this call against the same decisions the listing showed.

@@ -289,3 +289,29 @@ func TestCaseVariantKeyPastAGeneratedSchema(t *testing.T) {
 		t.Fatalf("the exact name under the prefix was refused: %q", resultText(res))
 	}
 }
+
+// TestHostileNameIsNotCallable: a tool whose name hides characters is
+// never listed, and not callable by that name either, even where the pin
+// policy approves new tools on sight (pin: auto-add).
+func TestHostileNameIsNotCallable(t *testing.T) {
+	dir := t.TempDir()
+	rec := filepath.Join(dir, "calls.jsonl")
+	srv := testServer(t, "test", "-record", rec)
+	srv["policy"] = map[string]any{"pin": "auto-add"}
+	m := startMoat(t, testutil.WriteConfig(t, dir, map[string]server{"test": srv}))
+	hostile := "read\u200b_file\u202e"
+	m.call(t, "test", "add_tool", map[string]any{"name": hostile})
+	m.call(t, "test", "add_tool", map[string]any{"name": "plain_new"})
+	waitFor(t, "plain_new to be listed", func() bool {
+		_, ok := m.tools(t, "test")["plain_new"]
+		return ok
+	}, nil)
+	before := len(recordedCalls(t, rec))
+	res, err := m.callRaw(t, "call_dynamic_tool", map[string]any{"group": "test", "name": hostile})
+	if err == nil && !res.IsError {
+		t.Fatalf("the tool with a hidden character in its name was called: %q", resultText(res))
+	}
+	if calls := recordedCalls(t, rec); len(calls) != before {
+		t.Fatalf("the call reached the upstream: %v", calls[before:])
+	}
+}

@@ -324,7 +324,7 @@ func (g *guardState) others(group string, tools []*mcp.Tool) (groups, names []st
 }
 
 // layerOrder is the one place the order of the call chain is decided (see
-// DESIGN.md, "The path of one call"); config may tune a layer, never move
+// ARCHITECTURE.md, "The path of one call"); config may tune a layer, never move
 // one. audit is outermost so every refusal below it is recorded; argument
 // size comes first, before anything parses the arguments; then policy and
 // concurrency caps; pins; schema validation against the pinned definition;

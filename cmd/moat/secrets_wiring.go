@@ -96,7 +96,8 @@ func loadOptions() *config.LoadOptions {
 }
 
 // storedAuditKeys reads the audit log's keys for `moat audit`; it never
-// creates them (only serve does, when it first writes a log).
+// creates them (the commands that write the log do: serve, tools, call and
+// the audited commands).
 func storedAuditKeys(ctx context.Context) (audit.Keys, error) {
 	store, err := processStore.get(ctx)
 	if err != nil {

@@ -38,6 +38,6 @@
 //	go test -count=1 -run TestConformance -v ./test/conformance/
 //
 // Everything listens on 127.0.0.1 only (Node listeners through a preload,
-// see preload.go), and the bridges and their per-session children are
+// see suite_test.go), and the bridges and their per-session children are
 // stopped by process group when each phase ends.
 package conformance

@@ -5,7 +5,6 @@ package audit
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
@@ -127,10 +126,6 @@ func lock(f *os.File) error {
 }
 
 func unlock(f *os.File) { unix.Flock(int(f.Fd()), unix.LOCK_UN) }
-
-func readAll(f *os.File) ([]byte, error) {
-	return io.ReadAll(io.NewSectionReader(f, 0, 1<<62))
-}
 
 // writeFileSync creates name 0600 with data, durably.
 func writeFileSync(name string, data []byte) error {

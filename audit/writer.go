@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"io/fs"
 	"os"
 	"os/user"
@@ -252,84 +253,159 @@ func currentUser() string {
 }
 
 // openFile opens o.Path, checks it, and resumes the chain from it (or, if it
-// is empty, from the newest rotated file). The lock is held.
+// is empty, from the newest rotated file). The lock is held. Only the end
+// of a file is read, from its last checkpoint on (see readTail), so opening
+// costs the same whatever the log's length.
 func (w *Writer) openFile() error {
 	f, created, err := openLog(w.opts.Path)
 	if err != nil {
 		return err
 	}
-	data, err := readAll(f)
+	data, off, err := readTail(f)
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("audit: reading %s: %w", w.opts.Path, err)
 	}
 	if i := bytes.LastIndexByte(data, '\n'); i+1 < len(data) {
-		if err = w.cutTornTail(f, data[i+1:], int64(i+1)); err != nil {
+		if err = w.cutTornTail(f, data[i+1:], off+int64(i+1)); err != nil {
 			f.Close()
 			return err
 		}
 		data = data[:i+1]
 	}
-	w.f, w.size, w.fileStart = f, int64(len(data)), w.opts.Clock()
+	w.f, w.size, w.fileStart = f, off+int64(len(data)), w.opts.Clock()
 	w.pendingContinued = ""
 	if created {
 		syncDir(filepath.Dir(w.opts.Path))
 	}
 	if len(data) > 0 {
-		return w.resume(w.opts.Path, data, true)
+		return w.resume(w.opts.Path, f, data, off, true)
 	}
 	rotated, err := RotatedFiles(w.opts.Path)
 	if err != nil || len(rotated) == 0 {
 		return err
 	}
 	last := rotated[len(rotated)-1]
-	prevData, err := os.ReadFile(last)
+	pf, err := os.Open(last)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit: reading %s to continue its chain: %w", last, err)
+	}
+	defer pf.Close()
+	prevData, prevOff, err := readTail(pf)
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("audit: reading %s to continue its chain: %w", last, err)
 	}
 	w.pendingContinued = filepath.Base(last)
-	return w.resume(last, prevData, false)
+	return w.resume(last, pf, prevData, prevOff, false)
 }
 
-// resume verifies data from its last checkpoint on and takes over the chain
-// state. current says whether data is the file being appended to.
-func (w *Writer) resume(path string, data []byte, current bool) error {
+// resume verifies data (the end of f from offset off, see readTail) from
+// its last checkpoint on and takes over the chain state. current says
+// whether f is the file being appended to.
+func (w *Writer) resume(path string, f *os.File, data []byte, off int64, current bool) error {
 	v, _ := newVerifier(w.macKey, w.signer.Public().(ed25519.PublicKey))
 	v.trustFirst = true
-	tail := data[lastCheckpointStart(data):]
+	start, _ := lastCheckpointStart(data)
+	tail := data[start:]
 	if !v.feed(path, tail) {
+		p := v.rep.Problem
+		p.Line += bytes.Count(data[:start], []byte("\n")) + linesBefore(f, off)
 		w.f.Close()
 		w.f = nil
-		p := v.rep.Problem
-		p.Line += bytes.Count(data[:len(data)-len(tail)], []byte("\n"))
 		return fmt.Errorf("audit: the existing log does not verify with the configured keys (%v); keep it as evidence, move it aside (mv %s %s.bad) and check it with `moat audit verify %s.bad`",
 			p, path, path, path)
 	}
 	w.st = chainState{seq: v.seq, prev: v.prev, count: v.segCount, seg: v.seg}
 	w.lastCheckpoint = v.lastEvent == EventCheckpoint
 	if current {
-		if t, err := time.Parse(time.RFC3339Nano, firstTime(data)); err == nil {
+		first := data
+		if off > 0 {
+			first = firstLine(f)
+		}
+		if t, err := time.Parse(time.RFC3339Nano, firstTime(first)); err == nil {
 			w.fileStart = t
 		}
 	}
 	return nil
 }
 
-// lastCheckpointStart returns the offset of the last checkpoint line in data,
-// or 0. Field order puts "event" right after v, seq and time, none of which
-// can contain `,"event":"`, so the first occurrence on a line is the event.
-func lastCheckpointStart(data []byte) int {
+// tailWindow is how much of a log's end readTail reads first. Checkpoints
+// come every DefaultCheckpointEvery records, so the window usually holds
+// one; it doubles until it does, or reaches the start of the file.
+const tailWindow = 256 << 10
+
+// readTail returns the end of f from a line start at or before its last
+// checkpoint line, or all of f when it has no checkpoint, and the offset
+// that end starts at. A torn last line (no newline yet) is included, and
+// never taken for a checkpoint.
+func readTail(f *os.File) (data []byte, off int64, err error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	size := fi.Size()
+	for win := int64(tailWindow); ; win *= 2 {
+		off = max(0, size-win)
+		data = make([]byte, size-off)
+		if _, err := f.ReadAt(data, off); err != nil && !errors.Is(err, io.EOF) {
+			return nil, 0, err
+		}
+		if off > 0 {
+			i := bytes.IndexByte(data, '\n')
+			if i < 0 {
+				continue // one line longer than the window
+			}
+			data, off = data[i+1:], off+int64(i+1)
+		}
+		complete := data[:bytes.LastIndexByte(data, '\n')+1]
+		if _, found := lastCheckpointStart(complete); found || off == 0 {
+			return data, off, nil
+		}
+	}
+}
+
+// linesBefore counts the lines of f before offset off, for an error that
+// names a line number; only failures pay for it.
+func linesBefore(f *os.File, off int64) int {
+	n := 0
+	buf := make([]byte, 64<<10)
+	for pos := int64(0); pos < off; {
+		m, err := f.ReadAt(buf[:min(int64(len(buf)), off-pos)], pos)
+		n += bytes.Count(buf[:m], []byte("\n"))
+		pos += int64(m)
+		if err != nil {
+			break
+		}
+	}
+	return n
+}
+
+// firstLine returns the first line of f (at most 64 KiB of it): the first
+// record's time dates the file, for rotation by age.
+func firstLine(f *os.File) []byte {
+	buf := make([]byte, 64<<10)
+	n, _ := f.ReadAt(buf, 0)
+	line, _, _ := bytes.Cut(buf[:n], []byte("\n"))
+	return line
+}
+
+// lastCheckpointStart returns the offset of the last checkpoint line in data
+// and true, or 0 and false when data has none. Field order puts "event"
+// right after v, seq and time, none of which can contain `,"event":"`, so
+// the first occurrence on a line is the event.
+func lastCheckpointStart(data []byte) (int, bool) {
 	end := len(data)
 	for end > 0 {
 		start := bytes.LastIndexByte(data[:end-1], '\n') + 1
 		line := data[start:end]
 		if i := bytes.Index(line, []byte(`,"event":"`)); i >= 0 && bytes.HasPrefix(line[i+10:], []byte(EventCheckpoint+`"`)) {
-			return start
+			return start, true
 		}
 		end = start
 	}
-	return 0
+	return 0, false
 }
 
 func firstTime(data []byte) string {

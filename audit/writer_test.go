@@ -691,3 +691,61 @@ func TestTornLineOfAnotherWriterIsCut(t *testing.T) {
 		t.Errorf("torn files %v, want the half line saved in one", torn)
 	}
 }
+
+// TestOpenReadsOnlyTheTail: a log several times larger than the window Open
+// reads is resumed from its end: writing goes on, a torn last line is cut
+// at the right offset, a record changed before the last checkpoint is not
+// read by Open (verify finds it), and a refusal names the true line.
+// (BenchmarkOpenLargeLog shows that opening does not grow with the log.)
+func TestOpenReadsOnlyTheTail(t *testing.T) {
+	k := testKeys(1)
+	p := logPath(t)
+	rnd := rand.New(rand.NewPCG(9, 9))
+	o := Options{Path: p, Fsync: FsyncOff, CheckpointEvery: 500}
+	w := mustOpen(t, o, k)
+	writeRecords(t, w, rnd, 4000)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(p); fi.Size() < 4*tailWindow {
+		t.Fatalf("the log is %d bytes; the test needs one over %d", fi.Size(), 4*tailWindow)
+	}
+	// A torn line, then reopen: the cut happens at the file's end.
+	f, _ := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"v":1,"seq":9999,"time":"2026`)
+	f.Close()
+	w = mustOpen(t, o, k)
+	writeRecords(t, w, rnd, 3)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verifyFile(t, p, k, true); err != nil {
+		t.Fatalf("Verify after reopening a large log: %v", err)
+	}
+
+	// A record changed at line 10: Open, which reads only from the last
+	// checkpoint, still resumes; verify reports the change.
+	lines := readLines(t, p)
+	lines[9] = bytes.Replace(lines[9], []byte(`"files"`), []byte(`"fileZ"`), 1)
+	if err := os.WriteFile(p, bytes.Join(lines, nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w = mustOpen(t, o, k)
+	w.Close()
+	if _, err := verifyFile(t, p, k, true); !errors.Is(err, ErrTampered) {
+		t.Errorf("Verify of the changed record = %v, want tampering", err)
+	}
+
+	// A change to the last checkpoint (the line Open starts from) is
+	// refused on Open, at its line.
+	lines = readLines(t, p)
+	n := len(lines) - 1
+	lines[n] = bytes.Replace(lines[n], []byte(`"time":"2`), []byte(`"time":"3`), 1)
+	if err := os.WriteFile(p, bytes.Join(lines, nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(o, k)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("audit.jsonl:%d ", n+1)) {
+		t.Errorf("Open of a log changed at line %d = %v; want a refusal naming that line", n+1, err)
+	}
+}

@@ -87,7 +87,8 @@ func Concurrency(reg *policy.Limits) guard.Layer {
 			if err != nil {
 				var busy *policy.BusyError
 				if errors.As(err, &busy) {
-					return nil, &guard.Denial{Layer: "policy", Rule: "max_concurrent", Reason: busy.Error(), Cause: err}
+					// Layer "concurrency": the audit log records it as limited, not denied.
+					return nil, &guard.Denial{Layer: "concurrency", Rule: "max_concurrent", Reason: busy.Error(), Cause: err}
 				}
 				if ctx.Err() != nil {
 					return nil, err

@@ -145,7 +145,7 @@ func TestConcurrencyLayer(t *testing.T) {
 		waitABit()
 	}
 	_, err := h(context.Background(), toolCall("g", "t", `{}`, nil))
-	if d := denial(t, err); d.Rule != "max_concurrent" || !strings.Contains(d.Reason, "retry when one has finished") {
+	if d := denial(t, err); d.Layer != "concurrency" || d.Rule != "max_concurrent" || !strings.Contains(d.Reason, "retry when one has finished") {
 		t.Errorf("third concurrent call: %+v, want max_concurrent refusal", d)
 	}
 	close(u.block)

@@ -177,3 +177,38 @@ func TestRateLimitBurst(t *testing.T) {
 		t.Fatalf("the audit log has %d limited echo calls; %d were refused", n, limited)
 	}
 }
+
+// TestConcurrencyCapIsAuditedAsLimited: with max_concurrent 1, a second
+// call while the first runs is refused at once, and the audit log records
+// it as limited (a cap reached), not as a policy denial.
+func TestConcurrencyCapIsAuditedAsLimited(t *testing.T) {
+	dir := t.TempDir()
+	rec := filepath.Join(dir, "calls.jsonl")
+	srv := testServer(t, "test", "-record", rec)
+	srv["policy"] = map[string]any{"max_concurrent": 1}
+	m := startMoat(t, testutil.WriteConfig(t, dir, map[string]server{"test": srv}))
+	m.echoWorks(t, "test")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Not m.callRaw: t.Fatal must not run outside the test's goroutine.
+		m.cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "call_dynamic_tool",
+			Arguments: map[string]any{"group": "test", "name": "slow", "args": map[string]any{"ms": 3000}}})
+	}()
+	waitFor(t, "the slow call to reach the upstream", func() bool {
+		for _, c := range recordedCalls(t, rec) {
+			if strings.Contains(c, `"slow"`) {
+				return true
+			}
+		}
+		return false
+	}, nil)
+	res := m.call(t, "test", "echo", map[string]any{"message": "second"})
+	<-done
+	if !res.IsError || !strings.Contains(resultText(res), "max_concurrent") {
+		t.Fatalf("a second call while one runs under max_concurrent 1: isError=%v %q", res.IsError, resultText(res))
+	}
+	findRecord(t, m.auditLog(t), "the capped call, recorded as limited", func(r audit.Record) bool {
+		return r.Event == "tool_call" && r.Tool == "echo" && r.Outcome == "limited" && r.Rule == "concurrency:max_concurrent"
+	})
+}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/config"
 )
 
 const auditUsage = `usage:
@@ -23,9 +24,17 @@ const auditUsage = `usage:
   moat audit pubkey             print the checkpoint public key for auditors
 exit status: 0 ok, 1 verification failed or runtime failure, 2 usage`
 
-// auditLogPath returns the audit log's path when no FILE is given. The
-// integrator replaces it with the config's audit.path.
-var auditLogPath = defaultAuditLogPath
+// auditLogPath returns the audit log's path when no FILE is given: the
+// audit.path of the config named by MOAT_CONFIG (or DYNAMIC_MCP_CONFIG),
+// else the default. A test may replace it.
+var auditLogPath = func() (string, error) {
+	if cfgPath, _, err := config.ResolvePath("", os.LookupEnv); err == nil {
+		if p := peekAuditPath(cfgPath); p != "" {
+			return p, nil
+		}
+	}
+	return defaultAuditLogPath()
+}
 
 // defaultAuditLogPath is $XDG_STATE_HOME/moat/audit.jsonl, else
 // ~/.local/state/moat/audit.jsonl.

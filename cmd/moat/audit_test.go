@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/testutil"
 )
 
 func auditTestKeys() audit.Keys {
@@ -126,5 +127,27 @@ func TestAuditVerifyDefaultsToTheConfiguredLogAndItsRotatedFiles(t *testing.T) {
 	code, stdout, stderr := runAudit(t, nil, "verify")
 	if code != 0 || strings.Contains(stdout, " in 1 file(s)") {
 		t.Errorf("moat audit verify = %d, %q %q; want all rotated files verified", code, stdout, stderr)
+	}
+}
+
+// TestAuditVerifyFindsTheConfiguredLog: with the config's audit.path
+// elsewhere than the default, `moat audit verify` and `tail` without FILE
+// read that log (the one the config named by MOAT_CONFIG writes), not the
+// default path.
+func TestAuditVerifyFindsTheConfiguredLog(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "custom", "audit.jsonl")
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")},
+		map[string]any{"audit": map[string]any{"path": logPath}})
+	env := append(testutil.MoatEnv(t), "MOAT_CONFIG="+cfg)
+	if _, errs, code := moatCLIEnv(t, env, "call", "test", "echo", `{"message":"custom-path"}`); code != 0 {
+		t.Fatalf("moat call: exit %d\n%s", code, errs)
+	}
+	out, errs, code := moatCLIEnv(t, env, "audit", "verify")
+	if code != 0 || !strings.Contains(out+errs, "audit log OK") {
+		t.Fatalf("moat audit verify with audit.path set: exit %d\n%s%s", code, out, errs)
+	}
+	out, errs, code = moatCLIEnv(t, env, "audit", "tail")
+	if code != 0 || !strings.Contains(out, "echo") {
+		t.Errorf("moat audit tail with audit.path set: exit %d, want the call to echo\n%s%s", code, out, errs)
 	}
 }

@@ -960,3 +960,37 @@ func TestOptOutsAreAudited(t *testing.T) {
 		return slices.Contains(got, "a:redact=off") && slices.Contains(got, "a:on_invalid_schema=passthrough")
 	})
 }
+
+// TestReloadChangesOnlyTheDescription: a reload that changes only a
+// server's description keeps the server running (same process) and tells
+// the client the new description.
+func TestReloadChangesOnlyTheDescription(t *testing.T) {
+	dir := t.TempDir()
+	srv := testServer(t, "a")
+	srv["description"] = "first words"
+	cfg := testutil.WriteConfig(t, dir, map[string]any{"a": srv})
+	m := startMoat(t, cfg)
+	m.call(t, "get_dynamic_tools", map[string]any{"group": "a"})
+	pids := testutil.Descendants(m.cmd.Process.Pid)
+	describe := func() string {
+		res, err := m.cs.ListTools(context.Background(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tool := range res.Tools {
+			if tool.Name == "get_dynamic_tools" {
+				return tool.Description
+			}
+		}
+		return ""
+	}
+	if !strings.Contains(describe(), "first words") {
+		t.Fatalf("get_dynamic_tools does not describe group a: %q", describe())
+	}
+	srv["description"] = "second words"
+	testutil.WriteConfig(t, dir, map[string]any{"a": srv})
+	waitFor(t, "the new description", func() bool { return strings.Contains(describe(), "second words") })
+	if now := testutil.Descendants(m.cmd.Process.Pid); !slices.Equal(now, pids) {
+		t.Errorf("a description change restarted the server: processes %v, then %v", pids, now)
+	}
+}

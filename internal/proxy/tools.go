@@ -44,7 +44,7 @@ func (p *Server) toolDefs() (get, call *mcp.Tool) {
 	}
 	for _, g := range groups {
 		names = append(names, g.Name())
-		fmt.Fprintf(&b, "\n- %s: %s (%s)", g.Name(), oneLine(g.Config().Description), p.describeStatus(g))
+		fmt.Fprintf(&b, "\n- %s: %s (%s)", g.Name(), oneLine(g.Description()), p.describeStatus(g))
 	}
 	groupProp := func(desc string) map[string]any {
 		prop := map[string]any{"type": "string", "description": desc}

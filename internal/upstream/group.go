@@ -86,9 +86,12 @@ var ErrUnavailable = errors.New("group unavailable")
 // Group is one upstream server.
 type Group struct {
 	name string
-	cfg  *config.Server
+	cfg  *config.Server // fixed for the group's life: a change that needs a restart makes a new Group
 	m    *Manager
 	log  *slog.Logger
+	// desc is the description the client is told; a reload that changes
+	// only it keeps the group (config.Server.Equal ignores it).
+	desc atomic.Pointer[string]
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -123,7 +126,7 @@ const (
 func newGroup(m *Manager, s *config.Server) *Group {
 	ctx, cancel := context.WithCancel(context.Background())
 	log := m.log.With("group", s.Name)
-	return &Group{
+	g := &Group{
 		name:        s.Name,
 		cfg:         s,
 		m:           m,
@@ -136,6 +139,8 @@ func newGroup(m *Manager, s *config.Server) *Group {
 		stderrLines: newTailWriter(log, 20),
 		waiters:     make(chan struct{}),
 	}
+	g.desc.Store(&s.Description)
+	return g
 }
 
 // Name is the group's name in the config.
@@ -143,6 +148,9 @@ func (g *Group) Name() string { return g.name }
 
 // Config is the server's configuration.
 func (g *Group) Config() *config.Server { return g.cfg }
+
+// Description is the server's description as the latest config gives it.
+func (g *Group) Description() string { return *g.desc.Load() }
 
 // Status reports the group's current state.
 func (g *Group) Status() Status {

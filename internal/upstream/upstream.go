@@ -218,7 +218,9 @@ func (m *Manager) Apply(cfg *config.Config) {
 		if !s.Enabled {
 			continue
 		}
-		if _, ok := m.groups[name]; ok {
+		if g, ok := m.groups[name]; ok {
+			desc := s.Description
+			g.desc.Store(&desc)
 			continue
 		}
 		g := newGroup(m, s)

@@ -35,8 +35,12 @@ test-deps: run-deps
 # answers, under .run/ rather than beside your real ones. Without a keychain
 # or MOAT_PASSPHRASE that store is protected by file permissions only, as on
 # any headless host (README, "Secrets, OAuth and the audit log").
-run: build run-deps
-	XDG_STATE_HOME=$(CURDIR)/.run/state XDG_DATA_HOME=$(CURDIR)/.run/data ./bin/moat examples/moat.json
+#
+# stdout is the MCP stream, so a client may launch `make run` itself: the
+# build and the install report on stderr, and make echoes nothing.
+run:
+	@$(MAKE) --no-print-directory build run-deps >&2
+	@XDG_STATE_HOME=$(CURDIR)/.run/state XDG_DATA_HOME=$(CURDIR)/.run/data exec ./bin/moat examples/moat.json
 
 # The demo in the MCP Inspector (a web UI from the npm registry): the same
 # environment as make run, passed with -e since the Inspector starts moat.

@@ -132,8 +132,16 @@ func setup(args []string, name string) (*instance, int) {
 		Layers:  gs.layers(auditLog.Layer()),
 		Catalog: gs.catalog,
 		Refused: func(ctx context.Context, c *guard.Call, err error) {
+			rule, outcome := "proxy:invalid-request", audit.OutcomeDenied
+			var d *guard.Denial
+			switch {
+			case errors.As(err, &d):
+				rule = d.Layer + ":" + d.Rule
+			case errors.Is(err, upstream.ErrUnavailable), ctx.Err() != nil:
+				rule, outcome = "proxy:unavailable", audit.OutcomeError
+			}
 			r := &audit.Record{Event: "tool_call", Group: c.Group, Tool: c.Name, Session: c.Session,
-				Decision: "deny", Rule: "proxy:invalid-request", Reason: err.Error(), Outcome: "denied", BytesIn: int64(len(c.Args))}
+				Decision: "deny", Rule: rule, Reason: err.Error(), Outcome: outcome, BytesIn: int64(len(c.Args))}
 			if len(c.Args) > 0 {
 				r.ArgsShape, r.ArgsSHA256 = audit.ArgsShape(c.Args)
 			}

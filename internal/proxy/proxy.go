@@ -35,9 +35,12 @@ type Options struct {
 	Layers []guard.Layer
 	// Catalog decides what get_dynamic_tools shows; nil shows every tool.
 	Catalog Catalog
-	// Refused learns of call_dynamic_tool requests refused before the chain
-	// (malformed or smuggled arguments, unknown group or tool), for the
-	// audit log: c holds what could be read of the request.
+	// Refused learns of call_dynamic_tool requests refused before the chain,
+	// for the audit log: malformed or smuggled arguments, an unknown group
+	// or tool (JSON-RPC errors), a group whose tools are off (a
+	// *guard.Denial) or that is unavailable (an error wrapping
+	// upstream.ErrUnavailable, or the context's). c holds what could be
+	// read of the request.
 	Refused func(ctx context.Context, c *guard.Call, err error)
 	// KillOnTimeout reports whether a timed-out call of tool restarts its
 	// group's server; nil means never.

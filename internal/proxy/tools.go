@@ -318,11 +318,21 @@ func (p *Server) callDynamicToolChecked(ctx context.Context, req *mcp.CallToolRe
 	if err != nil {
 		return nil, err
 	}
+	// Refusals past the decoding are tool errors for the model, and are
+	// audited like the chain's own (Options.Refused).
+	refuse := func(err error, res *mcp.CallToolResult) (*mcp.CallToolResult, error) {
+		if p.refused != nil {
+			p.refused(ctx, &guard.Call{Kind: guard.KindTool, Group: group, Name: name, Args: toolArgs, Session: req.Session.ID()}, err)
+		}
+		return res, nil
+	}
 	if !g.Config().Features.Tools {
-		return toolError("group %q has tools turned off in the config (features.tools: false)", group), nil
+		d := &guard.Denial{Layer: "proxy", Rule: "tools-off",
+			Reason: fmt.Sprintf("group %q has tools turned off in the config (features.tools: false)", group)}
+		return refuse(d, toolError("%s", d.Reason))
 	}
 	if _, err := g.Session(ctx); err != nil {
-		return toolError("%s", unavailableText(err)), nil
+		return refuse(err, toolError("%s", unavailableText(err)))
 	}
 	tool := findTool(g.Lists().Tools, name)
 	if tool == nil || hygiene.Name(name) != name {

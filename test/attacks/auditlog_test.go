@@ -2,11 +2,13 @@ package attacks
 
 import (
 	"bytes"
-	"github.com/moatmcp/moat/internal/testutil"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/testutil"
 )
 
 // TestTamperedAuditLog: after a session, an insider edits a record (a denied
@@ -66,4 +68,26 @@ func TestTamperedAuditLog(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRefusalsBeforeTheChainAreAudited: a call to a group whose tools are
+// turned off, or whose server cannot start, never reaches the guard chain,
+// yet it is in the audit log like any refusal: no call leaves no record.
+func TestRefusalsBeforeTheChainAreAudited(t *testing.T) {
+	off := testServer(t, "off")
+	off["features"] = map[string]any{"tools": false}
+	broken := testServer(t, "broken", "-fail-until", filepath.Join(t.TempDir(), "never"))
+	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{"off": off, "broken": broken}))
+	for _, group := range []string{"off", "broken"} {
+		if res := m.call(t, group, "echo", map[string]any{"message": "x"}); !res.IsError {
+			t.Fatalf("a call to group %s was not refused: %q", group, resultText(res))
+		}
+	}
+	recs := m.auditLog(t)
+	findRecord(t, recs, "the call to a group with tools off, denied", func(r audit.Record) bool {
+		return r.Event == "tool_call" && r.Group == "off" && r.Decision == "deny" && r.Rule == "proxy:tools-off"
+	})
+	findRecord(t, recs, "the call to an unavailable group, as an error", func(r audit.Record) bool {
+		return r.Event == "tool_call" && r.Group == "broken" && r.Rule == "proxy:unavailable" && r.Outcome == "error"
+	})
 }

@@ -58,6 +58,13 @@ func Clean(s string, max int) string {
 	return cut(b.String(), max)
 }
 
+// Line is Clean for text shown on one line (a failure reason, an error
+// message, a server's stderr line): every run of white space, line breaks
+// included, becomes one space, and the result is cut as Clean cuts.
+func Line(s string, max int) string {
+	return cut(strings.Join(strings.Fields(Clean(s, 0)), " "), max)
+}
+
 // invisible reports whether r is dropped by Clean: controls, format
 // characters (bidi, zero-width, tags, soft hyphen...), variation selectors
 // of the supplement plane (used to smuggle bytes after a visible

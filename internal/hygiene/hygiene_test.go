@@ -151,3 +151,18 @@ func TestToolCopies(t *testing.T) {
 		t.Error("Tool(nil) != nil")
 	}
 }
+
+func TestLine(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"a\nb\r\n\tc  d", "a b c d"},
+		{"\x1b]0;title\x07shown \u202ehidden", "shown hidden"},
+		{"  leading and trailing  ", "leading and trailing"},
+	} {
+		if got := Line(tt.in, 0); got != tt.want {
+			t.Errorf("Line(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if got := Line(strings.Repeat("word ", 100), 40); utf8.RuneCountInString(got) != 40 || strings.Contains(got, "\n") {
+		t.Errorf("Line cut to 40 = %q (%d runes)", got, utf8.RuneCountInString(got))
+	}
+}

@@ -6,11 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -133,31 +130,4 @@ func (p *Server) forwardProgress(ctx context.Context, group string, pp *mcp.Prog
 			p.log.Debug("forwarding progress failed", "group", group, "err", err)
 		}
 	}
-}
-
-// cleanText makes upstream-controlled text safe to show: no control or
-// invisible characters, valid UTF-8, at most max characters.
-func cleanText(s string, max int) string {
-	var b strings.Builder
-	n := 0
-	for i, r := range s {
-		if n == max {
-			b.WriteString("…")
-			break
-		}
-		if r == utf8.RuneError {
-			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
-				r = '?'
-			}
-		}
-		if r == '\n' || r == '\t' {
-			r = ' '
-		}
-		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
-			continue
-		}
-		b.WriteRune(r)
-		n++
-	}
-	return b.String()
 }

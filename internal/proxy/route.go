@@ -12,6 +12,7 @@ import (
 	"github.com/yosida95/uritemplate/v3"
 
 	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/hygiene"
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
@@ -262,7 +263,7 @@ func protocolError(what, group string, err error) error {
 	}
 	var we *jsonrpc.Error
 	if errors.As(err, &we) {
-		return &jsonrpc.Error{Code: we.Code, Message: "group " + group + ": " + cleanText(we.Message, 1000), Data: we.Data}
+		return &jsonrpc.Error{Code: we.Code, Message: "group " + group + ": " + hygiene.Line(we.Message, 1000), Data: we.Data}
 	}
 	return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: what + " from group " + group + " failed: " + failureText(err)}
 }

@@ -381,7 +381,7 @@ func failureText(err error) string {
 	}
 	var we *jsonrpc.Error
 	if errors.As(err, &we) {
-		return fmt.Sprintf("the server answered with error %d: %s", we.Code, cleanText(we.Message, 1000))
+		return fmt.Sprintf("the server answered with error %d: %s", we.Code, hygiene.Line(we.Message, 1000))
 	}
-	return cleanText(msg, 1000)
+	return hygiene.Line(msg, 1000)
 }

@@ -143,7 +143,7 @@ func (g *Group) shown(s, what string) string {
 	if g.m.opts.Redact != nil {
 		s = g.m.opts.Redact(s)
 	}
-	s = sanitizeReason(s)
+	s = hygiene.Line(s, maxReason)
 	if findings := hygiene.Suspicious(s, nil, nil); len(findings) > 0 {
 		// The text reaches the model through the tool list: text that
 		// reads like instructions stays in the log for the user.

@@ -5,8 +5,8 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/moatmcp/moat/internal/hygiene"
 )
 
 // maxStderrLine bounds one logged line of a child's stderr; the rest of a
@@ -56,7 +56,7 @@ func (w *tailWriter) Write(p []byte) (int, error) {
 }
 
 func (w *tailWriter) emit() {
-	line := sanitizeLine(string(w.partial))
+	line := hygiene.Line(string(w.partial), 0)
 	if w.cut {
 		line += " [line truncated]"
 	}
@@ -87,40 +87,5 @@ func (w *tailWriter) tail() string {
 	return strings.Join(w.lines, "\n")
 }
 
-// sanitizeLine removes control, bidi and other invisible characters from
-// text that came from an upstream and replaces invalid UTF-8.
-func sanitizeLine(s string) string {
-	var b strings.Builder
-	for i, r := range s {
-		if r == utf8.RuneError {
-			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
-				b.WriteRune('?')
-				continue
-			}
-		}
-		switch {
-		case r == '\t':
-			b.WriteByte(' ')
-		case unicode.IsControl(r), unicode.Is(unicode.Cf, r):
-			// Cf holds the bidi overrides, zero-width and tag characters
-			// used to hide text from a human reader.
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
-
 // maxReason bounds the upstream-controlled text shown to the model.
 const maxReason = 200
-
-// sanitizeReason makes an error text safe to put in a tool description:
-// one line, no invisible characters, at most maxReason characters.
-func sanitizeReason(s string) string {
-	s = strings.Join(strings.Fields(sanitizeLine(s)), " ")
-	if utf8.RuneCountInString(s) > maxReason {
-		r := []rune(s)
-		s = string(r[:maxReason-1]) + "…"
-	}
-	return s
-}

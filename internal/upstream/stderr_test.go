@@ -6,27 +6,31 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/moatmcp/moat/internal/hygiene"
 )
 
-func TestSanitizeReason(t *testing.T) {
+// TestReasonIsOneCleanLine: a failure reason, which reaches the model in
+// get_dynamic_tools, goes through the one cleaner (hygiene.Line).
+func TestReasonIsOneCleanLine(t *testing.T) {
 	for _, tt := range []struct {
 		name, in, want string
 	}{
 		{"plain", "connection refused", "connection refused"},
 		{"newlines and tabs fold", "line one\n\tline two\r\n", "line one line two"},
-		{"ANSI escape", "\x1b[31mred\x1b[0m", "[31mred[0m"},
+		{"ANSI escape", "\x1b[31mred\x1b[0m", "red"},
 		{"bidi override hides text", "safe\u202etxt.exe", "safetxt.exe"},
 		{"zero-width characters", "ig\u200bnore\u200d previous", "ignore previous"},
 		{"tag characters", "a\U000E0041\U000E0042b", "ab"},
-		{"invalid UTF-8", "bad\xffbyte", "bad?byte"},
+		{"invalid UTF-8", "bad\xffbyte", "badbyte"},
 	} {
-		if got := sanitizeReason(tt.in); got != tt.want {
-			t.Errorf("%s: sanitizeReason(%q) = %q, want %q", tt.name, tt.in, got, tt.want)
+		if got := hygiene.Line(tt.in, maxReason); got != tt.want {
+			t.Errorf("%s: hygiene.Line(%q) = %q, want %q", tt.name, tt.in, got, tt.want)
 		}
 	}
-	long := sanitizeReason(strings.Repeat("é", 1000))
-	if n := utf8.RuneCountInString(long); n != maxReason || !strings.HasSuffix(long, "…") {
-		t.Errorf("a long reason has %d characters (%q…), want %d ending in …", n, long[:10], maxReason)
+	long := hygiene.Line(strings.Repeat("é", 1000), maxReason)
+	if n := utf8.RuneCountInString(long); n != maxReason || !strings.Contains(long, "[…cut:") {
+		t.Errorf("a long reason has %d characters (%q…), want %d with the cut marker", n, long[:10], maxReason)
 	}
 }
 

@@ -91,9 +91,20 @@ type Report struct {
 	FirstSeq    uint64 // seq of the first record (1 unless earlier files were rotated away)
 	LastSeq     uint64
 	SealedSeq   uint64 // seq of the last valid checkpoint; 0 if none
+	SealedHash  string // hash of that checkpoint
 	Unsealed    int    // records after the last checkpoint
 	MACVerified bool   // every record's HMAC was checked (the MAC key was given)
 	Problem     *Problem
+
+	sealed map[uint64]string // seq -> hash of every valid checkpoint
+}
+
+// CheckpointHash returns the hash of the valid checkpoint at seq, if the
+// verified files hold one there (for comparing with an anchor kept outside
+// the log: see Options.Anchor).
+func (r *Report) CheckpointHash(seq uint64) (string, bool) {
+	h, ok := r.sealed[seq]
+	return h, ok
 }
 
 // Verify checks one log read from r. macKey may be nil: then only what the
@@ -411,7 +422,11 @@ func (v *verifier) checkpoint(file string, n int, p *parsed) bool {
 	v.seg.Reset()
 	v.segCount = 0
 	v.rep.Checkpoints++
-	v.rep.SealedSeq = r.Seq
+	v.rep.SealedSeq, v.rep.SealedHash = r.Seq, r.Hash
+	if v.rep.sealed == nil {
+		v.rep.sealed = map[uint64]string{}
+	}
+	v.rep.sealed[r.Seq] = r.Hash
 	return true
 }
 

@@ -114,6 +114,13 @@ type Options struct {
 	// is reused). The file stays the source of truth: what Copy does with
 	// the lines never affects Write's result.
 	Copy func(lines []byte)
+	// Anchor, when set, learns the seq and hash of each checkpoint once it
+	// is durable (fsynced), to keep outside the log (Moat keeps it in the
+	// secret store): a log later replaced by an older copy, or cut back to
+	// an earlier checkpoint, ends before the anchor, which Verify alone
+	// cannot see. It runs on the writer's goroutine with the log's lock
+	// held, so anchors arrive in seq order across processes.
+	Anchor func(seq uint64, hash string)
 }
 
 // Keys are the secrets of a log: the HMAC key (at least 32 bytes) that
@@ -152,12 +159,17 @@ type Writer struct {
 	err    error // Close's result, set by the committer before done
 
 	// Owned by the committer goroutine (and by Open before it starts).
-	f                *os.File
-	size             int64
-	fileStart        time.Time
-	mac              hash.Hash
-	st               chainState
-	lastCheckpoint   bool
+	f              *os.File
+	size           int64
+	fileStart      time.Time
+	mac            hash.Hash
+	st             chainState
+	lastCheckpoint bool
+	// sealedSeq and sealedHash are this writer's last checkpoint written;
+	// anchoredSeq the last one given to Options.Anchor.
+	sealedSeq        uint64
+	sealedHash       string
+	anchoredSeq      uint64
 	pendingContinued string  // name of the previous file; "" none
 	pendingRecovered *Record // set by Open after cutting a torn tail
 	lost             int
@@ -686,8 +698,10 @@ func (w *Writer) writeBatch(recs []*Record, seal bool) error {
 		return nil
 	}
 	_, err = w.f.Write(buf)
+	synced := false
 	if err == nil && (w.opts.Fsync != FsyncOff || seal) {
 		err = fdatasync(w.f)
+		synced = err == nil
 	}
 	if err != nil {
 		w.restore(snap)
@@ -702,6 +716,12 @@ func (w *Writer) writeBatch(recs []*Record, seal bool) error {
 	w.pendingContinued, w.pendingRecovered, w.lost = "", nil, 0
 	if w.opts.Copy != nil {
 		w.opts.Copy(buf)
+	}
+	// Only a checkpoint on disk may be anchored: an anchor ahead of the
+	// log after a crash would read as a rollback.
+	if synced && w.opts.Anchor != nil && w.sealedSeq > w.anchoredSeq {
+		w.opts.Anchor(w.sealedSeq, w.sealedHash)
+		w.anchoredSeq = w.sealedSeq
 	}
 	return nil
 }
@@ -792,7 +812,12 @@ func marshalMiddle(r *Record) ([]byte, error) {
 
 // appendCheckpoint seals the records since the previous checkpoint.
 func (w *Writer) appendCheckpoint(buf []byte) ([]byte, error) {
-	return w.appendRecord(buf, &Record{Event: EventCheckpoint, Count: w.st.count, Digest: hex.EncodeToString(w.st.seg.Sum(nil))})
+	r := &Record{Event: EventCheckpoint, Count: w.st.count, Digest: hex.EncodeToString(w.st.seg.Sum(nil))}
+	buf, err := w.appendRecord(buf, r)
+	if err == nil {
+		w.sealedSeq, w.sealedHash = r.Seq, r.Hash
+	}
+	return buf, err
 }
 
 type snapshot struct {
@@ -800,6 +825,8 @@ type snapshot struct {
 	prev           []byte
 	seg            []byte
 	lastCheckpoint bool
+	sealedSeq      uint64
+	sealedHash     string
 }
 
 func (w *Writer) snapshot() (snapshot, error) {
@@ -807,11 +834,13 @@ func (w *Writer) snapshot() (snapshot, error) {
 	if err != nil {
 		return snapshot{}, fmt.Errorf("saving chain state: %w", err)
 	}
-	return snapshot{seq: w.st.seq, count: w.st.count, prev: w.st.prev, seg: seg, lastCheckpoint: w.lastCheckpoint}, nil
+	return snapshot{seq: w.st.seq, count: w.st.count, prev: w.st.prev, seg: seg, lastCheckpoint: w.lastCheckpoint,
+		sealedSeq: w.sealedSeq, sealedHash: w.sealedHash}, nil
 }
 
 func (w *Writer) restore(s snapshot) {
 	w.st.seq, w.st.count, w.st.prev, w.lastCheckpoint = s.seq, s.count, s.prev, s.lastCheckpoint
+	w.sealedSeq, w.sealedHash = s.sealedSeq, s.sealedHash
 	// The state came from MarshalBinary of the same hash type, so this cannot fail.
 	_ = w.st.seg.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.seg)
 }

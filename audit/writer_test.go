@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -747,5 +748,43 @@ func TestOpenReadsOnlyTheTail(t *testing.T) {
 	_, err := Open(o, k)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("audit.jsonl:%d ", n+1)) {
 		t.Errorf("Open of a log changed at line %d = %v; want a refusal naming that line", n+1, err)
+	}
+}
+
+// TestAnchorFollowsDurableCheckpoints: Options.Anchor learns every
+// checkpoint that is on disk, in order, with the hash Verify reports for it;
+// with fsync off only the seal at Close is durable, so only it is anchored.
+func TestAnchorFollowsDurableCheckpoints(t *testing.T) {
+	for _, mode := range []FsyncMode{FsyncBatch, FsyncOff} {
+		k := testKeys(1)
+		p := logPath(t)
+		var seqs []uint64
+		hashes := map[uint64]string{}
+		anchor := func(seq uint64, hash string) { seqs = append(seqs, seq); hashes[seq] = hash }
+		w := mustOpen(t, Options{Path: p, Fsync: mode, CheckpointEvery: 4, Anchor: anchor}, k)
+		for range 10 {
+			writeRecords(t, w, rand.New(rand.NewPCG(3, 3)), 1) // one at a time: one batch each
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := verifyFile(t, p, k, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(seqs) == 0 || seqs[len(seqs)-1] != rep.SealedSeq || !slices.IsSorted(seqs) {
+			t.Fatalf("fsync %v: anchors at %v, want ascending and ending at the final seal %d", mode, seqs, rep.SealedSeq)
+		}
+		if mode == FsyncOff && len(seqs) != 1 {
+			t.Errorf("fsync off: anchors at %v, want only the seal at Close", seqs)
+		}
+		if mode == FsyncBatch && len(seqs) < 3 {
+			t.Errorf("fsync batch: anchors at %v, want every checkpoint", seqs)
+		}
+		for _, s := range seqs {
+			if h, ok := rep.CheckpointHash(s); !ok || h != hashes[s] {
+				t.Errorf("anchor seq %d hash %.12s…: the log's checkpoint there is %q (%v)", s, hashes[s], h, ok)
+			}
+		}
 	}
 }

@@ -8,10 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/moatmcp/moat/audit"
-	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/auditlog"
 )
 
 const auditUsage = `usage:
@@ -24,29 +23,18 @@ const auditUsage = `usage:
   moat audit pubkey             print the checkpoint public key for auditors
 exit status: 0 ok, 1 verification failed or runtime failure, 2 usage`
 
-// auditLogPath returns the audit log's path when no FILE is given: the
-// audit.path of the config named by MOAT_CONFIG (or DYNAMIC_MCP_CONFIG),
-// else the default. A test may replace it.
-var auditLogPath = func() (string, error) {
-	if cfgPath, _, err := config.ResolvePath("", os.LookupEnv); err == nil {
-		if p := peekAuditPath(cfgPath); p != "" {
-			return p, nil
-		}
-	}
-	return defaultAuditLogPath()
-}
+// auditLogPath returns the audit log's path when no FILE is given (see
+// configuredAuditPath). A test may replace it.
+var auditLogPath = configuredAuditPath
 
-// defaultAuditLogPath is $XDG_STATE_HOME/moat/audit.jsonl, else
-// ~/.local/state/moat/audit.jsonl.
-func defaultAuditLogPath() (string, error) {
-	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "moat", "audit.jsonl"), nil
-	}
-	home, err := os.UserHomeDir()
+// auditAnchor reads the anchor of the log at path from the secret store
+// (auditlog.ReadAnchor). A test may replace it.
+var auditAnchor = func(ctx context.Context, path string) (uint64, string, bool, error) {
+	store, err := processStore.get(ctx)
 	if err != nil {
-		return "", fmt.Errorf("audit: no audit.path configured and no home directory: %w", err)
+		return 0, "", false, err
 	}
-	return filepath.Join(home, ".local", "state", "moat", "audit.jsonl"), nil
+	return auditlog.ReadAnchor(ctx, store, path)
 }
 
 // auditCommand runs `moat audit ARGS...` (args excludes "audit"). keys reads
@@ -138,11 +126,13 @@ func auditCommand(ctx context.Context, args []string, keys func(ctx context.Cont
 		return usageErr("--pubkey and --key-from-store exclude each other")
 	}
 	files := pos
+	anchored := "" // the configured log, whose anchor is in the secret store
 	if len(files) == 0 {
 		p, err := auditLogPath()
 		if err != nil {
 			return fail(err)
 		}
+		anchored = p
 		if files, err = audit.LogFiles(p); err != nil {
 			return fail(err)
 		}
@@ -183,6 +173,25 @@ func auditCommand(ctx context.Context, args []string, keys func(ctx context.Cont
 		return fail(err, "the log was changed after it was written; keep these files as evidence")
 	default:
 		return fail(err)
+	}
+	// A log replaced by an older copy, or cut back to a checkpoint, verifies
+	// on its own; its anchor, kept in the secret store, says where it ended.
+	if anchored != "" && mac != nil {
+		seq, hash, ok, err := auditAnchor(ctx, anchored)
+		if err != nil {
+			return fail(fmt.Errorf("reading the audit log's anchor: %w", err))
+		}
+		if ok {
+			got, found := rep.CheckpointHash(seq)
+			switch {
+			case rep.SealedSeq < seq:
+				return fail(fmt.Errorf("audit log rolled back: it ends at checkpoint seq %d, but checkpoint seq %d was written to it (the secret store keeps the last one): records were removed from its end, or it was replaced by an older copy", rep.SealedSeq, seq),
+					"keep these files as evidence; the missing records may be in a backup or in a rotated file moved away")
+			case found && got != hash:
+				return fail(fmt.Errorf("audit log replaced: its checkpoint seq %d is not the one written to it (the secret store keeps its hash)", seq),
+					"keep these files as evidence")
+			}
+		}
 	}
 	how := "the MAC key and the public key: every record is authenticated"
 	if mac == nil {

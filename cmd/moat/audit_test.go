@@ -151,3 +151,40 @@ func TestAuditVerifyFindsTheConfiguredLog(t *testing.T) {
 		t.Errorf("moat audit tail with audit.path set: exit %d, want the call to echo\n%s%s", code, out, errs)
 	}
 }
+
+// TestAuditVerifyDetectsRollback: a log replaced by an older copy of itself
+// verifies on its own (every record and checkpoint in it is genuine), so
+// `moat audit verify` compares its end with the anchor the writers keep in
+// the secret store, and fails.
+func TestAuditVerifyDetectsRollback(t *testing.T) {
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")})
+	env := append(testutil.MoatEnv(t), "MOAT_CONFIG="+cfg)
+	call := func(msg string) {
+		t.Helper()
+		if _, errs, code := moatCLIEnv(t, env, "call", "test", "echo", `{"message":"`+msg+`"}`); code != 0 {
+			t.Fatalf("moat call: exit %d\n%s", code, errs)
+		}
+	}
+	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	call("first")
+	older, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call("second")
+	if out, errs, code := moatCLIEnv(t, env, "audit", "verify"); code != 0 {
+		t.Fatalf("moat audit verify of the intact log: exit %d\n%s%s", code, out, errs)
+	}
+	if err := os.WriteFile(logPath, older, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := moatCLIEnv(t, env, "audit", "verify")
+	if code != exitFailure || !strings.Contains(errs, "rolled back") {
+		t.Errorf("moat audit verify of the log replaced by its older copy: exit %d, want 1 and \"rolled back\"\n%s%s", code, out, errs)
+	}
+	// The older copy alone, named as a FILE (no anchor applies), verifies:
+	// that is what the anchor adds.
+	if _, errs, code := moatCLIEnv(t, env, "audit", "verify", logPath); code != 0 {
+		t.Errorf("moat audit verify FILE of the older copy: exit %d\n%s", code, errs)
+	}
+}

@@ -44,6 +44,7 @@ func openAuditLog(cfg *config.Config, log *slog.Logger, redact func(string) stri
 		CheckpointEvery: a.CheckpointEvery,
 		Rotate:          audit.RotateOptions{MaxSize: int64(a.Rotate.MaxSize), MaxAge: a.Rotate.MaxAge, Keep: a.Rotate.Keep},
 		Redact:          redact,
+		Anchor:          auditlog.SaveAnchor(processStore.get, path, log),
 	}
 	var sc *syslogCopy
 	if a.Syslog != "" {
@@ -105,16 +106,9 @@ func auditLogPathOf(cfg *config.Config) string {
 // takes it in within seconds. A failure is a warning: the command's own
 // work is done.
 func commandEvent(ctx context.Context, stderr io.Writer, event, group string, detail map[string]string) {
-	path := ""
-	if cfgPath, _, err := config.ResolvePath("", os.LookupEnv); err == nil {
-		path = peekAuditPath(cfgPath)
-	}
-	if path == "" {
-		p, err := auditlog.DefaultPath()
-		if err != nil {
-			return
-		}
-		path = p
+	path, err := configuredAuditPath()
+	if err != nil {
+		return
 	}
 	keys := func() (audit.Keys, error) {
 		store, err := processStore.get(ctx)
@@ -124,9 +118,22 @@ func commandEvent(ctx context.Context, stderr io.Writer, event, group string, de
 		return auditlog.Keys(ctx, store, true)
 	}
 	r := &audit.Record{Event: event, Group: group, Detail: detail}
-	if err := auditlog.RecordCommand(ctx, audit.Options{Path: path}, keys, r); err != nil {
+	opts := audit.Options{Path: path, Anchor: auditlog.SaveAnchor(processStore.get, path, nil)}
+	if err := auditlog.RecordCommand(ctx, opts, keys, r); err != nil {
 		fmt.Fprintf(stderr, "moat: warning: the audit log did not record this %s: %v\n", event, err)
 	}
+}
+
+// configuredAuditPath is the audit log of a one-shot command: the
+// audit.path of the config named by MOAT_CONFIG (or DYNAMIC_MCP_CONFIG),
+// else the default, where serve writes when the config sets none.
+func configuredAuditPath() (string, error) {
+	if cfgPath, _, err := config.ResolvePath("", os.LookupEnv); err == nil {
+		if p := peekAuditPath(cfgPath); p != "" {
+			return p, nil
+		}
+	}
+	return auditlog.DefaultPath()
 }
 
 // peekAuditPath reads audit.path from a config without loading it ("~/"

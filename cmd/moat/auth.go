@@ -93,7 +93,7 @@ func authCommand(ctx context.Context, args []string, cfgPath func() (string, err
 	}
 	_, require := peekSecrets(path)
 	store, err := secrets.Open(ctx, &secrets.Options{Backend: *backend, Dir: *dir,
-		Passphrase: passphrasePrompt(os.Stdin, stderr), RequireEncryption: require})
+		Passphrase: passphrasePrompt(os.Stdin, stderr), NewPassphrase: newStorePrompt(os.Stdin, stderr), RequireEncryption: require})
 	if err != nil {
 		printError(stderr, err)
 		return exitFailure

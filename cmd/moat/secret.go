@@ -72,6 +72,7 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 			Backend:           *backend,
 			Dir:               *dir,
 			Passphrase:        passphrasePrompt(stdin, stderr),
+			NewPassphrase:     newStorePrompt(stdin, stderr),
 			RequireEncryption: require,
 		})
 		if err != nil {
@@ -379,22 +380,38 @@ func newPassphrase(stdin *os.File, stderr io.Writer, now secrets.Protection) ([]
 		}
 		return nil, errors.New("secret encrypt: no passphrase: set MOAT_PASSPHRASE or the systemd credential moat-passphrase, or run it on a terminal")
 	}
-	fmt.Fprint(stderr, "New passphrase for moat's secret store (input is hidden): ")
+	return typedTwice(stdin, stderr, "New passphrase for moat's secret store")
+}
+
+// typedTwice reads a new passphrase from the terminal, typed twice.
+func typedTwice(stdin *os.File, stderr io.Writer, prompt string) ([]byte, error) {
+	fmt.Fprint(stderr, prompt+" (input is hidden): ")
 	p1, err := term.ReadPassword(int(stdin.Fd()))
 	fmt.Fprintln(stderr)
 	if err != nil {
-		return nil, fmt.Errorf("secret encrypt: reading the passphrase: %w", err)
+		return nil, fmt.Errorf("reading the passphrase: %w", err)
 	}
 	fmt.Fprint(stderr, "Again: ")
 	p2, err := term.ReadPassword(int(stdin.Fd()))
 	fmt.Fprintln(stderr)
 	defer clear(p2)
 	if err != nil {
-		return nil, fmt.Errorf("secret encrypt: reading the passphrase: %w", err)
+		return nil, fmt.Errorf("reading the passphrase: %w", err)
 	}
 	if !bytes.Equal(p1, p2) {
 		clear(p1)
-		return nil, errors.New("secret encrypt: the two passphrases differ; nothing changed")
+		return nil, errors.New("the two passphrases differ; nothing changed")
 	}
 	return p1, nil
+}
+
+// newStorePrompt is Options.NewPassphrase on a terminal: a store created
+// here gets its passphrase typed twice. nil where passphrasePrompt is nil.
+func newStorePrompt(stdin *os.File, stderr io.Writer) func() ([]byte, error) {
+	if passphrasePrompt(stdin, stderr) == nil {
+		return nil
+	}
+	return func() ([]byte, error) {
+		return typedTwice(stdin, stderr, "Passphrase for moat's new encrypted secret store")
+	}
 }

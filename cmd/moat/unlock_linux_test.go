@@ -64,9 +64,11 @@ func TestUnlockOnATerminal(t *testing.T) {
 		return out.String(), screenBuf.String()
 	}
 
+	// A new store's passphrase is typed twice: a typo would lock it for good.
 	_, screen := typeAt([]string{"secret", "set", "tok"},
 		[2]string{"Value for tok", "typed-secret-value"},
-		[2]string{"Passphrase for", "typed-passphrase"})
+		[2]string{"new encrypted secret store", "typed-passphrase"},
+		[2]string{"Again:", "typed-passphrase"})
 	if !strings.Contains(screen, "moat unlock") {
 		t.Errorf("secret set, creating an encrypted store from the prompt, did not say what a client-launched moat needs:\n%s", screen)
 	}

@@ -178,7 +178,11 @@ func openFileStore(o Options) (*fileStore, error) {
 	// No store yet (or one being swapped by a re-key without
 	// RENAME_EXCHANGE). Ask for a passphrase before taking the lock, so a
 	// person at a prompt never holds up other processes.
-	pass, source, err := passphraseFrom(o, dir, true)
+	creating := o
+	if o.NewPassphrase != nil {
+		creating.Passphrase = o.NewPassphrase
+	}
+	pass, source, err := passphraseFrom(creating, dir, true)
 	if err != nil {
 		return nil, err
 	}

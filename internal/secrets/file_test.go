@@ -448,3 +448,22 @@ func TestFileRefusesUnsafeParentDirectory(t *testing.T) {
 		}
 	}
 }
+
+// TestNewPassphraseOnlyCreates: a new store takes its passphrase from
+// Options.NewPassphrase (the prompt that asks twice); an existing one is
+// opened with Options.Passphrase, never asking for a new one.
+func TestNewPassphraseOnlyCreates(t *testing.T) {
+	t.Setenv(PassphraseEnv, "")
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+	dir := filepath.Join(t.TempDir(), "store")
+	fail := func() ([]byte, error) { t.Error("the wrong prompt was asked"); return nil, errors.New("no") }
+	s, err := Open(t.Context(), &Options{Backend: BackendFile, Dir: dir, Passphrase: fail,
+		NewPassphrase: func() ([]byte, error) { return []byte("typed twice"), nil }})
+	if err != nil || s.Protection() != Encrypted {
+		t.Fatalf("creating with NewPassphrase: %v (protection %v)", err, s.Protection())
+	}
+	if _, err := Open(t.Context(), &Options{Backend: BackendFile, Dir: dir, NewPassphrase: fail,
+		Passphrase: func() ([]byte, error) { return []byte("typed twice"), nil }}); err != nil {
+		t.Errorf("opening with Passphrase: %v", err)
+	}
+}

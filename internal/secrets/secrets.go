@@ -109,6 +109,10 @@ type Options struct {
 	// encrypted store, or to create one. nil means MOAT_PASSPHRASE, then
 	// the systemd credential moat-passphrase.
 	Passphrase func() ([]byte, error)
+	// NewPassphrase, if set, is asked instead of Passphrase when a new
+	// encrypted store is created: a prompt that has the passphrase typed
+	// twice, since a typo there locks the store for good.
+	NewPassphrase func() ([]byte, error)
 	// Timeout bounds each keychain call; 0 means DefaultTimeout.
 	Timeout time.Duration
 	// Service is the keychain service name; "" means DefaultService.

@@ -994,3 +994,36 @@ func TestReloadChangesOnlyTheDescription(t *testing.T) {
 		t.Errorf("a description change restarted the server: processes %v, then %v", pids, now)
 	}
 }
+
+// TestManagedPolicyHashIsAudited: every policy_load names the managed
+// policy and the SHA-256 of its contents, so a change of the
+// administrator's policy between two loads shows in the audit log.
+func TestManagedPolicyHashIsAudited(t *testing.T) {
+	dir := t.TempDir()
+	managed := filepath.Join(t.TempDir(), "policy.json")
+	write := func(body string) string {
+		if err := os.WriteFile(managed, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256([]byte(body))
+		return hex.EncodeToString(sum[:])
+	}
+	first := write(`{"defaults": {"deny": ["rm"]}}`)
+	cfg := testutil.WriteConfig(t, dir, map[string]any{"a": testServer(t, "a")})
+	env := append(testutil.MoatEnv(t), "MOAT_MANAGED_POLICY="+managed)
+	m := startMoatEnv(t, cfg, env)
+	m.call(t, "get_dynamic_tools", map[string]any{"group": "a"})
+	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	loaded := func(sum string) func() bool {
+		return func() bool {
+			data, _ := os.ReadFile(logPath)
+			return strings.Contains(string(data), `"managed_policy_sha256":"`+sum+`"`)
+		}
+	}
+	waitFor(t, "a policy_load with the managed policy's hash", loaded(first))
+	second := write(`{"defaults": {"deny": ["rm", "mv"]}}`)
+	srv := testServer(t, "a")
+	srv["description"] = "reloaded"
+	testutil.WriteConfig(t, dir, map[string]any{"a": srv}) // a reload reads the managed policy again
+	waitFor(t, "a policy_load with the changed managed policy's hash", loaded(second))
+}

@@ -371,12 +371,15 @@ func watchPins(ctx context.Context, log *slog.Logger, p *proxy.Server, auditLog 
 	}
 }
 
+// policyDetail describes the managed policy in force for a policy_load
+// record: its path and the SHA-256 of its contents, so that an auditor sees
+// when the administrator's policy changed between two loads.
 func policyDetail() map[string]string {
 	_, path, _ := managedPolicy()
 	if path == "" {
-		path = "none"
+		return map[string]string{"managed_policy": "none"}
 	}
-	return map[string]string{"managed_policy": path}
+	return map[string]string{"managed_policy": path, "managed_policy_sha256": fileHash(path)}
 }
 
 func fileHash(path string) string {

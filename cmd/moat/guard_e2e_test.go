@@ -322,6 +322,11 @@ func TestDeletedPinStoreIsNotAFirstStart(t *testing.T) {
 	if tools := toolNames(t, m, "test"); tools["echo"]["inputSchema"] == nil {
 		t.Fatalf("echo not listed on first sight: %v", tools["echo"])
 	}
+	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	waitFor(t, "a pins_created record", func() bool {
+		data, _ := os.ReadFile(logPath)
+		return strings.Contains(string(data), `"event":"pins_created"`)
+	})
 	m.cs.Close()
 	pins := filepath.Join(testutil.EnvValue(env, "XDG_DATA_HOME"), "moat", "pins", "pins.json")
 	waitFor(t, "the pin store to be written", func() bool { _, err := os.Stat(pins); return err == nil })
@@ -338,7 +343,6 @@ func TestDeletedPinStoreIsNotAFirstStart(t *testing.T) {
 	if after := recordedCalls(t, record); len(after) != before {
 		t.Fatalf("a call reached the upstream with the pin store removed: %v", after[before:])
 	}
-	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
 	waitFor(t, "a pins_missing record", func() bool {
 		data, _ := os.ReadFile(logPath)
 		return strings.Contains(string(data), `"event":"pins_missing"`)

@@ -193,7 +193,12 @@ func (g *guardState) pinStore() (*pin.Store, error) {
 			g.pinsErr = err
 			return
 		}
-		g.pins, g.pinsErr = pin.Open(path, key, pinAnchor{store})
+		anchor := pinAnchor{s: store, created: func() {
+			if g.audit != nil {
+				g.audit("pins_created", "", map[string]string{"path": path})
+			}
+		}}
+		g.pins, g.pinsErr = pin.Open(path, key, anchor)
 		if errors.Is(g.pinsErr, pin.ErrMissing) && g.audit != nil {
 			g.audit("pins_missing", "", map[string]string{"path": path})
 		}
@@ -207,7 +212,12 @@ const pinAnchorItem = "moat-pins-created"
 
 // pinAnchor keeps the pin store's anchor in the secret store, where the
 // pin key is: removing the pin store's directory does not remove it.
-type pinAnchor struct{ s *secrets.Store }
+// created, if set, learns that the anchor was set for the first time (a
+// new pin store).
+type pinAnchor struct {
+	s       *secrets.Store
+	created func()
+}
 
 func (a pinAnchor) Created() (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
@@ -222,7 +232,14 @@ func (a pinAnchor) Created() (bool, error) {
 func (a pinAnchor) SetCreated() error {
 	ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
 	defer cancel()
-	_, err := a.s.GetOrCreate(ctx, pinAnchorItem, func() (secrets.Secret, error) { return secrets.NewSecret("created"), nil })
+	isNew := false
+	_, err := a.s.GetOrCreate(ctx, pinAnchorItem, func() (secrets.Secret, error) {
+		isNew = true
+		return secrets.NewSecret("created"), nil
+	})
+	if err == nil && isNew && a.created != nil {
+		a.created()
+	}
 	return err
 }
 

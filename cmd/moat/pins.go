@@ -51,7 +51,7 @@ func pinsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		// opened has none to clear, and reset must still work.
 		var anchor pin.Anchor
 		if store, err := processStore.get(ctx); err == nil {
-			anchor = pinAnchor{store}
+			anchor = pinAnchor{s: store}
 		}
 		if err := pin.Reset(path, anchor); err != nil {
 			return fail(err)

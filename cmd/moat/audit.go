@@ -10,7 +10,6 @@ import (
 	"os"
 
 	"github.com/moatmcp/moat/audit"
-	"github.com/moatmcp/moat/internal/auditlog"
 )
 
 const auditUsage = `usage:
@@ -27,19 +26,16 @@ exit status: 0 ok, 1 verification failed or runtime failure, 2 usage`
 // configuredAuditPath). A test may replace it.
 var auditLogPath = configuredAuditPath
 
-// auditAnchor reads the anchor of the log at path from the secret store
-// (auditlog.ReadAnchor). A test may replace it.
-var auditAnchor = func(ctx context.Context, path string) (uint64, string, bool, error) {
-	store, err := processStore.get(ctx)
-	if err != nil {
-		return 0, "", false, err
-	}
-	return auditlog.ReadAnchor(ctx, store, path)
+// auditSecrets is what `moat audit` needs from the secret store: the log's
+// keys, and the anchor of its last durable checkpoint.
+type auditSecrets interface {
+	Keys(ctx context.Context) (audit.Keys, error)
+	Anchor(ctx context.Context, path string) (seq uint64, hash string, ok bool, err error)
 }
 
 // auditCommand runs `moat audit ARGS...` (args excludes "audit"). keys reads
 // the log's keys from the secret store; it is called only when needed.
-func auditCommand(ctx context.Context, args []string, keys func(ctx context.Context) (audit.Keys, error), stdout, stderr io.Writer) int {
+func auditCommand(ctx context.Context, args []string, store auditSecrets, stdout, stderr io.Writer) int {
 	usageErr := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "moat: error: "+format+"\n", a...)
 		fmt.Fprintln(stderr, auditUsage)
@@ -89,7 +85,7 @@ func auditCommand(ctx context.Context, args []string, keys func(ctx context.Cont
 		if len(pos) != 0 {
 			return usageErr("moat audit pubkey takes no arguments")
 		}
-		k, err := keys(ctx)
+		k, err := store.Keys(ctx)
 		if err != nil {
 			return fail(err)
 		}
@@ -151,7 +147,7 @@ func auditCommand(ctx context.Context, args []string, keys func(ctx context.Cont
 			return fail(err, "the file must hold the line printed by `moat audit pubkey`")
 		}
 	} else {
-		k, err := keys(ctx)
+		k, err := store.Keys(ctx)
 		if err != nil {
 			return fail(err, "an auditor without the keychain can use --pubkey FILE with the output of `moat audit pubkey`")
 		}
@@ -177,7 +173,7 @@ func auditCommand(ctx context.Context, args []string, keys func(ctx context.Cont
 	// A log replaced by an older copy, or cut back to a checkpoint, verifies
 	// on its own; its anchor, kept in the secret store, says where it ended.
 	if anchored != "" && mac != nil {
-		seq, hash, ok, err := auditAnchor(ctx, anchored)
+		seq, hash, ok, err := store.Anchor(ctx, anchored)
 		if err != nil {
 			return fail(fmt.Errorf("reading the audit log's anchor: %w", err))
 		}

@@ -45,11 +45,20 @@ func writeAuditLog(t *testing.T, n int, seal bool) string {
 	return p
 }
 
+// testAudit is auditSecrets with the test keys (or keysErr) and no
+// anchor: in-process tests never touch the real secret store, whose
+// session bus connection would outlive the test.
+type testAudit struct{ keysErr error }
+
+func (a testAudit) Keys(context.Context) (audit.Keys, error) { return auditTestKeys(), a.keysErr }
+func (testAudit) Anchor(context.Context, string) (uint64, string, bool, error) {
+	return 0, "", false, nil
+}
+
 func runAudit(t *testing.T, keysErr error, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	keys := func(context.Context) (audit.Keys, error) { return auditTestKeys(), keysErr }
-	code = auditCommand(context.Background(), args, keys, &out, &errb)
+	code = auditCommand(context.Background(), args, testAudit{keysErr}, &out, &errb)
 	return code, out.String(), errb.String()
 }
 

@@ -107,7 +107,7 @@ func commands() []command {
 			return pinsCommand(ctx, args, os.Stdout, os.Stderr)
 		}, ""},
 		{"audit", "verify, follow or export the key of the audit log", "moat audit verify", func(ctx context.Context, args []string) int {
-			return auditCommand(ctx, args, storedAuditKeys, os.Stdout, os.Stderr)
+			return auditCommand(ctx, args, storedAudit{}, os.Stdout, os.Stderr)
 		}, ""},
 		{"doctor", "check that the setup is safe and working, with fixes", "moat doctor moat.json", runDoctor, ""},
 		{"completion", "print a shell completion script (bash, zsh, fish)", "source <(moat completion bash)", runCompletion, ""},

@@ -95,15 +95,26 @@ func loadOptions() *config.LoadOptions {
 	}
 }
 
-// storedAuditKeys reads the audit log's keys for `moat audit`; it never
-// creates them (the commands that write the log do: serve, tools, call and
-// the audited commands).
-func storedAuditKeys(ctx context.Context) (audit.Keys, error) {
+// storedAudit is what `moat audit` reads from the process's secret store.
+type storedAudit struct{}
+
+// Keys reads the audit log's keys; it never creates them (the commands that
+// write the log do: serve, tools, call and the audited commands).
+func (storedAudit) Keys(ctx context.Context) (audit.Keys, error) {
 	store, err := processStore.get(ctx)
 	if err != nil {
 		return audit.Keys{}, fmt.Errorf("the secret store cannot be opened: %w", err)
 	}
 	return auditlog.Keys(ctx, store, false)
+}
+
+// Anchor reads the anchor of the log at path (auditlog.ReadAnchor).
+func (storedAudit) Anchor(ctx context.Context, path string) (uint64, string, bool, error) {
+	store, err := processStore.get(ctx)
+	if err != nil {
+		return 0, "", false, fmt.Errorf("the secret store cannot be opened: %w", err)
+	}
+	return auditlog.ReadAnchor(ctx, store, path)
 }
 
 // peekSecrets reads secrets.backend and secrets.require_encryption before

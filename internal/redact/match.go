@@ -88,9 +88,10 @@ func build(forms []form, names []string) *automaton {
 // span is a region of the input to replace by the marker of names[label].
 type span struct{ start, end, label int }
 
-// find returns the regions covered by any form, overlapping matches merged
-// (the first one's name wins), in order.
-func (a *automaton) find(s string) []span {
+// find returns the regions of s covered by any form, overlapping matches
+// merged (the first one's name wins), in order. It reads text and encoded
+// messages alike, so the client boundary scans a message without copying it.
+func find[T string | []byte](a *automaton, s T) []span {
 	if a == nil || len(a.names) == 0 {
 		return nil
 	}

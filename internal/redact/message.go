@@ -21,7 +21,7 @@ import (
 // is kept.
 func (r *Redactor) Message(msg []byte) []byte {
 	a := r.auto.Load()
-	if a.maxLen == 0 || len(a.find(string(msg))) == 0 {
+	if len(find(a, msg)) == 0 {
 		return msg
 	}
 	body, nl := bytes.CutSuffix(msg, []byte("\n"))

@@ -189,7 +189,7 @@ func (r *Redactor) String(s string) string {
 // Contains reports whether any known secret, in any registered form, occurs
 // in s.
 func (r *Redactor) Contains(s string) bool {
-	return len(r.auto.Load().find(s)) > 0
+	return len(find(r.auto.Load(), s)) > 0
 }
 
 // redact replaces known secrets, then applies mode to the patterns; hit is
@@ -248,7 +248,7 @@ func applyPatterns(s string, mode Mode) (out, hit string) {
 }
 
 func replace(s string, a *automaton) string {
-	spans := a.find(s)
+	spans := find(a, s)
 	if len(spans) == 0 {
 		return s
 	}
@@ -271,7 +271,7 @@ func replace(s string, a *automaton) string {
 func (r *Redactor) nearMarker(s string, a *automaton, mode Mode) bool {
 	reach := max(a.maxLen, maxPatternLen)
 	hit := func(w string) bool {
-		if len(a.find(w)) > 0 {
+		if len(find(a, w)) > 0 {
 			return true
 		}
 		if mode == ModeRedact {

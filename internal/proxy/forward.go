@@ -22,9 +22,18 @@ func (p *Server) forward(ctx context.Context, c *guard.Call) (*guard.Result, err
 	if !ok {
 		return nil, fmt.Errorf("group %q is no longer configured", c.Group)
 	}
+	// A client of 2026-07-28 asks for log messages per request; the
+	// upstream is asked for them at the same level.
+	var meta mcp.Meta
+	if x := exchangeOf(ctx); x != nil {
+		if level := x.joined(c.Group); level != "" {
+			meta = mcp.Meta{mcp.MetaKeyLogLevel: level}
+			p.logLevels.raise(ctx, p.m, level)
+		}
+	}
 	switch c.Kind {
 	case guard.KindTool:
-		params := &mcp.CallToolParams{Name: c.Name, Arguments: c.Args}
+		params := &mcp.CallToolParams{Meta: meta, Name: c.Name, Arguments: c.Args}
 		if validProgressToken(c.Progress) {
 			tok, release := p.progress.track(c.Group, c.Progress)
 			defer release()
@@ -37,13 +46,41 @@ func (p *Server) forward(ctx context.Context, c *guard.Call) (*guard.Result, err
 		}
 		return &guard.Result{Tool: r}, err
 	case guard.KindResource:
-		r, err := g.ReadResource(ctx, &mcp.ReadResourceParams{URI: c.URI})
+		r, err := g.ReadResource(ctx, &mcp.ReadResourceParams{Meta: meta, URI: c.URI})
 		return &guard.Result{Resource: r}, err
 	case guard.KindPrompt:
-		r, err := g.GetPrompt(ctx, &mcp.GetPromptParams{Name: c.Name, Arguments: c.Strings})
+		r, err := g.GetPrompt(ctx, &mcp.GetPromptParams{Meta: meta, Name: c.Name, Arguments: c.Strings})
 		return &guard.Result{Prompt: r}, err
 	}
 	return nil, fmt.Errorf("unknown call kind %v", c.Kind)
+}
+
+// upstreamLevel is the log level Moat set on upstreams of the older
+// protocol for clients that ask per request: those upstreams take a level
+// per session only. It only grows more verbose; each message still reaches
+// the client only with a call that asked for its level (see forwardLog).
+type upstreamLevel struct {
+	mu    sync.Mutex
+	level mcp.LoggingLevel
+}
+
+// logLevelRank orders MCP's levels, most verbose first.
+var logLevelRank = map[mcp.LoggingLevel]int{
+	"debug": 0, "info": 1, "notice": 2, "warning": 3, "error": 4, "critical": 5, "alert": 6, "emergency": 7,
+}
+
+func (u *upstreamLevel) raise(ctx context.Context, m *upstream.Manager, level mcp.LoggingLevel) {
+	rank, ok := logLevelRank[level]
+	if !ok {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if cur, set := logLevelRank[u.level]; set && cur <= rank {
+		return
+	}
+	u.level = level
+	m.SetLoggingLevel(ctx, level)
 }
 
 // timedOut reports whether a call failed for running out of time: its

@@ -32,8 +32,11 @@ func TestClientWithoutSamplingIsNotDeclaredUpstream(t *testing.T) {
 	}
 }
 
+// TestRootsFollowTheClient: roots pass to the upstreams for clients of
+// 2025-11-25 and before (2026-07-28 clients give them only inside a call:
+// TestNewClientsRootsAreNotOffered).
 func TestRootsFollowTheClient(t *testing.T) {
-	c := start(t, cfgOf(stdio(t, "test")), nil, func(mc *mcp.Client) {
+	c := startAt(t, "2025-11-25", cfgOf(stdio(t, "test")), nil, func(mc *mcp.Client) {
 		mc.AddRoots(&mcp.Root{URI: "file:///work/one", Name: "one"})
 	})
 	ask := func() string {
@@ -46,6 +49,8 @@ func TestRootsFollowTheClient(t *testing.T) {
 	eventually(t, "the removed root gone upstream", func() bool { return ask() == "file:///work/two" })
 }
 
+// TestLoggingIsForwardedBothWays: a client of 2025-11-25 sets its level for
+// the session (2026-07-28 clients ask per request: TestNewClientsLogPerCall).
 func TestLoggingIsForwardedBothWays(t *testing.T) {
 	var mu sync.Mutex
 	var got []string
@@ -56,7 +61,7 @@ func TestLoggingIsForwardedBothWays(t *testing.T) {
 			mu.Unlock()
 		},
 	}
-	c := start(t, cfgOf(stdio(t, "test")), opts)
+	c := startAt(t, "2025-11-25", cfgOf(stdio(t, "test")), opts)
 	c.mustCall(t, "get_dynamic_tools", map[string]any{"group": "test"})
 	if err := c.cs.SetLoggingLevel(context.Background(), &mcp.SetLoggingLevelParams{Level: "info"}); err != nil {
 		t.Fatal(err)

@@ -20,10 +20,10 @@ import (
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
-// Downstream protocol versions Moat serves. 2026-07-28 (stateless MCP)
-// drops subscribe and logging/setLevel, which Moat forwards; clients that
-// ask for it get 2025-11-25.
-var protocolVersions = []string{"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
+// Downstream protocol versions Moat serves: both generations. A client of
+// 2026-07-28 (stateless MCP) sends no initialize; its first request opens
+// the upstreams, and relayInputs carries the upstreams' requests to it.
+var protocolVersions = []string{newProtocol, "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
 
 // Options configure a Server.
 type Options struct {
@@ -73,10 +73,13 @@ type Server struct {
 	maxClientFrame int
 	outbound       func([]byte) []byte
 
-	session  atomic.Pointer[mcp.ServerSession]
-	opened   atomic.Bool // the client is initialized: the upstreams connect
-	progress progressTokens
-	subs     subscriptions
+	session   atomic.Pointer[mcp.ServerSession]
+	opened    atomic.Bool // the client is initialized: the upstreams connect
+	openOnce  sync.Once
+	exch      exchanges
+	logLevels upstreamLevel
+	progress  progressTokens
+	subs      subscriptions
 
 	refreshMu sync.Mutex // serializes refresh
 	refreshCh chan struct{}
@@ -126,7 +129,7 @@ func New(opts Options) *Server {
 		UnsubscribeHandler:        p.unsubscribe,
 		CompletionHandler:         p.complete,
 	})
-	p.srv.AddReceivingMiddleware(p.recoverPanics(""), p.route)
+	p.srv.AddReceivingMiddleware(p.recoverPanics(""), p.relayInputs, p.route)
 	p.refresh()
 	return p
 }
@@ -166,10 +169,20 @@ func (p *Server) Run(ctx context.Context, t mcp.Transport) error {
 	}
 }
 
-// initialized runs once the client has finished the handshake: now Moat
-// knows the client's capabilities and lets the upstreams connect.
+// initialized runs once a client of the older generation has finished the
+// handshake; a client of 2026-07-28 has none, and route opens on its first
+// request.
 func (p *Server) initialized(ctx context.Context, r *mcp.InitializedRequest) {
-	ss := r.Session
+	p.open(ctx, r.Session)
+}
+
+// open lets the upstreams connect, now that Moat knows the client's
+// capabilities: what it offers them depends on what the client can do.
+func (p *Server) open(ctx context.Context, ss *mcp.ServerSession) {
+	p.openOnce.Do(func() { p.openFor(ctx, ss) })
+}
+
+func (p *Server) openFor(ctx context.Context, ss *mcp.ServerSession) {
 	p.session.Store(ss)
 	caps := &mcp.ClientCapabilities{}
 	if ip := ss.InitializeParams(); ip != nil && ip.Capabilities != nil {
@@ -183,19 +196,28 @@ func (p *Server) initialized(ctx context.Context, r *mcp.InitializedRequest) {
 			p.forwardResourceUpdated(ctx, group, u)
 		},
 	}
+	relayed := speaksNewProtocol(ss)
 	if caps.Sampling != nil {
 		hooks.CreateMessage = func(ctx context.Context, group string, cp *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error) {
 			p.log.Info("forwarding sampling request to the client", "group", group)
+			if relayed {
+				return p.sample(ctx, group, cp)
+			}
 			return ss.CreateMessage(ctx, cp)
 		}
 	}
 	if caps.Elicitation != nil {
 		hooks.Elicit = func(ctx context.Context, group string, ep *mcp.ElicitParams) (*mcp.ElicitResult, error) {
 			p.log.Info("forwarding elicitation request to the client", "group", group)
+			if relayed {
+				return p.elicit(ctx, group, ep)
+			}
 			return ss.Elicit(ctx, ep)
 		}
 	}
-	if caps.RootsV2 != nil { // go-sdk sets it whenever the client declares roots
+	// A client of 2026-07-28 gives its roots only inside a call, so Moat
+	// has none to offer the upstreams (roots are deprecated there).
+	if caps.RootsV2 != nil && !relayed { // go-sdk sets it whenever the client declares roots
 		hooks.Roots = true
 		// Roots are fetched outside the handler: the client may not answer
 		// requests until its initialized notification has been handled.
@@ -224,6 +246,14 @@ func (p *Server) forwardLog(ctx context.Context, group string, lp *mcp.LoggingMe
 	q.Logger = group
 	if lp.Logger != "" {
 		q.Logger = group + "/" + lp.Logger
+	}
+	if speaksNewProtocol(ss) {
+		// Such a client asks for messages per request, not for the
+		// session: a message goes with a call in progress to its group
+		// that asked for messages (go-sdk filters by that call's level).
+		if xctx := p.exch.logContext(group); xctx != nil {
+			ctx = xctx
+		}
 	}
 	if err := ss.Log(ctx, &q); err != nil {
 		p.log.Debug("forwarding a log message failed", "group", group, "err", err)

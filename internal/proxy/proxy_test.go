@@ -80,8 +80,15 @@ type client struct {
 }
 
 // start runs a proxy over in-memory transports with cfg and connects a
-// go-sdk client to it. Retries are fast so recovery tests stay short.
+// go-sdk client to it, of the newest protocol both know. Retries are fast
+// so recovery tests stay short.
 func start(t *testing.T, cfg *config.Config, opts *mcp.ClientOptions, setup ...func(*mcp.Client)) *client {
+	t.Helper()
+	return startAt(t, "", cfg, opts, setup...)
+}
+
+// startAt is start with a client that asks for protocol version.
+func startAt(t *testing.T, version string, cfg *config.Config, opts *mcp.ClientOptions, setup ...func(*mcp.Client)) *client {
 	t.Helper()
 	useMoatLauncher(t)
 	p := proxy.New(proxy.Options{
@@ -127,7 +134,7 @@ func start(t *testing.T, cfg *config.Config, opts *mcp.ClientOptions, setup ...f
 		f(mc)
 	}
 	c.mc = mc
-	cs, err := mc.Connect(ctx, ct, nil)
+	cs, err := mc.Connect(ctx, ct, &mcp.ClientSessionOptions{ProtocolVersion: version})
 	if err != nil {
 		t.Fatalf("connecting to the proxy: %v", err)
 	}

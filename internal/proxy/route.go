@@ -31,6 +31,9 @@ func metaGroup(m mcp.Meta) string {
 // TypeScript SDK lists without them), so none is read through a nil.
 func (p *Server) route(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		if ss, ok := req.GetSession().(*mcp.ServerSession); ok && !p.opened.Load() && speaksNewProtocol(ss) {
+			p.open(ctx, ss)
+		}
 		if needsParams[method] && noParams(req) {
 			return nil, invalidParams("%s: params are required", method)
 		}

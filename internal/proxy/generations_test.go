@@ -48,6 +48,23 @@ func bothGenerations(t *testing.T, version, upstreamVersion string) {
 	if err != nil || len(ps.Prompts) == 0 {
 		t.Fatalf("prompts/list: %v, %v", ps, err)
 	}
+	if version < "2026-07-28" {
+		return
+	}
+	// What Moat answers shows one user's servers through one user's
+	// policy: no intermediary may share it between sessions.
+	group, err := c.cs.ListResources(t.Context(), &mcp.ListResourcesParams{Meta: mcp.Meta{"group": "test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, scope := range map[string]string{
+		"resources/list": rs.CacheScope, "prompts/list": ps.CacheScope, "resources/read": rr.CacheScope,
+		"resources/list of a group": group.CacheScope,
+	} {
+		if scope != "private" {
+			t.Errorf("%s: cacheScope %q, want private", what, scope)
+		}
+	}
 }
 
 // TestInputRequestsReachANewClient: an upstream's elicitation and sampling

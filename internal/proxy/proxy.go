@@ -123,6 +123,7 @@ func New(opts Options) *Server {
 			Completions: &mcp.CompletionCapabilities{},
 		},
 		SupportedProtocolVersions: protocolVersions,
+		SetCacheable:              setPrivateCache,
 		InitializedHandler:        p.initialized,
 		RootsListChangedHandler:   func(ctx context.Context, r *mcp.RootsListChangedRequest) { p.syncRoots(ctx, r.Session) },
 		SubscribeHandler:          p.subscribe,

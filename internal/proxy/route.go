@@ -235,7 +235,12 @@ func (p *Server) readResource(ctx context.Context, r *mcp.ReadResourceRequest) (
 	if err != nil {
 		return nil, protocolError("reading resource", g.Name(), err)
 	}
-	return res.Resource, nil
+	if res.Resource == nil {
+		return nil, protocolError("reading resource", g.Name(), errors.New("the server sent no result"))
+	}
+	out := *res.Resource
+	out.Cacheable = privateCache
+	return &out, nil
 }
 
 func (p *Server) getPrompt(ctx context.Context, r *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
@@ -277,7 +282,7 @@ func (p *Server) listResourcesOf(ctx context.Context, name string) (*mcp.ListRes
 		return nil, err
 	}
 	p.awaitGroup(ctx, g)
-	res := &mcp.ListResourcesResult{Resources: []*mcp.Resource{}}
+	res := &mcp.ListResourcesResult{Cacheable: privateCache, Resources: []*mcp.Resource{}}
 	for _, r := range g.Lists().Resources {
 		res.Resources = append(res.Resources, tagged(nil, r, name, resourceMeta))
 	}
@@ -290,7 +295,7 @@ func (p *Server) listTemplatesOf(ctx context.Context, name string) (*mcp.ListRes
 		return nil, err
 	}
 	p.awaitGroup(ctx, g)
-	res := &mcp.ListResourceTemplatesResult{ResourceTemplates: []*mcp.ResourceTemplate{}}
+	res := &mcp.ListResourceTemplatesResult{Cacheable: privateCache, ResourceTemplates: []*mcp.ResourceTemplate{}}
 	for _, t := range g.Lists().Templates {
 		res.ResourceTemplates = append(res.ResourceTemplates, tagged(nil, t, name, templateMeta))
 	}
@@ -303,12 +308,23 @@ func (p *Server) listPromptsOf(ctx context.Context, name string) (*mcp.ListPromp
 		return nil, err
 	}
 	p.awaitGroup(ctx, g)
-	res := &mcp.ListPromptsResult{Prompts: []*mcp.Prompt{}}
+	res := &mcp.ListPromptsResult{Cacheable: privateCache, Prompts: []*mcp.Prompt{}}
 	for _, pr := range g.Lists().Prompts {
 		res.Prompts = append(res.Prompts, tagged(nil, pr, name, promptMeta))
 	}
 	return res, nil
 }
+
+// privateCache is what Moat tells clients of 2026-07-28 about caching its
+// answers: they show one user's servers through that user's policy, so no
+// intermediary may share them (cacheScope private), and they change
+// whenever a server or the policy does (ttlMs 0: fetch again; Moat sends
+// list_changed).
+var privateCache = mcp.Cacheable{CacheScope: "private"}
+
+// setPrivateCache is ServerOptions.SetCacheable: privateCache for every
+// answer go-sdk builds (server/discover, the merged lists).
+func setPrivateCache(_ context.Context, _ mcp.Request, c *mcp.Cacheable) { *c = privateCache }
 
 // metaWith returns a copy of m with extra set; items from upstreams are
 // shared with the cache, so they are never modified in place.

@@ -11,13 +11,15 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
+// TestElicitationReachesTheClient: as a request of Moat's own to a client
+// of 2025-11-25 (TestInputRequestsReachANewClient has 2026-07-28).
 func TestElicitationReachesTheClient(t *testing.T) {
 	opts := &mcp.ClientOptions{
 		ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
 			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "Ada"}}, nil
 		},
 	}
-	c := start(t, cfgOf(stdio(t, "test")), opts)
+	c := startAt(t, "2025-11-25", cfgOf(stdio(t, "test")), opts)
 	res := c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "ask_client", "args": map[string]any{"kind": "elicitation"}})
 	if res.IsError || !strings.Contains(text(res), `accept {"name":"Ada"}`) {
 		t.Fatalf("ask_client elicitation: isError=%v %q", res.IsError, text(res))

@@ -417,28 +417,40 @@ func TestResourcesAndPromptsAreMergedWithoutShadowing(t *testing.T) {
 	wantCode(t, err, jsonrpc.CodeInvalidParams, "offered by groups one and solo and two")
 }
 
+// TestSubscribeForwardsUpdates: resources/subscribe of 2025-11-25 and
+// the subscriptions/listen stream of 2026-07-28 both reach the upstream.
 func TestSubscribeForwardsUpdates(t *testing.T) {
-	c := start(t, cfgOf(stdio(t, "test")), nil)
+	for _, version := range []string{"2026-07-28", "2025-11-25"} {
+		t.Run(version, func(t *testing.T) { subscribeForwardsUpdates(t, version) })
+	}
+}
+
+func subscribeForwardsUpdates(t *testing.T, version string) {
+	c := startAt(t, version, cfgOf(stdio(t, "test")), nil)
 	c.mustCall(t, "get_dynamic_tools", map[string]any{"group": "test"})
 	ctx := context.Background()
 	if err := c.cs.Subscribe(ctx, &mcp.SubscribeParams{URI: "test://static/hello"}); err != nil {
 		t.Fatal(err)
 	}
-	c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "touch", "args": map[string]any{"uri": "test://static/hello"}})
+	// A 2026-07-28 subscription is a subscriptions/listen stream, which
+	// go-sdk's Subscribe opens without waiting for it to be in place.
 	eventually(t, "resources/updated", func() bool {
+		c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "touch", "args": map[string]any{"uri": "test://static/hello"}})
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return slices.Contains(c.updated, "test://static/hello")
 	})
 }
 
+// TestSamplingRequestsReachTheClient: as a request of Moat's own to a client
+// of 2025-11-25 (TestInputRequestsReachANewClient has 2026-07-28).
 func TestSamplingRequestsReachTheClient(t *testing.T) {
 	opts := &mcp.ClientOptions{
 		CreateMessageHandler: func(context.Context, *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
 			return &mcp.CreateMessageResult{Model: "m", Role: "assistant", Content: &mcp.TextContent{Text: "sampled answer"}}, nil
 		},
 	}
-	c := start(t, cfgOf(stdio(t, "test")), opts)
+	c := startAt(t, "2025-11-25", cfgOf(stdio(t, "test")), opts)
 	res := c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "ask_client", "args": map[string]any{"kind": "sampling"}})
 	if res.IsError || !strings.Contains(text(res), "sampled answer") {
 		t.Fatalf("ask_client sampling: isError=%v %q", res.IsError, text(res))

@@ -43,6 +43,10 @@ func speaksNewProtocol(ss *mcp.ServerSession) bool {
 
 // exchanges are the calls of a new-protocol client that are still running.
 type exchanges struct {
+	// stop is Run's context: exchanges end with the session, not only
+	// with their calls.
+	stop context.Context
+
 	mu  sync.Mutex
 	all map[string]*exchange // by token
 	// logging holds the exchanges an upstream's log message may go with:
@@ -59,8 +63,12 @@ type exchange struct {
 	ss     *mcp.ServerSession
 	ctx    context.Context // the call's: values of its first request
 	cancel context.CancelFunc
+	unhook func() bool // releases the session's hold on the exchange
 	asks   chan *ask
 	done   chan outcome // buffered: the call never waits for a reader
+	// waiting is held by the request waiting for the call; a second retry
+	// of the same call while one waits is refused.
+	waiting sync.Mutex
 
 	level mcp.LoggingLevel // the log level the first request asked for
 
@@ -157,6 +165,9 @@ func (e *exchanges) start(ctx context.Context, method string, req mcp.Request) *
 	// The call outlives the request that started it when it asks for
 	// input; it keeps that request's values (its log level above all).
 	x.ctx, x.cancel = context.WithCancel(context.WithValue(context.WithoutCancel(ctx), exchangeKey{}, x))
+	if e.stop != nil {
+		x.unhook = context.AfterFunc(e.stop, func() { e.end(x) })
+	}
 	e.mu.Lock()
 	if e.all == nil {
 		e.all = map[string]*exchange{}
@@ -187,6 +198,9 @@ func (e *exchanges) get(token string, ss *mcp.ServerSession) *exchange {
 
 func (e *exchanges) end(x *exchange) {
 	x.cancel()
+	if x.unhook != nil {
+		x.unhook()
+	}
 	e.mu.Lock()
 	delete(e.all, x.token)
 	e.mu.Unlock()
@@ -247,6 +261,10 @@ func (e *exchanges) logContext(group string) context.Context {
 // wait returns the call's result, or an input-required result when it asks
 // for input; ctx is the current request's.
 func (e *exchanges) wait(ctx context.Context, x *exchange) (mcp.Result, error) {
+	if !x.waiting.TryLock() {
+		return nil, invalidParams("%s: a retry of this call (requestState %q) is already waiting for it; wait for that one's answer", x.method, x.token)
+	}
+	defer x.waiting.Unlock()
 	if reqs := x.unanswered(); len(reqs) > 0 {
 		return e.inputRequired(x, reqs)
 	}
@@ -340,8 +358,12 @@ func (p *Server) ask(ctx context.Context, group string, req mcp.InputRequest) (m
 	x := exchangeOf(ctx)
 	if x == nil {
 		var n int
-		if x, n = p.exch.forGroup(group); n != 1 {
-			return nil, fmt.Errorf("moat's client speaks MCP %s, where a server may ask for input only while it handles a call, and moat cannot tell which of the %d calls in progress to group %q this request belongs to", newProtocol, n, group)
+		x, n = p.exch.forGroup(group)
+		switch {
+		case n == 0:
+			return nil, fmt.Errorf("moat's client speaks MCP %s, where a server may ask for input only while it handles one of the client's calls, and no call to group %q is in progress", newProtocol, group)
+		case n > 1:
+			return nil, fmt.Errorf("moat's client speaks MCP %s, where a server may ask for input only within a call, and moat cannot tell which of the %d calls in progress to group %q this request belongs to (a server of %s sends it within the call)", newProtocol, n, group, newProtocol)
 		}
 	}
 	a := &ask{req: req, reply: make(chan mcp.InputResponse, 1)}

@@ -152,6 +152,7 @@ func (p *Server) Run(ctx context.Context, t mcp.Transport) error {
 	defer p.m.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	p.exch.stop = ctx
 	go p.refreshLoop(ctx)
 	ss, err := p.srv.Connect(ctx, groupParamTransport{t}, nil)
 	if err != nil {

@@ -49,7 +49,19 @@ var paramShapes = []func(payload string) string{
 	func(p string) string {
 		return `,"params":{"uri":` + p + `,"name":` + p + `,"ref":` + p + `,"level":` + p + `}`
 	},
+	// 2026-07-28: the client speaks in each request's _meta, and retries
+	// a call that asked for input with requestState and inputResponses.
+	func(p string) string {
+		return `,"params":{"_meta":{` + newMeta + `,"io.modelcontextprotocol/logLevel":` + p + `},"name":"call_dynamic_tool","arguments":{"group":"test","name":"ask_client","args":{"kind":"elicitation"}},"requestState":` + p + `,"inputResponses":` + p + `}`
+	},
+	func(p string) string {
+		return `,"params":{"_meta":{` + newMeta + `},"uri":"test://static/hello","name":"greet","requestState":"` + strings.Trim(p, `"`) + `","inputResponses":{"moat-1":` + p + `}}`
+	},
+	func(p string) string { return `,"params":{"_meta":{` + newMeta + `},"notifications":` + p + `}` },
 }
+
+// newMeta is the _meta of a request of a 2026-07-28 client.
+const newMeta = `"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"fuzz","version":"1"},"io.modelcontextprotocol/clientCapabilities":{"sampling":{},"elicitation":{"form":{}}}`
 
 // FuzzClientMessage drives the client side of a real moat binary (one per
 // fuzz worker, with the Go test server as its one group) with one fuzzed
@@ -69,7 +81,30 @@ func FuzzClientMessage(f *testing.F) {
 		}
 	}
 	f.Add(uint8(0), uint8(0), false, strings.Repeat("[", 3000))
-	m := startMoat(f)
+	fuzzClient(f, startMoat(f, ""))
+}
+
+// FuzzNewClientMessage is FuzzClientMessage with a client of 2026-07-28:
+// no initialize, server/discover first, then each request carries the
+// client's _meta; calls that ask for input return input-required results
+// (which it leaves unanswered, as a hostile client may) and retries.
+func FuzzNewClientMessage(f *testing.F) {
+	for i := range clientMethods {
+		for j := range paramShapes {
+			f.Add(uint8(j), uint8(i), false, `{"x":1}`)
+		}
+	}
+	for _, p := range []string{`"debug"`, `"no-such-state"`, `{"moat-1":{"action":"accept","content":{"name":"x"}}}`, `{"toolsListChanged":true}`, `null`} {
+		for j := len(paramShapes) - 3; j < len(paramShapes); j++ {
+			f.Add(uint8(j), uint8(3), false, p)  // tools/call
+			f.Add(uint8(j), uint8(6), false, p)  // resources/read
+			f.Add(uint8(j), uint8(14), false, p) // subscriptions/listen
+		}
+	}
+	fuzzClient(f, startMoat(f, newMeta))
+}
+
+func fuzzClient(f *testing.F, m *moatProc) {
 	f.Fuzz(func(t *testing.T, shape, method uint8, notify bool, payload string) {
 		if strings.ContainsAny(payload, "\r\n") {
 			return // one message is one line (MCP stdio)
@@ -87,14 +122,15 @@ func FuzzClientMessage(f *testing.F) {
 		m.send(t, line)
 		// A well-formed request gets an answer; a malformed line may be
 		// answered with a null id or not at all.
-		if !notify && int(method) < len(clientMethods) && json.Valid([]byte(line)) {
+		// subscriptions/listen is answered only when the client cancels it.
+		if !notify && int(method) < len(clientMethods) && clientMethods[method] != "subscriptions/listen" && json.Valid([]byte(line)) {
 			m.await(t, id, line)
 		}
 		ping := m.nextID()
-		m.send(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, ping))
+		m.send(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"%s}`, ping, m.params("")))
 		m.await(t, ping, line)
 		echo := m.nextID()
-		m.send(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"call_dynamic_tool","arguments":{"group":"test","name":"echo","args":{"message":"alive"}}}}`, echo))
+		m.send(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call"%s}`, echo, m.params(`"name":"call_dynamic_tool","arguments":{"group":"test","name":"echo","args":{"message":"alive"}}`)))
 		if resp := m.await(t, echo, line); !strings.Contains(resp, "alive") {
 			t.Fatalf("echo after %.300q answered %.300s", line, resp)
 		}
@@ -103,6 +139,7 @@ func FuzzClientMessage(f *testing.F) {
 
 // moatProc is one real moat, spoken to in raw JSON-RPC lines.
 type moatProc struct {
+	meta   string // the _meta members of each request; "" before 2026-07-28
 	cmd    *exec.Cmd
 	in     io.Writer
 	stderr *testutil.SyncBuffer
@@ -114,7 +151,24 @@ type moatProc struct {
 	exited  bool
 }
 
-func startMoat(f *testing.F) *moatProc {
+// params returns the params member of a request of m's client, with
+// members and the client's _meta.
+func (m *moatProc) params(members string) string {
+	if m.meta == "" {
+		if members == "" {
+			return ""
+		}
+		return `,"params":{` + members + `}`
+	}
+	if members != "" {
+		members = "," + members
+	}
+	return `,"params":{"_meta":{` + m.meta + `}` + members + `}`
+}
+
+// startMoat starts a moat and opens a session: with initialize when meta
+// is "", with server/discover and meta (a 2026-07-28 client's) otherwise.
+func startMoat(f *testing.F, meta string) *moatProc {
 	f.Helper()
 	dir := f.TempDir()
 	cfg := testutil.WriteConfig(f, dir, map[string]any{
@@ -128,7 +182,7 @@ func startMoat(f *testing.F) *moatProc {
 		"global": map[string]any{"rate": "100000/s", "burst": 100000},
 		"rate":   "100000/s", "burst": 100000,
 	}}})
-	m := &moatProc{stderr: &testutil.SyncBuffer{}, answers: map[int]string{}}
+	m := &moatProc{meta: meta, stderr: &testutil.SyncBuffer{}, answers: map[int]string{}}
 	m.arrived = sync.NewCond(&m.mu)
 	m.cmd = exec.Command(testutil.BuildMoat(f), cfg)
 	m.cmd.Env = testutil.MoatEnv(f)
@@ -153,6 +207,13 @@ func startMoat(f *testing.F) *moatProc {
 		_ = m.cmd.Wait()
 	})
 	init := m.nextID()
+	if meta != "" {
+		m.send(f, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"server/discover"%s}`, init, m.params("")))
+		if a := m.await(f, init, "server/discover"); !strings.Contains(a, `"supportedVersions"`) {
+			f.Fatalf("server/discover answered %.500s", a)
+		}
+		return m
+	}
 	m.send(f, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"sampling":{},"elicitation":{},"roots":{}},"clientInfo":{"name":"fuzz","version":"1"}}}`, init))
 	m.await(f, init, "initialize")
 	m.send(f, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/upstream"
 )
 
 // TestBothGenerationsAreServed: clients of 2026-07-28 (no initialize;
@@ -209,4 +211,13 @@ func TestNewClientsRootsAreNotOffered(t *testing.T) {
 	if res.IsError || text(res) != "" {
 		t.Fatalf("roots asked of a 2026-07-28 client: isError=%v %q", res.IsError, text(res))
 	}
+}
+
+// TestDiscoverOpensTheUpstreams: server/discover is a 2026-07-28 client's
+// handshake; the servers start on it, as on initialized for older clients,
+// not only at the client's first call.
+func TestDiscoverOpensTheUpstreams(t *testing.T) {
+	c := startAt(t, "2026-07-28", cfgOf(stdio(t, "test")), nil)
+	g, _ := c.p.Manager().Group("test")
+	eventually(t, "the group ready after server/discover alone", func() bool { return g.Status().State == upstream.Ready })
 }

@@ -31,8 +31,19 @@ func metaGroup(m mcp.Meta) string {
 // TypeScript SDK lists without them), so none is read through a nil.
 func (p *Server) route(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		if ss, ok := req.GetSession().(*mcp.ServerSession); ok && !p.opened.Load() && speaksNewProtocol(ss) {
-			p.open(ctx, ss)
+		// A client of 2026-07-28 has no handshake: server/discover (which
+		// go-sdk answers) or else its first request opens the upstreams.
+		if ss, ok := req.GetSession().(*mcp.ServerSession); ok && !p.opened.Load() {
+			if method == "server/discover" {
+				res, err := next(ctx, method, req)
+				if speaksNewProtocol(ss) {
+					p.open(ctx, ss)
+				}
+				return res, err
+			}
+			if speaksNewProtocol(ss) {
+				p.open(ctx, ss)
+			}
 		}
 		if needsParams[method] && noParams(req) {
 			return nil, invalidParams("%s: params are required", method)

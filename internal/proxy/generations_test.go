@@ -10,6 +10,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/moatmcp/moat/internal/proxy"
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
@@ -215,9 +216,23 @@ func TestNewClientsRootsAreNotOffered(t *testing.T) {
 
 // TestDiscoverOpensTheUpstreams: server/discover is a 2026-07-28 client's
 // handshake; the servers start on it, as on initialized for older clients,
-// not only at the client's first call.
+// not only at the client's first request. The client sets no handlers: a
+// list_changed handler would open a subscriptions/listen stream, itself a
+// first request.
 func TestDiscoverOpensTheUpstreams(t *testing.T) {
-	c := startAt(t, "2026-07-28", cfgOf(stdio(t, "test")), nil)
-	g, _ := c.p.Manager().Group("test")
+	useMoatLauncher(t)
+	p := proxy.New(proxy.Options{Logger: testLogger(t)})
+	p.Apply(cfgOf(stdio(t, "test")))
+	ct, st := mcp.NewInMemoryTransports()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx, st) }()
+	t.Cleanup(func() { cancel(); <-done })
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "bare", Version: "1"}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	g, _ := p.Manager().Group("test")
 	eventually(t, "the group ready after server/discover alone", func() bool { return g.Status().State == upstream.Ready })
 }

@@ -38,6 +38,12 @@ func (p *Policy) MarshalJSON() ([]byte, error) {
 		}
 		m["args"] = args
 	}
+	if w := p.Resources.wire(); w != nil {
+		m["resources"] = w
+	}
+	if w := p.Prompts.wire(); w != nil {
+		m["prompts"] = w
+	}
 	p.Group.put(m)
 	if p.Tools != nil {
 		tools := map[string]any{}

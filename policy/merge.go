@@ -31,6 +31,8 @@ func Merge(managed, user *Policy) *Policy {
 		Destructive:  stricterMode(managed.Destructive, user.Destructive, DestructiveDeny, DestructiveAllow),
 		ReadOnlyOnly: stricterBool(managed.ReadOnlyOnly, user.ReadOnlyOnly),
 		Args:         user.Args,
+		Resources:    Access{Allow: slices.Clone(user.Resources.Allow), Deny: union(managed.Resources.Deny, user.Resources.Deny)},
+		Prompts:      Access{Allow: slices.Clone(user.Prompts.Allow), Deny: union(managed.Prompts.Deny, user.Prompts.Deny)},
 		Group:        stricterSettings(withDefaults(managed.Group, groupDefaults), user.Group),
 		Global:       stricterSettings(withDefaults(managed.Global, globalDefaults), user.Global),
 		Tools:        mergeTools(managed.Tools, user.Tools),
@@ -96,6 +98,8 @@ func overlay(base, top *Policy) *Policy {
 		}
 		maps.Copy(out.Tools, top.Tools)
 	}
+	out.Resources = base.Resources.overlay(top.Resources)
+	out.Prompts = base.Prompts.overlay(top.Prompts)
 	out.Group = overlaySettings(base.Group, top.Group)
 	out.Global = overlaySettings(base.Global, top.Global)
 	out.Pin = orDefault(top.Pin, base.Pin)
@@ -240,7 +244,7 @@ func union(a, b []string) []string {
 
 // rulesOnly is p's allow/deny/tier/argument rules without its limits.
 func (p *Policy) rulesOnly() *Policy {
-	return &Policy{Allow: p.Allow, Deny: p.Deny, Destructive: p.Destructive, ReadOnlyOnly: p.ReadOnlyOnly, Args: p.Args}
+	return &Policy{Allow: p.Allow, Deny: p.Deny, Destructive: p.Destructive, ReadOnlyOnly: p.ReadOnlyOnly, Args: p.Args, Resources: p.Resources, Prompts: p.Prompts}
 }
 
 // clone copies p deeply enough that changing the copy's maps and lists
@@ -251,6 +255,8 @@ func (p *Policy) clone() *Policy {
 	out.Deny = slices.Clone(p.Deny)
 	out.Args = maps.Clone(p.Args)
 	out.Tools = maps.Clone(p.Tools)
+	out.Resources = p.Resources.clone()
+	out.Prompts = p.Prompts.clone()
 	out.also = slices.Clone(p.also)
 	return &out
 }

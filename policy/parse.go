@@ -103,7 +103,7 @@ func pointer(base, key string) string {
 
 var (
 	settingKeys = []string{"rate", "burst", "max_concurrent", "max_args_bytes", "max_result_bytes", "timeout", "kill_on_timeout"}
-	policyKeys  = append([]string{"allow", "deny", "destructive", "read_only_only", "args", "tools", "global", "pin", "redact", "on_invalid_schema"}, settingKeys...)
+	policyKeys  = append([]string{"allow", "deny", "destructive", "read_only_only", "args", "tools", "resources", "prompts", "global", "pin", "redact", "on_invalid_schema"}, settingKeys...)
 	argRuleKeys = []string{"prefix", "regex", "max_length"}
 )
 
@@ -136,6 +136,10 @@ func (ps *parser) policy(at string, v any, allowGlobal bool) *Policy {
 			p.Args = ps.args(path, val)
 		case "tools":
 			p.Tools = ps.tools(path, val)
+		case "resources":
+			p.Resources = ps.access(path, val, "resource URIs")
+		case "prompts":
+			p.Prompts = ps.access(path, val, "prompt names")
 		case "global":
 			if !allowGlobal {
 				ps.add(path, `"global" limits all groups together, so it belongs in "defaults.policy" (or the managed file's "defaults"), not in one server's policy`)
@@ -312,10 +316,13 @@ func (ps *parser) argRule(at string, v any) *ArgRule {
 	return r
 }
 
-func (ps *parser) globs(at string, v any) []string {
+func (ps *parser) globs(at string, v any) []string { return ps.globsOf(at, v, "tool names") }
+
+// globsOf parses a list of what (names or URIs) or globs.
+func (ps *parser) globsOf(at string, v any, what string) []string {
 	list, ok := v.([]any)
 	if !ok {
-		ps.add(at, "must be a list of tool names or globs, got %s", kind(v))
+		ps.add(at, "must be a list of %s or globs, got %s", what, kind(v))
 		return nil
 	}
 	var out []string

@@ -96,6 +96,12 @@ type Policy struct {
 	// tighten Group: a size or timeout is the smaller of the two, a rate or
 	// concurrency cap is an extra limiter for that tool alone.
 	Tools map[string]Settings
+	// Resources and Prompts say which of the group's resources (by URI;
+	// templates by their URI template when listed) and prompts (by name)
+	// are listed and served: read, subscribed, got and completed.
+	Resources Access
+	Prompts   Access
+
 	// Global holds Rate, Burst and MaxConcurrent over all groups together.
 	// Only meaningful in "defaults.policy" and the managed defaults.
 	Global Settings

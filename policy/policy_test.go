@@ -162,7 +162,8 @@ func TestMarshalRoundTrip(t *testing.T) {
 	p := mustParse(t, `{"allow": ["a*"], "deny": [], "destructive": "deny", "read_only_only": true,
 		"rate": "100/m", "timeout": "1500ms", "max_args_bytes": 1000,
 		"args": {"t": {"p": {"prefix": ["/x"], "max_length": 3}}},
-		"tools": {"t": {"timeout": "2h"}}, "global": {"rate": "5/h", "burst": 2}, "pin": "off"}`)
+		"tools": {"t": {"timeout": "2h"}}, "global": {"rate": "5/h", "burst": 2}, "pin": "off",
+		"resources": {"allow": ["file:///repo/*"], "deny": ["*secret*"]}, "prompts": {"deny": ["admin_*"]}}`)
 	data, err := json.Marshal(p)
 	if err != nil {
 		t.Fatal(err)

@@ -172,6 +172,20 @@ func (g *guardState) policy(group string) *policy.Policy {
 	return g.policies[group]
 }
 
+// permit is proxy.Options.Permit: the policy layer's decision for a
+// request of that resource or prompt.
+func (g *guardState) permit(group string, kind guard.Kind, name string) bool {
+	p := g.policy(group)
+	if p == nil {
+		return false
+	}
+	c := &guard.Call{Kind: kind, Group: group, Name: name}
+	if kind != guard.KindPrompt {
+		c.Name, c.URI = "", name
+	}
+	return limits.DecideAccess(p, c).Allow
+}
+
 // pinStore opens the pin store on first use; its key lives in the secret
 // store.
 func (g *guardState) pinStore() (*pin.Store, error) {

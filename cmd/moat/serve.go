@@ -131,6 +131,7 @@ func setup(args []string, name string) (*instance, int) {
 		Version: version,
 		Layers:  gs.layers(auditLog.Layer()),
 		Catalog: gs.catalog,
+		Permit:  gs.permit,
 		Refused: func(ctx context.Context, c *guard.Call, err error) {
 			rule, outcome := "proxy:invalid-request", audit.OutcomeDenied
 			var d *guard.Denial

@@ -65,9 +65,11 @@ func unavailable(err error) *guard.Denial {
 const maxCause = 1000
 
 var eventOf = map[guard.Kind]string{
-	guard.KindTool:     "tool_call",
-	guard.KindResource: "resource_read",
-	guard.KindPrompt:   "prompt_get",
+	guard.KindTool:      "tool_call",
+	guard.KindResource:  "resource_read",
+	guard.KindPrompt:    "prompt_get",
+	guard.KindSubscribe: "resource_subscribe",
+	guard.KindComplete:  "completion",
 }
 
 // callRecord describes one call. Argument values never go in (only their
@@ -83,8 +85,8 @@ func callRecord(c *guard.Call, res *guard.Result, err error, d time.Duration) *a
 		Decision:   "allow",
 		Outcome:    audit.OutcomeOK,
 	}
-	if c.Kind == guard.KindResource {
-		r.Tool = c.URI
+	if c.Name == "" {
+		r.Tool = c.URI // a resource read or subscription, a template's completion
 	}
 	if len(c.Args) > 0 {
 		r.ArgsShape, r.ArgsSHA256 = audit.ArgsShape(c.Args)
@@ -149,6 +151,10 @@ func resultSize(res *guard.Result) int64 {
 	case res.Prompt != nil:
 		for _, m := range res.Prompt.Messages {
 			content([]mcp.Content{m.Content})
+		}
+	case res.Complete != nil:
+		for _, v := range res.Complete.Completion.Values {
+			n += int64(len(v))
 		}
 	}
 	return n

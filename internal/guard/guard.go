@@ -18,9 +18,11 @@ import (
 type Kind int
 
 const (
-	KindTool     Kind = iota // tools/call, through call_dynamic_tool
-	KindResource             // resources/read
-	KindPrompt               // prompts/get
+	KindTool      Kind = iota // tools/call, through call_dynamic_tool
+	KindResource              // resources/read
+	KindPrompt                // prompts/get
+	KindSubscribe             // resources/subscribe (or a 2026-07-28 listen stream's)
+	KindComplete              // completion/complete
 )
 
 func (k Kind) String() string {
@@ -31,6 +33,10 @@ func (k Kind) String() string {
 		return "resource"
 	case KindPrompt:
 		return "prompt"
+	case KindSubscribe:
+		return "subscribe"
+	case KindComplete:
+		return "complete"
 	}
 	return "unknown"
 }
@@ -40,8 +46,8 @@ func (k Kind) String() string {
 type Call struct {
 	Kind    Kind
 	Group   string
-	Name    string            // tool or prompt name
-	URI     string            // resource URI
+	Name    string            // tool or prompt name (a completion's ref/prompt)
+	URI     string            // resource URI (a completion's ref/resource template)
 	Args    json.RawMessage   // tool arguments as received (a JSON object)
 	Strings map[string]string // prompt arguments
 	Session string            // downstream session ID, for audit
@@ -52,13 +58,18 @@ type Call struct {
 
 	// Progress is the downstream progress token, if the client sent one.
 	Progress any
+
+	// Complete is a completion request as the client sent it.
+	Complete *mcp.CompleteParams
 }
 
-// Result is what a Call produced; exactly one field is set, matching Kind.
+// Result is what a Call produced; the field matching Kind is set (none for
+// a subscription).
 type Result struct {
 	Tool     *mcp.CallToolResult
 	Resource *mcp.ReadResourceResult
 	Prompt   *mcp.GetPromptResult
+	Complete *mcp.CompleteResult
 }
 
 // Handler serves a Call. A refusal is a *Denial error; the proxy turns it

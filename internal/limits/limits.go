@@ -35,19 +35,22 @@ func noPolicy(group string) *guard.Denial {
 	return &guard.Denial{Layer: "policy", Rule: "no-policy", Reason: fmt.Sprintf("group %q has no policy loaded, so Moat refuses its calls (fail closed); check the config and the managed policy", group)}
 }
 
-// Policy refuses tool calls that the group's policy denies: by name, by
-// annotation tier, or by argument constraints. The arguments are decoded
-// strictly (duplicate keys refused) so Moat judges exactly what the
-// upstream will read. Resource reads and prompts pass through.
+// Policy refuses what the group's policy denies: tool calls by name, by
+// annotation tier, or by argument constraints, resource reads by URI and
+// prompt gets by name. The arguments are decoded strictly (duplicate keys
+// refused) so Moat judges exactly what the upstream will read.
 func Policy(get PolicyFunc) guard.Layer {
 	return func(next guard.Handler) guard.Handler {
 		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
-			if c.Kind != guard.KindTool {
-				return next(ctx, c)
-			}
 			p := get(c.Group)
 			if p == nil {
 				return nil, noPolicy(c.Group)
+			}
+			if c.Kind != guard.KindTool {
+				if d := DecideAccess(p, c); !d.Allow {
+					return nil, &guard.Denial{Layer: "policy", Rule: d.Rule, Reason: d.Reason}
+				}
+				return next(ctx, c)
 			}
 			args, err := policy.DecodeArgs(c.Args)
 			if err != nil {
@@ -59,6 +62,18 @@ func Policy(get PolicyFunc) guard.Layer {
 			return next(ctx, c)
 		}
 	}
+}
+
+// DecideAccess judges a call that is not a tool call by the policy's
+// resource and prompt rules: a subscription as a read of its URI, a
+// completion as a use of the prompt or resource template it completes.
+// The proxy's listings ask it too, so nothing is listed that a request
+// for it would be refused.
+func DecideAccess(p *policy.Policy, c *guard.Call) policy.Decision {
+	if c.Kind == guard.KindPrompt || (c.Kind == guard.KindComplete && c.Name != "") {
+		return p.DecidePrompt(c.Name)
+	}
+	return p.DecideResource(c.URI)
 }
 
 // Rate refuses a call when its tool's, group's or the global rate limit is
@@ -175,6 +190,12 @@ func resultSize(r *guard.Result, limit int64) (int64, bool) {
 				return total, true
 			}
 		}
+	case r.Complete != nil:
+		for _, v := range r.Complete.Completion.Values {
+			if add(int64(len(v))) {
+				return total, true
+			}
+		}
 	}
 	return total, false
 }
@@ -225,8 +246,10 @@ func what(c *guard.Call) string {
 	switch c.Kind {
 	case guard.KindTool:
 		return fmt.Sprintf("tool %s of group %s", c.Name, c.Group)
-	case guard.KindResource:
+	case guard.KindResource, guard.KindSubscribe:
 		return "resources of group " + c.Group
+	case guard.KindComplete:
+		return "completions of group " + c.Group
 	}
 	return "prompts of group " + c.Group
 }

@@ -51,6 +51,11 @@ func (p *Server) forward(ctx context.Context, c *guard.Call) (*guard.Result, err
 	case guard.KindPrompt:
 		r, err := g.GetPrompt(ctx, &mcp.GetPromptParams{Meta: meta, Name: c.Name, Arguments: c.Strings})
 		return &guard.Result{Prompt: r}, err
+	case guard.KindSubscribe:
+		return &guard.Result{}, g.Subscribe(ctx, &mcp.SubscribeParams{URI: c.URI})
+	case guard.KindComplete:
+		r, err := g.Complete(ctx, c.Complete)
+		return &guard.Result{Complete: r}, err
 	}
 	return nil, fmt.Errorf("unknown call kind %v", c.Kind)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/yosida95/uritemplate/v3"
 
+	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
@@ -49,15 +50,21 @@ func (p *Server) refresh() {
 		l := g.Lists()
 		if resourcesOn(g) {
 			for _, r := range l.Resources {
-				resources[r.URI] = tagged(resources[r.URI], r, g.Name(), resourceMeta)
+				if p.permit(g.Name(), guard.KindResource, r.URI) {
+					resources[r.URI] = tagged(resources[r.URI], r, g.Name(), resourceMeta)
+				}
 			}
 			for _, t := range l.Templates {
-				templates[t.URITemplate] = tagged(templates[t.URITemplate], t, g.Name(), templateMeta)
+				if p.permit(g.Name(), guard.KindResource, t.URITemplate) {
+					templates[t.URITemplate] = tagged(templates[t.URITemplate], t, g.Name(), templateMeta)
+				}
 			}
 		}
 		if promptsOn(g) {
 			for _, pr := range l.Prompts {
-				prompts[pr.Name] = tagged(prompts[pr.Name], pr, g.Name(), promptMeta)
+				if p.permit(g.Name(), guard.KindPrompt, pr.Name) {
+					prompts[pr.Name] = tagged(prompts[pr.Name], pr, g.Name(), promptMeta)
+				}
 			}
 		}
 	}

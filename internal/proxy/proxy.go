@@ -35,6 +35,11 @@ type Options struct {
 	Layers []guard.Layer
 	// Catalog decides what get_dynamic_tools shows; nil shows every tool.
 	Catalog Catalog
+	// Permit decides which of a group's resources (kind guard.KindResource,
+	// by URI, or a template by its URI template) and prompts
+	// (guard.KindPrompt, by name) are listed, with the decision the chain
+	// makes for each request; nil lists them all.
+	Permit func(group string, kind guard.Kind, name string) bool
 	// Refused learns of call_dynamic_tool requests refused before the chain,
 	// for the audit log: malformed or smuggled arguments, an unknown group
 	// or tool (JSON-RPC errors), a group whose tools are off (a
@@ -66,6 +71,7 @@ type Server struct {
 	handler guard.Handler
 
 	catalogFn      Catalog
+	permitFn       func(group string, kind guard.Kind, name string) bool
 	cat            catalogCache
 	killOnTimeout  func(group, tool string) bool
 	refused        func(ctx context.Context, c *guard.Call, err error)
@@ -104,6 +110,7 @@ func New(opts Options) *Server {
 	p.m = upstream.NewManager(uo)
 	p.handler = guard.Chain(p.forward, opts.Layers...)
 	p.catalogFn = opts.Catalog
+	p.permitFn = opts.Permit
 	p.killOnTimeout = opts.KillOnTimeout
 	p.refused = opts.Refused
 	p.onIncident = opts.Incident
@@ -136,6 +143,11 @@ func New(opts Options) *Server {
 }
 
 const instructions = "Moat fronts several MCP servers (groups). Call get_dynamic_tools with a group to see its tools, then call_dynamic_tool to run one."
+
+// permit reports whether Options.Permit lists a group's resource or prompt.
+func (p *Server) permit(group string, kind guard.Kind, name string) bool {
+	return p.permitFn == nil || p.permitFn(group, kind, name)
+}
 
 // Manager is the upstream manager, for status displays and tests.
 func (p *Server) Manager() *upstream.Manager { return p.m }

@@ -295,7 +295,9 @@ func (p *Server) listResourcesOf(ctx context.Context, name string) (*mcp.ListRes
 	p.awaitGroup(ctx, g)
 	res := &mcp.ListResourcesResult{Cacheable: privateCache, Resources: []*mcp.Resource{}}
 	for _, r := range g.Lists().Resources {
-		res.Resources = append(res.Resources, tagged(nil, r, name, resourceMeta))
+		if p.permit(name, guard.KindResource, r.URI) {
+			res.Resources = append(res.Resources, tagged(nil, r, name, resourceMeta))
+		}
 	}
 	return res, nil
 }
@@ -308,7 +310,9 @@ func (p *Server) listTemplatesOf(ctx context.Context, name string) (*mcp.ListRes
 	p.awaitGroup(ctx, g)
 	res := &mcp.ListResourceTemplatesResult{Cacheable: privateCache, ResourceTemplates: []*mcp.ResourceTemplate{}}
 	for _, t := range g.Lists().Templates {
-		res.ResourceTemplates = append(res.ResourceTemplates, tagged(nil, t, name, templateMeta))
+		if p.permit(name, guard.KindResource, t.URITemplate) {
+			res.ResourceTemplates = append(res.ResourceTemplates, tagged(nil, t, name, templateMeta))
+		}
 	}
 	return res, nil
 }
@@ -321,7 +325,9 @@ func (p *Server) listPromptsOf(ctx context.Context, name string) (*mcp.ListPromp
 	p.awaitGroup(ctx, g)
 	res := &mcp.ListPromptsResult{Cacheable: privateCache, Prompts: []*mcp.Prompt{}}
 	for _, pr := range g.Lists().Prompts {
-		res.Prompts = append(res.Prompts, tagged(nil, pr, name, promptMeta))
+		if p.permit(name, guard.KindPrompt, pr.Name) {
+			res.Prompts = append(res.Prompts, tagged(nil, pr, name, promptMeta))
+		}
 	}
 	return res, nil
 }
@@ -357,7 +363,7 @@ func (p *Server) subscribe(ctx context.Context, r *mcp.SubscribeRequest) error {
 	if g == nil {
 		return mcp.ResourceNotFoundError(uri)
 	}
-	if err := g.Subscribe(ctx, &mcp.SubscribeParams{URI: uri}); err != nil {
+	if _, err := p.handler(ctx, &guard.Call{Kind: guard.KindSubscribe, Group: g.Name(), URI: uri, Session: r.Session.ID()}); err != nil {
 		return protocolError("subscribing", g.Name(), err)
 	}
 	p.subs.add(uri, g.Name())
@@ -447,9 +453,18 @@ func (p *Server) complete(ctx context.Context, r *mcp.CompleteRequest) (*mcp.Com
 	if caps := g.Capabilities(); caps == nil || caps.Completions == nil {
 		return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}, nil
 	}
-	res, err := g.Complete(ctx, r.Params)
+	c := &guard.Call{Kind: guard.KindComplete, Group: g.Name(), Complete: r.Params, Session: r.Session.ID()}
+	if ref.Type == "ref/prompt" {
+		c.Name = ref.Name
+	} else {
+		c.URI = ref.URI
+	}
+	res, err := p.handler(ctx, c)
 	if err != nil {
 		return nil, protocolError("completing", g.Name(), err)
 	}
-	return res, nil
+	if res == nil || res.Complete == nil {
+		return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}, nil
+	}
+	return res.Complete, nil
 }

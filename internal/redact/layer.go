@@ -105,6 +105,12 @@ func (w *walker) result(res *guard.Result) {
 		}
 		w.meta(p.Meta)
 	}
+	if c := res.Complete; c != nil {
+		for i, v := range c.Completion.Values {
+			c.Completion.Values[i] = w.str(v)
+		}
+		w.meta(c.Meta)
+	}
 }
 
 func (w *walker) content(c mcp.Content) {

@@ -215,6 +215,9 @@ func (p *Server) getDynamicTools(ctx context.Context, req *mcp.CallToolRequest) 
 	if _, err := g.Session(ctx); err != nil {
 		return toolError("%s", unavailableText(err)), nil
 	}
+	if err := g.ToolsSettled(ctx); err != nil {
+		return toolError("%s", unavailableText(err)), nil
+	}
 	out := make([]toolView, 0)
 	for _, e := range p.catalog(g) {
 		if e.Held != "" {
@@ -332,6 +335,11 @@ func (p *Server) callDynamicToolChecked(ctx context.Context, req *mcp.CallToolRe
 		return refuse(d, toolError("%s", d.Reason))
 	}
 	if _, err := g.Session(ctx); err != nil {
+		return refuse(err, toolError("%s", unavailableText(err)))
+	}
+	// A server that announced a new tool list is judged by that list:
+	// a call in the window would run on the replaced tool's approval.
+	if err := g.ToolsSettled(ctx); err != nil {
 		return refuse(err, toolError("%s", unavailableText(err)))
 	}
 	tool := findTool(g.Lists().Tools, name)

@@ -24,6 +24,9 @@ type conn struct {
 	cancel  context.CancelFunc // ends the session's context
 	proc    *sandbox.Process   // nil for remote servers
 	lists   Lists
+	// toolsWant is the group's toolsWant when this connection began: its
+	// first tool list answers every list_changed before it.
+	toolsWant uint64
 
 	limit    time.Duration // how long this start may take
 	deadline time.Time     // when it runs out
@@ -87,7 +90,7 @@ func (c *conn) endReason(err error) error {
 // all within limit (a *StartTimeoutError otherwise). On error nothing is
 // left running.
 func (g *Group) connect(ctx context.Context, limit time.Duration) (c *conn, err error) {
-	c = &conn{g: g, limit: limit, deadline: time.Now().Add(limit)}
+	c = &conn{g: g, limit: limit, deadline: time.Now().Add(limit), toolsWant: g.toolsWant.Load()}
 	defer func() {
 		if err != nil {
 			c.close(g.m.opts.GracePeriod)

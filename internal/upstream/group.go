@@ -97,9 +97,13 @@ type Group struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	refresh     chan struct{} // upstream said a list changed
-	restart     chan string   // Restart asked for a new connection, with why
-	dirty       atomic.Uint32 // which lists (bits of listKind)
+	refresh chan struct{} // upstream said a list changed
+	restart chan string   // Restart asked for a new connection, with why
+	dirty   atomic.Uint32 // which lists (bits of listKind)
+	// toolsWant counts the server's tools/list_changed notifications;
+	// toolsHave (under mu) is the count the current tool list answers.
+	// A call waits while they differ (ToolsSettled).
+	toolsWant   atomic.Uint64
 	clientMu    sync.Mutex
 	client      *mcp.Client // the current connection's client, for roots
 	rootURIs    []string    // roots given to client
@@ -108,11 +112,12 @@ type Group struct {
 	stderrSeen  uint64 // stderr lines before the current attempt (run's goroutine only)
 	everReady   bool   // the server has been ready once (run's goroutine only)
 
-	mu      sync.Mutex
-	status  Status
-	session *mcp.ClientSession
-	lists   Lists
-	waiters chan struct{} // closed and replaced on every status change
+	mu        sync.Mutex
+	status    Status
+	session   *mcp.ClientSession
+	lists     Lists
+	toolsHave uint64
+	waiters   chan struct{} // closed and replaced on every status or list change
 }
 
 type listKind uint32
@@ -165,6 +170,32 @@ func (g *Group) Lists() Lists {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.lists
+}
+
+// ToolsSettled waits while the server has announced a changed tool list
+// that Moat has not read yet, so that a call is judged (listed tool,
+// schema, pin) against the list the server has now, not the one it
+// replaced. It is bounded by ctx and the Manager's StartWait; a group
+// that is not ready returns nil at once (Session reports that).
+func (g *Group) ToolsSettled(ctx context.Context) error {
+	want := g.toolsWant.Load()
+	limit := time.NewTimer(g.m.opts.StartWait)
+	defer limit.Stop()
+	for {
+		g.mu.Lock()
+		have, st, ch := g.toolsHave, g.status.State, g.waiters
+		g.mu.Unlock()
+		if have >= want || st != Ready {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-limit.C:
+			return fmt.Errorf("group %q announced a changed tool list and has not sent it within %v; try again shortly: %w", g.name, g.m.opts.StartWait, ErrUnavailable)
+		}
+	}
 }
 
 // Session returns the group's session, waiting while the group starts or
@@ -308,6 +339,9 @@ func (g *Group) run() {
 // serve publishes a ready connection and keeps its lists fresh until the
 // session ends or the group stops. It returns why the session ended.
 func (g *Group) serve(c *conn) error {
+	g.mu.Lock()
+	g.toolsHave = max(g.toolsHave, c.toolsWant)
+	g.mu.Unlock()
 	g.setStatus(Status{State: Ready}, c.session, &c.lists)
 	ended := make(chan error, 1)
 	go func() { ended <- c.session.Wait() }()
@@ -322,16 +356,22 @@ func (g *Group) serve(c *conn) error {
 			g.log.Warn("restarting the server", "why", why)
 			return errors.New(why)
 		case <-g.refresh:
+			want := g.toolsWant.Load()
 			kinds := listKind(g.dirty.Swap(0))
 			lists := g.Lists()
 			if err := g.relist(g.ctx, c.session, kinds, &lists); err != nil {
-				g.log.Warn("refreshing lists after list_changed failed", "err", err)
-				continue
+				// Calls wait for this list (ToolsSettled): a new
+				// connection lists everything afresh.
+				g.log.Warn("refreshing lists after list_changed failed; reconnecting", "err", err)
+				return fmt.Errorf("reading the server's lists after list_changed: %w", err)
 			}
 			g.mu.Lock()
 			if g.session == c.session {
 				g.lists = lists
 				g.lists.Version = listsVersion.Add(1)
+				g.toolsHave = max(g.toolsHave, want)
+				close(g.waiters)
+				g.waiters = make(chan struct{})
 			}
 			g.mu.Unlock()
 			g.m.changed()
@@ -352,6 +392,9 @@ func (g *Group) Restart(why string) {
 // markDirty is called from upstream notifications, possibly before the
 // session is published, so it only records the change; serve re-lists.
 func (g *Group) markDirty(k listKind) {
+	if k&listTools != 0 {
+		g.toolsWant.Add(1)
+	}
 	for {
 		old := g.dirty.Load()
 		if g.dirty.CompareAndSwap(old, old|uint32(k)) {

@@ -35,6 +35,7 @@ import (
 // config holds the parsed command line.
 type config struct {
 	transport      string
+	slowRelist     time.Duration
 	addr           string
 	name           string
 	sameURIs       bool
@@ -60,6 +61,7 @@ func main() {
 	flag.StringVar(&cfg.name, "name", "testserver", "server name; also the scheme of resource URIs")
 	flag.BoolVar(&cfg.sameURIs, "same-uris", false, "use the scheme \"test\" for resource URIs whatever -name is")
 	flag.IntVar(&cfg.pageSize, "page-size", 0, "items per page of list results (0: SDK default)")
+	flag.DurationVar(&cfg.slowRelist, "slow-relist", 0, "answer every tools/list after the first this much later (a window after tools/list_changed)")
 	flag.IntVar(&cfg.extraTools, "extra-tools", 0, "add this many trivial tools named t0001, t0002, ...")
 	flag.BoolVar(&cfg.hostileSchemas, "hostile-schemas", false, "add tools whose input schemas a validator must refuse ($ref to a local file, lookahead regex)")
 	flag.StringVar(&cfg.record, "record", "", "append every tools/call (name and arguments) as a JSON line to this file")

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -50,6 +51,18 @@ func newTestServer(cfg config) (*testServer, error) {
 		}
 		f.Close()
 		ts.srv.AddReceivingMiddleware(ts.recordCalls)
+	}
+	if cfg.slowRelist > 0 {
+		var lists atomic.Int32
+		ts.srv.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+			return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+				if method == "tools/list" && lists.Add(1) > 1 {
+					log.Printf("delaying tools/list by %v", cfg.slowRelist)
+					time.Sleep(cfg.slowRelist)
+				}
+				return next(ctx, method, req)
+			}
+		})
 	}
 	ts.addTools()
 	ts.addResources()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -87,6 +88,7 @@ func (w *walker) result(res *guard.Result) {
 		for _, c := range t.Content {
 			w.content(c)
 		}
+		w.acrossItems(t.Content)
 		t.StructuredContent = w.anyValue(t.StructuredContent)
 		w.meta(t.Meta)
 	}
@@ -111,6 +113,65 @@ func (w *walker) result(res *guard.Result) {
 		}
 		w.meta(c.Meta)
 	}
+}
+
+// acrossItems redacts a known secret split across adjacent text items of
+// one result, which a client shows, and a model reads, as one text. Each
+// item was redacted alone first; what a match across items covers is cut
+// from them, and its marker stands where the secret began.
+func (w *walker) acrossItems(items []mcp.Content) {
+	a := w.r.auto.Load()
+	if len(a.names) == 0 {
+		return
+	}
+	var run []*mcp.TextContent
+	for i := 0; i <= len(items); i++ {
+		if i < len(items) {
+			if t, ok := items[i].(*mcp.TextContent); ok {
+				run = append(run, t)
+				continue
+			}
+		}
+		// Each cut leaves one boundary fewer to cross; the bound only
+		// guards against markers recombining with the text beside them.
+		for range 2 * len(run) {
+			if len(run) < 2 || !cutSpanning(a, run) {
+				break
+			}
+		}
+		run = run[:0]
+	}
+}
+
+// cutSpanning replaces the first match in the joined texts of run that
+// crosses from one item into another, and reports whether there was one.
+func cutSpanning(a *automaton, run []*mcp.TextContent) bool {
+	var b strings.Builder
+	starts := make([]int, len(run))
+	for i, t := range run {
+		starts[i] = b.Len()
+		b.WriteString(t.Text)
+	}
+	item := func(off int) int { // the item holding byte off of the joined text
+		i := len(starts) - 1
+		for starts[i] > off {
+			i--
+		}
+		return i
+	}
+	for _, sp := range find(a, b.String()) {
+		first, last := item(sp.start), item(sp.end-1)
+		if first == last {
+			continue
+		}
+		run[first].Text = run[first].Text[:sp.start-starts[first]] + "[REDACTED:" + a.names[sp.label] + "]"
+		for k := first + 1; k < last; k++ {
+			run[k].Text = ""
+		}
+		run[last].Text = run[last].Text[sp.end-starts[last]:]
+		return true
+	}
+	return false
 }
 
 func (w *walker) content(c mcp.Content) {

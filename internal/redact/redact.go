@@ -17,12 +17,15 @@ package redact
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf16"
 )
 
 // Mode is what a group's policy does with credential patterns.
@@ -65,7 +68,10 @@ func New() *Redactor {
 // Add registers a known secret under name. Besides the value itself, these
 // forms are registered, since an upstream may echo a value encoded: its JSON
 // string escaping, standard and URL-safe base64 (unpadded, which also covers
-// the padded form's prefix), and URL query and path escaping. A value shorter
+// the padded form's prefix), URL query and path escaping, hexadecimal (lower
+// and upper case), and every character written as a \uXXXX escape (as text,
+// which a model reads back at once), each also as JSON escapes it on the
+// wire. A value shorter
 // than MinSecretLen bytes, or one that occurs inside a redaction marker, is
 // refused with a warning in the log: it would match ordinary text.
 func (r *Redactor) Add(name, value string) {
@@ -145,24 +151,39 @@ func compile(secrets []secret) *automaton {
 }
 
 func encodings(v string) []string {
-	j, _ := json.Marshal(v) // never fails for a string
+	h := hex.EncodeToString([]byte(v))
 	forms := []string{
 		v,
-		string(j[1 : len(j)-1]),
 		base64.RawStdEncoding.EncodeToString([]byte(v)),
 		base64.RawURLEncoding.EncodeToString([]byte(v)),
 		url.QueryEscape(v),
 		url.PathEscape(v),
+		h,
+		strings.ToUpper(h),
+		unicodeEscaped(v, "\\u%04x"),
+		unicodeEscaped(v, "\\u%04X"),
 	}
 	seen := map[string]bool{}
-	out := forms[:0]
+	var out []string
 	for _, f := range forms {
-		if !seen[f] {
-			seen[f] = true
-			out = append(out, f)
+		j, _ := json.Marshal(f) // never fails for a string
+		for _, g := range []string{f, string(j[1 : len(j)-1])} {
+			if !seen[g] {
+				seen[g] = true
+				out = append(out, g)
+			}
 		}
 	}
 	return out
+}
+
+// unicodeEscaped writes every UTF-16 unit of v in format ("\u%04x").
+func unicodeEscaped(v, format string) string {
+	var b strings.Builder
+	for _, u := range utf16.Encode([]rune(v)) {
+		fmt.Fprintf(&b, format, u)
+	}
+	return b.String()
 }
 
 // cleanName keeps a name fit for a marker: no brackets or spaces.

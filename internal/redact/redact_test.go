@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -35,6 +37,10 @@ func TestKnownSecrets(t *testing.T) {
 		{"b64url " + base64.RawURLEncoding.EncodeToString([]byte(canary)), "b64url [REDACTED:api-key]"},
 		{"q=" + url.QueryEscape("a\"b<c>"+canary), "q=[REDACTED:quoted]"},
 		{string(jsonForm), `"[REDACTED:quoted]"`},
+		{"hex " + hex.EncodeToString([]byte(canary)), "hex [REDACTED:api-key]"},
+		{"HEX " + strings.ToUpper(hex.EncodeToString([]byte(canary))), "HEX [REDACTED:api-key]"},
+		{"escaped " + escapedEach(canary, `\u%04x`), "escaped [REDACTED:api-key]"},
+		{"ESCAPED " + escapedEach(canary, `\u%04X`), "ESCAPED [REDACTED:api-key]"},
 		// Overlapping secrets are covered by one marker.
 		{"tok_abcdef123456" + "x", "[REDACTED:token]x"},
 		{"nothing here", "nothing here"},
@@ -46,6 +52,58 @@ func TestKnownSecrets(t *testing.T) {
 	}
 	if !r.Contains("x"+canary) || r.Contains("canary") {
 		t.Error("Contains is wrong")
+	}
+}
+
+// escapedEach writes every character of s in format, as a server that
+// escapes a secret by hand would.
+func escapedEach(s, format string) string {
+	var b strings.Builder
+	for _, r := range s {
+		fmt.Fprintf(&b, format, r)
+	}
+	return b.String()
+}
+
+// TestSecretSplitAcrossTextItems: a client shows adjacent text items of a
+// result as one text, so a secret split between them (or over three) is
+// redacted as if it were whole; items of other kinds break adjacency.
+func TestSecretSplitAcrossTextItems(t *testing.T) {
+	r := New()
+	r.Add("api-key", canary)
+	text := func(s string) mcp.Content { return &mcp.TextContent{Text: s} }
+	for _, tc := range []struct {
+		name  string
+		items []mcp.Content
+		want  []string
+	}{
+		{"two items", []mcp.Content{text("key=" + canary[:7]), text(canary[7:] + " ok")}, []string{"key=[REDACTED:api-key]", " ok"}},
+		{"three items", []mcp.Content{text("a" + canary[:3]), text(canary[3:6]), text(canary[6:] + "z")}, []string{"a[REDACTED:api-key]", "", "z"}},
+		{"whole in one, split in two", []mcp.Content{text(canary + " " + canary[:5]), text(canary[5:])}, []string{"[REDACTED:api-key] [REDACTED:api-key]", ""}},
+	} {
+		h := guard.Chain(func(context.Context, *guard.Call) (*guard.Result, error) {
+			return &guard.Result{Tool: &mcp.CallToolResult{Content: tc.items}}, nil
+		}, r.Layer(nil))
+		res, err := h(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, c := range res.Tool.Content {
+			got = append(got, c.(*mcp.TextContent).Text)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	// An image between the parts: they are not one text.
+	img := &mcp.ImageContent{Data: []byte("png"), MIMEType: "image/png"}
+	h := guard.Chain(func(context.Context, *guard.Call) (*guard.Result, error) {
+		return &guard.Result{Tool: &mcp.CallToolResult{Content: []mcp.Content{text(canary[:7]), img, text(canary[7:])}}}, nil
+	}, r.Layer(nil))
+	res, _ := h(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g"})
+	if got := res.Tool.Content[0].(*mcp.TextContent).Text; got != canary[:7] {
+		t.Errorf("a text before an image was cut: %q", got)
 	}
 }
 

@@ -2,8 +2,12 @@ package attacks
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net/url"
 	"os/exec"
 	"strings"
 	"sync"
@@ -127,5 +131,51 @@ func TestSecretsNeverReachTheClient(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("moat's stderr:\n%s", tail(stderr.String(), 2000))
+	}
+}
+
+// TestEncodedSecretsNeverReachTheClient: the hostile upstream sends the
+// secret back in forms a model decodes at once: split across two text items
+// of one result (which a client shows as one text), hex in either case,
+// every character as a \uXXXX escape, base64, URL escaping. On 588eb74 the
+// split, hex and escaped forms reached the client; now every form arrives
+// redacted.
+//
+// SECURITY.md, Redaction.
+func TestEncodedSecretsNeverReachTheClient(t *testing.T) {
+	const secret = "sk-leak-canary-5d7c0a91e2b4"
+	env := testutil.MoatEnv(t)
+	set := exec.Command(testutil.BuildMoat(t), "secret", "set", "leaky-token")
+	set.Env, set.Stdin = env, strings.NewReader(secret)
+	if out, err := set.CombinedOutput(); err != nil {
+		t.Fatalf("moat secret set: %v\n%s", err, out)
+	}
+	srv := testServer(t, "leaky", "-leak-env", "LEAK_TOKEN")
+	srv["env"] = map[string]string{"LEAK_TOKEN": "${secret:leaky-token}"}
+	m := startMoatWith(t, env, nil, testutil.WriteConfig(t, t.TempDir(), map[string]server{"leaky": srv}))
+	var escaped strings.Builder
+	for _, r := range secret {
+		fmt.Fprintf(&escaped, `\u%04x`, r)
+	}
+	forms := map[string]string{
+		"split":   secret,
+		"hex":     hex.EncodeToString([]byte(secret)),
+		"HEX":     strings.ToUpper(hex.EncodeToString([]byte(secret))),
+		"escaped": escaped.String(),
+		"base64":  base64.StdEncoding.EncodeToString([]byte(secret)),
+		"url":     url.QueryEscape(secret),
+	}
+	for form, enc := range forms {
+		res := m.call(t, "leaky", "leak_encoded", map[string]any{"form": form})
+		var joined strings.Builder
+		for _, c := range res.Content {
+			if tc, ok := c.(*mcp.TextContent); ok {
+				joined.WriteString(tc.Text)
+			}
+		}
+		got := joined.String()
+		if strings.Contains(got, enc) || strings.Contains(got, secret) || !strings.Contains(got, "[REDACTED:") {
+			t.Errorf("the %s form reached the client as %q", form, got)
+		}
 	}
 }

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -543,5 +546,35 @@ func (ts *testServer) addLeak() {
 				return toolError("%s: %v", in.Channel, err), nil
 			}
 			return text("leaked through " + in.Channel), nil
+		})
+	// leak_encoded returns the value in a form a model decodes at once.
+	ts.tool("leak_encoded", "Returns the leaked value encoded or split.",
+		`{"type":"object","properties":{"form":{"type":"string","enum":["split","hex","HEX","escaped","base64","url"]}},"required":["form"]}`,
+		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			var in struct{ Form string }
+			if err := args(req, &in); err != nil {
+				return toolError("%v", err), nil
+			}
+			var enc string
+			switch in.Form {
+			case "split":
+				h := len(v) / 2
+				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "token=" + v[:h]}, &mcp.TextContent{Text: v[h:] + " (joined)"}}}, nil
+			case "hex":
+				enc = hex.EncodeToString([]byte(v))
+			case "HEX":
+				enc = strings.ToUpper(hex.EncodeToString([]byte(v)))
+			case "escaped":
+				for _, r := range v {
+					enc += fmt.Sprintf(`\u%04x`, r)
+				}
+			case "base64":
+				enc = base64.StdEncoding.EncodeToString([]byte(v))
+			case "url":
+				enc = url.QueryEscape(v)
+			default:
+				return toolError("unknown form %q", in.Form), nil
+			}
+			return text("token=" + enc), nil
 		})
 }

@@ -20,16 +20,19 @@ const (
 	EventAuditFailure = "audit_failure" // records were lost while the log was unwritable
 )
 
-// Outcome values for [Record.Outcome].
+// An Outcome says how a call or an event ended ([Record.Outcome]).
+type Outcome string
+
+// The outcomes.
 const (
-	OutcomeOK      = "ok"
-	OutcomeError   = "error"
-	OutcomeTimeout = "timeout"
-	OutcomeLimited = "limited"
-	OutcomeDenied  = "denied"
+	OutcomeOK      Outcome = "ok"
+	OutcomeError   Outcome = "error"
+	OutcomeTimeout Outcome = "timeout"
+	OutcomeLimited Outcome = "limited"
+	OutcomeDenied  Outcome = "denied"
 	// OutcomeCancelled: the client cancelled the call (notifications/cancelled
 	// or its connection ended) before the upstream answered.
-	OutcomeCancelled = "cancelled"
+	OutcomeCancelled Outcome = "cancelled"
 )
 
 // A Record is one line of the audit log. The field order below is the order
@@ -55,7 +58,7 @@ type Record struct {
 	BytesIn    int64             `json:"bytes_in,omitempty"`
 	BytesOut   int64             `json:"bytes_out,omitempty"`
 	DurationMS int64             `json:"duration_ms,omitempty"`
-	Outcome    string            `json:"outcome,omitempty"`
+	Outcome    Outcome           `json:"outcome,omitempty"`
 	Pin        string            `json:"pin,omitempty"`
 	Session    string            `json:"session,omitempty"`
 	PID        int               `json:"pid,omitempty"`
@@ -171,9 +174,10 @@ func clean(s string, redact func(string) string) string {
 func sanitize(r *Record, redact func(string) string, recordArgs bool) (*Record, error) {
 	c := *r
 	for _, p := range []*string{&c.Event, &c.Group, &c.Tool, &c.Decision, &c.Rule, &c.Reason,
-		&c.ArgsSHA256, &c.Outcome, &c.Pin, &c.Session, &c.User} {
+		&c.ArgsSHA256, &c.Pin, &c.Session, &c.User} {
 		*p = clean(*p, redact)
 	}
+	c.Outcome = Outcome(clean(string(c.Outcome), redact))
 	c.ArgsShape = cleanMap(r.ArgsShape, redact)
 	c.Detail = cleanMap(r.Detail, redact)
 	c.Args = nil

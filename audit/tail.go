@@ -80,7 +80,7 @@ func FormatLine(line []byte) string {
 	} else {
 		add(r.Decision)
 	}
-	add(r.Outcome)
+	add(string(r.Outcome))
 	if r.DurationMS > 0 {
 		add(fmt.Sprintf("%dms", r.DurationMS))
 	}

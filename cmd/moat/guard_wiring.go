@@ -37,7 +37,7 @@ const pinKeyItem = "moat-pins-key"
 type guardState struct {
 	// trace, in tests only, wraps each layer to record the order calls
 	// pass through them.
-	trace    func(name string, l guard.Layer) guard.Layer
+	trace    func(name guard.LayerName, l guard.Layer) guard.Layer
 	log      *slog.Logger
 	audit    func(event, group string, detail map[string]string)
 	limits   *policy.Limits
@@ -363,20 +363,23 @@ func (g *guardState) others(group string, tools []*mcp.Tool) (groups, names []st
 // reach the upstream spend tokens; the policy's timeout around the forward;
 // redact innermost, so the audit log and the client only see redacted
 // results. TestLayerOrder traces a call through the chain to lock this.
-var layerOrder = []string{"audit", "size", "policy", "concurrency", "pin", "validate", "rate", "timeout", "redact"}
+var layerOrder = []guard.LayerName{
+	guard.LayerAudit, guard.LayerSize, guard.LayerPolicy, guard.LayerConcurrency, guard.LayerPin,
+	guard.LayerValidate, guard.LayerRate, guard.LayerTimeout, guard.LayerRedact,
+}
 
 // layers builds the chain's layers in layerOrder.
 func (g *guardState) layers(auditLayer guard.Layer) []guard.Layer {
-	byName := map[string]guard.Layer{
-		"audit":       auditLayer,
-		"size":        limits.Size(g.policy),
-		"policy":      limits.Policy(g.policy),
-		"concurrency": limits.Concurrency(g.limits),
-		"pin":         g.pinLayer(),
-		"validate":    g.validateLayer(),
-		"rate":        limits.Rate(g.limits),
-		"timeout":     limits.Timeout(g.policy),
-		"redact":      g.redactor.Layer(g.redactMode),
+	byName := map[guard.LayerName]guard.Layer{
+		guard.LayerAudit:       auditLayer,
+		guard.LayerSize:        limits.Size(g.policy),
+		guard.LayerPolicy:      limits.Policy(g.policy),
+		guard.LayerConcurrency: limits.Concurrency(g.limits),
+		guard.LayerPin:         g.pinLayer(),
+		guard.LayerValidate:    g.validateLayer(),
+		guard.LayerRate:        limits.Rate(g.limits),
+		guard.LayerTimeout:     limits.Timeout(g.policy),
+		guard.LayerRedact:      g.redactor.Layer(g.redactMode),
 	}
 	out := make([]guard.Layer, len(layerOrder))
 	for i, name := range layerOrder {
@@ -426,7 +429,7 @@ func (g *guardState) pinLayer() guard.Layer {
 			}
 			store, err := g.pinStore()
 			if err != nil {
-				return nil, &guard.Denial{Layer: "pin", Rule: "store", Reason: "the tool pin store cannot be opened, so no tool can be checked against its approved definition; do not retry, tell the user: " + err.Error(), Cause: err}
+				return nil, &guard.Denial{Layer: guard.LayerPin, Rule: "store", Reason: "the tool pin store cannot be opened, so no tool can be checked against its approved definition; do not retry, tell the user: " + err.Error(), Cause: err}
 			}
 			once.Do(func() { inner = pin.Layer(store)(next) })
 			return inner(ctx, c)

@@ -29,8 +29,9 @@ func TestLayerOrder(t *testing.T) {
 	if err := gs.apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	var trace []string
-	gs.trace = func(name string, l guard.Layer) guard.Layer {
+	const forward guard.LayerName = "forward"
+	var trace []guard.LayerName
+	gs.trace = func(name guard.LayerName, l guard.Layer) guard.Layer {
 		return func(next guard.Handler) guard.Handler {
 			h := l(next)
 			return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
@@ -47,7 +48,7 @@ func TestLayerOrder(t *testing.T) {
 	t.Setenv("MOAT_PASSPHRASE", "test")
 	processStore = lazyStore{}
 	chain := guard.Chain(func(context.Context, *guard.Call) (*guard.Result, error) {
-		trace = append(trace, "forward")
+		trace = append(trace, forward)
 		return &guard.Result{Tool: &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}}, nil
 	}, gs.layers(passThrough)...)
 	tool := func(name string) *mcp.Tool {
@@ -62,13 +63,13 @@ func TestLayerOrder(t *testing.T) {
 
 	for _, tt := range []struct {
 		name, tool, args string
-		want             []string
-		refusedBy        string
+		want             []guard.LayerName
+		refusedBy        guard.LayerName
 	}{
-		{"allowed", "t", `{"n": 1}`, append(slices.Clone(layerOrder), "forward"), ""},
-		{"too big and denied: size refuses first", "denied", `{"n": 1, "pad": "` + strings.Repeat("x", 80) + `"}`, []string{"audit", "size"}, "limits"},
-		{"denied and invalid: policy refuses first", "denied", `{"n": "x"}`, []string{"audit", "size", "policy"}, "policy"},
-		{"invalid: validate refuses before rate", "t", `{"n": "x"}`, []string{"audit", "size", "policy", "concurrency", "pin", "validate"}, "validate"},
+		{"allowed", "t", `{"n": 1}`, []guard.LayerName{guard.LayerAudit, guard.LayerSize, guard.LayerPolicy, guard.LayerConcurrency, guard.LayerPin, guard.LayerValidate, guard.LayerRate, guard.LayerTimeout, guard.LayerRedact, forward}, ""},
+		{"too big and denied: size refuses first", "denied", `{"n": 1, "pad": "` + strings.Repeat("x", 80) + `"}`, []guard.LayerName{guard.LayerAudit, guard.LayerSize}, guard.LayerSize},
+		{"denied and invalid: policy refuses first", "denied", `{"n": "x"}`, []guard.LayerName{guard.LayerAudit, guard.LayerSize, guard.LayerPolicy}, guard.LayerPolicy},
+		{"invalid: validate refuses before rate", "t", `{"n": "x"}`, []guard.LayerName{guard.LayerAudit, guard.LayerSize, guard.LayerPolicy, guard.LayerConcurrency, guard.LayerPin, guard.LayerValidate}, guard.LayerValidate},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			trace = nil

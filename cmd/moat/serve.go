@@ -137,7 +137,7 @@ func setup(args []string, name string) (*instance, int) {
 			var d *guard.Denial
 			switch {
 			case errors.As(err, &d):
-				rule = d.Layer + ":" + d.Rule
+				rule = string(d.Layer) + ":" + d.Rule
 			case errors.Is(err, upstream.ErrUnavailable), ctx.Err() != nil:
 				rule, outcome = "proxy:unavailable", audit.OutcomeError
 			}

@@ -194,7 +194,7 @@ func TestCancelledCallIsRecorded(t *testing.T) {
 	h.log.Close()
 	for _, r := range records(t, h.path) {
 		if r["event"] == "tool_call" && r["tool"] == "slow" {
-			if r["outcome"] != audit.OutcomeCancelled {
+			if r["outcome"] != string(audit.OutcomeCancelled) {
 				t.Fatalf("the cancelled call was recorded as %v", r)
 			}
 			return

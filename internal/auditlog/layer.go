@@ -28,7 +28,7 @@ func (l *Log) Layer() guard.Layer {
 				return nil, unavailable(err)
 			}
 			if !l.healthy.Load() {
-				probe := callRecord(c, nil, &guard.Denial{Layer: "audit", Rule: "unavailable"}, 0)
+				probe := callRecord(c, nil, &guard.Denial{Layer: guard.LayerAudit, Rule: "unavailable"}, 0)
 				if err := l.Write(ctx, probe); err != nil {
 					return nil, unavailable(err)
 				}
@@ -58,7 +58,7 @@ func unavailable(err error) *guard.Denial {
 		cause = strings.ToValidUTF8(cause[:maxCause], "") + "…"
 	}
 	reason := "the audit log cannot be written, so Moat runs no call it cannot record: " + cause + " (`moat doctor` checks the whole setup)"
-	return &guard.Denial{Layer: "audit", Rule: "unavailable", Reason: reason, Cause: err}
+	return &guard.Denial{Layer: guard.LayerAudit, Rule: "unavailable", Reason: reason, Cause: err}
 }
 
 // maxCause bounds the cause shown in a refusal.
@@ -95,9 +95,9 @@ func callRecord(c *guard.Call, res *guard.Result, err error, d time.Duration) *a
 	var denial *guard.Denial
 	switch {
 	case errors.As(err, &denial):
-		r.Decision, r.Rule, r.Reason = "deny", denial.Layer+":"+denial.Rule, denial.Reason
+		r.Decision, r.Rule, r.Reason = "deny", string(denial.Layer)+":"+denial.Rule, denial.Reason
 		r.Outcome = audit.OutcomeDenied
-		if denial.Layer == "ratelimit" || denial.Layer == "concurrency" {
+		if denial.Layer == guard.LayerRate || denial.Layer == guard.LayerConcurrency {
 			r.Outcome = audit.OutcomeLimited
 		}
 	case errors.Is(err, upstream.ErrTimeout):

@@ -88,18 +88,36 @@ func Chain(h Handler, layers ...Layer) Handler {
 	return h
 }
 
+// A LayerName names a layer of the chain: in its denials, in the audit
+// log's rules ("layer:rule") and in the chain's order.
+type LayerName string
+
+// The layers, and LayerProxy for refusals before the chain.
+const (
+	LayerAudit       LayerName = "audit"
+	LayerSize        LayerName = "size"
+	LayerPolicy      LayerName = "policy"
+	LayerConcurrency LayerName = "concurrency"
+	LayerPin         LayerName = "pin"
+	LayerValidate    LayerName = "validate"
+	LayerRate        LayerName = "rate"
+	LayerTimeout     LayerName = "timeout"
+	LayerRedact      LayerName = "redact"
+	LayerProxy       LayerName = "proxy"
+)
+
 // A Denial is a call refused by a layer. Its Error text reaches the client
 // and the model, so it names the layer, the rule and what to do, never
 // argument values or secrets. Cause is for the audit log only.
 type Denial struct {
-	Layer  string // "policy", "validate", ...
+	Layer  LayerName
 	Rule   string // which rule refused
 	Reason string // safe to show: why, and what to do
 	Cause  error  // internal detail, never sent to the client
 }
 
 func (d *Denial) Error() string {
-	msg := d.Layer + ": refused"
+	msg := string(d.Layer) + ": refused"
 	if d.Rule != "" {
 		msg += " by rule " + d.Rule
 	}

@@ -32,7 +32,7 @@ func Annotations(t *mcp.Tool) *policy.Annotations {
 }
 
 func noPolicy(group string) *guard.Denial {
-	return &guard.Denial{Layer: "policy", Rule: "no-policy", Reason: fmt.Sprintf("group %q has no policy loaded, so Moat refuses its calls (fail closed); check the config and the managed policy", group)}
+	return &guard.Denial{Layer: guard.LayerPolicy, Rule: "no-policy", Reason: fmt.Sprintf("group %q has no policy loaded, so Moat refuses its calls (fail closed); check the config and the managed policy", group)}
 }
 
 // Policy refuses what the group's policy denies: tool calls by name, by
@@ -48,16 +48,16 @@ func Policy(get PolicyFunc) guard.Layer {
 			}
 			if c.Kind != guard.KindTool {
 				if d := DecideAccess(p, c); !d.Allow {
-					return nil, &guard.Denial{Layer: "policy", Rule: d.Rule, Reason: d.Reason}
+					return nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: d.Rule, Reason: d.Reason}
 				}
 				return next(ctx, c)
 			}
 			args, err := policy.DecodeArgs(c.Args)
 			if err != nil {
-				return nil, &guard.Denial{Layer: "policy", Rule: "args:decode", Reason: "the arguments must be one JSON object without duplicate keys, nested at most 64 levels; send them again in that form", Cause: err}
+				return nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: "args:decode", Reason: "the arguments must be one JSON object without duplicate keys, nested at most 64 levels; send them again in that form", Cause: err}
 			}
 			if d := p.Decide(c.Name, Annotations(c.Tool), args); !d.Allow {
-				return nil, &guard.Denial{Layer: "policy", Rule: d.Rule, Reason: d.Reason}
+				return nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: d.Rule, Reason: d.Reason}
 			}
 			return next(ctx, c)
 		}
@@ -86,7 +86,7 @@ func Rate(reg *policy.Limits) guard.Layer {
 				if retry == 0 {
 					return nil, noPolicy(c.Group)
 				}
-				return nil, &guard.Denial{Layer: "ratelimit", Rule: "rate", Reason: fmt.Sprintf("the rate limit for %s is reached; retry after %d ms", what(c), retry.Milliseconds()+1)}
+				return nil, &guard.Denial{Layer: guard.LayerRate, Rule: "rate", Reason: fmt.Sprintf("the rate limit for %s is reached; retry after %d ms", what(c), retry.Milliseconds()+1)}
 			}
 			return next(ctx, c)
 		}
@@ -103,7 +103,7 @@ func Concurrency(reg *policy.Limits) guard.Layer {
 				var busy *policy.BusyError
 				if errors.As(err, &busy) {
 					// Layer "concurrency": the audit log records it as limited, not denied.
-					return nil, &guard.Denial{Layer: "concurrency", Rule: "max_concurrent", Reason: busy.Error(), Cause: err}
+					return nil, &guard.Denial{Layer: guard.LayerConcurrency, Rule: "max_concurrent", Reason: busy.Error(), Cause: err}
 				}
 				if ctx.Err() != nil {
 					return nil, err
@@ -145,14 +145,14 @@ func Size(get PolicyFunc) guard.Layer {
 			}
 			s := p.ToolSettings(toolOf(c))
 			if n := int64(len(c.Args)); n > s.MaxArgsBytes {
-				return nil, &guard.Denial{Layer: "limits", Rule: "max_args_bytes", Reason: fmt.Sprintf("the arguments are %d bytes; %s accepts at most %d; send less data per call", n, what(c), s.MaxArgsBytes)}
+				return nil, &guard.Denial{Layer: guard.LayerSize, Rule: "max_args_bytes", Reason: fmt.Sprintf("the arguments are %d bytes; %s accepts at most %d; send less data per call", n, what(c), s.MaxArgsBytes)}
 			}
 			res, err := next(ctx, c)
 			if err != nil || res == nil {
 				return res, err
 			}
 			if n, over := resultSize(res, s.MaxResultBytes); over {
-				return nil, &guard.Denial{Layer: "limits", Rule: "max_result_bytes", Reason: fmt.Sprintf("the result of %s is larger than its limit of %d bytes (at least %d), so Moat dropped it; ask for less (a narrower query, a page, a range)", what(c), s.MaxResultBytes, n)}
+				return nil, &guard.Denial{Layer: guard.LayerSize, Rule: "max_result_bytes", Reason: fmt.Sprintf("the result of %s is larger than its limit of %d bytes (at least %d), so Moat dropped it; ask for less (a narrower query, a page, a range)", what(c), s.MaxResultBytes, n)}
 			}
 			return res, nil
 		}

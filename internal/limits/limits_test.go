@@ -116,7 +116,7 @@ func TestRateLayer(t *testing.T) {
 	for range 10 {
 		if _, err := h(context.Background(), toolCall("g", "t", `{}`, nil)); err != nil {
 			d := denial(t, err)
-			if d.Layer != "ratelimit" || d.Rule != "rate" || !strings.Contains(d.Reason, "retry after") {
+			if d.Layer != guard.LayerRate || d.Rule != "rate" || !strings.Contains(d.Reason, "retry after") {
 				t.Errorf("denial %+v, want ratelimit/rate saying when to retry", d)
 			}
 			refused++
@@ -192,7 +192,7 @@ func TestSizeLayer(t *testing.T) {
 			}
 			continue
 		}
-		if d := denial(t, err); d.Layer != "limits" || d.Rule != tt.wantRule || res != nil {
+		if d := denial(t, err); d.Layer != guard.LayerSize || d.Rule != tt.wantRule || res != nil {
 			t.Errorf("%s: denial %+v, result %v; want limits/%s and no result", tt.name, d, res, tt.wantRule)
 		}
 	}

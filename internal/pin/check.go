@@ -275,7 +275,7 @@ func Layer(s *Store) guard.Layer {
 		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
 			if c.Kind == guard.KindTool && (c.Tool == nil || c.Tool.Name != c.Name || !s.callable(c.Group, c.Tool)) {
 				return nil, &guard.Denial{
-					Layer: "pin",
+					Layer: guard.LayerPin,
 					Rule:  "held",
 					Reason: fmt.Sprintf("tool %s of group %s changed or appeared since it was approved, so Moat holds it back; do not retry: ask the user to run `moat pins diff %s` and `moat pins approve %s %s`",
 						c.Name, c.Group, c.Group, c.Group, c.Name),

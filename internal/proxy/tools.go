@@ -330,7 +330,7 @@ func (p *Server) callDynamicToolChecked(ctx context.Context, req *mcp.CallToolRe
 		return res, nil
 	}
 	if !g.Config().Features.Tools {
-		d := &guard.Denial{Layer: "proxy", Rule: "tools-off",
+		d := &guard.Denial{Layer: guard.LayerProxy, Rule: "tools-off",
 			Reason: fmt.Sprintf("group %q has tools turned off in the config (features.tools: false)", group)}
 		return refuse(d, toolError("%s", d.Reason))
 	}

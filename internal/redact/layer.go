@@ -44,7 +44,7 @@ func (r *Redactor) Layer(mode func(group string) Mode) guard.Layer {
 				w.result(res)
 			}
 			if w.hit != "" && m == ModeBlock {
-				return nil, &guard.Denial{Layer: "redact", Rule: "credential-pattern:" + w.hit,
+				return nil, &guard.Denial{Layer: guard.LayerRedact, Rule: "credential-pattern:" + w.hit,
 					Reason: fmt.Sprintf("the %s from group %s contains what looks like a credential (%s), and this group's policy blocks such results (redact: block); ask the user, or change the policy to \"redact\"",
 						c.Kind, c.Group, w.hit)}
 			}

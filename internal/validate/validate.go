@@ -55,7 +55,7 @@ const (
 	maxMessages     = 10   // validator messages quoted in one denial
 	maxQuoted       = 64   // longer quoted values in messages are elided
 	maxCached       = 4096 // compiled schemas kept before the cache is reset
-	layerName       = "validate"
+	layerName       = guard.LayerValidate
 	schemaURL       = "moat:///input-schema.json"
 )
 

@@ -308,7 +308,7 @@ func findRecord(t *testing.T, recs []audit.Record, what string, match func(r aud
 		b, _ := json.Marshal(struct {
 			Event, Group, Tool, Decision, Rule, Outcome, Reason string
 			Detail                                              map[string]string
-		}{r.Event, r.Group, r.Tool, r.Decision, r.Rule, r.Outcome, r.Reason, r.Detail})
+		}{r.Event, r.Group, r.Tool, r.Decision, r.Rule, string(r.Outcome), r.Reason, r.Detail})
 		have = append(have, string(b))
 	}
 	t.Fatalf("the audit log has no record of %s; it has:\n%s", what, strings.Join(have, "\n"))

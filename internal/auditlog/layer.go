@@ -11,7 +11,6 @@ import (
 
 	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/guard"
-	"github.com/moatmcp/moat/internal/upstream"
 )
 
 // Layer records every call with its decision and outcome. It is the
@@ -100,7 +99,7 @@ func callRecord(c *guard.Call, res *guard.Result, err error, d time.Duration) *a
 		if denial.Layer == guard.LayerRate || denial.Layer == guard.LayerConcurrency {
 			r.Outcome = audit.OutcomeLimited
 		}
-	case errors.Is(err, upstream.ErrTimeout):
+	case errors.Is(err, guard.ErrTimeout):
 		r.Outcome, r.Reason = audit.OutcomeTimeout, err.Error()
 	case errors.Is(err, context.Canceled):
 		r.Outcome, r.Reason = audit.OutcomeCancelled, err.Error()

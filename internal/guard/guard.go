@@ -9,6 +9,7 @@ package guard
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -87,6 +88,12 @@ func Chain(h Handler, layers ...Layer) Handler {
 	}
 	return h
 }
+
+// ErrTimeout is wrapped by the error of every call that ran out of time,
+// whichever bound ended it: the server's timeout in the config (the
+// upstream's) or the policy's (the timeout layer's). Both are one kind of
+// outcome in the audit log and to the model; the message names the key.
+var ErrTimeout = errors.New("timed out")
 
 // A LayerName names a layer of the chain: in its denials, in the audit
 // log's rules ("layer:rule") and in the chain's order.

@@ -124,9 +124,16 @@ func Timeout(get PolicyFunc) guard.Layer {
 			if p == nil {
 				return nil, noPolicy(c.Group)
 			}
-			ctx, cancel := context.WithTimeout(ctx, p.ToolSettings(toolOf(c)).Timeout)
+			d := p.ToolSettings(toolOf(c)).Timeout
+			tctx, cancel := context.WithTimeout(ctx, d)
 			defer cancel()
-			return next(ctx, c)
+			res, err := next(tctx, c)
+			if err != nil && !errors.Is(err, guard.ErrTimeout) && errors.Is(tctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+				// The same outcome as the server's own timeout, naming
+				// this bound's key.
+				return nil, fmt.Errorf("%s did not answer within %v (the policy's timeout): %w: %w", what(c), d, guard.ErrTimeout, err)
+			}
+			return res, err
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -209,6 +210,30 @@ func TestTimeoutLayer(t *testing.T) {
 	if !hasDeadline {
 		t.Error("the call's context has no deadline")
 	}
+}
+
+// TestPolicyTimeoutIsATimeout: a call the policy's timeout ends is the
+// same outcome as one the server's configured timeout ends (guard.ErrTimeout,
+// audited as "timeout"), and its message names the bound; run in a synctest
+// bubble, the second passes at once.
+func TestPolicyTimeoutIsATimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		get := policies(t, map[string]string{"g": `{"timeout": "2s"}`})
+		h := guard.Chain(func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}, Timeout(get))
+		_, err := h(context.Background(), toolCall("g", "slow", `{}`, nil))
+		if !errors.Is(err, guard.ErrTimeout) || !strings.Contains(err.Error(), "within 2s (the policy's timeout)") {
+			t.Fatalf("a call past the policy's timeout: %v, want guard.ErrTimeout naming the bound", err)
+		}
+		// A caller's own cancellation is not a timeout.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := h(ctx, toolCall("g", "slow", `{}`, nil)); errors.Is(err, guard.ErrTimeout) {
+			t.Fatalf("a cancelled call is reported as a timeout: %v", err)
+		}
+	})
 }
 
 // waitABit yields so goroutines under test can make progress.

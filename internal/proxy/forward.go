@@ -91,7 +91,7 @@ func (u *upstreamLevel) raise(ctx context.Context, m *upstream.Manager, level mc
 // timedOut reports whether a call failed for running out of time: its
 // group's configured timeout, or a deadline set by a layer (the policy's).
 func timedOut(ctx context.Context, err error) bool {
-	return errors.Is(err, upstream.ErrTimeout) || errors.Is(ctx.Err(), context.DeadlineExceeded)
+	return errors.Is(err, guard.ErrTimeout) || errors.Is(ctx.Err(), context.DeadlineExceeded)
 }
 
 // progressTokens maps the tokens Moat gives upstreams back to the client's.

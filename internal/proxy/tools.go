@@ -384,7 +384,7 @@ func findTool(tools []*mcp.Tool, name string) *mcp.Tool {
 // controls part of it, so it is cleaned and cut like any upstream text.
 func failureText(err error) string {
 	msg := unavailableText(err)
-	if errors.Is(err, upstream.ErrTimeout) {
+	if errors.Is(err, guard.ErrTimeout) {
 		return msg
 	}
 	var we *jsonrpc.Error

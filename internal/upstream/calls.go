@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/guard"
 )
 
 // ErrTimeout is wrapped by errors from calls that ran out of their
-// configured timeout.
-var ErrTimeout = errors.New("timed out")
+// configured timeout: it is guard.ErrTimeout, the one timeout outcome.
+var ErrTimeout = guard.ErrTimeout
 
 // withTimeout runs f under the configured timeout d, waiting first for the
 // group to be ready, and names the timeout in the error so the user knows

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -168,12 +169,18 @@ func Size(get PolicyFunc) guard.Layer {
 
 // resultSize adds up the payload bytes of a result, stopping as soon as
 // the total passes limit. Text counts its bytes, binary data its encoded
-// (base64) size, anything else its JSON encoding.
+// (base64) size, anything else its JSON encoding; every _meta counts too,
+// the result's and each item's, since it reaches the client as well.
 func resultSize(r *guard.Result, limit int64) (int64, bool) {
 	var total int64
 	add := func(n int64) bool {
 		total += n
 		return total > limit
+	}
+	for _, m := range []mcp.Meta{metaOf(r.Tool), metaOf(r.Resource), metaOf(r.Prompt), metaOf(r.Complete)} {
+		if len(m) > 0 && add(jsonSize(m)) {
+			return total, true
+		}
 	}
 	switch {
 	case r.Tool != nil:
@@ -207,19 +214,28 @@ func resultSize(r *guard.Result, limit int64) (int64, bool) {
 	return total, false
 }
 
+// metaOf is a result's _meta, nil for a nil result.
+func metaOf[R interface{ GetMeta() map[string]any }](r R) mcp.Meta {
+	if v := reflect.ValueOf(r); v.Kind() == reflect.Pointer && v.IsNil() {
+		return nil
+	}
+	return r.GetMeta()
+}
+
 func contentSize(c mcp.Content) int64 {
 	switch x := c.(type) {
 	case *mcp.TextContent:
-		return int64(len(x.Text))
+		return int64(len(x.Text)) + metaSize(x.Meta)
 	case *mcp.ImageContent:
-		return b64(len(x.Data))
+		return b64(len(x.Data)) + metaSize(x.Meta)
 	case *mcp.AudioContent:
-		return b64(len(x.Data))
+		return b64(len(x.Data)) + metaSize(x.Meta)
 	case *mcp.EmbeddedResource:
+		n := metaSize(x.Meta)
 		if x.Resource != nil {
-			return resourceSize(x.Resource)
+			n += resourceSize(x.Resource)
 		}
-		return 0
+		return n
 	case nil:
 		return 0
 	}
@@ -227,7 +243,14 @@ func contentSize(c mcp.Content) int64 {
 }
 
 func resourceSize(rc *mcp.ResourceContents) int64 {
-	return int64(len(rc.Text)) + b64(len(rc.Blob)) + int64(len(rc.URI))
+	return int64(len(rc.Text)) + b64(len(rc.Blob)) + int64(len(rc.URI)) + metaSize(rc.Meta)
+}
+
+func metaSize(m mcp.Meta) int64 {
+	if len(m) == 0 {
+		return 0
+	}
+	return jsonSize(m)
 }
 
 func b64(n int) int64 { return int64((n + 2) / 3 * 4) }

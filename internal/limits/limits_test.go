@@ -212,6 +212,26 @@ func TestTimeoutLayer(t *testing.T) {
 	}
 }
 
+// TestMetaCountsTowardTheResultSize: a result that hides its bulk in
+// _meta (the result's, or an item's) is held to max_result_bytes too; on
+// 588eb74 a 200 KB _meta passed a 16 KiB limit.
+func TestMetaCountsTowardTheResultSize(t *testing.T) {
+	get := policies(t, map[string]string{"g": `{"max_result_bytes": "16KiB"}`})
+	big := mcp.Meta{"blob": strings.Repeat("x", 200<<10)}
+	for name, res := range map[string]*mcp.CallToolResult{
+		"result _meta": {Meta: big, Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}},
+		"item _meta":   {Content: []mcp.Content{&mcp.TextContent{Text: "ok", Meta: big}}},
+	} {
+		h := guard.Chain(func(context.Context, *guard.Call) (*guard.Result, error) {
+			return &guard.Result{Tool: res}, nil
+		}, Size(get))
+		out, err := h(context.Background(), toolCall("g", "t", `{}`, nil))
+		if d := denial(t, err); d.Rule != "max_result_bytes" || out != nil {
+			t.Errorf("%s: %+v, %v; want the size limit to refuse it", name, d, out)
+		}
+	}
+}
+
 // TestPolicyTimeoutIsATimeout: a call the policy's timeout ends is the
 // same outcome as one the server's configured timeout ends (guard.ErrTimeout,
 // audited as "timeout"), and its message names the bound; run in a synctest

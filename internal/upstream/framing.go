@@ -30,6 +30,10 @@ type framing interface {
 	replace(limit int, whole bool) []byte
 	// reset forgets the current message.
 	reset()
+	// task returns what stands in for msg, one whole message within the
+	// limit, when it answers a call with a task (taskResponse), framed;
+	// nil passes msg as it is.
+	task(msg []byte) []byte
 }
 
 // limitReader passes complete messages of rc through unchanged as long as
@@ -91,6 +95,13 @@ func (l *limitReader) Read(p []byte) (int, error) {
 				l.out = l.f.replace(l.limit, true)
 				l.ready += n
 				l.start = l.ready
+				continue
+			}
+			if out := l.f.task(l.buf[l.ready : l.ready+n]); out != nil {
+				l.out = out
+				l.ready += n
+				l.start = l.ready
+				l.f.reset()
 				continue
 			}
 			l.ready += n
@@ -224,6 +235,14 @@ func (f *lineFraming) replace(limit int, whole bool) []byte {
 		out = append(out, '\n')
 	}
 	return out
+}
+
+func (f *lineFraming) task(msg []byte) []byte {
+	out := taskResponse(bytes.TrimRight(msg, "\r\n"))
+	if out == nil {
+		return nil
+	}
+	return append(out, '\n')
 }
 
 func (f *lineFraming) reset() {
@@ -414,6 +433,47 @@ func (f *eventFraming) replace(limit int, whole bool) []byte {
 	}
 	f.reset()
 	return b
+}
+
+// task reads a whole event's fields as go-sdk does (lines end at '\n' and
+// lose trailing '\r's; data lines join with '\n'), and keeps its id and
+// retry in the replacement so the stream's Last-Event-ID still advances.
+func (f *eventFraming) task(event []byte) []byte {
+	if len(event) > maxTaskReply || !bytes.Contains(event, []byte(`"task`)) {
+		return nil
+	}
+	var data [][]byte
+	var id, retry []byte
+	hasID := false
+	for _, line := range bytes.Split(event, []byte("\n")) {
+		line = bytes.TrimRight(line, "\r")
+		name, value, _ := bytes.Cut(line, []byte(":"))
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(name) {
+		case "event":
+			if len(value) > 0 && string(value) != "message" {
+				return nil // go-sdk reads only message events
+			}
+		case "data":
+			data = append(data, value)
+		case "id":
+			id, hasID = value, true
+		case "retry":
+			retry = value
+		}
+	}
+	out := taskResponse(bytes.Join(data, []byte("\n")))
+	if out == nil {
+		return nil
+	}
+	var b []byte
+	if hasID {
+		b = append(append(append(b, "id: "...), id...), '\n')
+	}
+	if len(retry) > 0 {
+		b = append(append(append(b, "retry: "...), retry...), '\n')
+	}
+	return append(append(append(b, "data: "...), out...), "\n\n"...)
 }
 
 func (f *eventFraming) reset() {

@@ -60,8 +60,11 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		l.capped = netguardLimit
 		resp.Body = l
 	case "application/json":
-		if req.Method == http.MethodPost && (resp.ContentLength < 0 || resp.ContentLength > int64(t.limit)) {
+		switch {
+		case req.Method == http.MethodPost && (resp.ContentLength < 0 || resp.ContentLength > int64(t.limit)):
 			resp.Body = &jsonLimitBody{rc: resp.Body, length: resp.ContentLength, req: req, t: t}
+		case resp.ContentLength <= maxTaskReply:
+			resp.Body = &taskCheckBody{rc: resp.Body}
 		}
 	}
 	return resp, nil
@@ -121,6 +124,9 @@ func (b *jsonLimitBody) load() io.Reader {
 		case err != nil:
 			return io.MultiReader(bytes.NewReader(data), errReader{err})
 		case len(data) <= limit:
+			if out := taskResponse(data); out != nil {
+				return bytes.NewReader(out)
+			}
 			return bytes.NewReader(data)
 		}
 	}

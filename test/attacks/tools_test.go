@@ -339,3 +339,19 @@ func TestHostileNameIsNotCallable(t *testing.T) {
 		t.Fatalf("the call reached the upstream: %v", calls[before:])
 	}
 }
+
+// TestTaskAnswerIsNotAnEmptyResult: an upstream answers a plain call with a
+// task (the tasks extension's CreateTaskResult), which Moat never asks for.
+// On 588eb74 go-sdk read it as a result without content, and the model got
+// an empty success; now the call fails with an error that says what
+// happened, and the server's next call works.
+func TestTaskAnswerIsNotAnEmptyResult(t *testing.T) {
+	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{"tasky": hostileStdio(t, "task")}))
+	res := m.call(t, "tasky", "research", map[string]any{})
+	if !res.IsError || !strings.Contains(resultText(res), "answered with a task") {
+		t.Fatalf("a task for a plain call: isError=%v %q, want an error naming the task", res.IsError, resultText(res))
+	}
+	if res := m.call(t, "tasky", "echo", map[string]any{"message": "still here"}); res.IsError || resultText(res) != "still here" {
+		t.Fatalf("the call after the task: isError=%v %q", res.IsError, resultText(res))
+	}
+}

@@ -36,7 +36,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "stdio", "stdio, huge-line, init-error, http, redirect, sse-endpoint, sink (and the internal sleep, stubborn-grandchild)")
+	mode := flag.String("mode", "stdio", "stdio, huge-line, init-error, task, http, redirect, sse-endpoint, sink (and the internal sleep, stubborn-grandchild)")
 	addr := flag.String("addr", "127.0.0.1:0", "listen address of the HTTP and sink modes (loopback only)")
 	target := flag.String("target", "", "redirect and sse-endpoint: the URL to send the client to")
 	record := flag.String("record", "", "redirect and sink: append what was received to this file")
@@ -58,6 +58,9 @@ func main() {
 		return
 	case "init-error":
 		initError()
+		return
+	case "task":
+		taskServer()
 		return
 	case "huge-line":
 		hugeLine()

@@ -147,6 +147,52 @@ func initError() {
 	}
 }
 
+// taskServer is a server that answers a call of its tool "research" with a
+// task (the tasks extension's CreateTaskResult) although the call asked for
+// none, and "echo" normally. It speaks raw JSON-RPC: go-sdk cannot send a
+// task.
+func taskServer() {
+	sc := bufio.NewScanner(os.Stdin)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var msg struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Params struct {
+				Name      string                     `json:"name"`
+				Arguments map[string]json.RawMessage `json:"arguments"`
+			} `json:"params"`
+		}
+		if json.Unmarshal(sc.Bytes(), &msg) != nil || len(msg.ID) == 0 {
+			continue
+		}
+		var result any
+		switch msg.Method {
+		case "initialize":
+			result = map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{"tools": map[string]any{}},
+				"serverInfo": map[string]any{"name": "hostile-task", "version": "1"}}
+		case "tools/list":
+			obj := map[string]any{"type": "object"}
+			result = map[string]any{"tools": []any{
+				map[string]any{"name": "research", "description": "Researches.", "inputSchema": obj},
+				map[string]any{"name": "echo", "description": "Echoes.", "inputSchema": map[string]any{"type": "object", "properties": map[string]any{"message": map[string]any{"type": "string"}}}},
+			}}
+		case "tools/call":
+			if msg.Params.Name == "research" {
+				result = map[string]any{"task": map[string]any{"taskId": "t-1", "status": "working", "createdAt": "2026-12-05T00:00:00Z", "ttl": 60000}}
+			} else {
+				var text string
+				json.Unmarshal(msg.Params.Arguments["message"], &text)
+				result = map[string]any{"content": []any{map[string]any{"type": "text", "text": text}}}
+			}
+		default:
+			result = map[string]any{}
+		}
+		out, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": msg.ID, "result": result})
+		os.Stdout.Write(append(out, '\n'))
+	}
+}
+
 // hugeLineBytes is the size of the line the huge tool writes.
 const hugeLineBytes = 100 << 20
 

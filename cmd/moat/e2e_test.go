@@ -996,6 +996,43 @@ func TestReloadChangesOnlyTheDescription(t *testing.T) {
 }
 
 // TestManagedPolicyHashIsAudited: every policy_load names the managed
+// TestManagedPolicyChangeReachesARunningMoat: the administrator tightens
+// the managed policy while moat runs; without any edit of the user's
+// config, the next call is refused by the new rule, and the reload is
+// audited with its trigger and the policy's new hash.
+func TestManagedPolicyChangeReachesARunningMoat(t *testing.T) {
+	managed := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(managed, []byte(`{"defaults": {"deny": ["rm"]}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"a": testServer(t, "a")})
+	env := append(testutil.MoatEnv(t), "MOAT_MANAGED_POLICY="+managed)
+	m := startMoatEnv(t, cfg, env)
+	echo := func() *mcp.CallToolResult {
+		return m.call(t, "call_dynamic_tool", map[string]any{"group": "a", "name": "echo", "args": map[string]any{"message": "hi"}})
+	}
+	if res := echo(); res.IsError {
+		t.Fatalf("echo before the change: %q", resultText(res))
+	}
+	testutil.ReplaceFile(t, managed, []byte(`{"defaults": {"deny": ["rm", "echo"]}}`))
+	var last string
+	defer func() {
+		if t.Failed() {
+			t.Logf("the last echo answered %q", last)
+		}
+	}()
+	waitFor(t, "the managed policy's deny to reach the running moat", func() bool {
+		res := echo()
+		last = resultText(res)
+		return res.IsError && strings.Contains(last, `deny rule "echo"`)
+	})
+	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	data, _ := os.ReadFile(logPath)
+	if !strings.Contains(string(data), `"trigger":"managed_policy"`) {
+		t.Error("the reload the managed policy caused is not in the audit log with its trigger")
+	}
+}
+
 // policy and the SHA-256 of its contents, so a change of the
 // administrator's policy between two loads shows in the audit log.
 func TestManagedPolicyHashIsAudited(t *testing.T) {

@@ -91,12 +91,20 @@ func (g *guardState) validator(group string) *validate.Validator {
 	return g.validators[mode]
 }
 
+// managedPolicyPath is where the administrator's policy is:
+// MOAT_MANAGED_POLICY, else policy.DefaultManagedPath.
+func managedPolicyPath() string {
+	if path := os.Getenv("MOAT_MANAGED_POLICY"); path != "" {
+		return path
+	}
+	return policy.DefaultManagedPath
+}
+
 // managedPolicy reads the administrator's policy: MOAT_MANAGED_POLICY, else
 // /etc/moat/policy.json when it exists. Any error fails closed.
 func managedPolicy() (*policy.ManagedPolicy, string, error) {
-	path := os.Getenv("MOAT_MANAGED_POLICY")
-	if path == "" {
-		path = policy.DefaultManagedPath
+	path := managedPolicyPath()
+	if os.Getenv("MOAT_MANAGED_POLICY") == "" {
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			return nil, "", nil
 		}

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -310,12 +311,16 @@ func oauthFor(log *slog.Logger) func(s *config.Server) (auth.OAuthHandler, error
 	}
 }
 
-// watchConfig reloads the config when its file changes. A file that does
-// not load is reported, audited and ignored: Moat keeps serving the last
-// good one.
+// watchConfig reloads the config when its file or the managed policy
+// changes: an administrator's change reaches every running moat, not only
+// at its user's next edit. A config or policy that does not load is
+// reported, audited and ignored: Moat keeps serving the last good one.
 func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *proxy.Server, auditLog *auditlog.Log, gs *guardState) {
 	path, current := cfg.Path, cfg.Hash
-	err := config.Watch(ctx, path, reloadDebounce, func() {
+	var mu sync.Mutex // the two watchers' reloads never overlap
+	reload := func(trigger string) {
+		mu.Lock()
+		defer mu.Unlock()
 		next, err := config.Load(path, loadOptions())
 		if err != nil {
 			log.Error("config reload rejected; still serving the previous config", "path", path, "err", err)
@@ -328,15 +333,27 @@ func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *p
 			return
 		}
 		_ = auditLog.Write(context.Background(), &audit.Record{Event: "policy_load", Detail: policyDetail()})
-		log.Info("config reloaded", "path", path, "servers", len(next.Servers), "hash", next.Hash)
-		auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "true", "old_hash": current, "new_hash": next.Hash})
+		log.Info("config reloaded", "path", path, "servers", len(next.Servers), "hash", next.Hash, "trigger", trigger)
+		auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "true", "old_hash": current, "new_hash": next.Hash, "trigger": trigger})
 		current = next.Hash
 		for _, r := range optOuts(next, log) {
 			_ = auditLog.Write(context.Background(), r)
 		}
 		p.Apply(next)
 		p.Invalidate()
-	})
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if managed := managedPolicyPath(); managed != "" {
+		wg.Go(func() {
+			err := config.Watch(ctx, managed, reloadDebounce, func() { reload("managed_policy") })
+			if err != nil && ctx.Err() == nil {
+				// Most hosts have no /etc/moat: nothing to watch.
+				log.Debug("the managed policy is not watched; it is read again at each config reload", "path", managed, "err", err)
+			}
+		})
+	}
+	err := config.Watch(ctx, path, reloadDebounce, func() { reload("config") })
 	if err != nil && ctx.Err() == nil {
 		log.Error("watching the config failed; live reload is off", "path", path, "err", err)
 	}

@@ -139,7 +139,10 @@ func setup(args []string, name string) (*instance, int) {
 			switch {
 			case errors.As(err, &d):
 				rule = string(d.Layer) + ":" + d.Rule
-			case errors.Is(err, upstream.ErrUnavailable), ctx.Err() != nil:
+			case errors.Is(err, context.Canceled):
+				// The client cancelled while the group was starting.
+				rule, outcome = "proxy:cancelled", audit.OutcomeCancelled
+			case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 				rule, outcome = "proxy:unavailable", audit.OutcomeError
 			}
 			r := &audit.Record{Event: "tool_call", Group: c.Group, Tool: c.Name, Session: c.Session,
@@ -147,7 +150,8 @@ func setup(args []string, name string) (*instance, int) {
 			if len(c.Args) > 0 {
 				r.ArgsShape, r.ArgsSHA256 = audit.ArgsShape(c.Args)
 			}
-			_ = auditLog.Write(ctx, r)
+			// A cancelled request's refusal is recorded all the same.
+			_ = auditLog.Write(context.WithoutCancel(ctx), r)
 		},
 		Incident: func(ctx context.Context, in proxy.Incident) {
 			r := &audit.Record{Event: string(in.Kind), Group: in.Group, Outcome: audit.OutcomeError,

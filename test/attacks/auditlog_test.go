@@ -2,10 +2,14 @@ package attacks
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/testutil"
@@ -89,5 +93,26 @@ func TestRefusalsBeforeTheChainAreAudited(t *testing.T) {
 	})
 	findRecord(t, recs, "the call to an unavailable group, as an error", func(r audit.Record) bool {
 		return r.Event == "tool_call" && r.Group == "broken" && r.Rule == "proxy:unavailable" && r.Outcome == "error"
+	})
+}
+
+// TestCancelledWhileStartingIsAudited: a call the client gives up on while
+// its server is still starting never reaches the chain; it is recorded all
+// the same, as cancelled (it was once recorded as "unavailable", and its
+// record written with the cancelled request's context).
+func TestCancelledWhileStartingIsAudited(t *testing.T) {
+	slow := testServer(t, "slow", "-start-gate", filepath.Join(t.TempDir(), "never"))
+	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{"slow": slow}))
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	if _, err := m.cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "slow", "name": "echo", "args": map[string]any{"message": "x"}}}); err == nil {
+		t.Fatal("a call to a server that never starts returned")
+	}
+	waitFor(t, "the cancelled call in the audit log", func() bool {
+		b, _ := os.ReadFile(auditPath(m.env))
+		return strings.Contains(string(b), `"proxy:cancelled"`)
+	}, func() string { b, _ := os.ReadFile(auditPath(m.env)); return tail(string(b), 2000) })
+	findRecord(t, m.auditLog(t), "the cancelled call", func(r audit.Record) bool {
+		return r.Event == "tool_call" && r.Group == "slow" && r.Rule == "proxy:cancelled" && r.Outcome == audit.OutcomeCancelled
 	})
 }

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -177,10 +176,19 @@ func resultSize(r *guard.Result, limit int64) (int64, bool) {
 		total += n
 		return total > limit
 	}
-	for _, m := range []mcp.Meta{metaOf(r.Tool), metaOf(r.Resource), metaOf(r.Prompt), metaOf(r.Complete)} {
-		if len(m) > 0 && add(jsonSize(m)) {
-			return total, true
-		}
+	var meta mcp.Meta
+	switch {
+	case r.Tool != nil:
+		meta = r.Tool.Meta
+	case r.Resource != nil:
+		meta = r.Resource.Meta
+	case r.Prompt != nil:
+		meta = r.Prompt.Meta
+	case r.Complete != nil:
+		meta = r.Complete.Meta
+	}
+	if add(metaSize(meta)) {
+		return total, true
 	}
 	switch {
 	case r.Tool != nil:
@@ -212,14 +220,6 @@ func resultSize(r *guard.Result, limit int64) (int64, bool) {
 		}
 	}
 	return total, false
-}
-
-// metaOf is a result's _meta, nil for a nil result.
-func metaOf[R interface{ GetMeta() map[string]any }](r R) mcp.Meta {
-	if v := reflect.ValueOf(r); v.Kind() == reflect.Pointer && v.IsNil() {
-		return nil
-	}
-	return r.GetMeta()
 }
 
 func contentSize(c mcp.Content) int64 {

@@ -76,19 +76,38 @@ func runLauncher() int {
 		rep.set(PTreeTeardown, true, "launcher is a subreaper; the whole tree is SIGKILLed when moat stops it or dies")
 	}
 
+	// The target is the launcher's child: with the same uid, it could read
+	// the launcher's memory and open its file descriptors through /proc.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fail("making the launcher non-dumpable: %v", err)
+	}
+	if cfg.Isolated {
+		detail, err := setupView(&cfg)
+		if err != nil {
+			_ = status.Encode(launchStatus{Error: "setting up the server's namespaces: " + err.Error(), Namespaces: true})
+			return 1
+		}
+		rep.set(PNamespaces, true, "%s", detail)
+	}
 	if cfg.NewNetNS {
 		if err := loopbackUp(); err != nil {
 			return fail("bringing up loopback in the new network namespace: %v", err)
 		}
-		// Root inside the namespace is only for bringing up lo: the
-		// target gets no capabilities at all.
-		for c := 0; c <= unix.CAP_LAST_CAP; c++ {
-			_ = unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
+	}
+	if cfg.Isolated || cfg.NewNetNS {
+		// The capabilities the launcher got in its user namespace were for
+		// the above only: the target gets none.
+		if err := dropCapabilities(); err != nil {
+			return fail("%v", err)
 		}
+	}
+	if cfg.Probe {
+		_ = status.Encode(launchStatus{Report: &rep})
+		return 0
 	}
 
 	root := os.Geteuid() == 0
-	if root && !cfg.NewNetNS {
+	if root && !cfg.NewNetNS && !cfg.Isolated {
 		// Root keeps CAP_SYS_RESOURCE across exec and could raise its
 		// limits again; take it out of the bounding set.
 		if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_SYS_RESOURCE, 0, 0, 0); err != nil {

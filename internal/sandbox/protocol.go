@@ -23,6 +23,17 @@ type launchConfig struct {
 	WritePaths []string `json:"write_paths"`
 	NetConnect []uint16 `json:"net_connect"` // nil = unrestricted
 	NewNetNS   bool     `json:"new_netns"`
+	// Isolated: the launcher runs in its own user, PID, mount and IPC
+	// namespaces (it is their PID 1) and sets up the target's view before
+	// starting it: a /proc of its own, Hide covered, and, when the target's
+	// working directory is a private one under PrivateRoot, PrivateRoot
+	// covered with only that directory put back.
+	Isolated    bool     `json:"isolated"`
+	Hide        []string `json:"hide"`
+	PrivateRoot string   `json:"private_root"`
+	// Probe: set up the namespaces as for a target, report, and exit
+	// without starting anything (Namespaces).
+	Probe bool `json:"probe"`
 	// CgroupProcs are the cgroup.procs files of the child's cgroup (one
 	// for v2, one per hierarchy for v1), which the launcher puts the target
 	// into before it runs; nil = no per-server cgroup (CgroupDetail says why).
@@ -47,5 +58,9 @@ type launchStatus struct {
 	Report *Report         `json:"report,omitempty"`
 	Error  string          `json:"error,omitempty"`
 	Exit   string          `json:"exit,omitempty"`
+	// Namespaces is set with Error when the failure was setting up the
+	// namespaces: in best-effort mode the parent starts the child again
+	// without them.
+	Namespaces bool `json:"namespaces,omitempty"`
 	Rusage *syscall.Rusage `json:"rusage,omitempty"`
 }

@@ -117,9 +117,13 @@ type Limits struct {
 	// NetConnect is a Landlock (ABI >= 4) allow-list of TCP ports the child
 	// may connect to; nil = unrestricted, empty non-nil = no TCP connect.
 	NetConnect []uint16
-	// Network false = a new user + network namespace with only loopback;
-	// nil or true = the host network.
+	// Network false = a new network namespace with only loopback; nil or
+	// true = the host network.
 	Network *bool
+	// Namespaces false = the child shares Moat's user, PID, mount and IPC
+	// namespaces (see Isolation); nil or true = its own, where the kernel
+	// allows them.
+	Namespaces *bool
 }
 
 // Spec describes one child.
@@ -136,6 +140,13 @@ type Spec struct {
 	// logs it). Moat never discards a child's stderr.
 	Stderr io.Writer
 	Limits Limits
+	// Hide are files and directories the child must not see: Moat's config,
+	// audit log and stores, the other servers' working directories. In the
+	// child's own mount namespace each is covered by an empty read-only
+	// directory (or /dev/null for a file). A path that is, or holds, the
+	// child's own working directory is left visible. Without namespaces
+	// Hide has no effect.
+	Hide []string
 }
 
 // Protection is one line of a Report.
@@ -164,6 +175,7 @@ const (
 	PCleanEnv      = "clean_env"
 	PProcessGroup  = "process_group"
 	PNoInheritedFD = "no_inherited_fds"
+	PNamespaces    = "namespaces"
 )
 
 // Get returns the protection with that name.

@@ -37,6 +37,9 @@ func TestMain(m *testing.M) {
 		case "helper-nproc":
 			LauncherPath = os.Args[2]
 			os.Exit(helperNProc())
+		case "helper-isolation":
+			LauncherPath = os.Args[2]
+			os.Exit(helperIsolation())
 		}
 	}
 	LauncherPath = os.Args[0]
@@ -286,7 +289,7 @@ func TestLandlock(t *testing.T) {
 		allowed, secret, os.Getpid(), outside, connectScript, okPort, deniedPort)
 	p := start(t, &Spec{
 		Command: "/bin/sh", Args: []string{"-c", script}, Stderr: stderr,
-		Limits: Limits{FSRead: []string{allowedDir}, FSWrite: []string{}, NetConnect: []uint16{okPort}},
+		Limits: Limits{Namespaces: new(false), FSRead: []string{allowedDir}, FSWrite: []string{}, NetConnect: []uint16{okPort}},
 	})
 	out, _ := io.ReadAll(p.Stdout())
 	<-p.Done()
@@ -482,59 +485,68 @@ func helperNProc() int {
 }
 
 func TestForkBombContainedByNProc(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED LOUDLY: runs the bomb as user nobody, which needs root to switch users")
-	}
-	// root is exempt from RLIMIT_NPROC, so the bomb runs as nobody from a
-	// copy of the test binary that nobody can execute.
-	dir, err := os.MkdirTemp("", "moat-nproc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "sandbox.test")
-	data, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	launcher := bin
-	if LauncherPath != os.Args[0] {
-		launcher = filepath.Join(dir, "launcher")
-		ldata, err := os.ReadFile(LauncherPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(launcher, ldata, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cmd := exec.Command(bin, "helper-nproc", launcher)
-	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + CleanPath, "TMPDIR=" + dir}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	if err := os.Chmod(dir, 0o1777); err != nil { // nobody creates its private dir here
-		t.Fatal(err)
-	}
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("helper as nobody: %v\n%s%s", err, out, stderr)
-	}
+	// root is exempt from RLIMIT_NPROC, so the bomb runs as nobody.
+	out := asNobody(t, "helper-nproc")
 	want := "stdout=\"\" exit=\"exit status 2\" nproc_enforced=true stderr_has_cannot_fork=true\n"
-	if string(out) != want {
+	if out != want {
 		t.Errorf("fork bomb as nobody:\n got %s\nwant %s", out, want)
 	}
 	// Moat (this process) still works after the bomb.
 	if err := exec.Command("/bin/true").Run(); err != nil {
 		t.Errorf("the test process cannot start a process after the bomb: %v", err)
 	}
+}
+
+// asNobody runs this test binary as user nobody in helper mode, from a copy
+// that nobody can execute, with its launcher, and returns its stdout. It
+// skips the test unless this process is root (which can switch users).
+func asNobody(t *testing.T, mode string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED LOUDLY: runs as user nobody, which needs root to switch users")
+	}
+	dir, err := os.MkdirTemp("", "moat-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	copyExec := func(from, name string) string {
+		data, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		to := filepath.Join(dir, name)
+		if err := os.WriteFile(to, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return to
+	}
+	bin := copyExec(os.Args[0], "sandbox.test")
+	launcher := bin
+	if LauncherPath != os.Args[0] {
+		launcher = copyExec(LauncherPath, "launcher")
+	}
+	cmd := exec.Command(bin, mode, launcher)
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + CleanPath, "TMPDIR=" + dir}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if err := os.Chmod(dir, 0o1777); err != nil { // nobody creates its private dirs here
+		t.Fatal(err)
+	}
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s as nobody: %v\n%s%s", mode, err, out, tail(stderr.String(), 4096))
+	}
+	return string(out)
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
 }
 
 func TestResolve(t *testing.T) {

@@ -57,9 +57,20 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 	lim := s.Limits.withDefaults()
 	p := &Process{name: s.Name, done: make(chan struct{})}
 
+	isolated := lim.Namespaces == nil || *lim.Namespaces
+	var nsOff string // why the child does not get its namespaces
+	if !isolated {
+		nsOff = "not asked (sandbox.namespaces is false): the server shares Moat's view of processes and files"
+	} else if ok, why := Namespaces(); !ok {
+		if lim.Mode == Strict {
+			return nil, fmt.Errorf("sandbox: server %q: strict sandbox: cannot give it namespaces of its own: %s; or set sandbox.mode \"best-effort\"", s.Name, why)
+		}
+		isolated, nsOff = false, why
+	}
+
 	dir := s.Dir
 	if dir == "" {
-		dir, err = os.MkdirTemp("", "moat-"+safeName(s.Name)+"-")
+		dir, err = os.MkdirTemp(privateRoot(), "moat-"+safeName(s.Name)+"-")
 		if err != nil {
 			return nil, fmt.Errorf("sandbox: server %q: creating its private working directory: %w; set \"cwd\" or fix TMPDIR", s.Name, err)
 		}
@@ -79,6 +90,14 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 		MaxFiles: lim.MaxFiles, MaxProcs: s.Limits.MaxProcs, MaxFSize: lim.MaxFileSize,
 		NetConnect: lim.NetConnect,
 		NewNetNS:   lim.Network != nil && !*lim.Network,
+		Isolated:   isolated,
+	}
+	var kept []string
+	if isolated {
+		cfg.Hide, kept = hideList(s.Hide, append(envPaths(cfg.Env), dir))
+		if root := privateRoot(); root != "" && (p.privDir != "" || !within(dir, root)) {
+			cfg.PrivateRoot = root
+		}
 	}
 	if cg, err := newCgroup(s.Name, lim.Memory, pidsMax(s.Limits)); err != nil {
 		cfg.CgroupDetail = err.Error() + ": only rlimits apply (RLIMIT_NPROC is per user, not per server, and not applied to root)"
@@ -108,8 +127,17 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 	var rep Report
 	rep.set(PCleanEnv, true, "%d variables: %s", len(cfg.Env), envNames(cfg.Env))
 	rep.set(PProcessGroup, true, "own process group; Stop signals the whole group")
+	if !isolated {
+		rep.set(PNamespaces, false, "%s", nsOff)
+	}
 
 	err = p.launch(ctx, launcher, &cfg, s, &rep)
+	if err != nil && cfg.Isolated && lim.Mode == BestEffort && errors.Is(err, errNamespaces) {
+		slog.Warn("sandbox: cannot give the server namespaces of its own; starting it without", "server", s.Name, "err", err)
+		cfg.Isolated, cfg.Hide, cfg.PrivateRoot = false, nil, ""
+		rep.set(PNamespaces, false, "asked, but setting them up failed: %v", err)
+		err = p.launch(ctx, launcher, &cfg, s, &rep)
+	}
 	if err != nil && cfg.NewNetNS && lim.Mode == BestEffort && errors.Is(err, errNetNS) {
 		slog.Warn("sandbox: cannot create a network namespace; starting with the host network", "server", s.Name, "err", err)
 		cfg.NewNetNS = false
@@ -120,6 +148,9 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 		return nil, err
 	}
 	ok = true
+	if pr, _ := rep.Get(PNamespaces); pr.Enforced && len(kept) > 0 {
+		rep.set(PNamespaces, true, "%s; left visible, since they hold its working directory: %s", pr.Detail, strings.Join(kept, ", "))
+	}
 	p.report = rep
 	if bad := rep.NotEnforced(); len(bad) > 0 {
 		// As root, RLIMIT_NPROC does nothing, but the cgroup's pids.max
@@ -138,7 +169,10 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 	return p, nil
 }
 
-var errNetNS = errors.New("network namespace")
+var (
+	errNetNS      = errors.New("network namespace")
+	errNamespaces = errors.New("namespaces")
+)
 
 // errLauncherGone marks a launcher that exited before it read its
 // configuration: a prestarted one that died while idle is replaced by a
@@ -146,18 +180,20 @@ var errNetNS = errors.New("network namespace")
 var errLauncherGone = errors.New("the launcher exited before starting the server")
 
 func (p *Process) launch(ctx context.Context, launcher string, cfg *launchConfig, s *Spec, rep *Report) error {
-	defer warm.fill()
-	if !cfg.NewNetNS {
-		if l := warm.take(launcher); l != nil {
-			err := p.handshake(ctx, l, cfg, s, rep)
-			if !errors.Is(err, errLauncherGone) {
-				return err
-			}
-			slog.Debug("sandbox: the prestarted launcher was gone; starting another", "server", s.Name, "err", err)
+	sp := spaces{isolated: cfg.Isolated, net: cfg.NewNetNS}
+	defer warm.fill(sp)
+	if l := warm.take(launcher, sp); l != nil {
+		err := p.handshake(ctx, l, cfg, s, rep)
+		if !errors.Is(err, errLauncherGone) {
+			return err
 		}
+		slog.Debug("sandbox: the prestarted launcher was gone; starting another", "server", s.Name, "err", err)
 	}
-	l, err := startLauncher(launcher, cfg.NewNetNS)
+	l, err := startLauncher(launcher, sp)
 	if err != nil {
+		if cfg.Isolated {
+			return fmt.Errorf("sandbox: server %q: starting the launcher in new user, PID and mount namespaces: %w (%w)", s.Name, err, errNamespaces)
+		}
 		if cfg.NewNetNS {
 			return fmt.Errorf("sandbox: server %q: starting the launcher in a new user+network namespace: %w (%w); unprivileged user namespaces may be disabled: set sandbox.network true or allow them", s.Name, err, errNetNS)
 		}
@@ -211,6 +247,9 @@ func (p *Process) handshake(ctx context.Context, l *launcherProc, cfg *launchCon
 			return abort(fmt.Errorf("sandbox: server %q: %w (see its stderr)", s.Name, errLauncherGone))
 		default:
 		}
+		if st.Namespaces {
+			return abort(fmt.Errorf("sandbox: server %q: %s (%w)", s.Name, st.Error, errNamespaces))
+		}
 		return abort(fmt.Errorf("sandbox: server %q: %s", s.Name, st.Error))
 	}
 	for _, pr := range st.Report.Protections {
@@ -227,6 +266,9 @@ func (p *Process) handshake(ctx context.Context, l *launcherProc, cfg *launchCon
 
 	p.cmd, p.stdin, p.stdout, p.control = l.cmd, l.stdin, l.stdout, l.control
 	p.pid, p.targetPid = l.cmd.Process.Pid, st.Pid
+	if cfg.Isolated {
+		p.targetPid = outerPid(p.pid, st.Pid)
+	}
 	go p.reap(l, copied)
 	return nil
 }

@@ -23,6 +23,7 @@ var warm launcherPool
 // launcherProc is a started launcher and Moat's ends of its pipes.
 type launcherProc struct {
 	path    string
+	sp      spaces
 	cmd     *exec.Cmd
 	stdin   *os.File // write end of the target's stdin
 	stdout  *os.File // read end of the target's stdout
@@ -36,10 +37,8 @@ type launcherProc struct {
 // ready before it is dropped.
 const readyTimeout = 10 * time.Second
 
-// startLauncher starts the launcher at path. netns puts it in a new user and
-// network namespace, which cannot be done after the fact, so such launchers
-// are never prestarted.
-func startLauncher(path string, netns bool) (*launcherProc, error) {
+// startLauncher starts the launcher at path in the namespaces sp.
+func startLauncher(path string, sp spaces) (*launcherProc, error) {
 	var files []*os.File // the child's ends, closed once it has them
 	pipe := func() (r, w *os.File, err error) {
 		r, w, err = os.Pipe()
@@ -56,16 +55,6 @@ func startLauncher(path string, netns bool) (*launcherProc, error) {
 			return nil, err
 		}
 	}
-	attr := &syscall.SysProcAttr{Setpgid: true}
-	if netns {
-		// Root inside the namespace (only so the launcher can bring lo up;
-		// it drops every capability before starting the target), mapped to
-		// our own uid/gid outside.
-		attr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET
-		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
-		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
-		attr.GidMappingsEnableSetgroups = false
-	}
 	cmd := &exec.Cmd{
 		Path:        path,
 		Args:        []string{path, LauncherArg},
@@ -74,7 +63,7 @@ func startLauncher(path string, netns bool) (*launcherProc, error) {
 		Stdout:      stdoutW,
 		Stderr:      stderrW, // a file, not a writer: no copying goroutine tied to this cmd
 		ExtraFiles:  []*os.File{cfgR, stW},
-		SysProcAttr: attr,
+		SysProcAttr: sp.sysProcAttr(),
 	}
 	if err := cmd.Start(); err != nil {
 		closeAll(files...)
@@ -82,7 +71,7 @@ func startLauncher(path string, netns bool) (*launcherProc, error) {
 	}
 	closeAll(stdinR, stdoutW, stderrW, cfgR, stW)
 	return &launcherProc{
-		path: path, cmd: cmd,
+		path: path, sp: sp, cmd: cmd,
 		stdin: stdinW, stdout: stdoutR, stderr: stderrR, control: cfgW, status: stR,
 		lines: bufio.NewReader(stR),
 	}, nil
@@ -142,23 +131,24 @@ func CloseIdle() {
 	}
 }
 
-// take returns the idle launcher if it was started from path, or nil. The
+// take returns the idle launcher if it was started from path in sp, or nil. The
 // caller calls fill once its child runs, so the next launcher's start-up
 // does not compete with this child's.
-func (w *launcherPool) take(path string) *launcherProc {
+func (w *launcherPool) take(path string, sp spaces) *launcherProc {
 	w.mu.Lock()
 	l := w.idle
 	w.idle = nil
 	w.mu.Unlock()
-	if l != nil && l.path != path {
+	if l != nil && (l.path != path || l.sp != sp) {
 		l.discard()
 		l = nil
 	}
 	return l
 }
 
-// fill starts a launcher in the background unless one is idle or starting.
-func (w *launcherPool) fill() {
+// fill starts a launcher in sp in the background unless one is idle or
+// starting. sp is the last child's: the next is likely alike.
+func (w *launcherPool) fill(sp spaces) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.enabled || w.idle != nil || w.filling {
@@ -173,7 +163,7 @@ func (w *launcherPool) fill() {
 	w.filled = done
 	go func() {
 		defer close(done)
-		l, err := w.prestart(path)
+		l, err := w.prestart(path, sp)
 		w.mu.Lock()
 		w.filling = false
 		keep := err == nil && w.enabled && w.idle == nil
@@ -193,8 +183,8 @@ func (w *launcherPool) fill() {
 }
 
 // prestart starts a launcher and waits until it says it is ready.
-func (w *launcherPool) prestart(path string) (*launcherProc, error) {
-	l, err := startLauncher(path, false)
+func (w *launcherPool) prestart(path string, sp spaces) (*launcherProc, error) {
+	l, err := startLauncher(path, sp)
 	if err != nil {
 		return nil, err
 	}

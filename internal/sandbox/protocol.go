@@ -53,14 +53,14 @@ type launchConfig struct {
 // (before it reads its configuration), then one message with Pid and Report
 // (or Error), then, when the target has exited, one with Exit.
 type launchStatus struct {
-	Ready  bool            `json:"ready,omitempty"`
-	Pid    int             `json:"pid,omitempty"`
-	Report *Report         `json:"report,omitempty"`
-	Error  string          `json:"error,omitempty"`
-	Exit   string          `json:"exit,omitempty"`
+	Ready  bool    `json:"ready,omitempty"`
+	Pid    int     `json:"pid,omitempty"`
+	Report *Report `json:"report,omitempty"`
+	Error  string  `json:"error,omitempty"`
+	Exit   string  `json:"exit,omitempty"`
 	// Namespaces is set with Error when the failure was setting up the
 	// namespaces: in best-effort mode the parent starts the child again
 	// without them.
-	Namespaces bool `json:"namespaces,omitempty"`
-	Rusage *syscall.Rusage `json:"rusage,omitempty"`
+	Namespaces bool            `json:"namespaces,omitempty"`
+	Rusage     *syscall.Rusage `json:"rusage,omitempty"`
 }

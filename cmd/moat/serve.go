@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -175,6 +176,7 @@ func setup(args []string, name string) (*instance, int) {
 			Redact:     gs.redactor.String,
 			HTTPClient: httpClientFor,
 			OAuth:      oauthFor(log),
+			Hide:       hiddenPaths(cfg),
 			OnEvent: func(e upstream.Event) {
 				auditEvent(auditLog.Log, e.Kind, e.Group, e.Detail)
 			},
@@ -446,6 +448,24 @@ func optOuts(cfg *config.Config, log *slog.Logger) []*audit.Record {
 			recs = append(recs, &audit.Record{Event: "opt_out", Group: name, Detail: map[string]string{"setting": "allow_private_network"}})
 		}
 	}
+	if stdio := stdioServers(cfg); len(stdio) > 0 {
+		var shared []string
+		for _, name := range stdio {
+			if ns := cfg.Servers[name].Sandbox.Namespaces; ns != nil && !*ns {
+				shared = append(shared, name)
+				log.Warn("sandbox.namespaces is false for this group: it sees every process of this user and Moat's config, audit log and stores", "group", name)
+				recs = append(recs, &audit.Record{Event: "opt_out", Group: name, Detail: map[string]string{"setting": "sandbox.namespaces=false"}})
+			}
+		}
+		if len(shared) < len(stdio) {
+			if ok, why := sandbox.Namespaces(); !ok {
+				// Best-effort servers start without them; strict ones
+				// are refused when they start.
+				log.Warn("stdio servers cannot get namespaces of their own on this machine: each sees the others' processes and Moat's files", "why", why)
+				recs = append(recs, &audit.Record{Event: "opt_out", Detail: map[string]string{"setting": "sandbox.namespaces", "unavailable": why}})
+			}
+		}
+	}
 	if cfg.Audit.OnFailure == "continue" {
 		log.Warn("audit.on_failure is continue: calls go on when the audit log cannot be written")
 		recs = append(recs, &audit.Record{Event: "opt_out", Detail: map[string]string{"setting": "audit.on_failure=continue"}})
@@ -455,6 +475,75 @@ func optOuts(cfg *config.Config, log *slog.Logger) []*audit.Record {
 		recs = append(recs, &audit.Record{Event: "opt_out", Detail: map[string]string{"setting": "audit.fsync=off"}})
 	}
 	return recs
+}
+
+// hiddenPaths are what no stdio server sees in its mount namespace: Moat's
+// config and its directory, the audit log, the secret and pin stores, the
+// systemd credentials, and the user's runtime directory (its D-Bus socket
+// reaches the keychain, its systemd socket starts processes outside any
+// sandbox, its agents sign and decrypt for the user). Moat's own
+// directories are made here (0700, as their writers would) so that they are
+// hidden even before their first file; a path a server's environment names
+// stays visible to it (sandbox.Spec.Hide).
+func hiddenPaths(cfg *config.Config) []string {
+	hide := []string{cfg.Path}
+	own := func(dir string) {
+		if dir != "" && os.MkdirAll(dir, 0o700) == nil {
+			hide = append(hide, dir)
+		}
+	}
+	if dir, err := os.UserConfigDir(); err == nil {
+		if d := filepath.Join(dir, "moat"); isDir(d) {
+			hide = append(hide, d)
+		}
+	}
+	if dir, err := secrets.DefaultDir(); err == nil {
+		own(filepath.Dir(dir)) // secrets/ and pins/
+	}
+	if path := auditLogPathOf(cfg); path != "" {
+		hide = append(hide, auditHidden(path, own)...)
+	}
+	for _, env := range []string{"CREDENTIALS_DIRECTORY", "XDG_RUNTIME_DIR"} {
+		if d := os.Getenv(env); filepath.IsAbs(d) {
+			hide = append(hide, d)
+		}
+	}
+	return hide
+}
+
+// stdioServers are the names of the enabled stdio servers of cfg, sorted.
+func stdioServers(cfg *config.Config) []string {
+	var out []string
+	for _, name := range sortedServerNames(cfg) {
+		if s := cfg.Servers[name]; s.Enabled && s.Type == config.Stdio {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// auditHidden hides the audit log's directory when it is Moat's own (named
+// moat, as the default is), else the log and its rotated files, which share
+// its name as a prefix.
+func auditHidden(path string, own func(string)) []string {
+	dir := filepath.Dir(path)
+	if filepath.Base(dir) == "moat" {
+		own(dir)
+		return nil
+	}
+	out := []string{path}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if n := e.Name(); n != filepath.Base(path) && strings.HasPrefix(n, filepath.Base(path)) {
+			out = append(out, filepath.Join(dir, n))
+		}
+	}
+	return out
 }
 
 // noticeDynamicMCPTokens points users coming from dynamic-mcp at their
@@ -489,6 +578,11 @@ func banner(cfg *config.Config, auditPath string) {
 		fmt.Fprintf(w, "Disabled: %s\n", strings.Join(off, ", "))
 	}
 	fmt.Fprintf(w, "Groups connect once a client has initialized the session.\n")
+	if len(stdioServers(cfg)) > 0 {
+		if ok, why := sandbox.Namespaces(); !ok {
+			fmt.Fprintf(w, "Isolation: stdio servers get no namespaces of their own here, so each can see the others' processes and Moat's files: %s\n", why)
+		}
+	}
 	fmt.Fprintf(w, "Audit log: %s (read it with `moat audit tail %s`)\n", auditPath, auditPath)
 	ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
 	if store, err := processStore.get(ctx); err == nil {

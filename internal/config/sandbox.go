@@ -18,7 +18,7 @@ const (
 const MinMaxFiles = 16
 
 var (
-	sandboxKeys = []string{"mode", "memory", "cpu", "max_files", "max_procs", "max_file_size", "fs", "net", "network"}
+	sandboxKeys = []string{"mode", "memory", "cpu", "max_files", "max_procs", "max_file_size", "fs", "net", "network", "namespaces"}
 	fsKeys      = []string{"read", "write"}
 	netKeys     = []string{"connect"}
 
@@ -112,6 +112,10 @@ func (c *checker) sandbox(m *member, path, where string) Sandbox {
 		b := c.boolean(f, path+"/network", "sandbox.network")
 		sb.Network = &b
 	}
+	if f := n.get("namespaces"); f != nil {
+		b := c.boolean(f, path+"/namespaces", "sandbox.namespaces")
+		sb.Namespaces = &b
+	}
 	return sb
 }
 
@@ -153,6 +157,10 @@ func (s Sandbox) withDefaults(d Sandbox) Sandbox {
 		b := *d.Network
 		s.Network = &b
 	}
+	if s.Namespaces == nil && d.Namespaces != nil {
+		b := *d.Namespaces
+		s.Namespaces = &b
+	}
 	return s
 }
 
@@ -162,7 +170,8 @@ func (s Sandbox) equal(o Sandbox) bool {
 	return s.Mode == o.Mode && s.Memory == o.Memory && s.CPU == o.CPU &&
 		s.MaxFiles == o.MaxFiles && s.MaxProcs == o.MaxProcs && s.MaxFileSize == o.MaxFileSize &&
 		sameList(s.FSRead, o.FSRead) && sameList(s.FSWrite, o.FSWrite) && sameList(s.NetConnect, o.NetConnect) &&
-		(s.Network == nil) == (o.Network == nil) && (s.Network == nil || *s.Network == *o.Network)
+		(s.Network == nil) == (o.Network == nil) && (s.Network == nil || *s.Network == *o.Network) &&
+		(s.Namespaces == nil) == (o.Namespaces == nil) && (s.Namespaces == nil || *s.Namespaces == *o.Namespaces)
 }
 
 // sameList is slices.Equal that also tells nil from empty.

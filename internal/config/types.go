@@ -207,6 +207,10 @@ type Sandbox struct {
 	// Network is key "network": false runs the child in its own network
 	// namespace with only loopback; nil when absent.
 	Network *bool
+	// Namespaces is key "namespaces": false lets the child share Moat's
+	// user, PID, mount and IPC namespaces (it then sees every process of
+	// the user and every file Moat hides); nil when absent (its own).
+	Namespaces *bool
 }
 
 // TLS is a remote server's "tls" block.

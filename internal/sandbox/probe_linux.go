@@ -58,5 +58,7 @@ func Probe() Report {
 	}
 	ok, detail := cgroupStatus()
 	r.set(PCgroup, ok, "%s", detail)
+	ok, detail = Namespaces()
+	r.set(PNamespaces, ok, "%s", detail)
 	return r
 }

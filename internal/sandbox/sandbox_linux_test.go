@@ -755,43 +755,92 @@ func BenchmarkStart(b *testing.B) {
 	}
 	for _, cg := range cgroups {
 		for _, prestarted := range []bool{false, true} {
-			// cold: a server's first start, or several at once, each with a
-			// new launcher. prestarted: serve mode, a restart or a reload,
-			// with a launcher ready.
-			name := "cold/" + cg
-			if prestarted {
-				name = "prestarted/" + cg
-			}
-			b.Run(name, func(b *testing.B) {
-				if cg == "no-cgroup" {
-					withoutCgroups(b)
-				}
+			for _, ns := range namespaceModes() {
+				// cold: a server's first start, or several at once, each with a
+				// new launcher. prestarted: serve mode, a restart or a reload,
+				// with a launcher ready.
+				name := "cold/" + cg + "/" + ns.name
 				if prestarted {
-					KeepWarm()
-					defer CloseIdle()
-					// The pool fills once a first child has started.
-					p, err := Start(context.Background(), &Spec{Name: "bench", Command: "/bin/true", Stderr: io.Discard})
-					if err != nil {
-						b.Fatal(err)
-					}
-					<-p.Done()
+					name = "prestarted/" + cg + "/" + ns.name
 				}
-				for range b.N {
+				b.Run(name, func(b *testing.B) {
+					if cg == "no-cgroup" {
+						withoutCgroups(b)
+					}
 					if prestarted {
+						KeepWarm()
+						defer CloseIdle()
+						// The pool fills once a first child has started.
+						p, err := Start(context.Background(), &Spec{Name: "bench", Command: "/bin/true", Stderr: io.Discard})
+						if err != nil {
+							b.Fatal(err)
+						}
+						<-p.Done()
+					}
+					for range b.N {
+						if prestarted {
+							b.StopTimer()
+							idleLauncher(b)
+							b.StartTimer()
+						}
+						p, err := Start(context.Background(), &Spec{Name: "bench", Command: "/bin/echo", Args: []string{"up"}, Stderr: io.Discard, Limits: Limits{Namespaces: &ns.on}})
+						if err != nil {
+							b.Fatal(err)
+						}
+						firstLine(b, p.Stdout())
 						b.StopTimer()
-						idleLauncher(b)
+						<-p.Done()
 						b.StartTimer()
 					}
-					p, err := Start(context.Background(), &Spec{Name: "bench", Command: "/bin/echo", Args: []string{"up"}, Stderr: io.Discard})
-					if err != nil {
-						b.Fatal(err)
-					}
-					firstLine(b, p.Stdout())
-					b.StopTimer()
-					<-p.Done()
-					b.StartTimer()
-				}
-			})
+				})
+			}
 		}
+	}
+}
+
+type namespaceMode struct {
+	name string
+	on   bool
+}
+
+// namespaceModes are the settings of sandbox.namespaces this machine can
+// run: shared always, own where the kernel allows them.
+func namespaceModes() []namespaceMode {
+	modes := []namespaceMode{{"shared-ns", false}}
+	if ok, _ := Namespaces(); ok {
+		modes = append(modes, namespaceMode{"own-ns", true})
+	}
+	return modes
+}
+
+// BenchmarkServerMemory reports what one running server's supervision costs
+// in resident memory (the launcher's VmRSS, in KiB) with and without
+// namespaces of its own.
+func BenchmarkServerMemory(b *testing.B) {
+	LauncherPath = testutil.BuildMoat(b)
+	b.Cleanup(func() { LauncherPath = os.Args[0] })
+	rss := func(pid int) float64 {
+		st, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		for line := range strings.Lines(string(st)) {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+				return float64(n)
+			}
+		}
+		return 0
+	}
+	for _, ns := range namespaceModes() {
+		b.Run(ns.name, func(b *testing.B) {
+			var launcher float64
+			for range b.N {
+				p, err := Start(context.Background(), &Spec{Name: "bench", Command: "/bin/sleep", Args: []string{"60"}, Stderr: io.Discard, Limits: Limits{Namespaces: &ns.on}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				launcher = rss(p.Pid())
+				_ = p.Stop(time.Second)
+			}
+			b.ReportMetric(launcher, "launcher-KiB")
+		})
 	}
 }

@@ -38,11 +38,15 @@ func Probe() Report {
 	var r Report
 	r.set(PCleanEnv, true, "only PATH, HOME, USER, LOGNAME, LANG, LC_*, TMPDIR, inherit_env and env")
 	r.set(PProcessGroup, true, "own process group; Stop signals the whole group")
-	for _, n := range []string{PNoInheritedFD, PTreeTeardown, PRlimits, PNProc, PNoNewPrivs, PLandlockFS, PLandlockNet, PNetNS, PCgroup} {
+	for _, n := range []string{PNoInheritedFD, PTreeTeardown, PRlimits, PNProc, PNoNewPrivs, PLandlockFS, PLandlockNet, PNetNS, PCgroup, PNamespaces} {
 		r.set(n, false, "%s", notHere())
 	}
 	return r
 }
+
+// Namespaces reports that servers get no namespaces of their own outside
+// Linux.
+func Namespaces() (bool, string) { return false, notHere() }
 
 // Start starts the command directly with a clean environment. Nothing else
 // is enforced outside Linux (the Report says so); Strict mode refuses.

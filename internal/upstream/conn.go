@@ -178,6 +178,7 @@ func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) e
 		Dir:        g.cfg.Cwd,
 		Stderr:     g.stderrLines,
 		Limits:     LimitsOf(g.cfg.Sandbox),
+		Hide:       g.m.hideFor(g.name),
 	})
 	if err != nil {
 		if errors.Is(sctx.Err(), context.DeadlineExceeded) {
@@ -231,6 +232,7 @@ func LimitsOf(s config.Sandbox) sandbox.Limits {
 		FSWrite:     s.FSWrite,
 		NetConnect:  s.NetConnect,
 		Network:     s.Network,
+		Namespaces:  s.Namespaces,
 	}
 	if s.Mode == config.SandboxStrict {
 		l.Mode = sandbox.Strict

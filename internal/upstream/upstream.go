@@ -9,6 +9,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -100,6 +101,11 @@ type Options struct {
 	// OnEvent receives the security-relevant events of every group (for
 	// the audit log). It is called synchronously: keep it quick.
 	OnEvent func(Event)
+
+	// Hide are Moat's own files and directories (config, audit log, stores,
+	// runtime directory) that no stdio server may see; each server also has
+	// the other servers' working directories hidden (sandbox.Spec.Hide).
+	Hide []string
 
 	// OnChange is called (from any goroutine, never under a Manager lock)
 	// whenever a group's state or cached lists change, or groups are added
@@ -230,6 +236,20 @@ func (m *Manager) Apply(cfg *config.Config) {
 	m.mu.Unlock()
 	m.stopAll(stop)
 	m.changed()
+}
+
+// hideFor is what server name must not see: Moat's own paths and the
+// working directories of the other servers.
+func (m *Manager) hideFor(name string) []string {
+	hide := slices.Clone(m.opts.Hide)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for other, g := range m.groups {
+		if other != name && g.cfg.Cwd != "" {
+			hide = append(hide, g.cfg.Cwd)
+		}
+	}
+	return hide
 }
 
 // Close stops every group and waits until their processes are reaped.

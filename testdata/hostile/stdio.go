@@ -72,6 +72,7 @@ func runStdio() {
 			}
 			return text("%d", pid), nil
 		})
+	addSpy(srv)
 	if err := srv.Run(context.Background(), &mcp.StdioTransport{}); err != nil {
 		log.Fatal(err)
 	}

@@ -85,7 +85,7 @@ func TestBadConfigs(t *testing.T) {
 		{"description number", srv(`"description": 5, "command": "x"`), "/mcpServers/s/description", "not a string", true, nil, nil, 1},
 		{"near-miss description", srv(`"descripton": "d", "command": "x"`), "/mcpServers/s/descripton", `did you mean "description"?`, true, nil, nil, 2},
 		{"case variant command", srv(desc + `"command": "x", "Command": "y"`), "/mcpServers/s/Command", `did you mean "command"? (case matters)`, true, nil, nil, 1},
-		{"unknown key lists valid", srv(desc + `"command": "x", "workdir": "/"`), "/mcpServers/s/workdir", `valid keys in a stdio server: "description", "type", "enabled", "features", "timeout", "policy", "max_message_bytes", "command", "args", "env", "inherit_env", "cwd", "sandbox"`, true, nil, nil, 1},
+		{"unknown key lists valid", srv(desc + `"command": "x", "workdir": "/"`), "/mcpServers/s/workdir", `valid keys in a stdio server: "description", "type", "enabled", "features", "timeout", "policy", "max_message_bytes", "command", "args", "env", "inherit_env", "cwd", "run_as", "sandbox"`, true, nil, nil, 1},
 		{"missing command", srv(`"description": "d"`), "/mcpServers/s", `no "command"`, true, nil, nil, 1},
 		{"empty command", srv(desc + `"command": " "`), "/mcpServers/s/command", "command is empty", true, nil, nil, 1},
 		{"command empty after expansion", srv(desc + `"command": "${EMPTY}"`), "/mcpServers/s/command", "empty or holds a NUL", false, map[string]string{"EMPTY": ""}, nil, 1},
@@ -145,6 +145,9 @@ func TestBadConfigs(t *testing.T) {
 		{"secret in args", srv(desc + `"command": "x", "args": ["--token=${secret:tok}"]`), "/mcpServers/s/args/0",
 			`${secret:tok} in server "s" args[0] would put the secret on the server's command line, which every local user can read (/proc/PID/cmdline): pass it in "env" instead, e.g. "env": {"API_TOKEN": "${secret:tok}"}`, false, nil, okSecret, 1},
 		{"secret in command", srv(desc + `"command": "/opt/${secret:tok}/bin/x"`), "/mcpServers/s/command", "would put the secret on the server's command line", false, nil, okSecret, 1},
+		{"run_as not a user", stdio(`"run_as": "root; rm -rf /"`), "/mcpServers/s/run_as", `run_as "root; rm -rf /" is not a user: write a user name or uid`, true, nil, nil, 1},
+		{"run_as number", stdio(`"run_as": 2001`), "/mcpServers/s/run_as", `"run_as" is a number, not a string`, true, nil, nil, 1},
+		{"namespaces not a boolean", stdio(`"sandbox": {"namespaces": "no"}`), "/mcpServers/s/sandbox/namespaces", "sandbox.namespaces", true, nil, nil, 1},
 		// inherit_env
 		{"inherit_env string", stdio(`"inherit_env": "LANG"`), "/mcpServers/s/inherit_env", `inherit_env is a string, not an array of strings: write "inherit_env": ["LANG", "NODE_*"]`, true, nil, nil, 1},
 		{"inherit_env item number", stdio(`"inherit_env": ["LANG", 1]`), "/mcpServers/s/inherit_env/1", "inherit_env[1] is a number, not a string: quote it", true, nil, nil, 1},

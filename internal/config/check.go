@@ -20,7 +20,7 @@ var (
 // Keys a server object may have, by transport. The order is the one hints list.
 var (
 	commonKeys = []string{"description", "type", "enabled", "features", "timeout", "policy", "max_message_bytes"}
-	stdioKeys  = []string{"command", "args", "env", "inherit_env", "cwd", "sandbox"}
+	stdioKeys  = []string{"command", "args", "env", "inherit_env", "cwd", "run_as", "sandbox"}
 	remoteKeys = []string{"url", "headers", "oauth_client_id", "oauth_scopes", "allow_insecure_http", "allow_private_network", "tls"}
 	topKeys    = []string{"mcpServers", "$schema", "defaults", "audit", "secrets"}
 	flagKeys   = []string{"tools", "resources", "prompts"}
@@ -240,8 +240,21 @@ func (c *checker) stdio(s *Server, n *node, path, where string) {
 			s.Cwd, _ = c.filePath(raw, expansion{path + "/cwd", m.val.off, where + " cwd", nil, false})
 		}
 	}
+	if m := n.get("run_as"); m != nil {
+		if raw, ok := c.str(m, path); ok {
+			if !runAsForm.MatchString(raw) {
+				c.ps.add(path+"/run_as", m.val.off, fmt.Sprintf("%s run_as %q is not a user", where, raw),
+					`write a user name or uid, optionally with a group: "run_as": "mcp-github" or "run_as": "2001:2001"`)
+			} else {
+				s.RunAs = raw
+			}
+		}
+	}
 	s.Sandbox = c.sandbox(n.get("sandbox"), path+"/sandbox", where)
 }
+
+// runAsForm is USER or USER:GROUP, each a name or a number.
+var runAsForm = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$`)
 
 func (c *checker) remote(s *Server, n *node, path, where string) {
 	if m := n.get("allow_insecure_http"); m != nil {

@@ -30,7 +30,7 @@ func (s *Server) Equal(o *Server) bool {
 		slices.Equal(s.Args, o.Args) &&
 		maps.Equal(s.Env, o.Env) &&
 		slices.Equal(s.InheritEnv, o.InheritEnv) &&
-		s.Cwd == o.Cwd &&
+		s.Cwd == o.Cwd && s.RunAs == o.RunAs &&
 		s.Sandbox.equal(o.Sandbox) &&
 		s.URL == o.URL &&
 		maps.Equal(s.Headers, o.Headers) &&

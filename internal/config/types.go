@@ -123,6 +123,9 @@ type Server struct {
 	// Cwd is the child's working directory: absolute, with ~/ and ${VAR}
 	// expanded; "" means a private empty directory.
 	Cwd string
+	// RunAs is key "run_as": the user (name or uid, optionally ":group")
+	// the child runs as, when Moat runs as root; "" means Moat's own.
+	RunAs string
 	// Sandbox is the server's "sandbox" block with "defaults.sandbox"
 	// merged in (a field the server sets wins) and Mode filled in.
 	Sandbox Sandbox

@@ -19,8 +19,9 @@ import (
 // spaces are the namespaces a launcher is created in; they cannot be added
 // after the fact.
 type spaces struct {
-	isolated bool // user, PID, mount and IPC namespaces of its own
-	net      bool // a network namespace with only loopback
+	isolated bool  // user, PID, mount and IPC namespaces of its own
+	net      bool  // a network namespace with only loopback
+	runAs    runAs // also mapped in the user namespace when not zero (Moat is root)
 }
 
 // sysProcAttr returns the attributes that create a launcher in sp. The
@@ -44,7 +45,17 @@ func (sp spaces) sysProcAttr() *syscall.SysProcAttr {
 	uid, gid := os.Getuid(), os.Getgid()
 	attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}}
 	attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}}
-	attr.GidMappingsEnableSetgroups = false
+	if sp.runAs != (runAs{}) {
+		// Root maps the target's ids too, and lets the launcher drop the
+		// supplementary groups it would otherwise pass on.
+		if u := int(sp.runAs.Uid); u != uid {
+			attr.UidMappings = append(attr.UidMappings, syscall.SysProcIDMap{ContainerID: u, HostID: u, Size: 1})
+		}
+		if g := int(sp.runAs.Gid); g != gid {
+			attr.GidMappings = append(attr.GidMappings, syscall.SysProcIDMap{ContainerID: g, HostID: g, Size: 1})
+		}
+		attr.GidMappingsEnableSetgroups = true
+	}
 	attr.AmbientCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP}
 	return attr
 }

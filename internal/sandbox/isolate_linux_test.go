@@ -173,3 +173,49 @@ func TestHideList(t *testing.T) {
 		t.Errorf("kept %q; want %q", got, want)
 	}
 }
+
+// TestRunAs: as root, a server with RunAs runs as that user with no
+// supplementary groups, that user's HOME and USER, a private directory it
+// owns, and no access to root's files; with and without namespaces.
+//
+// SECURITY.md, Child processes, "Isolation between servers" (run_as).
+func TestRunAs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED LOUDLY: run_as needs root")
+	}
+	secret := filepath.Join(t.TempDir(), "root-only")
+	if err := os.WriteFile(secret, []byte("root's"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	script := `id -u; id -G; echo "$HOME $USER"; echo x > ./mine && echo wrote; cat "$1" 2>/dev/null || echo denied`
+	for _, ns := range namespaceModes() {
+		t.Run(ns.name, func(t *testing.T) {
+			p := start(t, &Spec{Command: "/bin/sh", Args: []string{"-c", script, "sh", secret}, RunAs: "nobody",
+				Limits: Limits{Namespaces: &ns.on}})
+			out, _ := io.ReadAll(p.Stdout())
+			if want := "65534\n65534\n/nonexistent nobody\nwrote\ndenied\n"; string(out) != want {
+				t.Errorf("as nobody:\n got %q\nwant %q", out, want)
+			}
+			if pr, _ := p.Enforced().Get(PRunAs); !pr.Enforced {
+				t.Errorf("report: %+v; want run_as enforced", pr)
+			}
+		})
+	}
+	if _, err := Start(context.Background(), &Spec{Command: "/bin/true", RunAs: "no-such-user-moat", Stderr: io.Discard}); err == nil || !strings.Contains(err.Error(), `no user "no-such-user-moat" on this machine`) {
+		t.Errorf("unknown user: %v", err)
+	}
+}
+
+// TestRunAsNeedsRoot: RunAs from an unprivileged moat is refused with the
+// fix in the error.
+func TestRunAsNeedsRoot(t *testing.T) {
+	if out := asNobody(t, "helper-runas"); !strings.Contains(out, `run_as "1234" needs moat to run as root`) {
+		t.Errorf("run_as as nobody: %s", out)
+	}
+}
+
+func helperRunAs() int {
+	_, err := Start(context.Background(), &Spec{Command: "/bin/true", RunAs: "1234", Stderr: io.Discard})
+	fmt.Println(err)
+	return 0
+}

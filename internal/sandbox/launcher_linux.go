@@ -106,7 +106,7 @@ func runLauncher() int {
 		return 0
 	}
 
-	root := os.Geteuid() == 0
+	root := os.Geteuid() == 0 && cfg.RunAs == nil
 	if root && !cfg.NewNetNS && !cfg.Isolated {
 		// Root keeps CAP_SYS_RESOURCE across exec and could raise its
 		// limits again; take it out of the bounding set.
@@ -169,6 +169,9 @@ func runLauncher() int {
 		Files: []uintptr{0, 1, 2},
 		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Ptrace: true},
 	}
+	if cfg.RunAs != nil {
+		attr.Sys.Credential = &syscall.Credential{Uid: cfg.RunAs.Uid, Gid: cfg.RunAs.Gid, Groups: []uint32{}}
+	}
 	inCgroup := false
 	var pid int
 	if cgroupFD >= 0 {
@@ -182,6 +185,9 @@ func runLauncher() int {
 		pid, err = syscall.ForkExec(cfg.Path, cfg.Argv, attr)
 	}
 	if err != nil {
+		if cfg.RunAs != nil && errors.Is(err, syscall.EACCES) {
+			return fail("starting %s as uid %d: %v; the server's user must be able to read and execute it and every directory above it, and enter its working directory", cfg.Path, cfg.RunAs.Uid, err)
+		}
 		return fail("starting %s: %v", cfg.Path, err)
 	}
 	var ws syscall.WaitStatus

@@ -31,6 +31,8 @@ type launchConfig struct {
 	Isolated    bool     `json:"isolated"`
 	Hide        []string `json:"hide"`
 	PrivateRoot string   `json:"private_root"`
+	// RunAs, when set, is the uid and gid the target runs as.
+	RunAs *runAs `json:"run_as,omitempty"`
 	// Probe: set up the namespaces as for a target, report, and exit
 	// without starting anything (Namespaces).
 	Probe bool `json:"probe"`
@@ -47,6 +49,11 @@ type launchConfig struct {
 	// CgroupDirs are removed by the launcher once it has reaped the tree,
 	// so they go away even when Moat was killed.
 	CgroupDirs []string `json:"cgroup_dirs"`
+}
+
+// runAs is a uid and gid to run the target as (Spec.RunAs).
+type runAs struct {
+	Uid, Gid uint32
 }
 
 // launchStatus is what the launcher writes on fd 4: Ready as soon as it runs

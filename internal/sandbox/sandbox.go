@@ -144,9 +144,13 @@ type Spec struct {
 	// audit log and stores, the other servers' working directories. In the
 	// child's own mount namespace each is covered by an empty read-only
 	// directory (or /dev/null for a file). A path that is, or holds, the
-	// child's own working directory is left visible. Without namespaces
-	// Hide has no effect.
+	// child's own working directory, or a path its environment names, is
+	// left visible. Without namespaces Hide has no effect.
 	Hide []string
+	// RunAs is the user the child runs as ("name", "uid", optionally
+	// ":group"), with no supplementary groups and HOME, USER and LOGNAME
+	// of that user; "" = Moat's own user. Only root can do this.
+	RunAs string
 }
 
 // Protection is one line of a Report.
@@ -176,6 +180,7 @@ const (
 	PProcessGroup  = "process_group"
 	PNoInheritedFD = "no_inherited_fds"
 	PNamespaces    = "namespaces"
+	PRunAs         = "run_as"
 )
 
 // Get returns the protection with that name.

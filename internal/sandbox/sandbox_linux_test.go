@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 		case "helper-isolation":
 			LauncherPath = os.Args[2]
 			os.Exit(helperIsolation())
+		case "helper-runas":
+			LauncherPath = os.Args[2]
+			os.Exit(helperRunAs())
 		}
 	}
 	LauncherPath = os.Args[0]

@@ -54,6 +54,9 @@ func Start(_ context.Context, s *Spec) (*Process, error) {
 	if s.Stderr == nil {
 		return nil, fmt.Errorf("sandbox: server %q: Spec.Stderr is nil; the child's stderr must go to a log", s.Name)
 	}
+	if s.RunAs != "" {
+		return nil, fmt.Errorf("sandbox: server %q: run_as needs Linux (%s); remove it", s.Name, notHere())
+	}
 	if s.Limits.Mode == Strict {
 		return nil, fmt.Errorf("sandbox: server %q: strict sandbox mode needs Linux (%s); use sandbox.mode \"best-effort\"", s.Name, notHere())
 	}

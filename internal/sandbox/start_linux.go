@@ -68,9 +68,29 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 		isolated, nsOff = false, why
 	}
 
+	var who *identity
+	if s.RunAs != "" {
+		if euid := os.Geteuid(); euid != 0 {
+			return nil, fmt.Errorf("sandbox: server %q: run_as %q needs moat to run as root (it runs as uid %d): remove run_as, or run moat as root", s.Name, s.RunAs, euid)
+		}
+		if who, err = lookupRunAs(s.RunAs); err != nil {
+			return nil, fmt.Errorf("sandbox: server %q: run_as %q: %w", s.Name, s.RunAs, err)
+		}
+	}
+
 	dir := s.Dir
 	if dir == "" {
-		dir, err = os.MkdirTemp(privateRoot(), "moat-"+safeName(s.Name)+"-")
+		// Another user's private directory cannot be in Moat's private
+		// root (0700): it is in TMPDIR, owned by that user, as closed to
+		// the other servers as its owner's uid makes it.
+		root := privateRoot()
+		if who != nil {
+			root = ""
+		}
+		dir, err = os.MkdirTemp(root, "moat-"+safeName(s.Name)+"-")
+		if err == nil && who != nil {
+			err = os.Chown(dir, int(who.uid), int(who.gid))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("sandbox: server %q: creating its private working directory: %w; set \"cwd\" or fix TMPDIR", s.Name, err)
 		}
@@ -91,6 +111,10 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 		NetConnect: lim.NetConnect,
 		NewNetNS:   lim.Network != nil && !*lim.Network,
 		Isolated:   isolated,
+	}
+	if who != nil {
+		cfg.Env = withIdentity(cfg.Env, who, s.Env)
+		cfg.RunAs = &runAs{Uid: who.uid, Gid: who.gid}
 	}
 	var kept []string
 	if isolated {
@@ -129,6 +153,14 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 	rep.set(PProcessGroup, true, "own process group; Stop signals the whole group")
 	if !isolated {
 		rep.set(PNamespaces, false, "%s", nsOff)
+	}
+	switch {
+	case who != nil:
+		rep.set(PRunAs, true, "runs as %s (uid %d, gid %d), no supplementary groups", who.name, who.uid, who.gid)
+	case os.Geteuid() == 0:
+		rep.set(PRunAs, false, "not asked: moat runs as root and this server has no run_as, so it runs as root (without capabilities in its own namespaces, if it has them)")
+	default:
+		rep.set(PRunAs, false, "not asked: runs as moat's own user")
 	}
 
 	err = p.launch(ctx, launcher, &cfg, s, &rep)
@@ -181,6 +213,9 @@ var errLauncherGone = errors.New("the launcher exited before starting the server
 
 func (p *Process) launch(ctx context.Context, launcher string, cfg *launchConfig, s *Spec, rep *Report) error {
 	sp := spaces{isolated: cfg.Isolated, net: cfg.NewNetNS}
+	if cfg.RunAs != nil {
+		sp.runAs = *cfg.RunAs
+	}
 	defer warm.fill(sp)
 	if l := warm.take(launcher, sp); l != nil {
 		err := p.handshake(ctx, l, cfg, s, rep)

@@ -179,6 +179,7 @@ func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) e
 		Stderr:     g.stderrLines,
 		Limits:     LimitsOf(g.cfg.Sandbox),
 		Hide:       g.m.hideFor(g.name),
+		RunAs:      g.cfg.RunAs,
 	})
 	if err != nil {
 		if errors.Is(sctx.Err(), context.DeadlineExceeded) {

@@ -106,3 +106,65 @@ func TestServersCannotReachEachOther(t *testing.T) {
 	}
 	m.echoWorks(t, "victim")
 }
+
+// TestServersRunAsTheirOwnUsers: moat as root (a host-wide gateway), each
+// server with its own run_as, and sandbox.namespaces false, so that only
+// the uids keep them apart. The spy still cannot read the victim's
+// environment, file descriptors or working directory, its memory, or signal
+// it; child_start says which user each runs as.
+//
+// SECURITY.md, Child processes, "Isolation between servers" (run_as).
+func TestServersRunAsTheirOwnUsers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED LOUDLY: run_as needs moat to run as root")
+	}
+	const canary = "victim-uid-secret-81b2"
+	// The servers' users must be able to run their programs.
+	bin, err := os.MkdirTemp("", "moat-runas-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(bin) })
+	copyExec := func(from string) string {
+		data, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		to := filepath.Join(bin, filepath.Base(from))
+		if err := os.WriteFile(to, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return to
+	}
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shared := map[string]any{"namespaces": false}
+	victim := server{"description": "victim", "command": copyExec(testutil.BuildTestServer(t)), "args": []string{"-name", "victim"},
+		"env": map[string]string{"CANARY": canary}, "run_as": "64001:64001", "sandbox": shared}
+	spy := server{"description": "spy", "command": copyExec(hostileBin(t)), "args": []string{"-mode", "stdio"},
+		"run_as": "64002:64002", "sandbox": shared}
+	env := testutil.MoatEnv(t)
+	m := startMoatWith(t, env, nil, testutil.WriteConfig(t, t.TempDir(), map[string]server{"victim": victim, "spy": spy}))
+	m.echoWorks(t, "victim")
+	pid := canaryPid(t, m, canary)
+	res := m.call(t, "spy", "spy", map[string]any{"pid": pid})
+	var got map[string]string
+	if err := json.Unmarshal([]byte(resultText(res)), &got); err != nil {
+		t.Fatalf("spy's report: %v: %s", err, tail(resultText(res), 2048))
+	}
+	for _, what := range []string{"environ", "fd", "cwd", "signal", "ptrace", "process_vm_readv"} {
+		if !strings.HasPrefix(got[what], "error: ") {
+			t.Errorf("the spy (another uid) reached the victim's %s: %.200s", what, got[what])
+		}
+	}
+	if strings.Contains(resultText(res), canary) {
+		t.Errorf("the victim's secret is in the spy's report")
+	}
+	recs := m.auditLog(t)
+	for group, uid := range map[string]string{"victim": "64001", "spy": "64002"} {
+		if cs := childStart(t, recs, group); !strings.Contains(","+cs.Detail["enforced"]+",", ",run_as,") {
+			t.Errorf("child_start of %s: enforced=%q; want run_as (uid %s)", group, cs.Detail["enforced"], uid)
+		}
+	}
+}

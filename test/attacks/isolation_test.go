@@ -63,7 +63,7 @@ func TestServersCannotReachEachOther(t *testing.T) {
 	cfgPath := testutil.WriteConfig(t, dir, map[string]server{
 		"victim": victim,
 		"spy":    hostileStdio(t, "stdio"),
-		"files": {"description": "server-filesystem rooted at /", "command": testutil.NodeBin(t, "mcp-server-filesystem"), "args": []string{"/"}},
+		"files":  {"description": "server-filesystem rooted at /", "command": testutil.NodeBin(t, "mcp-server-filesystem"), "args": []string{"/"}},
 	})
 	m := startMoatWith(t, env, nil, cfgPath)
 	m.echoWorks(t, "victim")

@@ -94,6 +94,8 @@ func TestCgroupV2OnARealKernel(t *testing.T) {
 		"TestForkBombContainedByPidsMax", "TestCgroupMemoryLimitsTheWholeTree",
 		"TestTargetIsInItsCgroupFromItsFirstInstruction", "TestProbeReportsCgroups",
 		"TestKill9OfMoatLeavesNoProcess", "TestPrestartedLauncher",
+		// Namespaces on Debian's kernel, as root and as a user.
+		"TestServersSeeOnlyTheirOwnWorld", "TestTargetPidIsTheHostPid",
 	}
 	// systemd: as root, the VM's cgroup is delegated to uid 1000, which
 	// runs a systemd user manager (what a desktop session has) and then
@@ -110,7 +112,7 @@ func TestCgroupV2OnARealKernel(t *testing.T) {
 		more    []string
 		cgroups string // a regexp the target's cgroup must match
 	}{
-		{"root", 0, nil, []string{"TestStrictMaxProcsAsRoot"}, `0::/test/moat-children/cat-\d+-\d+`},
+		{"root", 0, nil, []string{"TestStrictMaxProcsAsRoot", "TestRunAs"}, `0::/test/moat-children/cat-\d+-\d+`},
 		{"delegated to uid 1000", 1000, nil, nil, `0::/user\.slice/deleg/moat-children/cat-\d+-\d+`},
 		{"uid 1000 under systemd --user", 0, []string{systemd}, nil, `0::/test/app\.slice/moat-\d+\.scope/moat-children/cat-\d+-\d+`},
 	} {

@@ -33,6 +33,20 @@
 // ahead of need and waits, knowing nothing, for the configuration of the
 // next child.
 //
+// # Isolation
+//
+// Unless Limits.Namespaces is false, the launcher is created in user, PID,
+// mount and IPC namespaces of its own (its uid and gid mapped to
+// themselves, so a server keeps its usual uid and files) and is PID 1 there.
+// Before starting the target it mounts a /proc that shows only that
+// namespace, covers Spec.Hide and the other servers' private directories
+// with empty read-only mounts, gives a private /dev/shm, makes itself
+// non-dumpable and drops every capability: the target cannot see another
+// server, signal or trace it, or uncover what was hidden. Where the kernel
+// does not allow it (Namespaces says why), Strict refuses and BestEffort
+// starts the server in Moat's namespaces. Spec.RunAs (root only) runs the
+// target as another user.
+//
 // # Environment
 //
 // The target's environment is exactly: PATH (the clean one, or the server's

@@ -954,10 +954,12 @@ func TestOptOutsAreAudited(t *testing.T) {
 
 	lax := testServer(t, "a")
 	lax["policy"] = map[string]any{"redact": "off", "on_invalid_schema": "passthrough"}
+	lax["sandbox"] = map[string]any{"namespaces": false}
 	testutil.WriteConfig(t, dir, map[string]any{"a": lax})
 	waitFor(t, "the reload's opt_out records", func() bool {
 		got := optOuts()
-		return slices.Contains(got, "a:redact=off") && slices.Contains(got, "a:on_invalid_schema=passthrough")
+		return slices.Contains(got, "a:redact=off") && slices.Contains(got, "a:on_invalid_schema=passthrough") &&
+			slices.Contains(got, "a:sandbox.namespaces=false")
 	})
 }
 

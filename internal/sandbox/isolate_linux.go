@@ -101,7 +101,12 @@ func probeNamespaces() (bool, string) {
 	}
 	l, err := startLauncher(path, spaces{isolated: true})
 	if err != nil {
-		return false, "creating user, PID and mount namespaces: " + err.Error() + userNSHint()
+		// The launcher's path says nothing to the user; the errno does.
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			err = errno
+		}
+		return false, explainNS("creating user, PID and mount namespaces: " + err.Error())
 	}
 	defer l.discard()
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
@@ -111,7 +116,7 @@ func probeNamespaces() (bool, string) {
 		return false, "starting a launcher in new namespaces: " + err.Error()
 	}
 	if st.Error != "" {
-		return false, st.Error + userNSHint()
+		return false, explainNS(st.Error)
 	}
 	return true, "user, PID, mount and IPC namespaces per server"
 }
@@ -142,27 +147,30 @@ func (l *launcherProc) exchange(ctx context.Context, cfg *launchConfig) (launchS
 	}
 }
 
-// userNSHint names the setting that stops unprivileged user namespaces on
-// this machine, if one does.
-func userNSHint() string {
+// explainNS puts first the setting that stops user namespaces on this
+// machine, if one does, then what failed: the fix must survive a cut.
+func explainNS(failed string) string {
 	read := func(p string) string {
 		b, _ := os.ReadFile(p)
 		return strings.TrimSpace(string(b))
 	}
+	hint := ""
 	switch {
 	case read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
-		return "; AppArmor restricts unprivileged user namespaces here (Ubuntu 23.10 and later): " +
+		hint = "AppArmor restricts unprivileged user namespaces here (Ubuntu 23.10 and later): " +
 			"allow them for moat with an AppArmor profile that has the \"userns\" permission (see SECURITY.md), " +
 			"or set sysctl kernel.apparmor_restrict_unprivileged_userns=0"
 	case read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
-		return "; this kernel forbids unprivileged user namespaces: set sysctl kernel.unprivileged_userns_clone=1"
+		hint = "this kernel forbids unprivileged user namespaces: set sysctl kernel.unprivileged_userns_clone=1"
 	case read("/proc/sys/user/max_user_namespaces") == "0":
-		return "; user namespaces are disabled: set sysctl user.max_user_namespaces to a positive number"
+		hint = "user namespaces are disabled: set sysctl user.max_user_namespaces to a positive number"
+	case os.Getenv("container") != "" || fileExists("/.dockerenv"):
+		hint = "in a container, the runtime's seccomp profile or a masked /proc may forbid them (Docker: --security-opt seccomp=unconfined, or run moat outside)"
 	}
-	if os.Getenv("container") != "" || fileExists("/.dockerenv") {
-		return "; in a container, the runtime's seccomp profile or a masked /proc may forbid them (Docker: --security-opt seccomp=unconfined, or run moat outside)"
+	if hint == "" {
+		return failed
 	}
-	return ""
+	return hint + " (" + failed + ")"
 }
 
 func fileExists(p string) bool {

@@ -63,7 +63,7 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 		nsOff = "not asked (sandbox.namespaces is false): the server shares Moat's view of processes and files"
 	} else if ok, why := Namespaces(); !ok {
 		if lim.Mode == Strict {
-			return nil, fmt.Errorf("sandbox: server %q: strict sandbox: cannot give it namespaces of its own: %s; or set sandbox.mode \"best-effort\"", s.Name, why)
+			return nil, fmt.Errorf("strict sandbox: no namespaces of its own here: %s; or set sandbox.mode \"best-effort\"", why)
 		}
 		isolated, nsOff = false, why
 	}

@@ -168,3 +168,41 @@ func TestServersRunAsTheirOwnUsers(t *testing.T) {
 		}
 	}
 }
+
+// TestWithoutNamespacesStrictRefusesAndBestEffortSaysSo: on a machine that
+// allows no user namespaces (here: moat in a user namespace whose
+// user.max_user_namespaces is 0, as a sysctl or a container would have it),
+// a best-effort server still starts and works, and the audit log says once,
+// with the reason and the setting to change, that servers are not isolated;
+// its child_start lists namespaces as not enforced. A strict server is
+// refused, with the same reason in its status.
+//
+// SECURITY.md, Child processes, "Isolation between servers".
+func TestWithoutNamespacesStrictRefusesAndBestEffortSaysSo(t *testing.T) {
+	wrapper := []string{"unshare", "--user", "--map-root-user", "--", "sh", "-c", `echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"`, "sh"}
+	if out, err := exec.Command(wrapper[0], append(wrapper[1:], "true")...).CombinedOutput(); err != nil {
+		t.Skipf("SKIPPED LOUDLY: cannot make a user namespace without nested ones here: %v %s", err, out)
+	}
+	strict := testServer(t, "strict")
+	strict["sandbox"] = map[string]any{"mode": "strict"}
+	env := testutil.MoatEnv(t)
+	m := startMoatWith(t, env, wrapper, testutil.WriteConfig(t, t.TempDir(), map[string]server{"lax": testServer(t, "lax"), "strict": strict}))
+	m.echoWorks(t, "lax")
+	status := m.waitStatus(t, "strict", "unavailable")
+	if !strings.Contains(status, "strict sandbox: no namespaces of its own here") || !strings.Contains(status, "user.max_user_namespaces") {
+		t.Errorf("the strict server's status %q does not say why and what to change", status)
+	}
+	recs := m.auditLog(t)
+	var said []string
+	for _, r := range recs {
+		if r.Event == "opt_out" && r.Detail["setting"] == "sandbox.namespaces" {
+			said = append(said, r.Detail["unavailable"])
+		}
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "user.max_user_namespaces") {
+		t.Errorf("opt_out records of sandbox.namespaces: %q; want one, naming the setting", said)
+	}
+	if cs := childStart(t, recs, "lax"); !strings.Contains(","+cs.Detail["not_enforced"]+",", ",namespaces,") {
+		t.Errorf("child_start of lax: not_enforced=%q; want namespaces", cs.Detail["not_enforced"])
+	}
+}

@@ -271,49 +271,55 @@ for port in sys.argv[1:]:
         print(port, "errno", e.errno)
 `
 
+// TestLandlock: the fs and net allow-lists hold, with and without
+// namespaces of the server's own (where /proc no longer shows Moat at all).
 func TestLandlock(t *testing.T) {
 	if landlockABI() < 4 {
 		t.Skip("SKIPPED LOUDLY: this kernel's Landlock ABI is < 4; filesystem and network allow-lists cannot be tested here")
 	}
-	outside := t.TempDir()
-	secret := filepath.Join(outside, "secret")
-	allowedDir := t.TempDir()
-	allowed := filepath.Join(allowedDir, "allowed")
-	for _, f := range []string{secret, allowed} {
-		if err := os.WriteFile(f, []byte("content of "+filepath.Base(f)+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, okPort := listen(t)
-	_, deniedPort := listen(t)
+	for _, ns := range namespaceModes() {
+		t.Run(ns.name, func(t *testing.T) {
+			outside := t.TempDir()
+			secret := filepath.Join(outside, "secret")
+			allowedDir := t.TempDir()
+			allowed := filepath.Join(allowedDir, "allowed")
+			for _, f := range []string{secret, allowed} {
+				if err := os.WriteFile(f, []byte("content of "+filepath.Base(f)+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, okPort := listen(t)
+			_, deniedPort := listen(t)
 
-	stderr := &syncBuffer{}
-	script := fmt.Sprintf("cat %s; cat %s; cat /proc/%d/environ; echo x > %s/new; python3 -c '%s' %d %d",
-		allowed, secret, os.Getpid(), outside, connectScript, okPort, deniedPort)
-	p := start(t, &Spec{
-		Command: "/bin/sh", Args: []string{"-c", script}, Stderr: stderr,
-		Limits: Limits{Namespaces: new(false), FSRead: []string{allowedDir}, FSWrite: []string{}, NetConnect: []uint16{okPort}},
-	})
-	out, _ := io.ReadAll(p.Stdout())
-	<-p.Done()
+			stderr := &syncBuffer{}
+			script := fmt.Sprintf("cat %s; cat %s; cat /proc/%d/environ; echo x > %s/new; python3 -c '%s' %d %d",
+				allowed, secret, os.Getpid(), outside, connectScript, okPort, deniedPort)
+			p := start(t, &Spec{
+				Command: "/bin/sh", Args: []string{"-c", script}, Stderr: stderr,
+				Limits: Limits{Namespaces: &ns.on, FSRead: []string{allowedDir}, FSWrite: []string{}, NetConnect: []uint16{okPort}},
+			})
+			out, _ := io.ReadAll(p.Stdout())
+			<-p.Done()
 
-	wantOut := fmt.Sprintf("content of allowed\n%d ok\n%d errno %d\n", okPort, deniedPort, syscall.EACCES)
-	if string(out) != wantOut {
-		t.Errorf("stdout = %q, want %q (stderr %q)", out, wantOut, stderr)
-	}
-	for _, want := range []string{
-		secret + ": Permission denied",
-		fmt.Sprintf("/proc/%d/environ: Permission denied", os.Getpid()),
-		outside + "/new: Permission denied",
-	} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("stderr lacks %q:\n%s", want, stderr)
-		}
-	}
-	for _, name := range []string{PLandlockFS, PLandlockNet} {
-		if pr, _ := p.Enforced().Get(name); !pr.Enforced {
-			t.Errorf("Report: %s not enforced: %+v", name, pr)
-		}
+			wantOut := fmt.Sprintf("content of allowed\n%d ok\n%d errno %d\n", okPort, deniedPort, syscall.EACCES)
+			if string(out) != wantOut {
+				t.Errorf("stdout = %q, want %q (stderr %q)", out, wantOut, stderr)
+			}
+			moat := fmt.Sprintf("/proc/%d/environ: Permission denied", os.Getpid())
+			if ns.on {
+				moat = fmt.Sprintf("/proc/%d/environ: No such file or directory", os.Getpid())
+			}
+			for _, want := range []string{secret + ": Permission denied", moat, outside + "/new: Permission denied"} {
+				if !strings.Contains(stderr.String(), want) {
+					t.Errorf("stderr lacks %q:\n%s", want, stderr)
+				}
+			}
+			for _, name := range []string{PLandlockFS, PLandlockNet} {
+				if pr, _ := p.Enforced().Get(name); !pr.Enforced {
+					t.Errorf("Report: %s not enforced: %+v", name, pr)
+				}
+			}
+		})
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -214,6 +215,13 @@ func runServe(ctx context.Context, args []string) int {
 	sandbox.KeepWarm()
 	defer sandbox.CloseIdle()
 	m.p.Apply(m.cfg)
+	var wg sync.WaitGroup
+	defer wg.Wait() // before server_stop and the log's close
+	wg.Go(func() {
+		for _, r := range isolationOptOut(m.cfg, m.log) {
+			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), r)
+		}
+	})
 
 	go watchConfig(ctx, m.log, m.cfg, m.p, m.auditLog.Log, m.gs)
 	go watchPins(ctx, m.log, m.p, m.auditLog.Log, m.gs)
@@ -342,7 +350,7 @@ func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *p
 		log.Info("config reloaded", "path", path, "servers", len(next.Servers), "hash", next.Hash, "trigger", trigger)
 		auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "true", "old_hash": current, "new_hash": next.Hash, "trigger": trigger})
 		current = next.Hash
-		for _, r := range optOuts(next, log) {
+		for _, r := range append(optOuts(next, log), isolationOptOut(next, log)...) {
 			_ = auditLog.Write(context.Background(), r)
 		}
 		p.Apply(next)
@@ -448,22 +456,10 @@ func optOuts(cfg *config.Config, log *slog.Logger) []*audit.Record {
 			recs = append(recs, &audit.Record{Event: "opt_out", Group: name, Detail: map[string]string{"setting": "allow_private_network"}})
 		}
 	}
-	if stdio := stdioServers(cfg); len(stdio) > 0 {
-		var shared []string
-		for _, name := range stdio {
-			if ns := cfg.Servers[name].Sandbox.Namespaces; ns != nil && !*ns {
-				shared = append(shared, name)
-				log.Warn("sandbox.namespaces is false for this group: it sees every process of this user and Moat's config, audit log and stores", "group", name)
-				recs = append(recs, &audit.Record{Event: "opt_out", Group: name, Detail: map[string]string{"setting": "sandbox.namespaces=false"}})
-			}
-		}
-		if len(shared) < len(stdio) {
-			if ok, why := sandbox.Namespaces(); !ok {
-				// Best-effort servers start without them; strict ones
-				// are refused when they start.
-				log.Warn("stdio servers cannot get namespaces of their own on this machine: each sees the others' processes and Moat's files", "why", why)
-				recs = append(recs, &audit.Record{Event: "opt_out", Detail: map[string]string{"setting": "sandbox.namespaces", "unavailable": why}})
-			}
+	for _, name := range stdioServers(cfg) {
+		if ns := cfg.Servers[name].Sandbox.Namespaces; ns != nil && !*ns {
+			log.Warn("sandbox.namespaces is false for this group: it sees every process of this user and Moat's config, audit log and stores", "group", name)
+			recs = append(recs, &audit.Record{Event: "opt_out", Group: name, Detail: map[string]string{"setting": "sandbox.namespaces=false"}})
 		}
 	}
 	if cfg.Audit.OnFailure == "continue" {
@@ -509,6 +505,27 @@ func hiddenPaths(cfg *config.Config) []string {
 		}
 	}
 	return hide
+}
+
+// isolationOptOut is the opt_out record (and a warning) of a machine that
+// gives servers no namespaces of their own while cfg has a stdio server that
+// wants them: best-effort servers start without, strict ones are refused as
+// they start. The first call probes the machine (a launcher start), so serve
+// makes it beside its start, not before it.
+func isolationOptOut(cfg *config.Config, log *slog.Logger) []*audit.Record {
+	want := slices.ContainsFunc(stdioServers(cfg), func(name string) bool {
+		ns := cfg.Servers[name].Sandbox.Namespaces
+		return ns == nil || *ns
+	})
+	if !want {
+		return nil
+	}
+	ok, why := sandbox.Namespaces()
+	if ok {
+		return nil
+	}
+	log.Warn("stdio servers cannot get namespaces of their own on this machine: each sees the others' processes and Moat's files", "why", why)
+	return []*audit.Record{{Event: "opt_out", Detail: map[string]string{"setting": "sandbox.namespaces", "unavailable": why}}}
 }
 
 // stdioServers are the names of the enabled stdio servers of cfg, sorted.

@@ -31,11 +31,7 @@ func TestSecretsNeverReachTheClient(t *testing.T) {
 	const secret = "sk-leak-canary-5d7c0a91e2b4"
 	env := testutil.MoatEnv(t)
 	moat := testutil.BuildMoat(t)
-	set := exec.Command(moat, "secret", "set", "leaky-token")
-	set.Env, set.Stdin = env, strings.NewReader(secret)
-	if out, err := set.CombinedOutput(); err != nil {
-		t.Fatalf("moat secret set: %v\n%s", err, out)
-	}
+	setSecret(t, env, "leaky-token", secret)
 	srv := testServer(t, "leaky", "-leak-env", "LEAK_TOKEN")
 	srv["env"] = map[string]string{"LEAK_TOKEN": "${secret:leaky-token}"}
 	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]server{"leaky": srv})
@@ -145,11 +141,7 @@ func TestSecretsNeverReachTheClient(t *testing.T) {
 func TestEncodedSecretsNeverReachTheClient(t *testing.T) {
 	const secret = "sk-leak-canary-5d7c0a91e2b4"
 	env := testutil.MoatEnv(t)
-	set := exec.Command(testutil.BuildMoat(t), "secret", "set", "leaky-token")
-	set.Env, set.Stdin = env, strings.NewReader(secret)
-	if out, err := set.CombinedOutput(); err != nil {
-		t.Fatalf("moat secret set: %v\n%s", err, out)
-	}
+	setSecret(t, env, "leaky-token", secret)
 	srv := testServer(t, "leaky", "-leak-env", "LEAK_TOKEN")
 	srv["env"] = map[string]string{"LEAK_TOKEN": "${secret:leaky-token}"}
 	m := startMoatWith(t, env, nil, testutil.WriteConfig(t, t.TempDir(), map[string]server{"leaky": srv}))

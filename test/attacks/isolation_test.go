@@ -47,11 +47,7 @@ func TestServersCannotReachEachOther(t *testing.T) {
 	}
 	const canary = "victim-secret-5c1e"
 	env := testutil.MoatEnv(t)
-	set := exec.Command(testutil.BuildMoat(t), "secret", "set", "victim_token")
-	set.Env, set.Stdin = env, strings.NewReader(canary)
-	if out, err := set.CombinedOutput(); err != nil {
-		t.Fatalf("moat secret set: %v\n%s", err, out)
-	}
+	setSecret(t, env, "victim_token", canary)
 	victimDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(victimDir, "notes.txt"), []byte("victim's private notes"), 0o600); err != nil {
 		t.Fatal(err)

@@ -117,16 +117,17 @@ func TestMemoryBomb(t *testing.T) {
 func TestGrandchildIgnoringSIGTERM(t *testing.T) {
 	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{"evil": hostileStdio(t, "stdio")}))
 	res := m.call(t, "evil", "stubborn", nil)
-	pid, err := strconv.Atoi(resultText(res))
-	if res.IsError || err != nil {
+	if _, err := strconv.Atoi(resultText(res)); res.IsError || err != nil {
 		t.Fatalf("stubborn: %q", resultText(res))
 	}
-	if !testutil.ProcessAlive(pid) {
-		t.Fatalf("the grandchild %d is not running", pid)
-	}
+	// The pid the server gives is in its own PID namespace: find the
+	// grandchild in Moat's view by its command line.
 	tree := testutil.Descendants(m.cmd.Process.Pid)
-	if !slices.Contains(tree, pid) {
-		t.Fatalf("the grandchild %d is not under moat (%v)", pid, tree)
+	if !slices.ContainsFunc(tree, func(pid int) bool {
+		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		return strings.Contains(string(cmdline), "stubborn-grandchild") && testutil.ProcessAlive(pid)
+	}) {
+		t.Fatalf("the grandchild (pid %s in its server's namespace) is not running under moat (%v)", resultText(res), tree)
 	}
 	recs := m.auditLog(t)
 	testutil.NoProcessesLeft(t, tree)

@@ -31,8 +31,8 @@ func canaryPid(t *testing.T, m *moatProc, canary string) int {
 // directory holds a file, and a hostile spy. The spy tries to read the
 // victim's environ, cmdline, fds, working directory and memory
 // (process_vm_readv, ptrace), to signal it, and to read Moat's config,
-// audit log, secret and pin stores and the victim's working directory by
-// path; every attempt fails, it sees only its own processes, and the secret
+// audit log, secret and pin stores, the runtime directory and the victim's
+// working directory by path; every attempt fails, it sees only its own processes, and the secret
 // appears nowhere in what it got. The real server-filesystem rooted at / (as
 // in the report) cannot read the victim's environ either.
 //
@@ -46,7 +46,13 @@ func TestServersCannotReachEachOther(t *testing.T) {
 		t.Skipf("SKIPPED LOUDLY: this machine gives servers no namespaces of their own: %s", why)
 	}
 	const canary = "victim-secret-5c1e"
-	env := testutil.MoatEnv(t)
+	// A runtime directory as a desktop session has one: its bus socket
+	// would reach the keychain.
+	runtime := t.TempDir()
+	if err := os.WriteFile(filepath.Join(runtime, "bus"), []byte("a session bus"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(testutil.MoatEnv(t), "XDG_RUNTIME_DIR="+runtime)
 	setSecret(t, env, "victim_token", canary)
 	victimDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(victimDir, "notes.txt"), []byte("victim's private notes"), 0o600); err != nil {
@@ -66,7 +72,8 @@ func TestServersCannotReachEachOther(t *testing.T) {
 	pid := canaryPid(t, m, canary)
 
 	data := filepath.Join(testutil.EnvValue(env, "XDG_DATA_HOME"), "moat")
-	paths := []string{cfgPath, auditPath(env), filepath.Dir(auditPath(env)), data, filepath.Join(data, "pins", "pins.json"), victimDir, filepath.Join(victimDir, "notes.txt")}
+	paths := []string{cfgPath, auditPath(env), filepath.Dir(auditPath(env)), data, filepath.Join(data, "pins", "pins.json"),
+		victimDir, filepath.Join(victimDir, "notes.txt"), filepath.Join(runtime, "bus")}
 	res := m.call(t, "spy", "spy", map[string]any{"pid": pid, "paths": paths})
 	var got map[string]string
 	if err := json.Unmarshal([]byte(resultText(res)), &got); err != nil {

@@ -20,6 +20,18 @@ const (
 	EventAuditFailure = "audit_failure" // records were lost while the log was unwritable
 )
 
+// Write-ahead records of calls. A caller that records calls write-ahead
+// writes an [EventIntent] record, durable, before the call leaves for its
+// upstream, and then the call's own record (its outcome) with
+// Detail[[DetailIntent]] set to the intent's seq. [Verify] lists the intents
+// that no outcome names as [Report.Incomplete]: calls that were sent while
+// the writing process stopped (a crash, kill -9, a power cut) before their
+// outcome was written. They are not tampering.
+const (
+	EventIntent  = "call_intent"
+	DetailIntent = "intent"
+)
+
 // An Outcome says how a call or an event ended ([Record.Outcome]).
 type Outcome string
 

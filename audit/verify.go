@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -13,6 +14,8 @@ import (
 	"hash"
 	"io"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -94,9 +97,23 @@ type Report struct {
 	SealedHash  string // hash of that checkpoint
 	Unsealed    int    // records after the last checkpoint
 	MACVerified bool   // every record's HMAC was checked (the MAC key was given)
-	Problem     *Problem
+	// Incomplete are the calls whose intent record no outcome names, in
+	// seq order (see [EventIntent]).
+	Incomplete []Incomplete
+	Problem    *Problem
 
 	sealed map[uint64]string // seq -> hash of every valid checkpoint
+}
+
+// An Incomplete call was recorded as about to leave for its upstream, and
+// no outcome was recorded for it.
+type Incomplete struct {
+	Seq     uint64 // of its intent record
+	Time    string
+	Group   string
+	Tool    string
+	Session string
+	PID     int // of the process that sent it
 }
 
 // CheckpointHash returns the hash of the valid checkpoint at seq, if the
@@ -167,6 +184,7 @@ type verifier struct {
 	segLine    int    // first line of the current segment
 	lastTime   string // time of the first record of the last file fed (rotation by age)
 	lastEvent  string
+	intents    map[uint64]Incomplete // intents no outcome has named yet
 }
 
 func newVerifier(macKey []byte, pub ed25519.PublicKey) (*verifier, error) {
@@ -316,6 +334,7 @@ func (v *verifier) feed(file string, data []byte) bool {
 			v.seg.Write(raw)
 			v.segCount++
 		}
+		v.track(&p.rec)
 		v.seq, v.prev, v.lastEvent = p.rec.Seq, p.hash, p.rec.Event
 		v.rep.Records++
 		v.rep.LastSeq = p.rec.Seq
@@ -431,8 +450,28 @@ func (v *verifier) checkpoint(file string, n int, p *parsed) bool {
 }
 
 // finish reports an unsealed end, if any.
+// track pairs intents with the outcomes that name them.
+func (v *verifier) track(r *Record) {
+	if r.Event == EventIntent {
+		if v.intents == nil {
+			v.intents = make(map[uint64]Incomplete)
+		}
+		v.intents[r.Seq] = Incomplete{Seq: r.Seq, Time: r.Time, Group: r.Group, Tool: r.Tool, Session: r.Session, PID: r.PID}
+		return
+	}
+	if s, ok := r.Detail[DetailIntent]; ok {
+		if seq, err := strconv.ParseUint(s, 10, 64); err == nil {
+			delete(v.intents, seq)
+		}
+	}
+}
+
 func (v *verifier) finish() (*Report, error) {
 	v.rep.Unsealed = int(v.segCount)
+	for _, in := range v.intents {
+		v.rep.Incomplete = append(v.rep.Incomplete, in)
+	}
+	slices.SortFunc(v.rep.Incomplete, func(a, b Incomplete) int { return cmp.Compare(a.Seq, b.Seq) })
 	if !v.started {
 		v.fail(KindUnsealed, lastOf(v.rep.Files), 0, 1, "the log has no records")
 		return v.rep, v.rep.Problem

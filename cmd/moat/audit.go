@@ -195,5 +195,27 @@ func auditCommand(ctx context.Context, args []string, store auditSecrets, stdout
 	}
 	fmt.Fprintf(stdout, "audit log OK: %d records (seq %d..%d) in %d file(s), %d signed checkpoints, sealed through seq %d; verified with %s\n",
 		rep.Records, rep.FirstSeq, rep.LastSeq, len(files), rep.Checkpoints, rep.SealedSeq, how)
+	printIncomplete(stdout, rep.Incomplete)
 	return exitOK
+}
+
+// printIncomplete lists the calls that left for their upstream with no
+// outcome recorded: not tampering, but what an auditor must follow up.
+func printIncomplete(w io.Writer, calls []audit.Incomplete) {
+	if len(calls) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "%d call(s) were sent to their upstream with no outcome recorded: the moat that sent them stopped (crash, kill -9, power cut) before their result came back; what they did upstream is unknown:\n", len(calls))
+	const shown = 20
+	for i, c := range calls {
+		if i == shown {
+			fmt.Fprintf(w, "  ... and %d more\n", len(calls)-shown)
+			break
+		}
+		fmt.Fprintf(w, "  seq %d  %s  %s/%s  pid %d", c.Seq, c.Time, c.Group, c.Tool, c.PID)
+		if c.Session != "" {
+			fmt.Fprintf(w, "  session %s", c.Session)
+		}
+		fmt.Fprintln(w)
+	}
 }

@@ -368,18 +368,21 @@ func (g *guardState) others(group string, tools []*mcp.Tool) (groups, names []st
 // size comes first, before anything parses the arguments; then policy and
 // concurrency caps; pins; schema validation against the pinned definition;
 // rate limits after every other refusal, so only calls that will really
-// reach the upstream spend tokens; the policy's timeout around the forward;
-// redact innermost, so the audit log and the client only see redacted
-// results. TestLayerOrder traces a call through the chain to lock this.
+// reach the upstream spend tokens; then the audit log's intent record, after
+// every refusal (a refused call needs only its outcome) and before anything
+// can leave; the policy's timeout around the forward; redact innermost, so
+// the audit log and the client only see redacted results. TestLayerOrder
+// traces a call through the chain to lock this.
 var layerOrder = []guard.LayerName{
 	guard.LayerAudit, guard.LayerSize, guard.LayerPolicy, guard.LayerConcurrency, guard.LayerPin,
-	guard.LayerValidate, guard.LayerRate, guard.LayerTimeout, guard.LayerRedact,
+	guard.LayerValidate, guard.LayerRate, guard.LayerIntent, guard.LayerTimeout, guard.LayerRedact,
 }
 
-// layers builds the chain's layers in layerOrder.
-func (g *guardState) layers(auditLayer guard.Layer) []guard.Layer {
+// layers builds the chain's layers in layerOrder, with the audit log's two.
+func (g *guardState) layers(auditLayer, intentLayer guard.Layer) []guard.Layer {
 	byName := map[guard.LayerName]guard.Layer{
 		guard.LayerAudit:       auditLayer,
+		guard.LayerIntent:      intentLayer,
 		guard.LayerSize:        limits.Size(g.policy),
 		guard.LayerPolicy:      limits.Policy(g.policy),
 		guard.LayerConcurrency: limits.Concurrency(g.limits),

@@ -50,7 +50,7 @@ func TestLayerOrder(t *testing.T) {
 	chain := guard.Chain(func(context.Context, *guard.Call) (*guard.Result, error) {
 		trace = append(trace, forward)
 		return &guard.Result{Tool: &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}}, nil
-	}, gs.layers(passThrough)...)
+	}, gs.layers(passThrough, passThrough)...)
 	tool := func(name string) *mcp.Tool {
 		return &mcp.Tool{Name: name, InputSchema: map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}}}
 	}
@@ -66,7 +66,7 @@ func TestLayerOrder(t *testing.T) {
 		want             []guard.LayerName
 		refusedBy        guard.LayerName
 	}{
-		{"allowed", "t", `{"n": 1}`, []guard.LayerName{guard.LayerAudit, guard.LayerSize, guard.LayerPolicy, guard.LayerConcurrency, guard.LayerPin, guard.LayerValidate, guard.LayerRate, guard.LayerTimeout, guard.LayerRedact, forward}, ""},
+		{"allowed", "t", `{"n": 1}`, []guard.LayerName{guard.LayerAudit, guard.LayerSize, guard.LayerPolicy, guard.LayerConcurrency, guard.LayerPin, guard.LayerValidate, guard.LayerRate, guard.LayerIntent, guard.LayerTimeout, guard.LayerRedact, forward}, ""},
 		{"too big and denied: size refuses first", "denied", `{"n": 1, "pad": "` + strings.Repeat("x", 80) + `"}`, []guard.LayerName{guard.LayerAudit, guard.LayerSize}, guard.LayerSize},
 		{"denied and invalid: policy refuses first", "denied", `{"n": "x"}`, []guard.LayerName{guard.LayerAudit, guard.LayerSize, guard.LayerPolicy}, guard.LayerPolicy},
 		{"invalid: validate refuses before rate", "t", `{"n": "x"}`, []guard.LayerName{guard.LayerAudit, guard.LayerSize, guard.LayerPolicy, guard.LayerConcurrency, guard.LayerPin, guard.LayerValidate}, guard.LayerValidate},

@@ -132,7 +132,7 @@ func setup(args []string, name string) (*instance, int) {
 	p := proxy.New(proxy.Options{
 		Logger:  log,
 		Version: version,
-		Layers:  gs.layers(auditLog.Layer()),
+		Layers:  gs.layers(auditLog.Layer(), auditLog.Intent()),
 		Catalog: gs.catalog,
 		Permit:  gs.permit,
 		Refused: func(ctx context.Context, c *guard.Call, err error) {

@@ -21,7 +21,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 
 	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/safepath"
@@ -104,8 +103,7 @@ type Log struct {
 	w       *audit.Writer
 	openErr error
 
-	healthy atomic.Bool
-	warned  sync.Once
+	warned sync.Once
 }
 
 // Open starts opening the log in the background: keys come from keys (which
@@ -114,7 +112,6 @@ type Log struct {
 // after those.
 func Open(opts audit.Options, keys func() (audit.Keys, error), log *slog.Logger, first ...*audit.Record) *Log {
 	l := &Log{onFailure: opts.OnFailure, log: log, pid: os.Getpid(), user: userName(), ready: make(chan struct{})}
-	l.healthy.Store(true)
 	go func() {
 		defer close(l.ready)
 		k, err := keys()
@@ -132,7 +129,6 @@ func Open(opts audit.Options, keys func() (audit.Keys, error), log *slog.Logger,
 		}
 		if err != nil {
 			l.openErr = err
-			l.healthy.Store(false)
 			l.log.Error("the audit log cannot be opened", "err", err)
 		}
 	}()
@@ -206,7 +202,6 @@ func (l *Log) Write(ctx context.Context, r *audit.Record) error {
 		err = w.Write(ctx, r)
 	}
 	if err != nil {
-		l.healthy.Store(false)
 		if l.onFailure == audit.FailContinue {
 			l.warned.Do(func() {
 				l.log.Error("audit log unavailable; going on without it because audit.on_failure is continue", "err", err)
@@ -215,7 +210,6 @@ func (l *Log) Write(ctx context.Context, r *audit.Record) error {
 		}
 		return err
 	}
-	l.healthy.Store(true)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -76,11 +77,13 @@ func open(t *testing.T, onFailure audit.FailureMode, keysErr error) *harness {
 	return h
 }
 
+// handler is the audit log's two layers around next, as serve stacks them
+// (with nothing between), counting the calls that reach next.
 func (h *harness) handler(next guard.Handler) guard.Handler {
-	return h.log.Layer()(func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+	return h.log.Layer()(h.log.Intent()(func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
 		h.calls++
 		return next(ctx, c)
-	})
+	}))
 }
 
 func ok(context.Context, *guard.Call) (*guard.Result, error) {
@@ -145,21 +148,79 @@ func TestCallsAreRecordedWithoutArgumentValues(t *testing.T) {
 	}
 }
 
+// TestUnwritableLogRefusesCallsBeforeTheyRun: from the very first call after
+// the log stops taking records (a full disk, here a closed writer), no call
+// reaches the upstream: its intent record cannot be written.
 func TestUnwritableLogRefusesCallsBeforeTheyRun(t *testing.T) {
 	h := open(t, audit.FailDeny, nil)
 	if _, err := h.handler(ok)(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t"}); err != nil {
 		t.Fatal(err)
 	}
 	h.log.w.Close() // every later write fails
-	_, err := h.handler(ok)(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t"})
-	var d *guard.Denial
-	if !errors.As(err, &d) || d.Layer != "audit" {
-		t.Fatalf("call with an unwritable log: %v, want an audit denial", err)
+	for i := range 2 {
+		calls := h.calls
+		_, err := h.handler(ok)(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t"})
+		var d *guard.Denial
+		if !errors.As(err, &d) || d.Layer != guard.LayerAudit {
+			t.Fatalf("call %d with an unwritable log: %v, want an audit denial", i+1, err)
+		}
+		if h.calls != calls {
+			t.Fatalf("call %d after the log stopped taking records reached the upstream", i+1)
+		}
 	}
-	calls := h.calls
-	_, err = h.handler(ok)(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t"})
-	if !errors.As(err, &d) || h.calls != calls {
-		t.Fatalf("a call ran although the log is known to be unwritable (err %v)", err)
+}
+
+// TestIntentBeforeOutcome: an allowed call's intent record is durable
+// before the call runs, and its outcome names it; a call refused below the
+// intent has no intent; verify lists an intent without outcome as an
+// incomplete call.
+func TestIntentBeforeOutcome(t *testing.T) {
+	h := open(t, audit.FailDeny, nil)
+	_, err := h.handler(func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+		// While the call runs, its intent is already in the file.
+		var seen bool
+		for _, r := range records(t, h.path) {
+			seen = seen || r["event"] == audit.EventIntent && r["tool"] == "t"
+		}
+		if !seen {
+			t.Error("the call runs before its intent record is in the log")
+		}
+		return ok(ctx, c)
+	})(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t", Args: json.RawMessage(`{"x":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An intent whose outcome never comes: written as Intent would, with no
+	// outcome after it (the process died).
+	orphan := &audit.Record{Event: audit.EventIntent, Group: "g", Tool: "lost"}
+	if err := h.log.Write(context.Background(), orphan); err != nil {
+		t.Fatal(err)
+	}
+	h.log.Close()
+	var intent, outcome map[string]any
+	for _, r := range records(t, h.path) {
+		switch {
+		case r["event"] == audit.EventIntent && r["tool"] == "t":
+			intent = r
+		case r["event"] == "tool_call" && r["tool"] == "t":
+			outcome = r
+		}
+	}
+	if intent == nil || outcome == nil {
+		t.Fatalf("intent %v, outcome %v", intent, outcome)
+	}
+	if d, _ := outcome["detail"].(map[string]any); d[audit.DetailIntent] != fmt.Sprint(intent["seq"]) {
+		t.Errorf("the outcome's detail %v does not name its intent (seq %v)", outcome["detail"], intent["seq"])
+	}
+	if intent["args_sha256"] != outcome["args_sha256"] || intent["args_sha256"] == nil {
+		t.Errorf("intent and outcome describe different arguments: %v / %v", intent["args_sha256"], outcome["args_sha256"])
+	}
+	rep, err := audit.VerifyFiles([]string{h.path}, h.keys.MAC, h.keys.Signer.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Incomplete) != 1 || rep.Incomplete[0].Tool != "lost" || rep.Incomplete[0].Seq != orphan.Seq {
+		t.Errorf("incomplete calls: %+v; want only the lost one (seq %d)", rep.Incomplete, orphan.Seq)
 	}
 }
 

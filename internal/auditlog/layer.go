@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,31 +16,61 @@ import (
 
 // Layer records every call with its decision and outcome. It is the
 // outermost layer, so refusals by any layer below are recorded too, and a
-// result reaches the client only after its record is durable.
-//
-// When the last write failed, a call is first recorded as refused: if that
-// write fails too, the call is refused without reaching the upstream, so no
-// side effect happens that the log cannot show.
+// result reaches the client only after its record is durable. A call that
+// went through Intent gets its outcome tied to its intent record
+// (Detail["intent"]).
 func (l *Log) Layer() guard.Layer {
 	return func(next guard.Handler) guard.Handler {
 		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
 			if _, err := l.wait(ctx); err != nil && l.onFailure != audit.FailContinue {
 				return nil, unavailable(err)
 			}
-			if !l.healthy.Load() {
-				probe := callRecord(c, nil, &guard.Denial{Layer: guard.LayerAudit, Rule: "unavailable"}, 0)
-				if err := l.Write(ctx, probe); err != nil {
-					return nil, unavailable(err)
-				}
-			}
+			sent := new(uint64)
 			start := time.Now()
-			res, err := next(ctx, c)
+			res, err := next(context.WithValue(ctx, intentKey{}, sent), c)
+			r := callRecord(c, res, err, time.Since(start))
+			if *sent != 0 {
+				r.Detail = map[string]string{audit.DetailIntent: strconv.FormatUint(*sent, 10)}
+			}
 			// The call happened (it may have reached the upstream) even when
 			// the client cancelled it, so its record is written regardless.
-			if werr := l.Write(context.WithoutCancel(ctx), callRecord(c, res, err, time.Since(start))); werr != nil {
+			if werr := l.Write(context.WithoutCancel(ctx), r); werr != nil {
 				return nil, unavailable(werr)
 			}
 			return res, err
+		}
+	}
+}
+
+// intentKey carries, from Layer to Intent, where Intent puts the seq of the
+// intent record it wrote.
+type intentKey struct{}
+
+// Intent is the write-ahead half of the audit log: placed after the last
+// layer that may refuse a call and before the forward, it makes the call's
+// intent record durable before the call can leave for its upstream. If that
+// record cannot be written the call is refused there, so no upstream ever
+// sees a call the log does not show. Layer then writes the outcome, and a
+// crash between the two leaves an intent that `moat audit verify` lists as
+// an incomplete call.
+func (l *Log) Intent() guard.Layer {
+	return func(next guard.Handler) guard.Handler {
+		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
+			r := &audit.Record{Event: audit.EventIntent, Group: c.Group, Tool: c.Name, Session: c.Session,
+				BytesIn: int64(len(c.Args)), Detail: map[string]string{"call": eventOf[c.Kind]}}
+			if c.Name == "" {
+				r.Tool = c.URI
+			}
+			if len(c.Args) > 0 {
+				r.ArgsShape, r.ArgsSHA256 = audit.ArgsShape(c.Args)
+			}
+			if err := l.Write(ctx, r); err != nil {
+				return nil, unavailable(err)
+			}
+			if sent, ok := ctx.Value(intentKey{}).(*uint64); ok {
+				*sent = r.Seq
+			}
+			return next(ctx, c)
 		}
 	}
 }

@@ -108,6 +108,7 @@ const (
 	LayerPin         LayerName = "pin"
 	LayerValidate    LayerName = "validate"
 	LayerRate        LayerName = "rate"
+	LayerIntent      LayerName = "intent" // the audit log's write-ahead record; its refusals name LayerAudit
 	LayerTimeout     LayerName = "timeout"
 	LayerRedact      LayerName = "redact"
 	LayerProxy       LayerName = "proxy"

@@ -15,6 +15,11 @@
 // as an "audit_failure" record as soon as the log works again.
 // [Writer.Close] seals the log with a final checkpoint.
 //
+// A caller may record calls write-ahead: an [EventIntent] record, durable,
+// before the call leaves, then the call's outcome naming it in
+// Detail[[DetailIntent]]; [Verify] lists intents that no outcome names in
+// [Report.Incomplete] (calls cut off by a crash), which is not a problem.
+//
 // Several Writers, in one process or several, may append to one log: they
 // take turns through an flock on "<path>.lock", and at its turn each takes
 // in (and checks with its keys) what the others appended, so the log stays

@@ -38,7 +38,7 @@ func (c *checker) defaults(m *member) Defaults {
 }
 
 func (c *checker) audit(m *member) Audit {
-	a := Audit{Fsync: FsyncBatch, OnFailure: OnFailureDeny}
+	a := Audit{Fsync: FsyncBatch, OnFailure: OnFailureDeny, Rotate: DefaultRotate}
 	if m == nil || !c.object(m, "/audit", `"audit"`, auditKeys, `"audit": {"path": "~/.local/state/moat/audit.jsonl"}`) {
 		return a
 	}
@@ -65,6 +65,7 @@ func (c *checker) audit(m *member) Audit {
 	}
 	if f := n.get("rotate"); f != nil && c.object(f, "/audit/rotate", `"audit.rotate"`, rotateKeys, `"rotate": {"max_size": "100MiB", "keep": 10}`) {
 		r := f.val
+		a.Rotate = Rotate{} // a "rotate" block says every criterion it wants
 		if g := r.get("max_size"); g != nil {
 			a.Rotate.MaxSize = c.size(g, "/audit/rotate/max_size", "audit.rotate.max_size")
 		}

@@ -88,12 +88,19 @@ type Audit struct {
 }
 
 // Rotate is "audit.rotate"; zero fields mean "not by this criterion" for
-// MaxSize and MaxAge, and "keep every rotated file" for Keep.
+// MaxSize and MaxAge, and "keep every rotated file" for Keep. Without a
+// "rotate" block the loader fills in DefaultRotate.
 type Rotate struct {
 	MaxSize uint64        // key "max_size": a size
 	MaxAge  time.Duration // key "max_age": a duration
 	Keep    int           // key "keep": rotated files to keep
 }
+
+// DefaultRotate rotates the audit log at 64 MiB or after 30 days, whichever
+// comes first, and keeps every rotated file: retention is the operator's
+// decision, never a default that deletes evidence. Each file is sealed and
+// chained to the next, and start-up reads only the current file's end.
+var DefaultRotate = Rotate{MaxSize: 64 << 20, MaxAge: 30 * 24 * time.Hour}
 
 // Secrets is the "secrets" block. The loader fills in Backend.
 type Secrets struct {

@@ -446,7 +446,7 @@ func TestAuditLogOfASession(t *testing.T) {
 		json.Unmarshal([]byte(line), &r)
 		events = append(events, r.Event+":"+r.Group+":"+r.Tool)
 	}
-	for _, want := range []string{"server_start::", "child_start:test:", "upstream_ready:test:", "tool_call:test:echo", "child_exit:test:", "server_stop::", "checkpoint::"} {
+	for _, want := range []string{"server_start::", "secret_store::", "child_start:test:", "upstream_ready:test:", "call_intent:test:echo", "tool_call:test:echo", "child_exit:test:", "server_stop::", "checkpoint::"} {
 		if !slices.Contains(events, want) {
 			t.Errorf("audit log lacks %q; has %v", want, events)
 		}

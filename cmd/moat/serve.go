@@ -222,6 +222,19 @@ func runServe(ctx context.Context, args []string) int {
 			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), r)
 		}
 	})
+	wg.Go(func() {
+		// Where the secrets are, and how they are protected, is part of the
+		// record of each session: a keychain that stops answering moves
+		// Moat to the file store, a passphrase that goes away leaves it
+		// protected by permissions only.
+		if s, err := processStore.get(ctx); err == nil {
+			detail := map[string]string{"backend": s.Backend(), "protection": s.Protection().String()}
+			if src := s.KeySource(); src != "" {
+				detail["key_from"] = src
+			}
+			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), &audit.Record{Event: "secret_store", Detail: detail})
+		}
+	})
 
 	go watchConfig(ctx, m.log, m.cfg, m.p, m.auditLog.Log, m.gs)
 	go watchPins(ctx, m.log, m.p, m.auditLog.Log, m.gs)

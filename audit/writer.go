@@ -177,6 +177,9 @@ type Writer struct {
 	lostSince        string
 	lostErr          string
 	buf              []byte
+	// dirty: records written by WriteBehind are in the file but not yet
+	// synced; the committer syncs them within BehindDelay.
+	dirty bool
 }
 
 type chainState struct {
@@ -187,8 +190,9 @@ type chainState struct {
 }
 
 type request struct {
-	rec  *Record
-	done chan result
+	rec    *Record
+	behind bool // WriteBehind: answer once written, sync later
+	done   chan result
 }
 
 type result struct {
@@ -514,6 +518,25 @@ func (w *Writer) follow(size int64) error {
 // error wraps [ErrUnavailable]. If ctx ends first, Write returns ctx's error;
 // the record may still be written.
 func (w *Writer) Write(ctx context.Context, r *Record) error {
+	return w.write(ctx, r, false)
+}
+
+// BehindDelay bounds how long a record written by [Writer.WriteBehind] may
+// stay in the file without being synced.
+const BehindDelay = 100 * time.Millisecond
+
+// WriteBehind is Write for a record whose durability can follow: it returns
+// once r is in the file (so it survives the writing process being killed),
+// and r becomes durable with the next durable write of any record, or
+// within [BehindDelay]. A power cut or kernel crash in between can lose it.
+// A write-ahead caller uses it for outcomes, whose intent is already
+// durable ([EventIntent]): such a loss leaves an incomplete call, never a
+// call without a record. With [FsyncAlways] it is Write.
+func (w *Writer) WriteBehind(ctx context.Context, r *Record) error {
+	return w.write(ctx, r, w.opts.Fsync == FsyncBatch)
+}
+
+func (w *Writer) write(ctx context.Context, r *Record, behind bool) error {
 	switch r.Event {
 	case "":
 		return errors.New("audit: record has no event")
@@ -528,7 +551,7 @@ func (w *Writer) Write(ctx context.Context, r *Record) error {
 	if c.mid, err = marshalMiddle(c); err != nil {
 		return err
 	}
-	req := &request{rec: c, done: make(chan result, 1)}
+	req := &request{rec: c, behind: behind, done: make(chan result, 1)}
 	w.mu.RLock()
 	if w.closed {
 		w.mu.RUnlock()
@@ -575,7 +598,7 @@ func (w *Writer) run() {
 	defer close(w.done)
 	batch := make([]*request, 0, maxBatch)
 	for {
-		req, ok := <-w.reqs
+		req, ok := w.next()
 		if !ok {
 			w.err = w.shutdown()
 			return
@@ -603,16 +626,58 @@ func (w *Writer) run() {
 	}
 }
 
+// next waits for the next request; while records written behind are not
+// synced, it syncs them after BehindDelay without one.
+func (w *Writer) next() (*request, bool) {
+	if !w.dirty {
+		req, ok := <-w.reqs
+		return req, ok
+	}
+	t := time.NewTimer(BehindDelay)
+	defer t.Stop()
+	select {
+	case req, ok := <-w.reqs:
+		return req, ok
+	case <-t.C:
+		w.syncBehind()
+		return w.next()
+	}
+}
+
+// syncBehind makes the records written behind durable. They were reported
+// written, so a failure cannot go back to their callers: the writer stops
+// taking records (calls are then refused) until Moat restarts.
+func (w *Writer) syncBehind() {
+	if err := fdatasync(w.f); err != nil {
+		w.broken = fmt.Errorf("syncing records already written: %v; restart moat, then check the log with `moat audit verify`", err)
+		return
+	}
+	w.synced()
+}
+
+// synced notes that everything written is durable.
+func (w *Writer) synced() {
+	w.dirty = false
+	// Only a checkpoint on disk may be anchored: an anchor ahead of the
+	// log after a crash would read as a rollback.
+	if w.opts.Anchor != nil && w.sealedSeq > w.anchoredSeq {
+		w.opts.Anchor(w.sealedSeq, w.sealedHash)
+		w.anchoredSeq = w.sealedSeq
+	}
+}
+
 func (w *Writer) commit(batch []*request) {
 	recs := make([]*Record, len(batch))
+	durable := false // one record waits for its sync: the batch is synced
 	for i, req := range batch {
 		recs[i] = req.rec
+		durable = durable || !req.behind
 	}
 	err := lock(w.lock)
 	if err == nil {
 		err = w.prepare()
 		if err == nil {
-			err = w.writeBatch(recs, false)
+			err = w.writeBatch(recs, false, durable)
 		}
 		unlock(w.lock)
 	}
@@ -654,10 +719,10 @@ func (w *Writer) noteLoss(n int, err error) {
 }
 
 // writeBatch appends the writer's own pending records, recs, the checkpoints
-// due, and a final checkpoint if seal, in one write and one sync. On failure
-// the file is cut back and the chain state restored, so nothing partial
-// stays on disk.
-func (w *Writer) writeBatch(recs []*Record, seal bool) error {
+// due, and a final checkpoint if seal, in one write and, if seal or durable
+// (and fsync is not off), one sync. On failure the file is cut back and the
+// chain state restored, so nothing partial stays on disk.
+func (w *Writer) writeBatch(recs []*Record, seal, durable bool) error {
 	snap, err := w.snapshot()
 	if err != nil {
 		return err
@@ -699,7 +764,7 @@ func (w *Writer) writeBatch(recs []*Record, seal bool) error {
 	}
 	_, err = w.f.Write(buf)
 	synced := false
-	if err == nil && (w.opts.Fsync != FsyncOff || seal) {
+	if err == nil && (seal || durable && w.opts.Fsync != FsyncOff) {
 		err = fdatasync(w.f)
 		synced = err == nil
 	}
@@ -717,11 +782,11 @@ func (w *Writer) writeBatch(recs []*Record, seal bool) error {
 	if w.opts.Copy != nil {
 		w.opts.Copy(buf)
 	}
-	// Only a checkpoint on disk may be anchored: an anchor ahead of the
-	// log after a crash would read as a rollback.
-	if synced && w.opts.Anchor != nil && w.sealedSeq > w.anchoredSeq {
-		w.opts.Anchor(w.sealedSeq, w.sealedHash)
-		w.anchoredSeq = w.sealedSeq
+	switch {
+	case synced:
+		w.synced()
+	case w.opts.Fsync != FsyncOff:
+		w.dirty = true
 	}
 	return nil
 }
@@ -852,7 +917,7 @@ const stampLayout = "20060102T150405.000000000Z"
 // rotated files beyond Keep, and opens a fresh file whose first record links
 // to the seal.
 func (w *Writer) rotate() error {
-	if err := w.writeBatch(nil, true); err != nil {
+	if err := w.writeBatch(nil, true, true); err != nil {
 		return err
 	}
 	name := w.opts.Path + "." + w.opts.Clock().UTC().Format(stampLayout)
@@ -893,7 +958,7 @@ func (w *Writer) shutdown() error {
 		err = w.prepare()
 		if err != nil {
 			err = fmt.Errorf("audit: closing %s: %w", w.opts.Path, err)
-		} else if err = w.writeBatch(nil, true); err != nil {
+		} else if err = w.writeBatch(nil, true, true); err != nil {
 			err = fmt.Errorf("audit: writing the final checkpoint to %s: %w", w.opts.Path, err)
 		}
 		unlock(w.lock)

@@ -788,3 +788,35 @@ func TestAnchorFollowsDurableCheckpoints(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteBehind: a record written behind is in the file when WriteBehind
+// returns (it survives the writer being killed), and becomes durable
+// without any later write: the writer syncs it within BehindDelay, which
+// the anchor of its checkpoint (given only for synced checkpoints) shows.
+func TestWriteBehind(t *testing.T) {
+	k := testKeys(1)
+	p := logPath(t)
+	anchored := make(chan uint64, 16)
+	w := mustOpen(t, Options{Path: p, CheckpointEvery: 1, Anchor: func(seq uint64, _ string) { anchored <- seq }}, k)
+	r := &Record{Event: "tool_call", Tool: "behind"}
+	if err := w.WriteBehind(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(p); !bytes.Contains(data, []byte(`"tool":"behind"`)) {
+		t.Fatal("WriteBehind returned before its record was in the file")
+	}
+	select {
+	case seq := <-anchored:
+		if seq <= r.Seq {
+			t.Errorf("anchored checkpoint seq %d does not seal the record (seq %d)", seq, r.Seq)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the record written behind was not synced without a later write")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verifyFile(t, p, k, true); err != nil {
+		t.Fatal(err)
+	}
+}

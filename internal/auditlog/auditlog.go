@@ -196,10 +196,20 @@ func (l *Log) wait(ctx context.Context) (*audit.Writer, error) {
 // r is durable, or when the config accepts losing records (continue), in
 // which case the loss is logged.
 func (l *Log) Write(ctx context.Context, r *audit.Record) error {
+	return l.write(ctx, r, (*audit.Writer).Write)
+}
+
+// WriteBehind records r like Write, but returns once r is in the file; it
+// is durable within audit.BehindDelay (see audit.Writer.WriteBehind).
+func (l *Log) WriteBehind(ctx context.Context, r *audit.Record) error {
+	return l.write(ctx, r, (*audit.Writer).WriteBehind)
+}
+
+func (l *Log) write(ctx context.Context, r *audit.Record, write func(*audit.Writer, context.Context, *audit.Record) error) error {
 	w, err := l.wait(ctx)
 	if err == nil {
 		r.PID, r.User = l.pid, l.user
-		err = w.Write(ctx, r)
+		err = write(w, ctx, r)
 	}
 	if err != nil {
 		if l.onFailure == audit.FailContinue {

@@ -16,8 +16,9 @@ import (
 
 // Layer records every call with its decision and outcome. It is the
 // outermost layer, so refusals by any layer below are recorded too, and a
-// result reaches the client only after its record is durable. A call that
-// went through Intent gets its outcome tied to its intent record
+// result reaches the client only after its record is written: durable for a
+// refusal, in the file (durable within audit.BehindDelay) for a call that
+// went through Intent, whose outcome names its intent record
 // (Detail["intent"]).
 func (l *Log) Layer() guard.Layer {
 	return func(next guard.Handler) guard.Handler {
@@ -29,12 +30,17 @@ func (l *Log) Layer() guard.Layer {
 			start := time.Now()
 			res, err := next(context.WithValue(ctx, intentKey{}, sent), c)
 			r := callRecord(c, res, err, time.Since(start))
+			write := l.Write
 			if *sent != 0 {
 				r.Detail = map[string]string{audit.DetailIntent: strconv.FormatUint(*sent, 10)}
+				// The intent is durable: the outcome need only be in
+				// the file before the result goes back; its sync
+				// follows (a power cut leaves an incomplete call).
+				write = l.WriteBehind
 			}
 			// The call happened (it may have reached the upstream) even when
 			// the client cancelled it, so its record is written regardless.
-			if werr := l.Write(context.WithoutCancel(ctx), r); werr != nil {
+			if werr := write(context.WithoutCancel(ctx), r); werr != nil {
 				return nil, unavailable(werr)
 			}
 			return res, err

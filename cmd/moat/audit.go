@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +20,10 @@ const auditUsage = `usage:
         --pubkey FILE       verify with only the public key in FILE (what an auditor has; see pubkey)
         --key-from-store    verify with the keys in the secret store (the default): also locates every change
         --allow-unsealed    exit 0 when records after the last checkpoint are unsealed (a running or killed moat)
+  moat audit export --format ocsf|cef [--pubkey FILE] [FILE...]
+        verify the log (unsealed records allowed), then write each record to stdout as one line:
+        ocsf: an OCSF 1.5.0 event (calls as API Activity, class_uid 6003; the rest as Base Event)
+        cef:  an ArcSight Common Event Format line
   moat audit tail [-f] [FILE]   pretty-print the log; -f keeps following it
   moat audit pubkey             print the checkpoint public key for auditors
 exit status: 0 ok, 1 verification failed or runtime failure, 2 usage`
@@ -49,18 +55,22 @@ func auditCommand(ctx context.Context, args []string, store auditSecrets, stdout
 		return exitFailure
 	}
 	if len(args) == 0 {
-		return usageErr("moat audit needs a subcommand: verify, tail or pubkey")
+		return usageErr("moat audit needs a subcommand: verify, export, tail or pubkey")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("moat audit "+sub, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	var pubFile string
+	var pubFile, format string
 	var fromStore, allowUnsealed, follow bool
 	switch sub {
 	case "verify":
 		fs.StringVar(&pubFile, "pubkey", "", "")
 		fs.BoolVar(&fromStore, "key-from-store", false, "")
 		fs.BoolVar(&allowUnsealed, "allow-unsealed", false, "")
+	case "export":
+		fs.StringVar(&pubFile, "pubkey", "", "")
+		fs.StringVar(&format, "format", "", "")
+		allowUnsealed = true // a live log is unsealed; tampering still fails
 	case "tail":
 		fs.BoolVar(&follow, "f", false, "")
 	case "pubkey":
@@ -68,7 +78,7 @@ func auditCommand(ctx context.Context, args []string, store auditSecrets, stdout
 		fmt.Fprintln(stdout, auditUsage)
 		return exitOK
 	default:
-		return usageErr("unknown audit subcommand %q (want verify, tail or pubkey)", sub)
+		return usageErr("unknown audit subcommand %q (want verify, export, tail or pubkey)", sub)
 	}
 	// Flags may come before or after the FILEs.
 	pos, err := parseInterspersed(fs, args[1:])
@@ -117,7 +127,10 @@ func auditCommand(ctx context.Context, args []string, store auditSecrets, stdout
 		return exitOK
 	}
 
-	// verify
+	// verify, and export after verifying
+	if sub == "export" && format != audit.FormatOCSF && format != audit.FormatCEF {
+		return usageErr("moat audit export needs --format ocsf or --format cef")
+	}
 	if pubFile != "" && fromStore {
 		return usageErr("--pubkey and --key-from-store exclude each other")
 	}
@@ -158,7 +171,9 @@ func auditCommand(ctx context.Context, args []string, store auditSecrets, stdout
 	switch {
 	case err == nil:
 	case errors.As(err, &prob) && errors.Is(err, audit.ErrUnsealed) && allowUnsealed:
-		fmt.Fprintf(stderr, "moat: warning: %v\n", err)
+		if sub == "verify" {
+			fmt.Fprintf(stderr, "moat: warning: %v\n", err)
+		}
 	case errors.As(err, &prob) && errors.Is(err, audit.ErrUnsealed):
 		return fail(err, "if moat is still running or was killed, this is expected: use --allow-unsealed, or verify again after moat exits")
 	case errors.Is(err, audit.ErrWrongKey) && pubFile != "":
@@ -189,6 +204,15 @@ func auditCommand(ctx context.Context, args []string, store auditSecrets, stdout
 			}
 		}
 	}
+	if sub == "export" {
+		if err := exportLog(stdout, files, format); err != nil {
+			return fail(err)
+		}
+		if len(rep.Incomplete) > 0 {
+			fmt.Fprintf(stderr, "moat: %d call(s) in the export have an intent and no outcome (see moat audit verify)\n", len(rep.Incomplete))
+		}
+		return exitOK
+	}
 	how := "the MAC key and the public key: every record is authenticated"
 	if mac == nil {
 		how = "the public key only: records after the last checkpoint are not protected"
@@ -197,6 +221,46 @@ func auditCommand(ctx context.Context, args []string, store auditSecrets, stdout
 		rep.Records, rep.FirstSeq, rep.LastSeq, len(files), rep.Checkpoints, rep.SealedSeq, how)
 	printIncomplete(stdout, rep.Incomplete)
 	return exitOK
+}
+
+// exportLog writes every record of files (verified, oldest first) to w in
+// format, one per line.
+func exportLog(w io.Writer, files []string, format string) error {
+	bw := bufio.NewWriter(w)
+	for _, path := range files {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(nil, 64<<20)
+		for sc.Scan() {
+			var r audit.Record
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				f.Close()
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			var line []byte
+			if format == audit.FormatOCSF {
+				line, err = audit.OCSF(&r, version)
+			} else {
+				var s string
+				s, err = audit.CEF(&r, version)
+				line = []byte(s)
+			}
+			if err != nil {
+				f.Close()
+				return err
+			}
+			bw.Write(line)
+			bw.WriteByte('\n')
+		}
+		f.Close()
+		if err := sc.Err(); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return bw.Flush()
 }
 
 // printIncomplete lists the calls that left for their upstream with no

@@ -48,7 +48,7 @@ func openAuditLog(cfg *config.Config, log *slog.Logger, redact func(string) stri
 	}
 	var sc *syslogCopy
 	if a.Syslog != "" {
-		sc = newSyslogCopy(a.Syslog, log)
+		sc = newSyslogCopy(a.Syslog, a.SyslogFormat, log)
 		opts.Copy = sc.copy
 	}
 	keys := func() (audit.Keys, error) {

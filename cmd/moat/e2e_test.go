@@ -655,41 +655,54 @@ func TestAuditSurvivesSIGKILL(t *testing.T) {
 
 // TestAuditRecordsReachSyslog: with audit.syslog set, every record is also
 // sent as an RFC 5424 message (here to a unix datagram socket the test
-// listens on); the file stays complete.
+// listens on), as the audit line itself or, with audit.syslog_format, as
+// its OCSF or CEF export; the file stays complete.
 func TestAuditRecordsReachSyslog(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "log.sock")
-	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	got := make(chan string, 1000)
-	go func() {
-		buf := make([]byte, 1<<16)
-		for {
-			n, _, err := l.ReadFromUnix(buf)
+	for _, tt := range []struct{ format, want string }{
+		{"", `"event":"tool_call"`},
+		{"ocsf", `"class_uid":6003`},
+		{"cef", "CEF:0|Moat|Moat|"},
+	} {
+		t.Run("format="+tt.format, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "log.sock")
+			l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 			if err != nil {
-				return
+				t.Fatal(err)
 			}
-			got <- string(buf[:n])
-		}
-	}()
-	dir := t.TempDir()
-	b, _ := json.Marshal(map[string]any{"mcpServers": map[string]any{"test": testServer(t, "test")}, "audit": map[string]any{"syslog": "unix://" + sock}})
-	cfg := filepath.Join(dir, "moat.json")
-	os.WriteFile(cfg, b, 0o600)
-	m := startMoat(t, cfg)
-	m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "hi"}})
-	deadline := time.After(20 * time.Second)
-	for {
-		select {
-		case msg := <-got:
-			if strings.HasPrefix(msg, "<110>1 ") && strings.Contains(msg, " moat ") && strings.Contains(msg, `"event":"tool_call"`) {
-				return
+			defer l.Close()
+			got := make(chan string, 1000)
+			go func() {
+				buf := make([]byte, 1<<16)
+				for {
+					n, _, err := l.ReadFromUnix(buf)
+					if err != nil {
+						return
+					}
+					got <- string(buf[:n])
+				}
+			}()
+			dir := t.TempDir()
+			a := map[string]any{"syslog": "unix://" + sock}
+			if tt.format != "" {
+				a["syslog_format"] = tt.format
 			}
-		case <-deadline:
-			t.Fatal("no tool_call record reached syslog")
-		}
+			b, _ := json.Marshal(map[string]any{"mcpServers": map[string]any{"test": testServer(t, "test")}, "audit": a})
+			cfg := filepath.Join(dir, "moat.json")
+			os.WriteFile(cfg, b, 0o600)
+			m := startMoat(t, cfg)
+			m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "hi"}})
+			deadline := time.After(20 * time.Second)
+			for {
+				select {
+				case msg := <-got:
+					if strings.HasPrefix(msg, "<110>1 ") && strings.Contains(msg, " moat ") && strings.Contains(msg, tt.want) && strings.Contains(msg, "echo") {
+						return
+					}
+				case <-deadline:
+					t.Fatalf("no tool call record containing %s reached syslog", tt.want)
+				}
+			}
+		})
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +13,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/config"
 )
 
 // syslogQueue bounds the audit lines waiting for the syslog collector.
@@ -23,6 +27,7 @@ const syslogQueue = 4096
 // truth.
 type syslogCopy struct {
 	target string
+	format string // config.SyslogJSON, SyslogOCSF or SyslogCEF
 	log    *slog.Logger
 	host   string
 	queue  chan []byte
@@ -35,12 +40,12 @@ type syslogCopy struct {
 	stream bool // TCP or unix stream: RFC 6587 octet counting
 }
 
-func newSyslogCopy(target string, log *slog.Logger) *syslogCopy {
+func newSyslogCopy(target, format string, log *slog.Logger) *syslogCopy {
 	host, _ := os.Hostname()
 	if host == "" {
 		host = "-"
 	}
-	s := &syslogCopy{target: target, log: log, host: host, queue: make(chan []byte, syslogQueue), done: make(chan struct{})}
+	s := &syslogCopy{target: target, format: format, log: log, host: host, queue: make(chan []byte, syslogQueue), done: make(chan struct{})}
 	go s.run()
 	return s
 }
@@ -89,10 +94,32 @@ func (s *syslogCopy) run() {
 		}
 	}()
 	for line := range s.queue {
-		if err := s.send(line); err != nil {
+		msg, err := s.encode(line)
+		if err == nil {
+			err = s.send(msg)
+		}
+		if err != nil {
 			s.drop(err)
 		}
 	}
+}
+
+// encode turns one audit line into the message of the configured format:
+// the line itself, or its OCSF or CEF export. It runs on the shipper's
+// goroutine, never on a call's path.
+func (s *syslogCopy) encode(line []byte) ([]byte, error) {
+	if s.format == "" || s.format == config.SyslogJSON {
+		return line, nil
+	}
+	var r audit.Record
+	if err := json.Unmarshal(line, &r); err != nil {
+		return nil, fmt.Errorf("reading an audit line for %s: %w", s.format, err)
+	}
+	if s.format == config.SyslogOCSF {
+		return audit.OCSF(&r, version)
+	}
+	c, err := audit.CEF(&r, version)
+	return []byte(c), err
 }
 
 // send writes one RFC 5424 message: facility "log audit" (13), severity

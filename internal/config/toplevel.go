@@ -22,7 +22,7 @@ const (
 
 var (
 	defaultsKeys = []string{"sandbox", "policy"}
-	auditKeys    = []string{"path", "fsync", "on_failure", "record_args", "rotate", "checkpoint_every", "syslog"}
+	auditKeys    = []string{"path", "fsync", "on_failure", "record_args", "rotate", "checkpoint_every", "syslog", "syslog_format"}
 	rotateKeys   = []string{"max_size", "max_age", "keep"}
 	secretsKeys  = []string{"backend", "require_encryption"}
 )
@@ -38,7 +38,7 @@ func (c *checker) defaults(m *member) Defaults {
 }
 
 func (c *checker) audit(m *member) Audit {
-	a := Audit{Fsync: FsyncBatch, OnFailure: OnFailureDeny, Rotate: DefaultRotate}
+	a := Audit{Fsync: FsyncBatch, OnFailure: OnFailureDeny, Rotate: DefaultRotate, SyslogFormat: SyslogJSON}
 	if m == nil || !c.object(m, "/audit", `"audit"`, auditKeys, `"audit": {"path": "~/.local/state/moat/audit.jsonl"}`) {
 		return a
 	}
@@ -89,6 +89,12 @@ func (c *checker) audit(m *member) Audit {
 			} else {
 				a.Syslog = raw
 			}
+		}
+	}
+	if f := n.get("syslog_format"); f != nil {
+		if v := c.enum(f, "/audit/syslog_format", "audit.syslog_format", []string{SyslogJSON, SyslogOCSF, SyslogCEF},
+			`use "json" (the default: each audit line as written), "ocsf" (OCSF 1.5.0 events) or "cef" (ArcSight CEF)`); v != "" {
+			a.SyslogFormat = v
 		}
 	}
 	return a

@@ -85,7 +85,17 @@ type Audit struct {
 	// "local", "unix:///path", "udp://host:port" or "tcp://host:port". The
 	// file stays the source of truth.
 	Syslog string
+	// SyslogFormat is how each record is sent to Syslog: "json" (the
+	// default, the audit line as written), "ocsf" or "cef".
+	SyslogFormat string
 }
+
+// The audit.syslog_format values.
+const (
+	SyslogJSON = "json"
+	SyslogOCSF = "ocsf"
+	SyslogCEF  = "cef"
+)
 
 // Rotate is "audit.rotate"; zero fields mean "not by this criterion" for
 // MaxSize and MaxAge, and "keep every rotated file" for Keep. Without a

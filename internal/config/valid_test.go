@@ -102,7 +102,7 @@ func TestFullConfig(t *testing.T) {
 		},
 		Audit: Audit{
 			Path: "/home/u/.local/state/moat/audit.jsonl", Fsync: "always", OnFailure: "continue", RecordArgs: true,
-			Rotate: Rotate{MaxSize: 100 << 20, MaxAge: 24 * time.Hour, Keep: 10}, CheckpointEvery: 500,
+			Rotate: Rotate{MaxSize: 100 << 20, MaxAge: 24 * time.Hour, Keep: 10}, CheckpointEvery: 500, SyslogFormat: "json",
 		},
 		Secrets: Secrets{Backend: "keychain", RequireEncryption: true},
 	}

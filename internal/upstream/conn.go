@@ -97,10 +97,10 @@ func (g *Group) connect(ctx context.Context, limit time.Duration) (c *conn, err 
 			c = nil
 		}
 	}()
-	client := g.newClient()
+	client, order := g.newClient()
 	switch g.cfg.Type {
 	case config.Stdio:
-		err = g.connectStdio(ctx, client, c)
+		err = g.connectStdio(ctx, client, c, order)
 	case config.HTTP:
 		err = g.connectHTTP(ctx, client, c)
 	case config.SSE:
@@ -117,6 +117,7 @@ func (g *Group) connect(ctx context.Context, limit time.Duration) (c *conn, err 
 	}
 	g.serverCaps.Store(caps)
 
+	g.order.Store(order)
 	g.clientMu.Lock()
 	g.client = client
 	g.rootURIs = nil
@@ -162,7 +163,7 @@ func (g *Group) handshake(ctx context.Context, client *mcp.Client, t mcp.Transpo
 	return nil
 }
 
-func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) error {
+func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn, order *progressOrder) error {
 	sctx, cancel := context.WithDeadline(ctx, c.deadline)
 	defer cancel()
 	path, err := sandbox.Resolve(g.cfg.Command, g.cfg.Env)
@@ -207,6 +208,7 @@ func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn) e
 	})
 	limit := g.maxMessageBytes()
 	stdout := newLimitReader(proc.Stdout(), limit, &lineFraming{what: "stdio line", drop: g.dropped})
+	stdout.seen = order.seen
 	t := &mcp.IOTransport{Reader: stdout, Writer: proc.Stdin(), MaxLineLength: limit + sdkSlack}
 	if err := g.handshake(ctx, client, t, c); err != nil {
 		select {
@@ -324,7 +326,10 @@ func (g *Group) httpClient() (_ *http.Client, err error) {
 // newClient builds the go-sdk client for one connection, declaring exactly
 // the capabilities the downstream client has, and forwarding what the
 // upstream sends to the client.
-func (g *Group) newClient() *mcp.Client {
+// newClient returns the client of one connection, with the progressOrder
+// its progress handler reports to.
+func (g *Group) newClient() (*mcp.Client, *progressOrder) {
+	order := &progressOrder{}
 	hooks, _, _ := g.m.clientHooks()
 	caps := &mcp.ClientCapabilities{}
 	if hooks.Roots {
@@ -354,8 +359,9 @@ func (g *Group) newClient() *mcp.Client {
 			return hooks.Elicit(ctx, name, r.Params)
 		}
 	}
-	if hooks.Progress != nil {
-		opts.ProgressNotificationHandler = func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
+	opts.ProgressNotificationHandler = func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
+		defer order.done()
+		if hooks.Progress != nil {
 			hooks.Progress(ctx, name, r.Params)
 		}
 	}
@@ -373,7 +379,7 @@ func (g *Group) newClient() *mcp.Client {
 	if hooks.Middleware != nil {
 		c.AddReceivingMiddleware(hooks.Middleware(name))
 	}
-	return c
+	return c, order
 }
 
 // Version is reported to upstreams as the client version; cmd/moat sets it.

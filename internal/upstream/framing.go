@@ -56,6 +56,9 @@ type limitReader struct {
 	// returns that bound: the message is then dropped as an over-long one
 	// rather than handed on cut short.
 	capped func(error) (int, bool)
+	// seen, when set, is given each whole message within the limit, in
+	// order, before any of it is handed out (progressOrder.seen).
+	seen func(msg []byte)
 
 	buf   []byte // bytes read and not yet handed out
 	start int    // buf[start:ready] is complete messages being handed out
@@ -96,6 +99,9 @@ func (l *limitReader) Read(p []byte) (int, error) {
 				l.ready += n
 				l.start = l.ready
 				continue
+			}
+			if l.seen != nil {
+				l.seen(l.buf[l.ready : l.ready+n])
 			}
 			if out := l.f.task(l.buf[l.ready : l.ready+n]); out != nil {
 				l.out = out

@@ -60,6 +60,13 @@ func startGroup(t *testing.T, s *config.Server, oauth auth.OAuthHandler) *harnes
 // configured headers are added).
 func startGroupNet(t *testing.T, s *config.Server, oauth auth.OAuthHandler, nopts netguard.Options) *harness {
 	t.Helper()
+	return startGroupClient(t, s, oauth, nopts, Client{})
+}
+
+// startGroupClient is startGroupNet for a client with c's capabilities and
+// handlers.
+func startGroupClient(t *testing.T, s *config.Server, oauth auth.OAuthHandler, nopts netguard.Options, c Client) *harness {
+	t.Helper()
 	if s.Type == config.Stdio {
 		sandbox.LauncherPath = testutil.BuildMoat(t)
 	}
@@ -79,7 +86,7 @@ func startGroupNet(t *testing.T, s *config.Server, oauth auth.OAuthHandler, nopt
 		OAuth: func(*config.Server) (auth.OAuthHandler, error) { return oauth, nil },
 	})
 	h.m.Apply(&config.Config{Servers: map[string]*config.Server{s.Name: s}})
-	h.m.Open(Client{})
+	h.m.Open(c)
 	t.Cleanup(func() {
 		h.m.Close()
 		if t.Failed() {

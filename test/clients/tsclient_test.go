@@ -282,10 +282,13 @@ var sessionChecks = map[string]check{
 	},
 }
 
-// checkProgress wants some of the 3 steps' notifications, in order. Not
-// all: go-sdk hands an upstream's notifications to a queue but its responses
-// straight to the caller, so the last step's notification may reach the
-// client after the result, and the SDK then drops it.
+// checkProgress wants some of the 3 steps' notifications, in order. Moat
+// writes every progress notification the server sent before its result
+// ahead of that result (internal/upstream progressOrder), but the
+// TypeScript SDK drops progress that arrives in the same read as the
+// result: it hands notifications to a microtask and handles the response,
+// which removes the request's progress handler, at once. So a result that
+// follows its last step closely can take that step's notification with it.
 func checkProgress(t *testing.T, got []struct{ Progress, Total float64 }) {
 	t.Helper()
 	if len(got) == 0 {

@@ -479,7 +479,10 @@ async function sessionMode() {
   // Progress: the SDK sends a numeric progressToken with onprogress.
   await probe("progress/ts", async (m) => {
     const seen = [];
-    const res = await callDynamic(m.client, "ts", "progress", { steps: 3 }, { onprogress: (p) => seen.push(p) });
+    // Some work after the last step, as a real tool does: a result right on
+    // the heels of its progress reaches the SDK in the same read, and the
+    // SDK drops that progress (see checkProgress in tsclient_test.go).
+    const res = await callDynamic(m.client, "ts", "progress", { steps: 3, pause_ms: 50 }, { onprogress: (p) => seen.push(p) });
     return { notifications: seen, result: res };
   });
   await probe("progress/everything", async (m) => {

@@ -163,10 +163,13 @@ func (ts *testServer) addTools() {
 	ts.tool("slow", "Sleeps for ms milliseconds, sending progress every 100ms if asked; stops when cancelled.",
 		`{"type":"object","properties":{"ms":{"type":"integer","minimum":0}},"required":["ms"]}`, ts.slow)
 
-	ts.tool("progress", "Sends steps progress notifications, then returns.",
-		`{"type":"object","properties":{"steps":{"type":"integer","minimum":0}},"required":["steps"]}`,
+	ts.tool("progress", "Sends steps progress notifications, works pause_ms, then returns.",
+		`{"type":"object","properties":{"steps":{"type":"integer","minimum":0},"pause_ms":{"type":"integer","minimum":0}},"required":["steps"]}`,
 		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-			var in struct{ Steps int }
+			var in struct {
+				Steps   int
+				PauseMS int `json:"pause_ms"`
+			}
 			if err := args(req, &in); err != nil {
 				return toolError("%v", err), nil
 			}
@@ -179,6 +182,7 @@ func (ts *testServer) addTools() {
 					return nil, fmt.Errorf("send progress: %w", err)
 				}
 			}
+			time.Sleep(time.Duration(in.PauseMS) * time.Millisecond)
 			return text(fmt.Sprintf("done %d steps", in.Steps)), nil
 		})
 

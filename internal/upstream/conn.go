@@ -102,9 +102,9 @@ func (g *Group) connect(ctx context.Context, limit time.Duration) (c *conn, err 
 	case config.Stdio:
 		err = g.connectStdio(ctx, client, c, order)
 	case config.HTTP:
-		err = g.connectHTTP(ctx, client, c)
+		err = g.connectHTTP(ctx, client, c, order)
 	case config.SSE:
-		err = g.connectSSE(ctx, client, c)
+		err = g.connectSSE(ctx, client, c, order)
 	default:
 		err = fmt.Errorf("unknown transport %q", g.cfg.Type)
 	}
@@ -243,7 +243,7 @@ func LimitsOf(s config.Sandbox) sandbox.Limits {
 	return l
 }
 
-func (g *Group) connectHTTP(ctx context.Context, client *mcp.Client, c *conn) error {
+func (g *Group) connectHTTP(ctx context.Context, client *mcp.Client, c *conn, order *progressOrder) error {
 	hc, err := g.httpClient()
 	if err != nil {
 		return err
@@ -251,7 +251,7 @@ func (g *Group) connectHTTP(ctx context.Context, client *mcp.Client, c *conn) er
 	limit := g.maxMessageBytes()
 	t := &mcp.StreamableClientTransport{
 		Endpoint:     g.cfg.URL,
-		HTTPClient:   g.limitClient(hc, limit),
+		HTTPClient:   g.limitClient(hc, limit, order),
 		MaxRetries:   StreamRetries,
 		MaxEventSize: limit + sdkSlack,
 	}
@@ -271,20 +271,20 @@ func (g *Group) connectHTTP(ctx context.Context, client *mcp.Client, c *conn) er
 	// A url without a type may be a legacy HTTP+SSE server: the MCP spec's
 	// backwards-compatibility rule is to try SSE when streamable HTTP fails.
 	g.log.Debug("streamable HTTP failed; trying legacy SSE", "err", err)
-	sseErr := g.connectSSE(ctx, client, c)
+	sseErr := g.connectSSE(ctx, client, c, order)
 	if sseErr != nil {
 		return fmt.Errorf("streamable HTTP: %v; legacy SSE: %w", err, sseErr)
 	}
 	return nil
 }
 
-func (g *Group) connectSSE(ctx context.Context, client *mcp.Client, c *conn) error {
+func (g *Group) connectSSE(ctx context.Context, client *mcp.Client, c *conn, order *progressOrder) error {
 	hc, err := g.httpClient()
 	if err != nil {
 		return err
 	}
 	limit := g.maxMessageBytes()
-	t := &mcp.SSEClientTransport{Endpoint: g.cfg.URL, HTTPClient: g.limitClient(hc, limit), MaxEventSize: limit + sdkSlack}
+	t := &mcp.SSEClientTransport{Endpoint: g.cfg.URL, HTTPClient: g.limitClient(hc, limit, order), MaxEventSize: limit + sdkSlack}
 	return g.handshake(ctx, client, t, c)
 }
 

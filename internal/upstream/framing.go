@@ -441,16 +441,42 @@ func (f *eventFraming) replace(limit int, whole bool) []byte {
 	return b
 }
 
-// task reads a whole event's fields as go-sdk does (lines end at '\n' and
-// lose trailing '\r's; data lines join with '\n'), and keeps its id and
-// retry in the replacement so the stream's Last-Event-ID still advances.
+// task keeps the event's id and retry in the replacement so the stream's
+// Last-Event-ID still advances.
 func (f *eventFraming) task(event []byte) []byte {
 	if len(event) > maxTaskReply || !bytes.Contains(event, []byte(`"task`)) {
 		return nil
 	}
+	ev, ok := parseEvent(event)
+	if !ok {
+		return nil
+	}
+	out := taskResponse(ev.data)
+	if out == nil {
+		return nil
+	}
+	var b []byte
+	if ev.hasID {
+		b = append(append(append(b, "id: "...), ev.id...), '\n')
+	}
+	if len(ev.retry) > 0 {
+		b = append(append(append(b, "retry: "...), ev.retry...), '\n')
+	}
+	return append(append(append(b, "data: "...), out...), "\n\n"...)
+}
+
+// eventFields is one whole server-sent event's fields.
+type eventFields struct {
+	data, id, retry []byte
+	hasID           bool
+}
+
+// parseEvent reads a whole event's fields as go-sdk does (lines end at '\n'
+// and lose trailing '\r's; data lines join with '\n'). ok is false for an
+// event go-sdk does not read as a message (a named event other than
+// "message").
+func parseEvent(event []byte) (ev eventFields, ok bool) {
 	var data [][]byte
-	var id, retry []byte
-	hasID := false
 	for _, line := range bytes.Split(event, []byte("\n")) {
 		line = bytes.TrimRight(line, "\r")
 		name, value, _ := bytes.Cut(line, []byte(":"))
@@ -458,28 +484,18 @@ func (f *eventFraming) task(event []byte) []byte {
 		switch string(name) {
 		case "event":
 			if len(value) > 0 && string(value) != "message" {
-				return nil // go-sdk reads only message events
+				return eventFields{}, false
 			}
 		case "data":
 			data = append(data, value)
 		case "id":
-			id, hasID = value, true
+			ev.id, ev.hasID = value, true
 		case "retry":
-			retry = value
+			ev.retry = value
 		}
 	}
-	out := taskResponse(bytes.Join(data, []byte("\n")))
-	if out == nil {
-		return nil
-	}
-	var b []byte
-	if hasID {
-		b = append(append(append(b, "id: "...), id...), '\n')
-	}
-	if len(retry) > 0 {
-		b = append(append(append(b, "retry: "...), retry...), '\n')
-	}
-	return append(append(append(b, "data: "...), out...), "\n\n"...)
+	ev.data = bytes.Join(data, []byte("\n"))
+	return ev, true
 }
 
 func (f *eventFraming) reset() {

@@ -28,16 +28,17 @@ type limitTransport struct {
 	limit int
 	group string
 	drop  func(oversize) []byte
+	order *progressOrder // counts the progress in event streams
 }
 
 // limitClient returns a copy of hc whose responses are bounded as above.
-func (g *Group) limitClient(hc *http.Client, limit int) *http.Client {
+func (g *Group) limitClient(hc *http.Client, limit int, order *progressOrder) *http.Client {
 	c := *hc
 	base := c.Transport
 	if base == nil { // netguard always sets one; never fall back to a default
 		base = noTransport{}
 	}
-	c.Transport = &limitTransport{base: base, limit: limit, group: g.name, drop: g.dropped}
+	c.Transport = &limitTransport{base: base, limit: limit, group: g.name, drop: g.dropped, order: order}
 	return &c
 }
 
@@ -58,6 +59,13 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	case "text/event-stream":
 		l := newLimitReader(resp.Body, t.limit, &eventFraming{drop: t.drop})
 		l.capped = netguardLimit
+		l.seen = func(event []byte) {
+			if bytes.Contains(event, progressMethod) {
+				if ev, ok := parseEvent(event); ok {
+					t.order.seen(ev.data)
+				}
+			}
+		}
 		resp.Body = l
 	case "application/json":
 		switch {

@@ -558,8 +558,9 @@ func isDir(p string) bool {
 }
 
 // auditHidden hides the audit log's directory when it is Moat's own (named
-// moat, as the default is), else the log and its rotated files, which share
-// its name as a prefix.
+// moat, as the default is), else every file named after the log: its rotated
+// files, the torn tails Open moves aside (records too) and its lock. That is
+// wider than audit.RotatedFiles on purpose.
 func auditHidden(path string, own func(string)) []string {
 	dir := filepath.Dir(path)
 	if filepath.Base(dir) == "moat" {

@@ -274,6 +274,7 @@ func TestBadConfigs(t *testing.T) {
 		{"audit rotate max_size MB", `{"mcpServers": {}, "audit": {"rotate": {"max_size": "100MB"}}}`, "/audit/rotate/max_size", `invalid size "100MB": the unit "MB" is not accepted: write 100MiB`, true, nil, nil, 1},
 		{"audit rotate max_size zero", `{"mcpServers": {}, "audit": {"rotate": {"max_size": 0}}}`, "/audit/rotate/max_size", "audit.rotate.max_size is 0", true, nil, nil, 1},
 		{"audit rotate max_age days", `{"mcpServers": {}, "audit": {"rotate": {"max_age": "7d"}}}`, "/audit/rotate/max_age", `invalid duration "7d": use an integer number of seconds`, true, nil, nil, 1},
+		{"audit syslog_format unknown", `{"mcpServers": {}, "audit": {"syslog_format": "leef"}}`, "/audit/syslog_format", `use "json" (the default: each audit line as written), "ocsf" (OCSF 1.5.0 events) or "cef"`, true, nil, nil, 1},
 		{"audit rotate keep negative", `{"mcpServers": {}, "audit": {"rotate": {"keep": -1}}}`, "/audit/rotate/keep", "audit.rotate.keep is -1; it must be at least 0", true, nil, nil, 1},
 		{"audit rotate keep huge", `{"mcpServers": {}, "audit": {"rotate": {"keep": 3000000000}}}`, "/audit/rotate/keep", "audit.rotate.keep is 3000000000; it must be at most 2147483647", true, nil, nil, 1},
 		{"audit checkpoint zero", `{"mcpServers": {}, "audit": {"checkpoint_every": 0}}`, "/audit/checkpoint_every", "audit.checkpoint_every is 0; it must be at least 1", true, nil, nil, 1},

@@ -87,7 +87,13 @@ func TestMemoryBomb(t *testing.T) {
 	evil := hostileStdio(t, "stdio")
 	evil["sandbox"] = map[string]any{"memory": "1GiB"}
 	m := startMoat(t, testutil.WriteConfig(t, t.TempDir(), map[string]server{"evil": evil, "good": testServer(t, "good")}))
-	m.echoWorks(t, "evil")
+	// A Go server's start needs most of that 1 GiB of address space; on a
+	// loaded machine a start can die before initialize, and Moat starts it
+	// again: wait for it to serve before the attack.
+	waitFor(t, "group evil to serve", func() bool {
+		r := m.call(t, "evil", "echo", map[string]any{"message": "ready"})
+		return !r.IsError && resultText(r) == "ready"
+	}, nil)
 	res := m.call(t, "evil", "eat", map[string]any{"mb": 4096})
 	if !res.IsError {
 		t.Fatalf("the memory bomb survived: %q", resultText(res))

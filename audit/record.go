@@ -18,6 +18,7 @@ const (
 	EventContinued    = "continued"     // first record of a file created by rotation
 	EventRecovered    = "recovered"     // a torn tail was cut off on Open after a crash
 	EventAuditFailure = "audit_failure" // records were lost while the log was unwritable
+	EventRotateFailed = "rotate_failed" // rotation was due but failed; records go on in the current file
 )
 
 // Write-ahead records of calls. A caller that records calls write-ahead

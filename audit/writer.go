@@ -173,10 +173,15 @@ type Writer struct {
 	pendingContinued string  // name of the previous file; "" none
 	pendingRecovered *Record // set by Open after cutting a torn tail
 	lost             int
-	broken           error // the file is in an unknown state; only a new Open recovers
-	lostSince        string
-	lostErr          string
-	buf              []byte
+	broken           error // records reported written may not be durable; only a new Open recovers
+	// rotateFailed is the error of the rotation that failed last, "" once
+	// one succeeds; rotateRetry is when to try again.
+	rotateFailed        string
+	rotateRetry         time.Time
+	pendingRotateFailed *Record
+	lostSince           string
+	lostErr             string
+	buf                 []byte
 	// dirty: records written by WriteBehind are in the file but not yet
 	// synced; the committer syncs them within BehindDelay.
 	dirty bool
@@ -703,12 +708,16 @@ func (w *Writer) prepare() error {
 	if err := w.catchUp(); err != nil {
 		return err
 	}
-	ro := w.opts.Rotate
-	if w.size > 0 && ((ro.MaxSize > 0 && w.size >= ro.MaxSize) || (ro.MaxAge > 0 && w.opts.Clock().Sub(w.fileStart) >= ro.MaxAge)) {
+	ro, now := w.opts.Rotate, w.opts.Clock()
+	if w.size > 0 && ((ro.MaxSize > 0 && w.size >= ro.MaxSize) || (ro.MaxAge > 0 && now.Sub(w.fileStart) >= ro.MaxAge)) && !now.Before(w.rotateRetry) {
 		return w.rotate()
 	}
 	return nil
 }
+
+// RotateRetry is how long a writer whose rotation failed goes on in the
+// current file before it tries again.
+const RotateRetry = 5 * time.Second
 
 func (w *Writer) noteLoss(n int, err error) {
 	if w.lost == 0 {
@@ -734,6 +743,9 @@ func (w *Writer) writeBatch(recs []*Record, seal, durable bool) error {
 	}
 	if w.pendingRecovered != nil {
 		sys = append(sys, w.pendingRecovered)
+	}
+	if w.pendingRotateFailed != nil {
+		sys = append(sys, w.pendingRotateFailed)
 	}
 	if w.lost > 0 {
 		sys = append(sys, &Record{Event: EventAuditFailure, Outcome: OutcomeError,
@@ -771,14 +783,18 @@ func (w *Writer) writeBatch(recs []*Record, seal, durable bool) error {
 	if err != nil {
 		w.restore(snap)
 		if terr := w.f.Truncate(w.size); terr != nil {
-			// The file may now end in a partial line that only Open can cut.
-			w.broken = fmt.Errorf("%v, and cutting back the partial write failed: %v; restart moat to recover the log", err, terr)
-			return w.broken
+			// The file may now end in a partial line. The next batch
+			// reopens it as Open does after a crash: the partial line
+			// is moved aside and recorded, the chain resumes from what
+			// verifies.
+			w.f.Close()
+			w.f = nil
+			return fmt.Errorf("%v, and cutting back the partial write failed: %v", err, terr)
 		}
 		return err
 	}
 	w.size += int64(len(buf))
-	w.pendingContinued, w.pendingRecovered, w.lost = "", nil, 0
+	w.pendingContinued, w.pendingRecovered, w.pendingRotateFailed, w.lost = "", nil, nil, 0
 	if w.opts.Copy != nil {
 		w.opts.Copy(buf)
 	}
@@ -921,9 +937,20 @@ func (w *Writer) rotate() error {
 		return err
 	}
 	name := w.opts.Path + "." + w.opts.Clock().UTC().Format(stampLayout)
-	if err := os.Rename(w.opts.Path, name); err != nil {
-		return fmt.Errorf("rotating: %w", err)
+	if err := renameNoReplace(w.opts.Path, name); err != nil {
+		// The file is sealed and whole: records go on in it, which loses
+		// nothing, rather than calls being refused for want of a rename.
+		w.rotateRetry = w.opts.Clock().Add(RotateRetry)
+		if w.rotateFailed == "" {
+			w.pendingRotateFailed = &Record{Event: EventRotateFailed, Outcome: OutcomeError,
+				Reason: fmt.Sprintf("rotating the log failed (%v): records go on in %s, and rotation is retried every %v; make %s writable for this user",
+					err, filepath.Base(w.opts.Path), RotateRetry, filepath.Dir(w.opts.Path)),
+				Detail: map[string]string{"size": strconv.FormatInt(w.size, 10)}}
+		}
+		w.rotateFailed = err.Error()
+		return nil
 	}
+	w.rotateFailed, w.rotateRetry = "", time.Time{}
 	w.f.Close()
 	w.f = nil
 	syncDir(filepath.Dir(w.opts.Path))

@@ -221,6 +221,57 @@ func TestRotationCarriesTheChainAcrossFiles(t *testing.T) {
 	}
 }
 
+// TestFailedRotationGoesOn: when the rename of a rotation fails (here the
+// rotated name is taken by a directory; on a host, the log's directory made
+// read-only), records go on in the sealed current file, the failure is
+// recorded once, and rotation is retried after RotateRetry.
+func TestFailedRotationGoesOn(t *testing.T) {
+	k := testKeys(1)
+	p := logPath(t)
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	w := mustOpen(t, Options{Path: p, Fsync: FsyncOff, Rotate: RotateOptions{MaxSize: 2000}, Clock: func() time.Time { return now }}, k)
+	taken := p + "." + now.Format(stampLayout)
+	if err := os.MkdirAll(filepath.Join(taken, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(5, 5))
+	writeRecords(t, w, rnd, 40) // each ~500 bytes: rotation is due many times
+	if st, err := os.Stat(taken); err != nil || !st.IsDir() {
+		t.Fatalf("the rotated name was taken by the file: %v", err)
+	}
+	var failures []Record
+	for _, l := range readLines(t, p) {
+		var r Record
+		json.Unmarshal(l, &r)
+		if r.Event == EventRotateFailed {
+			failures = append(failures, r)
+		}
+	}
+	if len(failures) != 1 || !strings.Contains(failures[0].Reason, "records go on in audit.jsonl") || !strings.Contains(failures[0].Reason, "writable") {
+		t.Fatalf("rotate_failed records = %+v, want one that says records go on and what to fix", failures)
+	}
+	os.RemoveAll(taken)
+	writeRecords(t, w, rnd, 5)
+	if rotated, _ := RotatedFiles(p); len(rotated) != 0 {
+		t.Fatalf("rotation retried before RotateRetry: %v", rotated)
+	}
+	now = now.Add(RotateRetry)
+	writeRecords(t, w, rnd, 5) // one rotation; the next, due at the same time, is refused its name
+	if data, _ := os.ReadFile(p + "." + now.Format(stampLayout)); !bytes.Contains(data, []byte(`"seq":1,`)) {
+		t.Fatal("the rotated file lost its first records: a second rotation at the same time replaced it")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := LogFiles(p)
+	if len(files) != 2 {
+		t.Fatalf("log files %v, want the retried rotation's two", files)
+	}
+	if rep, err := VerifyFiles(files, k.MAC, pub(k)); err != nil || rep.FirstSeq != 1 || rep.Records < 50 {
+		t.Errorf("VerifyFiles = %+v, %v; want every record, chained across the rotation", rep, err)
+	}
+}
+
 func TestRotationKeepsOnlyKeepFiles(t *testing.T) {
 	k := testKeys(1)
 	p := logPath(t)

@@ -21,6 +21,8 @@ import (
 	"os/user"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/safepath"
@@ -99,40 +101,69 @@ type Log struct {
 	pid       int
 	user      string
 
-	ready   chan struct{} // closed once opening finished, either way
-	w       *audit.Writer
+	ready chan struct{} // closed once the first opening finished, either way
+	w     atomic.Pointer[audit.Writer]
+
+	// A log that could not be opened (its directory or file not writable,
+	// a bad tail) is opened again by a later call, at most once per
+	// reopenEvery, so fixing the cause needs no restart. Guarded by mu
+	// once ready is closed.
+	mu      sync.Mutex
+	opts    audit.Options
+	keys    *audit.Keys // nil when the keys could not be read: not retried
+	first   []*audit.Record
 	openErr error
+	retryAt time.Time
 
 	warned sync.Once
 }
+
+// reopenEvery spaces the attempts to open a log that could not be opened.
+const reopenEvery = time.Second
 
 // Open starts opening the log in the background: keys come from keys (which
 // may block on a keychain or a passphrase), then audit.Open, then the first
 // records (the server's start). Records written meanwhile wait, and come
 // after those.
 func Open(opts audit.Options, keys func() (audit.Keys, error), log *slog.Logger, first ...*audit.Record) *Log {
-	l := &Log{onFailure: opts.OnFailure, log: log, pid: os.Getpid(), user: userName(), ready: make(chan struct{})}
+	l := &Log{onFailure: opts.OnFailure, log: log, pid: os.Getpid(), user: userName(), ready: make(chan struct{}), opts: opts, first: first}
 	go func() {
 		defer close(l.ready)
 		k, err := keys()
-		if err == nil {
-			l.w, err = openLog(opts, k)
-		} else {
-			err = fmt.Errorf("audit log keys: %w", err)
-		}
-		for _, r := range first {
-			if err != nil {
-				break
-			}
-			r.PID, r.User = l.pid, l.user
-			err = l.w.Write(context.Background(), r)
-		}
 		if err != nil {
-			l.openErr = err
-			l.log.Error("the audit log cannot be opened", "err", err)
+			l.openErr = fmt.Errorf("audit log keys: %w", err)
+			l.log.Error("the audit log cannot be opened", "err", l.openErr)
+			return
+		}
+		l.keys = &k
+		if err := l.open(); err != nil {
+			l.log.Error("the audit log cannot be opened; calls are refused until it can be", "err", err)
 		}
 	}()
 	return l
+}
+
+// open opens the log and writes the first records. l.mu is held, or the
+// opening goroutine runs alone.
+func (l *Log) open() error {
+	w, err := openLog(l.opts, *l.keys)
+	for _, r := range l.first {
+		if err != nil {
+			break
+		}
+		r.PID, r.User = l.pid, l.user
+		err = w.Write(context.Background(), r)
+	}
+	if err != nil {
+		if w != nil {
+			w.Close()
+		}
+		l.openErr, l.retryAt = err, time.Now().Add(reopenEvery)
+		return err
+	}
+	l.openErr = nil
+	l.w.Store(w)
+	return nil
 }
 
 // RecordCommand records one event of a moat command (secret set, pins
@@ -186,10 +217,21 @@ func (l *Log) wait(ctx context.Context) (*audit.Writer, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	if l.openErr != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNotOpen, l.openErr)
+	if w := l.w.Load(); w != nil {
+		return w, nil
 	}
-	return l.w, nil
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w := l.w.Load(); w != nil {
+		return w, nil
+	}
+	if l.keys != nil && !time.Now().Before(l.retryAt) {
+		if err := l.open(); err == nil {
+			l.log.Info("the audit log is open", "path", l.opts.Path)
+			return l.w.Load(), nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %w", ErrNotOpen, l.openErr)
 }
 
 // Write records r, filling in the process fields. It returns nil only when
@@ -231,8 +273,10 @@ func (l *Log) Event(ctx context.Context, event string, detail map[string]string)
 // Close writes the final signed checkpoint.
 func (l *Log) Close() error {
 	<-l.ready
-	if l.w == nil {
-		return nil
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w := l.w.Load(); w != nil {
+		return w.Close()
 	}
-	return l.w.Close()
+	return nil
 }

@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -156,7 +158,7 @@ func TestUnwritableLogRefusesCallsBeforeTheyRun(t *testing.T) {
 	if _, err := h.handler(ok)(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t"}); err != nil {
 		t.Fatal(err)
 	}
-	h.log.w.Close() // every later write fails
+	h.log.w.Load().Close() // every later write fails
 	for i := range 2 {
 		calls := h.calls
 		_, err := h.handler(ok)(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t"})
@@ -284,5 +286,53 @@ func TestLogBelowAWritableDirectoryIsRefused(t *testing.T) {
 	<-l.ready
 	if l.openErr == nil || !strings.Contains(l.openErr.Error(), "chmod go-w "+parent) {
 		t.Errorf("Open with the log below a 0777 directory: %v, want a refusal with the chmod fix", l.openErr)
+	}
+}
+
+// TestLogOpensOnceItsCauseIsFixed: a log that cannot be opened (here a file
+// other users can read) refuses calls with the fix, and once the cause is
+// fixed a later call opens it: no restart of Moat, whose client may not
+// offer one.
+func TestLogOpensOnceItsCauseIsFixed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state", "audit.jsonl")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o644)
+	store := fileStore(t)
+	h := &harness{path: path}
+	h.log = Open(audit.Options{Path: path}, func() (audit.Keys, error) {
+		return Keys(context.Background(), store, true)
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)), &audit.Record{Event: "server_start"})
+	t.Cleanup(func() { h.log.Close() })
+	call := &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t"}
+	_, err := h.handler(ok)(context.Background(), call)
+	var d *guard.Denial
+	if !errors.As(err, &d) || d.Layer != guard.LayerAudit || !strings.Contains(err.Error(), "chmod 600") || h.calls != 0 {
+		t.Fatalf("a call with an unopenable log: %v (reached the server %d times), want an audit denial naming the fix", err, h.calls)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err = h.handler(ok)(context.Background(), call); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the log was not opened within 30 s of its fix: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.log.Close()
+	var events []string
+	for _, r := range records(t, path) {
+		events = append(events, fmt.Sprint(r["event"]))
+	}
+	if len(events) < 3 || events[0] != "server_start" || !slices.Contains(events, audit.EventIntent) {
+		t.Errorf("events in the log: %v, want server_start first, then the call", events)
 	}
 }

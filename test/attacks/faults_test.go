@@ -118,7 +118,18 @@ func TestDiskFullLosesNoRecord(t *testing.T) {
 		}
 	}
 	recs := verifiedAudit(t, env)
+	checkEveryCallRecorded(t, recs, rec)
+	findRecord(t, recs, "the records lost while the disk was full", func(r audit.Record) bool {
+		return r.Event == audit.EventAuditFailure
+	})
+}
 
+// checkEveryCallRecorded checks the write-ahead promise on a verified log:
+// every call the upstream saw (rec, the test server's -record file) has
+// exactly one intent record, every echo outcome is ok (a call either ran
+// or was refused before its intent), and no call has two outcomes.
+func checkEveryCallRecorded(t *testing.T, recs []audit.Record, rec string) {
+	t.Helper()
 	intents := map[string]int{}     // args hash -> intent records
 	outcomes := map[string]int{}    // intent seq -> outcome records
 	intentOf := map[uint64]string{} // intent seq -> args hash
@@ -134,7 +145,8 @@ func TestDiskFullLosesNoRecord(t *testing.T) {
 			}
 		}
 	}
-	for _, line := range recordedCalls(t, rec) {
+	calls := recordedCalls(t, rec)
+	for _, line := range calls {
 		var c struct{ Arguments json.RawMessage }
 		json.Unmarshal([]byte(line), &c)
 		_, sum := audit.ArgsShape(c.Arguments)
@@ -150,9 +162,7 @@ func TestDiskFullLosesNoRecord(t *testing.T) {
 			t.Errorf("an outcome names intent %q, which is not an intent record", seq)
 		}
 	}
-	findRecord(t, recs, "the records lost while the disk was full", func(r audit.Record) bool {
-		return r.Event == audit.EventAuditFailure
-	})
+	t.Logf("%d calls reached the upstream, each with its intent record", len(calls))
 }
 
 // TestKill9LosesNoCall: 50 times, moat serves 8 concurrent calls and is
@@ -221,4 +231,114 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// withoutCapabilities is the command prefix that runs moat without
+// capabilities, so that file permissions bind it as they bind a user: root
+// with CAP_DAC_OVERRIDE writes through any mode. Empty when not root.
+func withoutCapabilities(t *testing.T) []string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	w := []string{"setpriv", "--bounding-set", "-all", "--inh-caps", "-all", "--"}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o500)
+	defer os.Chmod(dir, 0o700)
+	if err := exec.Command(w[0], append(w[1:], "touch", filepath.Join(dir, "x"))...).Run(); err == nil {
+		t.Fatal("root without capabilities still writes a read-only directory; the test cannot show what permissions do")
+	} else if _, ok := err.(*exec.ExitError); !ok {
+		t.Skipf("SKIPPED LOUDLY: cannot drop capabilities with setpriv (util-linux): %v", err)
+	}
+	return w
+}
+
+// TestPermissionFaultsLoseNoRecord: while moat serves, the audit log's
+// directory is made read-only (rotation cannot rename the full file) and
+// the log file's mode is changed to 0400. The running moat goes on
+// recording every call in the file it holds open, and records once that
+// rotation failed; a second moat, started meanwhile, cannot open the log
+// and refuses its calls with the cause and the fix, before they run. Once
+// the permissions are back, both moats record calls again without a
+// restart, the log rotates, and the whole log verifies with every call
+// the upstream saw recorded.
+//
+// SECURITY.md, Audit log, "write-ahead".
+func TestPermissionFaultsLoseNoRecord(t *testing.T) {
+	wrapper := withoutCapabilities(t)
+	env := testutil.MoatEnv(t)
+	rec := filepath.Join(t.TempDir(), "calls.jsonl")
+	srv := testServer(t, "g", "-record", rec)
+	srv["sandbox"] = map[string]any{"namespaces": false} // no capabilities: no user namespace mapping root
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]server{"g": srv},
+		map[string]any{"audit": map[string]any{"rotate": map[string]any{"max_size": "8KiB"}}})
+	m := startMoatWith(t, env, wrapper, cfg)
+	echo := func(m *moatProc, msg string) (string, bool) {
+		r, err := m.callRaw(t, "call_dynamic_tool", map[string]any{"group": "g", "name": "echo", "args": map[string]any{"message": msg}})
+		if err != nil {
+			return err.Error(), false
+		}
+		return resultText(r), !r.IsError
+	}
+	for i := range 3 {
+		if got, ok := echo(m, "before-"+strconv.Itoa(i)); !ok {
+			t.Fatalf("call before the fault: %s", got)
+		}
+	}
+	path := auditPath(env)
+	dir := filepath.Dir(path)
+	if err := os.Chmod(dir, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(dir, 0o700) })
+	for i := range 40 { // about 40 KiB of records: rotation (8 KiB) is due
+		if got, ok := echo(m, "read-only-dir-"+strconv.Itoa(i)); !ok {
+			t.Fatalf("call %d with the log's directory read-only was refused: %s", i, tail(got, 400))
+		}
+	}
+	if err := os.Chmod(path, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if got, ok := echo(m, "mode-0400-"+strconv.Itoa(i)); !ok {
+			t.Fatalf("call with the log's mode changed was refused by the moat that holds it open: %s", tail(got, 400))
+		}
+	}
+	m2 := startMoatWith(t, env, wrapper, cfg)
+	seen := len(recordedCalls(t, rec))
+	for i := range 3 {
+		got, ok := echo(m2, "second-"+strconv.Itoa(i))
+		if ok || !strings.Contains(got, "audit log cannot be written") || !strings.Contains(got, "permission denied") {
+			t.Fatalf("a second moat's call with the log at 0400: ok=%v %q; want a refusal naming the audit log and the denied permission", ok, tail(got, 400))
+		}
+	}
+	if n := len(recordedCalls(t, rec)); n != seen {
+		t.Fatalf("%d calls the second moat refused reached the upstream", n-seen)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the second moat to record calls once the log's mode is back", func() bool {
+		_, ok := echo(m2, "second-after")
+		return ok
+	}, nil)
+	waitFor(t, "the first moat to rotate once the directory is writable", func() bool {
+		if got, ok := echo(m, "after"); !ok {
+			t.Fatalf("call after the fault: %s", tail(got, 400))
+		}
+		rotated, _ := audit.RotatedFiles(path)
+		return len(rotated) > 0
+	}, nil)
+	m.stop(t)
+	m2.stop(t)
+
+	recs := verifiedAudit(t, env)
+	checkEveryCallRecorded(t, recs, rec)
+	failed := findRecord(t, recs, "the failed rotation", func(r audit.Record) bool { return r.Event == audit.EventRotateFailed })
+	if !strings.Contains(failed.Reason, "permission denied") || !strings.Contains(failed.Reason, "writable") {
+		t.Errorf("rotate_failed says %q; want the cause and the fix", failed.Reason)
+	}
 }

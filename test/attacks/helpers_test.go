@@ -267,7 +267,7 @@ func (m *moatProc) auditLog(t *testing.T) []audit.Record {
 	return verifiedAudit(t, m.env)
 }
 
-// verifiedAudit reads the audit log of a moat that ran with env, after
+// verifiedAudit reads the audit log (rotated files first) of a moat that ran with env, after
 // `moat audit verify --allow-unsealed` accepted it.
 func verifiedAudit(t *testing.T, env []string) []audit.Record {
 	t.Helper()
@@ -277,19 +277,25 @@ func verifiedAudit(t *testing.T, env []string) []audit.Record {
 	if out, err := verify.CombinedOutput(); err != nil {
 		t.Fatalf("moat audit verify --allow-unsealed %s: %v\n%s", path, err, out)
 	}
-	data, err := os.ReadFile(path)
+	files, err := audit.LogFiles(path)
 	if err != nil {
-		t.Fatalf("read the audit log: %v", err)
+		t.Fatalf("list the audit log's files: %v", err)
 	}
 	var recs []audit.Record
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 16<<20)
-	for sc.Scan() {
-		var r audit.Record
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("audit line %q: %v", sc.Text(), err)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("read the audit log: %v", err)
 		}
-		recs = append(recs, r)
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		sc.Buffer(nil, 16<<20)
+		for sc.Scan() {
+			var r audit.Record
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				t.Fatalf("audit line %q: %v", sc.Text(), err)
+			}
+			recs = append(recs, r)
+		}
 	}
 	return recs
 }

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -173,7 +174,7 @@ type Writer struct {
 	pendingContinued string  // name of the previous file; "" none
 	pendingRecovered *Record // set by Open after cutting a torn tail
 	lost             int
-	broken           error // records reported written may not be durable; only a new Open recovers
+	broken           error // the log holds another chain; only a new Open recovers
 	// rotateFailed is the error of the rotation that failed last, "" once
 	// one succeeds; rotateRetry is when to try again.
 	rotateFailed        string
@@ -183,8 +184,12 @@ type Writer struct {
 	lostErr             string
 	buf                 []byte
 	// dirty: records written by WriteBehind are in the file but not yet
-	// synced; the committer syncs them within BehindDelay.
-	dirty bool
+	// synced, from seq behindFrom on; the committer syncs them within
+	// BehindDelay.
+	dirty      bool
+	behindFrom uint64
+	// pendingNotDurable records a failed sync of records written behind.
+	pendingNotDurable *Record
 }
 
 type chainState struct {
@@ -634,7 +639,7 @@ func (w *Writer) run() {
 // next waits for the next request; while records written behind are not
 // synced, it syncs them after BehindDelay without one.
 func (w *Writer) next() (*request, bool) {
-	if !w.dirty {
+	if !w.dirty || w.f == nil {
 		req, ok := <-w.reqs
 		return req, ok
 	}
@@ -649,15 +654,30 @@ func (w *Writer) next() (*request, bool) {
 	}
 }
 
-// syncBehind makes the records written behind durable. They were reported
-// written, so a failure cannot go back to their callers: the writer stops
-// taking records (calls are then refused) until Moat restarts.
+// syncBehind makes the records written behind durable.
 func (w *Writer) syncBehind() {
 	if err := fdatasync(w.f); err != nil {
-		w.broken = fmt.Errorf("syncing records already written: %v; restart moat, then check the log with `moat audit verify`", err)
+		w.notDurable(err)
 		return
 	}
 	w.synced()
+}
+
+// notDurable gives up on the records written behind since the last sync,
+// whose sync failed with err. They were reported written, so the failure
+// cannot go back to their callers; and a later sync could not vouch for
+// them either (the kernel reports a writeback error once, and may have
+// dropped the pages). So the next record written says which records may
+// not be on disk, and the file is closed: the next batch reopens it as Open
+// does, and a log that lost those records fails to resume (and `moat audit
+// verify`) instead of growing past the hole.
+func (w *Writer) notDurable(err error) {
+	w.pendingNotDurable = &Record{Event: EventAuditFailure, Outcome: OutcomeError,
+		Reason: "records written before a failed sync may not be on disk: " + err.Error(),
+		Detail: map[string]string{"not_durable": fmt.Sprintf("%d-%d", w.behindFrom, w.st.seq), "on_failure": w.opts.OnFailure.String()}}
+	w.dirty = false
+	w.f.Close()
+	w.f = nil
 }
 
 // synced notes that everything written is durable.
@@ -688,7 +708,7 @@ func (w *Writer) commit(batch []*request) {
 	}
 	if err != nil {
 		w.noteLoss(len(recs), err)
-		err = fmt.Errorf("%w: %v; the call was not recorded (free space or fix permissions on %s)", ErrUnavailable, err, w.opts.Path)
+		err = fmt.Errorf("%w: %v; the call was not recorded (%s)", ErrUnavailable, err, w.fix(err))
 	}
 	for i, req := range batch {
 		if err != nil {
@@ -697,6 +717,20 @@ func (w *Writer) commit(batch []*request) {
 		}
 		req.done <- result{seq: recs[i].Seq, time: recs[i].Time, mac: recs[i].Hash}
 	}
+}
+
+// fix says what to do about err, a failure to write the log.
+func (w *Writer) fix(err error) string {
+	dir := filepath.Dir(w.opts.Path)
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT), errors.Is(err, syscall.EFBIG):
+		return "free space on the filesystem of " + dir
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+		return "make " + w.opts.Path + " and " + dir + " writable for this user"
+	case errors.Is(err, syscall.EIO):
+		return "the disk holding " + dir + " fails: check the kernel log (dmesg); calls are recorded again once it works"
+	}
+	return "check " + w.opts.Path
 }
 
 // prepare, with the lock held, catches up with the other writers (reopening
@@ -747,6 +781,9 @@ func (w *Writer) writeBatch(recs []*Record, seal, durable bool) error {
 	if w.pendingRotateFailed != nil {
 		sys = append(sys, w.pendingRotateFailed)
 	}
+	if w.pendingNotDurable != nil {
+		sys = append(sys, w.pendingNotDurable)
+	}
 	if w.lost > 0 {
 		sys = append(sys, &Record{Event: EventAuditFailure, Outcome: OutcomeError,
 			Reason: "records could not be written: " + w.lostErr,
@@ -775,34 +812,40 @@ func (w *Writer) writeBatch(recs []*Record, seal, durable bool) error {
 		return nil
 	}
 	_, err = w.f.Write(buf)
-	synced := false
+	synced, syncErr := false, false
 	if err == nil && (seal || durable && w.opts.Fsync != FsyncOff) {
 		err = fdatasync(w.f)
-		synced = err == nil
+		synced, syncErr = err == nil, err != nil
 	}
 	if err != nil {
 		w.restore(snap)
-		if terr := w.f.Truncate(w.size); terr != nil {
+		terr := w.f.Truncate(w.size)
+		switch {
+		case w.dirty && (syncErr || terr != nil):
+			w.notDurable(err)
+		case terr != nil:
 			// The file may now end in a partial line. The next batch
 			// reopens it as Open does after a crash: the partial line
 			// is moved aside and recorded, the chain resumes from what
 			// verifies.
 			w.f.Close()
 			w.f = nil
-			return fmt.Errorf("%v, and cutting back the partial write failed: %v", err, terr)
+		}
+		if terr != nil {
+			return fmt.Errorf("%w, and cutting back the partial write failed: %v", err, terr)
 		}
 		return err
 	}
 	w.size += int64(len(buf))
-	w.pendingContinued, w.pendingRecovered, w.pendingRotateFailed, w.lost = "", nil, nil, 0
+	w.pendingContinued, w.pendingRecovered, w.pendingRotateFailed, w.pendingNotDurable, w.lost = "", nil, nil, nil, 0
 	if w.opts.Copy != nil {
 		w.opts.Copy(buf)
 	}
 	switch {
 	case synced:
 		w.synced()
-	case w.opts.Fsync != FsyncOff:
-		w.dirty = true
+	case w.opts.Fsync != FsyncOff && !w.dirty:
+		w.dirty, w.behindFrom = true, snap.seq+1
 	}
 	return nil
 }

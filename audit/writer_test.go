@@ -22,6 +22,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
+
+	"github.com/moatmcp/moat/internal/testutil/faultyfs"
 )
 
 func TestConcurrentWritersKeepLinesWholeAndSeqGapFree(t *testing.T) {
@@ -869,5 +871,52 @@ func TestWriteBehind(t *testing.T) {
 	}
 	if _, err := verifyFile(t, p, k, true); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFailedSyncOfRecordsWrittenBehind: on a real filesystem whose syncs
+// fail with EIO (writes succeed), a record written behind cannot be made
+// durable. The durable write that finds it is refused, naming the I/O
+// error and the fix; once syncs work, writing goes on without a new Open,
+// and the first record says which records may not be on disk. The log
+// verifies.
+func TestFailedSyncOfRecordsWrittenBehind(t *testing.T) {
+	k := testKeys(1)
+	dir, backing := filepath.Join(t.TempDir(), "mnt"), t.TempDir()
+	os.Mkdir(dir, 0o700)
+	faults := faultyfs.Mount(t, dir, backing)
+	p := filepath.Join(dir, "state", "audit.jsonl")
+	w := mustOpen(t, Options{Path: p}, k)
+	writeRecords(t, w, rand.New(rand.NewPCG(8, 8)), 3)
+	faults.Syncs.Store(true)
+	behind := &Record{Event: "tool_call", Tool: "behind"}
+	if err := w.WriteBehind(context.Background(), behind); err != nil {
+		t.Fatal(err)
+	}
+	err := w.Write(context.Background(), &Record{Event: "tool_call", Tool: "refused"})
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "input/output error") || !strings.Contains(err.Error(), "dmesg") {
+		t.Fatalf("a durable write while syncs fail = %v, want ErrUnavailable naming the I/O error and what to check", err)
+	}
+	faults.Syncs.Store(false)
+	writeRecords(t, w, rand.New(rand.NewPCG(8, 9)), 2)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var notDurable string
+	for _, l := range readLines(t, p) {
+		var r Record
+		json.Unmarshal(l, &r)
+		if r.Event == EventAuditFailure && r.Detail["not_durable"] != "" {
+			notDurable = r.Detail["not_durable"]
+		}
+		if r.Tool == "refused" {
+			t.Error("the refused record is in the log")
+		}
+	}
+	if want := fmt.Sprintf("%d-%d", behind.Seq, behind.Seq); notDurable != want {
+		t.Errorf("audit_failure not_durable = %q, want %q (the record written behind)", notDurable, want)
+	}
+	if _, err := verifyFile(t, p, k, true); err != nil {
+		t.Fatalf("Verify: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/testutil"
+	"github.com/moatmcp/moat/internal/testutil/faultyfs"
 )
 
 // smallStateFS returns the command prefix that runs moat in a private mount
@@ -340,5 +342,71 @@ func TestPermissionFaultsLoseNoRecord(t *testing.T) {
 	failed := findRecord(t, recs, "the failed rotation", func(r audit.Record) bool { return r.Event == audit.EventRotateFailed })
 	if !strings.Contains(failed.Reason, "permission denied") || !strings.Contains(failed.Reason, "writable") {
 		t.Errorf("rotate_failed says %q; want the cause and the fix", failed.Reason)
+	}
+}
+
+// TestIOErrorsLoseNoRecord: the audit log is on a real (FUSE) filesystem
+// that starts failing while moat serves: first every write, sync and
+// truncation with EIO, then only syncs (writes succeed: the kernel's page
+// cache took them). Calls are refused before they run, each refusal naming
+// the I/O error; once the disk works again calls are recorded again, with
+// no restart. The log then verifies, every call the upstream saw has its
+// intent, no call has two outcomes, and the lost records are counted.
+//
+// SECURITY.md, Audit log, "write-ahead".
+func TestIOErrorsLoseNoRecord(t *testing.T) {
+	env := testutil.MoatEnv(t)
+	state := testutil.EnvValue(env, "XDG_STATE_HOME")
+	backing := filepath.Join(t.TempDir(), "disk")
+	for _, d := range []string{state, backing} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	faults := faultyfs.Mount(t, state, backing)
+	rec := filepath.Join(t.TempDir(), "calls.jsonl")
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]server{"g": testServer(t, "g", "-record", rec)})
+	m := startMoatWith(t, env, nil, cfg)
+	echo := func(msg string) (string, bool) {
+		r, err := m.callRaw(t, "call_dynamic_tool", map[string]any{"group": "g", "name": "echo", "args": map[string]any{"message": msg}})
+		if err != nil {
+			return err.Error(), false
+		}
+		return resultText(r), !r.IsError
+	}
+	for _, fault := range []struct {
+		name string
+		on   *atomic.Bool
+	}{{"writes", &faults.Writes}, {"syncs", &faults.Syncs}} {
+		for i := range 3 {
+			if got, ok := echo("before-" + fault.name + strconv.Itoa(i)); !ok {
+				t.Fatalf("call before the %s failed: %s", fault.name, got)
+			}
+		}
+		fault.on.Store(true)
+		seen := len(recordedCalls(t, rec))
+		for i := range 3 {
+			got, ok := echo("failing-" + fault.name + strconv.Itoa(i))
+			if ok || !strings.Contains(got, "audit log cannot be written") || !strings.Contains(got, "input/output error") || strings.Contains(got, "restart") {
+				t.Fatalf("a call while %s fail: ok=%v %q; want a refusal naming the audit log and the I/O error, and no restart", fault.name, ok, tail(got, 400))
+			}
+		}
+		if n := len(recordedCalls(t, rec)); n != seen {
+			t.Fatalf("%d calls refused while %s fail reached the upstream", n-seen, fault.name)
+		}
+		fault.on.Store(false)
+		waitFor(t, "calls to be recorded again once the disk works", func() bool {
+			_, ok := echo("after-" + fault.name)
+			return ok
+		}, nil)
+	}
+	m.stop(t)
+	recs := verifiedAudit(t, env)
+	checkEveryCallRecorded(t, recs, rec)
+	lost := findRecord(t, recs, "the records lost while the disk failed", func(r audit.Record) bool {
+		return r.Event == audit.EventAuditFailure && r.Detail["lost"] != ""
+	})
+	if !strings.Contains(lost.Reason, "input/output error") {
+		t.Errorf("audit_failure says %q; want the I/O error", lost.Reason)
 	}
 }

@@ -109,4 +109,3 @@ func (f *faultyFile) Flush(ctx context.Context) syscall.Errno {
 func (f *faultyFile) Release(ctx context.Context) syscall.Errno {
 	return f.inner.(fs.FileReleaser).Release(ctx)
 }
-

@@ -428,6 +428,41 @@ func (g *guardState) redactMode(group string) redact.Mode {
 	return redact.ModeRedact
 }
 
+// redactListed redacts t, a cleaned copy of a tool about to be listed, as
+// a call's result is: known secrets and credential patterns in its titles,
+// description and schemas. Under redact: block a listing is redacted, not
+// refused: the tool stays callable and its results are blocked.
+func (g *guardState) redactListed(group string, t *mcp.Tool) {
+	mode := g.redactMode(group)
+	if mode == redact.ModeBlock {
+		mode = redact.ModeRedact
+	}
+	str := func(s string) string {
+		v, _ := g.redactor.Value(s, mode)
+		return v.(string)
+	}
+	t.Title, t.Description = str(t.Title), str(t.Description)
+	if t.Annotations != nil {
+		t.Annotations.Title = str(t.Annotations.Title)
+	}
+	t.InputSchema, _ = g.redactor.Value(t.InputSchema, mode)
+	t.OutputSchema, _ = g.redactor.Value(t.OutputSchema, mode)
+}
+
+// relay treats what group sends toward the client outside a call's result
+// (log messages, progress, sampling and elicitation requests) as the chain
+// treats results: credential patterns by the group's redact mode (under
+// block the message is kept from the client), then hidden characters
+// removed from every string.
+func (g *guardState) relay(group string, v any) (any, error) {
+	mode := g.redactMode(group)
+	v, hit := g.redactor.Value(v, mode)
+	if hit != "" && mode == redact.ModeBlock {
+		return nil, fmt.Errorf("what group %s sent holds what looks like a credential (%s), and its policy blocks such messages (redact: block)", group, hit)
+	}
+	return hygiene.Value(v), nil
+}
+
 // pinLayer refuses every tool call when the pin store cannot be opened
 // (fail closed); otherwise it is pin.Layer.
 func (g *guardState) pinLayer() guard.Layer {
@@ -501,6 +536,7 @@ func (g *guardState) catalog(grp *upstream.Group, tools []*mcp.Tool) []proxy.Ent
 				g.log.Warn("a tool description looks like a prompt injection", "group", name, "tool", t.Name, "findings", findings)
 			}
 		}
+		g.redactListed(name, clean)
 		out = append(out, proxy.Entry{Tool: clean})
 	}
 	for _, h := range held {

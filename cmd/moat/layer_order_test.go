@@ -88,3 +88,32 @@ func TestLayerOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayFollowsTheRedactMode: what an upstream sends toward the client
+// outside a result gets its group's credential-pattern mode: redacted by
+// default, kept from the client under block (the reason names the pattern,
+// never the value), left under off; hidden characters go in every mode.
+func TestRelayFollowsTheRedactMode(t *testing.T) {
+	const token = "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+	cfg := &config.Config{Servers: map[string]*config.Server{}}
+	for _, mode := range []string{"redact", "block", "off"} {
+		cfg.Servers[mode] = &config.Server{Name: mode, Enabled: true, Policy: json.RawMessage(`{"redact": "` + mode + `"}`)}
+	}
+	gs := newGuardState(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := gs.apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	msg := func() any { return map[string]any{"data": "token " + token + "\u202e", "n": json.Number("1")} }
+	got, err := gs.relay("redact", msg())
+	if err != nil || got.(map[string]any)["data"] != "token [REDACTED:github-token]" {
+		t.Errorf("redact: %v, %v", got, err)
+	}
+	got, err = gs.relay("block", msg())
+	if err == nil || got != nil || !strings.Contains(err.Error(), "github-token") || strings.Contains(err.Error(), token) {
+		t.Errorf("block: %v, %v; want the message kept back, naming the pattern", got, err)
+	}
+	got, err = gs.relay("off", msg())
+	if err != nil || got.(map[string]any)["data"] != "token "+token {
+		t.Errorf("off: %v, %v", got, err)
+	}
+}

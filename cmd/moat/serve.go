@@ -166,6 +166,7 @@ func setup(args []string, name string) (*instance, int) {
 		// The client boundary: no message reaches the client with a
 		// secret Moat resolved in it, whatever produced the message.
 		Outbound: gs.redactor.Message,
+		Relay:    gs.relay,
 		KillOnTimeout: func(group, tool string) bool {
 			p := gs.policy(group)
 			return p != nil && p.ToolSettings(tool).KillOnTimeout

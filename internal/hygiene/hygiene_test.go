@@ -113,7 +113,7 @@ func TestToolCopies(t *testing.T) {
 	var schema map[string]any
 	json.Unmarshal([]byte(`{"type":"object","description":"args\u200B","properties":{
 		"path":{"type":"string","description":"a path`+"\u202E"+`txt.exe","title":"P\u0007ath"},
-		"description":{"type":"string","enum":["keep\u200B"]}}}`), &schema)
+		"description":{"type":"string","enum":["keep\u200B"],"default":"x\u202Ey"}}}`), &schema)
 	orig := &mcp.Tool{
 		Name:         "read\u200Bfile",
 		Title:        "Read\x1b[31m file",
@@ -139,7 +139,7 @@ func TestToolCopies(t *testing.T) {
 	}
 	wantIn := map[string]any{"type": "object", "description": "args", "properties": map[string]any{
 		"path":        map[string]any{"type": "string", "description": "a pathtxt.exe", "title": "Path"},
-		"description": map[string]any{"type": "string", "enum": []any{"keep\u200B"}}}}
+		"description": map[string]any{"type": "string", "enum": []any{"keep"}, "default": "xy"}}}
 	if diff := cmp.Diff(wantIn, got.InputSchema); diff != "" {
 		t.Errorf("InputSchema (-want +got):\n%s", diff)
 	}

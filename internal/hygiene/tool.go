@@ -17,8 +17,8 @@ const (
 func Name(s string) string { return Clean(s, maxName) }
 
 // Tool returns a cleaned copy of t for the model: name, title, annotation
-// title, description (cut at maxDesc runes; 0 means no cut) and every
-// "description" and "title" string inside its input and output schemas.
+// title, description (cut at maxDesc runes; 0 means no cut), and every
+// string inside its input and output schemas (see cleanValue).
 // t itself is never modified. If the copy's Name differs from t.Name, the
 // upstream hid characters in the name: the caller should not route calls by
 // the cleaned name without saying so.
@@ -69,16 +69,24 @@ func cleanSchema(s any, maxDesc int) any {
 	}
 }
 
+// cleanValue cleans every string of a schema the model reads: annotations
+// ("description", "title") cut at maxDesc, and everything else a model also
+// reads (defaults, examples, enum values, property names) uncut. The
+// validator checks arguments against the schema as the server sent it, so
+// a value that only hid characters cannot be met by the model's input:
+// the hidden text never reaches the model either way.
 func cleanValue(v any, maxDesc int) any {
 	switch v := v.(type) {
+	case string:
+		return Clean(v, 0)
 	case map[string]any:
 		out := make(map[string]any, len(v))
 		for k, val := range v {
 			if s, ok := val.(string); ok && (k == "description" || k == "title") {
-				out[k] = Clean(s, maxDesc)
+				out[Clean(k, 0)] = Clean(s, maxDesc)
 				continue
 			}
-			out[k] = cleanValue(val, maxDesc)
+			out[Clean(k, 0)] = cleanValue(val, maxDesc)
 		}
 		return out
 	case []any:

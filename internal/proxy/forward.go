@@ -165,10 +165,14 @@ func (p *Server) forwardProgress(ctx context.Context, group string, pp *mcp.Prog
 		p.log.Debug("dropped progress for a token this group does not own", "group", group)
 		return
 	}
-	q := *pp
+	q, err := relayParams(p, group, pp)
+	if err != nil {
+		p.log.Warn("dropped a progress notification", "group", group, "err", err)
+		return
+	}
 	q.ProgressToken = client
 	if ss := p.session.Load(); ss != nil {
-		if err := ss.NotifyProgress(ctx, &q); err != nil {
+		if err := ss.NotifyProgress(ctx, q); err != nil {
 			p.log.Debug("forwarding progress failed", "group", group, "err", err)
 		}
 	}

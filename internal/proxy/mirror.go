@@ -50,19 +50,19 @@ func (p *Server) refresh() {
 		l := g.Lists()
 		if resourcesOn(g) {
 			for _, r := range l.Resources {
-				if p.permit(g.Name(), guard.KindResource, r.URI) {
+				if r, ok := listable(p, g.Name(), r, resourceKey); ok && p.permit(g.Name(), guard.KindResource, r.URI) {
 					resources[r.URI] = tagged(resources[r.URI], r, g.Name(), resourceMeta)
 				}
 			}
 			for _, t := range l.Templates {
-				if p.permit(g.Name(), guard.KindResource, t.URITemplate) {
+				if t, ok := listable(p, g.Name(), t, templateKey); ok && p.permit(g.Name(), guard.KindResource, t.URITemplate) {
 					templates[t.URITemplate] = tagged(templates[t.URITemplate], t, g.Name(), templateMeta)
 				}
 			}
 		}
 		if promptsOn(g) {
 			for _, pr := range l.Prompts {
-				if p.permit(g.Name(), guard.KindPrompt, pr.Name) {
+				if pr, ok := listable(p, g.Name(), pr, promptKey); ok && p.permit(g.Name(), guard.KindPrompt, pr.Name) {
 					prompts[pr.Name] = tagged(prompts[pr.Name], pr, g.Name(), promptMeta)
 				}
 			}
@@ -130,6 +130,29 @@ func tagged[T any](prev, item *T, group string, meta func(*T) *mcp.Meta) *T {
 	*meta(&c) = addGroup(*meta(prev), group)
 	return &c
 }
+
+// listable returns item as the client may see it listed: through
+// Options.Relay, like everything else an upstream sends toward the client
+// (hidden characters removed from its names, titles and descriptions,
+// credentials redacted). It is not listed when Relay refuses it, or when
+// that would change its key (URI, URI template or prompt name): the client
+// could not name it back, and a key that hides characters is an attack.
+func listable[T any](p *Server, group string, item *T, key func(*T) string) (*T, bool) {
+	c, err := relayParams(p, group, item)
+	if err != nil {
+		p.log.Warn("an item of a listing is not listed", "group", group, "err", err)
+		return nil, false
+	}
+	if key(c) != key(item) {
+		p.log.Warn("an item of a listing is not listed: its URI or name holds hidden characters or a credential", "group", group, "key", key(c))
+		return nil, false
+	}
+	return c, true
+}
+
+func resourceKey(r *mcp.Resource) string         { return r.URI }
+func templateKey(t *mcp.ResourceTemplate) string { return t.URITemplate }
+func promptKey(p *mcp.Prompt) string             { return p.Name }
 
 func resourceMeta(r *mcp.Resource) *mcp.Meta         { return &r.Meta }
 func templateMeta(t *mcp.ResourceTemplate) *mcp.Meta { return &t.Meta }

@@ -61,6 +61,14 @@ type Options struct {
 	// own refusals), passes it last and is sent as it returns it. nil
 	// sends messages as they are.
 	Outbound func(msg []byte) []byte
+	// Relay treats what an upstream sends toward the client outside a
+	// call's result (log messages, progress, sampling and elicitation
+	// requests), as decoded JSON, before it is passed on: the group's
+	// credential patterns and the text cleaner, which the guard chain
+	// applies to results. An error keeps the message from the client
+	// (a request is refused to its upstream with it). nil passes them on
+	// as they are (Outbound still applies).
+	Relay func(group string, v any) (any, error)
 }
 
 // Server is Moat's downstream MCP server.
@@ -78,6 +86,7 @@ type Server struct {
 	onIncident     func(ctx context.Context, in Incident)
 	maxClientFrame int
 	outbound       func([]byte) []byte
+	relay          func(group string, v any) (any, error)
 
 	session   atomic.Pointer[mcp.ServerSession]
 	opened    atomic.Bool // the client is initialized: the upstreams connect
@@ -116,6 +125,7 @@ func New(opts Options) *Server {
 	p.onIncident = opts.Incident
 	p.maxClientFrame = opts.MaxClientFrame
 	p.outbound = opts.Outbound
+	p.relay = opts.Relay
 	if p.catalogFn == nil {
 		p.catalogFn = allTools
 	}
@@ -213,6 +223,11 @@ func (p *Server) openFor(ctx context.Context, ss *mcp.ServerSession) {
 	relayed := speaksNewProtocol(ss)
 	if caps.Sampling != nil {
 		hooks.CreateMessage = func(ctx context.Context, group string, cp *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error) {
+			cp, err := relayParams(p, group, cp)
+			if err != nil {
+				p.log.Warn("refused a sampling request", "group", group, "err", err)
+				return nil, err
+			}
 			p.log.Info("forwarding sampling request to the client", "group", group)
 			if relayed {
 				return p.sample(ctx, group, cp)
@@ -222,6 +237,11 @@ func (p *Server) openFor(ctx context.Context, ss *mcp.ServerSession) {
 	}
 	if caps.Elicitation != nil {
 		hooks.Elicit = func(ctx context.Context, group string, ep *mcp.ElicitParams) (*mcp.ElicitResult, error) {
+			ep, err := relayParams(p, group, ep)
+			if err != nil {
+				p.log.Warn("refused an elicitation request", "group", group, "err", err)
+				return nil, err
+			}
 			p.log.Info("forwarding elicitation request to the client", "group", group)
 			if relayed {
 				return p.elicit(ctx, group, ep)
@@ -256,10 +276,15 @@ func (p *Server) forwardLog(ctx context.Context, group string, lp *mcp.LoggingMe
 	if ss == nil {
 		return
 	}
-	q := *lp
-	q.Logger = group
-	if lp.Logger != "" {
-		q.Logger = group + "/" + lp.Logger
+	q, err := relayParams(p, group, lp)
+	if err != nil {
+		p.log.Warn("dropped a log message", "group", group, "err", err)
+		return
+	}
+	if q.Logger != "" {
+		q.Logger = group + "/" + q.Logger
+	} else {
+		q.Logger = group
 	}
 	if speaksNewProtocol(ss) {
 		// Such a client asks for messages per request, not for the
@@ -269,7 +294,7 @@ func (p *Server) forwardLog(ctx context.Context, group string, lp *mcp.LoggingMe
 			ctx = xctx
 		}
 	}
-	if err := ss.Log(ctx, &q); err != nil {
+	if err := ss.Log(ctx, q); err != nil {
 		p.log.Debug("forwarding a log message failed", "group", group, "err", err)
 	}
 }

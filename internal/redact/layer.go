@@ -53,6 +53,18 @@ func (r *Redactor) Layer(mode func(group string) Mode) guard.Layer {
 	}
 }
 
+// Value redacts decoded JSON v (strings, and the keys and values of objects
+// and arrays) with mode for credential patterns, for what an upstream sends
+// the client outside a call's result: log messages, progress, sampling and
+// elicitation requests. hit names the first credential pattern found; under
+// ModeBlock patterns are found but left, and the caller keeps the message
+// from the client.
+func (r *Redactor) Value(v any, mode Mode) (out any, hit string) {
+	w := walker{r: r, mode: mode}
+	out = w.anyValue(v)
+	return out, w.hit
+}
+
 // walker applies one call's redaction to every string of a result and
 // remembers the first credential pattern it met.
 type walker struct {

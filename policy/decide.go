@@ -1,13 +1,14 @@
 package policy
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/moatmcp/moat/internal/strictjson"
 )
 
 // An ArgRule constrains one string argument of a tool. A call whose
@@ -227,24 +228,16 @@ func checkGlob(s string) string {
 	return ""
 }
 
-// DecodeArgs decodes a call's arguments for Decide: a JSON object (or
-// empty input), with duplicate keys refused so that Moat and the upstream
-// cannot read different values, and nesting bounded at 64 levels.
+// DecodeArgs decodes a call's arguments for Decide as Moat's guard does
+// (strictjson): a JSON object (or empty input), refusing duplicate keys
+// and keys equal but for case, so that the policy and the upstream cannot
+// read different values, with nesting bounded at 64 levels.
 func DecodeArgs(raw []byte) (map[string]any, error) {
-	if len(raw) == 0 {
-		return map[string]any{}, nil
-	}
-	v, err := decodeStrict(raw, maxArgsDepth)
+	m, err := strictjson.DecodeObject(raw, maxArgsDepth)
 	if err != nil {
 		return nil, fmt.Errorf("arguments: %w", err)
 	}
-	switch m := v.(type) {
-	case map[string]any:
-		return m, nil
-	case nil:
-		return map[string]any{}, nil
-	}
-	return nil, errors.New("arguments: must be a JSON object")
+	return m, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

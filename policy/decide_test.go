@@ -118,7 +118,9 @@ func TestDecodeArgs(t *testing.T) {
 		{`{"path": "/home/me/project/a", "path": "/etc/passwd"}`, "duplicate key"},
 		{`[1]`, "JSON object"},
 		{`"x"`, "JSON object"},
-		{strings.Repeat(`{"a":`, 65) + `1` + strings.Repeat(`}`, 65), "deeper"},
+		{`{"path": "/home/me/project/a", "Path": "/etc/passwd"}`, "differ only in case"},
+		{strings.Repeat(`{"a":`, 65) + `1` + strings.Repeat(`}`, 65), "nested more than 64"},
+		{`{"s": "\ud800"}`, "surrogate"},
 		{"{\"path\": \"/a\xff\"}", "UTF-8"},
 	} {
 		_, err := DecodeArgs([]byte(tt.in))

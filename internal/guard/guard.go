@@ -13,6 +13,8 @@ import (
 	"slices"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/strictjson"
 )
 
 // Kind says what a Call asks of an upstream.
@@ -45,11 +47,14 @@ func (k Kind) String() string {
 // A Call is one request on its way to an upstream group, decoded once at the
 // edge so no layer re-parses the wire message.
 type Call struct {
-	Kind    Kind
-	Group   string
-	Name    string            // tool or prompt name (a completion's ref/prompt)
-	URI     string            // resource URI (a completion's ref/resource template)
-	Args    json.RawMessage   // tool arguments as received (a JSON object)
+	Kind  Kind
+	Group string
+	Name  string // tool or prompt name (a completion's ref/prompt)
+	URI   string // resource URI (a completion's ref/resource template)
+	// Args are the tool arguments (a JSON object): as received until
+	// Value decodes them, then the encoding of the decoded value, which is
+	// what the upstream receives.
+	Args    json.RawMessage
 	Strings map[string]string // prompt arguments
 	Session string            // downstream session ID, for audit
 
@@ -62,6 +67,34 @@ type Call struct {
 
 	// Complete is a completion request as the client sent it.
 	Complete *mcp.CompleteParams
+
+	// value and valueErr are Value's result, once decoded is set.
+	decoded  bool
+	value    map[string]any
+	valueErr error
+}
+
+// MaxArgsDepth bounds the nesting of tool arguments.
+const MaxArgsDepth = 64
+
+// Value returns the tool arguments decoded by strictjson, once for every
+// layer: the policy's argument rules and the schema validation judge this
+// one value, and once it is decoded Args holds its encoding, so the
+// upstream receives exactly the value that was judged, never bytes that
+// another JSON reader could read differently. The first call decodes; a
+// call's layers run one after another, so no lock is needed.
+func (c *Call) Value() (map[string]any, error) {
+	if !c.decoded {
+		c.decoded = true
+		c.value, c.valueErr = strictjson.DecodeObject(c.Args, MaxArgsDepth)
+		if c.valueErr == nil {
+			var b []byte
+			if b, c.valueErr = strictjson.Encode(c.value); c.valueErr == nil {
+				c.Args = b
+			}
+		}
+	}
+	return c.value, c.valueErr
 }
 
 // Result is what a Call produced; the field matching Kind is set (none for

@@ -52,9 +52,10 @@ func Policy(get PolicyFunc) guard.Layer {
 				}
 				return next(ctx, c)
 			}
-			args, err := policy.DecodeArgs(c.Args)
+			args, err := c.Value()
 			if err != nil {
-				return nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: "args:decode", Reason: "the arguments must be one JSON object without duplicate keys, nested at most 64 levels; send them again in that form", Cause: err}
+				return nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: "args:decode", Cause: err,
+					Reason: fmt.Sprintf("the arguments are not acceptable: %v; send one JSON object with each key once (not twice, nor in two cases), nested at most %d levels", err, guard.MaxArgsDepth)}
 			}
 			if d := p.Decide(c.Name, Annotations(c.Tool), args); !d.Allow {
 				return nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: d.Rule, Reason: d.Reason}

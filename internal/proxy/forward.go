@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/guard"
@@ -33,6 +34,11 @@ func (p *Server) forward(ctx context.Context, c *guard.Call) (*guard.Result, err
 	}
 	switch c.Kind {
 	case guard.KindTool:
+		// The layers judged the decoded arguments; what leaves is their
+		// encoding (decoded here if no layer needed them).
+		if _, err := c.Value(); err != nil {
+			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "the arguments are not acceptable: " + err.Error()}
+		}
 		params := &mcp.CallToolParams{Meta: meta, Name: c.Name, Arguments: c.Args}
 		if validProgressToken(c.Progress) {
 			tok, release := p.progress.track(c.Group, c.Progress)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/testutil"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -19,8 +20,8 @@ func FuzzValidate(f *testing.F) {
 	for i, data := range testutil.FuzzSeeds(f, "FuzzValidate") {
 		f.Add(uint8(i), data)
 	}
-	const maxBytes, maxDepth = 4096, 8
-	v := New(Options{OnInvalidSchema: Passthrough, MaxArgsBytes: maxBytes, MaxArgsDepth: maxDepth})
+	const maxBytes, maxDepth = 4096, guard.MaxArgsDepth
+	v := New(Options{OnInvalidSchema: Passthrough, MaxArgsBytes: maxBytes})
 	tools := []*mcp.Tool{
 		tool(f, "files", fileSchema),
 		tool(f, "draft07", draft07Schema),

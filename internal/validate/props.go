@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/moatmcp/moat/internal/strictjson"
 )
 
 // propTree holds the property names a schema declares for an object, to
@@ -19,7 +21,7 @@ import (
 // exactly; one that matches only when case is ignored is refused.
 type propTree struct {
 	exact  map[string]*propTree // declared name -> what its value declares (nil: nothing)
-	folded map[string]string    // fold(name) -> a declared name
+	folded map[string]string    // strictjson.Fold(name) -> a declared name
 	items  *propTree            // what the elements of an array value declare
 }
 
@@ -67,7 +69,7 @@ func (b *propBuilder) collect(s any, t *propTree, depth int) {
 				sub = &propTree{}
 				t.exact[name] = sub
 			}
-			t.folded[fold(name)] = name
+			t.folded[strictjson.Fold(name)] = name
 			b.collect(ps, sub, depth+1)
 		}
 	}
@@ -166,9 +168,9 @@ func (t *propTree) check(inst any, path string) error {
 			}
 			continue
 		}
-		if name, variant := t.folded[fold(k)]; variant {
+		if name, variant := t.folded[strictjson.Fold(k)]; variant {
 			return fmt.Errorf("at %s: key %s differs only in case from the declared property %s; use the exact name",
-				quoteShort(path), quoteShort(k), quoteShort(name))
+				strictjson.QuoteKey(path), strictjson.QuoteKey(k), strictjson.QuoteKey(name))
 		}
 	}
 	return nil

@@ -36,6 +36,7 @@ import (
 	"golang.org/x/text/message"
 
 	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/strictjson"
 )
 
 // Defaults used when an Options field is left at zero.
@@ -43,7 +44,6 @@ const (
 	DefaultMaxSchemaBytes = 256 << 10
 	DefaultMaxSchemaDepth = 64
 	DefaultMaxArgsBytes   = 1 << 20
-	DefaultMaxArgsDepth   = 64
 
 	// OnInvalidSchema values.
 	Reject      = "reject"
@@ -65,7 +65,8 @@ type Options struct {
 	MaxSchemaBytes  int    // default DefaultMaxSchemaBytes
 	MaxSchemaDepth  int    // default DefaultMaxSchemaDepth
 	MaxArgsBytes    int    // default DefaultMaxArgsBytes
-	MaxArgsDepth    int    // default DefaultMaxArgsDepth
+	// Arguments are nested at most guard.MaxArgsDepth levels: every layer
+	// reads them as guard.Call.Value decodes them.
 }
 
 // A Validator checks tool arguments against compiled input schemas. It is
@@ -111,9 +112,6 @@ func New(o Options) *Validator {
 	if o.MaxArgsBytes <= 0 {
 		o.MaxArgsBytes = DefaultMaxArgsBytes
 	}
-	if o.MaxArgsDepth <= 0 {
-		o.MaxArgsDepth = DefaultMaxArgsDepth
-	}
 	return &Validator{o: o, cache: map[[32]byte]*entry{}}
 }
 
@@ -123,7 +121,7 @@ func (v *Validator) Layer() guard.Layer {
 	return func(next guard.Handler) guard.Handler {
 		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
 			if c.Kind == guard.KindTool {
-				if err := v.Check(c.Tool, c.Args); err != nil {
+				if err := v.check(c); err != nil {
 					return nil, err
 				}
 			}
@@ -162,6 +160,13 @@ func (v *Validator) Unvalidated(tool *mcp.Tool) bool {
 // Check validates args (the raw arguments of a call) against tool's input
 // schema. A refusal is a *guard.Denial whose text tells the model what to fix.
 func (v *Validator) Check(tool *mcp.Tool, args json.RawMessage) error {
+	return v.check(&guard.Call{Kind: guard.KindTool, Tool: tool, Args: args})
+}
+
+// check validates the arguments of c as decoded once for every layer
+// (guard.Call.Value).
+func (v *Validator) check(c *guard.Call) error {
+	tool, args := c.Tool, c.Args
 	if tool == nil {
 		return &guard.Denial{Layer: layerName, Rule: "unknown-tool",
 			Reason: "the tool's definition is unknown, so its arguments cannot be checked; call get_dynamic_tools to see the available tools"}
@@ -170,7 +175,7 @@ func (v *Validator) Check(tool *mcp.Tool, args json.RawMessage) error {
 		return &guard.Denial{Layer: layerName, Rule: "arguments",
 			Reason: fmt.Sprintf("the arguments of %s are %d bytes, over the limit of %d; send less data per call", tool.Name, len(args), v.o.MaxArgsBytes)}
 	}
-	inst, err := v.parseArgs(args)
+	inst, err := c.Value()
 	if err != nil {
 		return &guard.Denial{Layer: layerName, Rule: "arguments",
 			Reason: fmt.Sprintf("the arguments of %s are not acceptable: %v; send a JSON object and call again", tool.Name, err)}
@@ -192,19 +197,6 @@ func (v *Validator) Check(tool *mcp.Tool, args json.RawMessage) error {
 			Reason: fmt.Sprintf("arguments do not match the input schema of %s: %s; fix the arguments and call again", tool.Name, messages(err))}
 	}
 	return nil
-}
-
-// parseArgs decodes the arguments of a call; absent arguments are an empty
-// object, as MCP allows.
-func (v *Validator) parseArgs(args json.RawMessage) (any, error) {
-	trimmed := bytes.TrimSpace(args)
-	if len(trimmed) == 0 || string(trimmed) == "null" {
-		return map[string]any{}, nil
-	}
-	if trimmed[0] != '{' {
-		return nil, errors.New("they must be a JSON object")
-	}
-	return decode(trimmed, v.o.MaxArgsDepth)
 }
 
 // entryFor returns the compiled schema of tool, compiling at most once per
@@ -267,7 +259,7 @@ func (v *Validator) canonical(schema any) ([32]byte, any, error) {
 	if len(raw) > v.o.MaxSchemaBytes {
 		return [32]byte{}, nil, fmt.Errorf("inputSchema is %d bytes, over the limit of %d", len(raw), v.o.MaxSchemaBytes)
 	}
-	value, err := decode(bytes.TrimSpace(raw), v.o.MaxSchemaDepth)
+	value, err := strictjson.Decode(bytes.TrimSpace(raw), v.o.MaxSchemaDepth)
 	if err != nil {
 		return [32]byte{}, nil, fmt.Errorf("inputSchema: %v", err)
 	}
@@ -306,7 +298,7 @@ func (e *entry) compile() {
 type refuseLoader struct{}
 
 func (refuseLoader) Load(url string) (any, error) {
-	return nil, fmt.Errorf("external $ref %s refused: Moat never loads schemas from files or the network", quoteShort(url))
+	return nil, fmt.Errorf("external $ref %s refused: Moat never loads schemas from files or the network", strictjson.QuoteKey(url))
 }
 
 func boundedRegexp(s string) (jsonschema.Regexp, error) {

@@ -69,9 +69,10 @@ func TestCaseVariantKeysInCallDynamicTool(t *testing.T) {
 }
 
 // TestDuplicateAndCaseVariantKeysInToolArgs sends the tool's own arguments
-// with a duplicate or case-variant key, so that Moat's validator and the
-// upstream could read different values. Both are refused by the validate
-// layer, audited as denied, and never reach the upstream.
+// with a duplicate or case-variant key, so that Moat's checks and the
+// upstream could read different values. Both are refused by the first
+// layer that reads the arguments (policy), through the one decoder every
+// layer shares, audited as denied, and never reach the upstream.
 //
 // SECURITY.md, "The proxy": "Tool arguments are decoded strictly: unknown,
 // duplicate and case-variant keys (`"Name"` beside `"name"`) are refused".
@@ -82,7 +83,8 @@ func TestDuplicateAndCaseVariantKeysInToolArgs(t *testing.T) {
 	m := startMoat(t, cfg)
 	for _, tt := range []struct{ args, want string }{
 		{`{"message":"checked","Message":"forwarded"}`, "differ only in case"},
-		{`{"message":"checked","message":"forwarded"}`, "without duplicate keys"},
+		{`{"message":"checked","message":"forwarded"}`, "duplicate key"},
+		{`{"message":"checked","x":{"k":1,"K":2}}`, "differ only in case"},
 	} {
 		res, err := m.callRaw(t, "call_dynamic_tool", json.RawMessage(`{"group":"test","name":"echo","args":`+tt.args+`}`))
 		if err != nil {
@@ -99,10 +101,38 @@ func TestDuplicateAndCaseVariantKeysInToolArgs(t *testing.T) {
 		t.Errorf("smuggled arguments reached the upstream: %v", calls)
 	}
 	recs := m.auditLog(t)
-	findRecord(t, recs, "the case-variant keys denied by the validate layer", func(r audit.Record) bool {
-		return r.Event == "tool_call" && r.Tool == "echo" && r.Decision == "deny" && r.Rule == "validate:arguments" && strings.Contains(r.Reason, "differ only in case")
-	})
-	findRecord(t, recs, "the duplicate key denied by the policy layer's decoder", func(r audit.Record) bool {
-		return r.Event == "tool_call" && r.Tool == "echo" && r.Decision == "deny" && r.Rule == "policy:args:decode"
-	})
+	for _, what := range []string{"differ only in case", "duplicate key"} {
+		findRecord(t, recs, "the arguments ("+what+") denied by the policy layer's decoder", func(r audit.Record) bool {
+			return r.Event == "tool_call" && r.Tool == "echo" && r.Decision == "deny" && r.Rule == "policy:args:decode" && strings.Contains(r.Reason, what)
+		})
+	}
+}
+
+// TestUpstreamGetsTheCheckedValue: the arguments an upstream receives are
+// the encoding of the value Moat's layers judged, not the bytes the client
+// sent: escapes in keys and strings, spacing and key order, which a
+// careless reader on either side could read differently, never reach it.
+//
+// SECURITY.md, "The proxy": strict decoding.
+func TestUpstreamGetsTheCheckedValue(t *testing.T) {
+	dir := t.TempDir()
+	rec := filepath.Join(dir, "calls.jsonl")
+	cfg := testutil.WriteConfig(t, dir, map[string]server{"test": testServer(t, "test", "-record", rec)})
+	m := startMoat(t, cfg)
+	args := `{ "\u006dessage" : "x\u0041<&>\/\t" }`
+	res, err := m.callRaw(t, "call_dynamic_tool", json.RawMessage(`{"group":"test","name":"echo","args":`+args+`}`))
+	if err != nil || res.IsError {
+		t.Fatalf("echo: %v %q", err, resultText(res))
+	}
+	calls := recordedCalls(t, rec)
+	if len(calls) != 1 {
+		t.Fatalf("the upstream saw %d calls, want 1", len(calls))
+	}
+	var c struct{ Arguments json.RawMessage }
+	json.Unmarshal([]byte(calls[0]), &c)
+	// go-sdk's client escapes <, & and > on the wire; nothing else of the
+	// client's spelling survives (the key's escape, the spacing).
+	if want := `{"message":"xA\u003c\u0026\u003e/\t"}`; string(c.Arguments) != want {
+		t.Errorf("the upstream received %s, want the checked value's encoding %s", c.Arguments, want)
+	}
 }

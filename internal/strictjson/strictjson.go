@@ -1,4 +1,11 @@
-package validate
+// Package strictjson is Moat's one decoder of JSON that an upstream will
+// read after Moat has judged it: tool arguments, and the input schemas they
+// are checked against. It refuses what two JSON readers may read
+// differently (duplicate keys, keys equal but for case, unpaired surrogate
+// escapes, invalid UTF-8, trailing data) and what costs out of proportion
+// (deep nesting, huge numbers), so that the value Moat judges is the value
+// the upstream acts on.
+package strictjson
 
 import (
 	"bytes"
@@ -19,14 +26,14 @@ const (
 	maxExponent  = 1000
 )
 
-// decode parses data as one JSON value the strict way: valid UTF-8 with no
+// Decode parses data as one JSON value the strict way: valid UTF-8 with no
 // lone surrogate escapes, no duplicate keys (nor keys equal but for case) in
 // any object, at most maxDepth nested objects and arrays, bounded numbers,
 // and nothing after the value. Numbers stay json.Number, so big integers are
 // not rounded. The strictness is a defence against parser differentials:
 // when two readers of the same bytes disagree (which duplicate wins, how a
 // bad byte is replaced), the upstream could act on a value Moat never saw.
-func decode(data []byte, maxDepth int) (any, error) {
+func Decode(data []byte, maxDepth int) (any, error) {
 	if !utf8.Valid(data) {
 		return nil, errors.New("the JSON text is not valid UTF-8")
 	}
@@ -43,6 +50,37 @@ func decode(data []byte, maxDepth int) (any, error) {
 		return nil, errors.New("unexpected data after the top-level JSON value")
 	}
 	return v, nil
+}
+
+// DecodeObject decodes the arguments of a call: a JSON object, decoded as
+// Decode does; absent arguments (nothing, or null) are an empty object, as
+// MCP allows.
+func DecodeObject(data []byte, maxDepth int) (map[string]any, error) {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 || string(trimmed) == "null" {
+		return map[string]any{}, nil
+	}
+	if trimmed[0] != '{' {
+		return nil, errors.New("they must be a JSON object")
+	}
+	v, err := Decode(trimmed, maxDepth)
+	if err != nil {
+		return nil, err
+	}
+	return v.(map[string]any), nil
+}
+
+// Encode returns the JSON encoding of a value Decode returned: keys sorted,
+// numbers as they were written, no HTML escaping. Decoding it gives the
+// same value back.
+func Encode(v any) ([]byte, error) {
+	var b bytes.Buffer
+	e := json.NewEncoder(&b)
+	e.SetEscapeHTML(false)
+	if err := e.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 func readValue(d *json.Decoder, depth, maxDepth int) (any, error) {
@@ -110,19 +148,19 @@ func readObject(d *json.Decoder, depth, maxDepth int) (any, error) {
 			return nil, errors.New("object key is not a string")
 		}
 		if _, dup := obj[key]; dup {
-			return nil, fmt.Errorf("duplicate key %s (servers disagree on which one counts)", quoteShort(key))
+			return nil, fmt.Errorf("duplicate key %s (servers disagree on which one counts)", QuoteKey(key))
 		}
 		if len(obj) > 0 {
 			if folded == nil {
 				folded = make(map[string]string, 8)
 				for k := range obj {
-					folded[fold(k)] = k
+					folded[Fold(k)] = k
 				}
 			}
-			if other, dup := folded[fold(key)]; dup {
-				return nil, fmt.Errorf("keys %s and %s differ only in case (servers that match keys case-insensitively may read either)", quoteShort(other), quoteShort(key))
+			if other, dup := folded[Fold(key)]; dup {
+				return nil, fmt.Errorf("keys %s and %s differ only in case (servers that match keys case-insensitively may read either)", QuoteKey(other), QuoteKey(key))
 			}
-			folded[fold(key)] = key
+			folded[Fold(key)] = key
 		}
 		v, err := readValue(d, depth+1, maxDepth)
 		if err != nil {
@@ -132,9 +170,9 @@ func readObject(d *json.Decoder, depth, maxDepth int) (any, error) {
 	}
 }
 
-// fold maps keys that Go's encoding/json (and similar case-insensitive
+// Fold maps keys that Go's encoding/json (and similar case-insensitive
 // decoders) would treat as the same field to one string.
-func fold(s string) string {
+func Fold(s string) string {
 	return strings.ToLower(strings.ToUpper(s))
 }
 
@@ -214,9 +252,9 @@ func syntaxErr(err error) error {
 	return fmt.Errorf("invalid JSON: %v", err)
 }
 
-// quoteShort quotes s for a message, cutting it so that no long argument
-// value is echoed back.
-func quoteShort(s string) string {
+// QuoteKey quotes s (a key, for a message), cutting it so that no long
+// argument text is echoed back.
+func QuoteKey(s string) string {
 	const max = 64
 	if utf8.RuneCountInString(s) > max {
 		r := []rune(s)

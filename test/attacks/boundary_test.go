@@ -258,3 +258,261 @@ func TestEncodedSecretsNeverReachTheClient(t *testing.T) {
 		}
 	}
 }
+
+// messageKinds lists every message the protocol (2025-11-25; go-sdk
+// v1.8.0's method tables) lets a server send its client, by kind: a
+// response to a request method, an error, a notification or a request by
+// method. The value says why Moat never sends that kind; "" means the test
+// must see it.
+var messageKinds = map[string]string{
+	"response initialize":                               "",
+	"response ping":                                     "",
+	"response tools/list":                               "",
+	"response tools/call":                               "",
+	"response resources/list":                           "",
+	"response resources/templates/list":                 "",
+	"response resources/read":                           "",
+	"response resources/subscribe":                      "",
+	"response resources/unsubscribe":                    "",
+	"response prompts/list":                             "",
+	"response prompts/get":                              "",
+	"response completion/complete":                      "",
+	"response logging/setLevel":                         "",
+	"error":                                             "",
+	"notification notifications/message":                "",
+	"notification notifications/progress":               "",
+	"notification notifications/resources/updated":      "",
+	"notification notifications/resources/list_changed": "",
+	"notification notifications/tools/list_changed":     "",
+	"notification notifications/prompts/list_changed":   "",
+	"request sampling/createMessage":                    "",
+	"request elicitation/create":                        "",
+	"request roots/list":                                "",
+	"request ping":                                      "Moat does not ping its client (stdio has no idle connection to keep alive)",
+	"notification notifications/cancelled":              "Moat cancels no request of its own toward the client: an upstream's cancellation of its sampling or elicitation request ends the relayed request's context, which go-sdk does not announce",
+	"notification notifications/elicitation/complete":   "URL-mode elicitation is not offered to upstreams (Moat declares form elicitation only)",
+	"response server/discover":                          "a 2026-07-28 client's; internal/proxy TestBothGenerationsAreServed covers that generation",
+	"response subscriptions/listen":                     "a 2026-07-28 client's, as above",
+}
+
+// TestEveryMessageKindCrossesTheBoundary: a hostile upstream holding a
+// secret Moat resolved puts it in everything it controls, and the client
+// drives Moat through every kind of message a server may send it
+// (messageKinds). Every line on Moat's stdout is read raw: each is one
+// JSON-RPC message of a listed kind, none holds the secret, and every
+// listed kind that Moat sends was seen. A kind that reached the client
+// around the boundary would carry the secret; one the list does not know
+// fails the test until it is listed (and checked).
+//
+// SECURITY.md, Redaction, "the client boundary".
+func TestEveryMessageKindCrossesTheBoundary(t *testing.T) {
+	const secret = "sk-kinds-canary-7b1e4d0c92a5"
+	env := testutil.MoatEnv(t)
+	setSecret(t, env, "leaky-token", secret)
+	srv := testServer(t, "leaky", "-leak-env", "LEAK_TOKEN")
+	srv["env"] = map[string]string{"LEAK_TOKEN": "${secret:leaky-token}"}
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]server{"leaky": srv})
+	cmd := exec.Command(testutil.BuildMoat(t), cfg)
+	cmd.Env = env
+	stderr := &testutil.SyncBuffer{}
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("moat's stderr:\n%s", tail(stderr.String(), 2000))
+		}
+	})
+
+	var mu sync.Mutex
+	methods := map[string]string{} // id of a client request -> its method
+	seen := map[string]int{}
+	var problems []string
+	sent := &lineTap{w: stdin, line: func(b []byte) {
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		if json.Unmarshal(b, &m) == nil && len(m.ID) > 0 && m.Method != "" {
+			mu.Lock()
+			methods[string(m.ID)] = m.Method
+			mu.Unlock()
+		}
+	}}
+	received := &lineTap{line: func(b []byte) {
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Error  json.RawMessage `json:"error"`
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err := json.Unmarshal(b, &m); err != nil {
+			problems = append(problems, fmt.Sprintf("a line that is not one JSON-RPC message: %q", tail(string(b), 200)))
+			return
+		}
+		var kind string
+		switch {
+		case m.Method != "" && len(m.ID) > 0:
+			kind = "request " + m.Method
+		case m.Method != "":
+			kind = "notification " + m.Method
+		case len(m.Error) > 0:
+			kind = "error"
+		default:
+			kind = "response " + methods[string(m.ID)]
+		}
+		seen[kind]++
+		if _, ok := messageKinds[kind]; !ok {
+			problems = append(problems, fmt.Sprintf("a message of a kind this test does not know reached the client (list it in messageKinds and check it): %s", kind))
+		}
+		if strings.Contains(string(b), secret) {
+			problems = append(problems, fmt.Sprintf("the secret reached the client in a %s: %s", kind, tail(string(b), 300)))
+		}
+	}}
+	client := mcp.NewClient(&mcp.Implementation{Name: "attacks", Version: "1"}, &mcp.ClientOptions{
+		CreateMessageHandler: func(context.Context, *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+			return &mcp.CreateMessageResult{Role: "assistant", Model: "test", Content: &mcp.TextContent{Text: "no"}}, nil
+		},
+		ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			return &mcp.ElicitResult{Action: "decline"}, nil
+		},
+		LoggingMessageHandler:       func(context.Context, *mcp.LoggingMessageRequest) {},
+		ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) {},
+		ResourceUpdatedHandler:      func(context.Context, *mcp.ResourceUpdatedNotificationRequest) {},
+	})
+	client.AddRoots(&mcp.Root{URI: "file:///tmp", Name: "tmp"})
+	ctx := context.Background()
+	// The generation real clients speak (the TypeScript SDK's newest); go-sdk's
+	// own default, 2026-07-28, carries requests inside call results.
+	cs, err := client.Connect(ctx, &mcp.IOTransport{Reader: io.NopCloser(io.TeeReader(stdout, received)), Writer: sent},
+		&mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatalf("connect: %v\nstderr:\n%s", err, tail(stderr.String(), 2000))
+	}
+	t.Cleanup(func() { cs.Close() })
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	must("logging/setLevel", cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}))
+	must("ping", cs.Ping(ctx, nil))
+	_, err = cs.ListTools(ctx, nil)
+	must("tools/list", err)
+	_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_dynamic_tools", Arguments: map[string]any{"group": "leaky"}})
+	must("get_dynamic_tools", err)
+	for _, ch := range []string{"log", "progress", "sampling", "elicitation"} {
+		p := &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "leaky", "name": "leak", "args": map[string]any{"channel": ch}}}
+		p.SetProgressToken("kinds-" + ch)
+		_, err := cs.CallTool(ctx, p)
+		must("leak through "+ch, err)
+	}
+	_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "leaky", "name": "leak_encoded", "args": map[string]any{"form": "split"}}})
+	must("leak_encoded", err)
+	var described string
+	waitFor(t, "the leaky group's resources to be listed", func() bool {
+		res, err := cs.ListResources(ctx, nil)
+		must("resources/list", err)
+		for _, r := range res.Resources {
+			if strings.HasSuffix(r.URI, "leak/described") {
+				described = r.URI
+			}
+		}
+		return described != ""
+	}, nil)
+	_, err = cs.ListResourceTemplates(ctx, nil)
+	must("resources/templates/list", err)
+	_, err = cs.ListPrompts(ctx, nil)
+	must("prompts/list", err)
+	_, err = cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: described})
+	must("resources/read", err)
+	if _, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: strings.TrimSuffix(described, "described") + "t/err"}); err == nil {
+		t.Fatal("reading the failing resource succeeded")
+	}
+	_, err = cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "leak_prompt"})
+	must("prompts/get", err)
+	_, err = cs.Complete(ctx, &mcp.CompleteParams{Ref: &mcp.CompleteReference{Type: "ref/prompt", Name: "leak_prompt"}, Argument: mcp.CompleteParamsArgument{Name: "x"}})
+	must("completion/complete", err)
+	must("resources/subscribe", cs.Subscribe(ctx, &mcp.SubscribeParams{URI: described}))
+	_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "leaky", "name": "touch", "args": map[string]any{"uri": described}}})
+	must("touch", err)
+	_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "leaky", "name": "remove_tool", "args": map[string]any{"name": "exit"}}})
+	must("remove_tool", err)
+	must("resources/unsubscribe", cs.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: described}))
+
+	waitFor(t, "every kind of message Moat sends to reach the client", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for kind, never := range messageKinds {
+			if never == "" && seen[kind] == 0 {
+				return false
+			}
+		}
+		return true
+	}, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		var missing []string
+		for kind, never := range messageKinds {
+			if never == "" && seen[kind] == 0 {
+				missing = append(missing, kind)
+			}
+		}
+		slices.Sort(missing)
+		return "not seen: " + strings.Join(missing, ", ")
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range problems {
+		t.Error(p)
+	}
+	for kind, never := range messageKinds {
+		if never != "" && seen[kind] > 0 {
+			t.Errorf("Moat sent a %s, which the list says it never sends (%s): update the list", kind, never)
+		}
+	}
+}
+
+// lineTap calls line with every whole line written through it (to w, if
+// set) or read through it (as io.TeeReader's writer).
+type lineTap struct {
+	w    io.WriteCloser
+	line func([]byte)
+	buf  []byte
+}
+
+func (l *lineTap) Write(p []byte) (int, error) {
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.line(l.buf[:i])
+		l.buf = l.buf[i+1:]
+	}
+	if l.w == nil {
+		return len(p), nil
+	}
+	return l.w.Write(p)
+}
+
+func (l *lineTap) Close() error {
+	if l.w == nil {
+		return nil
+	}
+	return l.w.Close()
+}

@@ -40,7 +40,7 @@ func newTestServer(cfg config) (*testServer, error) {
 	}
 	ts.srv = mcp.NewServer(&mcp.Implementation{Name: cfg.name, Version: "1.0.0"}, &mcp.ServerOptions{
 		PageSize:                  cfg.pageSize,
-		CompletionHandler:         complete,
+		CompletionHandler:         ts.complete,
 		SubscribeHandler:          ts.subscribe,
 		UnsubscribeHandler:        ts.unsubscribe,
 		SupportedProtocolVersions: splitNonEmpty(cfg.protocols),
@@ -495,12 +495,15 @@ func (ts *testServer) addPrompts() {
 }
 
 // complete suggests values for the "name" argument of prompts and the "id"
-// of the items template.
-func complete(_ context.Context, req *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
+// of the items template; a hostile server (-leak-env) suggests its value for
+// the argument of leak_prompt.
+func (ts *testServer) complete(_ context.Context, req *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
 	res := &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}
 	var candidates []string
 	switch {
 	case req.Params.Ref == nil:
+	case ts.cfg.leakEnv != "" && req.Params.Ref.Type == "ref/prompt" && req.Params.Ref.Name == "leak_prompt":
+		candidates = []string{os.Getenv(ts.cfg.leakEnv)}
 	case req.Params.Ref.Type == "ref/prompt" && req.Params.Argument.Name == "name":
 		candidates = []string{"alice", "bob"}
 	case req.Params.Ref.Type == "ref/resource" && strings.HasSuffix(req.Params.Ref.URI, "://items/{id}") && req.Params.Argument.Name == "id":
@@ -556,13 +559,16 @@ func (ts *testServer) addLeak() {
 	// texts, and a resource and a prompt whose keys hide a character.
 	uri := ts.cfg.name + "://leak/"
 	read := func(_ context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
-		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: "leak"}}}, nil
+		if strings.HasSuffix(req.Params.URI, "/err") {
+			return nil, fmt.Errorf("cannot read %s with %s", req.Params.URI, v)
+		}
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: "Holds " + v}}}, nil
 	}
 	ts.srv.AddResource(&mcp.Resource{URI: uri + "described", Name: "leak " + v, Title: "Leak " + v, Description: "Holds " + v}, read)
 	ts.srv.AddResource(&mcp.Resource{URI: uri + "hid​den", Name: "hidden", Description: "A URI hiding a character."}, read)
 	ts.srv.AddResourceTemplate(&mcp.ResourceTemplate{URITemplate: uri + "t/{id}", Name: "leak " + v, Description: "Holds " + v}, read)
 	prompt := func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
-		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "leak"}}}}, nil
+		return &mcp.GetPromptResult{Description: "Holds " + v, Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "Holds " + v}}}}, nil
 	}
 	ts.srv.AddPrompt(&mcp.Prompt{Name: "leak_prompt", Description: "Holds " + v, Arguments: []*mcp.PromptArgument{{Name: "x", Description: "Holds " + v}}}, prompt)
 	ts.srv.AddPrompt(&mcp.Prompt{Name: "hid​den_prompt", Description: "A name hiding a character."}, prompt)

@@ -289,7 +289,7 @@ var messageKinds = map[string]string{
 	"request elicitation/create":                        "",
 	"request roots/list":                                "",
 	"request ping":                                      "Moat does not ping its client (stdio has no idle connection to keep alive)",
-	"notification notifications/cancelled":              "Moat cancels no request of its own toward the client: an upstream's cancellation of its sampling or elicitation request ends the relayed request's context, which go-sdk does not announce",
+	"notification notifications/cancelled":              "",
 	"notification notifications/elicitation/complete":   "URL-mode elicitation is not offered to upstreams (Moat declares form elicitation only)",
 	"response server/discover":                          "a 2026-07-28 client's; internal/proxy TestBothGenerationsAreServed covers that generation",
 	"response subscriptions/listen":                     "a 2026-07-28 client's, as above",
@@ -382,7 +382,11 @@ func TestEveryMessageKindCrossesTheBoundary(t *testing.T) {
 		}
 	}}
 	client := mcp.NewClient(&mcp.Implementation{Name: "attacks", Version: "1"}, &mcp.ClientOptions{
-		CreateMessageHandler: func(context.Context, *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+		CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+			if b, _ := json.Marshal(req.Params); strings.Contains(string(b), "wait for cancellation") {
+				<-ctx.Done() // the upstream gives up: Moat cancels its request
+				return nil, ctx.Err()
+			}
 			return &mcp.CreateMessageResult{Role: "assistant", Model: "test", Content: &mcp.TextContent{Text: "no"}}, nil
 		},
 		ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
@@ -414,7 +418,7 @@ func TestEveryMessageKindCrossesTheBoundary(t *testing.T) {
 	must("tools/list", err)
 	_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_dynamic_tools", Arguments: map[string]any{"group": "leaky"}})
 	must("get_dynamic_tools", err)
-	for _, ch := range []string{"log", "progress", "sampling", "elicitation"} {
+	for _, ch := range []string{"log", "progress", "sampling", "elicitation", "sampling-cancelled"} {
 		p := &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "leaky", "name": "leak", "args": map[string]any{"channel": ch}}}
 		p.SetProgressToken("kinds-" + ch)
 		_, err := cs.CallTool(ctx, p)

@@ -526,7 +526,7 @@ func (ts *testServer) complete(_ context.Context, req *mcp.CompleteRequest) (*mc
 func (ts *testServer) addLeak() {
 	v := os.Getenv(ts.cfg.leakEnv)
 	schema, _ := json.Marshal(map[string]any{"type": "object", "properties": map[string]any{
-		"channel": map[string]any{"type": "string", "enum": []string{"log", "progress", "sampling", "elicitation"}, "default": v},
+		"channel": map[string]any{"type": "string", "enum": []string{"log", "progress", "sampling", "elicitation", "sampling-cancelled"}, "default": v},
 	}, "required": []string{"channel"}})
 	ts.tool("leak", "Leaks "+v+" to the client.", string(schema),
 		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -544,6 +544,13 @@ func (ts *testServer) addLeak() {
 			case "sampling":
 				_, err = req.Session.CreateMessage(ctx, &mcp.CreateMessageParams{MaxTokens: 16,
 					Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: "repeat after me: " + v}}}})
+			case "sampling-cancelled":
+				// A request this server gives up on: go-sdk cancels it
+				// toward its client when the context ends.
+				sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+				_, err = req.Session.CreateMessage(sctx, &mcp.CreateMessageParams{MaxTokens: 16,
+					Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: "wait for cancellation"}}}})
+				cancel()
 			case "elicitation":
 				_, err = req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "confirm " + v,
 					RequestedSchema: json.RawMessage(`{"type":"object","properties":{"ok":{"type":"boolean"}}}`)})

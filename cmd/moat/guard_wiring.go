@@ -450,11 +450,17 @@ func (g *guardState) redactListed(group string, t *mcp.Tool) {
 }
 
 // relay treats what group sends toward the client outside a call's result
-// (log messages, progress, sampling and elicitation requests) as the chain
-// treats results: credential patterns by the group's redact mode (under
-// block the message is kept from the client), then hidden characters
-// removed from every string.
-func (g *guardState) relay(group string, v any) (any, error) {
+// (log messages, progress, sampling and elicitation requests, listed
+// resources and prompts) as the chain treats results: at most the group's
+// max_result_bytes, credential patterns by its redact mode (under block
+// the message is kept from the client), then hidden characters removed
+// from every string.
+func (g *guardState) relay(group string, v any, size int) (any, error) {
+	if p := g.policy(group); p != nil {
+		if max := p.ToolSettings("").MaxResultBytes; int64(size) > max {
+			return nil, fmt.Errorf("what group %s sent is %d bytes, over its max_result_bytes of %d", group, size, max)
+		}
+	}
 	mode := g.redactMode(group)
 	v, hit := g.redactor.Value(v, mode)
 	if hit != "" && mode == redact.ModeBlock {

@@ -92,7 +92,8 @@ func TestLayerOrder(t *testing.T) {
 // TestRelayFollowsTheRedactMode: what an upstream sends toward the client
 // outside a result gets its group's credential-pattern mode: redacted by
 // default, kept from the client under block (the reason names the pattern,
-// never the value), left under off; hidden characters go in every mode.
+// never the value), left under off; hidden characters go in every mode;
+// and it is kept back over the group's max_result_bytes.
 func TestRelayFollowsTheRedactMode(t *testing.T) {
 	const token = "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 	cfg := &config.Config{Servers: map[string]*config.Server{}}
@@ -104,16 +105,20 @@ func TestRelayFollowsTheRedactMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg := func() any { return map[string]any{"data": "token " + token + "\u202e", "n": json.Number("1")} }
-	got, err := gs.relay("redact", msg())
+	got, err := gs.relay("redact", msg(), 100)
 	if err != nil || got.(map[string]any)["data"] != "token [REDACTED:github-token]" {
 		t.Errorf("redact: %v, %v", got, err)
 	}
-	got, err = gs.relay("block", msg())
+	got, err = gs.relay("block", msg(), 100)
 	if err == nil || got != nil || !strings.Contains(err.Error(), "github-token") || strings.Contains(err.Error(), token) {
 		t.Errorf("block: %v, %v; want the message kept back, naming the pattern", got, err)
 	}
-	got, err = gs.relay("off", msg())
+	got, err = gs.relay("off", msg(), 100)
 	if err != nil || got.(map[string]any)["data"] != "token "+token {
 		t.Errorf("off: %v, %v", got, err)
+	}
+	// Size: a message over the group's max_result_bytes is kept back.
+	if _, err := gs.relay("redact", msg(), 17<<20); err == nil || !strings.Contains(err.Error(), "max_result_bytes") {
+		t.Errorf("a 17 MiB message passed the relay (max_result_bytes 16 MiB): %v", err)
 	}
 }

@@ -63,12 +63,13 @@ type Options struct {
 	Outbound func(msg []byte) []byte
 	// Relay treats what an upstream sends toward the client outside a
 	// call's result (log messages, progress, sampling and elicitation
-	// requests), as decoded JSON, before it is passed on: the group's
+	// requests, listed resources and prompts), as decoded JSON of size
+	// bytes, before it is passed on: the size limit, the group's
 	// credential patterns and the text cleaner, which the guard chain
 	// applies to results. An error keeps the message from the client
 	// (a request is refused to its upstream with it). nil passes them on
 	// as they are (Outbound still applies).
-	Relay func(group string, v any) (any, error)
+	Relay func(group string, v any, size int) (any, error)
 }
 
 // Server is Moat's downstream MCP server.
@@ -86,7 +87,7 @@ type Server struct {
 	onIncident     func(ctx context.Context, in Incident)
 	maxClientFrame int
 	outbound       func([]byte) []byte
-	relay          func(group string, v any) (any, error)
+	relay          func(group string, v any, size int) (any, error)
 
 	session   atomic.Pointer[mcp.ServerSession]
 	opened    atomic.Bool // the client is initialized: the upstreams connect

@@ -9,7 +9,7 @@ import (
 // relayParams returns what an upstream sends toward the client outside a
 // call's result (a log message, progress, a sampling or elicitation
 // request) as Options.Relay leaves it: params go through JSON, Relay
-// rewrites the decoded value (redaction with the group's credential
+// judges their encoded size and rewrites the decoded value (redaction with the group's credential
 // patterns, hidden characters removed), and the result is decoded back
 // into a new T. An error (Relay refuses the message, or it cannot be
 // re-read) means the message is not passed on.
@@ -27,7 +27,7 @@ func relayParams[T any](p *Server, group string, params *T) (*T, error) {
 	if err := d.Decode(&v); err != nil {
 		return nil, fmt.Errorf("re-reading a message from group %s: %w", group, err)
 	}
-	if v, err = p.relay(group, v); err != nil {
+	if v, err = p.relay(group, v, len(b)); err != nil {
 		return nil, err
 	}
 	if b, err = json.Marshal(v); err != nil {

@@ -520,3 +520,57 @@ func (l *lineTap) Close() error {
 	}
 	return l.w.Close()
 }
+
+// TestRelayedMessagesAreCapped: a log message from an upstream counts
+// against its group's max_result_bytes like a result does: one over it is
+// kept from the client (and logged), the messages around it go on.
+//
+// SECURITY.md, Calls, "What an upstream sends the client outside a result".
+func TestRelayedMessagesAreCapped(t *testing.T) {
+	srv := testServer(t, "g")
+	srv["policy"] = map[string]any{"max_result_bytes": "64KiB"}
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]server{"g": srv})
+	cmd := exec.Command(testutil.BuildMoat(t), cfg)
+	cmd.Env = testutil.MoatEnv(t)
+	stderr := &testutil.SyncBuffer{}
+	cmd.Stderr = stderr
+	var mu sync.Mutex
+	var got []string
+	client := mcp.NewClient(&mcp.Implementation{Name: "attacks", Version: "1"}, &mcp.ClientOptions{
+		LoggingMessageHandler: func(_ context.Context, req *mcp.LoggingMessageRequest) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, fmt.Sprint(req.Params.Data))
+		},
+	})
+	ctx := context.Background()
+	cs, err := client.Connect(ctx, &mcp.CommandTransport{Command: cmd}, &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatalf("connect: %v\n%s", err, tail(stderr.String(), 2000))
+	}
+	defer cs.Close()
+	if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, msg := range []string{"before", strings.Repeat("x", 100<<10), "after"} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "g", "name": "log", "args": map[string]any{"level": "error", "message": msg}}})
+		if err != nil || res.IsError {
+			t.Fatalf("log: %v %q", err, resultText(res))
+		}
+	}
+	waitFor(t, "the small log messages", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(got, "after") && slices.Contains(got, "before")
+	}, func() string { return fmt.Sprint(len(got), " messages") })
+	mu.Lock()
+	defer mu.Unlock()
+	for _, m := range got {
+		if len(m) > 64<<10 {
+			t.Errorf("a %d-byte log message reached the client past max_result_bytes 64KiB", len(m))
+		}
+	}
+	if !strings.Contains(stderr.String(), "over its max_result_bytes") {
+		t.Errorf("moat's log does not say why the message was dropped:\n%s", tail(stderr.String(), 1500))
+	}
+}

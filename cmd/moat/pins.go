@@ -66,8 +66,7 @@ func pinsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	default:
 		return usageErr("unknown pins subcommand %q", args[0])
 	}
-	gs := newGuardState(nil)
-	store, err := gs.pinStore()
+	store, err := openPins(nil)()
 	if err != nil {
 		return fail(err)
 	}

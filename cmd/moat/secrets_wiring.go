@@ -12,6 +12,7 @@ import (
 	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/auditlog"
 	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/gate"
 	"github.com/moatmcp/moat/internal/secrets"
 )
 
@@ -124,7 +125,7 @@ func (storedAudit) Anchor(ctx context.Context, path string) (uint64, string, boo
 // to the full load to report (a managed policy that does not load fails
 // every call closed there).
 func peekSecrets(path string) (backend string, require bool) {
-	if m, _, err := managedPolicy(); err == nil && m != nil {
+	if m, _, err := gate.ManagedPolicy(); err == nil && m != nil {
 		require = m.RequireEncryption
 	}
 	data, err := os.ReadFile(path)

@@ -26,11 +26,13 @@ import (
 	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/auditlog"
 	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/gate"
 	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/importer"
 	"github.com/moatmcp/moat/internal/netguard"
 	"github.com/moatmcp/moat/internal/oauth"
 	"github.com/moatmcp/moat/internal/proxy"
+	"github.com/moatmcp/moat/internal/redact"
 	"github.com/moatmcp/moat/internal/sandbox"
 	"github.com/moatmcp/moat/internal/secrets"
 	"github.com/moatmcp/moat/internal/upstream"
@@ -46,7 +48,7 @@ const reloadDebounce = 250 * time.Millisecond
 type instance struct {
 	log      *slog.Logger
 	cfg      *config.Config
-	gs       *guardState
+	gs       *gate.Gate
 	auditLog *auditLogCloser
 	p        *proxy.Server
 }
@@ -68,10 +70,10 @@ func setup(args []string, name string) (*instance, int) {
 	}
 	// Every secret Moat resolves is redacted from its log, its audit log and
 	// what upstreams send back.
-	gs := newGuardState(log)
-	log = slog.New(gs.redactor.SlogHandler(log.Handler()))
-	gs.log = log
-	secretSink = gs.redactor.Add
+	redactor := redact.New()
+	log = slog.New(redactor.SlogHandler(log.Handler()))
+	gs := gate.New(log, redactor)
+	secretSink = redactor.Add
 	// Packages that log through slog's default (config.Watch, sandbox) must
 	// reach the same handler: stderr, MOAT_LOG's level, redacted.
 	slog.SetDefault(log)
@@ -116,14 +118,15 @@ func setup(args []string, name string) (*instance, int) {
 		{Event: "server_start", Detail: map[string]string{"version": version, "command": name, "config": cfg.Path, "config_hash": cfg.Hash}},
 		{Event: "policy_load", Detail: policyDetail()},
 	}, optOuts(cfg, log)...)
-	auditLog, err := openAuditLog(cfg, log, gs.redactor.String, first...)
+	auditLog, err := openAuditLog(cfg, log, gs.Redactor.String, first...)
 	if err != nil {
 		printError(os.Stderr, err)
 		return nil, exitUsage
 	}
-	gs.audit = func(event, group string, detail map[string]string) { auditEvent(auditLog.Log, event, group, detail) }
+	gs.Audit = func(event, group string, detail map[string]string) { auditEvent(auditLog.Log, event, group, detail) }
+	gs.Pins = openPins(gs.Audit)
 	oauthEvent = func(server, event string) { auditEvent(auditLog.Log, "oauth_"+event, server, nil) }
-	if err := gs.apply(cfg); err != nil {
+	if err := gs.Apply(cfg); err != nil {
 		auditLog.Close()
 		printError(os.Stderr, err)
 		return nil, exitUsage
@@ -132,9 +135,9 @@ func setup(args []string, name string) (*instance, int) {
 	p := proxy.New(proxy.Options{
 		Logger:  log,
 		Version: version,
-		Layers:  gs.layers(auditLog.Layer(), auditLog.Intent()),
-		Catalog: gs.catalog,
-		Permit:  gs.permit,
+		Layers:  gs.Layers(auditLog.Layer(), auditLog.Intent()),
+		Catalog: gs.Catalog,
+		Permit:  gs.Permit,
 		Refused: func(ctx context.Context, c *guard.Call, err error) {
 			rule, outcome := "proxy:invalid-request", audit.OutcomeDenied
 			var d *guard.Denial
@@ -165,17 +168,17 @@ func setup(args []string, name string) (*instance, int) {
 		},
 		// The client boundary: no message reaches the client with a
 		// secret Moat resolved in it, whatever produced the message.
-		Outbound: gs.redactor.Message,
-		Relay:    gs.relay,
+		Outbound: gs.Redactor.Message,
+		Relay:    gs.Relay,
 		KillOnTimeout: func(group, tool string) bool {
-			p := gs.policy(group)
+			p := gs.Policy(group)
 			return p != nil && p.ToolSettings(tool).KillOnTimeout
 		},
 		Upstream: upstream.Options{
 			StartWait: startWait(name),
 			// A failed start's reason and a starting server's stderr
 			// reach the model: the secrets Moat resolved never do.
-			Redact:     gs.redactor.String,
+			Redact:     gs.Redactor.String,
 			HTTPClient: httpClientFor,
 			OAuth:      oauthFor(log),
 			Hide:       hiddenPaths(cfg),
@@ -343,7 +346,7 @@ func oauthFor(log *slog.Logger) func(s *config.Server) (auth.OAuthHandler, error
 // changes: an administrator's change reaches every running moat, not only
 // at its user's next edit. A config or policy that does not load is
 // reported, audited and ignored: Moat keeps serving the last good one.
-func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *proxy.Server, auditLog *auditlog.Log, gs *guardState) {
+func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *proxy.Server, auditLog *auditlog.Log, gs *gate.Gate) {
 	path, current := cfg.Path, cfg.Hash
 	var mu sync.Mutex // the two watchers' reloads never overlap
 	reload := func(trigger string) {
@@ -355,7 +358,7 @@ func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *p
 			auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "false", "old_hash": current, "new_hash": fileHash(path), "error": err.Error()})
 			return
 		}
-		if err := gs.apply(next); err != nil {
+		if err := gs.Apply(next); err != nil {
 			log.Error("config reload rejected: its policy does not load; still serving the previous config", "path", path, "err", err)
 			auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "false", "old_hash": current, "new_hash": next.Hash, "error": err.Error()})
 			return
@@ -372,7 +375,7 @@ func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *p
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	if managed := managedPolicyPath(); managed != "" {
+	if managed := gate.ManagedPolicyPath(); managed != "" {
 		wg.Go(func() {
 			err := config.Watch(ctx, managed, reloadDebounce, func() { reload("managed_policy") })
 			if err != nil && ctx.Err() == nil {
@@ -389,17 +392,17 @@ func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *p
 
 // watchPins picks up approvals made with `moat pins approve` while moat
 // runs: the store is re-read and the client told the tools changed.
-func watchPins(ctx context.Context, log *slog.Logger, p *proxy.Server, auditLog *auditlog.Log, gs *guardState) {
+func watchPins(ctx context.Context, log *slog.Logger, p *proxy.Server, auditLog *auditlog.Log, gs *gate.Gate) {
 	path, err := pinsPath()
 	if err != nil {
 		return
 	}
 	// Opening the store creates its directory, which the watch needs.
-	if _, err := gs.pinStore(); err != nil {
+	if _, err := gs.Pins(); err != nil {
 		return
 	}
 	err = config.Watch(ctx, path, reloadDebounce, func() {
-		store, err := gs.pinStore()
+		store, err := gs.Pins()
 		if err != nil {
 			return
 		}
@@ -421,7 +424,7 @@ func watchPins(ctx context.Context, log *slog.Logger, p *proxy.Server, auditLog 
 // record: its path and the SHA-256 of its contents, so that an auditor sees
 // when the administrator's policy changed between two loads.
 func policyDetail() map[string]string {
-	_, path, _ := managedPolicy()
+	_, path, _ := gate.ManagedPolicy()
 	if path == "" {
 		return map[string]string{"managed_policy": "none"}
 	}
@@ -444,7 +447,7 @@ func fileHash(path string) string {
 func optOuts(cfg *config.Config, log *slog.Logger) []*audit.Record {
 	var recs []*audit.Record
 	// A policy that does not load is refused by gs.apply, with its own record.
-	pols, _, _ := effectivePolicies(cfg)
+	pols, _, _ := gate.EffectivePolicies(cfg)
 	for _, name := range sortedServerNames(cfg) {
 		s := cfg.Servers[name]
 		if !s.Enabled {

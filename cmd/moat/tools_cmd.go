@@ -223,7 +223,7 @@ func runPolicy(ctx context.Context, args []string) int {
 		if !s.Enabled {
 			continue
 		}
-		pol := callPolicy(m.gs.policy(name), s.Timeout.Tools)
+		pol := callPolicy(m.gs.Policy(name), s.Timeout.Tools)
 		fmt.Printf("== %s (pins: %s, redact: %s, on_invalid_schema: %s, timeout.tools: %s)\n", name, pol.PinMode(), pol.RedactMode(), pol.InvalidSchemaMode(), s.Timeout.Tools)
 		// get_dynamic_tools waits for the group to start (see cliStartWait).
 		cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_dynamic_tools", Arguments: map[string]any{"group": name}})

@@ -1,14 +1,20 @@
-package main
+// Package gate decides what crosses Moat, in one place for calls and
+// listings alike: the effective policy of every group (the user's, the
+// server's and the administrator's managed policy, merged), the rate and
+// concurrency limiters, the order of the guard chain's layers and the
+// layers themselves, the catalog of tools each group shows the model (the
+// same pin, policy and schema decisions a call meets), the resources and
+// prompts the policy lets a listing show, and the treatment of what an
+// upstream sends the client outside a result. cmd/moat only wires it to
+// the audit log, the secret store and the proxy.
+package gate
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 
@@ -21,27 +27,32 @@ import (
 	"github.com/moatmcp/moat/internal/pin"
 	"github.com/moatmcp/moat/internal/proxy"
 	"github.com/moatmcp/moat/internal/redact"
-	"github.com/moatmcp/moat/internal/secrets"
 	"github.com/moatmcp/moat/internal/upstream"
 	"github.com/moatmcp/moat/internal/validate"
 	"github.com/moatmcp/moat/policy"
 )
 
-// pinKeyItem names the pin store's HMAC key in the secret store.
-const pinKeyItem = "moat-pins-key"
+// A Gate holds what the call chain and the catalog decide with. Policies
+// are replaced on every accepted config reload (Apply); limiter state
+// survives for unchanged settings. Set Audit and Pins before the first
+// call or listing.
+type Gate struct {
+	// Redactor holds the secrets Moat resolved; the chain's redact layer,
+	// the relay and the listings use it, and so may the caller's logs.
+	Redactor *redact.Redactor
+	// Audit, if set, records a security event of the guard (a first-seen
+	// pin store, a held tool, a suspicious description, a schema let
+	// through unvalidated).
+	Audit func(event, group string, detail map[string]string)
+	// Pins opens the pin store (once; later calls return the same store or
+	// error). Without it every tool call is refused and no tool is listed.
+	Pins func() (*pin.Store, error)
 
-// guardState holds what the call chain and the catalog decide with: the
-// effective policy of every group, the rate and concurrency limiters, and
-// the pin store. Policies are replaced on every accepted config reload;
-// limiter state survives for unchanged settings.
-type guardState struct {
 	// trace, in tests only, wraps each layer to record the order calls
 	// pass through them.
-	trace    func(name guard.LayerName, l guard.Layer) guard.Layer
-	log      *slog.Logger
-	audit    func(event, group string, detail map[string]string)
-	limits   *policy.Limits
-	redactor *redact.Redactor
+	trace  func(name guard.LayerName, l guard.Layer) guard.Layer
+	log    *slog.Logger
+	limits *policy.Limits
 	// One validator per on_invalid_schema mode; argument size is the size
 	// layer's job (it runs first), so the validators' own cap is only a
 	// backstop.
@@ -58,17 +69,18 @@ type guardState struct {
 	// suspected holds, per group and tool, the description and findings
 	// last warned about, so a listing refresh does not warn again.
 	suspected map[[2]string]string
-
-	pinsOnce sync.Once
-	pins     *pin.Store
-	pinsErr  error
 }
 
-func newGuardState(log *slog.Logger) *guardState {
-	return &guardState{
+// New returns a Gate with no policies (every call refused until Apply)
+// that logs to log and redacts with r.
+func New(log *slog.Logger, r *redact.Redactor) *Gate {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Gate{
 		log:      log,
 		limits:   policy.NewLimits(),
-		redactor: redact.New(),
+		Redactor: r,
 		validators: map[string]*validate.Validator{
 			validate.Reject:      validate.New(validate.Options{OnInvalidSchema: validate.Reject, MaxArgsBytes: maxValidatedArgs}),
 			validate.Passthrough: validate.New(validate.Options{OnInvalidSchema: validate.Passthrough, MaxArgsBytes: maxValidatedArgs}),
@@ -83,27 +95,27 @@ const maxValidatedArgs = 64 << 20
 // maxDescription cuts the descriptions the model is shown (runes).
 const maxDescription = 2000
 
-func (g *guardState) validator(group string) *validate.Validator {
+func (g *Gate) validator(group string) *validate.Validator {
 	mode := validate.Reject
-	if p := g.policy(group); p != nil && p.InvalidSchemaMode() == policy.InvalidSchemaPassthrough {
+	if p := g.Policy(group); p != nil && p.InvalidSchemaMode() == policy.InvalidSchemaPassthrough {
 		mode = validate.Passthrough
 	}
 	return g.validators[mode]
 }
 
-// managedPolicyPath is where the administrator's policy is:
+// ManagedPolicyPath is where the administrator's policy is:
 // MOAT_MANAGED_POLICY, else policy.DefaultManagedPath.
-func managedPolicyPath() string {
+func ManagedPolicyPath() string {
 	if path := os.Getenv("MOAT_MANAGED_POLICY"); path != "" {
 		return path
 	}
 	return policy.DefaultManagedPath
 }
 
-// managedPolicy reads the administrator's policy: MOAT_MANAGED_POLICY, else
+// ManagedPolicy reads the administrator's policy: MOAT_MANAGED_POLICY, else
 // /etc/moat/policy.json when it exists. Any error fails closed.
-func managedPolicy() (*policy.ManagedPolicy, string, error) {
-	path := managedPolicyPath()
+func ManagedPolicy() (*policy.ManagedPolicy, string, error) {
+	path := ManagedPolicyPath()
 	if os.Getenv("MOAT_MANAGED_POLICY") == "" {
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			return nil, "", nil
@@ -120,11 +132,11 @@ func managedPolicy() (*policy.ManagedPolicy, string, error) {
 	return m, path, nil
 }
 
-// effectivePolicies computes every enabled server's policy from the config
+// EffectivePolicies computes every enabled server's policy from the config
 // and the managed policy; the second result is the policy of the global
 // limits.
-func effectivePolicies(cfg *config.Config) (map[string]*policy.Policy, *policy.Policy, error) {
-	managed, _, err := managedPolicy()
+func EffectivePolicies(cfg *config.Config) (map[string]*policy.Policy, *policy.Policy, error) {
+	managed, _, err := ManagedPolicy()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -155,10 +167,10 @@ func effectivePolicies(cfg *config.Config) (map[string]*policy.Policy, *policy.P
 	return out, policy.Effective(defaults, nil, mDefaults, nil), nil
 }
 
-// apply takes the policies of a newly loaded config. On error nothing
+// Apply takes the policies of a newly loaded config. On error nothing
 // changes: the caller refuses the config.
-func (g *guardState) apply(cfg *config.Config) error {
-	policies, global, err := effectivePolicies(cfg)
+func (g *Gate) Apply(cfg *config.Config) error {
+	policies, global, err := EffectivePolicies(cfg)
 	if err != nil {
 		return err
 	}
@@ -173,17 +185,17 @@ func (g *guardState) apply(cfg *config.Config) error {
 	return nil
 }
 
-// policy is the limits.PolicyFunc: nil (refuse) for an unknown group.
-func (g *guardState) policy(group string) *policy.Policy {
+// Policy is the limits.PolicyFunc: nil (refuse) for an unknown group.
+func (g *Gate) Policy(group string) *policy.Policy {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	return g.policies[group]
 }
 
-// permit is proxy.Options.Permit: the policy layer's decision for a
+// Permit is proxy.Options.Permit: the policy layer's decision for a
 // request of that resource or prompt.
-func (g *guardState) permit(group string, kind guard.Kind, name string) bool {
-	p := g.policy(group)
+func (g *Gate) Permit(group string, kind guard.Kind, name string) bool {
+	p := g.Policy(group)
 	if p == nil {
 		return false
 	}
@@ -194,128 +206,18 @@ func (g *guardState) permit(group string, kind guard.Kind, name string) bool {
 	return limits.DecideAccess(p, c).Allow
 }
 
-// pinStore opens the pin store on first use; its key lives in the secret
-// store.
-func (g *guardState) pinStore() (*pin.Store, error) {
-	g.pinsOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*secretTimeout)
-		defer cancel()
-		path, err := pinsPath()
-		if err != nil {
-			g.pinsErr = err
-			return
-		}
-		store, err := processStore.get(ctx)
-		if err != nil {
-			g.pinsErr = fmt.Errorf("the pin store's key lives in the secret store, which cannot be opened: %w", err)
-			return
-		}
-		key, err := storedKey(ctx, store, pinKeyItem, 32)
-		if err != nil {
-			g.pinsErr = err
-			return
-		}
-		anchor := pinAnchor{s: store, created: func() {
-			if g.audit != nil {
-				g.audit("pins_created", "", map[string]string{"path": path})
-			}
-		}}
-		g.pins, g.pinsErr = pin.Open(path, key, anchor)
-		if errors.Is(g.pinsErr, pin.ErrMissing) && g.audit != nil {
-			g.audit("pins_missing", "", map[string]string{"path": path})
-		}
-	})
-	return g.pins, g.pinsErr
-}
-
-// pinAnchorItem is the secret-store item that says the pin store was
-// created: pin.Open refuses a missing pin store while it exists.
-const pinAnchorItem = "moat-pins-created"
-
-// pinAnchor keeps the pin store's anchor in the secret store, where the
-// pin key is: removing the pin store's directory does not remove it.
-// created, if set, learns that the anchor was set for the first time (a
-// new pin store).
-type pinAnchor struct {
-	s       *secrets.Store
-	created func()
-}
-
-func (a pinAnchor) Created() (bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
-	defer cancel()
-	_, err := a.s.Get(ctx, pinAnchorItem)
-	if errors.Is(err, secrets.ErrNotFound) {
-		return false, nil
+// pinStore is Pins, or the refusal when it is not set.
+func (g *Gate) pinStore() (*pin.Store, error) {
+	if g.Pins == nil {
+		return nil, errors.New("no pin store configured (a Moat wiring bug)")
 	}
-	return err == nil, err
-}
-
-func (a pinAnchor) SetCreated() error {
-	ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
-	defer cancel()
-	isNew := false
-	_, err := a.s.GetOrCreate(ctx, pinAnchorItem, func() (secrets.Secret, error) {
-		isNew = true
-		return secrets.NewSecret("created"), nil
-	})
-	if err == nil && isNew && a.created != nil {
-		a.created()
-	}
-	return err
-}
-
-func (a pinAnchor) Clear() error {
-	ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
-	defer cancel()
-	if err := a.s.Delete(ctx, pinAnchorItem); err != nil && !errors.Is(err, secrets.ErrNotFound) {
-		return err
-	}
-	return nil
-}
-
-// pinsPath is $XDG_DATA_HOME/moat/pins/pins.json (beside the secret store).
-func pinsPath() (string, error) {
-	dir, err := secrets.DefaultDir()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(filepath.Dir(dir), "pins", "pins.json"), nil
-}
-
-// storedKey reads a random key from the secret store, creating it once.
-func storedKey(ctx context.Context, store *secrets.Store, name string, size int) ([]byte, error) {
-	s, err := store.Get(ctx, name)
-	if err == nil {
-		b, err := base64.StdEncoding.DecodeString(s.Reveal())
-		if err != nil || len(b) != size {
-			return nil, fmt.Errorf("key %q in the %s is damaged", name, store.Backend())
-		}
-		return b, nil
-	}
-	if !errors.Is(err, secrets.ErrNotFound) {
-		return nil, err
-	}
-	// GetOrCreate: two moats starting at once keep one key.
-	s, err = store.GetOrCreate(ctx, name, func() (secrets.Secret, error) {
-		b := make([]byte, size)
-		rand.Read(b)
-		return secrets.NewSecret(base64.StdEncoding.EncodeToString(b)), nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	b, err := base64.StdEncoding.DecodeString(s.Reveal())
-	if err != nil || len(b) != size {
-		return nil, fmt.Errorf("key %q in the %s is damaged", name, store.Backend())
-	}
-	return b, nil
+	return g.Pins()
 }
 
 // firstSuspicion reports whether findings about tool t of group are new:
 // not warned about yet for this description. No findings forget the tool,
 // so a suspicious description that comes back is reported again.
-func (g *guardState) firstSuspicion(group string, t *mcp.Tool, findings []string) bool {
+func (g *Gate) firstSuspicion(group string, t *mcp.Tool, findings []string) bool {
 	g.namesMu.Lock()
 	defer g.namesMu.Unlock()
 	key := [2]string{group, t.Name}
@@ -336,7 +238,7 @@ func (g *guardState) firstSuspicion(group string, t *mcp.Tool, findings []string
 
 // others records group's tool names and returns the other groups' names
 // and tool names, for hygiene.Suspicious.
-func (g *guardState) others(group string, tools []*mcp.Tool) (groups, names []string) {
+func (g *Gate) others(group string, tools []*mcp.Tool) (groups, names []string) {
 	g.namesMu.Lock()
 	defer g.namesMu.Unlock()
 	if g.toolNames == nil {
@@ -378,19 +280,19 @@ var layerOrder = []guard.LayerName{
 	guard.LayerValidate, guard.LayerRate, guard.LayerIntent, guard.LayerTimeout, guard.LayerRedact,
 }
 
-// layers builds the chain's layers in layerOrder, with the audit log's two.
-func (g *guardState) layers(auditLayer, intentLayer guard.Layer) []guard.Layer {
+// Layers builds the chain's layers in layerOrder, with the audit log's two.
+func (g *Gate) Layers(auditLayer, intentLayer guard.Layer) []guard.Layer {
 	byName := map[guard.LayerName]guard.Layer{
 		guard.LayerAudit:       auditLayer,
 		guard.LayerIntent:      intentLayer,
-		guard.LayerSize:        limits.Size(g.policy),
-		guard.LayerPolicy:      limits.Policy(g.policy),
+		guard.LayerSize:        limits.Size(g.Policy),
+		guard.LayerPolicy:      limits.Policy(g.Policy),
 		guard.LayerConcurrency: limits.Concurrency(g.limits),
 		guard.LayerPin:         g.pinLayer(),
 		guard.LayerValidate:    g.validateLayer(),
 		guard.LayerRate:        limits.Rate(g.limits),
-		guard.LayerTimeout:     limits.Timeout(g.policy),
-		guard.LayerRedact:      g.redactor.Layer(g.redactMode),
+		guard.LayerTimeout:     limits.Timeout(g.Policy),
+		guard.LayerRedact:      g.Redactor.Layer(g.redactMode),
 	}
 	out := make([]guard.Layer, len(layerOrder))
 	for i, name := range layerOrder {
@@ -404,7 +306,7 @@ func (g *guardState) layers(auditLayer, intentLayer guard.Layer) []guard.Layer {
 }
 
 // validateLayer validates each call with its group's validator.
-func (g *guardState) validateLayer() guard.Layer {
+func (g *Gate) validateLayer() guard.Layer {
 	return func(next guard.Handler) guard.Handler {
 		byMode := map[*validate.Validator]guard.Handler{}
 		for _, v := range g.validators {
@@ -416,8 +318,8 @@ func (g *guardState) validateLayer() guard.Layer {
 	}
 }
 
-func (g *guardState) redactMode(group string) redact.Mode {
-	if p := g.policy(group); p != nil {
+func (g *Gate) redactMode(group string) redact.Mode {
+	if p := g.Policy(group); p != nil {
 		switch p.RedactMode() {
 		case policy.RedactBlock:
 			return redact.ModeBlock
@@ -432,37 +334,37 @@ func (g *guardState) redactMode(group string) redact.Mode {
 // a call's result is: known secrets and credential patterns in its titles,
 // description and schemas. Under redact: block a listing is redacted, not
 // refused: the tool stays callable and its results are blocked.
-func (g *guardState) redactListed(group string, t *mcp.Tool) {
+func (g *Gate) redactListed(group string, t *mcp.Tool) {
 	mode := g.redactMode(group)
 	if mode == redact.ModeBlock {
 		mode = redact.ModeRedact
 	}
 	str := func(s string) string {
-		v, _ := g.redactor.Value(s, mode)
+		v, _ := g.Redactor.Value(s, mode)
 		return v.(string)
 	}
 	t.Title, t.Description = str(t.Title), str(t.Description)
 	if t.Annotations != nil {
 		t.Annotations.Title = str(t.Annotations.Title)
 	}
-	t.InputSchema, _ = g.redactor.Value(t.InputSchema, mode)
-	t.OutputSchema, _ = g.redactor.Value(t.OutputSchema, mode)
+	t.InputSchema, _ = g.Redactor.Value(t.InputSchema, mode)
+	t.OutputSchema, _ = g.Redactor.Value(t.OutputSchema, mode)
 }
 
-// relay treats what group sends toward the client outside a call's result
+// Relay treats what group sends toward the client outside a call's result
 // (log messages, progress, sampling and elicitation requests, listed
 // resources and prompts) as the chain treats results: at most the group's
 // max_result_bytes, credential patterns by its redact mode (under block
 // the message is kept from the client), then hidden characters removed
 // from every string.
-func (g *guardState) relay(group string, v any, size int) (any, error) {
-	if p := g.policy(group); p != nil {
+func (g *Gate) Relay(group string, v any, size int) (any, error) {
+	if p := g.Policy(group); p != nil {
 		if max := p.ToolSettings("").MaxResultBytes; int64(size) > max {
 			return nil, fmt.Errorf("what group %s sent is %d bytes, over its max_result_bytes of %d", group, size, max)
 		}
 	}
 	mode := g.redactMode(group)
-	v, hit := g.redactor.Value(v, mode)
+	v, hit := g.Redactor.Value(v, mode)
 	if hit != "" && mode == redact.ModeBlock {
 		return nil, fmt.Errorf("what group %s sent holds what looks like a credential (%s), and its policy blocks such messages (redact: block)", group, hit)
 	}
@@ -471,7 +373,7 @@ func (g *guardState) relay(group string, v any, size int) (any, error) {
 
 // pinLayer refuses every tool call when the pin store cannot be opened
 // (fail closed); otherwise it is pin.Layer.
-func (g *guardState) pinLayer() guard.Layer {
+func (g *Gate) pinLayer() guard.Layer {
 	return func(next guard.Handler) guard.Handler {
 		var inner guard.Handler
 		var once sync.Once
@@ -489,12 +391,12 @@ func (g *guardState) pinLayer() guard.Layer {
 	}
 }
 
-// catalog is what get_dynamic_tools shows: the tools the pins approve and
+// Catalog is what get_dynamic_tools shows: the tools the pins approve and
 // the policy allows (the same decisions the chain applies to calls); held
 // tools by name only.
-func (g *guardState) catalog(grp *upstream.Group, tools []*mcp.Tool) []proxy.Entry {
+func (g *Gate) Catalog(grp *upstream.Group, tools []*mcp.Tool) []proxy.Entry {
 	name := grp.Name()
-	pol := g.policy(name)
+	pol := g.Policy(name)
 	if pol == nil {
 		return nil
 	}
@@ -531,14 +433,14 @@ func (g *guardState) catalog(grp *upstream.Group, tools []*mcp.Tool) []proxy.Ent
 				out = append(out, proxy.Entry{Tool: &mcp.Tool{Name: t.Name}, Held: fmt.Sprintf("unusable: its input schema is refused (%v); on_invalid_schema: passthrough in the server's policy accepts it unvalidated", err)})
 				continue
 			}
-			if g.audit != nil {
-				g.audit("schema_unvalidated", name, map[string]string{"tool": t.Name, "error": err.Error()})
+			if g.Audit != nil {
+				g.Audit("schema_unvalidated", name, map[string]string{"tool": t.Name, "error": err.Error()})
 			}
 		}
-		if g.audit != nil {
+		if g.Audit != nil {
 			findings := hygiene.Suspicious(t.Description, otherGroups, otherTools)
 			if g.firstSuspicion(name, t, findings) {
-				g.audit("suspicious_description", name, map[string]string{"tool": t.Name, "findings": strings.Join(findings, "; ")})
+				g.Audit("suspicious_description", name, map[string]string{"tool": t.Name, "findings": strings.Join(findings, "; ")})
 				g.log.Warn("a tool description looks like a prompt injection", "group", name, "tool", t.Name, "findings", findings)
 			}
 		}
@@ -546,8 +448,8 @@ func (g *guardState) catalog(grp *upstream.Group, tools []*mcp.Tool) []proxy.Ent
 		out = append(out, proxy.Entry{Tool: clean})
 	}
 	for _, h := range held {
-		if g.audit != nil {
-			g.audit("pin_held", name, map[string]string{"tool": hygiene.Name(h.Tool), "reason": h.Reason, "old_hash": h.OldHash, "new_hash": h.NewHash})
+		if g.Audit != nil {
+			g.Audit("pin_held", name, map[string]string{"tool": hygiene.Name(h.Tool), "reason": h.Reason, "old_hash": h.OldHash, "new_hash": h.NewHash})
 		}
 		// A held tool is listed by its name alone, so that name must be
 		// fit for the model: one hiding characters or running long would

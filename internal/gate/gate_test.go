@@ -1,20 +1,32 @@
-package main
+package gate
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/pin"
+	"github.com/moatmcp/moat/internal/redact"
 )
+
+// memAnchor is a pin.Anchor in memory.
+type memAnchor struct{ created bool }
+
+func (a *memAnchor) Created() (bool, error) { return a.created, nil }
+func (a *memAnchor) SetCreated() error      { a.created = true; return nil }
+func (a *memAnchor) Clear() error           { a.created = false; return nil }
 
 // TestLayerOrder traces calls through the chain serve builds. An allowed
 // call passes every layer in layerOrder; a call that two layers would
@@ -25,8 +37,8 @@ func TestLayerOrder(t *testing.T) {
 		Name: "g", Enabled: true,
 		Policy: json.RawMessage(`{"max_args_bytes": "64B", "deny": ["denied"], "pin": "off"}`),
 	}}}
-	gs := newGuardState(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := gs.apply(cfg); err != nil {
+	gs := New(slog.New(slog.NewTextHandler(io.Discard, nil)), redact.New())
+	if err := gs.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
 	const forward guard.LayerName = "forward"
@@ -41,16 +53,16 @@ func TestLayerOrder(t *testing.T) {
 		}
 	}
 	passThrough := func(next guard.Handler) guard.Handler { return next }
-	// The pin layer needs the secret store; the pin mode is off and the
-	// store is not what this test is about, so it is opened in a temp dir.
-	t.Setenv("XDG_DATA_HOME", t.TempDir())
-	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "disabled:")
-	t.Setenv("MOAT_PASSPHRASE", "test")
-	processStore = lazyStore{}
+	// The pin mode is off and the store is not what this test is about:
+	// a store in a temp dir will do.
+	dir := t.TempDir()
+	gs.Pins = sync.OnceValues(func() (*pin.Store, error) {
+		return pin.Open(filepath.Join(dir, "pins", "pins.json"), bytes.Repeat([]byte{7}, 32), &memAnchor{})
+	})
 	chain := guard.Chain(func(context.Context, *guard.Call) (*guard.Result, error) {
 		trace = append(trace, forward)
 		return &guard.Result{Tool: &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}}, nil
-	}, gs.layers(passThrough, passThrough)...)
+	}, gs.Layers(passThrough, passThrough)...)
 	tool := func(name string) *mcp.Tool {
 		return &mcp.Tool{Name: name, InputSchema: map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}}}
 	}
@@ -100,25 +112,25 @@ func TestRelayFollowsTheRedactMode(t *testing.T) {
 	for _, mode := range []string{"redact", "block", "off"} {
 		cfg.Servers[mode] = &config.Server{Name: mode, Enabled: true, Policy: json.RawMessage(`{"redact": "` + mode + `"}`)}
 	}
-	gs := newGuardState(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := gs.apply(cfg); err != nil {
+	gs := New(slog.New(slog.NewTextHandler(io.Discard, nil)), redact.New())
+	if err := gs.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
 	msg := func() any { return map[string]any{"data": "token " + token + "\u202e", "n": json.Number("1")} }
-	got, err := gs.relay("redact", msg(), 100)
+	got, err := gs.Relay("redact", msg(), 100)
 	if err != nil || got.(map[string]any)["data"] != "token [REDACTED:github-token]" {
 		t.Errorf("redact: %v, %v", got, err)
 	}
-	got, err = gs.relay("block", msg(), 100)
+	got, err = gs.Relay("block", msg(), 100)
 	if err == nil || got != nil || !strings.Contains(err.Error(), "github-token") || strings.Contains(err.Error(), token) {
 		t.Errorf("block: %v, %v; want the message kept back, naming the pattern", got, err)
 	}
-	got, err = gs.relay("off", msg(), 100)
+	got, err = gs.Relay("off", msg(), 100)
 	if err != nil || got.(map[string]any)["data"] != "token "+token {
 		t.Errorf("off: %v, %v", got, err)
 	}
 	// Size: a message over the group's max_result_bytes is kept back.
-	if _, err := gs.relay("redact", msg(), 17<<20); err == nil || !strings.Contains(err.Error(), "max_result_bytes") {
+	if _, err := gs.Relay("redact", msg(), 17<<20); err == nil || !strings.Contains(err.Error(), "max_result_bytes") {
 		t.Errorf("a 17 MiB message passed the relay (max_result_bytes 16 MiB): %v", err)
 	}
 }

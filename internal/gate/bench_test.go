@@ -1,4 +1,4 @@
-package main
+package gate
 
 import (
 	"context"
@@ -28,12 +28,12 @@ func BenchmarkGuardChain(b *testing.B) {
 		Name: "files", Enabled: true,
 		Policy: json.RawMessage(`{"allow":["read_*"],"rate":"1000000/s","burst":1000000,"args":{"read_file":{"path":{"prefix":["/home/me/project"]}}}}`),
 	}}}
-	gs := newGuardState(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := gs.apply(cfg); err != nil {
+	gs := New(slog.New(slog.NewTextHandler(io.Discard, nil)), redact.New())
+	if err := gs.Apply(cfg); err != nil {
 		b.Fatal(err)
 	}
 	for i := range 10 {
-		gs.redactor.Add("secret"+string(rune('a'+i)), "s3cr3t-value-"+strings.Repeat("x", i+8))
+		gs.Redactor.Add("secret"+string(rune('a'+i)), "s3cr3t-value-"+strings.Repeat("x", i+8))
 	}
 	tool := &mcp.Tool{Name: "read_file", InputSchema: map[string]any{
 		"type": "object", "required": []any{"path"},
@@ -52,12 +52,12 @@ func BenchmarkGuardChain(b *testing.B) {
 		return &guard.Result{Tool: &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: payload}}}}, nil
 	}
 	chain := guard.Chain(forward,
-		limits.Size(gs.policy),
-		limits.Policy(gs.policy),
+		limits.Size(gs.Policy),
+		limits.Policy(gs.Policy),
 		limits.Concurrency(gs.limits),
 		gs.validateLayer(),
 		limits.Rate(gs.limits),
-		gs.redactor.Layer(func(string) redact.Mode { return redact.ModeRedact }),
+		gs.Redactor.Layer(func(string) redact.Mode { return redact.ModeRedact }),
 	)
 	call := func() *guard.Call {
 		return &guard.Call{Kind: guard.KindTool, Group: "files", Name: "read_file", Tool: tool,

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -31,7 +29,7 @@ func openPins(audit func(event, group string, detail map[string]string)) func() 
 		if err != nil {
 			return nil, fmt.Errorf("the pin store's key lives in the secret store, which cannot be opened: %w", err)
 		}
-		key, err := storedKey(ctx, store, pinKeyItem, 32)
+		key, err := store.Key(ctx, pinKeyItem, 32, true)
 		if err != nil {
 			return nil, err
 		}
@@ -101,33 +99,4 @@ func pinsPath() (string, error) {
 		return "", err
 	}
 	return filepath.Join(filepath.Dir(dir), "pins", "pins.json"), nil
-}
-
-// storedKey reads a random key from the secret store, creating it once.
-func storedKey(ctx context.Context, store *secrets.Store, name string, size int) ([]byte, error) {
-	s, err := store.Get(ctx, name)
-	if err == nil {
-		b, err := base64.StdEncoding.DecodeString(s.Reveal())
-		if err != nil || len(b) != size {
-			return nil, fmt.Errorf("key %q in the %s is damaged", name, store.Backend())
-		}
-		return b, nil
-	}
-	if !errors.Is(err, secrets.ErrNotFound) {
-		return nil, err
-	}
-	// GetOrCreate: two moats starting at once keep one key.
-	s, err = store.GetOrCreate(ctx, name, func() (secrets.Secret, error) {
-		b := make([]byte, size)
-		rand.Read(b)
-		return secrets.NewSecret(base64.StdEncoding.EncodeToString(b)), nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	b, err := base64.StdEncoding.DecodeString(s.Reveal())
-	if err != nil || len(b) != size {
-		return nil, fmt.Errorf("key %q in the %s is damaged", name, store.Backend())
-	}
-	return b, nil
 }

@@ -12,8 +12,6 @@ package auditlog
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,33 +48,12 @@ func Keys(ctx context.Context, store *secrets.Store, create bool) (audit.Keys, e
 }
 
 func key(ctx context.Context, store *secrets.Store, name string, size int, create bool) ([]byte, error) {
-	s, err := store.Get(ctx, name)
-	if err == nil {
-		b, err := base64.StdEncoding.DecodeString(s.Reveal())
-		if err != nil || len(b) != size {
-			return nil, fmt.Errorf("audit key %q in the %s is damaged; restore it from a backup (a new key cannot verify the existing log)", name, store.Backend())
-		}
-		return b, nil
-	}
-	if !errors.Is(err, secrets.ErrNotFound) {
-		return nil, fmt.Errorf("reading audit key %q: %w", name, err)
-	}
-	if !create {
+	b, err := store.Key(ctx, name, size, create)
+	switch {
+	case errors.Is(err, secrets.ErrNotFound) && !create:
 		return nil, fmt.Errorf("no audit key %q in the %s: this machine's moat has never written an audit log", name, store.Backend())
-	}
-	// Under the store's lock: two moats starting at once on a fresh
-	// machine end up with one key, not the second overwriting the first.
-	s, err = store.GetOrCreate(ctx, name, func() (secrets.Secret, error) {
-		b := make([]byte, size)
-		rand.Read(b)
-		return secrets.NewSecret(base64.StdEncoding.EncodeToString(b)), nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("storing a new audit key: %w", err)
-	}
-	b, err := base64.StdEncoding.DecodeString(s.Reveal())
-	if err != nil || len(b) != size {
-		return nil, fmt.Errorf("audit key %q in the %s is damaged; restore it from a backup (a new key cannot verify the existing log)", name, store.Backend())
+	case err != nil:
+		return nil, fmt.Errorf("audit key: %w", err)
 	}
 	return b, nil
 }

@@ -62,25 +62,7 @@ func Clean(s string, max int) string {
 // (Clean, no cut): for what an upstream sends the client outside a listing
 // or a result, such as the text of a sampling request, which goes straight
 // into the model's context. v itself is never modified.
-func Value(v any) any {
-	switch v := v.(type) {
-	case string:
-		return Clean(v, 0)
-	case map[string]any:
-		out := make(map[string]any, len(v))
-		for k, val := range v {
-			out[Clean(k, 0)] = Value(val)
-		}
-		return out
-	case []any:
-		out := make([]any, len(v))
-		for i, val := range v {
-			out[i] = Value(val)
-		}
-		return out
-	}
-	return v
-}
+func Value(v any) any { return cleanValue(v, 0) }
 
 // Line is Clean for text shown on one line (a failure reason, an error
 // message, a server's stderr line): every run of white space, line breaks

@@ -467,3 +467,31 @@ func TestNewPassphraseOnlyCreates(t *testing.T) {
 		t.Errorf("opening with Passphrase: %v", err)
 	}
 }
+
+// TestKey: a key is created once and read back the same; without create a
+// missing one is ErrNotFound; a stored value that is not a key of the size
+// is ErrDamagedKey, never replaced by a new key (which could not read what
+// the old one protected).
+func TestKey(t *testing.T) {
+	s, err := Open(t.Context(), &Options{Backend: BackendFile, Dir: filepath.Join(t.TempDir(), "secrets")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Key(t.Context(), "k", 32, false); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Key without create on a missing key = %v, want ErrNotFound", err)
+	}
+	a, err := s.Key(t.Context(), "k", 32, true)
+	if err != nil || len(a) != 32 {
+		t.Fatalf("Key = %x, %v", a, err)
+	}
+	b, err := s.Key(t.Context(), "k", 32, false)
+	if err != nil || !bytes.Equal(a, b) {
+		t.Fatalf("Key again = %x, %v; want the first key", b, err)
+	}
+	if err := s.Set(t.Context(), "bad", NewSecret("not base64!")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Key(t.Context(), "bad", 32, true); !errors.Is(err, ErrDamagedKey) {
+		t.Fatalf("Key of a damaged value = %v, want ErrDamagedKey", err)
+	}
+}

@@ -63,7 +63,9 @@ package secrets
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -364,6 +366,34 @@ func (s *Store) GetOrCreate(ctx context.Context, name string, gen func() (Secret
 		return Secret{}, err
 	}
 	return v, nil
+}
+
+// ErrDamagedKey is wrapped by Key's error when the stored key is not size
+// bytes of base64: restore it from a backup, since a new key cannot read
+// what the old one protected.
+var ErrDamagedKey = errors.New("is damaged; restore it from a backup (a new key cannot read what the old one protected)")
+
+// Key returns the random key of size bytes stored base64-encoded under
+// name. With create, a missing key is generated and stored (under the
+// store's lock, so processes starting at once keep one key); without, its
+// absence is an error wrapping ErrNotFound.
+func (s *Store) Key(ctx context.Context, name string, size int, create bool) ([]byte, error) {
+	v, err := s.Get(ctx, name)
+	if errors.Is(err, ErrNotFound) && create {
+		v, err = s.GetOrCreate(ctx, name, func() (Secret, error) {
+			b := make([]byte, size)
+			rand.Read(b)
+			return NewSecret(base64.StdEncoding.EncodeToString(b)), nil
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	b, err := base64.StdEncoding.DecodeString(v.Reveal())
+	if err != nil || len(b) != size {
+		return nil, fmt.Errorf("key %q in the %s %w", name, s.Backend(), ErrDamagedKey)
+	}
+	return b, nil
 }
 
 // Delete removes the secret called name; it returns an error wrapping

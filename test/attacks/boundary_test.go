@@ -91,28 +91,7 @@ func TestUpstreamMessagesAreTreatedLikeResults(t *testing.T) {
 func leakThroughEveryChannel(t *testing.T, env []string, srv server) (map[string]string, string) {
 	t.Helper()
 	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]server{"leaky": srv})
-	cmd := exec.Command(testutil.BuildMoat(t), cfg)
-	cmd.Env = env
-	stderr := &testutil.SyncBuffer{}
-	cmd.Stderr = stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("moat's stderr:\n%s", tail(stderr.String(), 2000))
-		}
-	})
+	stdin, stdout, stderr := startRawMoat(t, env, cfg)
 
 	var mu sync.Mutex
 	seen := map[string]string{} // channel: what the client got
@@ -312,28 +291,7 @@ func TestEveryMessageKindCrossesTheBoundary(t *testing.T) {
 	srv := testServer(t, "leaky", "-leak-env", "LEAK_TOKEN")
 	srv["env"] = map[string]string{"LEAK_TOKEN": "${secret:leaky-token}"}
 	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]server{"leaky": srv})
-	cmd := exec.Command(testutil.BuildMoat(t), cfg)
-	cmd.Env = env
-	stderr := &testutil.SyncBuffer{}
-	cmd.Stderr = stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("moat's stderr:\n%s", tail(stderr.String(), 2000))
-		}
-	})
+	stdin, stdout, stderr := startRawMoat(t, env, cfg)
 
 	var mu sync.Mutex
 	methods := map[string]string{} // id of a client request -> its method
@@ -488,6 +446,37 @@ func TestEveryMessageKindCrossesTheBoundary(t *testing.T) {
 			t.Errorf("Moat sent a %s, which the list says it never sends (%s): update the list", kind, never)
 		}
 	}
+}
+
+// startRawMoat runs moat serving cfg with env and returns its raw stdin,
+// stdout and stderr, for tests that read every byte moat writes. Moat
+// stops (its stdin closed) when the test ends; its stderr is logged if the
+// test failed.
+func startRawMoat(t *testing.T, env []string, cfg string) (io.WriteCloser, io.Reader, *testutil.SyncBuffer) {
+	t.Helper()
+	cmd := exec.Command(testutil.BuildMoat(t), cfg)
+	cmd.Env = env
+	stderr := &testutil.SyncBuffer{}
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("moat's stderr:\n%s", tail(stderr.String(), 2000))
+		}
+	})
+	return stdin, stdout, stderr
 }
 
 // lineTap calls line with every whole line written through it (to w, if

@@ -13,7 +13,7 @@ FUZZTIME ?= 30s
 # examples/moat.json finds the test servers through this variable.
 export MOAT_REPO := $(CURDIR)
 
-.PHONY: all build install run run-deps inspect test test-deps bench fuzz lint clean
+.PHONY: all build install run run-deps inspect test test-deps bench profile fuzz lint clean
 
 all: build
 
@@ -84,6 +84,15 @@ lint:
 # Benchmarks print their own numbers (see README, "Performance").
 bench: build test-deps
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+
+# A CPU profile of a serving moat, not of the benchmark's client: the echo
+# benchmark (defaults) drives it for PROFILE_CALLS calls; the top functions
+# are printed and the profile kept in moat-cpu.pprof (go tool pprof it).
+PROFILE_CALLS ?= 3000
+profile: build test-deps
+	rm -f moat-cpu.pprof
+	MOAT_CPUPROFILE=$(CURDIR)/moat-cpu.pprof $(GO) test -run '^$$' -bench 'EchoRoundTrip/defaults' -benchtime $(PROFILE_CALLS)x -count=1 ./cmd/moat
+	$(GO) tool pprof -top -nodecount 40 moat-cpu.pprof
 
 # Each Fuzz* target of every package runs for FUZZTIME (fuzz/README.md lists
 # them); `make test` replays their seeds and every crash kept in

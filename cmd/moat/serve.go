@@ -210,6 +210,7 @@ func runServe(ctx context.Context, args []string) int {
 		return code
 	}
 	defer m.auditLog.Close()
+	defer startProfile(m.log)()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	defer auditEvent(m.auditLog.Log, "server_stop", "", nil)

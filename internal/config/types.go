@@ -211,7 +211,7 @@ type Timeouts struct {
 // set": the sandbox package's default applies.
 type Sandbox struct {
 	Mode        string        // "best-effort" (the default) or "strict"; filled in by the loader for stdio servers
-	Memory      uint64        // key "memory": address space in bytes (RLIMIT_AS)
+	Memory      uint64        // key "memory": bytes, the server's cgroup memory limit (RLIMIT_AS where no cgroup can be made)
 	CPU         time.Duration // key "cpu": CPU time over the child's life (RLIMIT_CPU)
 	MaxFiles    uint64        // key "max_files": open files (RLIMIT_NOFILE), at least 16
 	MaxProcs    uint64        // key "max_procs": processes (RLIMIT_NPROC, per user), at least 1

@@ -85,6 +85,7 @@ func (p *Server) refresh() {
 	p.reg.prompts = syncRegistered(p.reg.prompts, prompts, p.srv.RemovePrompts, func(pr *mcp.Prompt) {
 		p.srv.AddPrompt(pr, p.getPrompt)
 	})
+	p.log.Debug("lists offered to the client", "resources", len(p.reg.resources), "templates", len(p.reg.templates), "prompts", len(p.reg.prompts))
 }
 
 // readMirrored serves reads that reach go-sdk's own lookup; route normally

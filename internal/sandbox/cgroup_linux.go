@@ -20,9 +20,9 @@ import (
 
 // Per-server cgroups.
 //
-// Every child gets its own cgroup with a memory limit (Limits.Memory, the
-// same value as RLIMIT_AS: RLIMIT_AS bounds each process's address space,
-// the cgroup bounds the resident memory of the whole tree) and a pids limit
+// Every child gets its own cgroup with a memory limit (Limits.Memory: the
+// cgroup bounds the resident memory of the whole tree, while RLIMIT_AS,
+// MinAddressSpace or more, only stops runaway address space) and a pids limit
 // (Limits.MaxProcs, or DefaultPidsMax when it is zero: unlike RLIMIT_NPROC
 // it counts only this server's processes and threads, and applies to root).
 //

@@ -363,7 +363,7 @@ func applyRlimits(pid int, cfg *launchConfig, rep *Report, inCgroup bool) string
 		nproc = max(nproc, DefaultMaxProcs)
 	}
 	lims := []lim{
-		{unix.RLIMIT_AS, "AS", cfg.Memory},
+		{unix.RLIMIT_AS, "AS", cfg.AddressSpace},
 		{unix.RLIMIT_CPU, "CPU", cfg.CPUSeconds},
 		{unix.RLIMIT_NOFILE, "NOFILE", cfg.MaxFiles},
 		{unix.RLIMIT_FSIZE, "FSIZE", cfg.MaxFSize},

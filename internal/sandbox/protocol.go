@@ -6,17 +6,18 @@ import "syscall"
 // value. The write end stays open for the child's whole life: EOF on it tells
 // the launcher that Moat is gone (or is stopping it) and the tree must die.
 type launchConfig struct {
-	Name       string   `json:"name"`
-	Path       string   `json:"path"`
-	Argv       []string `json:"argv"`
-	Env        []string `json:"env"`
-	Dir        string   `json:"dir"`
-	Mode       Mode     `json:"mode"`
-	Memory     uint64   `json:"memory"`
-	CPUSeconds uint64   `json:"cpu_seconds"`
-	MaxFiles   uint64   `json:"max_files"`
-	MaxProcs   uint64   `json:"max_procs"` // 0 = default, not explicitly asked
-	MaxFSize   uint64   `json:"max_file_size"`
+	Name string   `json:"name"`
+	Path string   `json:"path"`
+	Argv []string `json:"argv"`
+	Env  []string `json:"env"`
+	Dir  string   `json:"dir"`
+	Mode Mode     `json:"mode"`
+	// AddressSpace is the RLIMIT_AS (see MinAddressSpace).
+	AddressSpace uint64 `json:"address_space"`
+	CPUSeconds   uint64 `json:"cpu_seconds"`
+	MaxFiles     uint64 `json:"max_files"`
+	MaxProcs     uint64 `json:"max_procs"` // 0 = default, not explicitly asked
+	MaxFSize     uint64 `json:"max_file_size"`
 	// Landlock: nil ReadPaths and WritePaths = no filesystem restriction.
 	Landlock   bool     `json:"landlock"`
 	ReadPaths  []string `json:"read_paths"`

@@ -91,9 +91,17 @@ func (m Mode) String() string {
 // "unlimited". Every limit is also clamped to Moat's own hard limit, which an
 // unprivileged process cannot raise.
 const (
-	// DefaultMemory is RLIMIT_AS (address space, not resident memory): 2 GiB.
-	// Node.js starts fine with 1 GiB; 2 GiB leaves room for V8 reservations.
+	// DefaultMemory is the memory limit of a server's process tree (the
+	// cgroup's, where Moat can make one): 2 GiB.
 	DefaultMemory uint64 = 2 << 30
+	// MinAddressSpace is the RLIMIT_AS of a process whose memory a cgroup
+	// bounds, or whose memory limit is the default: 16 GiB of address space,
+	// not memory. Runtimes reserve far more address space than they use:
+	// V8 reserves about 10 GiB for each WebAssembly memory (Node's fetch
+	// parses HTTP with one), so an RLIMIT_AS of 2 GiB crashed Node servers
+	// on their second fetch. Only a memory limit set in the config, where no
+	// cgroup can enforce it, becomes the RLIMIT_AS itself.
+	MinAddressSpace uint64 = 16 << 30
 	// DefaultCPU is RLIMIT_CPU, CPU time over the whole life of the child
 	// (not a rate): one hour. A restarted child starts from zero.
 	DefaultCPU = time.Hour
@@ -118,7 +126,7 @@ const (
 // above.
 type Limits struct {
 	Mode        Mode
-	Memory      uint64        // RLIMIT_AS bytes per process, and the cgroup's memory limit for the whole tree
+	Memory      uint64        // the cgroup's memory limit for the whole tree; RLIMIT_AS per process where no cgroup can be made (see MinAddressSpace)
 	CPU         time.Duration // RLIMIT_CPU, rounded up to whole seconds
 	MaxFiles    uint64        // RLIMIT_NOFILE
 	MaxProcs    uint64        // RLIMIT_NPROC (per user!) and cgroup pids.max (DefaultPidsMax when 0)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,6 +130,19 @@ const (
 	listResources
 	listPrompts
 )
+
+func (k listKind) String() string {
+	var names []string
+	for _, n := range []struct {
+		k    listKind
+		name string
+	}{{listTools, "tools"}, {listResources, "resources"}, {listPrompts, "prompts"}} {
+		if k&n.k != 0 {
+			names = append(names, n.name)
+		}
+	}
+	return strings.Join(names, ",")
+}
 
 func newGroup(m *Manager, s *config.Server) *Group {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -376,6 +390,7 @@ func (g *Group) serve(c *conn) error {
 				g.waiters = make(chan struct{})
 			}
 			g.mu.Unlock()
+			g.log.Debug("lists re-read after list_changed", "kinds", kinds, "tools", len(lists.Tools), "resources", len(lists.Resources), "templates", len(lists.Templates), "prompts", len(lists.Prompts))
 			g.m.changed()
 		}
 	}

@@ -244,7 +244,7 @@ var sessionChecks = map[string]check{
 	"list_changed": func(t *testing.T, raw json.RawMessage) {
 		var d struct {
 			ToolsChanged, FreshToolListed, GzipIsError, ResourcesChanged, NewResourceListed bool
-			ToolsAfter, ResourcesLastRead, RefreshErrors                                    []string
+			ToolsAfter, ResourcesLastRead, RefreshErrors, MoatLog                           []string
 			GzipText                                                                        string
 		}
 		decode(t, raw, &d)
@@ -262,7 +262,8 @@ var sessionChecks = map[string]check{
 		if !d.ResourcesChanged {
 			t.Error("an upstream added a resource, but no notifications/resources/list_changed reached the client")
 		} else if !d.NewResourceListed {
-			t.Errorf("an upstream added a resource; re-reading resources/list after each resources/list_changed never showed it; last read: %v", d.ResourcesLastRead)
+			t.Errorf("an upstream added a resource; re-reading resources/list after each resources/list_changed never showed it; last read: %v\nmoat's log of lists and of group everything:\n%s",
+				d.ResourcesLastRead, strings.Join(d.MoatLog, "\n"))
 		}
 		if len(d.RefreshErrors) > 0 {
 			t.Errorf("the SDK's list_changed handlers got errors: %v", d.RefreshErrors)

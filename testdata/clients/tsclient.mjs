@@ -36,6 +36,14 @@ import {
 // Generous: the machine may be a busy 2-core runner. A passing run never
 // waits this long.
 const WAIT_MS = 60_000;
+// logLines returns the lines of a moat stderr that match re, each cut to
+// 300 characters.
+const logLines = (stderr, re) =>
+  stderr
+    .split("\n")
+    .filter((l) => re.test(l))
+    .map((l) => l.slice(0, 300));
+
 // Bounds a moat stderr excerpt in a report.
 const EXCERPT = 4096;
 // Bounds the stderr kept per moat (MOAT_LOG=debug is chatty).
@@ -750,6 +758,9 @@ async function sessionMode() {
       resourceNotifications: resources.notifications,
       resourcesLastRead: (resources.last ?? []).slice(0, 30),
       refreshErrors: m.obs.refreshErrors.slice(0, 10),
+      // What moat said about lists and the everything group while the
+      // resource was awaited: a failure names the step that lost it.
+      moatLog: resources.ok ? [] : logLines(m.stderr, /list|everything|restart|unavailable|ready/).slice(-40),
     };
   });
 

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,6 +109,66 @@ func benchEcho(b *testing.B, auditCfg map[string]any) {
 	b.ReportMetric(percentile(m, 0.99), "moat_p99_µs")
 	b.ReportMetric(percentile(m, 0.5)/percentile(a, 0.5), "ratio_p50")
 	b.ReportMetric(percentile(m, 0.99)/percentile(a, 0.99), "ratio_p99")
+}
+
+// BenchmarkEchoThroughput runs echo calls with 8 and 32 in flight over one
+// session, (a) directly to the Go test server and (b) through moat, in
+// alternating batches of one run so both see the same load. ratio is b/a of
+// calls per second. The group's max_concurrent is raised above the calls
+// in flight: the default (16) would refuse the rest, not queue them.
+func BenchmarkEchoThroughput(b *testing.B) {
+	for _, inFlight := range []int{8, 32} {
+		b.Run(fmt.Sprintf("in_flight=%d", inFlight), func(b *testing.B) {
+			server := testutil.BuildTestServer(b)
+			direct := connectCmd(b, exec.Command(server, "-name", "direct"))
+			cfg := writeBenchConfig(b, map[string]any{"test": map[string]any{"description": "bench", "command": server, "args": []string{"-name", "test"},
+				"policy": map[string]any{"max_concurrent": 64}}})
+			viaMoat := connectCmd(b, moatCmd(b, cfg))
+			ctx := context.Background()
+			directCall := func() error {
+				_, err := direct.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "ping"}})
+				return err
+			}
+			moatCall := func() error {
+				res, err := viaMoat.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "ping"}}})
+				if err == nil && res.IsError {
+					err = fmt.Errorf("call failed: %v", res.Content)
+				}
+				return err
+			}
+			const batch = 256
+			run := func(call func() error) time.Duration {
+				var wg sync.WaitGroup
+				var next, failed atomic.Int64
+				t0 := time.Now()
+				for range inFlight {
+					wg.Go(func() {
+						for next.Add(1) <= batch {
+							if call() != nil {
+								failed.Add(1)
+							}
+						}
+					})
+				}
+				wg.Wait()
+				if failed.Load() > 0 {
+					b.Fatalf("%d of %d calls failed", failed.Load(), batch)
+				}
+				return time.Since(t0)
+			}
+			run(directCall) // warm up both paths
+			run(moatCall)
+			var a, m time.Duration
+			for b.Loop() {
+				a += run(directCall)
+				m += run(moatCall)
+			}
+			n := float64(b.N * batch)
+			b.ReportMetric(n/a.Seconds(), "direct_calls/s")
+			b.ReportMetric(n/m.Seconds(), "moat_calls/s")
+			b.ReportMetric(a.Seconds()/m.Seconds(), "ratio")
+		})
+	}
 }
 
 func moatCmd(b *testing.B, cfg string) *exec.Cmd {

@@ -177,10 +177,10 @@ func TestForkBombContainedByPidsMax(t *testing.T) {
 	}
 }
 
-// TestCgroupMemoryLimitsTheWholeTree: RLIMIT_AS bounds each process; the
-// cgroup bounds them together. Three processes of about 50 MiB resident
-// each, every one well inside its 100 MiB RLIMIT_AS, cannot all live under
-// a 100 MiB cgroup: the kernel's OOM killer ends at least one.
+// TestCgroupMemoryLimitsTheWholeTree: the cgroup bounds a server's
+// processes together. Three processes of about 50 MiB resident each, every
+// one far inside its RLIMIT_AS, cannot all live under a 100 MiB cgroup:
+// the kernel's OOM killer ends at least one.
 func TestCgroupMemoryLimitsTheWholeTree(t *testing.T) {
 	needCgroups(t)
 	const hog = `import time; b = b'x' * (40 << 20); time.sleep(3)`

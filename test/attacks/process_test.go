@@ -75,13 +75,14 @@ func TestForkBomb(t *testing.T) {
 	}
 }
 
-// TestMemoryBomb: a stdio server under sandbox.memory: 1GiB (a Go program
-// needs about 800 MiB of address space just to start) tries to allocate
-// 4 GiB. RLIMIT_AS stops it: the server dies, the call fails with a
+// TestMemoryBomb: a stdio server under sandbox.memory: 1GiB tries to
+// allocate 4 GiB. The memory limit stops it (the server's cgroup, or
+// RLIMIT_AS where no cgroup can be made: a Go program needs about 800 MiB
+// of address space just to start): the server dies, the call fails with a
 // tool error, the group reconnects, the other group never notices, and the
 // audit log records the child's exit.
 //
-// SECURITY.md, Child processes, "Limits": memory (RLIMIT_AS) (internal/sandbox:
+// SECURITY.md, Child processes, "Limits": memory (internal/sandbox:
 // TestResourceLimitsStopRunawayChildren).
 func TestMemoryBomb(t *testing.T) {
 	evil := hostileStdio(t, "stdio")

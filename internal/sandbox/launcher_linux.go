@@ -362,8 +362,14 @@ func applyRlimits(pid int, cfg *launchConfig, rep *Report, inCgroup bool) string
 	if nproc == 0 || inCgroup {
 		nproc = max(nproc, DefaultMaxProcs)
 	}
+	// The memory limit is the RLIMIT_AS itself only where no cgroup
+	// bounds the memory and the config set it: see MinAddressSpace.
+	as := max(cfg.Memory, MinAddressSpace)
+	if !inCgroup && cfg.MemorySet {
+		as = cfg.Memory
+	}
 	lims := []lim{
-		{unix.RLIMIT_AS, "AS", cfg.AddressSpace},
+		{unix.RLIMIT_AS, "AS", as},
 		{unix.RLIMIT_CPU, "CPU", cfg.CPUSeconds},
 		{unix.RLIMIT_NOFILE, "NOFILE", cfg.MaxFiles},
 		{unix.RLIMIT_FSIZE, "FSIZE", cfg.MaxFSize},

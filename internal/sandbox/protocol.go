@@ -12,12 +12,14 @@ type launchConfig struct {
 	Env  []string `json:"env"`
 	Dir  string   `json:"dir"`
 	Mode Mode     `json:"mode"`
-	// AddressSpace is the RLIMIT_AS (see MinAddressSpace).
-	AddressSpace uint64 `json:"address_space"`
-	CPUSeconds   uint64 `json:"cpu_seconds"`
-	MaxFiles     uint64 `json:"max_files"`
-	MaxProcs     uint64 `json:"max_procs"` // 0 = default, not explicitly asked
-	MaxFSize     uint64 `json:"max_file_size"`
+	// Memory is the memory limit; MemorySet says the config set it. The
+	// launcher sets RLIMIT_AS from both (see MinAddressSpace).
+	Memory     uint64 `json:"memory"`
+	MemorySet  bool   `json:"memory_set"`
+	CPUSeconds uint64 `json:"cpu_seconds"`
+	MaxFiles   uint64 `json:"max_files"`
+	MaxProcs   uint64 `json:"max_procs"` // 0 = default, not explicitly asked
+	MaxFSize   uint64 `json:"max_file_size"`
 	// Landlock: nil ReadPaths and WritePaths = no filesystem restriction.
 	Landlock   bool     `json:"landlock"`
 	ReadPaths  []string `json:"read_paths"`

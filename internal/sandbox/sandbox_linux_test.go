@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 		case "helper-isolation":
 			LauncherPath = os.Args[2]
 			os.Exit(helperIsolation())
+		case "helper-as":
+			LauncherPath = os.Args[2]
+			os.Exit(helperAddressSpace())
 		case "helper-runas":
 			LauncherPath = os.Args[2]
 			os.Exit(helperRunAs())
@@ -504,6 +507,38 @@ func helperNProc() int {
 	fmt.Printf("stdout=%q exit=%q nproc_enforced=%v stderr_has_cannot_fork=%v\n",
 		out, exit, pr.Enforced, strings.Contains(stderr.String(), "Cannot fork"))
 	return 0
+}
+
+// helperAddressSpace prints the RLIMIT_AS of a child with a memory limit
+// set in the config and of one with the default, and whether a cgroup
+// holds them.
+func helperAddressSpace() int {
+	for _, mem := range []uint64{300 << 20, 0} {
+		p, err := Start(context.Background(), &Spec{Name: "as", Command: "/bin/sh", Stderr: &syncBuffer{},
+			Args: []string{"-c", "grep 'Max address space' /proc/$$/limits"}, Limits: Limits{Memory: mem}})
+		if err != nil {
+			fmt.Println("start:", err)
+			return 1
+		}
+		out, _ := io.ReadAll(p.Stdout())
+		<-p.Done()
+		cg, _ := p.Enforced().Get(PCgroup)
+		fmt.Printf("memory=%d cgroup=%v %s", mem, cg.Enforced, strings.Join(strings.Fields(string(out)), " "))
+		fmt.Println()
+	}
+	return 0
+}
+
+// TestAddressSpaceWithoutACgroup: where no cgroup can be made (here as
+// nobody), a memory limit set in the config is the RLIMIT_AS itself, and
+// the default leaves MinAddressSpace.
+func TestAddressSpaceWithoutACgroup(t *testing.T) {
+	out := asNobody(t, "helper-as")
+	want := fmt.Sprintf("memory=%d cgroup=false Max address space %d %d bytes\nmemory=0 cgroup=false Max address space %d %d bytes\n",
+		300<<20, 300<<20, 300<<20, MinAddressSpace, MinAddressSpace)
+	if out != want {
+		t.Errorf("RLIMIT_AS without a cgroup:\n got %s\nwant %s", out, want)
+	}
 }
 
 func TestForkBombContainedByNProc(t *testing.T) {

@@ -106,6 +106,7 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 	cfg := launchConfig{
 		Name: s.Name, Path: path, Argv: append([]string{path}, s.Args...),
 		Env: buildEnv(os.Environ(), s.InheritEnv, s.Env), Dir: dir, Mode: lim.Mode,
+		Memory: lim.Memory, MemorySet: s.Limits.Memory != 0,
 		CPUSeconds: uint64((lim.CPU + time.Second - 1) / time.Second),
 		MaxFiles:   lim.MaxFiles, MaxProcs: s.Limits.MaxProcs, MaxFSize: lim.MaxFileSize,
 		NetConnect: lim.NetConnect,
@@ -123,15 +124,8 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 			cfg.PrivateRoot = root
 		}
 	}
-	// The address space is bounded by the memory limit itself only where
-	// no cgroup bounds the memory and the config set a limit: see
-	// MinAddressSpace.
-	cfg.AddressSpace = max(lim.Memory, MinAddressSpace)
 	if cg, err := newCgroup(s.Name, lim.Memory, pidsMax(s.Limits)); err != nil {
 		cfg.CgroupDetail = err.Error() + ": only rlimits apply (RLIMIT_NPROC is per user, not per server, and not applied to root)"
-		if s.Limits.Memory != 0 {
-			cfg.AddressSpace = lim.Memory
-		}
 	} else {
 		p.cgroup = cg
 		cfg.CgroupProcs, cfg.CgroupDetail, cfg.CgroupDirs = cg.procs, cg.detail, cg.dirs

@@ -170,6 +170,7 @@ var environment = [][2]string{
 	{"CREDENTIALS_DIRECTORY", "systemd's credentials: the file moat-passphrase in it is the passphrase when MOAT_PASSPHRASE is unset"},
 	{"MOAT_NEW_PASSPHRASE", "the new passphrase for `moat secret encrypt` on an encrypted store (else it asks)"},
 	{"MOAT_MANAGED_POLICY", "the managed policy file (default /etc/moat/policy.json)"},
+	{"MOAT_CPUPROFILE", "write a CPU profile of a serving moat to this file (`make profile` sets it)"},
 	{"XDG_STATE_HOME", "the audit log goes under it, in moat/ (default ~/.local/state)"},
 	{"XDG_DATA_HOME", "the pin store and the secret file store go under it, in moat/ (default ~/.local/share)"},
 	{"XDG_RUNTIME_DIR", "where the systemd user manager is asked for a cgroup scope per server"},

@@ -42,6 +42,32 @@ func percentile(d []time.Duration, p float64) float64 {
 	return float64(s[i].Microseconds())
 }
 
+// echoPaths starts the Go test server twice, once to call directly and once
+// as group "test" of a moat (with policy, and extra top-level config keys),
+// and returns an echo call over each path.
+func echoPaths(b *testing.B, policy, extra map[string]any) (direct, viaMoat func() error) {
+	server := testutil.BuildTestServer(b)
+	d := connectCmd(b, exec.Command(server, "-name", "direct"))
+	srv := map[string]any{"description": "bench", "command": server, "args": []string{"-name", "test"}}
+	if policy != nil {
+		srv["policy"] = policy
+	}
+	m := connectCmd(b, moatCmd(b, writeBenchConfig(b, map[string]any{"test": srv}, extra)))
+	ctx := context.Background()
+	direct = func() error {
+		_, err := d.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "ping"}})
+		return err
+	}
+	viaMoat = func() error {
+		res, err := m.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "ping"}}})
+		if err == nil && res.IsError {
+			err = fmt.Errorf("call failed: %v", res.Content)
+		}
+		return err
+	}
+	return direct, viaMoat
+}
+
 // BenchmarkEchoRoundTrip times sequential echo calls over stdio to the Go
 // test server, (a) directly and (b) through moat, interleaved in one run so
 // both see the same machine load. ratio_p50 is b/a. The default config
@@ -60,27 +86,11 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 }
 
 func benchEcho(b *testing.B, auditCfg map[string]any) {
-	server := testutil.BuildTestServer(b)
-	direct := connectCmd(b, exec.Command(server, "-name", "direct"))
 	extra := map[string]any{}
 	if auditCfg != nil {
 		extra["audit"] = auditCfg
 	}
-	cfg := writeBenchConfig(b, map[string]any{"test": map[string]any{"description": "bench", "command": server, "args": []string{"-name", "test"}}}, extra)
-	viaMoat := connectCmd(b, moatCmd(b, cfg))
-	ctx := context.Background()
-
-	directCall := func() error {
-		_, err := direct.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "ping"}})
-		return err
-	}
-	moatCall := func() error {
-		res, err := viaMoat.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "ping"}}})
-		if err == nil && res.IsError {
-			err = fmt.Errorf("call failed: %v", res.Content)
-		}
-		return err
-	}
+	directCall, moatCall := echoPaths(b, nil, extra)
 	for range 200 { // warm up both paths
 		if err := directCall(); err != nil {
 			b.Fatal(err)
@@ -119,23 +129,7 @@ func benchEcho(b *testing.B, auditCfg map[string]any) {
 func BenchmarkEchoThroughput(b *testing.B) {
 	for _, inFlight := range []int{8, 32} {
 		b.Run(fmt.Sprintf("in_flight=%d", inFlight), func(b *testing.B) {
-			server := testutil.BuildTestServer(b)
-			direct := connectCmd(b, exec.Command(server, "-name", "direct"))
-			cfg := writeBenchConfig(b, map[string]any{"test": map[string]any{"description": "bench", "command": server, "args": []string{"-name", "test"},
-				"policy": map[string]any{"max_concurrent": 64}}})
-			viaMoat := connectCmd(b, moatCmd(b, cfg))
-			ctx := context.Background()
-			directCall := func() error {
-				_, err := direct.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "ping"}})
-				return err
-			}
-			moatCall := func() error {
-				res, err := viaMoat.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "ping"}}})
-				if err == nil && res.IsError {
-					err = fmt.Errorf("call failed: %v", res.Content)
-				}
-				return err
-			}
+			directCall, moatCall := echoPaths(b, map[string]any{"max_concurrent": 64}, nil)
 			const batch = 256
 			run := func(call func() error) time.Duration {
 				var wg sync.WaitGroup

@@ -26,13 +26,13 @@ func (l *Log) Layer() guard.Layer {
 			if _, err := l.wait(ctx); err != nil && l.onFailure != audit.FailContinue {
 				return nil, unavailable(err)
 			}
-			sent := new(uint64)
+			sent := new(intent)
 			start := time.Now()
 			res, err := next(context.WithValue(ctx, intentKey{}, sent), c)
-			r := callRecord(c, res, err, time.Since(start))
+			r := callRecord(c, sent, res, err, time.Since(start))
 			write := l.Write
-			if *sent != 0 {
-				r.Detail = map[string]string{audit.DetailIntent: strconv.FormatUint(*sent, 10)}
+			if sent.seq != 0 {
+				r.Detail = map[string]string{audit.DetailIntent: strconv.FormatUint(sent.seq, 10)}
 				// The intent is durable: the outcome need only be in
 				// the file before the result goes back; its sync
 				// follows (a power cut leaves an incomplete call).
@@ -48,9 +48,17 @@ func (l *Log) Layer() guard.Layer {
 	}
 }
 
-// intentKey carries, from Layer to Intent, where Intent puts the seq of the
-// intent record it wrote.
+// intentKey carries, from Layer to Intent, the *intent that Intent fills.
 type intentKey struct{}
+
+// intent is what Intent recorded of a call: the seq of its record, and the
+// arguments' shape and hash (computed once for both records; the arguments
+// do not change after Intent, the last layer that reads them).
+type intent struct {
+	seq   uint64
+	shape map[string]string
+	sha   string
+}
 
 // Intent is the write-ahead half of the audit log: placed after the last
 // layer that may refuse a call and before the forward, it makes the call's
@@ -73,8 +81,8 @@ func (l *Log) Intent() guard.Layer {
 			if err := l.Write(ctx, r); err != nil {
 				return nil, unavailable(err)
 			}
-			if sent, ok := ctx.Value(intentKey{}).(*uint64); ok {
-				*sent = r.Seq
+			if sent, ok := ctx.Value(intentKey{}).(*intent); ok {
+				*sent = intent{seq: r.Seq, shape: r.ArgsShape, sha: r.ArgsSHA256}
 			}
 			return next(ctx, c)
 		}
@@ -108,9 +116,10 @@ var eventOf = map[guard.Kind]string{
 	guard.KindComplete:  "completion",
 }
 
-// callRecord describes one call. Argument values never go in (only their
-// hash and shape) unless the writer is configured to record them.
-func callRecord(c *guard.Call, res *guard.Result, err error, d time.Duration) *audit.Record {
+// callRecord describes one call, sent by Intent (in) or refused before it.
+// Argument values never go in (only their hash and shape) unless the writer
+// is configured to record them.
+func callRecord(c *guard.Call, in *intent, res *guard.Result, err error, d time.Duration) *audit.Record {
 	r := &audit.Record{
 		Event:      eventOf[c.Kind],
 		Group:      c.Group,
@@ -124,7 +133,11 @@ func callRecord(c *guard.Call, res *guard.Result, err error, d time.Duration) *a
 	if c.Name == "" {
 		r.Tool = c.URI // a resource read or subscription, a template's completion
 	}
-	if len(c.Args) > 0 {
+	switch {
+	case in.seq != 0:
+		r.ArgsShape, r.ArgsSHA256 = in.shape, in.sha
+		r.Args = c.Args
+	case len(c.Args) > 0:
 		r.ArgsShape, r.ArgsSHA256 = audit.ArgsShape(c.Args)
 		r.Args = c.Args
 	}

@@ -175,9 +175,9 @@ type Writer struct {
 	pendingRecovered *Record // set by Open after cutting a torn tail
 	lost             int
 	broken           error // the log holds another chain; only a new Open recovers
-	// rotateFailed is the error of the rotation that failed last, "" once
-	// one succeeds; rotateRetry is when to try again.
-	rotateFailed        string
+	// rotateFailing: a rotation failed and none has succeeded since (its
+	// failure is recorded once); rotateRetry is when to try again.
+	rotateFailing       bool
 	rotateRetry         time.Time
 	pendingRotateFailed *Record
 	lostSince           string
@@ -984,16 +984,16 @@ func (w *Writer) rotate() error {
 		// The file is sealed and whole: records go on in it, which loses
 		// nothing, rather than calls being refused for want of a rename.
 		w.rotateRetry = w.opts.Clock().Add(RotateRetry)
-		if w.rotateFailed == "" {
+		if !w.rotateFailing {
 			w.pendingRotateFailed = &Record{Event: EventRotateFailed, Outcome: OutcomeError,
 				Reason: fmt.Sprintf("rotating the log failed (%v): records go on in %s, and rotation is retried every %v; make %s writable for this user",
 					err, filepath.Base(w.opts.Path), RotateRetry, filepath.Dir(w.opts.Path)),
 				Detail: map[string]string{"size": strconv.FormatInt(w.size, 10)}}
 		}
-		w.rotateFailed = err.Error()
+		w.rotateFailing = true
 		return nil
 	}
-	w.rotateFailed, w.rotateRetry = "", time.Time{}
+	w.rotateFailing, w.rotateRetry = false, time.Time{}
 	w.f.Close()
 	w.f = nil
 	syncDir(filepath.Dir(w.opts.Path))

@@ -49,9 +49,12 @@ inspect: build run-deps
 		-e XDG_STATE_HOME=$(CURDIR)/.run/state -e XDG_DATA_HOME=$(CURDIR)/.run/data \
 		./bin/moat examples/moat.json
 
-# Every test, with the race detector, inside a throwaway unlocked keyring.
+# Every test, with the race detector, inside a throwaway unlocked keyring;
+# then the tests of the go-sdk packages third_party/go-sdk.patch changes
+# (a module of its own, so ./... does not reach it).
 test: test-deps lint
 	scripts/with-keyring.sh $(GO) test -race -count=1 -timeout 20m ./...
+	cd third_party/go-sdk && $(GO) test -race -count=1 ./internal/json ./internal/jsonrpc2 ./jsonrpc
 
 # lint: gofmt, go vet, then staticcheck at a pinned version, installed into
 # $(go env GOPATH)/bin when missing or another version. Checks: every check

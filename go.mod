@@ -28,3 +28,5 @@ require (
 	github.com/segmentio/encoding v0.5.4 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 )
+
+replace github.com/modelcontextprotocol/go-sdk => ./third_party/go-sdk

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -44,15 +45,16 @@ func percentile(d []time.Duration, p float64) float64 {
 
 // echoPaths starts the Go test server twice, once to call directly and once
 // as group "test" of a moat (with policy, and extra top-level config keys),
-// and returns an echo call over each path.
-func echoPaths(b *testing.B, policy, extra map[string]any) (direct, viaMoat func() error) {
+// and returns an echo call over each path and the moat's pid.
+func echoPaths(b *testing.B, policy, extra map[string]any) (direct, viaMoat func() error, moatPid int) {
 	server := testutil.BuildTestServer(b)
 	d := connectCmd(b, exec.Command(server, "-name", "direct"))
 	srv := map[string]any{"description": "bench", "command": server, "args": []string{"-name", "test"}}
 	if policy != nil {
 		srv["policy"] = policy
 	}
-	m := connectCmd(b, moatCmd(b, writeBenchConfig(b, map[string]any{"test": srv}, extra)))
+	cmd := moatCmd(b, writeBenchConfig(b, map[string]any{"test": srv}, extra))
+	m := connectCmd(b, cmd)
 	ctx := context.Background()
 	direct = func() error {
 		_, err := d.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "ping"}})
@@ -65,7 +67,27 @@ func echoPaths(b *testing.B, policy, extra map[string]any) (direct, viaMoat func
 		}
 		return err
 	}
-	return direct, viaMoat
+	return direct, viaMoat, cmd.Process.Pid
+}
+
+// cpuTime is the CPU time (user and system, every thread) process pid has
+// used so far, in clock ticks of 10 ms: coarse, so it is read around
+// thousands of calls.
+func cpuTime(b *testing.B, pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command name, which may hold spaces, start at
+	// the state (field 3); utime and stime are fields 14 and 15.
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	utime, err1 := strconv.ParseInt(fields[14-3], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[15-3], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("/proc/%d/stat: %s", pid, data)
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(utime+stime) * tick
 }
 
 // BenchmarkEchoRoundTrip times sequential echo calls over stdio to the Go
@@ -90,7 +112,7 @@ func benchEcho(b *testing.B, auditCfg map[string]any) {
 	if auditCfg != nil {
 		extra["audit"] = auditCfg
 	}
-	directCall, moatCall := echoPaths(b, nil, extra)
+	directCall, moatCall, pid := echoPaths(b, nil, extra)
 	for range 200 { // warm up both paths
 		if err := directCall(); err != nil {
 			b.Fatal(err)
@@ -100,6 +122,7 @@ func benchEcho(b *testing.B, auditCfg map[string]any) {
 		}
 	}
 	var a, m []time.Duration
+	cpu0 := cpuTime(b, pid)
 	b.ResetTimer()
 	for b.Loop() {
 		t0 := time.Now()
@@ -113,6 +136,7 @@ func benchEcho(b *testing.B, auditCfg map[string]any) {
 		a = append(a, t1.Sub(t0))
 		m = append(m, time.Since(t1))
 	}
+	b.ReportMetric(float64((cpuTime(b, pid)-cpu0).Microseconds())/float64(b.N), "moat_cpu_µs/call")
 	b.ReportMetric(percentile(a, 0.5), "direct_p50_µs")
 	b.ReportMetric(percentile(a, 0.99), "direct_p99_µs")
 	b.ReportMetric(percentile(m, 0.5), "moat_p50_µs")
@@ -129,7 +153,7 @@ func benchEcho(b *testing.B, auditCfg map[string]any) {
 func BenchmarkEchoThroughput(b *testing.B) {
 	for _, inFlight := range []int{8, 32} {
 		b.Run(fmt.Sprintf("in_flight=%d", inFlight), func(b *testing.B) {
-			directCall, moatCall := echoPaths(b, map[string]any{"max_concurrent": 64}, nil)
+			directCall, moatCall, _ := echoPaths(b, map[string]any{"max_concurrent": 64}, nil)
 			const batch = 256
 			run := func(call func() error) time.Duration {
 				var wg sync.WaitGroup

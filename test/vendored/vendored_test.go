@@ -15,8 +15,9 @@ import (
 )
 
 // dropped are the parts of the go-sdk release left out of third_party/go-sdk
-// (third_party/README.md): examples, documents and tools no package builds.
-var dropped = []string{"examples/", "docs/", "design/", "conformance/", "scripts/", "mkdocs.yaml", "internal/docs/", "internal/readme/"}
+// (third_party/README.md): examples, documents, tools and repository
+// settings no package builds.
+var dropped = []string{".agents/", ".devcontainer/", ".github/", "examples/", "docs/", "design/", "conformance/", "scripts/", "mkdocs.yaml", "internal/docs/", "internal/readme/"}
 
 func TestGoSDKIsTheReleasePlusThePatch(t *testing.T) {
 	root := filepath.Join("..", "..")

@@ -100,19 +100,26 @@ type launcherPool struct {
 	enabled bool
 	idle    *launcherProc
 	filling bool
-	filled  chan struct{} // closed when a fill attempt ends; for tests and CloseIdle
+	fillSp  spaces        // the spaces of the launcher being started
+	filled  chan struct{} // closed when a fill attempt ends; for take, tests and CloseIdle
 }
 
 // KeepWarm makes Start keep one launcher started ahead of need from now on,
 // until CloseIdle: the next one starts once a child runs, so a restart or a
-// reload finds it ready. Nothing is prestarted before the first Start: at
-// moat's own start-up it would only compete for the CPU (the servers start
-// then anyway). Serve mode calls it; one-shot commands do not, since the
-// launcher they would prestart would never be used.
+// reload finds it ready. The first is started at once, in the spaces a
+// server gets by default, beside the probe of Namespaces: serve calls
+// KeepWarm before its client's handshake, and the servers start only once
+// that handshake is done, so both start-ups (each runs the moat binary
+// again) overlap the handshake rather than delay the first call. Where
+// namespaces are refused, that first launcher fails to start, and the
+// first server starts its own. One-shot commands do not call KeepWarm,
+// since the launcher they would prestart would never be used.
 func KeepWarm() {
 	warm.mu.Lock()
 	warm.enabled = true
 	warm.mu.Unlock()
+	go Namespaces()
+	warm.fill(spaces{isolated: true})
 }
 
 // CloseIdle stops keeping a launcher ahead of need and ends the idle one, if
@@ -136,6 +143,14 @@ func CloseIdle() {
 // does not compete with this child's.
 func (w *launcherPool) take(path string, sp spaces) *launcherProc {
 	w.mu.Lock()
+	if w.idle == nil && w.filling && w.fillSp == sp {
+		// A launcher for these spaces is starting: it is ready sooner than
+		// a new one would be.
+		filled := w.filled
+		w.mu.Unlock()
+		<-filled
+		w.mu.Lock()
+	}
 	l := w.idle
 	w.idle = nil
 	w.mu.Unlock()
@@ -158,7 +173,7 @@ func (w *launcherPool) fill(sp spaces) {
 	if err != nil {
 		return // Start reports it
 	}
-	w.filling = true
+	w.filling, w.fillSp = true, sp
 	done := make(chan struct{})
 	w.filled = done
 	go func() {

@@ -326,9 +326,10 @@ func BenchmarkStartToAllConnected(b *testing.B) {
 }
 
 // BenchmarkIdleRSS reports moat's own resident memory with ten idle
-// upstreams connected (goal ≤ 30 MiB; the children are not counted), and
-// the proportional memory (PSS) of each server's launcher, which shares the
-// moat binary's pages.
+// upstreams connected (the servers are not counted), the proportional
+// memory (PSS) of each server's launcher, which shares the moat binary's
+// pages, and moat with all its launchers together, as RSS summed (which
+// counts the shared pages once per process) and as PSS.
 func BenchmarkIdleRSS(b *testing.B) {
 	cmd := moatCmd(b, tenUpstreams(b))
 	cs := connectCmd(b, cmd)
@@ -344,7 +345,7 @@ func BenchmarkIdleRSS(b *testing.B) {
 		rss = vmRSSMiB(b, cmd.Process.Pid)
 	}
 	b.ReportMetric(rss, "rss_MiB")
-	var pss float64
+	var pss, launchersRSS float64
 	launchers := 0
 	for _, pid := range testutil.Descendants(cmd.Process.Pid) {
 		argv, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -352,30 +353,26 @@ func BenchmarkIdleRSS(b *testing.B) {
 			continue
 		}
 		launchers++
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			if rest, ok := strings.CutPrefix(line, "Pss:"); ok {
-				kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-				pss += float64(kb) / 1024
-			}
-		}
+		pss += pssMiB(b, pid)
+		launchersRSS += vmRSSMiB(b, pid)
 	}
 	if launchers < 10 {
 		b.Fatalf("%d launchers, want one per server (10) and maybe one idle", launchers)
 	}
 	b.ReportMetric(pss/float64(launchers), "launcher_pss_MiB")
+	b.ReportMetric(rss+launchersRSS, "total_rss_MiB")
+	b.ReportMetric(pssMiB(b, cmd.Process.Pid)+pss, "total_pss_MiB")
 }
 
-func vmRSSMiB(b *testing.B, pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// pssMiB is process pid's proportional set size in MiB: its private pages
+// and its share of the pages it shares.
+func pssMiB(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, "Pss:"); ok {
 			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
 			if err != nil {
 				b.Fatal(err)
@@ -383,6 +380,120 @@ func vmRSSMiB(b *testing.B, pid int) float64 {
 			return float64(kb) / 1024
 		}
 	}
-	b.Fatal("no VmRSS")
+	b.Fatalf("no Pss in /proc/%d/smaps_rollup", pid)
 	return 0
+}
+
+func vmRSSMiB(b *testing.B, pid int) float64 { return procStatusMiB(b, pid, "VmRSS") }
+
+// procStatusMiB reads field (VmRSS, VmHWM) of /proc/pid/status in MiB.
+func procStatusMiB(b *testing.B, pid int, field string) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return float64(kb) / 1024
+		}
+	}
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
+
+// BenchmarkLargeResult times a 10 MiB text result (the test server's
+// "large" tool), (a) directly and (b) through moat, alternating in one run,
+// and reports moat's peak resident memory (VmHWM) against the payload: the
+// copies a result passes through (the line read, the decoded result, the
+// redacted and cleaned result, the encoded answer).
+func BenchmarkLargeResult(b *testing.B) {
+	const payload = 10 << 20
+	server := testutil.BuildTestServer(b)
+	d := connectCmd(b, exec.Command(server, "-name", "direct"))
+	cmd := moatCmd(b, writeBenchConfig(b, map[string]any{"test": map[string]any{"description": "bench", "command": server, "args": []string{"-name", "test"}}}))
+	m := connectCmd(b, cmd)
+	ctx := context.Background()
+	check := func(res *mcp.CallToolResult, err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.IsError || len(res.Content) != 1 || len(res.Content[0].(*mcp.TextContent).Text) != payload {
+			b.Fatalf("the result is not %d bytes of text: error %v", payload, res.IsError)
+		}
+	}
+	direct := func() {
+		check(d.CallTool(ctx, &mcp.CallToolParams{Name: "large", Arguments: map[string]any{"bytes": payload}}))
+	}
+	viaMoat := func() {
+		check(m.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "large", "args": map[string]any{"bytes": payload}}}))
+	}
+	direct() // warm up both paths
+	viaMoat()
+	var a, mt time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		direct()
+		t1 := time.Now()
+		viaMoat()
+		a += t1.Sub(t0)
+		mt += time.Since(t1)
+	}
+	b.ReportMetric(float64(a.Milliseconds())/float64(b.N), "direct_ms")
+	b.ReportMetric(float64(mt.Milliseconds())/float64(b.N), "moat_ms")
+	b.ReportMetric(mt.Seconds()/a.Seconds(), "ratio")
+	hwm := procStatusMiB(b, cmd.Process.Pid, "VmHWM")
+	b.ReportMetric(hwm, "moat_peak_rss_MiB")
+	b.ReportMetric(hwm/(payload>>20), "peak_rss/payload")
+}
+
+// BenchmarkFirstCall times spawn → initialize → the first echo answered,
+// (a) spawning the server directly and (b) spawning moat with the server as
+// its only group, alternating in one run: what a client waits for when it
+// starts. Moat starts the group once the client has initialized, in its
+// sandbox, and answers call_dynamic_tool when the group is listed.
+func BenchmarkFirstCall(b *testing.B) {
+	for _, tt := range []struct {
+		name string
+		argv func(b *testing.B) []string
+		echo string
+	}{
+		{"server=go-testserver", func(b *testing.B) []string { return []string{testutil.BuildTestServer(b), "-name", "first"} }, "echo"},
+		{"server=everything", func(b *testing.B) []string { return []string{testutil.NodeBin(b, testutil.EverythingBin), "stdio"} }, "echo"},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			argv := tt.argv(b)
+			cfg := writeBenchConfig(b, map[string]any{"first": map[string]any{"description": "bench", "command": argv[0], "args": argv[1:]}})
+			bin, env := testutil.BuildMoat(b), testutil.MoatEnv(b)
+			args := map[string]any{"message": "ping"}
+			first := func(cmd *exec.Cmd, params *mcp.CallToolParams) time.Duration {
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				t0 := time.Now()
+				cs, err := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+				if err != nil {
+					b.Fatalf("connect %v: %v", cmd.Args, err)
+				}
+				defer cs.Close()
+				res, err := cs.CallTool(ctx, params)
+				if err != nil || res.IsError {
+					b.Fatalf("first call through %v: %v %v", cmd.Args, err, res)
+				}
+				return time.Since(t0)
+			}
+			var a, m time.Duration
+			for b.Loop() {
+				a += first(exec.Command(argv[0], argv[1:]...), &mcp.CallToolParams{Name: tt.echo, Arguments: args})
+				cmd := exec.Command(bin, cfg)
+				cmd.Env = env
+				m += first(cmd, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "first", "name": tt.echo, "args": args}})
+			}
+			b.ReportMetric(float64(a.Microseconds())/1000/float64(b.N), "direct_ms")
+			b.ReportMetric(float64(m.Microseconds())/1000/float64(b.N), "moat_ms")
+			b.ReportMetric(m.Seconds()/a.Seconds(), "ratio")
+		})
+	}
 }

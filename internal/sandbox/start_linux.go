@@ -58,6 +58,12 @@ func Start(ctx context.Context, s *Spec) (*Process, error) {
 	p := &Process{name: s.Name, done: make(chan struct{})}
 
 	isolated := lim.Namespaces == nil || *lim.Namespaces
+	if isolated && s.RunAs == "" {
+		// With KeepWarm, a launcher in the spaces this server most likely
+		// gets starts now, beside the namespace probe a first Start waits
+		// for (a launcher of its own), rather than after it; launch takes it.
+		warm.fill(spaces{isolated: true, net: lim.Network != nil && !*lim.Network})
+	}
 	var nsOff string // why the child does not get its namespaces
 	if !isolated {
 		nsOff = "not asked (sandbox.namespaces is false): the server shares Moat's view of processes and files"

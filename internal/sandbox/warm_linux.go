@@ -101,25 +101,22 @@ type launcherPool struct {
 	idle    *launcherProc
 	filling bool
 	fillSp  spaces        // the spaces of the launcher being started
+	claimed bool          // a Start waits for the launcher being started
 	filled  chan struct{} // closed when a fill attempt ends; for take, tests and CloseIdle
 }
 
 // KeepWarm makes Start keep one launcher started ahead of need from now on,
 // until CloseIdle: the next one starts once a child runs, so a restart or a
-// reload finds it ready. The first is started at once, in the spaces a
-// server gets by default, beside the probe of Namespaces: serve calls
-// KeepWarm before its client's handshake, and the servers start only once
-// that handshake is done, so both start-ups (each runs the moat binary
-// again) overlap the handshake rather than delay the first call. Where
-// namespaces are refused, that first launcher fails to start, and the
-// first server starts its own. One-shot commands do not call KeepWarm,
-// since the launcher they would prestart would never be used.
+// reload finds it ready. Nothing is prestarted before the first Start: at
+// moat's own start-up it would compete for the CPU with moat's answers to
+// its client (the first tools/list took 20% longer when it did). The first
+// Start has its launcher started beside its namespace probe instead (see
+// Start). Serve mode calls KeepWarm; one-shot commands do not, since the
+// launcher they would prestart would never be used.
 func KeepWarm() {
 	warm.mu.Lock()
 	warm.enabled = true
 	warm.mu.Unlock()
-	go Namespaces()
-	warm.fill(spaces{isolated: true})
 }
 
 // CloseIdle stops keeping a launcher ahead of need and ends the idle one, if
@@ -143,9 +140,11 @@ func CloseIdle() {
 // does not compete with this child's.
 func (w *launcherPool) take(path string, sp spaces) *launcherProc {
 	w.mu.Lock()
-	if w.idle == nil && w.filling && w.fillSp == sp {
+	if w.idle == nil && w.filling && w.fillSp == sp && !w.claimed {
 		// A launcher for these spaces is starting: it is ready sooner than
-		// a new one would be.
+		// a new one would be. One Start waits for it; others at the same
+		// moment start their own.
+		w.claimed = true
 		filled := w.filled
 		w.mu.Unlock()
 		<-filled
@@ -180,7 +179,7 @@ func (w *launcherPool) fill(sp spaces) {
 		defer close(done)
 		l, err := w.prestart(path, sp)
 		w.mu.Lock()
-		w.filling = false
+		w.filling, w.claimed = false, false
 		keep := err == nil && w.enabled && w.idle == nil
 		if keep {
 			w.idle = l

@@ -140,23 +140,14 @@ func setup(args []string, name string) (*instance, int) {
 		Permit:  gs.Permit,
 		Refused: func(ctx context.Context, c *guard.Call, err error) {
 			rule, outcome := "proxy:invalid-request", audit.OutcomeDenied
-			var d *guard.Denial
 			switch {
-			case errors.As(err, &d):
-				rule = string(d.Layer) + ":" + d.Rule
 			case errors.Is(err, context.Canceled):
 				// The client cancelled while the group was starting.
 				rule, outcome = "proxy:cancelled", audit.OutcomeCancelled
 			case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 				rule, outcome = "proxy:unavailable", audit.OutcomeError
 			}
-			r := &audit.Record{Event: "tool_call", Group: c.Group, Tool: c.Name, Session: c.Session,
-				Decision: "deny", Rule: rule, Reason: err.Error(), Outcome: outcome, BytesIn: int64(len(c.Args))}
-			if len(c.Args) > 0 {
-				r.ArgsShape, r.ArgsSHA256 = audit.ArgsShape(c.Args)
-			}
-			// A cancelled request's refusal is recorded all the same.
-			_ = auditLog.Write(context.WithoutCancel(ctx), r)
+			_ = auditLog.Refused(ctx, c, err, rule, outcome)
 		},
 		Incident: func(ctx context.Context, in proxy.Incident) {
 			r := &audit.Record{Event: string(in.Kind), Group: in.Group, Outcome: audit.OutcomeError,

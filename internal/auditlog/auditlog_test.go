@@ -336,3 +336,38 @@ func TestLogOpensOnceItsCauseIsFixed(t *testing.T) {
 		t.Errorf("events in the log: %v, want server_start first, then the call", events)
 	}
 }
+
+// Requests the proxy refuses before the chain are recorded as refusals: a
+// denial with its layer and rule, any other cause with the rule and outcome
+// the caller read from it, the arguments by shape only, and the record is
+// written even when the client has cancelled the request.
+func TestRefusedBeforeTheChain(t *testing.T) {
+	h := open(t, audit.FailDeny, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	off := &guard.Denial{Layer: guard.LayerPolicy, Rule: "tools-off", Reason: "the group's tools are off"}
+	if err := h.log.Refused(ctx, &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t"}, off, "proxy:ignored", audit.OutcomeError); err != nil {
+		t.Fatal(err)
+	}
+	bad := &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t", Args: json.RawMessage(`{"path":"/secret-5d2a"}`)}
+	if err := h.log.Refused(ctx, bad, errors.New("smuggled arguments"), "proxy:invalid-request", audit.OutcomeDenied); err != nil {
+		t.Fatal(err)
+	}
+	h.log.Close()
+	if data, _ := os.ReadFile(h.path); bytes.Contains(data, []byte("secret-5d2a")) {
+		t.Fatal("a refused request's argument value is in the audit log")
+	}
+	var got []string
+	for _, r := range records(t, h.path) {
+		if r["event"] == "tool_call" {
+			got = append(got, fmt.Sprintf("%v %v %v %v %v", r["decision"], r["rule"], r["outcome"], r["reason"], r["args_sha256"] != nil))
+		}
+	}
+	want := []string{
+		"deny policy:tools-off denied policy: refused by rule tools-off: the group's tools are off false",
+		"deny proxy:invalid-request denied smuggled arguments true",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("refusals recorded as\n%q\nwant\n%q", got, want)
+	}
+}

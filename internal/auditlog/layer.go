@@ -89,6 +89,22 @@ func (l *Log) Intent() guard.Layer {
 	}
 }
 
+// Refused records a call_dynamic_tool request the proxy refused before the
+// chain (proxy.Options.Refused): as its denial says when err is a
+// *guard.Denial, else with rule and outcome, which the caller read from err
+// (the proxy's own causes: a malformed request, a group unavailable). Only
+// the arguments' shape and hash go in: they may be what was malformed. The
+// refusal is recorded even when the client cancelled the request.
+func (l *Log) Refused(ctx context.Context, c *guard.Call, err error, rule string, outcome audit.Outcome) error {
+	r := callRecord(c, &intent{}, nil, err, 0)
+	r.Args = nil
+	if r.Decision != "deny" {
+		r.Decision, r.Rule, r.Outcome = "deny", rule, outcome
+	}
+	r.Reason = err.Error()
+	return l.Write(context.WithoutCancel(ctx), r)
+}
+
 // unavailable is the refusal when a call cannot be recorded. The user reads
 // it in the chat, so it names the real cause and its fix (a chmod, free
 // space, a passphrase), bounded; it never suggests switching the log off.
@@ -116,7 +132,8 @@ var eventOf = map[guard.Kind]string{
 	guard.KindComplete:  "completion",
 }
 
-// callRecord describes one call, sent by Intent (in) or refused before it.
+// callRecord describes one call, sent by Intent (in) or refused before it
+// (by a layer, or by the proxy: Refused).
 // Argument values never go in (only their hash and shape) unless the writer
 // is configured to record them.
 func callRecord(c *guard.Call, in *intent, res *guard.Result, err error, d time.Duration) *audit.Record {

@@ -125,8 +125,8 @@ func (storedAudit) Anchor(ctx context.Context, path string) (uint64, string, boo
 // to the full load to report (a managed policy that does not load fails
 // every call closed there).
 func peekSecrets(path string) (backend string, require bool) {
-	if m, _, err := gate.ManagedPolicy(); err == nil && m != nil {
-		require = m.RequireEncryption
+	if m, err := gate.ReadManaged(); err == nil && m != nil {
+		require = m.Policy.RequireEncryption
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -114,10 +114,16 @@ func setup(args []string, name string) (*instance, int) {
 
 	// The server's start goes first in the log; the log opens in the
 	// background, so serving never waits for a keychain or a passphrase.
-	first := append([]*audit.Record{
+	// The managed policy is read once for this load: the policy applied and
+	// the one its policy_load record names are the same bytes.
+	managed, managedErr := gate.ReadManaged()
+	first := []*audit.Record{
 		{Event: "server_start", Detail: map[string]string{"version": version, "command": name, "config": cfg.Path, "config_hash": cfg.Hash}},
-		{Event: "policy_load", Detail: policyDetail()},
-	}, optOuts(cfg, log)...)
+		{Event: "policy_load", Detail: policyDetail(managed, managedErr)},
+	}
+	if managedErr == nil { // else the config is refused below, with that error
+		first = append(first, optOuts(cfg, managed, log)...)
+	}
 	auditLog, err := openAuditLog(cfg, log, gs.Redactor.String, first...)
 	if err != nil {
 		printError(os.Stderr, err)
@@ -126,7 +132,11 @@ func setup(args []string, name string) (*instance, int) {
 	gs.Audit = func(event, group string, detail map[string]string) { auditEvent(auditLog.Log, event, group, detail) }
 	gs.Pins = openPins(gs.Audit)
 	oauthEvent = func(server, event string) { auditEvent(auditLog.Log, "oauth_"+event, server, nil) }
-	if err := gs.Apply(cfg); err != nil {
+	err = managedErr
+	if err == nil {
+		err = gs.Apply(cfg, managed)
+	}
+	if err != nil {
 		auditLog.Close()
 		printError(os.Stderr, err)
 		return nil, exitUsage
@@ -350,16 +360,20 @@ func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *p
 			auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "false", "old_hash": current, "new_hash": fileHash(path), "error": err.Error()})
 			return
 		}
-		if err := gs.Apply(next); err != nil {
+		managed, err := gate.ReadManaged()
+		if err == nil {
+			err = gs.Apply(next, managed)
+		}
+		if err != nil {
 			log.Error("config reload rejected: its policy does not load; still serving the previous config", "path", path, "err", err)
 			auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "false", "old_hash": current, "new_hash": next.Hash, "error": err.Error()})
 			return
 		}
-		_ = auditLog.Write(context.Background(), &audit.Record{Event: "policy_load", Detail: policyDetail()})
+		_ = auditLog.Write(context.Background(), &audit.Record{Event: "policy_load", Detail: policyDetail(managed, nil)})
 		log.Info("config reloaded", "path", path, "servers", len(next.Servers), "hash", next.Hash, "trigger", trigger)
 		auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "true", "old_hash": current, "new_hash": next.Hash, "trigger": trigger})
 		current = next.Hash
-		for _, r := range append(optOuts(next, log), isolationOptOut(next, log)...) {
+		for _, r := range append(optOuts(next, managed, log), isolationOptOut(next, log)...) {
 			_ = auditLog.Write(context.Background(), r)
 		}
 		p.Apply(next)
@@ -412,15 +426,18 @@ func watchPins(ctx context.Context, log *slog.Logger, p *proxy.Server, auditLog 
 	}
 }
 
-// policyDetail describes the managed policy in force for a policy_load
-// record: its path and the SHA-256 of its contents, so that an auditor sees
-// when the administrator's policy changed between two loads.
-func policyDetail() map[string]string {
-	_, path, _ := gate.ManagedPolicy()
-	if path == "" {
+// policyDetail describes the managed policy of a load for its policy_load
+// record: its path and the SHA-256 of the bytes applied, so that an auditor
+// sees when the administrator's policy changed between two loads; or why
+// it could not be read (the load is then refused).
+func policyDetail(m *config.Managed, err error) map[string]string {
+	switch {
+	case err != nil:
+		return map[string]string{"managed_policy": gate.ManagedPolicyPath(), "managed_policy_error": err.Error()}
+	case m == nil:
 		return map[string]string{"managed_policy": "none"}
 	}
-	return map[string]string{"managed_policy": path, "managed_policy_sha256": fileHash(path)}
+	return map[string]string{"managed_policy": m.Path, "managed_policy_sha256": m.Hash}
 }
 
 func fileHash(path string) string {
@@ -436,10 +453,10 @@ func fileHash(path string) string {
 // turns off: warnings in the log, and the records for the audit log. The
 // policy settings are read from each group's effective policy (the user's
 // merged with the managed one), which is what the guard enforces.
-func optOuts(cfg *config.Config, log *slog.Logger) []*audit.Record {
+func optOuts(cfg *config.Config, managed *config.Managed, log *slog.Logger) []*audit.Record {
 	var recs []*audit.Record
-	// A policy that does not load is refused by gs.apply, with its own record.
-	pols, _, _ := gate.EffectivePolicies(cfg)
+	// A policy that does not load is refused by gs.Apply, with its own record.
+	pols, _, _ := gate.EffectivePolicies(cfg, managed)
 	for _, name := range sortedServerNames(cfg) {
 		s := cfg.Servers[name]
 		if !s.Enabled {

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -17,7 +19,12 @@ import (
 // wrapping fs.ErrNotExist: the caller decides whether that is fine (the
 // default path on a host without managed policy) or not (a path named by
 // MOAT_MANAGED_POLICY).
-func LoadManaged(path string) (*policy.ManagedPolicy, error) {
+//
+// The result is one reading: the policy, the file's absolute path and the
+// SHA-256 of the very bytes the policy was parsed from, so that what a load
+// applies and what its policy_load record names cannot differ when the file
+// changes in between.
+func LoadManaged(path string) (*Managed, error) {
 	if !safepath.Supported {
 		return nil, fmt.Errorf("config: managed policy %s: cannot check who may write it on this system; managed policy files are supported on Unix only", path)
 	}
@@ -67,5 +74,13 @@ func LoadManaged(path string) (*policy.ManagedPolicy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: managed policy %s: %w", abs, err)
 	}
-	return m, nil
+	sum := sha256.Sum256(data)
+	return &Managed{Policy: m, Path: abs, Hash: hex.EncodeToString(sum[:])}, nil
+}
+
+// Managed is one reading of the administrator's policy file (LoadManaged).
+type Managed struct {
+	Policy *policy.ManagedPolicy
+	Path   string // absolute
+	Hash   string // hex SHA-256 of the bytes Policy was parsed from
 }

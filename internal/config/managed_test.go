@@ -27,7 +27,7 @@ func TestLoadManaged(t *testing.T) {
 	if err != nil {
 		t.Fatalf("LoadManaged(good, 0644): %v", err)
 	}
-	if d, s := m.For("files"); d == nil || s == nil {
+	if d, s := m.Policy.For("files"); d == nil || s == nil {
 		t.Errorf("LoadManaged(good) lost its blocks: defaults %v, files %v", d, s)
 	}
 	for _, tt := range []struct {

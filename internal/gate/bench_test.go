@@ -29,7 +29,7 @@ func BenchmarkGuardChain(b *testing.B) {
 		Policy: json.RawMessage(`{"allow":["read_*"],"rate":"1000000/s","burst":1000000,"args":{"read_file":{"path":{"prefix":["/home/me/project"]}}}}`),
 	}}}
 	gs := New(slog.New(slog.NewTextHandler(io.Discard, nil)), redact.New())
-	if err := gs.Apply(cfg); err != nil {
+	if err := gs.Apply(cfg, nil); err != nil {
 		b.Fatal(err)
 	}
 	for i := range 10 {

@@ -112,34 +112,33 @@ func ManagedPolicyPath() string {
 	return policy.DefaultManagedPath
 }
 
-// ManagedPolicy reads the administrator's policy: MOAT_MANAGED_POLICY, else
-// /etc/moat/policy.json when it exists. Any error fails closed.
-func ManagedPolicy() (*policy.ManagedPolicy, string, error) {
+// ReadManaged reads the administrator's policy once, for one load:
+// MOAT_MANAGED_POLICY, else /etc/moat/policy.json when it exists (nil when
+// it does not). Any error fails closed. A load passes the one reading to
+// EffectivePolicies, Apply and its policy_load record alike.
+func ReadManaged() (*config.Managed, error) {
 	path := ManagedPolicyPath()
 	if os.Getenv("MOAT_MANAGED_POLICY") == "" {
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			return nil, "", nil
+			return nil, nil
 		}
 	}
 	m, err := config.LoadManaged(path)
 	var ce *config.Error
 	if errors.As(err, &ce) {
-		return nil, path, err // names the file, each problem's place and its fix
+		return nil, err // names the file, each problem's place and its fix
 	}
 	if err != nil {
-		return nil, path, fmt.Errorf("managed policy %s: %w", path, err)
+		return nil, fmt.Errorf("managed policy %s: %w", path, err)
 	}
-	return m, path, nil
+	return m, nil
 }
 
 // EffectivePolicies computes every enabled server's policy from the config
-// and the managed policy; the second result is the policy of the global
-// limits.
-func EffectivePolicies(cfg *config.Config) (map[string]*policy.Policy, *policy.Policy, error) {
-	managed, _, err := ManagedPolicy()
-	if err != nil {
-		return nil, nil, err
-	}
+// and the managed policy (nil: none); the second result is the policy of
+// the global limits.
+func EffectivePolicies(cfg *config.Config, managed *config.Managed) (map[string]*policy.Policy, *policy.Policy, error) {
+	var err error
 	var defaults *policy.Policy
 	if len(cfg.Defaults.Policy) > 0 {
 		if defaults, err = policy.Parse(cfg.Defaults.Policy); err != nil {
@@ -148,7 +147,7 @@ func EffectivePolicies(cfg *config.Config) (map[string]*policy.Policy, *policy.P
 	}
 	var mDefaults *policy.Policy
 	if managed != nil {
-		mDefaults, _ = managed.For("")
+		mDefaults, _ = managed.Policy.For("")
 	}
 	out := map[string]*policy.Policy{}
 	for name, s := range cfg.Servers {
@@ -160,17 +159,18 @@ func EffectivePolicies(cfg *config.Config) (map[string]*policy.Policy, *policy.P
 		}
 		var mServer *policy.Policy
 		if managed != nil {
-			mDefaults, mServer = managed.For(name)
+			mDefaults, mServer = managed.Policy.For(name)
 		}
 		out[name] = policy.Effective(defaults, own, mDefaults, mServer)
 	}
 	return out, policy.Effective(defaults, nil, mDefaults, nil), nil
 }
 
-// Apply takes the policies of a newly loaded config. On error nothing
-// changes: the caller refuses the config.
-func (g *Gate) Apply(cfg *config.Config) error {
-	policies, global, err := EffectivePolicies(cfg)
+// Apply takes the policies of a newly loaded config and managed policy
+// (ReadManaged's one reading). On error nothing changes: the caller refuses
+// the config.
+func (g *Gate) Apply(cfg *config.Config, managed *config.Managed) error {
+	policies, global, err := EffectivePolicies(cfg, managed)
 	if err != nil {
 		return err
 	}

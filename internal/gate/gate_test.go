@@ -3,10 +3,13 @@ package gate
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -38,7 +41,7 @@ func TestLayerOrder(t *testing.T) {
 		Policy: json.RawMessage(`{"max_args_bytes": "64B", "deny": ["denied"], "pin": "off"}`),
 	}}}
 	gs := New(slog.New(slog.NewTextHandler(io.Discard, nil)), redact.New())
-	if err := gs.Apply(cfg); err != nil {
+	if err := gs.Apply(cfg, nil); err != nil {
 		t.Fatal(err)
 	}
 	const forward guard.LayerName = "forward"
@@ -113,7 +116,7 @@ func TestRelayFollowsTheRedactMode(t *testing.T) {
 		cfg.Servers[mode] = &config.Server{Name: mode, Enabled: true, Policy: json.RawMessage(`{"redact": "` + mode + `"}`)}
 	}
 	gs := New(slog.New(slog.NewTextHandler(io.Discard, nil)), redact.New())
-	if err := gs.Apply(cfg); err != nil {
+	if err := gs.Apply(cfg, nil); err != nil {
 		t.Fatal(err)
 	}
 	msg := func() any { return map[string]any{"data": "token " + token + "\u202e", "n": json.Number("1")} }
@@ -132,5 +135,37 @@ func TestRelayFollowsTheRedactMode(t *testing.T) {
 	// Size: a message over the group's max_result_bytes is kept back.
 	if _, err := gs.Relay("redact", msg(), 17<<20); err == nil || !strings.Contains(err.Error(), "max_result_bytes") {
 		t.Errorf("a 17 MiB message passed the relay (max_result_bytes 16 MiB): %v", err)
+	}
+}
+
+// A load reads the managed policy once: what it applies and the hash its
+// policy_load record names come from the same bytes, however the file
+// changes after the reading.
+func TestALoadAppliesThePolicyItRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.json")
+	first := []byte(`{"defaults": {"deny": ["rm"]}}`)
+	if err := os.WriteFile(path, first, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MOAT_MANAGED_POLICY", path)
+	m, err := ReadManaged()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The administrator edits the file while the load goes on.
+	if err := os.WriteFile(path, []byte(`{"defaults": {"deny": ["ls"]}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(first); m.Hash != hex.EncodeToString(sum[:]) {
+		t.Errorf("the reading's hash %s is not that of the bytes it parsed", m.Hash)
+	}
+	cfg := &config.Config{Servers: map[string]*config.Server{"files": {Command: "x", Enabled: true}}}
+	gs := New(slog.New(slog.DiscardHandler), redact.New())
+	if err := gs.Apply(cfg, m); err != nil {
+		t.Fatal(err)
+	}
+	p := gs.Policy("files")
+	if rm, ls := p.Decide("rm", nil, nil), p.Decide("ls", nil, nil); rm.Allow || !ls.Allow {
+		t.Errorf("the applied policy is not the one read: rm %+v, ls %+v", rm, ls)
 	}
 }

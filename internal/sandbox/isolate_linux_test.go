@@ -138,7 +138,10 @@ func TestTargetPidIsTheHostPid(t *testing.T) {
 	if ok, why := Namespaces(); !ok {
 		t.Skipf("SKIPPED LOUDLY: this machine gives servers no namespaces of their own: %s", why)
 	}
-	p := start(t, &Spec{Command: "/bin/sh", Args: []string{"-c", "exec sleep 60"}, Env: map[string]string{"CANARY": "canary-pid"}})
+	// The target is sleep itself: a shell exec'ing it would leave a window
+	// in which /proc/PID/environ reads empty (the kernel sets a new
+	// program's environment late in execve), and the test would race it.
+	p := start(t, &Spec{Command: "sleep", Args: []string{"60"}, Env: map[string]string{"CANARY": "canary-pid"}})
 	env, err := os.ReadFile("/proc/" + strconv.Itoa(p.TargetPid()) + "/environ")
 	if err != nil || !strings.Contains(string(env), "CANARY=canary-pid") {
 		t.Errorf("/proc/%d/environ: %v; want the target's environment", p.TargetPid(), err)

@@ -19,6 +19,12 @@ import (
 // settings no package builds.
 var dropped = []string{".agents/", ".devcontainer/", ".github/", "examples/", "docs/", "design/", "conformance/", "scripts/", "mkdocs.yaml", "internal/docs/", "internal/readme/"}
 
+// releaseSums are the go.sum hashes of the go-sdk releases third_party may
+// hold.
+var releaseSums = map[string]string{
+	"v1.8.0": "h1:KIvahhYqwtbeniWVPs3TcXEA7b8jEtwfBpOTAI+Urx4=",
+}
+
 func TestGoSDKIsTheReleasePlusThePatch(t *testing.T) {
 	root := filepath.Join("..", "..")
 	const module = "github.com/modelcontextprotocol/go-sdk"
@@ -30,8 +36,13 @@ func TestGoSDKIsTheReleasePlusThePatch(t *testing.T) {
 	if m.Replace == nil || m.Replace.Path != "./third_party/go-sdk" {
 		t.Fatalf("go.mod does not replace %s with ./third_party/go-sdk (replace: %+v); third_party/README.md says why it must", module, m.Replace)
 	}
-	var release struct{ Dir string }
+	var release struct{ Dir, Sum string }
 	goJSON(t, root, &release, "mod", "download", "-json", module+"@"+m.Version)
+	// The replace takes the module out of go.sum, so the release compared
+	// with is pinned here: its hash as the public checksum database has it.
+	if want := releaseSums[m.Version]; release.Sum != want {
+		t.Fatalf("go-sdk %s from the module proxy has hash %s, want %q (sum.golang.org's): a moved go.mod version needs its hash here", m.Version, release.Sum, want)
+	}
 
 	// Undo the patch on a copy of the kept tree, then compare it with the
 	// release file by file.

@@ -31,6 +31,14 @@ var patterns = []*pattern{
 		`^(?:AKIA|ASIA)[A-Z0-9]{16}\b`)},
 	{name: "github-token", starts: []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"}, wordStart: true, re: regexp.MustCompile(
 		`^(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,244})\b`)},
+	// Personal, project and group access tokens (glpat-), 20 characters
+	// or, in the newer routable format, more.
+	{name: "gitlab-token", starts: []string{"glpat-"}, wordStart: true, re: regexp.MustCompile(
+		`^glpat-[A-Za-z0-9_.-]{20,250}`)},
+	// Secret and restricted keys, live or test mode (a test key still
+	// reads and writes the account's test data).
+	{name: "stripe-key", starts: []string{"sk_live_", "sk_test_", "rk_live_", "rk_test_"}, wordStart: true, re: regexp.MustCompile(
+		`^[sr]k_(?:live|test)_[A-Za-z0-9]{24,247}`)},
 	{name: "slack-token", starts: []string{"xox"}, wordStart: true, re: regexp.MustCompile(
 		`^xox[abprs]-[A-Za-z0-9-]{10,250}`)},
 	// Project, service-account, admin and Anthropic-style keys with a long

@@ -9,13 +9,13 @@ import (
 	"io"
 	"maps"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode"
 
 	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/lazyregexp"
 	"github.com/moatmcp/moat/internal/pin"
 )
 
@@ -291,7 +291,7 @@ func flattenJSON(doc string, out map[string]string) {
 	walk("", v)
 }
 
-var simpleKey = regexp.MustCompile(`^[A-Za-z0-9_$-]+$`)
+var simpleKey = lazyregexp.New(`^[A-Za-z0-9_$-]+$`)
 
 // visible escapes, as \uXXXX, every rune of s a terminal would not show:
 // control, format (bidi, zero-width, tag) and unassigned characters.

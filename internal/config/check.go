@@ -3,18 +3,18 @@ package config
 import (
 	"fmt"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/moatmcp/moat/internal/lazyregexp"
 	"github.com/moatmcp/moat/internal/suggest"
 )
 
 var (
-	serverName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-	headerName = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+	serverName = lazyregexp.New(`^[A-Za-z0-9_.-]{1,64}$`)
+	headerName = lazyregexp.New("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 )
 
 // Keys a server object may have, by transport. The order is the one hints list.
@@ -254,7 +254,7 @@ func (c *checker) stdio(s *Server, n *node, path, where string) {
 }
 
 // runAsForm is USER or USER:GROUP, each a name or a number.
-var runAsForm = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$`)
+var runAsForm = lazyregexp.New(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$`)
 
 func (c *checker) remote(s *Server, n *node, path, where string) {
 	if m := n.get("allow_insecure_http"); m != nil {

@@ -2,14 +2,15 @@ package config
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/moatmcp/moat/internal/lazyregexp"
 )
 
 var (
-	varName    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	secretName = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	varName    = lazyregexp.New(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	secretName = lazyregexp.New(`^[A-Za-z0-9_.-]+$`)
 )
 
 // expansion is where a string being expanded came from, for messages.

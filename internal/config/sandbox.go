@@ -3,8 +3,9 @@ package config
 import (
 	"fmt"
 	"math"
-	"regexp"
 	"slices"
+
+	"github.com/moatmcp/moat/internal/lazyregexp"
 )
 
 // Sandbox modes.
@@ -25,7 +26,7 @@ var (
 	// inheritName is a variable name, or a prefix of one ending in '*'.
 	// A lone "*" is refused: it would hand the child Moat's whole
 	// environment, which is what the allow-list exists to prevent.
-	inheritName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*\*?$`)
+	inheritName = lazyregexp.New(`^[A-Za-z_][A-Za-z0-9_]*\*?$`)
 )
 
 func (c *checker) inheritEnv(s *Server, m *member, path string) {

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
-	"regexp"
 	"strings"
+
+	"github.com/moatmcp/moat/internal/lazyregexp"
 )
 
 var (
@@ -16,7 +17,7 @@ var (
 	// pinForm is "sha256/" and the padded standard base64 of 32 bytes: 43
 	// characters whose last carries 4 bits (so its 2 low bits are zero)
 	// and one '='. The schema uses the same pattern.
-	pinForm = regexp.MustCompile(`^sha256/[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$`)
+	pinForm = lazyregexp.New(`^sha256/[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$`)
 )
 
 // insecureHTTPHint is the fix for a plain http:// url to a remote host.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/moatmcp/moat/internal/auditlog"
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/importer"
+	"github.com/moatmcp/moat/internal/lazyregexp"
 	"github.com/moatmcp/moat/internal/safepath"
 	"github.com/moatmcp/moat/internal/sandbox"
 	"github.com/moatmcp/moat/internal/secrets"
@@ -262,7 +262,7 @@ func (d *run) redactLiteral(l importer.Literal) {
 	}
 }
 
-var nonName = regexp.MustCompile(`[^a-z0-9]+`)
+var nonName = lazyregexp.New(`[^a-z0-9]+`)
 
 // secretNameFor proposes a secret name for a literal: the env or header
 // name ("GITHUB_TOKEN" -> "github-token"), else the server and the place.

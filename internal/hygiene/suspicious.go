@@ -2,24 +2,25 @@ package hygiene
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"unicode"
+
+	"github.com/moatmcp/moat/internal/lazyregexp"
 )
 
 // hiddenInstructionPatterns are phrasings typical of tool poisoning: text
 // addressed to the model rather than describing the tool.
 var hiddenInstructionPatterns = []struct {
-	re     *regexp.Regexp
+	re     *lazyregexp.Regexp
 	reason string
 }{
-	{regexp.MustCompile(`(?i)<\s*/?\s*(important|system|instructions?|secret|hidden|admin|critical|sudo)\b[^>]{0,80}>`),
+	{lazyregexp.New(`(?i)<\s*/?\s*(important|system|instructions?|secret|hidden|admin|critical|sudo)\b[^>]{0,80}>`),
 		"contains an <IMPORTANT>-style tag addressed to the model"},
-	{regexp.MustCompile(`(?i)\b(ignore|disregard|forget|override)\s+(all\s+|any\s+|the\s+)?(previous|prior|above|earlier|other|system)\s+(instructions|prompts?|rules|directions)`),
+	{lazyregexp.New(`(?i)\b(ignore|disregard|forget|override)\s+(all\s+|any\s+|the\s+)?(previous|prior|above|earlier|other|system)\s+(instructions|prompts?|rules|directions)`),
 		"tells the model to ignore its previous instructions"},
-	{regexp.MustCompile(`(?i)\b(do\s+not|don'?t|never)\s+(tell|inform|mention\s+(this\s+)?to|reveal\s+(this\s+)?to|notify|show)\s+(it\s+to\s+)?the\s+user`),
+	{lazyregexp.New(`(?i)\b(do\s+not|don'?t|never)\s+(tell|inform|mention\s+(this\s+)?to|reveal\s+(this\s+)?to|notify|show)\s+(it\s+to\s+)?the\s+user`),
 		"tells the model to keep something from the user"},
-	{regexp.MustCompile(`(?i)\b(before|instead of|prior to)\s+(using|calling)\s+(any|every|all|other)\s+tools?\b`),
+	{lazyregexp.New(`(?i)\b(before|instead of|prior to)\s+(using|calling)\s+(any|every|all|other)\s+tools?\b`),
 		"tells the model how to use other tools"},
 }
 
@@ -118,11 +119,11 @@ func qualifies(s, group string, tools []string) bool {
 var (
 	// referringBefore ends with a verb that takes a tool as its object,
 	// perhaps with an article: "call the", "then use", "run".
-	referringBefore = regexp.MustCompile(`\b(call|calls|calling|invoke|invokes|invoking|use|uses|using|run|runs|running|execute|executes|executing|trigger|triggers|triggering)\s+(the\s+|a\s+)?$`)
+	referringBefore = lazyregexp.New(`\b(call|calls|calling|invoke|invokes|invoking|use|uses|using|run|runs|running|execute|executes|executing|trigger|triggers|triggering)\s+(the\s+|a\s+)?$`)
 	// qualified ends with a qualifier: "files.", "files__".
-	qualified = regexp.MustCompile(`[a-z0-9_-](\.|__)$`)
+	qualified = lazyregexp.New(`[a-z0-9_-](\.|__)$`)
 	// referringAfter starts with a noun that names what the word is.
-	referringAfter = regexp.MustCompile(`^\s*(tool|tools|server|group|function|command|mcp)\b`)
+	referringAfter = lazyregexp.New(`^\s*(tool|tools|server|group|function|command|mcp)\b`)
 )
 
 // pointedAt reports whether a word between before and after (both lower

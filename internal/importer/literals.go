@@ -7,11 +7,11 @@ import (
 	"maps"
 	"math"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/moatmcp/moat/internal/lazyregexp"
 	"github.com/moatmcp/moat/internal/secrets"
 )
 
@@ -43,26 +43,26 @@ func (l Literal) Fix() string {
 }
 
 var (
-	refRE = regexp.MustCompile(`\$\{[^}]*\}`)
+	refRE = lazyregexp.New(`\$\{[^}]*\}`)
 	// secretishName matches env and header names that hold credentials.
-	secretishName = regexp.MustCompile(`(?i)token|key|secret|passw(or)?d|credential|^authorization$|^proxy-authorization$|^cookie$`)
+	secretishName = lazyregexp.New(`(?i)token|key|secret|passw(or)?d|credential|^authorization$|^proxy-authorization$|^cookie$`)
 	tokenFormats  = []struct {
-		re  *regexp.Regexp
+		re  *lazyregexp.Regexp
 		why string
 	}{
-		{regexp.MustCompile(`\b(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}`), "looks like a GitHub token"},
-		{regexp.MustCompile(`\bgithub_pat_[A-Za-z0-9_]{20,}`), "looks like a GitHub token"},
-		{regexp.MustCompile(`\bglpat-[A-Za-z0-9_-]{16,}`), "looks like a GitLab token"},
-		{regexp.MustCompile(`\bsk-[A-Za-z0-9_-]{16,}`), "looks like an API secret key (sk-...)"},
-		{regexp.MustCompile(`\b[sr]k_(live|test)_[A-Za-z0-9]{16,}`), "looks like a Stripe key"},
-		{regexp.MustCompile(`\bxox[abposr]-[A-Za-z0-9-]{10,}`), "looks like a Slack token"},
-		{regexp.MustCompile(`\b(AKIA|ASIA)[A-Z0-9]{16}\b`), "looks like an AWS access key"},
-		{regexp.MustCompile(`\bAIza[A-Za-z0-9_-]{35}`), "looks like a Google API key"},
-		{regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*`), "looks like a JWT"},
-		{regexp.MustCompile(`(?i)^(bearer|basic|token)\s+\S{8,}`), "an Authorization value"},
+		{lazyregexp.New(`\b(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}`), "looks like a GitHub token"},
+		{lazyregexp.New(`\bgithub_pat_[A-Za-z0-9_]{20,}`), "looks like a GitHub token"},
+		{lazyregexp.New(`\bglpat-[A-Za-z0-9_-]{16,}`), "looks like a GitLab token"},
+		{lazyregexp.New(`\bsk-[A-Za-z0-9_-]{16,}`), "looks like an API secret key (sk-...)"},
+		{lazyregexp.New(`\b[sr]k_(live|test)_[A-Za-z0-9]{16,}`), "looks like a Stripe key"},
+		{lazyregexp.New(`\bxox[abposr]-[A-Za-z0-9-]{10,}`), "looks like a Slack token"},
+		{lazyregexp.New(`\b(AKIA|ASIA)[A-Z0-9]{16}\b`), "looks like an AWS access key"},
+		{lazyregexp.New(`\bAIza[A-Za-z0-9_-]{35}`), "looks like a Google API key"},
+		{lazyregexp.New(`\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*`), "looks like a JWT"},
+		{lazyregexp.New(`(?i)^(bearer|basic|token)\s+\S{8,}`), "an Authorization value"},
 	}
-	urlPassword = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@`)
-	highEntropy = regexp.MustCompile(`^[A-Za-z0-9+/=_\-.~]{24,}$`)
+	urlPassword = lazyregexp.New(`^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@`)
+	highEntropy = lazyregexp.New(`^[A-Za-z0-9+/=_\-.~]{24,}$`)
 )
 
 // credentialReason says why v looks like a credential, or "". keyName is

@@ -3,16 +3,17 @@ package importer
 import (
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strings"
+
+	"github.com/moatmcp/moat/internal/lazyregexp"
 )
 
 var (
-	varName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	varName = lazyregexp.New(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	// defaulted is Claude Code's ${VAR:-default}.
-	defaulted = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*):?-`)
+	defaulted = lazyregexp.New(`^([A-Za-z_][A-Za-z0-9_]*):?-`)
 	// bareVar is Gemini's $VAR (no braces).
-	bareVar = regexp.MustCompile(`^\$([A-Za-z_][A-Za-z0-9_]*)`)
+	bareVar = lazyregexp.New(`^\$([A-Za-z_][A-Za-z0-9_]*)`)
 )
 
 // normalizer rewrites one source tool's variable syntax into Moat's:
@@ -135,7 +136,7 @@ func secretName(s string) string {
 	return out
 }
 
-var serverNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+var serverNameRE = lazyregexp.New(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // serverName makes name valid for Moat (1 to 64 of A-Z a-z 0-9 _ . -).
 func serverName(name string) string {

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net/url"
 	"path"
-	"regexp"
 	"strings"
 
 	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/lazyregexp"
 )
 
 // SchemaURL is written as "$schema" so editors check and complete the file;
@@ -60,9 +60,9 @@ func packageOf(command string, args []string) string {
 }
 
 var (
-	leadingVar    = regexp.MustCompile(`^\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
-	versionSuffix = regexp.MustCompile(`(@[^/@]*|:[^/:]*)$`)
-	nameNoise     = regexp.MustCompile(`(?i)^(mcp-server-|server-|mcp-)|(-mcp-server|-server|-mcp)$`)
+	leadingVar    = lazyregexp.New(`^\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+	versionSuffix = lazyregexp.New(`(@[^/@]*|:[^/:]*)$`)
+	nameNoise     = lazyregexp.New(`(?i)^(mcp-server-|server-|mcp-)|(-mcp-server|-server|-mcp)$`)
 )
 
 // title turns "@scope/server-git-hub@1.0" or "ghcr.io/github/github-mcp-server:1"

@@ -1,8 +1,9 @@
 package redact
 
 import (
-	"regexp"
 	"strings"
+
+	"github.com/moatmcp/moat/internal/lazyregexp"
 )
 
 // pattern is one well-known credential format. Every match begins with one
@@ -14,7 +15,7 @@ type pattern struct {
 	name      string
 	starts    []string
 	wordStart bool // the match must not follow a letter, digit or '_'
-	re        *regexp.Regexp
+	re        *lazyregexp.Regexp
 	block     bool // re matches a PEM header; the match runs to its END line
 }
 
@@ -25,36 +26,36 @@ const maxPatternLen = 300
 // patterns are applied in this order.
 var patterns = []*pattern{
 	// A whole PEM block, or from BEGIN to the end of a truncated one.
-	{name: "private-key", starts: []string{"-----BEGIN"}, block: true, re: regexp.MustCompile(
+	{name: "private-key", starts: []string{"-----BEGIN"}, block: true, re: lazyregexp.New(
 		`^-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----`)},
-	{name: "aws-access-key", starts: []string{"AKIA", "ASIA"}, wordStart: true, re: regexp.MustCompile(
+	{name: "aws-access-key", starts: []string{"AKIA", "ASIA"}, wordStart: true, re: lazyregexp.New(
 		`^(?:AKIA|ASIA)[A-Z0-9]{16}\b`)},
-	{name: "github-token", starts: []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"}, wordStart: true, re: regexp.MustCompile(
+	{name: "github-token", starts: []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"}, wordStart: true, re: lazyregexp.New(
 		`^(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,244})\b`)},
 	// Personal, project and group access tokens (glpat-), 20 characters
 	// or, in the newer routable format, more.
-	{name: "gitlab-token", starts: []string{"glpat-"}, wordStart: true, re: regexp.MustCompile(
+	{name: "gitlab-token", starts: []string{"glpat-"}, wordStart: true, re: lazyregexp.New(
 		`^glpat-[A-Za-z0-9_.-]{20,250}`)},
 	// Secret and restricted keys, live or test mode (a test key still
 	// reads and writes the account's test data).
-	{name: "stripe-key", starts: []string{"sk_live_", "sk_test_", "rk_live_", "rk_test_"}, wordStart: true, re: regexp.MustCompile(
+	{name: "stripe-key", starts: []string{"sk_live_", "sk_test_", "rk_live_", "rk_test_"}, wordStart: true, re: lazyregexp.New(
 		`^[sr]k_(?:live|test)_[A-Za-z0-9]{24,247}`)},
-	{name: "slack-token", starts: []string{"xox"}, wordStart: true, re: regexp.MustCompile(
+	{name: "slack-token", starts: []string{"xox"}, wordStart: true, re: lazyregexp.New(
 		`^xox[abprs]-[A-Za-z0-9-]{10,250}`)},
 	// Project, service-account, admin and Anthropic-style keys with a long
 	// tail, or the classic sk- followed by 32+ letters and digits.
-	{name: "openai-key", starts: []string{"sk-"}, wordStart: true, re: regexp.MustCompile(
+	{name: "openai-key", starts: []string{"sk-"}, wordStart: true, re: lazyregexp.New(
 		`^sk-(?:(?:proj|svcacct|admin|ant)-[A-Za-z0-9_-]{32,250}|[A-Za-z0-9]{32,250})`)},
-	{name: "google-api-key", starts: []string{"AIza"}, wordStart: true, re: regexp.MustCompile(
+	{name: "google-api-key", starts: []string{"AIza"}, wordStart: true, re: lazyregexp.New(
 		`^AIza[0-9A-Za-z_-]{35}`)},
 	// Header and payload are base64url JSON objects, so both start eyJ.
-	{name: "jwt", starts: []string{"eyJ"}, wordStart: true, re: regexp.MustCompile(
+	{name: "jwt", starts: []string{"eyJ"}, wordStart: true, re: lazyregexp.New(
 		`^eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*`)},
 }
 
 var (
-	pemEnd  = regexp.MustCompile(`^-----END[A-Z0-9 ]*PRIVATE KEY-----`)
-	pemBody = regexp.MustCompile(`^[A-Za-z0-9+/=\s\\:,-]*`)
+	pemEnd  = lazyregexp.New(`^-----END[A-Z0-9 ]*PRIVATE KEY-----`)
+	pemBody = lazyregexp.New(`^[A-Za-z0-9+/=\s\\:,-]*`)
 )
 
 // findAll returns the [start, end) of each non-overlapping match in s. It

@@ -84,11 +84,13 @@ lint:
 	if [ -n "$$left" ]; then printf '%s\n' "$$left"; exit 1; fi; \
 	if [ $$rc -ne 0 ] && [ -z "$$out" ]; then echo "staticcheck failed (exit $$rc)"; exit $$rc; fi
 
-# Every benchmark, then the table of README's "Performance" (printed, and
-# written into README.md between its bench markers) from this one run, with
-# the machine's load during it (internal/benchreport).
+# Every benchmark, one package at a time (-p 1: go test would run two
+# packages' benchmarks at once and each would disturb the other), then the
+# table of README's "Performance" (printed, and written into README.md
+# between its bench markers) from this one run, with the machine's load
+# during it (internal/benchreport).
 bench: build test-deps
-	$(GO) run ./internal/benchreport -readme README.md -- $(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./...
+	$(GO) run ./internal/benchreport -readme README.md -- $(GO) test -p 1 -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./...
 
 # A CPU profile of a serving moat, not of the benchmark's client: the echo
 # benchmark (defaults) drives it for PROFILE_CALLS calls; the top functions

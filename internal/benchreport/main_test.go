@@ -66,3 +66,12 @@ func TestREADMEHasTheBlock(t *testing.T) {
 		}
 	}
 }
+
+// The header tells the load the machine had before the run from the load
+// the benchmarks themselves make.
+func TestLoadBeforeAndDuring(t *testing.T) {
+	l := &loadSampler{samples: []float64{0.5, 2, 3.25, 1}}
+	if before, lo, hi := l.span(); before != 0.5 || lo != 1 || hi != 3.25 {
+		t.Errorf("span = %v, %v–%v; want 0.5 before, 1–3.25 during", before, lo, hi)
+	}
+}

@@ -220,7 +220,7 @@ func writeBenchConfig(b *testing.B, servers map[string]any, extra ...map[string]
 
 // BenchmarkToolsListSize compares the bytes of moat's tools/list with the
 // sum of the upstreams' own tools/list for examples/moat.json: what the
-// client's context holds before it asks for any group.
+// client's context holds before it asks for any group's tools.
 func BenchmarkToolsListSize(b *testing.B) {
 	root := testutil.RepoRoot(b)
 	b.Setenv("MOAT_REPO", root)
@@ -239,6 +239,15 @@ func BenchmarkToolsListSize(b *testing.B) {
 		upstreamBytes += jsonSize(b, res.Tools)
 	}
 	viaMoat := connectCmd(b, moatCmd(b, filepath.Join(root, "examples", "moat.json")))
+	// get_dynamic_tools' description names each group's state ("starting",
+	// "ready, 13 tools"): measure once every group is ready, so the size
+	// does not depend on how far their starts got.
+	for group := range servers {
+		res, err := viaMoat.CallTool(context.Background(), &mcp.CallToolParams{Name: "get_dynamic_tools", Arguments: map[string]any{"group": group}})
+		if err != nil || res.IsError {
+			b.Fatalf("group %s did not connect: %v", group, err)
+		}
+	}
 	var moatBytes int
 	for b.Loop() {
 		res, err := viaMoat.ListTools(context.Background(), nil)

@@ -57,6 +57,10 @@ type Call struct {
 	Args    json.RawMessage
 	Strings map[string]string // prompt arguments
 	Session string            // downstream session ID, for audit
+	// Identity is who the session belongs to when Moat serves as a
+	// gateway (moat serve --listen); nil for the one client of a stdio
+	// moat, whose user is the process's own.
+	Identity *Identity
 
 	// Tool is the definition the client was shown for this tool (nil for
 	// other kinds): validation and pinning check against it.
@@ -72,6 +76,18 @@ type Call struct {
 	decoded  bool
 	value    map[string]any
 	valueErr error
+}
+
+// An Identity is the principal a gateway session acts for: a name from the
+// config's gateway.identities (or the gateway user's own login name when
+// none is configured) and, for a Unix-socket peer, what the kernel said of
+// it (SO_PEERCRED) when it connected. The policy layer judges the
+// identity's own rules beside the group's, and every audit record of the
+// call names it.
+type Identity struct {
+	Name string
+	// UID, GID and PID of the peer process; -1 when not known (a TCP peer).
+	UID, GID, PID int
 }
 
 // MaxArgsDepth bounds the nesting of tool arguments.

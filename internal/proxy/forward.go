@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -19,10 +20,11 @@ import (
 // forward is the innermost handler: it sends a call that every layer let
 // through to its group.
 func (p *Server) forward(ctx context.Context, c *guard.Call) (*guard.Result, error) {
-	g, ok := p.m.Group(c.Group)
+	g, ok := p.group(c.Group)
 	if !ok {
 		return nil, fmt.Errorf("group %q is no longer configured", c.Group)
 	}
+	defer p.calls.enter(c.Group)()
 	// A client of 2026-07-28 asks for log messages per request; the
 	// upstream is asked for them at the same level.
 	var meta mcp.Meta
@@ -107,9 +109,12 @@ func timedOut(ctx context.Context, err error) bool {
 // must not be able to report progress for a call it was not given.
 type progressTokens struct {
 	mu     sync.Mutex
-	next   uint64
 	active map[string]progressRoute
 }
+
+// progressSeq numbers Moat's progress tokens across every session of the
+// process, so that on a gateway a token names one session's call.
+var progressSeq atomic.Uint64
 
 type progressRoute struct {
 	group  string
@@ -137,8 +142,7 @@ func (t *progressTokens) track(group string, client any) (upstreamToken string, 
 	if t.active == nil {
 		t.active = map[string]progressRoute{}
 	}
-	t.next++
-	tok := "moat-progress-" + strconv.FormatUint(t.next, 10)
+	tok := "moat-progress-" + strconv.FormatUint(progressSeq.Add(1), 10)
 	t.active[tok] = progressRoute{group, client}
 	t.mu.Unlock()
 	return tok, func() {
@@ -171,7 +175,7 @@ func (p *Server) forwardProgress(ctx context.Context, group string, pp *mcp.Prog
 		p.log.Debug("dropped progress for a token this group does not own", "group", group)
 		return
 	}
-	q, err := relayParams(p, group, pp)
+	q, err := relayParams(p.shared, group, pp)
 	if err != nil {
 		p.log.Warn("dropped a progress notification", "group", group, "err", err)
 		return

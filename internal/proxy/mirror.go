@@ -43,26 +43,26 @@ func (p *Server) refresh() {
 	resources := map[string]*mcp.Resource{}
 	templates := map[string]*mcp.ResourceTemplate{}
 	prompts := map[string]*mcp.Prompt{}
-	for _, g := range p.m.Groups() {
+	for _, g := range p.groups() {
 		if g.Status().State != upstream.Ready {
 			continue
 		}
 		l := g.Lists()
 		if resourcesOn(g) {
 			for _, r := range l.Resources {
-				if r, ok := listable(p, g.Name(), r, resourceKey); ok && p.permit(g.Name(), guard.KindResource, r.URI) {
+				if r, ok := listable(p.shared, g.Name(), r, resourceKey); ok && p.permit(g.Name(), guard.KindResource, r.URI) {
 					resources[r.URI] = tagged(resources[r.URI], r, g.Name(), resourceMeta)
 				}
 			}
 			for _, t := range l.Templates {
-				if t, ok := listable(p, g.Name(), t, templateKey); ok && p.permit(g.Name(), guard.KindResource, t.URITemplate) {
+				if t, ok := listable(p.shared, g.Name(), t, templateKey); ok && p.permit(g.Name(), guard.KindResource, t.URITemplate) {
 					templates[t.URITemplate] = tagged(templates[t.URITemplate], t, g.Name(), templateMeta)
 				}
 			}
 		}
 		if promptsOn(g) {
 			for _, pr := range l.Prompts {
-				if pr, ok := listable(p, g.Name(), pr, promptKey); ok && p.permit(g.Name(), guard.KindPrompt, pr.Name) {
+				if pr, ok := listable(p.shared, g.Name(), pr, promptKey); ok && p.permit(g.Name(), guard.KindPrompt, pr.Name) {
 					prompts[pr.Name] = tagged(prompts[pr.Name], pr, g.Name(), promptMeta)
 				}
 			}
@@ -138,7 +138,7 @@ func tagged[T any](prev, item *T, group string, meta func(*T) *mcp.Meta) *T {
 // credentials redacted). It is not listed when Relay refuses it, or when
 // that would change its key (URI, URI template or prompt name): the client
 // could not name it back, and a key that hides characters is an attack.
-func listable[T any](p *Server, group string, item *T, key func(*T) string) (*T, bool) {
+func listable[T any](p *shared, group string, item *T, key func(*T) string) (*T, bool) {
 	c, err := relayParams(p, group, item)
 	if err != nil {
 		p.log.Warn("an item of a listing is not listed", "group", group, "err", err)

@@ -72,30 +72,83 @@ type Options struct {
 	Relay func(group string, v any, size int) (any, error)
 }
 
-// Server is Moat's downstream MCP server.
-type Server struct {
+// shared is what every session of one Moat shares: the upstream groups, the
+// guard layers, and how what crosses the client boundary is treated. A
+// stdio moat has one Server, which owns it; a Gateway has many.
+type shared struct {
 	log     *slog.Logger
-	srv     *mcp.Server
+	version string
 	m       *upstream.Manager
-	handler guard.Handler
+	layers  []guard.Layer
 
-	catalogFn      Catalog
-	permitFn       func(group string, kind guard.Kind, name string) bool
-	cat            catalogCache
 	killOnTimeout  func(group, tool string) bool
 	refused        func(ctx context.Context, c *guard.Call, err error)
 	onIncident     func(ctx context.Context, in Incident)
 	maxClientFrame int
 	outbound       func([]byte) []byte
 	relay          func(group string, v any, size int) (any, error)
+	// logLevels is the level the upstreams were asked for on behalf of
+	// clients that ask per request or share them (see upstreamLevel).
+	logLevels upstreamLevel
+}
+
+func newShared(opts Options) *shared {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	return &shared{
+		log:            opts.Logger,
+		version:        opts.Version,
+		layers:         opts.Layers,
+		killOnTimeout:  opts.KillOnTimeout,
+		refused:        opts.Refused,
+		onIncident:     opts.Incident,
+		maxClientFrame: opts.MaxClientFrame,
+		outbound:       opts.Outbound,
+		relay:          opts.Relay,
+	}
+}
+
+// newManager starts the upstream manager of opts, telling onChange of
+// every change of a group.
+func (sh *shared) newManager(opts upstream.Options, onChange func()) {
+	opts.Logger = sh.log
+	opts.OnChange = onChange
+	sh.m = upstream.NewManager(opts)
+}
+
+// Server is Moat's downstream MCP server for one client session: what that
+// client is shown, and the state of its calls, subscriptions and progress.
+type Server struct {
+	*shared
+	srv     *mcp.Server
+	handler guard.Handler
+
+	// gw is the gateway this session belongs to; nil for a stdio moat's
+	// one client, which owns the upstream groups.
+	gw *Gateway
+	// identity is who the session acts for on a gateway (nil on stdio);
+	// visible leaves out the groups it may not see (nil: every group).
+	identity *guard.Identity
+	visible  func(group string) bool
+	// sid names the session in audit records when its transport has no
+	// session ID of its own (a gateway's socket connection).
+	sid string
+
+	catalogFn Catalog
+	permitFn  func(group string, kind guard.Kind, name string) bool
+	cat       catalogCache
 
 	session   atomic.Pointer[mcp.ServerSession]
 	opened    atomic.Bool // the client is initialized: the upstreams connect
 	openOnce  sync.Once
 	exch      exchanges
-	logLevels upstreamLevel
 	progress  progressTokens
 	subs      subscriptions
+	calls     callsInFlight
 
 	refreshMu sync.Mutex // serializes refresh
 	refreshCh chan struct{}
@@ -104,34 +157,28 @@ type Server struct {
 
 // New returns a Server with no groups; call Apply to load a config.
 func New(opts Options) *Server {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Version == "" {
-		opts.Version = "dev"
-	}
+	sh := newShared(opts)
+	p := newServer(sh, opts.Catalog, opts.Permit)
+	sh.newManager(opts.Upstream, p.changed)
+	p.refresh()
+	return p
+}
+
+// newServer returns a session's server over sh, whose manager may not be
+// set yet; the caller refreshes it once it is.
+func newServer(sh *shared, catalog Catalog, permit func(group string, kind guard.Kind, name string) bool) *Server {
 	p := &Server{
-		log:       opts.Logger,
+		shared:    sh,
+		catalogFn: catalog,
+		permitFn:  permit,
 		refreshCh: make(chan struct{}, 1),
 	}
-	uo := opts.Upstream
-	uo.Logger = opts.Logger
-	uo.OnChange = p.changed
-	p.m = upstream.NewManager(uo)
-	p.handler = guard.Chain(p.forward, opts.Layers...)
-	p.catalogFn = opts.Catalog
-	p.permitFn = opts.Permit
-	p.killOnTimeout = opts.KillOnTimeout
-	p.refused = opts.Refused
-	p.onIncident = opts.Incident
-	p.maxClientFrame = opts.MaxClientFrame
-	p.outbound = opts.Outbound
-	p.relay = opts.Relay
+	p.handler = guard.Chain(p.forward, sh.layers...)
 	if p.catalogFn == nil {
 		p.catalogFn = allTools
 	}
-	p.srv = mcp.NewServer(&mcp.Implementation{Name: "moat", Title: "Moat MCP proxy", Version: opts.Version}, &mcp.ServerOptions{
-		Logger:       opts.Logger,
+	p.srv = mcp.NewServer(&mcp.Implementation{Name: "moat", Title: "Moat MCP proxy", Version: sh.version}, &mcp.ServerOptions{
+		Logger:       sh.log,
 		Instructions: instructions,
 		Capabilities: &mcp.ServerCapabilities{
 			Tools:       &mcp.ToolCapabilities{ListChanged: true},
@@ -143,13 +190,12 @@ func New(opts Options) *Server {
 		SupportedProtocolVersions: protocolVersions,
 		SetCacheable:              setPrivateCache,
 		InitializedHandler:        p.initialized,
-		RootsListChangedHandler:   func(ctx context.Context, r *mcp.RootsListChangedRequest) { p.syncRoots(ctx, r.Session) },
+		RootsListChangedHandler:   p.rootsChanged,
 		SubscribeHandler:          p.subscribe,
 		UnsubscribeHandler:        p.unsubscribe,
 		CompletionHandler:         p.complete,
 	})
 	p.srv.AddReceivingMiddleware(p.recoverPanics(""), p.relayInputs, p.route)
-	p.refresh()
 	return p
 }
 
@@ -173,6 +219,12 @@ func (p *Server) Apply(cfg *config.Config) {
 // then stops every upstream.
 func (p *Server) Run(ctx context.Context, t mcp.Transport) error {
 	defer p.m.Close()
+	return p.serve(ctx, t)
+}
+
+// serve runs the session until its client disconnects or ctx ends. Every
+// request of the session ends with it: their contexts derive from ctx.
+func (p *Server) serve(ctx context.Context, t mcp.Transport) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p.exch.stop = ctx
@@ -202,57 +254,33 @@ func (p *Server) initialized(ctx context.Context, r *mcp.InitializedRequest) {
 }
 
 // open lets the upstreams connect, now that Moat knows the client's
-// capabilities: what it offers them depends on what the client can do.
+// capabilities: what it offers them depends on what the client can do. A
+// gateway's upstreams are open from its start, for every session alike.
 func (p *Server) open(ctx context.Context, ss *mcp.ServerSession) {
+	if p.gw != nil {
+		return
+	}
 	p.openOnce.Do(func() { p.openFor(ctx, ss) })
 }
 
 func (p *Server) openFor(ctx context.Context, ss *mcp.ServerSession) {
 	p.session.Store(ss)
-	caps := &mcp.ClientCapabilities{}
-	if ip := ss.InitializeParams(); ip != nil && ip.Capabilities != nil {
-		caps = ip.Capabilities
-	}
+	caps := clientCaps(ss)
 	hooks := upstream.Client{
-		Middleware: p.recoverPanics,
-		Progress:   p.forwardProgress,
-		Log:        p.forwardLog,
-		ResourceUpdated: func(ctx context.Context, group string, u *mcp.ResourceUpdatedNotificationParams) {
-			p.forwardResourceUpdated(ctx, group, u)
-		},
+		Middleware:      p.recoverPanics,
+		Progress:        p.forwardProgress,
+		Log:             p.forwardLog,
+		ResourceUpdated: p.forwardResourceUpdated,
 	}
-	relayed := speaksNewProtocol(ss)
 	if caps.Sampling != nil {
-		hooks.CreateMessage = func(ctx context.Context, group string, cp *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error) {
-			cp, err := relayParams(p, group, cp)
-			if err != nil {
-				p.log.Warn("refused a sampling request", "group", group, "err", err)
-				return nil, err
-			}
-			p.log.Info("forwarding sampling request to the client", "group", group)
-			if relayed {
-				return p.sample(ctx, group, cp)
-			}
-			return ss.CreateMessage(ctx, cp)
-		}
+		hooks.CreateMessage = p.createMessage
 	}
 	if caps.Elicitation != nil {
-		hooks.Elicit = func(ctx context.Context, group string, ep *mcp.ElicitParams) (*mcp.ElicitResult, error) {
-			ep, err := relayParams(p, group, ep)
-			if err != nil {
-				p.log.Warn("refused an elicitation request", "group", group, "err", err)
-				return nil, err
-			}
-			p.log.Info("forwarding elicitation request to the client", "group", group)
-			if relayed {
-				return p.elicit(ctx, group, ep)
-			}
-			return ss.Elicit(ctx, ep)
-		}
+		hooks.Elicit = p.elicitInput
 	}
 	// A client of 2026-07-28 gives its roots only inside a call, so Moat
 	// has none to offer the upstreams (roots are deprecated there).
-	if caps.RootsV2 != nil && !relayed { // go-sdk sets it whenever the client declares roots
+	if caps.RootsV2 != nil && !speaksNewProtocol(ss) { // go-sdk sets it whenever the client declares roots
 		hooks.Roots = true
 		// Roots are fetched outside the handler: the client may not answer
 		// requests until its initialized notification has been handled.
@@ -260,6 +288,61 @@ func (p *Server) openFor(ctx context.Context, ss *mcp.ServerSession) {
 	}
 	p.m.Open(hooks)
 	p.opened.Store(true)
+}
+
+// clientCaps is what the client of ss declared it can do.
+func clientCaps(ss *mcp.ServerSession) *mcp.ClientCapabilities {
+	if ip := ss.InitializeParams(); ip != nil && ip.Capabilities != nil {
+		return ip.Capabilities
+	}
+	return &mcp.ClientCapabilities{}
+}
+
+// createMessage relays an upstream's sampling request to this session's
+// client, treated as results are (relayParams).
+func (p *Server) createMessage(ctx context.Context, group string, cp *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error) {
+	ss := p.session.Load()
+	if ss == nil || clientCaps(ss).Sampling == nil {
+		return nil, fmt.Errorf("the client of the session that called group %q does not take sampling requests", group)
+	}
+	cp, err := relayParams(p.shared, group, cp)
+	if err != nil {
+		p.log.Warn("refused a sampling request", "group", group, "err", err)
+		return nil, err
+	}
+	p.log.Info("forwarding sampling request to the client", "group", group)
+	if speaksNewProtocol(ss) {
+		return p.sample(ctx, group, cp)
+	}
+	return ss.CreateMessage(ctx, cp)
+}
+
+// elicitInput relays an upstream's elicitation request to this session's
+// client, treated as results are (relayParams).
+func (p *Server) elicitInput(ctx context.Context, group string, ep *mcp.ElicitParams) (*mcp.ElicitResult, error) {
+	ss := p.session.Load()
+	if ss == nil || clientCaps(ss).Elicitation == nil {
+		return nil, fmt.Errorf("the client of the session that called group %q does not take elicitation requests", group)
+	}
+	ep, err := relayParams(p.shared, group, ep)
+	if err != nil {
+		p.log.Warn("refused an elicitation request", "group", group, "err", err)
+		return nil, err
+	}
+	p.log.Info("forwarding elicitation request to the client", "group", group)
+	if speaksNewProtocol(ss) {
+		return p.elicit(ctx, group, ep)
+	}
+	return ss.Elicit(ctx, ep)
+}
+
+// rootsChanged re-reads the client's roots for the upstreams. A gateway
+// offers its upstreams no roots: they serve many clients, whose roots
+// differ.
+func (p *Server) rootsChanged(ctx context.Context, r *mcp.RootsListChangedRequest) {
+	if p.gw == nil {
+		p.syncRoots(ctx, r.Session)
+	}
 }
 
 func (p *Server) syncRoots(ctx context.Context, ss *mcp.ServerSession) {
@@ -277,7 +360,7 @@ func (p *Server) forwardLog(ctx context.Context, group string, lp *mcp.LoggingMe
 	if ss == nil {
 		return
 	}
-	q, err := relayParams(p, group, lp)
+	q, err := relayParams(p.shared, group, lp)
 	if err != nil {
 		p.log.Warn("dropped a log message", "group", group, "err", err)
 		return

@@ -13,7 +13,7 @@ import (
 // patterns, hidden characters removed), and the result is decoded back
 // into a new T. An error (Relay refuses the message, or it cannot be
 // re-read) means the message is not passed on.
-func relayParams[T any](p *Server, group string, params *T) (*T, error) {
+func relayParams[T any](p *shared, group string, params *T) (*T, error) {
 	if p.relay == nil || params == nil {
 		return params, nil
 	}

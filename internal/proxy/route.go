@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"maps"
 	"reflect"
 	"strings"
 	"sync"
@@ -70,7 +71,14 @@ func (p *Server) route(next mcp.MethodHandler) mcp.MethodHandler {
 			p.await(ctx, promptsOn)
 		case *mcp.ServerRequest[*mcp.SetLoggingLevelParams]:
 			res, err := next(ctx, method, req)
-			if err == nil {
+			switch {
+			case err != nil:
+			case p.gw != nil:
+				// Shared upstreams: one client asking for fewer messages
+				// must not silence them for the others (go-sdk filters
+				// each session's messages by its own level).
+				p.logLevels.raise(ctx, p.m, r.Params.Level)
+			default:
 				p.m.SetLoggingLevel(ctx, r.Params.Level)
 			}
 			return res, err
@@ -118,7 +126,7 @@ func (p *Server) await(ctx context.Context, on func(*upstream.Group) bool) {
 		return // the upstreams connect only once the client is initialized
 	}
 	var wg sync.WaitGroup
-	for _, g := range p.m.Groups() {
+	for _, g := range p.groups() {
 		if on(g) && g.Status().State.Pending() {
 			wg.Go(func() { p.awaitGroup(ctx, g) })
 		}
@@ -149,7 +157,7 @@ func (p *Server) groupFor(named, what, item string, offers func(*upstream.Group)
 		return g, nil
 	}
 	var owners []*upstream.Group
-	for _, g := range p.m.Groups() {
+	for _, g := range p.groups() {
 		if enabled(g) && offers(g) {
 			owners = append(owners, g)
 		}
@@ -242,7 +250,7 @@ func (p *Server) readResource(ctx context.Context, r *mcp.ReadResourceRequest) (
 	if g == nil {
 		return nil, mcp.ResourceNotFoundError(uri)
 	}
-	res, err := p.handler(ctx, &guard.Call{Kind: guard.KindResource, Group: g.Name(), URI: uri, Session: r.Session.ID()})
+	res, err := p.handler(ctx, &guard.Call{Kind: guard.KindResource, Group: g.Name(), URI: uri, Session: p.sessionID(r.Session), Identity: p.identity})
 	if err != nil {
 		return nil, protocolError("reading resource", g.Name(), err)
 	}
@@ -266,7 +274,7 @@ func (p *Server) getPrompt(ctx context.Context, r *mcp.GetPromptRequest) (*mcp.G
 	if g == nil {
 		return nil, invalidParams("unknown prompt %q; prompts/list shows the prompts of every group", name)
 	}
-	res, err := p.handler(ctx, &guard.Call{Kind: guard.KindPrompt, Group: g.Name(), Name: name, Strings: r.Params.Arguments, Session: r.Session.ID()})
+	res, err := p.handler(ctx, &guard.Call{Kind: guard.KindPrompt, Group: g.Name(), Name: name, Strings: r.Params.Arguments, Session: p.sessionID(r.Session), Identity: p.identity})
 	if err != nil {
 		return nil, protocolError("getting prompt", g.Name(), err)
 	}
@@ -363,10 +371,12 @@ func (p *Server) subscribe(ctx context.Context, r *mcp.SubscribeRequest) error {
 	if g == nil {
 		return mcp.ResourceNotFoundError(uri)
 	}
-	if _, err := p.handler(ctx, &guard.Call{Kind: guard.KindSubscribe, Group: g.Name(), URI: uri, Session: r.Session.ID()}); err != nil {
+	if _, err := p.handler(ctx, &guard.Call{Kind: guard.KindSubscribe, Group: g.Name(), URI: uri, Session: p.sessionID(r.Session), Identity: p.identity}); err != nil {
 		return protocolError("subscribing", g.Name(), err)
 	}
-	p.subs.add(uri, g.Name())
+	if p.subs.add(uri, g.Name()) && p.gw != nil {
+		p.gw.subscribed(g.Name(), uri)
+	}
 	return nil
 }
 
@@ -374,6 +384,15 @@ func (p *Server) unsubscribe(ctx context.Context, r *mcp.UnsubscribeRequest) err
 	uri := r.Params.URI
 	group, ok := p.subs.remove(uri)
 	if !ok {
+		return nil
+	}
+	return p.endSubscription(ctx, group, uri)
+}
+
+// endSubscription unsubscribes group's upstream from uri, unless another
+// session of a gateway still holds that subscription.
+func (p *Server) endSubscription(ctx context.Context, group, uri string) error {
+	if p.gw != nil && !p.gw.unsubscribed(group, uri) {
 		return nil
 	}
 	g, ok := p.m.Group(group)
@@ -403,13 +422,23 @@ type subscriptions struct {
 	byURI map[string]string
 }
 
-func (s *subscriptions) add(uri, group string) {
+// add records a subscription, and reports whether it is new.
+func (s *subscriptions) add(uri, group string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.byURI == nil {
 		s.byURI = map[string]string{}
 	}
+	prev, had := s.byURI[uri]
 	s.byURI[uri] = group
+	return !had || prev != group
+}
+
+// all returns every subscription, URI to group.
+func (s *subscriptions) all() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.byURI)
 }
 
 func (s *subscriptions) remove(uri string) (string, bool) {
@@ -453,7 +482,7 @@ func (p *Server) complete(ctx context.Context, r *mcp.CompleteRequest) (*mcp.Com
 	if caps := g.Capabilities(); caps == nil || caps.Completions == nil {
 		return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}, nil
 	}
-	c := &guard.Call{Kind: guard.KindComplete, Group: g.Name(), Complete: r.Params, Session: r.Session.ID()}
+	c := &guard.Call{Kind: guard.KindComplete, Group: g.Name(), Complete: r.Params, Session: p.sessionID(r.Session), Identity: p.identity}
 	if ref.Type == "ref/prompt" {
 		c.Name = ref.Name
 	} else {

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/frame"
+	"github.com/moatmcp/moat/internal/guard"
 )
 
 // IncidentKind names what went wrong with a message, for the audit log.
@@ -34,6 +37,9 @@ type Incident struct {
 	Group  string
 	Method string
 	Err    error
+	// Identity is who the client's session acts for on a gateway; nil on
+	// stdio and for an upstream's message.
+	Identity *guard.Identity
 }
 
 // ErrInternal is wrapped by the error a client gets when Moat failed on its
@@ -45,7 +51,7 @@ var ErrInternal = errors.New("moat: internal error while handling this request; 
 // client or upstream sent) fails that message alone. Without it, go-sdk's
 // handler goroutine would take the whole process, and every group, down.
 // group is "" on the client's side.
-func (p *Server) recoverPanics(group string) mcp.Middleware {
+func (p *shared) recoverPanics(group string) mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (res mcp.Result, err error) {
 			defer func() {
@@ -63,19 +69,19 @@ func (p *Server) recoverPanics(group string) mcp.Middleware {
 
 // recovered, deferred in a goroutine of Moat's own, keeps a panic there
 // from ending the process.
-func (p *Server) recovered(ctx context.Context, what string) {
+func (p *shared) recovered(ctx context.Context, what string) {
 	if v := recover(); v != nil {
 		p.panicked(ctx, "", what, v)
 	}
 }
 
 // panicked logs a recovered panic with its stack and audits it.
-func (p *Server) panicked(ctx context.Context, group, what string, v any) {
+func (p *shared) panicked(ctx context.Context, group, what string, v any) {
 	p.log.Error("recovered from a panic; that one message failed, everything else goes on", "group", group, "in", what, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 	p.incident(ctx, Incident{Kind: IncidentPanic, Group: group, Method: what, Err: fmt.Errorf("panic: %v", v)})
 }
 
-func (p *Server) incident(ctx context.Context, in Incident) {
+func (p *shared) incident(ctx context.Context, in Incident) {
 	if p.onIncident != nil {
 		p.onIncident(ctx, in)
 	}
@@ -88,6 +94,12 @@ func (p *Server) incident(ctx context.Context, in Incident) {
 // the client cancelled (clientStream). Every line to the client passes
 // Options.Outbound, the client boundary, last.
 func (p *Server) Stdio(in io.Reader, out io.Writer) mcp.Transport {
+	return p.transport(in, out, nil)
+}
+
+// transport is the client boundary on one client's stream (see Stdio); id
+// is who the stream's session acts for on a gateway.
+func (p *shared) transport(in io.Reader, out io.Writer, id *guard.Identity) mcp.Transport {
 	cs := newClientStream()
 	w := &lineWriter{w: out, drop: cs.drop, outbound: p.outbound}
 	r := frame.NewReader(in, frame.Options{
@@ -96,7 +108,7 @@ func (p *Server) Stdio(in io.Reader, out io.Writer) mcp.Transport {
 		Passed:   cs.read,
 		Refuse: func(ref frame.Refusal) []byte {
 			p.log.Warn("refused a message from the client", "method", ref.Method, "err", ref.Err)
-			p.incident(context.Background(), Incident{Kind: IncidentRefusedMessage, Method: ref.Method, Err: ref.Err})
+			p.incident(context.Background(), Incident{Kind: IncidentRefusedMessage, Method: ref.Method, Err: ref.Err, Identity: id})
 			// A notification gets no answer; anything else does, with a
 			// null id when its own could not be read (JSON-RPC's rule).
 			if ref.HasID || ref.Method == "" {
@@ -140,3 +152,53 @@ func (l *lineWriter) Write(b []byte) (int, error) {
 }
 
 func (l *lineWriter) Close() error { return nil }
+
+// Refuse answers the first request read from in with a JSON-RPC error
+// saying msg, and returns: what a client that will not be served sees
+// (a gateway's peer that matches no identity, `moat connect` with no
+// gateway running), so its user reads why in the client rather than a
+// closed connection. Notifications before it get no answer. It returns
+// when in ends, or when a message cannot be read within the frame bounds.
+func Refuse(in io.Reader, out io.Writer, msg string) error {
+	br := bufio.NewReaderSize(in, 64<<10)
+	for {
+		line, err := readLine(br, frame.DefaultMaxBytes)
+		if err != nil {
+			return err
+		}
+		var head struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		if json.Unmarshal(line, &head) != nil {
+			_, err := out.Write(frame.ErrorResponse(frame.Refusal{Code: jsonrpc.CodeParseError}, msg))
+			return err
+		}
+		if head.ID != nil && head.Method != "" {
+			_, err := out.Write(frame.ErrorResponse(frame.Refusal{ID: head.ID, HasID: true, Method: head.Method, Code: codeRefused}, msg))
+			return err
+		}
+	}
+}
+
+// codeRefused is the JSON-RPC error code of a session Moat will not serve
+// (the implementation-defined server error range).
+const codeRefused = -32000
+
+// readLine reads one newline-ended line of at most max bytes.
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > max {
+			return nil, fmt.Errorf("a message over %d bytes: %w", max, frame.ErrTooLarge)
+		}
+		if err == nil {
+			return line, nil
+		}
+		if err != bufio.ErrBufferFull {
+			return nil, err
+		}
+	}
+}

@@ -33,7 +33,7 @@ const callDescription = "Run a tool of a group. Call get_dynamic_tools first to 
 // enum lists every enabled group, sorted, whatever its state, so the schema
 // is valid from the first tools/list on.
 func (p *Server) toolDefs() (get, call *mcp.Tool) {
-	groups := p.m.Groups()
+	groups := p.groups()
 	names := make([]string, 0, len(groups))
 	var b strings.Builder
 	b.WriteString(getPreamble)
@@ -183,11 +183,11 @@ func stringArg(args map[string]json.RawMessage, key string) (string, error) {
 
 // lookupGroup returns the named group or a -32602 error listing the groups.
 func (p *Server) lookupGroup(name string) (*upstream.Group, error) {
-	if g, ok := p.m.Group(name); ok {
+	if g, ok := p.group(name); ok {
 		return g, nil
 	}
 	var names []string
-	for _, g := range p.m.Groups() {
+	for _, g := range p.groups() {
 		names = append(names, g.Name())
 	}
 	if len(names) == 0 {
@@ -293,7 +293,7 @@ func (p *Server) callDynamicTool(ctx context.Context, req *mcp.CallToolRequest) 
 		// decoding refused it, so these values are only for the record.
 		var loose struct{ Group, Name string }
 		json.Unmarshal(req.Params.Arguments, &loose)
-		p.refused(ctx, &guard.Call{Kind: guard.KindTool, Group: loose.Group, Name: loose.Name, Args: req.Params.Arguments, Session: req.Session.ID()}, err)
+		p.refused(ctx, &guard.Call{Kind: guard.KindTool, Group: loose.Group, Name: loose.Name, Args: req.Params.Arguments, Session: p.sessionID(req.Session), Identity: p.identity}, err)
 	}
 	return res, err
 }
@@ -325,7 +325,7 @@ func (p *Server) callDynamicToolChecked(ctx context.Context, req *mcp.CallToolRe
 	// audited like the chain's own (Options.Refused).
 	refuse := func(err error, res *mcp.CallToolResult) (*mcp.CallToolResult, error) {
 		if p.refused != nil {
-			p.refused(ctx, &guard.Call{Kind: guard.KindTool, Group: group, Name: name, Args: toolArgs, Session: req.Session.ID()}, err)
+			p.refused(ctx, &guard.Call{Kind: guard.KindTool, Group: group, Name: name, Args: toolArgs, Session: p.sessionID(req.Session), Identity: p.identity}, err)
 		}
 		return res, nil
 	}
@@ -356,7 +356,8 @@ func (p *Server) callDynamicToolChecked(ctx context.Context, req *mcp.CallToolRe
 		Group:    group,
 		Name:     name,
 		Args:     toolArgs,
-		Session:  req.Session.ID(),
+		Session:  p.sessionID(req.Session),
+		Identity: p.identity,
 		Tool:     tool,
 		Progress: req.Params.GetProgressToken(),
 	}

@@ -1,0 +1,316 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/upstream"
+)
+
+// A Gateway serves many client sessions over one set of upstream groups:
+// one process, one sandbox per server and one audit writer for every
+// client of a user, or of a host. Each session is a Server of its own (its
+// listings, subscriptions, progress tokens and exchanges), shown what its
+// identity may see; what an upstream sends outside a call's result goes
+// only to the session it belongs to (see the hooks in Open).
+type Gateway struct {
+	*shared
+
+	mu       sync.Mutex
+	sessions map[*Server]bool
+	// subs counts the sessions subscribed to each URI of each group: the
+	// upstream is unsubscribed when the last of them is.
+	subs map[subscription]int
+}
+
+type subscription struct{ group, uri string }
+
+// SessionOptions say who a gateway session acts for and what it is shown.
+type SessionOptions struct {
+	// ID names the session in audit records; empty gives it a random one.
+	ID       string
+	Identity *guard.Identity
+	// Visible leaves out the groups the identity may not see; nil shows
+	// every group.
+	Visible func(group string) bool
+	// Catalog and Permit are Options.Catalog and Options.Permit as the
+	// identity sees them.
+	Catalog Catalog
+	Permit  func(group string, kind guard.Kind, name string) bool
+}
+
+// NewGateway returns a Gateway with no groups; call Apply to load a config,
+// then Open.
+func NewGateway(opts Options) *Gateway {
+	g := &Gateway{shared: newShared(opts), sessions: map[*Server]bool{}, subs: map[subscription]int{}}
+	g.newManager(opts.Upstream, g.changed)
+	return g
+}
+
+// Manager is the upstream manager, for status displays and tests.
+func (g *Gateway) Manager() *upstream.Manager { return g.m }
+
+// Apply loads cfg: new groups start, removed ones stop, changed ones
+// restart; every session is shown the change.
+func (g *Gateway) Apply(cfg *config.Config) {
+	g.m.Apply(cfg)
+	g.changed()
+}
+
+// Invalidate drops every session's cached catalog (after pins were
+// approved or a policy changed) and tells each client its tools may have
+// changed.
+func (g *Gateway) Invalidate() {
+	for _, s := range g.live() {
+		s.Invalidate()
+	}
+}
+
+// changed tells every session a group changed.
+func (g *Gateway) changed() {
+	for _, s := range g.live() {
+		s.changed()
+	}
+}
+
+func (g *Gateway) live() []*Server {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]*Server, 0, len(g.sessions))
+	for s := range g.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Open connects the upstreams. Moat declares sampling and elicitation to
+// them, since some session may take them; each such request goes to the
+// session whose call it belongs to and is refused when that session's
+// client cannot take it. Roots are not offered: the upstreams serve many
+// clients, whose roots differ.
+func (g *Gateway) Open() {
+	g.m.Open(upstream.Client{
+		Middleware: g.recoverPanics,
+		Progress: func(ctx context.Context, group string, pp *mcp.ProgressNotificationParams) {
+			// Moat's progress tokens are unique in the process: the
+			// session that gave one out is the only one that finds it.
+			for _, s := range g.live() {
+				if _, ok := s.progress.route(group, pp.ProgressToken); ok {
+					s.forwardProgress(ctx, group, pp)
+					return
+				}
+			}
+			g.log.Debug("dropped progress for a token no session gave this group", "group", group)
+		},
+		Log: func(ctx context.Context, group string, lp *mcp.LoggingMessageParams) {
+			s, err := g.caller(ctx, group, true)
+			if err != nil {
+				g.log.Debug("dropped a log message of a shared server", "group", group, "err", err)
+				return
+			}
+			s.forwardLog(ctx, group, lp)
+		},
+		ResourceUpdated: func(ctx context.Context, group string, u *mcp.ResourceUpdatedNotificationParams) {
+			for _, s := range g.live() {
+				if owner, ok := s.subs.owner(u.URI); ok && owner == group {
+					s.forwardResourceUpdated(ctx, group, u)
+				}
+			}
+		},
+		CreateMessage: func(ctx context.Context, group string, cp *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error) {
+			s, err := g.caller(ctx, group, false)
+			if err != nil {
+				return nil, fmt.Errorf("moat refused a sampling request: %w", err)
+			}
+			return s.createMessage(ctx, group, cp)
+		},
+		Elicit: func(ctx context.Context, group string, ep *mcp.ElicitParams) (*mcp.ElicitResult, error) {
+			s, err := g.caller(ctx, group, false)
+			if err != nil {
+				return nil, fmt.Errorf("moat refused an elicitation request: %w", err)
+			}
+			return s.elicitInput(ctx, group, ep)
+		},
+	})
+}
+
+// caller is the session a request or log message of group's upstream
+// belongs to: the one whose exchange it came through, else the one session
+// with a call to group in progress (for a log message, recent counts too:
+// see callsInFlight). With none or several, it belongs to no session Moat
+// can name, and goes to none: a shared server's message never reaches a
+// client it was not meant for.
+func (g *Gateway) caller(ctx context.Context, group string, recent bool) (*Server, error) {
+	sessions := g.live()
+	if x := exchangeOf(ctx); x != nil {
+		for _, s := range sessions {
+			if s.session.Load() == x.ss {
+				return s, nil
+			}
+		}
+	}
+	var found []*Server
+	for _, s := range sessions {
+		if s.calls.count(group, recent) > 0 {
+			found = append(found, s)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, fmt.Errorf("no client session has a call to group %q in progress", group)
+	case 1:
+		return found[0], nil
+	}
+	return nil, fmt.Errorf("%d client sessions have calls to group %q in progress, and a server shared by several clients does not say which call its request belongs to", len(found), group)
+}
+
+// Serve runs one client session on conn until the client disconnects or
+// ctx ends. Its calls end with it; other sessions go on.
+func (g *Gateway) Serve(ctx context.Context, conn io.ReadWriteCloser, so SessionOptions) error {
+	s := newServer(g.shared, so.Catalog, so.Permit)
+	s.gw = g
+	s.identity = so.Identity
+	s.visible = so.Visible
+	s.sid = so.ID
+	if s.sid == "" {
+		s.sid = NewSessionID()
+	}
+	s.opened.Store(true)
+	s.refresh()
+	g.mu.Lock()
+	g.sessions[s] = true
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.sessions, s)
+		g.mu.Unlock()
+		s.releaseSubscriptions(context.WithoutCancel(ctx))
+	}()
+	defer conn.Close()
+	// Closing the connection is what ends a read in progress on it.
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
+	return s.serve(ctx, g.transport(conn, conn, so.Identity))
+}
+
+// NewSessionID returns a random name for a gateway session.
+func NewSessionID() string { return "gw-" + rand.Text()[:16] }
+
+// Sessions is how many client sessions are connected.
+func (g *Gateway) Sessions() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.sessions)
+}
+
+// Close stops every upstream. Sessions still running should have ended
+// first (their contexts cancelled).
+func (g *Gateway) Close() { g.m.Close() }
+
+// subscribed records that a session holds a subscription to uri of group.
+func (g *Gateway) subscribed(group, uri string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.subs[subscription{group, uri}]++
+}
+
+// unsubscribed releases a session's subscription, and reports whether it
+// was the last one, so that the upstream's must end too.
+func (g *Gateway) unsubscribed(group, uri string) (last bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k := subscription{group, uri}
+	if g.subs[k] <= 1 {
+		delete(g.subs, k)
+		return true
+	}
+	g.subs[k]--
+	return false
+}
+
+// releaseSubscriptions ends a closed session's subscriptions.
+func (p *Server) releaseSubscriptions(ctx context.Context) {
+	for uri, group := range p.subs.all() {
+		p.endSubscription(ctx, group, uri)
+	}
+}
+
+// groups are the groups this session may see, sorted by name.
+func (p *Server) groups() []*upstream.Group {
+	all := p.m.Groups()
+	if p.visible == nil {
+		return all
+	}
+	return slices.DeleteFunc(all, func(g *upstream.Group) bool { return !p.visible(g.Name()) })
+}
+
+// group is the named group, if this session may see it: to a session, a
+// group it may not see does not exist.
+func (p *Server) group(name string) (*upstream.Group, bool) {
+	g, ok := p.m.Group(name)
+	if !ok || (p.visible != nil && !p.visible(name)) {
+		return nil, false
+	}
+	return g, true
+}
+
+// sessionID names ss in audit records: its transport's session ID, else
+// the one the gateway gave the connection.
+func (p *Server) sessionID(ss *mcp.ServerSession) string {
+	if ss != nil {
+		if id := ss.ID(); id != "" {
+			return id
+		}
+	}
+	return p.sid
+}
+
+// callsInFlight counts a session's calls in progress per group, and those
+// that ended less than progressGrace ago, so that what a shared upstream
+// sends can be given to the session that called it: an upstream's last
+// log messages may be handled after its result.
+type callsInFlight struct {
+	mu     sync.Mutex
+	n      map[string]int
+	recent map[string]int
+}
+
+// enter counts a call to group until the returned func is called.
+func (c *callsInFlight) enter(group string) (leave func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n, c.recent = map[string]int{}, map[string]int{}
+	}
+	c.n[group]++
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.n[group]--
+		c.recent[group]++
+		time.AfterFunc(progressGrace, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.recent[group]--
+		})
+	}
+}
+
+// count is how many calls to group are in progress, and with recent those
+// that just ended too.
+func (c *callsInFlight) count(group string, recent bool) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if recent {
+		return c.n[group] + c.recent[group]
+	}
+	return c.n[group]
+}

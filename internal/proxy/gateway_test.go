@@ -1,0 +1,225 @@
+package proxy_test
+
+import (
+	"context"
+	"net"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/proxy"
+	"github.com/moatmcp/moat/internal/upstream"
+)
+
+// startGateway runs a gateway over cfg's groups, open to sessions.
+func startGateway(t *testing.T, cfg *config.Config) *proxy.Gateway {
+	t.Helper()
+	useMoatLauncher(t)
+	gw := proxy.NewGateway(proxy.Options{
+		Logger: testLogger(t),
+		Upstream: upstream.Options{
+			ConnectTimeout: 10 * time.Second,
+			GracePeriod:    2 * time.Second,
+			Backoff:        []time.Duration{200 * time.Millisecond},
+			RetryEvery:     200 * time.Millisecond,
+		},
+	})
+	gw.Apply(cfg)
+	gw.Open()
+	t.Cleanup(gw.Close)
+	return gw
+}
+
+// session connects a go-sdk client as one session of gw, over a
+// connection as a socket gives it. close ends the client's side alone.
+func session(t *testing.T, gw *proxy.Gateway, so proxy.SessionOptions, opts *mcp.ClientOptions) (c *client, leave func()) {
+	t.Helper()
+	cc, sc := net.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := gw.Serve(ctx, sc, so); err != nil && ctx.Err() == nil {
+			t.Logf("gateway session: %v", err)
+		}
+	}()
+	c = &client{}
+	if opts == nil {
+		opts = &mcp.ClientOptions{}
+	}
+	opts.ProgressNotificationHandler = func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
+		c.mu.Lock()
+		c.progress = append(c.progress, r.Params.Progress)
+		c.mu.Unlock()
+	}
+	opts.ResourceUpdatedHandler = func(_ context.Context, r *mcp.ResourceUpdatedNotificationRequest) {
+		c.mu.Lock()
+		c.updated = append(c.updated, r.Params.URI)
+		c.mu.Unlock()
+	}
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "gw-client", Version: "1"}, opts).Connect(ctx, &mcp.IOTransport{Reader: cc, Writer: cc}, &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatalf("connecting a session: %v", err)
+	}
+	c.cs = cs
+	leave = func() { cs.Close() }
+	t.Cleanup(func() {
+		cs.Close()
+		cancel()
+		<-done
+	})
+	return c, leave
+}
+
+func groupEnum(t *testing.T, c *client) []any {
+	t.Helper()
+	res, err := c.cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range res.Tools {
+		if tool.Name == "call_dynamic_tool" {
+			return tool.InputSchema.(map[string]any)["properties"].(map[string]any)["group"].(map[string]any)["enum"].([]any)
+		}
+	}
+	t.Fatal("no call_dynamic_tool")
+	return nil
+}
+
+// TestGatewaySessionsSeeOnlyTheirGroups: a group a session's identity may
+// not see is not listed and does not exist for its calls.
+func TestGatewaySessionsSeeOnlyTheirGroups(t *testing.T) {
+	gw := startGateway(t, cfgOf(stdio(t, "alpha"), stdio(t, "beta")))
+	a, _ := session(t, gw, proxy.SessionOptions{Identity: &guard.Identity{Name: "a"}, Visible: func(g string) bool { return g == "alpha" }}, nil)
+	b, _ := session(t, gw, proxy.SessionOptions{Identity: &guard.Identity{Name: "b"}}, nil)
+
+	if diff := cmp.Diff([]any{"alpha"}, groupEnum(t, a)); diff != "" {
+		t.Errorf("session a's groups (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]any{"alpha", "beta"}, groupEnum(t, b)); diff != "" {
+		t.Errorf("session b's groups (-want +got):\n%s", diff)
+	}
+	_, err := a.call(t, "call_dynamic_tool", map[string]any{"group": "beta", "name": "echo", "args": map[string]any{"message": "x"}})
+	wantCode(t, err, jsonrpc.CodeInvalidParams, `unknown group "beta"; groups: alpha`)
+	if res := b.mustCall(t, "call_dynamic_tool", map[string]any{"group": "beta", "name": "echo", "args": map[string]any{"message": "from b"}}); !strings.Contains(text(res), "from b") {
+		t.Fatalf("b's call: %q", text(res))
+	}
+}
+
+// TestGatewayNotificationsReachOnlyTheirSession: progress, resource updates
+// and log messages of a shared server go to the session they belong to.
+func TestGatewayNotificationsReachOnlyTheirSession(t *testing.T) {
+	gw := startGateway(t, cfgOf(stdio(t, "test")))
+	var logsA, logsB atomic.Int32
+	a, closeA := session(t, gw, proxy.SessionOptions{}, &mcp.ClientOptions{
+		LoggingMessageHandler: func(context.Context, *mcp.LoggingMessageRequest) { logsA.Add(1) },
+	})
+	b, _ := session(t, gw, proxy.SessionOptions{}, &mcp.ClientOptions{
+		LoggingMessageHandler: func(context.Context, *mcp.LoggingMessageRequest) { logsB.Add(1) },
+	})
+	ctx := context.Background()
+	for _, c := range []*client{a, b} {
+		if err := c.cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Progress: a's call, a's token.
+	params := &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "progress", "args": map[string]any{"steps": 3}}}
+	params.SetProgressToken("a-token")
+	if _, err := a.cs.CallTool(ctx, params); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a's progress", func() bool { a.mu.Lock(); defer a.mu.Unlock(); return len(a.progress) == 3 })
+
+	// Log messages: within a's call, to a.
+	a.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "log", "args": map[string]any{"level": "error", "message": "for a"}})
+	eventually(t, "a's log message", func() bool { return logsA.Load() == 1 })
+
+	// Resource updates: to the sessions subscribed, and the upstream stays
+	// subscribed while one of them is.
+	const uri = "test://static/hello"
+	for _, c := range []*client{a, b} {
+		if err := c.cs.Subscribe(ctx, &mcp.SubscribeParams{URI: uri}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closeA()
+	touch := func() { b.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "touch", "args": map[string]any{"uri": uri}}) }
+	eventually(t, "b's resource update after a left", func() bool {
+		touch()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return slices.Contains(b.updated, uri)
+	})
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.progress) != 0 || logsB.Load() != 0 {
+		t.Errorf("session b received %d progress notifications and %d log messages of a's calls", len(b.progress), logsB.Load())
+	}
+}
+
+// TestGatewayRequestsGoToTheCaller: a shared server's sampling request goes
+// to the session whose call it came from, and is refused when that
+// session's client cannot take it.
+func TestGatewayRequestsGoToTheCaller(t *testing.T) {
+	gw := startGateway(t, cfgOf(stdio(t, "test")))
+	var asked atomic.Int32
+	sampler := func(who string) *mcp.ClientOptions {
+		return &mcp.ClientOptions{CreateMessageHandler: func(context.Context, *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+			asked.Add(1)
+			return &mcp.CreateMessageResult{Model: "m", Role: "assistant", Content: &mcp.TextContent{Text: "answered by " + who}}, nil
+		}}
+	}
+	a, _ := session(t, gw, proxy.SessionOptions{}, sampler("a"))
+	b, _ := session(t, gw, proxy.SessionOptions{}, sampler("b"))
+	plain, _ := session(t, gw, proxy.SessionOptions{}, nil)
+	for _, c := range []struct {
+		c    *client
+		want string
+	}{{a, "answered by a"}, {b, "answered by b"}, {plain, "does not take sampling requests"}} {
+		res := c.c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "ask_client", "args": map[string]any{"kind": "sampling"}})
+		if !strings.Contains(text(res), c.want) {
+			t.Errorf("ask_client: %q, want %q", text(res), c.want)
+		}
+	}
+	if n := asked.Load(); n != 2 {
+		t.Errorf("the clients were asked %d times, want 2", n)
+	}
+}
+
+// TestGatewayDisconnectEndsOnlyItsCalls: a client that goes away mid-call
+// cancels its own call; another session's call and the server go on.
+func TestGatewayDisconnectEndsOnlyItsCalls(t *testing.T) {
+	gw := startGateway(t, cfgOf(stdio(t, "test")))
+	a, closeA := session(t, gw, proxy.SessionOptions{}, nil)
+	b, _ := session(t, gw, proxy.SessionOptions{}, nil)
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := a.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "slow", "args": map[string]any{"ms": 600000}})
+		aDone <- err
+	}()
+	bDone := make(chan *mcp.CallToolResult, 1)
+	go func() {
+		bDone <- b.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "slow", "args": map[string]any{"ms": 300}})
+	}()
+	eventually(t, "two sessions", func() bool { return gw.Sessions() == 2 })
+	closeA()
+	<-aDone
+	eventually(t, "a's session to end", func() bool { return gw.Sessions() == 1 })
+	if res := <-bDone; res.IsError {
+		t.Fatalf("b's call failed when a left: %q", text(res))
+	}
+	if res := b.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "still here"}}); !strings.Contains(text(res), "still here") {
+		t.Fatalf("b after a left: %q", text(res))
+	}
+}

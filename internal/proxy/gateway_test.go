@@ -153,7 +153,9 @@ func TestGatewayNotificationsReachOnlyTheirSession(t *testing.T) {
 		}
 	}
 	closeA()
-	touch := func() { b.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "touch", "args": map[string]any{"uri": uri}}) }
+	touch := func() {
+		b.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "touch", "args": map[string]any{"uri": uri}})
+	}
 	eventually(t, "b's resource update after a left", func() bool {
 		touch()
 		b.mu.Lock()

@@ -142,13 +142,13 @@ type Server struct {
 	permitFn  func(group string, kind guard.Kind, name string) bool
 	cat       catalogCache
 
-	session   atomic.Pointer[mcp.ServerSession]
-	opened    atomic.Bool // the client is initialized: the upstreams connect
-	openOnce  sync.Once
-	exch      exchanges
-	progress  progressTokens
-	subs      subscriptions
-	calls     callsInFlight
+	session  atomic.Pointer[mcp.ServerSession]
+	opened   atomic.Bool // the client is initialized: the upstreams connect
+	openOnce sync.Once
+	exch     exchanges
+	progress progressTokens
+	subs     subscriptions
+	calls    callsInFlight
 
 	refreshMu sync.Mutex // serializes refresh
 	refreshCh chan struct{}

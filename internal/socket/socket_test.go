@@ -1,0 +1,206 @@
+package socket_test
+
+import (
+	"bufio"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/moatmcp/moat/internal/socket"
+)
+
+// TestMain doubles as a listener run as another user (see
+// TestDialRefusesAnotherUsersListener).
+func TestMain(m *testing.M) {
+	if path := os.Getenv("MOAT_SOCKET_TEST_LISTEN"); path != "" {
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			os.Stdout.WriteString("error: " + err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Stdout.WriteString("ready\n")
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				os.Exit(0)
+			}
+			defer c.Close()
+		}
+	}
+	os.Exit(m.Run())
+}
+
+func TestListenGivesTheSocketItsModeAndGroup(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run", "gateway.sock")
+	gid := os.Getgid()
+	l, err := socket.Listen(path, 0o660, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o660 {
+		t.Errorf("socket mode %v, want a socket with 0660", fi.Mode())
+	}
+	if got := int(fi.Sys().(*syscall.Stat_t).Gid); got != gid {
+		t.Errorf("socket group %d, want %d", got, gid)
+	}
+	di, _ := os.Stat(filepath.Dir(path))
+	if di.Mode().Perm() != 0o750 {
+		t.Errorf("socket directory mode %v, want 0750 (its group may connect)", di.Mode().Perm())
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Errorf("the directory holds %d entries, want the socket alone (no temporary name left)", len(entries))
+	}
+
+	// A second gateway on the same path is refused while the first listens.
+	if _, err := socket.Listen(path, 0o600, ""); err == nil || !strings.Contains(err.Error(), "already listening") {
+		t.Fatalf("a second Listen on a live socket: %v, want already listening", err)
+	}
+	c, err := socket.Dial(path)
+	if err != nil {
+		t.Fatalf("dialing our own listener: %v", err)
+	}
+	c.Close()
+
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Errorf("the socket is still there after Close: %v", err)
+	}
+}
+
+func TestListenReplacesAStaleSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gateway.sock")
+	// A gateway that died leaves its socket behind.
+	dead, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.SetUnlinkOnClose(false)
+	dead.Close()
+	l, err := socket.Listen(path, 0o600, "")
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	defer l.Close()
+	c, err := socket.Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+}
+
+func TestListenRefuses(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "not-a-socket")
+	os.WriteFile(file, nil, 0o600)
+	open := filepath.Join(dir, "open")
+	os.Mkdir(open, 0o777)
+	os.Chmod(open, 0o777) // writable by every user, not sticky
+	for _, c := range []struct {
+		name, path string
+		mode       fs.FileMode
+		group      string
+		want       string
+	}{
+		{"world-writable mode", filepath.Join(dir, "a.sock"), 0o666, "", "every user of the host"},
+		{"relative path", "gateway.sock", 0o600, "", "not absolute"},
+		{"a file in the way", file, 0o600, "", "not a socket"},
+		{"a directory others can change", filepath.Join(open, "gateway.sock"), 0o600, "", "cannot be trusted"},
+		{"an unknown group", filepath.Join(dir, "b.sock"), 0o660, "no-such-group-moat", "no-such-group-moat"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l, err := socket.Listen(c.path, c.mode, c.group)
+			if err == nil {
+				l.Close()
+				t.Fatalf("Listen succeeded, want an error containing %q", c.want)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Listen: %v, want %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestDialRefusesAnotherUsersListener: a socket where the gateway should
+// be, listened on by another user, is not talked to.
+func TestDialRefusesAnotherUsersListener(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED LOUDLY: needs root to run a listener as another user")
+	}
+	dir, err := os.MkdirTemp("", "moat-socket-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o1777)
+	bin := filepath.Join(dir, "socket.test")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "gateway.sock")
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"MOAT_SOCKET_TEST_LISTEN=" + path}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4204, Gid: 4204}}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("the listener as uid 4204 said %q", line)
+	}
+	c, err := socket.Dial(path)
+	if err == nil {
+		c.Close()
+		t.Fatal("Dial talked to a listener of uid 4204")
+	}
+	if !strings.Contains(err.Error(), "runs as uid 4204") {
+		t.Fatalf("Dial: %v, want it to name uid 4204", err)
+	}
+}
+
+func TestPeerOfNamesTheOtherEnd(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gateway.sock")
+	l, err := socket.Listen(path, 0o600, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := socket.Dial(path)
+		if err == nil {
+			defer c.Close()
+			c.Read(make([]byte, 1))
+		}
+	}()
+	c, err := l.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p, err := socket.PeerOf(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.UID != os.Getuid() || p.GID != os.Getgid() || p.PID != os.Getpid() {
+		t.Fatalf("PeerOf = %+v, want uid %d gid %d pid %d", p, os.Getuid(), os.Getgid(), os.Getpid())
+	}
+}

@@ -51,11 +51,11 @@ func (p *Policy) decideAccess(what, key, name string, rules func(*Policy) Access
 	if p == nil {
 		return Decision{Rule: "no-policy", Reason: "no policy is loaded for this group, so Moat refuses every request (fail closed); check the config and the managed policy"}
 	}
-	if d := rules(p).decide(what, key, name); !d.Allow {
+	if d := rules(p).decide(p.scope(), what, key, name); !d.Allow {
 		return d
 	}
 	for _, o := range p.also {
-		if d := rules(o).decide(what, key, name); !d.Allow {
+		if d := rules(o).decide(o.scope(), what, key, name); !d.Allow {
 			d.Reason += " (set by the managed policy, which the user's config cannot loosen)"
 			return d
 		}
@@ -66,14 +66,16 @@ func (p *Policy) decideAccess(what, key, name string, rules func(*Policy) Access
 	return Decision{Allow: true, Rule: "default", Reason: fmt.Sprintf("no rule refuses this %s", what)}
 }
 
-func (a Access) decide(what, key, name string) Decision {
+// decide judges name by a's lists; scope names whose policy a is in
+// ("group" or "identity") for the reason.
+func (a Access) decide(scope, what, key, name string) Decision {
 	for _, pat := range a.Deny {
 		if matchGlob(pat, name) {
-			return Decision{Rule: key + ".deny:" + pat, Reason: fmt.Sprintf("%s %q matches the deny rule %q of this group's policy (%s.deny); do not retry: ask the user to change the policy if it is needed", what, name, pat, key)}
+			return Decision{Rule: key + ".deny:" + pat, Reason: fmt.Sprintf("%s %q matches the deny rule %q of this %s's policy (%s.deny); do not retry: ask the user to change the policy if it is needed", what, name, pat, scope, key)}
 		}
 	}
 	if a.Allow != nil && !slices.ContainsFunc(a.Allow, func(pat string) bool { return matchGlob(pat, name) }) {
-		return Decision{Rule: key + ".allow", Reason: fmt.Sprintf("%s %q is not in this group's %s.allow list; do not retry: ask the user to add it to the policy if it is needed", what, name, key)}
+		return Decision{Rule: key + ".allow", Reason: fmt.Sprintf("%s %q is not in this %s's %s.allow list; do not retry: ask the user to add it to the policy if it is needed", what, name, scope, key)}
 	}
 	return Decision{Allow: true}
 }

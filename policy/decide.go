@@ -88,17 +88,17 @@ func (p *Policy) Decide(tool string, ann *Annotations, args map[string]any) Deci
 func (p *Policy) decideOwn(tool string, ann *Annotations, args map[string]any) Decision {
 	for _, pat := range p.Deny {
 		if matchGlob(pat, tool) {
-			return Decision{Rule: "deny:" + pat, Reason: fmt.Sprintf("tool %q matches the deny rule %q of this group's policy; do not retry: ask the user to change the policy if the call is needed", tool, pat)}
+			return Decision{Rule: "deny:" + pat, Reason: fmt.Sprintf("tool %q matches the deny rule %q of this %s's policy; do not retry: ask the user to change the policy if the call is needed", tool, pat, p.scope())}
 		}
 	}
 	if p.Allow != nil && !slices.ContainsFunc(p.Allow, func(pat string) bool { return matchGlob(pat, tool) }) {
-		return Decision{Rule: "allow", Reason: fmt.Sprintf("tool %q is not in this group's allow list; do not retry: ask the user to add it to the policy's allow list if it is needed", tool)}
+		return Decision{Rule: "allow", Reason: fmt.Sprintf("tool %q is not in this %s's allow list; do not retry: ask the user to add it to the policy's allow list if it is needed", tool, p.scope())}
 	}
 	if p.ReadOnlyOnly != nil && *p.ReadOnlyOnly && (ann == nil || !ann.ReadOnlyHint) {
-		return Decision{Rule: "read_only_only", Reason: fmt.Sprintf("this group allows only read-only tools and %q is not annotated readOnlyHint; do not retry", tool)}
+		return Decision{Rule: "read_only_only", Reason: fmt.Sprintf("this %s allows only read-only tools and %q is not annotated readOnlyHint; do not retry", p.scope(), tool)}
 	}
 	if p.Destructive == DestructiveDeny && ann.destructive() && !slices.Contains(p.Allow, tool) {
-		return Decision{Rule: "destructive", Reason: fmt.Sprintf("tool %q may be destructive (by its MCP annotations) and this group's policy denies destructive tools; do not retry: the user can allow it by naming it exactly in the policy's allow list", tool)}
+		return Decision{Rule: "destructive", Reason: fmt.Sprintf("tool %q may be destructive (by its MCP annotations) and this %s's policy denies destructive tools; do not retry: the user can allow it by naming it exactly in the policy's allow list", tool, p.scope())}
 	}
 	if args == nil {
 		return Decision{Allow: true}

@@ -15,7 +15,10 @@ import (
 //
 // A call is limited three times: by its tool's own limiter (when a "tools"
 // entry sets one), by its group's and by the global one; it goes through
-// only when all three have room, and a refusal spends nothing.
+// only when all three have room, and a refusal spends nothing. A call made
+// for a gateway identity whose policy sets "global" limits is limited a
+// fourth time, by that identity's own limiter over all its groups (see
+// [Limits.UpdateIdentities]; each identity has its own).
 //
 // [Limits.Update] installs new policies (after a config reload). A rate
 // limiter whose scope and settings are unchanged keeps its state, so a
@@ -24,13 +27,16 @@ import (
 // across a reload and take the new cap at once.
 type Limits struct {
 	mu       sync.Mutex
-	global   Settings
-	groups   map[string]*Policy
+	global     Settings
+	groups     map[string]*Policy
+	identities map[string]*Policy
 	limiters map[limiterKey]*rate.Limiter
 	counters map[scopeKey]*counter
 }
 
-type scopeKey struct{ scope, group, tool string }
+// scopeKey names one limiter: scope "global", "identity" (identity set),
+// "group" (group set) or "tool" (group and tool set).
+type scopeKey struct{ scope, identity, group, tool string }
 
 type limiterKey struct {
 	scopeKey
@@ -60,6 +66,24 @@ func (l *Limits) Update(global *Policy, groups map[string]*Policy) {
 	defer l.mu.Unlock()
 	l.global = global.GlobalSettings()
 	l.groups = groups
+	l.prune()
+}
+
+// UpdateIdentities installs the policies of the gateway identities, by
+// name (nil for none): the IdentitySettings of each bound that identity's
+// calls over all groups (AllowAs, AcquireAs). An identity not in
+// identities has no limiter of its own from now on. As with Update, a
+// limiter whose identity and settings are unchanged keeps its state.
+func (l *Limits) UpdateIdentities(identities map[string]*Policy) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.identities = identities
+	l.prune()
+}
+
+// prune drops the limiters the current policies no longer want and gives
+// the concurrency counters their current caps.
+func (l *Limits) prune() {
 	for k := range l.limiters {
 		if want, ok := l.limiterKey(k.scopeKey); !ok || want != k {
 			delete(l.limiters, k)
@@ -80,8 +104,15 @@ func (l *Limits) Update(global *Policy, groups map[string]*Policy) {
 // settingsOf returns the settings of one scope, or false when that scope
 // has no policy.
 func (l *Limits) settingsOf(k scopeKey) (Settings, bool) {
-	if k.scope == "global" {
+	switch k.scope {
+	case "global":
 		return l.global, true
+	case "identity":
+		p := l.identities[k.identity]
+		if p == nil {
+			return Settings{}, false
+		}
+		return p.IdentitySettings(), true
 	}
 	p := l.groups[k.group]
 	if p == nil {
@@ -113,9 +144,13 @@ func (l *Limits) capOf(k scopeKey) (int, bool) {
 
 // scopes lists the scopes a call of tool in group counts against, global
 // first. tool "" (a resource read or prompt) counts against group and
-// global only.
-func scopes(group, tool string) []scopeKey {
-	s := []scopeKey{{scope: "global"}, {scope: "group", group: group}}
+// global only; identity "" (no gateway identity) against no identity's.
+func scopes(identity, group, tool string) []scopeKey {
+	s := []scopeKey{{scope: "global"}}
+	if identity != "" {
+		s = append(s, scopeKey{scope: "identity", identity: identity})
+	}
+	s = append(s, scopeKey{scope: "group", group: group})
 	if tool != "" {
 		s = append(s, scopeKey{scope: "tool", group: group, tool: tool})
 	}
@@ -125,19 +160,30 @@ func scopes(group, tool string) []scopeKey {
 // Allow reports whether a call of tool in group may start now, and if not,
 // how long to wait before retrying. A refused call spends no tokens.
 func (l *Limits) Allow(group, tool string) (ok bool, retryAfter time.Duration) {
-	return l.AllowAt(time.Now(), group, tool)
+	return l.AllowAsAt(time.Now(), "", group, tool)
 }
 
 // AllowAt is Allow at time now (for tests with a fake clock). A group
 // without a policy is refused with retryAfter 0.
 func (l *Limits) AllowAt(now time.Time, group, tool string) (ok bool, retryAfter time.Duration) {
+	return l.AllowAsAt(now, "", group, tool)
+}
+
+// AllowAs is Allow for a call made for the gateway identity named
+// identity ("" for none), which also counts against that identity's rate.
+func (l *Limits) AllowAs(identity, group, tool string) (ok bool, retryAfter time.Duration) {
+	return l.AllowAsAt(time.Now(), identity, group, tool)
+}
+
+// AllowAsAt is AllowAs at time now.
+func (l *Limits) AllowAsAt(now time.Time, identity, group, tool string) (ok bool, retryAfter time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.groups[group] == nil {
 		return false, 0
 	}
 	var taken []*rate.Reservation
-	for _, sk := range scopes(group, tool) {
+	for _, sk := range scopes(identity, group, tool) {
 		k, limited := l.limiterKey(sk)
 		if !limited {
 			continue
@@ -170,14 +216,17 @@ func (l *Limits) AllowAt(now time.Time, group, tool string) (ok bool, retryAfter
 // model that gets this error can retry once a call finishes, which is
 // better than a call hanging with no feedback.
 type BusyError struct {
-	Scope string // "tool", "group" or "global"
-	Group string
-	Tool  string
-	Max   int
+	Scope    string // "tool", "group", "identity" or "global"
+	Group    string
+	Tool     string
+	Identity string // the gateway identity the call was made for, if any
+	Max      int
 }
 
 func (e *BusyError) Error() string {
 	switch e.Scope {
+	case "identity":
+		return fmt.Sprintf("%d calls of identity %q are already running, the most its policy allows (global.max_concurrent of gateway.identities.%s.policy); retry when one has finished", e.Max, e.Identity, e.Identity)
 	case "tool":
 		return fmt.Sprintf("%d calls of tool %q of group %q are already running, the most its policy allows (max_concurrent); retry when one has finished", e.Max, e.Tool, e.Group)
 	case "group":
@@ -191,6 +240,13 @@ func (e *BusyError) Error() string {
 // *BusyError at once when one is full. release must be called exactly once
 // when the call ends; extra calls do nothing.
 func (l *Limits) Acquire(ctx context.Context, group, tool string) (release func(), err error) {
+	return l.AcquireAs(ctx, "", group, tool)
+}
+
+// AcquireAs is Acquire for a call made for the gateway identity named
+// identity ("" for none), which also takes a slot of that identity's
+// max_concurrent.
+func (l *Limits) AcquireAs(ctx context.Context, identity, group, tool string) (release func(), err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -200,7 +256,7 @@ func (l *Limits) Acquire(ctx context.Context, group, tool string) (release func(
 		return nil, fmt.Errorf("group %q has no policy loaded; Moat refuses its calls (fail closed)", group)
 	}
 	var held []*counter
-	for _, sk := range scopes(group, tool) {
+	for _, sk := range scopes(identity, group, tool) {
 		c := l.counters[sk]
 		if c == nil {
 			max, capped := l.capOf(sk)
@@ -211,7 +267,7 @@ func (l *Limits) Acquire(ctx context.Context, group, tool string) (release func(
 			l.counters[sk] = c
 		}
 		if c.n >= c.max {
-			return nil, &BusyError{Scope: sk.scope, Group: group, Tool: tool, Max: c.max}
+			return nil, &BusyError{Scope: sk.scope, Group: group, Tool: tool, Identity: identity, Max: c.max}
 		}
 		held = append(held, c)
 	}

@@ -70,6 +70,55 @@ func ParseServer(data []byte) (*Policy, error) {
 	return parse(data, "", false)
 }
 
+// identityKeys are the keys of an identity's policy: the rules that decide
+// access, and "global", its limits over all its calls.
+var identityKeys = []string{"allow", "deny", "destructive", "read_only_only", "args", "resources", "prompts", "global"}
+
+// ParseIdentity reads the policy of a gateway identity (the config's
+// gateway.identities.NAME.policy). It holds only what restricts that
+// identity: the decision rules (allow, deny, destructive, read_only_only,
+// args, resources, prompts), judged beside the group's own, and "global",
+// whose rate, burst and max_concurrent bound the identity's calls over all
+// its groups. Anything else (pin, redact, on_invalid_schema, per-tool and
+// group settings) is refused: it belongs to the group's policy. Its
+// refusals name "this identity's policy".
+func ParseIdentity(data []byte) (*Policy, error) {
+	v, err := decodeStrict(data, maxPolicyDepth)
+	if err != nil {
+		return nil, &Error{Problems: []Problem{{Msg: err.Error()}}}
+	}
+	ps := parser{keys: identityKeys}
+	if obj, ok := v.(map[string]any); ok {
+		for _, k := range sortedKeys(obj) {
+			if slices.Contains(identityKeys, k) || !slices.Contains(policyKeys, k) {
+				continue // an unknown key is reported by ps.policy, with its did-you-mean
+			}
+			hint := fmt.Sprintf("remove %q here; the group's own policy (the server's \"policy\" or \"defaults.policy\") keeps it", k)
+			if k == "rate" || k == "burst" || k == "max_concurrent" {
+				hint = fmt.Sprintf(`to bound this identity's calls over all its groups, write "global": {%q: ...}`, k)
+			}
+			ps.problems = append(ps.problems, Problem{Path: pointer("", k), Key: true,
+				Msg:  fmt.Sprintf("%q is not allowed in an identity's policy: identity policies only restrict access and limits (allowed keys: %s)", k, strings.Join(identityKeys, ", ")),
+				Hint: hint})
+			delete(obj, k)
+		}
+	}
+	p := ps.policy("", v, true)
+	if len(ps.problems) > 0 {
+		return nil, &Error{Problems: ps.problems}
+	}
+	p.identity = true
+	return p, nil
+}
+
+// cmpOr returns a unless it is nil, else b.
+func cmpOr(a, b []string) []string {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
 func parse(data []byte, at string, allowGlobal bool) (*Policy, error) {
 	v, err := decodeStrict(data, maxPolicyDepth)
 	if err != nil {
@@ -83,7 +132,12 @@ func parse(data []byte, at string, allowGlobal bool) (*Policy, error) {
 	return p, nil
 }
 
-type parser struct{ problems []Problem }
+type parser struct {
+	problems []Problem
+	// keys, when set, are the top-level keys a policy may have (an
+	// identity's); nil means policyKeys.
+	keys []string
+}
 
 func (ps *parser) add(path, format string, a ...any) {
 	ps.problems = append(ps.problems, Problem{Path: path, Msg: fmt.Sprintf(format, a...)})
@@ -154,7 +208,7 @@ func (ps *parser) policy(at string, v any, allowGlobal bool) *Policy {
 			p.OnInvalidSchema = ps.enum(path, val, InvalidSchemaReject, InvalidSchemaPassthrough)
 		default:
 			if !slices.Contains(settingKeys, k) {
-				ps.unknownKey(path, k, "", policyKeys)
+				ps.unknownKey(path, k, "", cmpOr(ps.keys, policyKeys))
 			}
 		}
 	}

@@ -16,10 +16,15 @@
 // rules of every merged policy must all allow a call, so a merged policy is
 // never looser than any of its parts.
 //
+// A gateway identity's policy ([ParseIdentity]) holds only decision rules
+// and "global" limits; Moat judges it beside the group's policy, and both
+// must allow.
+//
 // # Limits
 //
 // [Limits] holds rate limiters (golang.org/x/time/rate) and concurrency
-// counters per tool, per group and globally, in process. It survives config
+// counters per tool, per group, per gateway identity and globally, in
+// process. It survives config
 // reloads: a limiter whose settings did not change keeps its state.
 //
 // The package imports nothing of Moat's internals and does no I/O: Moat's
@@ -113,6 +118,17 @@ type Policy struct {
 	// also holds the allow/deny/tier/argument rules of policies merged into
 	// this one; each of them must allow a call too.
 	also []*Policy
+	// identity is set by ParseIdentity: the policy of a gateway identity,
+	// whose refusals say so.
+	identity bool
+}
+
+// scope is what p is the policy of, as its refusals name it.
+func (p *Policy) scope() string {
+	if p.identity {
+		return "identity"
+	}
+	return "group"
 }
 
 // Settings are the numeric limits of one scope. Zero values are "not set".
@@ -222,6 +238,18 @@ func (p *Policy) GroupSettings() Settings {
 	}
 	if s.MaxConcurrent == 0 {
 		s.MaxConcurrent = DefaultMaxConcurrent
+	}
+	return s
+}
+
+// IdentitySettings is the limiter of a gateway identity's policy over all
+// its calls, from its "global" block: Rate and Burst (zero when no rate is
+// set) and MaxConcurrent (zero when not set). Zero means no limiter of the
+// identity's own; the group and global limiters still apply.
+func (p *Policy) IdentitySettings() Settings {
+	s := Settings{Rate: p.Global.Rate, MaxConcurrent: p.Global.MaxConcurrent}
+	if !s.Rate.IsZero() {
+		s.Burst = p.Global.burst()
 	}
 	return s
 }

@@ -26,12 +26,12 @@ import (
 // starts afresh, full. Concurrency counters keep counting calls in flight
 // across a reload and take the new cap at once.
 type Limits struct {
-	mu       sync.Mutex
+	mu         sync.Mutex
 	global     Settings
 	groups     map[string]*Policy
 	identities map[string]*Policy
-	limiters map[limiterKey]*rate.Limiter
-	counters map[scopeKey]*counter
+	limiters   map[limiterKey]*rate.Limiter
+	counters   map[scopeKey]*counter
 }
 
 // scopeKey names one limiter: scope "global", "identity" (identity set),

@@ -24,8 +24,8 @@
 //
 // [Limits] holds rate limiters (golang.org/x/time/rate) and concurrency
 // counters per tool, per group, per gateway identity and globally, in
-// process. It survives config
-// reloads: a limiter whose settings did not change keeps its state.
+// process. It survives config reloads: a limiter whose settings did not
+// change keeps its state.
 //
 // The package imports nothing of Moat's internals and does no I/O: Moat's
 // config loader reads the managed policy file, after checking that no other

@@ -14,6 +14,11 @@ func srv(body string) string {
 
 const desc = `"description": "d", `
 
+// gw is a config with one server, "files", and the gateway block body.
+func gw(body string) string {
+	return `{"mcpServers": {"files": {"description": "d", "command": "x"}}, "gateway": ` + body + `}`
+}
+
 // stdio is a stdio server "s" with extra keys; sbx one with a sandbox
 // block; tlsSrv a remote one with a tls block.
 func stdio(body string) string { return srv(desc + `"command": "x", ` + body) }
@@ -285,6 +290,33 @@ func TestBadConfigs(t *testing.T) {
 		{"secrets require_encryption string", `{"mcpServers": {}, "secrets": {"require_encryption": "yes"}}`, "/secrets/require_encryption", `secrets.require_encryption is a string, not true or false`, true, nil, nil, 1},
 		{"secrets backend typo", `{"mcpServers": {}, "secrets": {"backend": "keychian"}}`, "/secrets/backend", `unknown secrets.backend "keychian": did you mean "keychain"?; use "auto" (the default: the OS keychain, else the encrypted file), "keychain" or "file"`, true, nil, nil, 1},
 		{"secrets backend number", `{"mcpServers": {}, "secrets": {"backend": 1}}`, "/secrets/backend", "secrets.backend is a number, not a string", true, nil, nil, 1},
+		// gateway
+		{"gateway array", gw(`[]`), "/gateway", `"gateway" is an array, not an object`, true, nil, nil, 1},
+		{"gateway unknown key", gw(`{"socket_mod": "0660"}`), "/gateway/socket_mod", `did you mean "socket_mode"?`, true, nil, nil, 1},
+		{"socket_mode world-writable", gw(`{"socket_mode": "0666"}`), "/gateway/socket_mode", `gateway.socket_mode "0666" lets every user of the host connect (o+w): use "0660" and set "socket_group" to the group of the users who may connect, or "0600"`, true, nil, nil, 1},
+		{"socket_mode too tight", gw(`{"socket_mode": "0400"}`), "/gateway/socket_mode", `does not let the gateway's own user read and write its socket (it must be from 0600 to 0777)`, true, nil, nil, 1},
+		{"socket_mode setuid", gw(`{"socket_mode": "4660"}`), "/gateway/socket_mode", `is not an octal mode such as "0660"`, true, nil, nil, 1},
+		{"socket_mode not octal", gw(`{"socket_mode": "0680"}`), "/gateway/socket_mode", `is not an octal mode`, true, nil, nil, 1},
+		{"socket_mode number", gw(`{"socket_mode": 660}`), "/gateway/socket_mode", `gateway.socket_mode is a number, not a string: write the mode as an octal string, quoted`, true, nil, nil, 1},
+		{"socket_group bad", gw(`{"socket_group": "a b"}`), "/gateway/socket_group", `gateway.socket_group "a b" is not a group name or gid`, true, nil, nil, 1},
+		{"identities array", gw(`{"identities": []}`), "/gateway/identities", `gateway.identities is an array, not an object`, true, nil, nil, 1},
+		{"identity bad name", gw(`{"identities": {"a/b": {"uids": [1]}}}`), "/gateway/identities/a~1b", `invalid identity name "a/b"`, true, nil, nil, 1},
+		{"identity not object", gw(`{"identities": {"alice": [1000]}}`), "/gateway/identities/alice", `identity "alice" is an array, not an object`, true, nil, nil, 1},
+		{"identity unknown key", gw(`{"identities": {"alice": {"uid": [1000]}}}`), "/gateway/identities/alice/uid", `did you mean "uids"?`, true, nil, nil, 0},
+		{"identity matches nobody", gw(`{"identities": {"alice": {"servers": ["files"]}}}`), "/gateway/identities/alice", `identity "alice" has neither uids nor unix_groups, so no peer can ever be it`, true, nil, nil, 1},
+		{"identity negative uid", gw(`{"identities": {"alice": {"uids": [-1]}}}`), "/gateway/identities/alice/uids/0", `identity "alice" uids[0] is -1; it must be at least 0`, true, nil, nil, 0},
+		{"identity uid string", gw(`{"identities": {"alice": {"uids": ["1000"]}}}`), "/gateway/identities/alice/uids/0", `is a string, not a whole number`, true, nil, nil, 0},
+		{"identity uid huge", gw(`{"identities": {"alice": {"uids": [4294967295]}}}`), "/gateway/identities/alice/uids/0", `it must be at most 4294967294`, true, nil, nil, 0},
+		{"uid under two identities", gw(`{"identities": {"alice": {"uids": [1000]}, "bob": {"uids": [1001, 1000]}}}`), "/gateway/identities/bob/uids/1", `uid 1000 is listed under identities "alice" and "bob"; a peer must be exactly one identity: remove one of them`, false, nil, nil, 1},
+		{"uid twice in one identity", gw(`{"identities": {"alice": {"uids": [1000, 1000]}}}`), "/gateway/identities/alice/uids/1", `uid 1000 is listed twice under identity "alice"`, false, nil, nil, 1},
+		{"unix group bad", gw(`{"identities": {"alice": {"unix_groups": ["dev s"]}}}`), "/gateway/identities/alice/unix_groups/0", `identity "alice" unix_groups[0] "dev s" is not a group name or gid`, true, nil, nil, 0},
+		{"unix group number", gw(`{"identities": {"alice": {"unix_groups": [1500]}}}`), "/gateway/identities/alice/unix_groups/0", `is a number, not a string: quote it`, true, nil, nil, 0},
+		{"unknown server", gw(`{"identities": {"alice": {"uids": [1000], "servers": ["fils"]}}}`), "/gateway/identities/alice/servers/0", `identity "alice" lists server "fils", which is not in mcpServers: did you mean "files"?; list servers by their name in mcpServers: "files"`, false, nil, nil, 1},
+		{"identity policy pin", gw(`{"identities": {"alice": {"uids": [1000], "policy": {"pin": "off"}}}}`), "/gateway/identities/alice/policy/pin", `"pin" is not allowed in an identity's policy: identity policies only restrict access and limits`, true, nil, nil, 1},
+		{"identity policy tools", gw(`{"identities": {"alice": {"uids": [1000], "policy": {"tools": {"t": {"rate": "1/s"}}}}}}`), "/gateway/identities/alice/policy/tools", `the group's own policy (the server's "policy" or "defaults.policy") keeps it`, true, nil, nil, 1},
+		{"identity policy rate", gw(`{"identities": {"alice": {"uids": [1000], "policy": {"rate": "1/s"}}}}`), "/gateway/identities/alice/policy/rate", `write "global": {"rate": ...}`, true, nil, nil, 1},
+		{"identity policy typo", gw(`{"identities": {"alice": {"uids": [1000], "policy": {"dney": ["x"]}}}}`), "/gateway/identities/alice/policy/dney", `did you mean "deny"?`, true, nil, nil, 1},
+		{"identity policy secret", gw(`{"identities": {"alice": {"uids": [1000], "policy": {"deny": ["${secret:x}"]}}}}`), "/gateway/identities/alice/policy/deny/0", `secret`, false, nil, okSecret, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			opts := &LoadOptions{Getenv: env(tt.getenv), Secret: tt.secret}

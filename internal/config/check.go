@@ -22,7 +22,7 @@ var (
 	commonKeys = []string{"description", "type", "enabled", "features", "timeout", "policy", "max_message_bytes"}
 	stdioKeys  = []string{"command", "args", "env", "inherit_env", "cwd", "run_as", "sandbox"}
 	remoteKeys = []string{"url", "headers", "oauth_client_id", "oauth_scopes", "allow_insecure_http", "allow_private_network", "tls"}
-	topKeys    = []string{"mcpServers", "$schema", "defaults", "audit", "secrets"}
+	topKeys    = []string{"mcpServers", "$schema", "defaults", "audit", "secrets", "gateway"}
 	flagKeys   = []string{"tools", "resources", "prompts"}
 	timeKeys   = []string{"tools", "resources", "prompts", "connect"}
 )
@@ -51,6 +51,8 @@ func (c *checker) root(n *node, cfg *Config) {
 	cfg.Defaults = c.defaults(n.get("defaults"))
 	cfg.Audit = c.audit(n.get("audit"))
 	cfg.Secrets = c.secrets(n.get("secrets"))
+	// The gateway's identities name servers, so they are read after them.
+	defer func() { cfg.Gateway = c.gateway(n.get("gateway"), cfg.Servers) }()
 	m := n.get("mcpServers")
 	if m == nil {
 		c.ps.add("", n.off, `missing "mcpServers"`, `add "mcpServers": {} with one entry per upstream server`)

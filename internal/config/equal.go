@@ -18,7 +18,8 @@ import (
 // sessions); callers take both from the new config. A policy edit that
 // changes the derived MaxMessageBytes does restart the server: the limit
 // is fixed in the transport when it connects. SecretValues is derived from
-// the compared fields and skipped.
+// the compared fields and skipped. The gateway block is not a server's:
+// a change to its identities or socket restarts no server.
 func (s *Server) Equal(o *Server) bool {
 	if s == nil || o == nil {
 		return s == o

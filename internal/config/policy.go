@@ -30,7 +30,14 @@ func (c *checker) policy(m *member, path, where string) json.RawMessage {
 	if !c.encodeExpanded(&b, m.val, path, where) {
 		return nil
 	}
-	c.policyProblems(m.val, b.Bytes(), path, path == "/defaults/policy")
+	parse := policy.ParseServer
+	switch {
+	case path == "/defaults/policy":
+		parse = policy.Parse
+	case strings.HasPrefix(path, "/gateway/"):
+		parse = policy.ParseIdentity
+	}
+	c.policyProblems(m.val, b.Bytes(), path, parse)
 	return json.RawMessage(b.Bytes())
 }
 
@@ -38,13 +45,8 @@ func (c *checker) policy(m *member, path, where string) json.RawMessage {
 // places each of its problems in the file: at the key when the key is
 // wrong, else at the value. A problem about a value that came from ${VAR}
 // does not quote it: error text never holds the environment's values.
-func (c *checker) policyProblems(n *node, expanded []byte, path string, allowGlobal bool) {
-	var err error
-	if allowGlobal {
-		_, err = policy.Parse(expanded)
-	} else {
-		_, err = policy.ParseServer(expanded)
-	}
+func (c *checker) policyProblems(n *node, expanded []byte, path string, parse func([]byte) (*policy.Policy, error)) {
+	_, err := parse(expanded)
 	var pe *policy.Error
 	if !errors.As(err, &pe) {
 		return

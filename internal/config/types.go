@@ -10,8 +10,8 @@
 // reports edits to the file, however an editor saves it.
 //
 // Moat's own keys (inherit_env, cwd, sandbox, allow_insecure_http,
-// allow_private_network, tls, policy per server; defaults, audit and
-// secrets at the top level) are optional, with safe defaults. Where secrets
+// allow_private_network, tls, policy per server; defaults, audit, secrets
+// and gateway at the top level) are optional, with safe defaults. Where secrets
 // may go: ${secret:NAME} is expanded only in env, url, headers and
 // oauth_client_id, whose values Moat redacts. A stdio server's command and
 // args are its /proc/PID/cmdline, which every local user can read, and in
@@ -26,6 +26,7 @@ package config
 
 import (
 	"encoding/json"
+	"os"
 	"time"
 )
 
@@ -54,6 +55,49 @@ type Config struct {
 	Defaults Defaults // key "defaults"
 	Audit    Audit    // key "audit"
 	Secrets  Secrets  // key "secrets"
+	Gateway  Gateway  // key "gateway"
+}
+
+// DefaultSocketMode is gateway.socket_mode when the key is absent.
+const DefaultSocketMode os.FileMode = 0o660
+
+// Gateway is the "gateway" block: how `moat serve --listen unix:PATH`
+// makes its socket and who may connect to it. The loader fills in
+// SocketMode.
+type Gateway struct {
+	// SocketMode is key "socket_mode", an octal string from "0600" to
+	// "0777" without the bit that lets other users connect (o+w);
+	// DefaultSocketMode when not set.
+	SocketMode os.FileMode
+	// SocketGroup is key "socket_group": a group name or numeric gid the
+	// socket is given to, checked for its form only (the gateway resolves
+	// it); "" leaves the gateway's own group.
+	SocketGroup string
+	// Identities is key "identities", by name. Nil when the key is absent
+	// (or empty): then only the gateway's own user may connect.
+	Identities map[string]*Identity
+}
+
+// Identity is one entry of gateway.identities: who a peer of the gateway's
+// socket is, and what that principal may see and use.
+type Identity struct {
+	Name string
+	// UIDs is key "uids": peer uids that are this identity. No uid is
+	// listed under two identities (the loader refuses it).
+	UIDs []int
+	// Groups is key "unix_groups" as written: group names or numeric
+	// gids. A peer whose primary or supplementary groups include one is
+	// this identity, unless its uid is listed under another.
+	Groups []string
+	// Servers is key "servers": the configured servers (groups) this
+	// identity may see and use; nil when absent (every server), empty
+	// when [] (none).
+	Servers []string
+	// Policy is key "policy", kept raw with ${VAR} expanded in its string
+	// values like a server's, or nil; policy.ParseIdentity parses it. It
+	// holds only decision rules and "global" limits (per identity, over
+	// all its calls).
+	Policy json.RawMessage
 }
 
 // Defaults apply to every server.

@@ -105,6 +105,16 @@ func TestFullConfig(t *testing.T) {
 			Rotate: Rotate{MaxSize: 100 << 20, MaxAge: 24 * time.Hour, Keep: 10}, CheckpointEvery: 500, SyslogFormat: "json",
 		},
 		Secrets: Secrets{Backend: "keychain", RequireEncryption: true},
+		Gateway: Gateway{
+			SocketMode: 0o640, SocketGroup: "moat",
+			Identities: map[string]*Identity{
+				"alice": {
+					Name: "alice", UIDs: []int{1000, 0}, Groups: []string{"devs", "1500"}, Servers: []string{"files", "remote"},
+					Policy: json.RawMessage(`{"deny":["write_*"],"resources":{"deny":["file:///etc/*"]},"args":{"read_*":{"path":{"prefix":["/home/u/project"]}}},"global":{"rate":"60/m","max_concurrent":2}}`),
+				},
+				"ci": {Name: "ci", Groups: []string{"ci"}, Servers: []string{}},
+			},
+		},
 	}
 	if diff := cmp.Diff(wantTop, *cfg); diff != "" {
 		t.Errorf("full.json top level (-want +got):\n%s", diff)
@@ -305,3 +315,20 @@ func TestServerEqual(t *testing.T) {
 }
 
 func jsonNumber(s string) any { return json.Number(s) }
+
+// TestGatewayChangeKeepsServers: a reload that only changes the gateway
+// block (identities, their servers and policies, the socket) keeps every
+// upstream running: no server compares unequal.
+func TestGatewayChangeKeepsServers(t *testing.T) {
+	const servers = `"mcpServers": {"files": {"description": "d", "command": "x"}, "kb": {"description": "d", "url": "https://h/"}}`
+	before := mustParse(t, `{`+servers+`}`, nil)
+	after := mustParse(t, `{`+servers+`, "gateway": {"socket_mode": "0600", "identities": {"alice": {"uids": [1000], "servers": ["kb"], "policy": {"deny": ["*"]}}}}}`, nil)
+	for name, s := range before.Servers {
+		if !s.Equal(after.Servers[name]) {
+			t.Errorf("server %s compares unequal after a gateway-only change, so a reload would restart it", name)
+		}
+	}
+	if after.Gateway.SocketMode != 0o600 || after.Gateway.Identities["alice"].Servers[0] != "kb" {
+		t.Errorf("gateway = %+v", after.Gateway)
+	}
+}

@@ -53,7 +53,7 @@ func BenchmarkGuardChain(b *testing.B) {
 	}
 	chain := guard.Chain(forward,
 		limits.Size(gs.Policy),
-		limits.Policy(gs.Policy),
+		limits.Policy(gs.Policy, gs.identityRules),
 		limits.Concurrency(gs.limits),
 		gs.validateLayer(),
 		limits.Rate(gs.limits),

@@ -5,8 +5,11 @@
 // layers themselves, the catalog of tools each group shows the model (the
 // same pin, policy and schema decisions a call meets), the resources and
 // prompts the policy lets a listing show, and the treatment of what an
-// upstream sends the client outside a result. cmd/moat only wires it to
-// the audit log, the secret store and the proxy.
+// upstream sends the client outside a result. As a gateway it also maps a
+// socket peer to its identity (Identify) and answers each question per
+// identity (Visible, CatalogFor, PermitFor), by the identities of the last
+// Apply. cmd/moat only wires it to the audit log, the secret store and the
+// proxy.
 package gate
 
 import (
@@ -58,9 +61,13 @@ type Gate struct {
 	// backstop.
 	validators map[string]*validate.Validator
 
+	// accounts reads the host's users and groups for Identify.
+	accounts osAccounts
+
 	mu         sync.RWMutex
 	policies   map[string]*policy.Policy
-	identities map[string]string
+	identities map[string]string // pin identity of each group's server
+	gateway    *gateway
 
 	// toolNames remembers each group's tool names (from its last catalog),
 	// to spot descriptions that mention another group's tools.
@@ -79,6 +86,7 @@ func New(log *slog.Logger, r *redact.Redactor) *Gate {
 	}
 	return &Gate{
 		log:      log,
+		accounts: hostAccounts,
 		limits:   policy.NewLimits(),
 		Redactor: r,
 		validators: map[string]*validate.Validator{
@@ -167,10 +175,16 @@ func EffectivePolicies(cfg *config.Config, managed *config.Managed) (map[string]
 }
 
 // Apply takes the policies of a newly loaded config and managed policy
-// (ReadManaged's one reading). On error nothing changes: the caller refuses
-// the config.
+// (ReadManaged's one reading), and the gateway identities of the config
+// with their policies. On error nothing changes: the caller refuses the
+// config. Sessions of the gateway are judged by the identities of the
+// latest Apply: one a reload removed is refused everything.
 func (g *Gate) Apply(cfg *config.Config, managed *config.Managed) error {
 	policies, global, err := EffectivePolicies(cfg, managed)
+	if err != nil {
+		return err
+	}
+	gw, idPolicies, err := newGateway(cfg, g.accounts)
 	if err != nil {
 		return err
 	}
@@ -179,9 +193,10 @@ func (g *Gate) Apply(cfg *config.Config, managed *config.Managed) error {
 		ids[name] = pin.Identity(s.Command, s.Args, s.URL)
 	}
 	g.mu.Lock()
-	g.policies, g.identities = policies, ids
+	g.policies, g.identities, g.gateway = policies, ids, gw
 	g.mu.Unlock()
 	g.limits.Update(global, policies)
+	g.limits.UpdateIdentities(idPolicies)
 	return nil
 }
 
@@ -195,15 +210,17 @@ func (g *Gate) Policy(group string) *policy.Policy {
 // Permit is proxy.Options.Permit: the policy layer's decision for a
 // request of that resource or prompt.
 func (g *Gate) Permit(group string, kind guard.Kind, name string) bool {
-	p := g.Policy(group)
-	if p == nil {
-		return false
-	}
-	c := &guard.Call{Kind: kind, Group: group, Name: name}
+	return g.permit(nil, group, kind, name)
+}
+
+// permit is the policy layer's decision (limits.Decide) for a request of
+// that resource or prompt made for the identity id (nil: none).
+func (g *Gate) permit(id *guard.Identity, group string, kind guard.Kind, name string) bool {
+	c := &guard.Call{Kind: kind, Group: group, Name: name, Identity: id}
 	if kind != guard.KindPrompt {
 		c.Name, c.URI = "", name
 	}
-	return limits.DecideAccess(p, c).Allow
+	return limits.Decide(g.Policy(group), g.identityRules, c, nil) == nil
 }
 
 // pinStore is Pins, or the refusal when it is not set.
@@ -286,7 +303,7 @@ func (g *Gate) Layers(auditLayer, intentLayer guard.Layer) []guard.Layer {
 		guard.LayerAudit:       auditLayer,
 		guard.LayerIntent:      intentLayer,
 		guard.LayerSize:        limits.Size(g.Policy),
-		guard.LayerPolicy:      limits.Policy(g.Policy),
+		guard.LayerPolicy:      limits.Policy(g.Policy, g.identityRules),
 		guard.LayerConcurrency: limits.Concurrency(g.limits),
 		guard.LayerPin:         g.pinLayer(),
 		guard.LayerValidate:    g.validateLayer(),
@@ -420,7 +437,7 @@ func (g *Gate) Catalog(grp *upstream.Group, tools []*mcp.Tool) []proxy.Entry {
 		if !approved[t.Name] {
 			continue
 		}
-		if d := pol.Decide(t.Name, limits.Annotations(t), nil); !d.Allow {
+		if limits.Decide(pol, g.identityRules, &guard.Call{Kind: guard.KindTool, Group: name, Name: t.Name, Tool: t}, nil) != nil {
 			continue
 		}
 		clean := hygiene.Tool(t, maxDescription)

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -35,34 +36,118 @@ func noPolicy(group string) *guard.Denial {
 	return &guard.Denial{Layer: guard.LayerPolicy, Rule: "no-policy", Reason: fmt.Sprintf("group %q has no policy loaded, so Moat refuses its calls (fail closed); check the config and the managed policy", group)}
 }
 
+// IdentityRules are what the policy layer judges of a gateway identity
+// beside its group's policy.
+type IdentityRules struct {
+	Name string
+	// Servers are the groups the identity may see and use; nil: every one.
+	Servers []string
+	// Policy is the identity's own policy (policy.ParseIdentity), nil for
+	// none: the group's policy alone decides.
+	Policy *policy.Policy
+}
+
+// Visible reports whether the identity may see and use group.
+func (r *IdentityRules) Visible(group string) bool {
+	return r.Servers == nil || slices.Contains(r.Servers, group)
+}
+
+// IdentityFunc returns the rules of the gateway identity named name as the
+// latest config has them, or nil when it has no such identity (the
+// identity's requests are then refused: fail closed).
+type IdentityFunc func(name string) *IdentityRules
+
 // Policy refuses what the group's policy denies: tool calls by name, by
 // annotation tier, or by argument constraints, resource reads by URI and
-// prompt gets by name. The arguments are decoded strictly (duplicate keys
-// refused) so Moat judges exactly what the upstream will read.
-func Policy(get PolicyFunc) guard.Layer {
+// prompt gets by name. A call made for a gateway identity (c.Identity) is
+// also refused when the identity is no longer configured, when it may not
+// use the group, and when its own policy denies it: the group's rules and
+// the identity's must both allow. The arguments are decoded strictly
+// (duplicate keys refused) so Moat judges exactly what the upstream will
+// read. ids may be nil when no identity is ever configured.
+func Policy(get PolicyFunc, ids IdentityFunc) guard.Layer {
 	return func(next guard.Handler) guard.Handler {
 		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
 			p := get(c.Group)
 			if p == nil {
 				return nil, noPolicy(c.Group)
 			}
-			if c.Kind != guard.KindTool {
-				if d := DecideAccess(p, c); !d.Allow {
-					return nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: d.Rule, Reason: d.Reason}
+			// Who may use the group at all is settled before anything
+			// reads the arguments.
+			if _, d := Admit(ids, c); d != nil {
+				return nil, d
+			}
+			var args map[string]any
+			if c.Kind == guard.KindTool {
+				var err error
+				if args, err = c.Value(); err != nil {
+					return nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: "args:decode", Cause: err,
+						Reason: fmt.Sprintf("the arguments are not acceptable: %v; send one JSON object with each key once (not twice, nor in two cases), nested at most %d levels", err, guard.MaxArgsDepth)}
 				}
-				return next(ctx, c)
 			}
-			args, err := c.Value()
-			if err != nil {
-				return nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: "args:decode", Cause: err,
-					Reason: fmt.Sprintf("the arguments are not acceptable: %v; send one JSON object with each key once (not twice, nor in two cases), nested at most %d levels", err, guard.MaxArgsDepth)}
-			}
-			if d := p.Decide(c.Name, Annotations(c.Tool), args); !d.Allow {
-				return nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: d.Rule, Reason: d.Reason}
+			if d := Decide(p, ids, c, args); d != nil {
+				return nil, d
 			}
 			return next(ctx, c)
 		}
 	}
+}
+
+// Decide is the policy layer's one decision, for calls and listings alike:
+// nil when p (the group's effective policy) and, for a call made for a
+// gateway identity, that identity's rules allow c. args are the decoded
+// tool arguments, nil when listing (the tool is judged by its name and
+// annotations, c.Tool). The gate's catalog and resource and prompt
+// listings ask it with the call a request would make, so nothing is listed
+// that the chain would refuse.
+func Decide(p *policy.Policy, ids IdentityFunc, c *guard.Call, args map[string]any) *guard.Denial {
+	if p == nil {
+		return noPolicy(c.Group)
+	}
+	who, d := Admit(ids, c)
+	if d != nil {
+		return d
+	}
+	judge := func(q *policy.Policy) policy.Decision {
+		if c.Kind == guard.KindTool {
+			return q.Decide(c.Name, Annotations(c.Tool), args)
+		}
+		return DecideAccess(q, c)
+	}
+	if dec := judge(p); !dec.Allow {
+		return &guard.Denial{Layer: guard.LayerPolicy, Rule: dec.Rule, Reason: dec.Reason}
+	}
+	if who != nil && who.Policy != nil {
+		if dec := judge(who.Policy); !dec.Allow {
+			return &guard.Denial{Layer: guard.LayerPolicy, Rule: "identity:" + dec.Rule,
+				Reason: fmt.Sprintf("for identity %s: %s (the rule is in gateway.identities.%s.policy of the config)", who.Name, dec.Reason, who.Name)}
+		}
+	}
+	return nil
+}
+
+// Admit decides whether the gateway identity of c (none: always) may use
+// c.Group at all, and returns its rules. An identity the config no longer
+// has is refused everything; one whose servers do not list the group is
+// refused that group.
+func Admit(ids IdentityFunc, c *guard.Call) (*IdentityRules, *guard.Denial) {
+	if c.Identity == nil {
+		return nil, nil
+	}
+	name := c.Identity.Name
+	var who *IdentityRules
+	if ids != nil {
+		who = ids(name)
+	}
+	if who == nil {
+		return nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: "identity:unknown",
+			Reason: fmt.Sprintf("identity %s is not in the config's gateway.identities (a reload removed it), so Moat refuses its requests; do not retry: ask the gateway's administrator", name)}
+	}
+	if !who.Visible(c.Group) {
+		return nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: "identity:server",
+			Reason: fmt.Sprintf("identity %s may not use group %s; the config's gateway.identities.%s.servers lists what it may use", name, c.Group, name)}
+	}
+	return who, nil
 }
 
 // DecideAccess judges a call that is not a tool call by the policy's
@@ -77,13 +162,13 @@ func DecideAccess(p *policy.Policy, c *guard.Call) policy.Decision {
 	return p.DecideResource(c.URI)
 }
 
-// Rate refuses a call when its tool's, group's or the global rate limit is
-// reached, saying when to retry. Place it just before the forward, so only
+// Rate refuses a call when its tool's, group's, gateway identity's or the
+// global rate limit is reached, saying when to retry. Place it just before the forward, so only
 // calls that will really reach the upstream spend tokens.
 func Rate(reg *policy.Limits) guard.Layer {
 	return func(next guard.Handler) guard.Handler {
 		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
-			if ok, retry := reg.Allow(c.Group, toolOf(c)); !ok {
+			if ok, retry := reg.AllowAs(identityOf(c), c.Group, toolOf(c)); !ok {
 				if retry == 0 {
 					return nil, noPolicy(c.Group)
 				}
@@ -94,12 +179,13 @@ func Rate(reg *policy.Limits) guard.Layer {
 	}
 }
 
-// Concurrency refuses a call at once when its tool's, group's or the
-// global max_concurrent calls are already running; it does not queue.
+// Concurrency refuses a call at once when its tool's, group's, gateway
+// identity's or the global max_concurrent calls are already running; it
+// does not queue.
 func Concurrency(reg *policy.Limits) guard.Layer {
 	return func(next guard.Handler) guard.Handler {
 		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
-			release, err := reg.Acquire(ctx, c.Group, toolOf(c))
+			release, err := reg.AcquireAs(ctx, identityOf(c), c.Group, toolOf(c))
 			if err != nil {
 				var busy *policy.BusyError
 				if errors.As(err, &busy) {
@@ -262,6 +348,15 @@ func jsonSize(v any) int64 {
 		return 0
 	}
 	return int64(len(b))
+}
+
+// identityOf is the name of the gateway identity the limits count c under
+// ("" for none).
+func identityOf(c *guard.Call) string {
+	if c.Identity == nil {
+		return ""
+	}
+	return c.Identity.Name
 }
 
 // toolOf is the tool name the limits count a call under: "" for resource

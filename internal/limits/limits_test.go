@@ -88,7 +88,7 @@ func TestPolicyLayer(t *testing.T) {
 		{&guard.Call{Kind: guard.KindResource, Group: "files", URI: "file:///etc/passwd"}, ""},
 	} {
 		u := &upstream{}
-		_, err := guard.Chain(u.handle, Policy(get))(context.Background(), tt.call)
+		_, err := guard.Chain(u.handle, Policy(get, nil))(context.Background(), tt.call)
 		if tt.wantRule == "" {
 			if err != nil || u.count() != 1 {
 				t.Errorf("%s %s: err %v, upstream calls %d; want it forwarded", tt.call.Name, tt.call.Args, err, u.count())
@@ -266,11 +266,108 @@ func BenchmarkLayers(b *testing.B) {
 	reg := policy.NewLimits()
 	reg.Update(&policy.Policy{Global: policy.Settings{Rate: policy.Rate{N: 1000000, Per: 1e9}}}, map[string]*policy.Policy{"g": p})
 	u := &upstream{}
-	h := guard.Chain(u.handle, Size(get), Policy(get), Concurrency(reg), Rate(reg))
+	h := guard.Chain(u.handle, Size(get), Policy(get, nil), Concurrency(reg), Rate(reg))
 	c := toolCall("g", "read_file", `{"path": "/home/me/project/src/main.go"}`, &mcp.ToolAnnotations{ReadOnlyHint: true})
 	for b.Loop() {
 		if _, err := h(context.Background(), c); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestPolicyLayerJudgesTheIdentity: a call made for a gateway identity
+// passes only when its group's policy and the identity's rules both
+// allow it; each refusal names the identity and the config key to change,
+// and a call without an identity meets the group's policy alone.
+func TestPolicyLayerJudgesTheIdentity(t *testing.T) {
+	get := policies(t, map[string]string{"files": `{"deny": ["rm"]}`, "kb": `{}`})
+	idPolicy, err := policy.ParseIdentity([]byte(`{"deny": ["write_*"], "args": {"read_file": {"path": {"prefix": ["/srv"]}}}, "resources": {"deny": ["file:///etc/*"]}, "prompts": {"allow": ["hello"]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := func(name string) *IdentityRules {
+		switch name {
+		case "alice":
+			return &IdentityRules{Name: "alice", Servers: []string{"files"}, Policy: idPolicy}
+		case "root":
+			return &IdentityRules{Name: "root"}
+		}
+		return nil
+	}
+	alice := &guard.Identity{Name: "alice", UID: 1000, GID: 1000, PID: 42}
+	as := func(id *guard.Identity, c *guard.Call) *guard.Call { c.Identity = id; return c }
+	ro := &mcp.ToolAnnotations{ReadOnlyHint: true}
+	for _, tt := range []struct {
+		name       string
+		call       *guard.Call
+		wantRule   string // "" = reaches the upstream
+		wantReason string
+	}{
+		{"allowed by both", as(alice, toolCall("files", "read_file", `{"path": "/srv/a"}`, ro)), "", ""},
+		{"no identity: the group alone", toolCall("files", "write_x", `{}`, ro), "", ""},
+		{"group denies first", as(alice, toolCall("files", "rm", `{}`, ro)), "deny:rm", "this group's policy"},
+		{"identity denies", as(alice, toolCall("files", "write_x", `{}`, ro)), "identity:deny:write_*", "for identity alice: tool \"write_x\" matches the deny rule \"write_*\" of this identity's policy; do not retry: ask the user to change the policy if the call is needed (the rule is in gateway.identities.alice.policy of the config)"},
+		{"identity's argument rule", as(alice, toolCall("files", "read_file", `{"path": "/etc/passwd"}`, ro)), "identity:args:read_file.path:prefix", "gateway.identities.alice.policy"},
+		{"group not visible", as(alice, toolCall("kb", "read_file", `{}`, ro)), "identity:server", "identity alice may not use group kb; the config's gateway.identities.alice.servers lists what it may use"},
+		{"not visible before the arguments are read", as(alice, toolCall("kb", "read_file", `{"a": 1, "a": 2}`, ro)), "identity:server", "gateway.identities.alice.servers"},
+		{"removed identity", as(&guard.Identity{Name: "bob"}, toolCall("files", "read_file", `{}`, ro)), "identity:unknown", "identity bob is not in the config's gateway.identities"},
+		{"identity without rules", as(&guard.Identity{Name: "root"}, toolCall("kb", "write_x", `{}`, ro)), "", ""},
+		{"identity's resource rule", as(alice, &guard.Call{Kind: guard.KindResource, Group: "files", URI: "file:///etc/passwd"}), "identity:resources.deny:file:///etc/*", "this identity's policy (resources.deny)"},
+		{"identity's prompt rule", as(alice, &guard.Call{Kind: guard.KindPrompt, Group: "files", Name: "other"}), "identity:prompts.allow", "this identity's prompts.allow list"},
+		{"identity's prompt allowed", as(alice, &guard.Call{Kind: guard.KindPrompt, Group: "files", Name: "hello"}), "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u := &upstream{}
+			_, err := guard.Chain(u.handle, Policy(get, ids))(context.Background(), tt.call)
+			if tt.wantRule == "" {
+				if err != nil || u.count() != 1 {
+					t.Fatalf("err %v, upstream calls %d; want it forwarded", err, u.count())
+				}
+				return
+			}
+			if d := denial(t, err); d.Layer != guard.LayerPolicy || d.Rule != tt.wantRule || !strings.Contains(d.Reason, tt.wantReason) {
+				t.Errorf("denial rule %q reason %q; want rule %q with a reason containing %q", d.Rule, d.Reason, tt.wantRule, tt.wantReason)
+			}
+			if u.count() != 0 {
+				t.Error("refused, but the upstream was called")
+			}
+			// Decide, which listings ask, says the same for the same call
+			// (without arguments, so only for rules that do not read them).
+			if !strings.HasPrefix(tt.wantRule, "identity:args") && len(tt.call.Args) < 3 {
+				if d := Decide(get(tt.call.Group), ids, tt.call, nil); d == nil || d.Rule != tt.wantRule {
+					t.Errorf("Decide = %v, want the layer's rule %q", d, tt.wantRule)
+				}
+			}
+		})
+	}
+}
+
+// TestIdentityLimitsLayers: the rate and concurrency layers count a call
+// against its identity's own limits, which two identities never share.
+func TestIdentityLimitsLayers(t *testing.T) {
+	get := policies(t, map[string]string{"g": `{}`})
+	reg := policy.NewLimits()
+	reg.Update(nil, map[string]*policy.Policy{"g": get("g")})
+	one, err := policy.ParseIdentity([]byte(`{"global": {"rate": "1/h"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.UpdateIdentities(map[string]*policy.Policy{"alice": one, "bob": one})
+	u := &upstream{}
+	h := guard.Chain(u.handle, Concurrency(reg), Rate(reg))
+	call := func(who string) error {
+		c := toolCall("g", "t", `{}`, nil)
+		c.Identity = &guard.Identity{Name: who, UID: -1, GID: -1, PID: -1}
+		_, err := h(context.Background(), c)
+		return err
+	}
+	if err := call("alice"); err != nil {
+		t.Fatal(err)
+	}
+	if d := denial(t, call("alice")); d.Layer != guard.LayerRate {
+		t.Errorf("alice's second call: %+v, want refused by her rate", d)
+	}
+	if err := call("bob"); err != nil {
+		t.Errorf("bob's first call was refused (%v): he shares alice's limiter", err)
 	}
 }

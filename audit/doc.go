@@ -45,6 +45,14 @@
 // for seq 1), also written hex-encoded in the record's "prev" member. seq
 // counts from 1 without gaps across rotated files.
 //
+// A record of a call made for a gateway identity has an "identity" member
+// after "session": {"name": ..., "uid": ..., "gid": ..., "pid": ...}, where
+// uid, gid and pid (the peer's, from SO_PEERCRED) are written only when
+// known, so 0 is a real uid (root), never "unknown". Records without it
+// are byte for byte what they were before it existed, so older logs
+// verify unchanged; a verifier older than the member cannot read a record
+// that has it (its bytes are not the canonical encoding it computes).
+//
 // A checkpoint ("event":"checkpoint") is itself a record of the chain. Its
 // "count" is the number of records since the previous checkpoint (or since
 // the start of the file or chain), and its "digest" the hex SHA-256 of those

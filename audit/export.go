@@ -38,7 +38,10 @@ var callEvents = map[string]struct {
 // OCSF returns r as one OCSF event (JSON, no newline). A call (tool call,
 // resource read, subscription, prompt get, completion, and a write-ahead
 // intent) is an API Activity (class_uid 6003): the actor is Moat's process
-// and OS user, the API's service is the group and its operation the tool,
+// and OS user, or, for a call made for a gateway identity, that identity
+// (actor.user: its name and uid; the whole identity under
+// "unmapped.identity") with Moat's process and OS user (actor.process),
+// the API's service is the group and its operation the tool,
 // URI or prompt, the source endpoint the client's session, and the decision,
 // rule and argument digest are kept under "unmapped". Every other record is
 // a Base Event (class_uid 0) with its event name as message and its details
@@ -88,11 +91,27 @@ func OCSF(r *Record, product string) ([]byte, error) {
 		"unmapped": unmapped,
 	}
 	actor := map[string]any{}
-	if r.User != "" {
-		actor["user"] = map[string]any{"name": r.User}
-	}
+	var proc map[string]any
 	if r.PID != 0 {
-		actor["process"] = map[string]any{"pid": r.PID, "name": "moat"}
+		proc = map[string]any{"pid": r.PID, "name": "moat"}
+		actor["process"] = proc
+	}
+	if id := r.Identity; id != nil {
+		// The call was made for a gateway identity: it is the actor's
+		// user, and Moat's own OS user is its process's.
+		u := map[string]any{"name": id.Name}
+		if id.UID != nil {
+			u["uid"] = strconv.Itoa(*id.UID)
+		}
+		actor["user"] = u
+		unmapped["identity"] = id
+		if r.User != "" && proc != nil {
+			proc["user"] = map[string]any{"name": r.User}
+		} else if r.User != "" {
+			unmapped["user"] = r.User
+		}
+	} else if r.User != "" {
+		actor["user"] = map[string]any{"name": r.User}
 	}
 	call, isCall := callEvents[r.Event]
 	if !isCall {
@@ -141,7 +160,10 @@ func OCSF(r *Record, product string) ([]byte, error) {
 // CEF returns r as one ArcSight Common Event Format line (no newline):
 // "CEF:0|Moat|Moat|<product>|<event>|<name>|<severity>|<extension>". The
 // extension uses the standard keys (rt, suser, spid, act, outcome, reason,
-// msg) and labelled custom strings (cs1 group, cs2 tool, cs3 rule, cs4
+// msg; for a call made for a gateway identity, suser, suid and spid are
+// that identity's name, uid and peer pid, dvcpid is Moat's pid,
+// flexString1 "moat_user" Moat's OS user and flexString2 "identity_gid"
+// the peer's gid) and labelled custom strings (cs1 group, cs2 tool, cs3 rule, cs4
 // session, cs5 args_sha256, cs6 detail as JSON) and numbers (cn1 seq, cn2
 // duration in ms, cn3 bytes out).
 func CEF(r *Record, product string) (string, error) {
@@ -177,9 +199,31 @@ func CEF(r *Record, product string) (string, error) {
 		b.WriteString(cefValue(v))
 	}
 	ext("rt", strconv.FormatInt(t.UnixMilli(), 10))
-	ext("suser", r.User)
-	if r.PID != 0 {
-		ext("spid", strconv.Itoa(r.PID))
+	if id := r.Identity; id != nil {
+		// The source is the gateway's peer; Moat is the device.
+		ext("suser", id.Name)
+		if id.UID != nil {
+			ext("suid", strconv.Itoa(*id.UID))
+		}
+		if id.PID != nil {
+			ext("spid", strconv.Itoa(*id.PID))
+		}
+		if r.PID != 0 {
+			ext("dvcpid", strconv.Itoa(r.PID))
+		}
+		if r.User != "" {
+			ext("flexString1Label", "moat_user")
+			ext("flexString1", r.User)
+		}
+		if id.GID != nil {
+			ext("flexString2Label", "identity_gid")
+			ext("flexString2", strconv.Itoa(*id.GID))
+		}
+	} else {
+		ext("suser", r.User)
+		if r.PID != 0 {
+			ext("spid", strconv.Itoa(r.PID))
+		}
 	}
 	ext("act", r.Decision)
 	ext("outcome", string(r.Outcome))

@@ -74,6 +74,7 @@ type Record struct {
 	Outcome    Outcome           `json:"outcome,omitempty"`
 	Pin        string            `json:"pin,omitempty"`
 	Session    string            `json:"session,omitempty"`
+	Identity   *Identity         `json:"identity,omitempty"` // the gateway identity the call was made for
 	PID        int               `json:"pid,omitempty"`
 	User       string            `json:"user,omitempty"`
 	Detail     map[string]string `json:"detail,omitempty"`
@@ -84,6 +85,17 @@ type Record struct {
 	Hash       string            `json:"hash,omitempty"`   // hex HMAC-SHA256, see package doc
 
 	mid []byte // encoded members from event to digest, prepared by Write
+}
+
+// An Identity is the principal a gateway session acts for ([Record.Identity]):
+// a name from the config's gateway.identities and what the kernel said of
+// the peer when it connected. A nil pointer means the value is not known
+// (a peer that is not on a Unix socket); 0 is root's uid and is written.
+type Identity struct {
+	Name string `json:"name"`
+	UID  *int   `json:"uid,omitempty"`
+	GID  *int   `json:"gid,omitempty"`
+	PID  *int   `json:"pid,omitempty"`
 }
 
 // marshalCanonical returns the canonical JSON of r: encoding/json with the
@@ -191,6 +203,11 @@ func sanitize(r *Record, redact func(string) string, recordArgs bool) (*Record, 
 		*p = clean(*p, redact)
 	}
 	c.Outcome = Outcome(clean(string(c.Outcome), redact))
+	if r.Identity != nil {
+		id := *r.Identity
+		id.Name = clean(id.Name, redact)
+		c.Identity = &id
+	}
 	c.ArgsShape = cleanMap(r.ArgsShape, redact)
 	c.Detail = cleanMap(r.Detail, redact)
 	c.Args = nil

@@ -371,3 +371,53 @@ func TestRefusedBeforeTheChain(t *testing.T) {
 		t.Errorf("refusals recorded as\n%q\nwant\n%q", got, want)
 	}
 }
+
+// TestIdentityInEveryRecord: a call made for a gateway identity names it
+// in its intent, its outcome and a refusal before the chain, with only the
+// peer's known values; a call without one has no identity member.
+func TestIdentityInEveryRecord(t *testing.T) {
+	h := open(t, audit.FailDeny, nil)
+	ctx := context.Background()
+	alice := &guard.Identity{Name: "alice", UID: 1000, GID: 0, PID: 4321}
+	if _, err := h.handler(ok)(ctx, &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t", Args: json.RawMessage(`{}`), Identity: alice}); err != nil {
+		t.Fatal(err)
+	}
+	denied := func(context.Context, *guard.Call) (*guard.Result, error) {
+		return nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: "identity:server", Reason: "no"}
+	}
+	if _, err := h.handler(denied)(ctx, &guard.Call{Kind: guard.KindResource, Group: "kb", URI: "file:///x", Identity: alice}); err == nil {
+		t.Fatal("the refusal went through")
+	}
+	tcp := &guard.Identity{Name: "remote", UID: -1, GID: -1, PID: -1}
+	if err := h.log.Refused(ctx, &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t", Identity: tcp}, errors.New("bad"), "proxy:invalid-request", audit.OutcomeDenied); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.handler(ok)(ctx, &guard.Call{Kind: guard.KindTool, Group: "g", Name: "stdio", Args: json.RawMessage(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	h.log.Close()
+	var got []string
+	for _, r := range records(t, h.path) {
+		if r["group"] == nil {
+			continue // lifecycle and checkpoints
+		}
+		id, _ := json.Marshal(r["identity"])
+		got = append(got, fmt.Sprintf("%v %v %s", r["event"], r["tool"], id))
+	}
+	want := []string{
+		`call_intent t {"gid":0,"name":"alice","pid":4321,"uid":1000}`,
+		`tool_call t {"gid":0,"name":"alice","pid":4321,"uid":1000}`,
+		`call_intent file:///x {"gid":0,"name":"alice","pid":4321,"uid":1000}`, // the harness refuses below Intent
+		`resource_read file:///x {"gid":0,"name":"alice","pid":4321,"uid":1000}`,
+		`tool_call t {"name":"remote"}`,
+		`call_intent stdio null`,
+		`tool_call stdio null`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("records\n%q\nwant\n%q", got, want)
+	}
+	rep, err := audit.VerifyFiles([]string{h.path}, h.keys.MAC, h.keys.Signer.Public().(ed25519.PublicKey))
+	if err != nil || rep.Problem != nil {
+		t.Errorf("Verify = %+v, %v", rep, err)
+	}
+}

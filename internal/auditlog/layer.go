@@ -70,7 +70,7 @@ type intent struct {
 func (l *Log) Intent() guard.Layer {
 	return func(next guard.Handler) guard.Handler {
 		return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {
-			r := &audit.Record{Event: audit.EventIntent, Group: c.Group, Tool: c.Name, Session: c.Session,
+			r := &audit.Record{Event: audit.EventIntent, Group: c.Group, Tool: c.Name, Session: c.Session, Identity: identity(c.Identity),
 				BytesIn: int64(len(c.Args)), Detail: map[string]string{"call": eventOf[c.Kind]}}
 			if c.Name == "" {
 				r.Tool = c.URI
@@ -142,6 +142,7 @@ func callRecord(c *guard.Call, in *intent, res *guard.Result, err error, d time.
 		Group:      c.Group,
 		Tool:       c.Name,
 		Session:    c.Session,
+		Identity:   identity(c.Identity),
 		DurationMS: d.Milliseconds(),
 		BytesIn:    int64(len(c.Args)),
 		Decision:   "allow",
@@ -177,6 +178,22 @@ func callRecord(c *guard.Call, in *intent, res *guard.Result, err error, d time.
 	}
 	r.BytesOut = resultSize(res)
 	return r
+}
+
+// identity is the audit form of a gateway identity: nil for none (the
+// stdio client), and only the peer's known values (the guard's -1 is
+// "unknown").
+func identity(id *guard.Identity) *audit.Identity {
+	if id == nil {
+		return nil
+	}
+	known := func(n int) *int {
+		if n < 0 {
+			return nil
+		}
+		return &n
+	}
+	return &audit.Identity{Name: id.Name, UID: known(id.UID), GID: known(id.GID), PID: known(id.PID)}
 }
 
 // resultSize approximates the bytes a result carries to the client without

@@ -44,10 +44,15 @@ type command struct {
 
 // Full help of the commands that do not print their own.
 const (
-	serveUsage = `usage: moat [serve] [CONFIG | --config FILE]
+	serveUsage = `usage: moat [serve] [--listen unix:SOCKET]... [CONFIG | --config FILE]
   runs the proxy on stdio: an MCP client starts it as one server, and it
   fronts every server of the config behind get_dynamic_tools and
   call_dynamic_tool; it reloads the config when the file changes
+  --listen unix:SOCKET  serve as a gateway instead: every client that
+                        connects to SOCKET (through moat connect) is a
+                        session of its own, identified by its uid and
+                        shown what the config's gateway.identities allow;
+                        "unix:" alone is $XDG_RUNTIME_DIR/moat/gateway.sock
   CONFIG defaults to $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG
 exit status: 0 ok, 1 runtime failure, 2 usage or config error`
 	configUsage = `usage:
@@ -80,7 +85,8 @@ exit status: 0 ok, 2 usage or config error`
 
 func commands() []command {
 	return []command{
-		{"serve", "run the proxy on stdio (the default)", "moat serve ~/.config/moat/moat.json", runServe, serveUsage},
+		{"serve", "run the proxy on stdio (the default), or as a gateway on a socket", "moat serve ~/.config/moat/moat.json", runServe, serveUsage},
+		{"connect", "bridge stdio to a running Moat gateway", "moat connect", runConnect, connectUsage},
 		{"config", "check a config file, or print its JSON Schema", "moat config validate moat.json", runConfig, configUsage},
 		{"import", "turn another AI tool's MCP config into a Moat config", "moat import cursor", func(ctx context.Context, args []string) int {
 			return importCommand(ctx, args, os.Stdin, os.Stdout, os.Stderr)
@@ -173,7 +179,8 @@ var environment = [][2]string{
 	{"MOAT_CPUPROFILE", "write a CPU profile of a serving moat to this file (`make profile` sets it)"},
 	{"XDG_STATE_HOME", "the audit log goes under it, in moat/ (default ~/.local/state)"},
 	{"XDG_DATA_HOME", "the pin store and the secret file store go under it, in moat/ (default ~/.local/share)"},
-	{"XDG_RUNTIME_DIR", "where the systemd user manager is asked for a cgroup scope per server"},
+	{"XDG_RUNTIME_DIR", "where the systemd user manager is asked for a cgroup scope per server, and the gateway's socket goes (moat/gateway.sock)"},
+	{"MOAT_GATEWAY_SOCKET", "the gateway's socket for `moat serve --listen unix:` and `moat connect` (default $XDG_RUNTIME_DIR/moat/gateway.sock)"},
 	{"HOME", "~ in paths, and the defaults above"},
 	{"DBUS_SESSION_BUS_ADDRESS", "the session bus of the OS keychain (Secret Service)"},
 	{"HTTPS_PROXY HTTP_PROXY NO_PROXY", "proxy for remote (url) servers"},

@@ -35,6 +35,7 @@ import (
 	"github.com/moatmcp/moat/internal/redact"
 	"github.com/moatmcp/moat/internal/sandbox"
 	"github.com/moatmcp/moat/internal/secrets"
+	"github.com/moatmcp/moat/internal/socket"
 	"github.com/moatmcp/moat/internal/upstream"
 	"github.com/moatmcp/moat/policy"
 )
@@ -50,7 +51,10 @@ type instance struct {
 	cfg      *config.Config
 	gs       *gate.Gate
 	auditLog *auditLogCloser
-	p        *proxy.Server
+	// opts build the proxy: one Server for a stdio client or the one-shot
+	// commands, or a Gateway for serve --listen.
+	opts proxy.Options
+	p    *proxy.Server
 }
 
 // setup loads the config named by args (or the environment) and builds the
@@ -142,7 +146,7 @@ func setup(args []string, name string) (*instance, int) {
 		return nil, exitUsage
 	}
 	upstream.Version = version
-	p := proxy.New(proxy.Options{
+	opts := proxy.Options{
 		Logger:  log,
 		Version: version,
 		Layers:  gs.Layers(auditLog.Layer(), auditLog.Intent()),
@@ -160,7 +164,7 @@ func setup(args []string, name string) (*instance, int) {
 			_ = auditLog.Refused(ctx, c, err, rule, outcome)
 		},
 		Incident: func(ctx context.Context, in proxy.Incident) {
-			r := &audit.Record{Event: string(in.Kind), Group: in.Group, Outcome: audit.OutcomeError,
+			r := &audit.Record{Event: string(in.Kind), Group: in.Group, Outcome: audit.OutcomeError, Identity: auditIdentity(in.Identity),
 				Detail: map[string]string{"method": in.Method, "error": in.Err.Error()}}
 			if in.Kind == proxy.IncidentRefusedMessage {
 				r.Decision, r.Outcome = "deny", audit.OutcomeDenied
@@ -187,8 +191,8 @@ func setup(args []string, name string) (*instance, int) {
 				auditEvent(auditLog.Log, e.Kind, e.Group, e.Detail)
 			},
 		},
-	})
-	return &instance{log: log, cfg: cfg, gs: gs, auditLog: auditLog, p: p}, exitOK
+	}
+	return &instance{log: log, cfg: cfg, gs: gs, auditLog: auditLog, opts: opts}, exitOK
 }
 
 // cliStartWait is how long a one-shot command (tools, call, policy check)
@@ -206,11 +210,32 @@ func startWait(command string) time.Duration {
 }
 
 func runServe(ctx context.Context, args []string) int {
+	listen, args, err := listenArgs(args)
+	if err != nil {
+		return usageError("%v", err)
+	}
 	m, code := setup(args, "serve")
 	if m == nil {
 		return code
 	}
 	defer m.auditLog.Close()
+	var (
+		p  served
+		ls []*socket.Listener
+	)
+	if len(listen) > 0 {
+		if ls, err = listeners(m, listen); err != nil {
+			printError(os.Stderr, err)
+			return exitFailure
+		}
+		// The gateway's sockets are hidden from every server it starts:
+		// a server must not call other servers' tools through it.
+		m.opts.Upstream.Hide = append(m.opts.Upstream.Hide, socketPaths(ls)...)
+		p = proxy.NewGateway(m.opts)
+	} else {
+		m.p = proxy.New(m.opts)
+		p = m.p
+	}
 	defer startProfile(m.log)()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -220,7 +245,7 @@ func runServe(ctx context.Context, args []string) int {
 	// launcher that has already paid moat's own start-up.
 	sandbox.KeepWarm()
 	defer sandbox.CloseIdle()
-	m.p.Apply(m.cfg)
+	p.Apply(m.cfg)
 	var wg sync.WaitGroup
 	defer wg.Wait() // before server_stop and the log's close
 	wg.Go(func() {
@@ -242,9 +267,12 @@ func runServe(ctx context.Context, args []string) int {
 		}
 	})
 
-	go watchConfig(ctx, m.log, m.cfg, m.p, m.auditLog.Log, m.gs)
-	go watchPins(ctx, m.log, m.p, m.auditLog.Log, m.gs)
+	go watchConfig(ctx, m.log, m.cfg, p, m.auditLog.Log, m.gs)
+	go watchPins(ctx, m.log, p, m.auditLog.Log, m.gs)
 
+	if gw, ok := p.(*proxy.Gateway); ok {
+		return serveGateway(ctx, m, gw, ls)
+	}
 	if term.IsTerminal(int(os.Stdin.Fd())) {
 		banner(m.cfg, auditLogPathOf(m.cfg))
 	}
@@ -253,6 +281,12 @@ func runServe(ctx context.Context, args []string) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// served is what serve reloads: the stdio client's Server, or a Gateway.
+type served interface {
+	Apply(*config.Config)
+	Invalidate()
 }
 
 // warnLiteralCredentials points at credentials written into the config
@@ -348,7 +382,7 @@ func oauthFor(log *slog.Logger) func(s *config.Server) (auth.OAuthHandler, error
 // changes: an administrator's change reaches every running moat, not only
 // at its user's next edit. A config or policy that does not load is
 // reported, audited and ignored: Moat keeps serving the last good one.
-func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *proxy.Server, auditLog *auditlog.Log, gs *gate.Gate) {
+func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p served, auditLog *auditlog.Log, gs *gate.Gate) {
 	path, current := cfg.Path, cfg.Hash
 	var mu sync.Mutex // the two watchers' reloads never overlap
 	reload := func(trigger string) {
@@ -398,7 +432,7 @@ func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p *p
 
 // watchPins picks up approvals made with `moat pins approve` while moat
 // runs: the store is re-read and the client told the tools changed.
-func watchPins(ctx context.Context, log *slog.Logger, p *proxy.Server, auditLog *auditlog.Log, gs *gate.Gate) {
+func watchPins(ctx context.Context, log *slog.Logger, p served, auditLog *auditlog.Log, gs *gate.Gate) {
 	path, err := pinsPath()
 	if err != nil {
 		return

@@ -13,6 +13,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/limits"
+	"github.com/moatmcp/moat/internal/proxy"
 	"github.com/moatmcp/moat/policy"
 )
 
@@ -20,6 +21,7 @@ import (
 // client to it: what `moat tools` and `moat call` see is exactly what the
 // model sees, through the full guard (the audit log included).
 func client(ctx context.Context, m *instance) (*mcp.ClientSession, func(), error) {
+	m.p = proxy.New(m.opts)
 	m.p.Apply(m.cfg)
 	ct, st := mcp.NewInMemoryTransports()
 	ctx, cancel := context.WithCancel(ctx)

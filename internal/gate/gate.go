@@ -7,7 +7,7 @@
 // prompts the policy lets a listing show, and the treatment of what an
 // upstream sends the client outside a result. As a gateway it also maps a
 // socket peer to its identity (Identify) and answers each question per
-// identity (Visible, CatalogFor, PermitFor), by the identities of the last
+// identity (Visible, ForIdentity, PermitFor), by the identities of the last
 // Apply. cmd/moat only wires it to the audit log, the secret store and the
 // proxy.
 package gate

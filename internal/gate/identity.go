@@ -15,7 +15,6 @@ import (
 	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/limits"
 	"github.com/moatmcp/moat/internal/proxy"
-	"github.com/moatmcp/moat/internal/upstream"
 	"github.com/moatmcp/moat/policy"
 )
 
@@ -203,24 +202,6 @@ func (g *Gate) Visible(id *guard.Identity, group string) bool {
 	}
 	r := g.identityRules(id.Name)
 	return r != nil && r.Visible(group)
-}
-
-// CatalogFor is Catalog as the identity id sees it: nothing of a group it
-// may not see, and of the others Catalog's entries less the tools the
-// policy layer would refuse it (limits.Decide without arguments, as
-// listing works for groups; a held tool too, by its name). nil id: Catalog.
-// Each call of the result runs Catalog; a caller listing for many sessions
-// may run Catalog once per group and narrow it with ForIdentity.
-func (g *Gate) CatalogFor(id *guard.Identity) proxy.Catalog {
-	if id == nil {
-		return g.Catalog
-	}
-	return func(grp *upstream.Group, tools []*mcp.Tool) []proxy.Entry {
-		if !g.Visible(id, grp.Name()) {
-			return nil
-		}
-		return g.ForIdentity(id, grp.Name(), g.Catalog(grp, tools), tools)
-	}
 }
 
 // ForIdentity narrows entries, the Catalog of group for its tools, to what

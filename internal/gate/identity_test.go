@@ -231,7 +231,7 @@ func TestCatalogForAgreesWithTheChain(t *testing.T) {
 	for _, id := range identities {
 		for name, grp := range groups {
 			var listed []string
-			for _, e := range gs.CatalogFor(id)(grp, tools) {
+			for _, e := range catalogFor(gs, id)(grp, tools) {
 				if e.Held == "" {
 					listed = append(listed, e.Tool.Name)
 				}
@@ -267,13 +267,13 @@ func TestCatalogForAgreesWithTheChain(t *testing.T) {
 	}
 	// Spot checks, so that agreeing by both being wrong fails too.
 	alice := identities[1]
-	if got := names(gs.CatalogFor(alice)(groups["files"], tools)); !slices.Equal(got, []string{"read", "create"}) {
+	if got := names(catalogFor(gs, alice)(groups["files"], tools)); !slices.Equal(got, []string{"read", "create"}) {
 		t.Errorf("alice sees %v of files, want [read create] (rm is the group's deny, write_x hers)", got)
 	}
-	if got := gs.CatalogFor(alice)(groups["kb"], tools); len(got) != 0 {
+	if got := catalogFor(gs, alice)(groups["kb"], tools); len(got) != 0 {
 		t.Errorf("alice sees %v of kb, which her servers do not list", names(got))
 	}
-	if got := names(gs.CatalogFor(nil)(groups["kb"], tools)); len(got) != 4 {
+	if got := names(catalogFor(gs, nil)(groups["kb"], tools)); len(got) != 4 {
 		t.Errorf("the stdio client sees %v of kb, want every tool", got)
 	}
 }
@@ -320,5 +320,13 @@ func TestApplyRefusesABadIdentityPolicy(t *testing.T) {
 	}
 	if id, err := gs.Identify(1000, 1000, 1); err != nil || id.Name != "alice" {
 		t.Errorf("after a refused Apply, Identify(1000) = %v, %v; want the previous config's alice", id, err)
+	}
+}
+
+// catalogFor is what a gateway session of id is shown of a group: the
+// group's catalog, narrowed to the identity.
+func catalogFor(gs *Gate, id *guard.Identity) func(*upstream.Group, []*mcp.Tool) []proxy.Entry {
+	return func(grp *upstream.Group, tools []*mcp.Tool) []proxy.Entry {
+		return gs.ForIdentity(id, grp.Name(), gs.Catalog(grp, tools), tools)
 	}
 }

@@ -43,30 +43,51 @@ type cachedEntries struct {
 	entries        []Entry
 }
 
-// catalog returns g's entries for its current tools.
+// catalog returns g's entries for its current tools, as this session may
+// see them: a gateway computes a group's catalog once for all its sessions
+// (the pin checks and their audit records happen once), and narrows it to
+// each session's identity.
 func (p *Server) catalog(g *upstream.Group) []Entry {
+	if p.gw == nil {
+		return p.cat.get(g, p.catalogFn)
+	}
+	entries := p.gw.cat.get(g, p.gw.catalogFn)
+	if p.narrow != nil {
+		entries = p.narrow(g.Name(), entries, g.Lists().Tools)
+	}
+	return entries
+}
+
+// get returns g's entries, computed by fn once per version of its tool
+// list and epoch.
+func (c *catalogCache) get(g *upstream.Group, fn Catalog) []Entry {
 	l := g.Lists()
-	p.cat.mu.Lock()
-	defer p.cat.mu.Unlock()
-	c, ok := p.cat.entries[g.Name()]
-	if ok && c.version == l.Version && c.epoch == p.cat.epoch {
-		return c.entries
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[g.Name()]
+	if ok && e.version == l.Version && e.epoch == c.epoch {
+		return e.entries
 	}
 	// Computed under the lock: the catalog may write the pin store, and two
 	// concurrent first calls must not both do it.
-	entries := p.catalogFn(g, l.Tools)
-	if p.cat.entries == nil {
-		p.cat.entries = map[string]cachedEntries{}
+	entries := fn(g, l.Tools)
+	if c.entries == nil {
+		c.entries = map[string]cachedEntries{}
 	}
-	p.cat.entries[g.Name()] = cachedEntries{version: l.Version, epoch: p.cat.epoch, entries: entries}
+	c.entries[g.Name()] = cachedEntries{version: l.Version, epoch: c.epoch, entries: entries}
 	return entries
+}
+
+// invalidate drops every cached entry.
+func (c *catalogCache) invalidate() {
+	c.mu.Lock()
+	c.epoch++
+	c.mu.Unlock()
 }
 
 // Invalidate drops every cached catalog entry (after pins were approved or
 // the policy changed) and tells the client the tools may have changed.
 func (p *Server) Invalidate() {
-	p.cat.mu.Lock()
-	p.cat.epoch++
-	p.cat.mu.Unlock()
+	p.cat.invalidate()
 	p.changed()
 }

@@ -24,6 +24,10 @@ import (
 // only to the session it belongs to (see the hooks in Open).
 type Gateway struct {
 	*shared
+	// The catalog of each group is computed once, for every session; each
+	// narrows it to its identity.
+	catalogFn Catalog
+	cat       catalogCache
 
 	mu       sync.Mutex
 	sessions map[*Server]bool
@@ -42,16 +46,20 @@ type SessionOptions struct {
 	// Visible leaves out the groups the identity may not see; nil shows
 	// every group.
 	Visible func(group string) bool
-	// Catalog and Permit are Options.Catalog and Options.Permit as the
-	// identity sees them.
-	Catalog Catalog
-	Permit  func(group string, kind guard.Kind, name string) bool
+	// Narrow leaves out of a group's catalog (Options.Catalog's entries for
+	// its tools) what the identity may not see; nil leaves it whole.
+	Narrow func(group string, entries []Entry, tools []*mcp.Tool) []Entry
+	// Permit is Options.Permit as the identity sees it.
+	Permit func(group string, kind guard.Kind, name string) bool
 }
 
 // NewGateway returns a Gateway with no groups; call Apply to load a config,
 // then Open.
 func NewGateway(opts Options) *Gateway {
-	g := &Gateway{shared: newShared(opts), sessions: map[*Server]bool{}, subs: map[subscription]int{}}
+	g := &Gateway{shared: newShared(opts), catalogFn: opts.Catalog, sessions: map[*Server]bool{}, subs: map[subscription]int{}}
+	if g.catalogFn == nil {
+		g.catalogFn = allTools
+	}
 	g.newManager(opts.Upstream, g.changed)
 	return g
 }
@@ -70,9 +78,8 @@ func (g *Gateway) Apply(cfg *config.Config) {
 // approved or a policy changed) and tells each client its tools may have
 // changed.
 func (g *Gateway) Invalidate() {
-	for _, s := range g.live() {
-		s.Invalidate()
-	}
+	g.cat.invalidate()
+	g.changed()
 }
 
 // changed tells every session a group changed.
@@ -176,8 +183,9 @@ func (g *Gateway) caller(ctx context.Context, group string, recent bool) (*Serve
 // Serve runs one client session on conn until the client disconnects or
 // ctx ends. Its calls end with it; other sessions go on.
 func (g *Gateway) Serve(ctx context.Context, conn io.ReadWriteCloser, so SessionOptions) error {
-	s := newServer(g.shared, so.Catalog, so.Permit)
+	s := newServer(g.shared, nil, so.Permit)
 	s.gw = g
+	s.narrow = so.Narrow
 	s.identity = so.Identity
 	s.visible = so.Visible
 	s.sid = so.ID

@@ -141,6 +141,8 @@ type Server struct {
 	catalogFn Catalog
 	permitFn  func(group string, kind guard.Kind, name string) bool
 	cat       catalogCache
+	// narrow is a gateway session's view of the gateway's catalog.
+	narrow func(group string, entries []Entry, tools []*mcp.Tool) []Entry
 
 	session  atomic.Pointer[mcp.ServerSession]
 	opened   atomic.Bool // the client is initialized: the upstreams connect

@@ -153,12 +153,13 @@ func (l *lineWriter) Write(b []byte) (int, error) {
 
 func (l *lineWriter) Close() error { return nil }
 
-// Refuse answers the first request read from in with a JSON-RPC error
-// saying msg, and returns: what a client that will not be served sees
-// (a gateway's peer that matches no identity, `moat connect` with no
-// gateway running), so its user reads why in the client rather than a
-// closed connection. Notifications before it get no answer. It returns
-// when in ends, or when a message cannot be read within the frame bounds.
+// Refuse answers every request read from in with a JSON-RPC error saying
+// msg, until in ends: what a client that will not be served sees (a
+// gateway's peer that matches no identity, `moat connect` with no gateway
+// running), so its user reads why in the client rather than a closed
+// connection. A client may ask more than once (go-sdk tries
+// server/discover, then initialize); notifications get no answer. Bound it
+// with a deadline on in.
 func Refuse(in io.Reader, out io.Writer, msg string) error {
 	br := bufio.NewReaderSize(in, 64<<10)
 	for {
@@ -170,12 +171,16 @@ func Refuse(in io.Reader, out io.Writer, msg string) error {
 			ID     json.RawMessage `json:"id"`
 			Method string          `json:"method"`
 		}
-		if json.Unmarshal(line, &head) != nil {
-			_, err := out.Write(frame.ErrorResponse(frame.Refusal{Code: jsonrpc.CodeParseError}, msg))
-			return err
+		var answer []byte
+		switch {
+		case json.Unmarshal(line, &head) != nil:
+			answer = frame.ErrorResponse(frame.Refusal{Code: jsonrpc.CodeParseError}, msg)
+		case head.ID != nil && head.Method != "":
+			answer = frame.ErrorResponse(frame.Refusal{ID: head.ID, HasID: true, Method: head.Method, Code: codeRefused}, msg)
+		default:
+			continue
 		}
-		if head.ID != nil && head.Method != "" {
-			_, err := out.Write(frame.ErrorResponse(frame.Refusal{ID: head.ID, HasID: true, Method: head.Method, Code: codeRefused}, msg))
+		if _, err := out.Write(answer); err != nil {
 			return err
 		}
 	}

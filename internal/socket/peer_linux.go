@@ -1,7 +1,11 @@
 package socket
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"io/fs"
 	"net"
 	"syscall"
@@ -34,4 +38,36 @@ func inode(fi fs.FileInfo) uint64 {
 		return st.Ino
 	}
 	return 0
+}
+
+// Descends reports whether process pid is a descendant of ancestor, by
+// the parent links in /proc. A process whose parent it cannot read (it
+// exited) is not taken for one.
+func Descends(pid, ancestor int) bool {
+	for range 4096 { // bounds a walk through a /proc that changes under it
+		if pid == ancestor {
+			return true
+		}
+		if pid <= 1 {
+			return false
+		}
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return false
+		}
+		// The command name, in parentheses, may hold anything; the fields
+		// after its last ')' are state, then the parent's pid.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			return false
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			return false
+		}
+		if pid, err = strconv.Atoi(f[1]); err != nil {
+			return false
+		}
+	}
+	return false
 }

@@ -110,10 +110,10 @@ func Listen(path string, mode fs.FileMode, group string) (*Listener, error) {
 func (l *Listener) Path() string { return l.path }
 
 // Close stops listening and removes the socket, unless another gateway has
-// put its own in its place since.
+// put its own in its place since (or systemd made it).
 func (l *Listener) Close() error {
 	err := l.UnixListener.Close()
-	if fi, serr := os.Lstat(l.path); serr == nil && inode(fi) == l.ino {
+	if fi, serr := os.Lstat(l.path); serr == nil && l.ino != 0 && inode(fi) == l.ino {
 		os.Remove(l.path)
 	}
 	return err
@@ -180,4 +180,37 @@ func Dial(path string) (*net.UnixConn, error) {
 		return nil, fmt.Errorf("the process listening on %s runs as uid %d, neither you nor root; it may be impersonating the gateway, so moat does not talk to it", path, p.UID)
 	}
 	return c, nil
+}
+
+// Activated returns the Unix sockets systemd passed this process (socket
+// activation: LISTEN_PID and LISTEN_FDS, from fd 3 on), or an error when
+// there are none. systemd made them, with the unit's SocketMode and
+// SocketGroup, and removes them: Close leaves the file alone. The
+// variables are cleared, so no child takes the sockets for its own.
+func Activated() ([]*Listener, error) {
+	pid, _ := strconv.Atoi(os.Getenv("LISTEN_PID"))
+	n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+	os.Unsetenv("LISTEN_PID")
+	os.Unsetenv("LISTEN_FDS")
+	os.Unsetenv("LISTEN_FDNAMES")
+	if pid != os.Getpid() || n < 1 {
+		return nil, errors.New("--listen systemd: systemd passed no socket to this process (LISTEN_PID and LISTEN_FDS); start it from a .socket unit, or give --listen unix:PATH")
+	}
+	var out []*Listener
+	for fd := 3; fd < 3+n; fd++ {
+		f := os.NewFile(uintptr(fd), "systemd socket "+strconv.Itoa(fd))
+		l, err := net.FileListener(f)
+		f.Close() // FileListener made its own copy
+		if err != nil {
+			return nil, fmt.Errorf("socket %d from systemd: %w", fd, err)
+		}
+		ul, ok := l.(*net.UnixListener)
+		if !ok {
+			l.Close()
+			return nil, fmt.Errorf("socket %d from systemd is %s, not a Unix socket; use ListenStream=/path in the .socket unit", fd, l.Addr().Network())
+		}
+		ul.SetUnlinkOnClose(false)
+		out = append(out, &Listener{UnixListener: ul, path: ul.Addr().String()})
+	}
+	return out, nil
 }

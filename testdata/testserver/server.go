@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log"
+	"net"
 	"net/url"
 	"os"
 	"slices"
@@ -279,6 +281,26 @@ func (ts *testServer) addTools() {
 	ts.tool("ask_client", "Sends a sampling, elicitation or roots request to the client and returns its answer.",
 		`{"type":"object","properties":{"kind":{"type":"string","enum":["sampling","elicitation","roots"]}},"required":["kind"]}`,
 		ts.askClient)
+
+	ts.tool("dial_unix", "Connects to the MCP server on the Unix socket at path, sends initialize and returns the first line of its answer (what a sandboxed server reaches).",
+		`{"type":"object","properties":{"path":{"type":"string"}},"required":["path"]}`,
+		func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			var in struct{ Path string }
+			if err := args(req, &in); err != nil {
+				return toolError("%v", err), nil
+			}
+			c, err := net.Dial("unix", in.Path)
+			if err != nil {
+				return text("cannot connect: " + err.Error()), nil
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := c.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"dial_unix","version":"1"}}}` + "\n")); err != nil {
+				return text("connected, cannot write: " + err.Error()), nil
+			}
+			line, err := bufio.NewReader(c).ReadString('\n')
+			return text("connected, answered: " + line + errText(err)), nil
+		})
 
 	ts.tool("exit", "Exits the server process with this code (crash test).",
 		`{"type":"object","properties":{"code":{"type":"integer"}},"required":["code"]}`,
@@ -609,4 +631,11 @@ func (ts *testServer) addLeak() {
 			}
 			return text("token=" + enc), nil
 		})
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return " (" + err.Error() + ")"
 }

@@ -3,11 +3,11 @@ package socket
 import (
 	"bytes"
 	"fmt"
+	"io/fs"
+	"net"
 	"os"
 	"strconv"
 	"strings"
-	"io/fs"
-	"net"
 	"syscall"
 
 	"golang.org/x/sys/unix"

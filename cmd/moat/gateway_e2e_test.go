@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -275,4 +276,63 @@ func readAudit(t *testing.T, path string) []map[string]any {
 func withSandbox(server map[string]any, sandbox map[string]any) map[string]any {
 	server["sandbox"] = sandbox
 	return server
+}
+
+// TestGatewayUnderSocketActivation: systemd's socket activation protocol
+// (LISTEN_PID, LISTEN_FDS, the socket as fd 3), spoken here by a shell so
+// the test needs no systemd: the gateway serves the socket it is given and
+// leaves its file to its owner when it stops.
+func TestGatewayUnderSocketActivation(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testutil.WriteConfig(t, dir, map[string]any{"test": testServer(t, "test")})
+	sock := filepath.Join(dir, "gateway.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f, err := l.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	gw := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" serve --listen systemd "$1"`, testutil.BuildMoat(t), cfg)
+	stderr := &testutil.SyncBuffer{}
+	gw.Env = append(testutil.MoatEnv(t), "LISTEN_FDS=1")
+	gw.Stderr, gw.ExtraFiles = stderr, []*os.File{f}
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			gw.Process.Kill()
+			gw.Wait()
+		}
+		if t.Failed() {
+			t.Logf("gateway stderr:\n%s", testutil.Tail(stderr.String(), 8192))
+		}
+	}()
+
+	cmd := exec.Command(testutil.BuildMoat(t), "connect", sock)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("connecting through the activated socket: %v", err)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "activated"}}})
+	if err != nil || !strings.Contains(resultText(res), "activated") {
+		t.Fatalf("echo: %v %v", err, res)
+	}
+	cs.Close()
+
+	gw.Process.Signal(syscall.SIGTERM)
+	stopped = true
+	if err := gw.Wait(); err != nil {
+		t.Errorf("the gateway exited with %v after SIGTERM", err)
+	}
+	if _, err := os.Lstat(sock); err != nil {
+		t.Errorf("the gateway removed the socket systemd owns: %v", err)
+	}
 }

@@ -175,6 +175,9 @@ type Options struct {
 	Progress func(server string, done, total int)
 	// Probe reports what this machine can enforce; nil means sandbox.Probe.
 	Probe func() sandbox.Report
+	// GatewaySocket is where a gateway of this user listens; "" means
+	// socket.DefaultPath.
+	GatewaySocket string
 }
 
 // Run performs every check. It returns when all servers have answered or
@@ -193,6 +196,7 @@ func Run(ctx context.Context, o Options) *Report {
 	d.checkLiterals()
 	d.checkDynamicMCP()
 	d.checkServers(ctx)
+	d.checkGateway()
 	d.checkAudit(ctx)
 	d.checkMachine()
 	// Checks run in the order their inputs become known; people read them
@@ -222,17 +226,19 @@ type run struct {
 func (d *run) add(c Check) { d.checks = append(d.checks, c) }
 
 // sectionRank orders sections: config, secrets, the servers (already in name
-// order), the audit log, the machine.
+// order), the gateway, the audit log, the machine.
 func sectionRank(c Check) int {
 	switch c.Section {
 	case SectionConfig:
 		return 0
 	case SectionSecrets:
 		return 1
-	case SectionAudit:
+	case SectionGateway:
 		return 3
-	case SectionMachine:
+	case SectionAudit:
 		return 4
+	case SectionMachine:
+		return 5
 	}
 	return 2
 }

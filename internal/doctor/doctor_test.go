@@ -53,8 +53,9 @@ func newFixture(t *testing.T, config string) *fixture {
 			return secrets.Open(ctx, &secrets.Options{Backend: secrets.BackendFile, Dir: storeDir,
 				Passphrase: func() ([]byte, error) { return []byte("pass"), nil }})
 		},
-		AuditPath: filepath.Join(f.dir, "state", "audit.jsonl"),
-		Probe:     fixedProbe,
+		AuditPath:     filepath.Join(f.dir, "state", "audit.jsonl"),
+		Probe:         fixedProbe,
+		GatewaySocket: filepath.Join(f.dir, "run", "gateway.sock"),
 	}
 	return f
 }

@@ -38,8 +38,9 @@ var backendFlag = cliFlag{name: "--backend", values: []string{"auto", "keychain"
 // commands' own flag sets; TestCompletionCoversCommands checks that every
 // command has an entry.
 var cliSpec = map[string]cliArgs{
-	"serve":  {files: true},
-	"config": {subcommands: []string{"validate", "schema"}, files: true},
+	"serve":   {files: true, flags: []cliFlag{{name: "--listen", arg: true}}},
+	"connect": {files: true},
+	"config":  {subcommands: []string{"validate", "schema"}, files: true},
 	"secret": {subcommands: []string{"set", "rm", "list", "migrate", "encrypt", "decrypt", "unlock", "lock"},
 		flags: []cliFlag{backendFlag, {name: "--dir", arg: true}, {name: "--yes"}, {name: "--for", arg: true}}},
 	"unlock": {flags: []cliFlag{backendFlag, {name: "--dir", arg: true}, {name: "--for", arg: true}}},

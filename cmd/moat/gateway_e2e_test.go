@@ -253,7 +253,7 @@ func TestConnectWithoutAGatewaySaysHowToStartOne(t *testing.T) {
 	waitFor(t, "moat connect's stderr", func() bool { return strings.Contains(stderr.String(), want) })
 }
 
-func readAudit(t *testing.T, path string) []map[string]any {
+func readAudit(t testing.TB, path string) []map[string]any {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {

@@ -180,6 +180,7 @@ var environment = [][2]string{
 	{"XDG_STATE_HOME", "the audit log goes under it, in moat/ (default ~/.local/state)"},
 	{"XDG_DATA_HOME", "the pin store and the secret file store go under it, in moat/ (default ~/.local/share)"},
 	{"XDG_RUNTIME_DIR", "where the systemd user manager is asked for a cgroup scope per server, and the gateway's socket goes (moat/gateway.sock)"},
+	{"LISTEN_PID LISTEN_FDS", "systemd socket activation: the sockets `moat serve --listen systemd` serves"},
 	{"MOAT_GATEWAY_SOCKET", "the gateway's socket for `moat serve --listen unix:` and `moat connect` (default $XDG_RUNTIME_DIR/moat/gateway.sock)"},
 	{"HOME", "~ in paths, and the defaults above"},
 	{"DBUS_SESSION_BUS_ADDRESS", "the session bus of the OS keychain (Secret Service)"},

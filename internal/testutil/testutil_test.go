@@ -28,7 +28,7 @@ const waitTimeout = 10 * time.Second
 
 // baseTools are the tools every test server instance offers.
 var baseTools = []string{
-	"add", "add_tool", "annotated_delete", "ask_client", "echo", "env", "exit", "fail",
+	"add", "add_tool", "annotated_delete", "ask_client", "dial_unix", "echo", "env", "exit", "fail",
 	"large", "log", "progress", "read_only", "remove_tool", "set_description", "slow", "touch",
 }
 

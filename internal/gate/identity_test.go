@@ -202,11 +202,11 @@ func listingGate(t *testing.T, gateway string) (*Gate, map[string]*upstream.Grou
 	return gs, groups
 }
 
-// TestCatalogForAgreesWithTheChain: for every identity, group and tool, a
+// TestIdentityCatalogAgreesWithTheChain: for every identity, group and tool, a
 // tool is listed to the identity exactly when the chain lets that
 // identity call it, and a resource or prompt is permitted exactly when the
 // chain serves it; a divergence between listing and calling fails here.
-func TestCatalogForAgreesWithTheChain(t *testing.T) {
+func TestIdentityCatalogAgreesWithTheChain(t *testing.T) {
 	gs, groups := listingGate(t, `{"identities": {
 		"alice": {"uids": [1000], "servers": ["files"], "policy": {"deny": ["write_*"], "resources": {"deny": ["file:///etc/*"]}, "prompts": {"allow": ["hello"]}}},
 		"bob": {"uids": [1001], "policy": {"destructive": "deny"}},

@@ -48,6 +48,9 @@ func (p *Server) forward(ctx context.Context, c *guard.Call) (*guard.Result, err
 			params.SetProgressToken(tok)
 		}
 		r, err := g.CallTool(ctx, params)
+		if params.GetProgressToken() != nil {
+			p.delivered(ctx)
+		}
 		if err != nil && p.killOnTimeout != nil && timedOut(ctx, err) && p.killOnTimeout(c.Group, c.Name) {
 			g.Restart(fmt.Sprintf("tool %s timed out and its policy says kill_on_timeout", c.Name))
 			err = fmt.Errorf("%w; the server is being restarted (kill_on_timeout)", err)

@@ -99,7 +99,10 @@ func (g *Gateway) live() []*Server {
 	return out
 }
 
-// Open connects the upstreams. Moat declares sampling and elicitation to
+// Open connects the upstreams. Notifications are handed to the session's
+// own delivery queue (see deliveries): a shared server's notifications are
+// handled one at a time, and a client that stops reading must not hold up
+// the other sessions' share of them. Moat declares sampling and elicitation to
 // them, since some session may take them; each such request goes to the
 // session whose call it belongs to and is refused when that session's
 // client cannot take it. Roots are not offered: the upstreams serve many
@@ -112,7 +115,7 @@ func (g *Gateway) Open() {
 			// session that gave one out is the only one that finds it.
 			for _, s := range g.live() {
 				if _, ok := s.progress.route(group, pp.ProgressToken); ok {
-					s.forwardProgress(ctx, group, pp)
+					s.deliver(func(ctx context.Context) { s.forwardProgress(ctx, group, pp) })
 					return
 				}
 			}
@@ -124,12 +127,12 @@ func (g *Gateway) Open() {
 				g.log.Debug("dropped a log message of a shared server", "group", group, "err", err)
 				return
 			}
-			s.forwardLog(ctx, group, lp)
+			s.deliver(func(ctx context.Context) { s.forwardLog(ctx, group, lp) })
 		},
 		ResourceUpdated: func(ctx context.Context, group string, u *mcp.ResourceUpdatedNotificationParams) {
 			for _, s := range g.live() {
 				if owner, ok := s.subs.owner(u.URI); ok && owner == group {
-					s.forwardResourceUpdated(ctx, group, u)
+					s.deliver(func(ctx context.Context) { s.forwardResourceUpdated(ctx, group, u) })
 				}
 			}
 		},
@@ -193,6 +196,7 @@ func (g *Gateway) Serve(ctx context.Context, conn io.ReadWriteCloser, so Session
 		s.sid = NewSessionID()
 	}
 	s.opened.Store(true)
+	s.queue = newDeliveries()
 	s.refresh()
 	g.mu.Lock()
 	g.sessions[s] = true
@@ -206,6 +210,9 @@ func (g *Gateway) Serve(ctx context.Context, conn io.ReadWriteCloser, so Session
 	defer conn.Close()
 	// Closing the connection is what ends a read in progress on it.
 	defer context.AfterFunc(ctx, func() { conn.Close() })()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go s.queue.run(ctx, s.recovered)
 	return s.serve(ctx, g.transport(conn, conn, so.Identity))
 }
 
@@ -321,4 +328,67 @@ func (c *callsInFlight) count(group string, recent bool) int {
 		return c.n[group] + c.recent[group]
 	}
 	return c.n[group]
+}
+
+// deliveryQueue bounds the notifications waiting for one gateway session's
+// client: past it, the client is not reading, and more are dropped (and
+// logged) rather than held.
+const deliveryQueue = 256
+
+// deliveries is a gateway session's queue of notifications to send its
+// client, sent in order by one goroutine of the session's own.
+type deliveries struct {
+	ch chan func(context.Context)
+}
+
+func newDeliveries() *deliveries {
+	return &deliveries{ch: make(chan func(context.Context), deliveryQueue)}
+}
+
+// run sends what is queued until ctx ends.
+func (d *deliveries) run(ctx context.Context, recovered func(context.Context, string)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case f := <-d.ch:
+			func() {
+				defer recovered(ctx, "delivering a notification")
+				f(ctx)
+			}()
+		}
+	}
+}
+
+// deliver queues f, which sends a notification to this session's client,
+// or sends it at once on stdio (whose one client owns the upstreams).
+func (p *Server) deliver(f func(context.Context)) {
+	if p.queue == nil {
+		f(context.Background())
+		return
+	}
+	select {
+	case p.queue.ch <- f:
+	default:
+		p.log.Warn("dropped a notification: the client of this gateway session is not reading", "session", p.sid)
+	}
+}
+
+// delivered waits until every notification queued before it has been
+// sent, so that a call's progress reaches the client before its result,
+// as it does on stdio. A session's end, or ctx's, ends the wait.
+func (p *Server) delivered(ctx context.Context) {
+	if p.queue == nil {
+		return
+	}
+	done := make(chan struct{})
+	select {
+	case p.queue.ch <- func(context.Context) { close(done) }:
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }

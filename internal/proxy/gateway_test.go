@@ -1,7 +1,9 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -223,5 +225,61 @@ func TestGatewayDisconnectEndsOnlyItsCalls(t *testing.T) {
 	}
 	if res := b.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "still here"}}); !strings.Contains(text(res), "still here") {
 		t.Fatalf("b after a left: %q", text(res))
+	}
+}
+
+// TestGatewaySlowClientBlocksNoOther: a client that stops reading holds up
+// neither a shared server's notifications to other sessions nor their
+// calls.
+func TestGatewaySlowClientBlocksNoOther(t *testing.T) {
+	gw := startGateway(t, cfgOf(stdio(t, "test")))
+	const uri = "test://static/hello"
+
+	// The stalled client speaks by hand: it subscribes, then never reads.
+	cc, sc := net.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); gw.Serve(ctx, sc, proxy.SessionOptions{}) }()
+	t.Cleanup(func() { cancel(); cc.Close(); <-done })
+	r := bufio.NewReader(cc)
+	send := func(line string) {
+		t.Helper()
+		if _, err := cc.Write([]byte(line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answer := func() {
+		t.Helper()
+		if _, err := r.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"stalled","version":"1"}}}`)
+	answer()
+	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	send(`{"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"` + uri + `"}}`)
+	for { // list_changed notifications may come first
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(line, `"id":2`) {
+			break
+		}
+	}
+
+	b, _ := session(t, gw, proxy.SessionOptions{}, nil)
+	if err := b.cs.Subscribe(context.Background(), &mcp.SubscribeParams{URI: uri}); err != nil {
+		t.Fatal(err)
+	}
+	// Each touch sends both sessions an update; the stalled one's pile up
+	// unread while b's keep arriving.
+	for i := range 5 {
+		b.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "touch", "args": map[string]any{"uri": uri}})
+		eventually(t, fmt.Sprintf("b's update %d", i+1), func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return len(b.updated) >= i+1
+		})
 	}
 }

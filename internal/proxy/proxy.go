@@ -137,6 +137,9 @@ type Server struct {
 	// sid names the session in audit records when its transport has no
 	// session ID of its own (a gateway's socket connection).
 	sid string
+	// queue holds a gateway session's notifications until its client
+	// takes them; nil on stdio.
+	queue *deliveries
 
 	catalogFn Catalog
 	permitFn  func(group string, kind guard.Kind, name string) bool

@@ -120,8 +120,9 @@ func serveGateway(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*soc
 	m.log.Info("gateway listening", "sockets", strings.Join(paths, " "))
 	auditEvent(m.auditLog.Log, "gateway_listen", "", map[string]string{"sockets": strings.Join(paths, " ")})
 	var wg sync.WaitGroup
+	counts := &sessionCount{}
 	for _, l := range ls {
-		wg.Go(func() { accept(ctx, m, gw, l, &wg) })
+		wg.Go(func() { accept(ctx, m, gw, l, counts, &wg) })
 	}
 	<-ctx.Done()
 	for _, l := range ls {
@@ -134,7 +135,7 @@ func serveGateway(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*soc
 // accept serves l's connections until l is closed. A failing accept (out
 // of file descriptors) is retried after a pause that grows to a second,
 // as net/http does.
-func accept(ctx context.Context, m *instance, gw *proxy.Gateway, l *socket.Listener, wg *sync.WaitGroup) {
+func accept(ctx context.Context, m *instance, gw *proxy.Gateway, l *socket.Listener, counts *sessionCount, wg *sync.WaitGroup) {
 	var pause time.Duration
 	for {
 		c, err := l.AcceptUnix()
@@ -152,7 +153,7 @@ func accept(ctx context.Context, m *instance, gw *proxy.Gateway, l *socket.Liste
 			continue
 		}
 		pause = 0
-		wg.Go(func() { serveConn(ctx, m, gw, l.Path(), c) })
+		wg.Go(func() { serveConn(ctx, m, gw, l.Path(), c, counts) })
 	}
 }
 
@@ -160,11 +161,43 @@ func accept(ctx context.Context, m *instance, gw *proxy.Gateway, l *socket.Liste
 // its refusal answers.
 const refuseWithin = 5 * time.Second
 
+// maxSessionsPerUser bounds the sessions one uid holds at once, so that one
+// user's runaway client cannot take the memory every other user's sessions
+// need. A user's desktop clients hold a handful.
+const maxSessionsPerUser = 256
+
+// sessionCount counts the open sessions of each uid.
+type sessionCount struct {
+	mu    sync.Mutex
+	byUID map[int]int
+}
+
+// enter counts a session of uid, or says why it is one too many.
+func (s *sessionCount) enter(uid int) (leave func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byUID[uid] >= maxSessionsPerUser {
+		return nil, fmt.Errorf("uid %d already has %d sessions open on this gateway, its most; close some clients", uid, maxSessionsPerUser)
+	}
+	if s.byUID == nil {
+		s.byUID = map[int]int{}
+	}
+	s.byUID[uid]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.byUID[uid]--; s.byUID[uid] == 0 {
+			delete(s.byUID, uid)
+		}
+	}, nil
+}
+
 // serveConn serves one connection as a session of the identity its peer
 // is, or refuses it, saying why, when its peer is no identity.
-func serveConn(ctx context.Context, m *instance, gw *proxy.Gateway, path string, c *net.UnixConn) {
+func serveConn(ctx context.Context, m *instance, gw *proxy.Gateway, path string, c *net.UnixConn, counts *sessionCount) {
 	peer, err := socket.PeerOf(c)
 	var id *guard.Identity
+	leave := func() {}
 	switch {
 	case err != nil:
 	case socket.Descends(peer.PID, os.Getpid()):
@@ -173,7 +206,9 @@ func serveConn(ctx context.Context, m *instance, gw *proxy.Gateway, path string,
 		// user.
 		err = errors.New("a server started by this gateway may not connect to it")
 	default:
-		id, err = m.gs.Identify(peer.UID, peer.GID, peer.PID)
+		if id, err = m.gs.Identify(peer.UID, peer.GID, peer.PID); err == nil {
+			leave, err = counts.enter(peer.UID)
+		}
 	}
 	if err != nil {
 		defer c.Close()
@@ -185,6 +220,7 @@ func serveConn(ctx context.Context, m *instance, gw *proxy.Gateway, path string,
 		_ = proxy.Refuse(c, c, "moat gateway: "+err.Error())
 		return
 	}
+	defer leave()
 	sid := proxy.NewSessionID()
 	m.log.Info("gateway session", "session", sid, "identity", id.Name, "uid", peer.UID, "pid", peer.PID)
 	_ = m.auditLog.Log.Write(ctx, &audit.Record{Event: "session_start", Session: sid, Identity: auditIdentity(id), Detail: map[string]string{"socket": path}})

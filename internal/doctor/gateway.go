@@ -45,7 +45,7 @@ func (d *run) checkGateway() {
 		mode = config.DefaultSocketMode
 	}
 	if gw.SocketGroup != "" {
-		if _, err := lookupGroup(gw.SocketGroup); err != nil {
+		if _, err := socket.LookupGroup(gw.SocketGroup); err != nil {
 			d.add(Check{Section: SectionGateway, Name: "gateway.socket_group", Status: Fail,
 				Message: fmt.Sprintf("socket_group %q is not a group of this host: the gateway cannot give it the socket", gw.SocketGroup),
 				Fix:     "name an existing group (getent group) or its numeric id in gateway.socket_group"})
@@ -143,7 +143,7 @@ func (d *run) checkIdentities(gw config.Gateway) {
 			}
 		}
 		for _, g := range id.Groups {
-			if _, err := lookupGroup(g); err != nil {
+			if _, err := socket.LookupGroup(g); err != nil {
 				unknown = append(unknown, fmt.Sprintf("%s: group %q does not exist on this host, so it matches nobody", name, g))
 			}
 		}
@@ -156,17 +156,6 @@ func (d *run) checkIdentities(gw config.Gateway) {
 		c.Fix = "correct or remove these entries of gateway.identities"
 	}
 	d.add(c)
-}
-
-func lookupGroup(g string) (int, error) {
-	if n, err := strconv.Atoi(g); err == nil && n >= 0 {
-		return n, nil
-	}
-	grp, err := user.LookupGroup(g)
-	if err != nil {
-		return -1, err
-	}
-	return strconv.Atoi(grp.Gid)
 }
 
 func groupName(gid int) string {

@@ -304,41 +304,41 @@ func clientCaps(ss *mcp.ServerSession) *mcp.ClientCapabilities {
 }
 
 // createMessage relays an upstream's sampling request to this session's
-// client, treated as results are (relayParams).
+// client.
 func (p *Server) createMessage(ctx context.Context, group string, cp *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error) {
-	ss := p.session.Load()
-	if ss == nil || clientCaps(ss).Sampling == nil {
-		return nil, fmt.Errorf("the client of the session that called group %q does not take sampling requests", group)
-	}
-	cp, err := relayParams(p.shared, group, cp)
-	if err != nil {
-		p.log.Warn("refused a sampling request", "group", group, "err", err)
-		return nil, err
-	}
-	p.log.Info("forwarding sampling request to the client", "group", group)
-	if speaksNewProtocol(ss) {
-		return p.sample(ctx, group, cp)
-	}
-	return ss.CreateMessage(ctx, cp)
+	return relayRequest(ctx, p, group, "sampling", cp,
+		func(c *mcp.ClientCapabilities) bool { return c.Sampling != nil }, p.sample, (*mcp.ServerSession).CreateMessage)
 }
 
 // elicitInput relays an upstream's elicitation request to this session's
-// client, treated as results are (relayParams).
+// client.
 func (p *Server) elicitInput(ctx context.Context, group string, ep *mcp.ElicitParams) (*mcp.ElicitResult, error) {
+	return relayRequest(ctx, p, group, "elicitation", ep,
+		func(c *mcp.ClientCapabilities) bool { return c.Elicitation != nil }, p.elicit, (*mcp.ServerSession).Elicit)
+}
+
+// relayRequest passes an upstream's request of kind to the session's
+// client, when it declared it takes them, treated as results are
+// (relayParams): within the call it belongs to for a client of 2026-07-28
+// (ask), as a request of Moat's own for the others (send).
+func relayRequest[P, R any](ctx context.Context, p *Server, group, kind string, params *P,
+	declared func(*mcp.ClientCapabilities) bool,
+	ask func(context.Context, string, *P) (*R, error),
+	send func(*mcp.ServerSession, context.Context, *P) (*R, error)) (*R, error) {
 	ss := p.session.Load()
-	if ss == nil || clientCaps(ss).Elicitation == nil {
-		return nil, fmt.Errorf("the client of the session that called group %q does not take elicitation requests", group)
+	if ss == nil || !declared(clientCaps(ss)) {
+		return nil, fmt.Errorf("the client of the session that called group %q does not take %s requests", group, kind)
 	}
-	ep, err := relayParams(p.shared, group, ep)
+	params, err := relayParams(p.shared, group, params)
 	if err != nil {
-		p.log.Warn("refused an elicitation request", "group", group, "err", err)
+		p.log.Warn("refused a request for the client", "kind", kind, "group", group, "err", err)
 		return nil, err
 	}
-	p.log.Info("forwarding elicitation request to the client", "group", group)
+	p.log.Info("forwarding a request to the client", "kind", kind, "group", group)
 	if speaksNewProtocol(ss) {
-		return p.elicit(ctx, group, ep)
+		return ask(ctx, group, params)
 	}
-	return ss.Elicit(ctx, ep)
+	return send(ss, ctx, params)
 }
 
 // rootsChanged re-reads the client's roots for the upstreams. A gateway

@@ -62,7 +62,7 @@ func Listen(path string, mode fs.FileMode, group string) (*Listener, error) {
 	gid := -1
 	if group != "" {
 		var err error
-		if gid, err = lookupGroup(group); err != nil {
+		if gid, err = LookupGroup(group); err != nil {
 			return nil, err
 		}
 	}
@@ -146,7 +146,9 @@ func makeDir(dir string, mode fs.FileMode, gid int) error {
 	return nil
 }
 
-func lookupGroup(group string) (int, error) {
+// LookupGroup is the gid of group, a name or a numeric id, as
+// gateway.socket_group gives it.
+func LookupGroup(group string) (int, error) {
 	if n, err := strconv.Atoi(group); err == nil && n >= 0 {
 		return n, nil
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/testutil"
 )
 
@@ -187,11 +188,19 @@ func BenchmarkGatewaySessions(b *testing.B) {
 		b.Fatalf("the gateway exited with %v after SIGTERM", err)
 	}
 
-	// Every audited call has its record: the warm-up call above, then mr's.
+	// Every audited call has its record: the warm-up call above, then mr's,
+	// in the log and the files it rotated to (audit.jsonl.<time>).
+	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	files, err := audit.RotatedFiles(logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
 	records := 0
-	for _, r := range readAudit(b, filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")) {
-		if (r["event"] == "tool_call" || r["event"] == "resource_read") && r["outcome"] != nil {
-			records++
+	for _, f := range append(files, logPath) {
+		for _, r := range readAudit(b, f) {
+			if (r["event"] == "tool_call" || r["event"] == "resource_read") && r["outcome"] != nil {
+				records++
+			}
 		}
 	}
 	lost := mr.audited + 1 - int64(records)

@@ -163,7 +163,7 @@ func (l *lineWriter) Close() error { return nil }
 func Refuse(in io.Reader, out io.Writer, msg string) error {
 	br := bufio.NewReaderSize(in, 64<<10)
 	for {
-		line, err := readLine(br, frame.DefaultMaxBytes)
+		line, err := readLine(br, refusedMaxBytes)
 		if err != nil {
 			return err
 		}
@@ -185,6 +185,10 @@ func Refuse(in io.Reader, out io.Writer, msg string) error {
 		}
 	}
 }
+
+// refusedMaxBytes bounds a message Refuse reads: a client that will not be
+// served gets no more of Moat's memory than its first request needs.
+const refusedMaxBytes = 1 << 20
 
 // codeRefused is the JSON-RPC error code of a session Moat will not serve
 // (the implementation-defined server error range).

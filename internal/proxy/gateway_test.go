@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -281,5 +282,33 @@ func TestGatewaySlowClientBlocksNoOther(t *testing.T) {
 			defer b.mu.Unlock()
 			return len(b.updated) >= i+1
 		})
+	}
+}
+
+// TestRefuseAnswersEveryRequest: a client that will not be served reads
+// why in the answer to each request it makes (go-sdk tries server/discover,
+// then initialize), notifications get none, and an endless line ends it.
+func TestRefuseAnswersEveryRequest(t *testing.T) {
+	in := strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"server/discover"}` + "\n" +
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n" +
+		`{"jsonrpc":"2.0","id":"two","method":"initialize","params":{}}` + "\n")
+	var out strings.Builder
+	if err := proxy.Refuse(in, &out, "go away: add uid 7 to gateway.identities"); err == nil {
+		t.Fatal("Refuse returned no error at the end of its input")
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"id":1`) || !strings.Contains(lines[1], `"id":"two"`) {
+		t.Fatalf("answers:\n%s\nwant one for id 1 and one for id \"two\"", out.String())
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "add uid 7 to gateway.identities") || !strings.Contains(l, `"code":-32000`) {
+			t.Errorf("answer %s lacks the reason or the code", l)
+		}
+	}
+
+	out.Reset()
+	endless := io.MultiReader(strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"x","params":"`), strings.NewReader(strings.Repeat("a", 2<<20)))
+	if err := proxy.Refuse(endless, &out, "no"); err == nil || out.Len() != 0 {
+		t.Fatalf("a 2 MiB line: err %v, wrote %q", err, out.String())
 	}
 }

@@ -2,17 +2,20 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/moatmcp/moat/internal/lazyregexp"
 	"github.com/moatmcp/moat/internal/suggest"
 )
 
 var (
-	gatewayKeys  = []string{"socket_mode", "socket_group", "identities"}
-	identityKeys = []string{"uids", "unix_groups", "servers", "policy"}
+	gatewayKeys    = []string{"socket_mode", "socket_group", "identities", "tls", "allowed_origins"}
+	identityKeys   = []string{"uids", "unix_groups", "tokens", "servers", "policy"}
+	gatewayTLSKeys = []string{"cert_file", "key_file", "min_version"}
 	// unixGroup is a group name (as useradd accepts it) or a numeric gid.
 	unixGroup  = lazyregexp.New(`^([A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10})$`)
 	socketMode = lazyregexp.New(`^0?[0-7]{3}$`)
@@ -44,6 +47,20 @@ func (c *checker) gateway(m *member, servers map[string]*Server) Gateway {
 			}
 		}
 	}
+	if f := n.get("tls"); f != nil {
+		g.TLS = c.gatewayTLS(f)
+	}
+	if f := n.get("allowed_origins"); f != nil {
+		g.AllowedOrigins = []string{}
+		c.stringList(f, "/gateway/allowed_origins", "gateway.allowed_origins", `"allowed_origins": ["https://app.example.com"]`, func(i int, it *node, p string) {
+			if !validOrigin(it.str) {
+				c.ps.add(p, it.off, fmt.Sprintf("gateway.allowed_origins[%d] %q is not an origin", i, it.str),
+					`write scheme://host[:port] exactly as a browser sends it in Origin, such as "https://app.example.com" (no path, no trailing /)`)
+				return
+			}
+			g.AllowedOrigins = append(g.AllowedOrigins, it.str)
+		})
+	}
 	f := n.get("identities")
 	if f == nil {
 		return g
@@ -53,9 +70,9 @@ func (c *checker) gateway(m *member, servers map[string]*Server) Gateway {
 			`write "identities": {"alice": {"uids": [1000], "servers": ["files"]}}`)
 		return g
 	}
-	uidOwner := map[int]string{}
+	owners := &owners{uid: map[int]string{}, token: map[string]string{}}
 	for _, im := range f.val.members {
-		if id := c.identity(im, servers, uidOwner); id != nil {
+		if id := c.identity(im, servers, owners); id != nil {
 			if g.Identities == nil {
 				g.Identities = map[string]*Identity{}
 			}
@@ -97,9 +114,15 @@ func (c *checker) socketMode(m *member) os.FileMode {
 	return DefaultSocketMode
 }
 
-// identity reads one member of gateway.identities; uidOwner maps each uid
-// seen so far to its identity, so a uid under two identities is reported.
-func (c *checker) identity(im member, servers map[string]*Server, uidOwner map[int]string) *Identity {
+// owners map each uid and token name seen so far to its identity, so that
+// one under two identities is reported.
+type owners struct {
+	uid   map[int]string
+	token map[string]string
+}
+
+// identity reads one member of gateway.identities.
+func (c *checker) identity(im member, servers map[string]*Server, own *owners) *Identity {
 	name, n := im.key, im.val
 	path := pointer("gateway", "identities", name)
 	if name == "." || name == ".." || !serverName.MatchString(name) {
@@ -119,7 +142,7 @@ func (c *checker) identity(im member, servers map[string]*Server, uidOwner map[i
 				continue
 			}
 			uid := int(v)
-			if other, dup := uidOwner[uid]; dup {
+			if other, dup := own.uid[uid]; dup {
 				msg := fmt.Sprintf("uid %d is listed under identities %q and %q; a peer must be exactly one identity", uid, other, name)
 				if other == name {
 					msg = fmt.Sprintf("uid %d is listed twice under identity %q", uid, name)
@@ -127,7 +150,7 @@ func (c *checker) identity(im member, servers map[string]*Server, uidOwner map[i
 				c.ps.add(p, it.off, msg, "remove one of them")
 				continue
 			}
-			uidOwner[uid] = name
+			own.uid[uid] = name
 			id.UIDs = append(id.UIDs, uid)
 		}
 	}
@@ -144,9 +167,26 @@ func (c *checker) identity(im member, servers map[string]*Server, uidOwner map[i
 			}
 		}
 	}
-	if len(id.UIDs) == 0 && len(id.Groups) == 0 && !c.listHasItems(n, "uids") && !c.listHasItems(n, "unix_groups") {
-		c.ps.add(path, n.off, fmt.Sprintf("%s has neither uids nor unix_groups, so no peer can ever be it", where),
-			`add "uids": [1000] or "unix_groups": ["devs"], or remove the identity`)
+	if m := n.get("tokens"); m != nil {
+		c.stringList(m, path+"/tokens", where+" tokens", `"tokens": ["laptop"]`, func(i int, it *node, p string) {
+			switch other, dup := own.token[it.str]; {
+			case !ValidTokenName(it.str):
+				c.ps.add(p, it.off, fmt.Sprintf("%s tokens[%d] %q is not a token name", where, i, it.str),
+					"a token name is 1 to 64 letters, digits, '_', '.' or '-', as given to `moat token create NAME`")
+			case dup && other == name:
+				c.ps.add(p, it.off, fmt.Sprintf("token %q is listed twice under identity %q", it.str, name), "remove one of them")
+			case dup:
+				c.ps.add(p, it.off, fmt.Sprintf("token %q is listed under identities %q and %q; a token's bearer must be exactly one identity", it.str, other, name), "remove one of them")
+			default:
+				own.token[it.str] = name
+				id.Tokens = append(id.Tokens, it.str)
+			}
+		})
+	}
+	if len(id.UIDs) == 0 && len(id.Groups) == 0 && len(id.Tokens) == 0 &&
+		!c.listHasItems(n, "uids") && !c.listHasItems(n, "unix_groups") && !c.listHasItems(n, "tokens") {
+		c.ps.add(path, n.off, fmt.Sprintf("%s has no uids, unix_groups or tokens, so no peer can ever be it", where),
+			`add "uids": [1000], "unix_groups": ["devs"] or "tokens": ["laptop"], or remove the identity`)
 	}
 	if m := n.get("servers"); m != nil {
 		id.Servers = []string{}
@@ -190,4 +230,60 @@ func (c *checker) list(m *member, path, where, example string) []*node {
 func (c *checker) listHasItems(n *node, key string) bool {
 	m := n.get(key)
 	return m != nil && m.val.kind == kindArray && len(m.val.items) > 0
+}
+
+// tokenName is the form of a gateway token's name (`moat token create`).
+var tokenName = lazyregexp.New(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// ValidTokenName reports whether name may name a gateway token.
+func ValidTokenName(name string) bool {
+	return tokenName.MatchString(name) && name != "." && name != ".."
+}
+
+// gatewayTLS reads gateway.tls: a certificate and its key, both absolute
+// paths, and the lowest TLS version served.
+func (c *checker) gatewayTLS(m *member) *GatewayTLS {
+	const path = "/gateway/tls"
+	t := &GatewayTLS{MinVersion: "1.2"}
+	if !c.object(m, path, `"gateway.tls"`, gatewayTLSKeys, `"tls": {"cert_file": "/etc/moat/cert.pem", "key_file": "/etc/moat/key.pem"}`) {
+		return nil
+	}
+	n := m.val
+	if f := n.get("min_version"); f != nil {
+		if v := c.enum(f, path+"/min_version", "gateway.tls.min_version", []string{"1.2", "1.3"}, `use "1.2" (the default) or "1.3", as a string`); v != "" {
+			t.MinVersion = v
+		}
+	}
+	for _, k := range []struct {
+		key string
+		dst *string
+	}{{"cert_file", &t.CertFile}, {"key_file", &t.KeyFile}} {
+		f := n.get(k.key)
+		if f == nil {
+			c.ps.add(path, n.off, fmt.Sprintf("gateway.tls has no %q", k.key),
+				`give both: "tls": {"cert_file": "/etc/moat/cert.pem", "key_file": "/etc/moat/key.pem"}`)
+			continue
+		}
+		raw, ok := c.str(f, path)
+		if !ok {
+			continue
+		}
+		if raw == "" {
+			c.ps.add(path+"/"+k.key, f.val.off, fmt.Sprintf("gateway.tls.%s is empty", k.key), "give the absolute path of a PEM file")
+			continue
+		}
+		if v, ok := c.filePath(raw, expansion{path + "/" + k.key, f.val.off, "gateway.tls." + k.key, nil, false}); ok {
+			*k.dst = v
+		}
+	}
+	return t
+}
+
+// validOrigin reports whether o is an origin as browsers send it:
+// http or https, a host, an optional port, nothing else.
+func validOrigin(o string) bool {
+	u, err := url.Parse(o)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		u.User == nil && u.Path == "" && u.RawQuery == "" && u.Fragment == "" && !strings.HasSuffix(o, "/") &&
+		u.Scheme+"://"+u.Host == o
 }

@@ -76,6 +76,22 @@ type Gateway struct {
 	// Identities is key "identities", by name. Nil when the key is absent
 	// (or empty): then only the gateway's own user may connect.
 	Identities map[string]*Identity
+	// TLS is key "tls": the certificate `moat serve --listen HOST:PORT`
+	// serves; nil when absent (plain HTTP, on a loopback address only).
+	TLS *GatewayTLS
+	// AllowedOrigins is key "allowed_origins": the Origin header values an
+	// HTTP request may carry (MCP clients send none; browsers do). Nil
+	// refuses every request with an Origin.
+	AllowedOrigins []string
+}
+
+// GatewayTLS is gateway.tls: the HTTP listener's certificate.
+type GatewayTLS struct {
+	// CertFile and KeyFile are keys "cert_file" and "key_file": absolute
+	// paths of a PEM certificate chain and its private key, both required.
+	CertFile, KeyFile string
+	// MinVersion is key "min_version": "1.2" (the default) or "1.3".
+	MinVersion string
 }
 
 // Identity is one entry of gateway.identities: who a peer of the gateway's
@@ -93,6 +109,10 @@ type Identity struct {
 	// identity may see and use; nil when absent (every server), empty
 	// when [] (none).
 	Servers []string
+	// Tokens is key "tokens": names of gateway tokens (`moat token
+	// create NAME`) whose bearer is this identity over HTTP. No token is
+	// listed under two identities (the loader refuses it).
+	Tokens []string
 	// Policy is key "policy", kept raw with ${VAR} expanded in its string
 	// values like a server's, or nil; policy.ParseIdentity parses it. It
 	// holds only decision rules and "global" limits (per identity, over

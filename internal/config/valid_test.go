@@ -107,12 +107,15 @@ func TestFullConfig(t *testing.T) {
 		Secrets: Secrets{Backend: "keychain", RequireEncryption: true},
 		Gateway: Gateway{
 			SocketMode: 0o640, SocketGroup: "moat",
+			TLS:            &GatewayTLS{CertFile: "/home/u/.config/moat/cert.pem", KeyFile: "/etc/moat/key.pem", MinVersion: "1.3"},
+			AllowedOrigins: []string{"https://app.example.com", "http://localhost:6274"},
 			Identities: map[string]*Identity{
 				"alice": {
 					Name: "alice", UIDs: []int{1000, 0}, Groups: []string{"devs", "1500"}, Servers: []string{"files", "remote"},
 					Policy: json.RawMessage(`{"deny":["write_*"],"resources":{"deny":["file:///etc/*"]},"args":{"read_*":{"path":{"prefix":["/home/u/project"]}}},"global":{"rate":"60/m","max_concurrent":2}}`),
 				},
-				"ci": {Name: "ci", Groups: []string{"ci"}, Servers: []string{}},
+				"ci":     {Name: "ci", Groups: []string{"ci"}, Servers: []string{}},
+				"laptop": {Name: "laptop", Tokens: []string{"laptop", "phone"}},
 			},
 		},
 	}

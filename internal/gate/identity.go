@@ -27,6 +27,9 @@ type gateway struct {
 	// else by the unix_groups (names or gids, as written) of each.
 	byUID  map[int]string
 	groups map[string][]string
+	// byToken is how IdentifyToken finds an HTTP client's identity: by
+	// the name of the gateway token it presented.
+	byToken map[string]string
 	// implicit is set when the config has no identities: rules then hold
 	// one, the gateway's own user, with no restriction.
 	implicit bool
@@ -69,7 +72,7 @@ var hostAccounts = osAccounts{
 // newGateway builds the gate's view of cfg.Gateway, parsing each
 // identity's policy; an error names the identity.
 func newGateway(cfg *config.Config, acct osAccounts) (*gateway, map[string]*policy.Policy, error) {
-	gw := &gateway{path: cfg.Path, rules: map[string]*limits.IdentityRules{}, byUID: map[int]string{}, groups: map[string][]string{}}
+	gw := &gateway{path: cfg.Path, rules: map[string]*limits.IdentityRules{}, byUID: map[int]string{}, groups: map[string][]string{}, byToken: map[string]string{}}
 	pols := map[string]*policy.Policy{}
 	for name, id := range cfg.Gateway.Identities {
 		r := &limits.IdentityRules{Name: name, Servers: slices.Clone(id.Servers)}
@@ -89,6 +92,12 @@ func newGateway(cfg *config.Config, acct osAccounts) (*gateway, map[string]*poli
 		}
 		if len(id.Groups) > 0 {
 			gw.groups[name] = slices.Clone(id.Groups)
+		}
+		for _, tok := range id.Tokens {
+			if other, dup := gw.byToken[tok]; dup && other != name {
+				return nil, nil, fmt.Errorf("config: token %s is listed under identities %s and %s", tok, min(other, name), max(other, name))
+			}
+			gw.byToken[tok] = name
 		}
 	}
 	if len(gw.rules) == 0 {
@@ -156,6 +165,47 @@ func (g *Gate) Identify(uid, gid, pid int) (*guard.Identity, error) {
 	}
 	return nil, fmt.Errorf("gateway: uid %d is in the unix_groups of several identities (%s), so which it is is ambiguous; add it to gateway.identities.NAME.uids of one of them in %s",
 		uid, strings.Join(matched, ", "), gw.path)
+}
+
+// IdentifyToken maps the name of the gateway token an HTTP client
+// presented (already verified against its stored hash) to the identity
+// whose tokens list it, by the config of the last Apply. The identity has
+// no uid, gid or pid (-1 each). An error's text names the token and the
+// fix, and is fit for the gateway's log; the client is told less.
+func (g *Gate) IdentifyToken(name string) (*guard.Identity, error) {
+	g.mu.RLock()
+	gw := g.gateway
+	g.mu.RUnlock()
+	if gw == nil {
+		return nil, errors.New("gateway: no config is loaded yet; retry once moat has started")
+	}
+	id, ok := gw.byToken[name]
+	if !ok {
+		return nil, fmt.Errorf("gateway: token %q is no identity's; add it to gateway.identities.NAME.tokens in %s", name, gw.path)
+	}
+	return &guard.Identity{Name: id, UID: -1, GID: -1, PID: -1}, nil
+}
+
+// Tokens lists, by identity, the token names each identity of the last
+// Apply has (an identity with none maps to an empty list): for doctor.
+func (g *Gate) Tokens() map[string][]string {
+	g.mu.RLock()
+	gw := g.gateway
+	g.mu.RUnlock()
+	out := map[string][]string{}
+	if gw == nil || gw.implicit {
+		return out
+	}
+	for name := range gw.rules {
+		out[name] = []string{}
+	}
+	for tok, name := range gw.byToken {
+		out[name] = append(out[name], tok)
+	}
+	for _, toks := range out {
+		slices.Sort(toks)
+	}
+	return out
 }
 
 // byGroup returns, sorted, the identities whose unix_groups hold one of

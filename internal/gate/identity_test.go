@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -328,5 +329,41 @@ func TestApplyRefusesABadIdentityPolicy(t *testing.T) {
 func catalogFor(gs *Gate, id *guard.Identity) func(*upstream.Group, []*mcp.Tool) []proxy.Entry {
 	return func(grp *upstream.Group, tools []*mcp.Tool) []proxy.Entry {
 		return gs.ForIdentity(id, grp.Name(), gs.Catalog(grp, tools), tools)
+	}
+}
+
+// TestIdentifyToken: a token names the identity whose tokens list it,
+// with no uid, gid or pid; a token of no identity (or any token when the
+// config has no identities) is refused naming the fix; a reload that moves
+// a token moves its bearer.
+func TestIdentifyToken(t *testing.T) {
+	acct := fakeAccounts(nil)
+	gs := applied(t, gatewayConfig(t, `{"identities": {
+		"alice": {"uids": [1000], "tokens": ["laptop"]},
+		"ci": {"tokens": ["runner", "nightly"], "servers": ["kb"]}}}`), acct)
+	for tok, want := range map[string]string{"laptop": "alice", "runner": "ci", "nightly": "ci"} {
+		id, err := gs.IdentifyToken(tok)
+		if err != nil || *id != (guard.Identity{Name: want, UID: -1, GID: -1, PID: -1}) {
+			t.Errorf("IdentifyToken(%q) = %+v, %v; want identity %s with no uid, gid or pid", tok, id, err, want)
+		}
+	}
+	if id, _ := gs.IdentifyToken("runner"); gs.Visible(id, "files") || !gs.Visible(id, "kb") {
+		t.Error("the identity of token runner does not see exactly its servers")
+	}
+	if id, err := gs.IdentifyToken("phone"); err == nil || !strings.Contains(err.Error(), `token "phone" is no identity's; add it to gateway.identities.NAME.tokens in /cfg/moat.json`) {
+		t.Errorf("IdentifyToken(unlisted) = %+v, %v; want a refusal naming the token and the fix", id, err)
+	}
+	if got, want := gs.Tokens(), map[string][]string{"alice": {"laptop"}, "ci": {"nightly", "runner"}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Tokens() = %v, want %v", got, want)
+	}
+	if err := gs.Apply(gatewayConfig(t, `{"identities": {"bob": {"tokens": ["laptop"]}}}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := gs.IdentifyToken("laptop"); err != nil || id.Name != "bob" {
+		t.Errorf("after a reload, IdentifyToken(laptop) = %+v, %v; want bob", id, err)
+	}
+	gs = applied(t, gatewayConfig(t, ""), acct)
+	if id, err := gs.IdentifyToken("laptop"); err == nil {
+		t.Errorf("with no identities, IdentifyToken(laptop) = %+v; want a refusal", id)
 	}
 }

@@ -186,7 +186,21 @@ func (g *Gateway) caller(ctx context.Context, group string, recent bool) (*Serve
 // Serve runs one client session on conn until the client disconnects or
 // ctx ends. Its calls end with it; other sessions go on.
 func (g *Gateway) Serve(ctx context.Context, conn io.ReadWriteCloser, so SessionOptions) error {
-	s := newServer(g.shared, nil, so.Permit)
+	s, ctx, end := g.begin(ctx, so)
+	defer end()
+	defer conn.Close()
+	// Closing the connection is what ends a read in progress on it.
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
+	return s.connect(ctx, g.transport(conn, conn, so.Identity))
+}
+
+// begin sets up a session of so, whatever its transport: a Server shown
+// what so allows, in the gateway's session set, with its delivery queue
+// and refresh loop running until the returned context ends. end, called
+// once the session is over, ends that context, takes the session out of
+// the set and releases its subscriptions.
+func (g *Gateway) begin(ctx context.Context, so SessionOptions) (s *Server, sctx context.Context, end func()) {
+	s = newServer(g.shared, nil, so.Permit)
 	s.gw = g
 	s.narrow = so.Narrow
 	s.identity = so.Identity
@@ -201,19 +215,16 @@ func (g *Gateway) Serve(ctx context.Context, conn io.ReadWriteCloser, so Session
 	g.mu.Lock()
 	g.sessions[s] = true
 	g.mu.Unlock()
-	defer func() {
+	sctx, cancel := context.WithCancel(ctx)
+	s.start(sctx)
+	go s.queue.run(sctx, s.recovered)
+	return s, sctx, func() {
+		cancel()
 		g.mu.Lock()
 		delete(g.sessions, s)
 		g.mu.Unlock()
 		s.releaseSubscriptions(context.WithoutCancel(ctx))
-	}()
-	defer conn.Close()
-	// Closing the connection is what ends a read in progress on it.
-	defer context.AfterFunc(ctx, func() { conn.Close() })()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go s.queue.run(ctx, s.recovered)
-	return s.serve(ctx, g.transport(conn, conn, so.Identity))
+	}
 }
 
 // NewSessionID returns a random name for a gateway session.

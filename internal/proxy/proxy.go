@@ -193,12 +193,14 @@ func newServer(sh *shared, catalog Catalog, permit func(group string, kind guard
 			Completions: &mcp.CompletionCapabilities{},
 		},
 		SupportedProtocolVersions: protocolVersions,
-		SetCacheable:              setPrivateCache,
-		InitializedHandler:        p.initialized,
-		RootsListChangedHandler:   p.rootsChanged,
-		SubscribeHandler:          p.subscribe,
-		UnsubscribeHandler:        p.unsubscribe,
-		CompletionHandler:         p.complete,
+		// A gateway's HTTP session is known by the ID it audits under.
+		GetSessionID:            func() string { return p.sid },
+		SetCacheable:            setPrivateCache,
+		InitializedHandler:      p.initialized,
+		RootsListChangedHandler: p.rootsChanged,
+		SubscribeHandler:        p.subscribe,
+		UnsubscribeHandler:      p.unsubscribe,
+		CompletionHandler:       p.complete,
 	})
 	p.srv.AddReceivingMiddleware(p.recoverPanics(""), p.relayInputs, p.route)
 	return p
@@ -232,8 +234,19 @@ func (p *Server) Run(ctx context.Context, t mcp.Transport) error {
 func (p *Server) serve(ctx context.Context, t mcp.Transport) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	p.start(ctx)
+	return p.connect(ctx, t)
+}
+
+// start runs what a session needs beside its connection until ctx ends:
+// its exchanges end with ctx, and its listings follow the upstreams.
+func (p *Server) start(ctx context.Context) {
 	p.exch.stop = ctx
 	go p.refreshLoop(ctx)
+}
+
+// connect serves the client on t until it disconnects or ctx ends.
+func (p *Server) connect(ctx context.Context, t mcp.Transport) error {
 	ss, err := p.srv.Connect(ctx, groupParamTransport{t}, nil)
 	if err != nil {
 		return fmt.Errorf("serving the client: %w", err)

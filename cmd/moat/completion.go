@@ -47,7 +47,8 @@ var cliSpec = map[string]cliArgs{
 	"lock":   {flags: []cliFlag{{name: "--dir", arg: true}}},
 	"auth": {subcommands: []string{"login", "logout", "status"}, flags: []cliFlag{
 		{name: "--config", arg: true}, backendFlag, {name: "--dir", arg: true}, {name: "--adopt-dynamic-mcp"}}},
-	"pins": {subcommands: []string{"diff", "approve", "reset"}, flags: []cliFlag{{name: "--yes"}}},
+	"token": {subcommands: []string{"create", "list", "revoke"}},
+	"pins":  {subcommands: []string{"diff", "approve", "reset"}, flags: []cliFlag{{name: "--yes"}}},
 	"audit": {subcommands: []string{"verify", "tail", "pubkey"}, files: true, flags: []cliFlag{
 		{name: "--pubkey", arg: true}, {name: "--key-from-store"}, {name: "--allow-unsealed"}, {name: "-f"}}},
 	"import": {subcommands: []string{"cursor", "opencode", "claude-desktop", "claude", "vscode", "cline", "kilocode", "codex", "gemini", "antigravity"},

@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/term"
 
 	"github.com/moatmcp/moat/audit"
@@ -34,15 +33,19 @@ exit status: 0 ok, 1 no gateway or the gateway went away, 2 usage error`
 // passes (--listen systemd).
 const listenSystemd = "systemd"
 
+// listenTCP prefixes, among listenArgs' results, a HOST:PORT to serve
+// Streamable HTTP on.
+const listenTCP = "tcp:"
+
 // listenArgs takes serve's --listen flags out of args. Each names a
-// socket as unix:PATH ("unix:" alone is the default path), or is
-// "systemd" for socket activation.
+// socket as unix:PATH ("unix:" alone is the default path), is "systemd"
+// for socket activation, or is HOST:PORT for Streamable HTTP.
 func listenArgs(args []string) (listen, rest []string, err error) {
 	for i := 0; i < len(args); i++ {
 		v, ok := strings.CutPrefix(args[i], "--listen=")
 		if !ok && args[i] == "--listen" {
 			if i+1 == len(args) {
-				return nil, nil, errors.New("--listen needs an address, as in --listen unix:/run/user/1000/moat/gateway.sock")
+				return nil, nil, errors.New("--listen needs an address, as in --listen unix:/run/user/1000/moat/gateway.sock or --listen 127.0.0.1:7733")
 			}
 			v, ok = args[i+1], true
 			i++
@@ -57,7 +60,12 @@ func listenArgs(args []string) (listen, rest []string, err error) {
 		}
 		path, isUnix := strings.CutPrefix(v, "unix:")
 		if !isUnix {
-			return nil, nil, fmt.Errorf("--listen %s: only unix:PATH listeners are available yet (Streamable HTTP on HOST:PORT, with tokens, is not built); use --listen unix:%s", v, socket.DefaultPath())
+			addr, err := tcpAddr(v)
+			if err != nil {
+				return nil, nil, err
+			}
+			listen = append(listen, listenTCP+addr)
+			continue
 		}
 		if path == "" {
 			path = socket.DefaultPath()
@@ -78,6 +86,9 @@ func listeners(m *instance, listen []string) ([]*socket.Listener, error) {
 		return nil, err
 	}
 	for _, v := range listen {
+		if strings.HasPrefix(v, listenTCP) {
+			continue // httpListeners'
+		}
 		if v == listenSystemd {
 			got, err := socket.Activated()
 			if err != nil {
@@ -108,7 +119,7 @@ func socketPaths(ls []*socket.Listener) []string {
 // (SIGINT or SIGTERM): each connection's peer is identified by the
 // kernel's credentials, mapped to an identity by the config, and served as
 // a session of its own.
-func serveGateway(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*socket.Listener) int {
+func serveGateway(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*socket.Listener, hls []*httpListener) int {
 	defer gw.Close()
 	defer func() {
 		for _, l := range ls {
@@ -117,9 +128,17 @@ func serveGateway(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*soc
 	}()
 	paths := socketPaths(ls)
 	gw.Open()
-	m.log.Info("gateway listening", "sockets", strings.Join(paths, " "))
-	auditEvent(m.auditLog.Log, "gateway_listen", "", map[string]string{"sockets": strings.Join(paths, " ")})
+	detail := map[string]string{}
+	if len(paths) > 0 {
+		detail["sockets"] = strings.Join(paths, " ")
+	}
+	if len(hls) > 0 {
+		detail["http"] = strings.Join(httpAddrs(hls), " ")
+	}
+	m.log.Info("gateway listening", "sockets", detail["sockets"], "http", detail["http"])
+	auditEvent(m.auditLog.Log, "gateway_listen", "", detail)
 	var wg sync.WaitGroup
+	serveHTTP(ctx, m, gw, hls, &wg)
 	counts := &sessionCount{}
 	for _, l := range ls {
 		wg.Go(func() { accept(ctx, m, gw, l, counts, &wg) })
@@ -225,15 +244,9 @@ func serveConn(ctx context.Context, m *instance, gw *proxy.Gateway, path string,
 	m.log.Info("gateway session", "session", sid, "identity", id.Name, "uid", peer.UID, "pid", peer.PID)
 	_ = m.auditLog.Log.Write(ctx, &audit.Record{Event: "session_start", Session: sid, Identity: auditIdentity(id), Detail: map[string]string{"socket": path}})
 	start := time.Now()
-	err = gw.Serve(ctx, c, proxy.SessionOptions{
-		ID:       sid,
-		Identity: id,
-		Visible:  func(group string) bool { return m.gs.Visible(id, group) },
-		Narrow: func(group string, entries []proxy.Entry, tools []*mcp.Tool) []proxy.Entry {
-			return m.gs.ForIdentity(id, group, entries, tools)
-		},
-		Permit: m.gs.PermitFor(id),
-	})
+	so := sessionOptions(m, id)
+	so.ID = sid
+	err = gw.Serve(ctx, c, so)
 	detail := map[string]string{"socket": path}
 	if err != nil && !isEOF(err) && ctx.Err() == nil {
 		detail["error"] = err.Error()

@@ -44,7 +44,7 @@ type command struct {
 
 // Full help of the commands that do not print their own.
 const (
-	serveUsage = `usage: moat [serve] [--listen unix:SOCKET]... [CONFIG | --config FILE]
+	serveUsage = `usage: moat [serve] [--listen unix:SOCKET|HOST:PORT]... [CONFIG | --config FILE]
   runs the proxy on stdio: an MCP client starts it as one server, and it
   fronts every server of the config behind get_dynamic_tools and
   call_dynamic_tool; it reloads the config when the file changes
@@ -53,6 +53,10 @@ const (
                         session of its own, identified by its uid and
                         shown what the config's gateway.identities allow;
                         "unix:" alone is $XDG_RUNTIME_DIR/moat/gateway.sock
+  --listen HOST:PORT    serve the gateway over Streamable HTTP at /mcp:
+                        each client presents a token (moat token create)
+                        that gateway.identities.NAME.tokens names; HTTPS
+                        with gateway.tls, plain HTTP on loopback only
   CONFIG defaults to $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG
 exit status: 0 ok, 1 runtime failure, 2 usage or config error`
 	configUsage = `usage:
@@ -105,6 +109,9 @@ func commands() []command {
 				p, _, err := config.ResolvePath("", os.LookupEnv)
 				return p, err
 			}, os.Stdout, os.Stderr)
+		}, ""},
+		{"token", "create, list and revoke the gateway's HTTP bearer tokens", "moat token create laptop", func(ctx context.Context, args []string) int {
+			return tokenCommand(ctx, args, os.Stdout, os.Stderr)
 		}, ""},
 		{"tools", "list what the model sees of each group (or one), as a table", "moat tools moat.json files", runTools, toolsUsage},
 		{"call", "run one tool call through the full guard, for debugging", `moat call files read_file '{"path": "/tmp/x"}'`, runCall, callUsage},

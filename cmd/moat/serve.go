@@ -220,11 +220,19 @@ func runServe(ctx context.Context, args []string) int {
 	}
 	defer m.auditLog.Close()
 	var (
-		p  served
-		ls []*socket.Listener
+		p   served
+		ls  []*socket.Listener
+		hls []*httpListener
 	)
 	if len(listen) > 0 {
+		if hls, err = httpListeners(m.cfg, listen); err != nil {
+			printError(os.Stderr, err)
+			return exitFailure
+		}
 		if ls, err = listeners(m, listen); err != nil {
+			for _, l := range hls {
+				l.Close()
+			}
 			printError(os.Stderr, err)
 			return exitFailure
 		}
@@ -271,7 +279,7 @@ func runServe(ctx context.Context, args []string) int {
 	go watchPins(ctx, m.log, p, m.auditLog.Log, m.gs)
 
 	if gw, ok := p.(*proxy.Gateway); ok {
-		return serveGateway(ctx, m, gw, ls)
+		return serveGateway(ctx, m, gw, ls, hls)
 	}
 	if term.IsTerminal(int(os.Stdin.Fd())) {
 		banner(m.cfg, auditLogPathOf(m.cfg))

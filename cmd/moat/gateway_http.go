@@ -1,0 +1,300 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/time/rate"
+
+	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/proxy"
+)
+
+// mcpPath is where the gateway serves Streamable HTTP.
+const mcpPath = "/mcp"
+
+// tcpAddr checks a --listen HOST:PORT.
+func tcpAddr(v string) (string, error) {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return "", fmt.Errorf("--listen %s: not unix:PATH, systemd or HOST:PORT (%v); use --listen 127.0.0.1:7733 for Streamable HTTP, or --listen unix:PATH", v, err)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return "", fmt.Errorf("--listen %s: port %q is not a number from 0 to 65535", v, port)
+	}
+	if strings.ContainsAny(host, "/ ") {
+		return "", fmt.Errorf("--listen %s: host %q is not a host name or IP address", v, host)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// isLoopback reports whether host names only this machine: localhost or a
+// loopback IP. An empty host is every interface.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// httpListener is one --listen HOST:PORT, open.
+type httpListener struct {
+	net.Listener
+	tls bool
+}
+
+// httpListeners opens serve's --listen HOST:PORT flags: TLS with the
+// config's gateway.tls; plain HTTP only on a loopback address. On error it
+// has closed what it opened.
+func httpListeners(cfg *config.Config, listen []string) ([]*httpListener, error) {
+	var ls []*httpListener
+	fail := func(err error) ([]*httpListener, error) {
+		for _, l := range ls {
+			l.Close()
+		}
+		return nil, err
+	}
+	var tc *tls.Config
+	for _, v := range listen {
+		addr, ok := strings.CutPrefix(v, listenTCP)
+		if !ok {
+			continue
+		}
+		host, _, _ := net.SplitHostPort(addr)
+		if cfg.Gateway.TLS == nil && !isLoopback(host) {
+			return fail(fmt.Errorf("--listen %s: plain HTTP on an address other machines can reach would send every token and call readable on the network; "+
+				`set "gateway": {"tls": {"cert_file": "/path/cert.pem", "key_file": "/path/key.pem"}} in %s, or listen on 127.0.0.1 (or [::1]) only`, addr, cfg.Path))
+		}
+		if cfg.Gateway.TLS != nil && tc == nil {
+			var err error
+			if tc, err = gatewayTLS(cfg.Gateway.TLS); err != nil {
+				return fail(err)
+			}
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fail(fmt.Errorf("--listen %s: %w", addr, err))
+		}
+		hl := &httpListener{Listener: l}
+		if tc != nil {
+			hl.Listener, hl.tls = tls.NewListener(l, tc), true
+		}
+		ls = append(ls, hl)
+	}
+	return ls, nil
+}
+
+// gatewayTLS is the server TLS config of gateway.tls.
+func gatewayTLS(t *config.GatewayTLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("gateway.tls: loading %s and %s: %w (`moat doctor` checks them)", t.CertFile, t.KeyFile, err)
+	}
+	minVersion := uint16(tls.VersionTLS12)
+	if t.MinVersion == "1.3" {
+		minVersion = tls.VersionTLS13
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: minVersion}, nil
+}
+
+// httpAddrs are where ls listen, as URLs of the MCP endpoint.
+func httpAddrs(ls []*httpListener) []string {
+	var out []string
+	for _, l := range ls {
+		scheme := "http"
+		if l.tls {
+			scheme = "https"
+		}
+		out = append(out, scheme+"://"+l.Addr().String()+mcpPath)
+	}
+	return out
+}
+
+// serveHTTP serves Streamable HTTP on ls until ctx ends, then closes every
+// session and waits for the servers.
+func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpListener, wg *sync.WaitGroup) {
+	if len(ls) == 0 {
+		return
+	}
+	a := &httpAuth{
+		m:       m,
+		origins: m.cfg.Gateway.AllowedOrigins,
+		tokens: &tokenVerifier{now: time.Now, read: func(ctx context.Context) ([]storedToken, error) {
+			s, err := processStore.get(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return readTokens(ctx, s)
+		}},
+		refusals: rate.NewLimiter(rate.Limit(refusalRecordsPerSecond), refusalRecordsPerSecond),
+	}
+	h := gw.HTTP(ctx, proxy.HTTPOptions{
+		Identity: func(r *http.Request) *guard.Identity {
+			who, _ := r.Context().Value(bearerKey{}).(*bearerOf)
+			if who == nil {
+				return nil
+			}
+			return who.id
+		},
+		Session: func(id *guard.Identity) proxy.SessionOptions { return sessionOptions(m, id) },
+		Started: func(so proxy.SessionOptions, r *http.Request) {
+			m.log.Info("gateway session", "session", so.ID, "identity", so.Identity.Name, "remote", r.RemoteAddr)
+			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), &audit.Record{Event: "session_start", Session: so.ID, Identity: auditIdentity(so.Identity),
+				Detail: requestDetail(r)})
+		},
+		Ended: func(so proxy.SessionOptions, d time.Duration) {
+			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), &audit.Record{Event: "session_end", Session: so.ID, Identity: auditIdentity(so.Identity),
+				DurationMS: d.Milliseconds(), Detail: map[string]string{"transport": "http"}})
+		},
+		Refused: func(r *http.Request, id *guard.Identity, reason string) {
+			a.refused(r, reason, auditIdentity(id))
+		},
+	})
+	mux := http.NewServeMux()
+	mux.Handle(mcpPath, a.wrap(h))
+	for _, l := range ls {
+		srv := &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          nil,
+			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		}
+		wg.Go(func() {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				m.log.Error("serving HTTP failed", "addr", l.Addr().String(), "err", err)
+			}
+		})
+		wg.Go(func() {
+			<-ctx.Done()
+			// Sessions end with ctx (Gateway.HTTP), which ends their
+			// event streams; a request still running has a moment.
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				srv.Close()
+			}
+		})
+	}
+}
+
+// sessionOptions are what a gateway session of id is shown.
+func sessionOptions(m *instance, id *guard.Identity) proxy.SessionOptions {
+	return proxy.SessionOptions{
+		Identity: id,
+		Visible:  func(group string) bool { return m.gs.Visible(id, group) },
+		Narrow: func(group string, entries []proxy.Entry, tools []*mcp.Tool) []proxy.Entry {
+			return m.gs.ForIdentity(id, group, entries, tools)
+		},
+		Permit: m.gs.PermitFor(id),
+	}
+}
+
+// requestDetail is what an audit record says of an HTTP request: where it
+// came from, and the token's name when it had a valid one.
+func requestDetail(r *http.Request) map[string]string {
+	d := map[string]string{"transport": "http", "remote": r.RemoteAddr}
+	if who, _ := r.Context().Value(bearerKey{}).(*bearerOf); who != nil {
+		d["token"] = who.token
+	}
+	return d
+}
+
+// refusalRecordsPerSecond bounds the auth_refused records a flood of bad
+// requests can write (each is durable: a write to disk); the ones over it
+// are counted in the next record written.
+const refusalRecordsPerSecond = 20
+
+// httpAuth is the gateway's HTTP front: the Origin check, then the bearer
+// token, which names the identity.
+type httpAuth struct {
+	m        *instance
+	origins  []string
+	tokens   *tokenVerifier
+	refusals *rate.Limiter
+
+	mu         sync.Mutex
+	suppressed int
+}
+
+// bearerOf is who an authenticated request is.
+type bearerOf struct {
+	token string // the token's name
+	id    *guard.Identity
+}
+
+type bearerKey struct{}
+
+func (a *httpAuth) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Browsers send Origin; MCP clients do not. A page the user
+		// visits must not reach the gateway through the user's browser.
+		if o := r.Header.Get("Origin"); o != "" && !slices.Contains(a.origins, o) {
+			a.refused(r, fmt.Sprintf("origin %q is not in gateway.allowed_origins", o), nil)
+			http.Error(w, "moat: requests from a browser origin are refused (gateway.allowed_origins)", http.StatusForbidden)
+			return
+		}
+		tok, ok := bearer(r.Header.Get("Authorization"))
+		if !ok {
+			a.unauthorized(w, r, "no bearer token", false)
+			return
+		}
+		name, err := a.tokens.verify(r.Context(), tok)
+		if err != nil {
+			a.unauthorized(w, r, err.Error(), true)
+			return
+		}
+		id, err := a.m.gs.IdentifyToken(name)
+		if err != nil {
+			a.m.log.Warn("refused a token of no identity", "token", name, "err", err)
+			a.unauthorized(w, r, fmt.Sprintf("token %q is no identity's (gateway.identities.NAME.tokens)", name), true)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bearerKey{}, &bearerOf{token: name, id: id})))
+	})
+}
+
+// unauthorized answers 401 as RFC 6750 says, and records why.
+func (a *httpAuth) unauthorized(w http.ResponseWriter, r *http.Request, reason string, given bool) {
+	a.refused(r, reason, nil)
+	challenge := `Bearer realm="moat"`
+	if given {
+		challenge += `, error="invalid_token"`
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	http.Error(w, "moat: a valid gateway token is required (Authorization: Bearer TOKEN; see `moat token create`)", http.StatusUnauthorized)
+}
+
+// refused records a refused HTTP request: where from and why, never its
+// token or a hash of one; at most refusalRecordsPerSecond of them.
+func (a *httpAuth) refused(r *http.Request, reason string, id *audit.Identity) {
+	a.m.log.Warn("refused an HTTP request", "remote", r.RemoteAddr, "reason", reason)
+	a.mu.Lock()
+	if !a.refusals.Allow() {
+		a.suppressed++
+		a.mu.Unlock()
+		return
+	}
+	detail := map[string]string{"remote": r.RemoteAddr, "reason": reason, "method": r.Method}
+	if a.suppressed > 0 {
+		detail["suppressed"] = strconv.Itoa(a.suppressed)
+		a.suppressed = 0
+	}
+	a.mu.Unlock()
+	_ = a.m.auditLog.Log.Write(context.WithoutCancel(r.Context()), &audit.Record{Event: "auth_refused", Decision: "deny", Outcome: audit.OutcomeDenied,
+		Identity: id, Detail: detail})
+}

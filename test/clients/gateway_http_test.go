@@ -1,0 +1,399 @@
+package clients
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/moatmcp/moat/internal/testutil"
+)
+
+// httpGateway is a running `moat serve --listen HOST:PORT`.
+type httpGateway struct {
+	cmd    *exec.Cmd
+	env    []string
+	url    string
+	stderr *testutil.SyncBuffer
+}
+
+var listeningURL = regexp.MustCompile(`http=(https?://\S+/mcp)`)
+
+// startHTTPGateway runs moat as a gateway for cfg on a free port of
+// 127.0.0.1, with env (whose secret store holds the tokens).
+func startHTTPGateway(t *testing.T, cfg string, env []string) *httpGateway {
+	t.Helper()
+	g := &httpGateway{env: env, stderr: &testutil.SyncBuffer{}}
+	g.cmd = exec.Command(testutil.BuildMoat(t), "serve", "--listen", "127.0.0.1:0", cfg)
+	g.cmd.Env, g.cmd.Stderr = env, g.stderr
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		g.stop(t)
+		if t.Failed() {
+			t.Logf("gateway stderr (tail):\n%s", tail(g.stderr.String()))
+		}
+	})
+	waitUntil(t, "the gateway's HTTP address", func() bool {
+		m := listeningURL.FindStringSubmatch(g.stderr.String())
+		if m != nil {
+			g.url = m[1]
+		}
+		return m != nil
+	})
+	return g
+}
+
+func (g *httpGateway) stop(t *testing.T) {
+	if g.cmd.ProcessState != nil {
+		return
+	}
+	g.cmd.Process.Signal(syscall.SIGTERM)
+	if err := g.cmd.Wait(); err != nil {
+		t.Errorf("the gateway exited with %v after SIGTERM", err)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// moatCmd runs a moat command with env and the config in MOAT_CONFIG, and
+// returns its stdout.
+func moatCmd(t *testing.T, env []string, cfg string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(testutil.BuildMoat(t), args...)
+	cmd.Env = append(slices.Clone(env), "MOAT_CONFIG="+cfg)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("moat %s: %v\n%s", strings.Join(args, " "), err, tail(stderr.String()))
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// httpSeen is what the TypeScript client saw (tshttp.mjs).
+type httpSeen struct {
+	Groups  []string `json:"groups"`
+	Session string   `json:"session"`
+	Result  struct {
+		Content []struct{ Text string } `json:"content"`
+		IsError bool                    `json:"isError"`
+	} `json:"result"`
+	Error string `json:"error"`
+}
+
+func tsHTTP(t *testing.T, env []string, url, token, group, tool, args string) httpSeen {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), driverTimeout)
+	defer cancel()
+	script := filepath.Join(testutil.RepoRoot(t), "testdata", "clients", "tshttp.mjs")
+	cmd := exec.CommandContext(ctx, "node", script, url, token, group, tool, args)
+	cmd.Env = env
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var s httpSeen
+	if jerr := json.Unmarshal(out, &s); jerr != nil {
+		t.Fatalf("driver: %v: %s\n%s", err, tail(string(out)), tail(stderr.String()))
+	}
+	return s
+}
+
+func (s httpSeen) text() string {
+	var b strings.Builder
+	for _, c := range s.Result.Content {
+		b.WriteString(c.Text)
+	}
+	return b.String()
+}
+
+// post sends one JSON-RPC message as an HTTP client would, with the
+// headers given (name, value pairs), and returns the response's status,
+// headers and (bounded) body.
+func post(t *testing.T, url, body string, headers ...string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxShown))
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+
+func readAuditLog(t *testing.T, env []string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var r map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("audit line %.300q: %v", sc.Text(), err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func tokenGatewayConfig(t *testing.T, dir string, top map[string]any) string {
+	gw := map[string]any{"identities": map[string]any{
+		"alice": map[string]any{"tokens": []string{"laptop"}, "policy": map[string]any{"deny": []string{"fail"}}},
+		"bob":   map[string]any{"tokens": []string{"phone"}, "servers": []string{"beta"}},
+	}}
+	for k, v := range top {
+		gw[k] = v
+	}
+	return testutil.WriteConfig(t, dir, map[string]server{
+		"alpha": entry("Go test server alpha", command{Command: testutil.BuildTestServer(t), Args: []string{"-name", "alpha"}}),
+		"beta":  entry("Go test server beta", command{Command: testutil.BuildTestServer(t), Args: []string{"-name", "beta"}}),
+	}, map[string]any{"gateway": gw})
+}
+
+// TestTypeScriptClientOverHTTPWithTokens: the official TypeScript SDK
+// client reaches a gateway over Streamable HTTP with a bearer token, and
+// each token is its identity: two tokens of two identities see different
+// groups and get different refusals, and the audit log names each. No
+// token, a wrong token, a revoked token, another identity's token on a
+// session, and a browser's Origin are refused, and each refusal is
+// recorded without the token.
+func TestTypeScriptClientOverHTTPWithTokens(t *testing.T) {
+	requireSDK(t)
+	env := testutil.MoatEnv(t)
+	cfg := tokenGatewayConfig(t, t.TempDir(), nil)
+	laptop := moatCmd(t, env, cfg, "token", "create", "laptop")
+	phone := moatCmd(t, env, cfg, "token", "create", "phone")
+	if !strings.HasPrefix(laptop, "moat_") || laptop == phone {
+		t.Fatalf("tokens %q and %q", laptop, phone)
+	}
+	g := startHTTPGateway(t, cfg, env)
+
+	alice := tsHTTP(t, env, g.url, laptop, "alpha", "echo", `{"message":"from alice"}`)
+	if alice.Error != "" || !strings.Contains(alice.text(), "from alice") {
+		t.Fatalf("alice's call: %+v", alice)
+	}
+	if diff := cmp.Diff([]string{"alpha", "beta"}, alice.Groups); diff != "" {
+		t.Errorf("alice's groups (-want +got):\n%s", diff)
+	}
+	bob := tsHTTP(t, env, g.url, phone, "beta", "echo", `{"message":"from bob"}`)
+	if bob.Error != "" || !strings.Contains(bob.text(), "from bob") {
+		t.Fatalf("bob's call: %+v", bob)
+	}
+	if diff := cmp.Diff([]string{"beta"}, bob.Groups); diff != "" {
+		t.Errorf("bob's groups (-want +got):\n%s", diff)
+	}
+	if s := tsHTTP(t, env, g.url, laptop, "alpha", "fail", `{}`); !s.Result.IsError || !strings.Contains(s.text(), "alice") {
+		t.Errorf("alice's call of fail: %+v; want a refusal naming her identity", s)
+	}
+	if s := tsHTTP(t, env, g.url, phone, "alpha", "echo", `{"message":"x"}`); !strings.Contains(s.Error, `unknown group "alpha"`) {
+		t.Errorf("bob's call to alpha: %+v; want unknown group", s)
+	}
+	if s := tsHTTP(t, env, g.url, "-", "alpha", "echo", `{}`); s.Error == "" {
+		t.Errorf("a client without a token: %+v; want a refusal", s)
+	}
+
+	// What a client without a token, or with a wrong one, is told.
+	code, h, _ := post(t, g.url, initialize)
+	if code != http.StatusUnauthorized || h.Get("WWW-Authenticate") != `Bearer realm="moat"` {
+		t.Errorf("no token: %d, WWW-Authenticate %q", code, h.Get("WWW-Authenticate"))
+	}
+	const wrong = "moat_not-a-token-of-this-gateway"
+	code, h, _ = post(t, g.url, initialize, "Authorization", "Bearer "+wrong)
+	if code != http.StatusUnauthorized || h.Get("WWW-Authenticate") != `Bearer realm="moat", error="invalid_token"` {
+		t.Errorf("a wrong token: %d, WWW-Authenticate %q", code, h.Get("WWW-Authenticate"))
+	}
+	// A browser's request, token or not.
+	if code, _, _ := post(t, g.url, initialize, "Authorization", "Bearer "+laptop, "Origin", "https://evil.example"); code != http.StatusForbidden {
+		t.Errorf("a request with an Origin: %d, want 403", code)
+	}
+	// Bob's token on alice's session.
+	code, h, _ = post(t, g.url, initialize, "Authorization", "Bearer "+laptop)
+	sid := h.Get("Mcp-Session-Id")
+	if code != http.StatusOK || sid == "" {
+		t.Fatalf("alice's initialize: %d, session %q", code, sid)
+	}
+	code, _, body := post(t, g.url, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`,
+		"Authorization", "Bearer "+phone, "Mcp-Session-Id", sid, "Mcp-Protocol-Version", "2025-06-18")
+	if code != http.StatusForbidden || strings.Contains(body, "call_dynamic_tool") {
+		t.Errorf("bob's token on alice's session: %d %q; want 403", code, body)
+	}
+
+	// A revoked token stops working within two seconds or so.
+	moatCmd(t, env, cfg, "token", "revoke", "phone")
+	revoked := time.Now()
+	waitUntil(t, "the revoked token to be refused", func() bool {
+		code, _, _ := post(t, g.url, initialize, "Authorization", "Bearer "+phone)
+		return code == http.StatusUnauthorized
+	})
+	if d := time.Since(revoked); d > 5*time.Second {
+		t.Errorf("a revoked token worked for %v", d)
+	}
+	if code, _, _ := post(t, g.url, initialize, "Authorization", "Bearer "+laptop); code != http.StatusOK {
+		t.Errorf("alice's token after bob's was revoked: %d", code)
+	}
+
+	g.stop(t)
+	records := readAuditLog(t, env)
+	has := func(event, tool, name string) bool {
+		return slices.ContainsFunc(records, func(r map[string]any) bool {
+			id, _ := r["identity"].(map[string]any)
+			return r["event"] == event && (tool == "" || r["tool"] == tool) && id != nil && id["name"] == name
+		})
+	}
+	for _, c := range []struct{ event, tool, name string }{
+		{"session_start", "", "alice"}, {"session_start", "", "bob"},
+		{"tool_call", "echo", "alice"}, {"tool_call", "echo", "bob"}, {"tool_call", "fail", "alice"},
+		{"session_end", "", "alice"}, {"session_end", "", "bob"},
+	} {
+		if !has(c.event, c.tool, c.name) {
+			t.Errorf("no %s record of %s by %s in the audit log", c.event, c.tool, c.name)
+		}
+	}
+	reasons := map[string]bool{}
+	for _, r := range records {
+		if r["event"] == "auth_refused" {
+			d, _ := r["detail"].(map[string]any)
+			reason, _ := d["reason"].(string)
+			reasons[reason] = d["remote"] != nil
+		}
+	}
+	for _, want := range []string{"no bearer token", "the token is not one of the gateway's (unknown or revoked)",
+		`origin "https://evil.example" is not in gateway.allowed_origins`, "the session belongs to another identity"} {
+		if hasRemote, ok := reasons[want]; !ok || !hasRemote {
+			t.Errorf("no auth_refused record (with the remote address) saying %q; got %v", want, reasons)
+		}
+	}
+	raw, err := os.ReadFile(filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{laptop, phone, wrong} {
+		if strings.Contains(string(raw), tok) || strings.Contains(string(raw), tok[5:]) {
+			t.Errorf("the audit log holds a token")
+		}
+	}
+}
+
+// TestGatewayRefusesPlainHTTPOffLoopback: plain HTTP on an address other
+// machines can reach is refused at start, naming the fix.
+func TestGatewayRefusesPlainHTTPOffLoopback(t *testing.T) {
+	env := testutil.MoatEnv(t)
+	cfg := tokenGatewayConfig(t, t.TempDir(), nil)
+	cmd := exec.Command(testutil.BuildMoat(t), "serve", "--listen", "0.0.0.0:0", cfg)
+	cmd.Env = env
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `"tls": {"cert_file"`) || !strings.Contains(string(out), "127.0.0.1") {
+		t.Errorf("serve --listen 0.0.0.0:0 without gateway.tls: %v\n%s", err, tail(string(out)))
+	}
+}
+
+// TestTypeScriptClientOverHTTPS: with gateway.tls, the gateway serves
+// HTTPS, and the TypeScript client that trusts its certificate connects.
+func TestTypeScriptClientOverHTTPS(t *testing.T) {
+	requireSDK(t)
+	dir := t.TempDir()
+	certFile, keyFile := writeTestCert(t, dir)
+	env := testutil.MoatEnv(t)
+	cfg := tokenGatewayConfig(t, dir, map[string]any{"tls": map[string]any{"cert_file": certFile, "key_file": keyFile, "min_version": "1.3"}})
+	laptop := moatCmd(t, env, cfg, "token", "create", "laptop")
+	g := startHTTPGateway(t, cfg, env)
+	if !strings.HasPrefix(g.url, "https://") {
+		t.Fatalf("the gateway listens on %s, want https", g.url)
+	}
+	s := tsHTTP(t, append(slices.Clone(env), "NODE_EXTRA_CA_CERTS="+certFile), g.url, laptop, "alpha", "echo", `{"message":"over tls"}`)
+	if s.Error != "" || !strings.Contains(s.text(), "over tls") {
+		t.Errorf("the call over HTTPS: %+v", s)
+	}
+	// TLS 1.2 is refused under min_version 1.3.
+	conn, err := tls.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(g.url, "https://"), "/mcp"), &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12})
+	if err == nil {
+		conn.Close()
+		t.Error("a TLS 1.2 handshake succeeded under min_version 1.3")
+	}
+}
+
+// writeTestCert writes a self-signed certificate for 127.0.0.1 and its
+// key into dir.
+func writeTestCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "moat test gateway"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}

@@ -29,6 +29,10 @@ type httpGateway struct {
 	mu     sync.Mutex
 	events []string
 	wire   bytes.Buffer
+	// listening counts flushes of GET streams: go-sdk flushes a session's
+	// stream for notifications once it is set up, and a notification
+	// sent before is lost (go-sdk keeps none without an EventStore).
+	listening int
 }
 
 func (h *httpGateway) record(e string) {
@@ -68,7 +72,7 @@ func serveHTTP(t *testing.T, gw *proxy.Gateway) *httpGateway {
 		},
 	})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(&teeWriter{ResponseWriter: w, hg: hg}, r)
+		h.ServeHTTP(&teeWriter{ResponseWriter: w, hg: hg, listen: r.Method == http.MethodGet}, r)
 	}))
 	t.Cleanup(func() {
 		cancel()
@@ -82,7 +86,8 @@ func serveHTTP(t *testing.T, gw *proxy.Gateway) *httpGateway {
 // teeWriter keeps a copy of what the gateway wrote to the wire.
 type teeWriter struct {
 	http.ResponseWriter
-	hg *httpGateway
+	hg     *httpGateway
+	listen bool // a GET: the session's stream for what is not an answer
 }
 
 func (w *teeWriter) Write(b []byte) (int, error) {
@@ -92,7 +97,14 @@ func (w *teeWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-func (w *teeWriter) Flush() { w.ResponseWriter.(http.Flusher).Flush() }
+func (w *teeWriter) Flush() {
+	w.ResponseWriter.(http.Flusher).Flush()
+	if w.listen {
+		w.hg.mu.Lock()
+		w.hg.listening++
+		w.hg.mu.Unlock()
+	}
+}
 
 // asIdentity adds the test's identity header to every request.
 type asIdentity struct {
@@ -198,7 +210,8 @@ func TestGatewayHTTPSessionBelongsToItsIdentity(t *testing.T) {
 
 // TestGatewayHTTPClientBoundary: what an upstream sends an HTTP client
 // passes Options.Outbound, in a result and in a notification alike: a
-// secret Moat resolved never reaches the wire.
+// secret Moat resolved never reaches the wire. The notification reaches
+// the session whose call it belongs to, not another.
 func TestGatewayHTTPClientBoundary(t *testing.T) {
 	const secret = "sk-http-canary-8e2f61c0d9"
 	useMoatLauncher(t)
@@ -224,13 +237,23 @@ func TestGatewayHTTPClientBoundary(t *testing.T) {
 		defer mu.Unlock()
 		logged = append(logged, r.Params.Data.(string))
 	}})
+	// A second session, which must not get the first's notifications.
+	var otherLogged []string
+	other := httpSession(t, hg, "c", &mcp.ClientOptions{LoggingMessageHandler: func(_ context.Context, r *mcp.LoggingMessageRequest) {
+		mu.Lock()
+		defer mu.Unlock()
+		otherLogged = append(otherLogged, r.Params.Data.(string))
+	}})
+	waitUntil(t, "both sessions' notification streams", func() bool {
+		hg.mu.Lock()
+		defer hg.mu.Unlock()
+		return hg.listening >= 2
+	})
 	ctx := context.Background()
-	if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
-		t.Fatal(err)
-	}
 	c := &client{cs: cs}
 	// A resource read's result holds the secret, as does the log message
-	// the leak tool sends while it runs.
+	// the leak tool sends while it runs. The read waits for the group to
+	// be ready, so the log level below reaches its server.
 	res, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "leaky://leak/described"})
 	if err != nil {
 		t.Fatal(err)
@@ -238,12 +261,27 @@ func TestGatewayHTTPClientBoundary(t *testing.T) {
 	if got := res.Contents[0].Text; !strings.HasPrefix(got, "Holds ") {
 		t.Errorf("the resource reads %q", got)
 	}
+	for _, s := range []*mcp.ClientSession{cs, other} {
+		if err := s.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "leaky", "name": "leak", "args": map[string]any{"channel": "log"}})
 	waitUntil(t, "the log message", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(logged) > 0
 	})
+	// Anything sent to the other session's stream was sent before the
+	// first's arrived; a request of its own flushes its stream's order.
+	if _, err := other.ListTools(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(otherLogged) > 0 {
+		t.Errorf("the other session got the first's log messages: %q", otherLogged)
+	}
+	mu.Unlock()
 	hg.mu.Lock()
 	wire := hg.wire.String()
 	hg.mu.Unlock()

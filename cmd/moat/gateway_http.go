@@ -171,7 +171,6 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
 			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          nil,
 			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		}
 		wg.Go(func() {

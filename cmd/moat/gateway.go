@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -138,8 +139,8 @@ func serveGateway(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*soc
 	m.log.Info("gateway listening", "sockets", detail["sockets"], "http", detail["http"])
 	auditEvent(m.auditLog.Log, "gateway_listen", "", detail)
 	var wg sync.WaitGroup
-	serveHTTP(ctx, m, gw, hls, &wg)
 	counts := &sessionCount{}
+	serveHTTP(ctx, m, gw, hls, counts, &wg)
 	for _, l := range ls {
 		wg.Go(func() { accept(ctx, m, gw, l, counts, &wg) })
 	}
@@ -180,35 +181,51 @@ func accept(ctx context.Context, m *instance, gw *proxy.Gateway, l *socket.Liste
 // its refusal answers.
 const refuseWithin = 5 * time.Second
 
-// maxSessionsPerUser bounds the sessions one uid holds at once, so that one
-// user's runaway client cannot take the memory every other user's sessions
-// need. A user's desktop clients hold a handful.
+// maxSessionsPerUser bounds the sessions one uid (on sockets) or one
+// identity (over HTTP) holds at once, so that one user's runaway client
+// cannot take the memory every other user's sessions need. A user's
+// desktop clients hold a handful.
 const maxSessionsPerUser = 256
 
-// sessionCount counts the open sessions of each uid.
+// sessionCount counts the open sessions of each uid or identity, by a key
+// that names it ("uid 1000", "identity alice").
 type sessionCount struct {
 	mu    sync.Mutex
-	byUID map[int]int
+	byKey map[string]int
 }
 
-// enter counts a session of uid, or says why it is one too many.
-func (s *sessionCount) enter(uid int) (leave func(), err error) {
+// enter counts a session of key, or says why it is one too many.
+func (s *sessionCount) enter(key string) (leave func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.byUID[uid] >= maxSessionsPerUser {
-		return nil, fmt.Errorf("uid %d already has %d sessions open on this gateway, its most; close some clients", uid, maxSessionsPerUser)
+	if err := s.fullLocked(key); err != nil {
+		return nil, err
 	}
-	if s.byUID == nil {
-		s.byUID = map[int]int{}
+	if s.byKey == nil {
+		s.byKey = map[string]int{}
 	}
-	s.byUID[uid]++
+	s.byKey[key]++
 	return func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if s.byUID[uid]--; s.byUID[uid] == 0 {
-			delete(s.byUID, uid)
+		if s.byKey[key]--; s.byKey[key] == 0 {
+			delete(s.byKey, key)
 		}
 	}, nil
+}
+
+// full says why key may open no session now, or nil.
+func (s *sessionCount) full(key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fullLocked(key)
+}
+
+func (s *sessionCount) fullLocked(key string) error {
+	if s.byKey[key] >= maxSessionsPerUser {
+		return fmt.Errorf("%s already has %d sessions open on this gateway, its most; close some clients", key, maxSessionsPerUser)
+	}
+	return nil
 }
 
 // serveConn serves one connection as a session of the identity its peer
@@ -226,7 +243,7 @@ func serveConn(ctx context.Context, m *instance, gw *proxy.Gateway, path string,
 		err = errors.New("a server started by this gateway may not connect to it")
 	default:
 		if id, err = m.gs.Identify(peer.UID, peer.GID, peer.PID); err == nil {
-			leave, err = counts.enter(peer.UID)
+			leave, err = counts.enter("uid " + strconv.Itoa(peer.UID))
 		}
 	}
 	if err != nil {

@@ -126,7 +126,7 @@ func httpAddrs(ls []*httpListener) []string {
 
 // serveHTTP serves Streamable HTTP on ls until ctx ends, then closes every
 // session and waits for the servers.
-func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpListener, wg *sync.WaitGroup) {
+func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpListener, counts *sessionCount, wg *sync.WaitGroup) {
 	if len(ls) == 0 {
 		return
 	}
@@ -141,7 +141,9 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 			return readTokens(ctx, s)
 		}},
 		refusals: rate.NewLimiter(rate.Limit(refusalRecordsPerSecond), refusalRecordsPerSecond),
+		counts:   counts,
 	}
+	var leaves sync.Map // session ID → its count's release
 	h := gw.HTTP(ctx, proxy.HTTPOptions{
 		Identity: func(r *http.Request) *guard.Identity {
 			who, _ := r.Context().Value(bearerKey{}).(*bearerOf)
@@ -152,11 +154,19 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		},
 		Session: func(id *guard.Identity) proxy.SessionOptions { return sessionOptions(m, id) },
 		Started: func(so proxy.SessionOptions, r *http.Request) {
+			// wrap refused a new session over the limit; sessions started
+			// at the same moment may pass it, and are not counted.
+			if leave, err := counts.enter(identityKey(so.Identity)); err == nil {
+				leaves.Store(so.ID, leave)
+			}
 			m.log.Info("gateway session", "session", so.ID, "identity", so.Identity.Name, "remote", r.RemoteAddr)
 			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), &audit.Record{Event: "session_start", Session: so.ID, Identity: auditIdentity(so.Identity),
 				Detail: requestDetail(r)})
 		},
 		Ended: func(so proxy.SessionOptions, d time.Duration) {
+			if leave, ok := leaves.LoadAndDelete(so.ID); ok {
+				leave.(func())()
+			}
 			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), &audit.Record{Event: "session_end", Session: so.ID, Identity: auditIdentity(so.Identity),
 				DurationMS: d.Milliseconds(), Detail: map[string]string{"transport": "http"}})
 		},
@@ -225,6 +235,7 @@ type httpAuth struct {
 	origins  []string
 	tokens   *tokenVerifier
 	refusals *rate.Limiter
+	counts   *sessionCount
 
 	mu         sync.Mutex
 	suppressed int
@@ -263,9 +274,20 @@ func (a *httpAuth) wrap(next http.Handler) http.Handler {
 			a.unauthorized(w, r, fmt.Sprintf("token %q is no identity's (gateway.identities.NAME.tokens)", name), true)
 			return
 		}
+		if r.Method == http.MethodPost && r.Header.Get("Mcp-Session-Id") == "" {
+			// A new session: one identity may not take every other's room.
+			if err := a.counts.full(identityKey(id)); err != nil {
+				a.refused(r, err.Error(), auditIdentity(id))
+				http.Error(w, "moat: "+err.Error(), http.StatusTooManyRequests)
+				return
+			}
+		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bearerKey{}, &bearerOf{token: name, id: id})))
 	})
 }
+
+// identityKey names an identity's sessions in a sessionCount.
+func identityKey(id *guard.Identity) string { return "identity " + id.Name }
 
 // unauthorized answers 401 as RFC 6750 says, and records why.
 func (a *httpAuth) unauthorized(w http.ResponseWriter, r *http.Request, reason string, given bool) {

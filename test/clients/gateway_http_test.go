@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -396,4 +397,57 @@ func writeTestCert(t *testing.T, dir string) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// TestGatewayBoundsHTTPSessionsPerIdentity: one identity's token cannot
+// open sessions without end and take every other identity's room; a
+// session it closes makes room again.
+func TestGatewayBoundsHTTPSessionsPerIdentity(t *testing.T) {
+	env := testutil.MoatEnv(t)
+	cfg := tokenGatewayConfig(t, t.TempDir(), nil)
+	laptop := moatCmd(t, env, cfg, "token", "create", "laptop")
+	phone := moatCmd(t, env, cfg, "token", "create", "phone")
+	g := startHTTPGateway(t, cfg, env)
+
+	const most = 256 // cmd/moat's maxSessionsPerUser
+	var first string
+	for i := range most {
+		code, h, body := post(t, g.url, initialize, "Authorization", "Bearer "+laptop)
+		if code != http.StatusOK {
+			t.Fatalf("session %d: %d %s", i+1, code, body)
+		}
+		if i == 0 {
+			first = h.Get("Mcp-Session-Id")
+		}
+	}
+	code, _, body := post(t, g.url, initialize, "Authorization", "Bearer "+laptop)
+	if code != http.StatusTooManyRequests || !strings.Contains(body, "identity alice already has 256 sessions") {
+		t.Fatalf("session %d of one identity: %d %s; want 429 naming the limit", most+1, code, body)
+	}
+	if code, _, body := post(t, g.url, initialize, "Authorization", "Bearer "+phone); code != http.StatusOK {
+		t.Fatalf("another identity's session: %d %s", code, body)
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, g.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+laptop)
+	req.Header.Set("Mcp-Session-Id", first)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	waitUntil(t, "room for a new session after one closed", func() bool {
+		code, _, _ := post(t, g.url, initialize, "Authorization", "Bearer "+laptop)
+		return code == http.StatusOK
+	})
+	g.stop(t)
+	if !slices.ContainsFunc(readAuditLog(t, env), func(r map[string]any) bool {
+		d, _ := r["detail"].(map[string]any)
+		return r["event"] == "auth_refused" && d != nil && strings.Contains(fmt.Sprint(d["reason"]), "already has 256 sessions")
+	}) {
+		t.Error("no auth_refused record of the session over the limit")
+	}
 }

@@ -186,28 +186,6 @@ func (g *Gate) IdentifyToken(name string) (*guard.Identity, error) {
 	return &guard.Identity{Name: id, UID: -1, GID: -1, PID: -1}, nil
 }
 
-// Tokens lists, by identity, the token names each identity of the last
-// Apply has (an identity with none maps to an empty list): for doctor.
-func (g *Gate) Tokens() map[string][]string {
-	g.mu.RLock()
-	gw := g.gateway
-	g.mu.RUnlock()
-	out := map[string][]string{}
-	if gw == nil || gw.implicit {
-		return out
-	}
-	for name := range gw.rules {
-		out[name] = []string{}
-	}
-	for tok, name := range gw.byToken {
-		out[name] = append(out[name], tok)
-	}
-	for _, toks := range out {
-		slices.Sort(toks)
-	}
-	return out
-}
-
 // byGroup returns, sorted, the identities whose unix_groups hold one of
 // the peer's groups: gid and the supplementary groups of uid's user.
 func (gw *gateway) byGroup(acct osAccounts, uid, gid int) []string {

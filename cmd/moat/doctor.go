@@ -106,6 +106,14 @@ func doctorCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 		HTTPClient: httpClientFor,
 		OAuth:      oauthFor(slog.Default()),
 		AuditPath:  auditLogPathOfDefault(),
+		Tokens: func(ctx context.Context, s *secrets.Store) ([]string, error) {
+			stored, err := readTokens(ctx, s)
+			var names []string
+			for _, t := range stored {
+				names = append(names, t.Name)
+			}
+			return names, err
+		},
 	}
 	if stderrIsTerminal {
 		fmt.Fprintln(stderr, "moat doctor: checking the config, the secret store and every server...")

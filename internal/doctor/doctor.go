@@ -178,6 +178,11 @@ type Options struct {
 	// GatewaySocket is where a gateway of this user listens; "" means
 	// socket.DefaultPath.
 	GatewaySocket string
+	// Tokens lists the names of the gateway tokens the secret store holds
+	// (moat token); nil skips that check.
+	Tokens func(ctx context.Context, s *secrets.Store) ([]string, error)
+	// Now is the time certificates are judged at; nil means time.Now.
+	Now func() time.Time
 }
 
 // Run performs every check. It returns when all servers have answered or
@@ -211,6 +216,13 @@ func Run(ctx context.Context, o Options) *Report {
 		}
 	}
 	return r
+}
+
+func (d *run) now() time.Time {
+	if d.o.Now != nil {
+		return d.o.Now()
+	}
+	return time.Now()
 }
 
 // run is the state of one Run.

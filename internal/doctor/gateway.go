@@ -1,6 +1,9 @@
 package doctor
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/safepath"
@@ -34,6 +38,10 @@ func (d *run) checkGateway() {
 	if d.cfg != nil {
 		gw = d.cfg.Gateway
 	}
+	if gw.TLS != nil {
+		d.checkTLS(gw.TLS)
+	}
+	d.checkTokens(gw)
 	fi, statErr := os.Lstat(path)
 	if !d.gatewayConfigured() && errors.Is(statErr, fs.ErrNotExist) {
 		// Most users run Moat on stdio: nothing to say.
@@ -98,7 +106,7 @@ func (d *run) gatewayConfigured() bool {
 		return false
 	}
 	gw := d.cfg.Gateway
-	return gw.Identities != nil || gw.SocketGroup != "" || (gw.SocketMode != 0 && gw.SocketMode != config.DefaultSocketMode)
+	return gw.Identities != nil || gw.SocketGroup != "" || gw.TLS != nil || (gw.SocketMode != 0 && gw.SocketMode != config.DefaultSocketMode)
 }
 
 // checkListener dials the socket as moat connect does.
@@ -163,4 +171,102 @@ func groupName(gid int) string {
 		return g.Name
 	}
 	return strconv.Itoa(gid)
+}
+
+// tlsExpiryWarning is how long before its end a gateway's certificate is
+// reported.
+const tlsExpiryWarning = 30 * 24 * time.Hour
+
+// checkTLS checks what an HTTPS listener would serve: the certificate and
+// key load and match, the key is the user's alone, and the certificate is
+// not expired nor about to be.
+func (d *run) checkTLS(t *config.GatewayTLS) {
+	c := Check{Section: SectionGateway, Name: "gateway.tls"}
+	pair, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		c.Status, c.Message = Fail, fmt.Sprintf("gateway.tls does not load: %v", err)
+		c.Fix = "give cert_file a PEM certificate chain and key_file its private key"
+		d.add(c)
+		return
+	}
+	if err := safepath.Check(t.KeyFile, safepath.Private); err != nil {
+		d.add(Check{Section: SectionGateway, Name: "gateway.tls_key", Status: Fail,
+			Message: fmt.Sprintf("the TLS key can be read or changed by another user: %v", err),
+			Fix:     fmt.Sprintf("chmod 600 %s, in a directory only you can change", t.KeyFile)})
+	}
+	leaf := pair.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
+			c.Status, c.Message = Fail, fmt.Sprintf("gateway.tls certificate: %v", err)
+			d.add(c)
+			return
+		}
+	}
+	names := strings.Join(append(slices.Clone(leaf.DNSNames), ipStrings(leaf)...), ", ")
+	now := d.now()
+	switch left := leaf.NotAfter.Sub(now); {
+	case left <= 0:
+		c.Status, c.Message = Fail, fmt.Sprintf("the gateway's certificate (%s) expired on %s", names, leaf.NotAfter.UTC().Format(time.DateOnly))
+		c.Fix = "renew it, then restart the gateway (the files are read at start)"
+	case left < tlsExpiryWarning:
+		c.Status, c.Message = Warn, fmt.Sprintf("the gateway's certificate (%s) expires on %s, in %d days", names, leaf.NotAfter.UTC().Format(time.DateOnly), int(left.Hours()/24))
+		c.Fix = "renew it, then restart the gateway (the files are read at start)"
+	default:
+		c.Status, c.Message = OK, fmt.Sprintf("the gateway's certificate (%s) is valid until %s", names, leaf.NotAfter.UTC().Format(time.DateOnly))
+	}
+	d.add(c)
+}
+
+func ipStrings(c *x509.Certificate) []string {
+	var out []string
+	for _, ip := range c.IPAddresses {
+		out = append(out, ip.String())
+	}
+	return out
+}
+
+// checkTokens compares the tokens the identities name with those the
+// secret store holds: one named but never created lets no one in, one
+// stored but named by no identity is refused.
+func (d *run) checkTokens(gw config.Gateway) {
+	named := map[string]string{} // token → identity
+	for name, id := range gw.Identities {
+		for _, tok := range id.Tokens {
+			named[tok] = name
+		}
+	}
+	if len(named) == 0 || d.o.Tokens == nil {
+		return
+	}
+	c := Check{Section: SectionGateway, Name: "gateway.tokens", Status: OK}
+	if d.store == nil {
+		c.Status, c.Message = Warn, "the gateway's tokens cannot be checked: the secret store does not open"
+		d.add(c)
+		return
+	}
+	stored, err := d.o.Tokens(context.Background(), d.store)
+	if err != nil {
+		c.Status, c.Message = Fail, fmt.Sprintf("the gateway's tokens cannot be read from the secret store: %v", err)
+		c.Fix = "every HTTP request would be refused; check the secret store (above)"
+		d.add(c)
+		return
+	}
+	var problems []string
+	for tok, id := range named {
+		if !slices.Contains(stored, tok) {
+			problems = append(problems, fmt.Sprintf("token %q of identity %s was never created: moat token create %s", tok, id, tok))
+		}
+	}
+	for _, tok := range stored {
+		if _, ok := named[tok]; !ok {
+			problems = append(problems, fmt.Sprintf("token %q is stored but no identity names it: it is refused (moat token revoke %s, or add it to an identity's tokens)", tok, tok))
+		}
+	}
+	slices.Sort(problems)
+	c.Message = fmt.Sprintf("%d tokens stored, %d named by identities", len(stored), len(named))
+	if len(problems) > 0 {
+		c.Status, c.Details = Warn, problems
+		c.Fix = "create, revoke or name the tokens listed"
+	}
+	d.add(c)
 }

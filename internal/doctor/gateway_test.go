@@ -2,11 +2,21 @@ package doctor
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"math/big"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/moatmcp/moat/internal/secrets"
 	"github.com/moatmcp/moat/internal/socket"
 )
 
@@ -84,4 +94,74 @@ func TestGatewayChecks(t *testing.T) {
 			t.Errorf("a stale socket: %+v", c)
 		}
 	})
+}
+
+// writeCert writes a self-signed certificate for localhost valid until
+// notAfter, and its key with mode keyMode, and returns their paths.
+func writeCert(t *testing.T, dir string, notAfter time.Time, keyMode os.FileMode) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"localhost"},
+		NotBefore: notAfter.Add(-365 * 24 * time.Hour), NotAfter: notAfter}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), keyMode); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(keyFile, keyMode)
+	return certFile, keyFile
+}
+
+func TestGatewayTLSAndTokenChecks(t *testing.T) {
+	now := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name     string
+		notAfter time.Time
+		keyMode  os.FileMode
+		want     Status
+		message  string
+		keyCheck Status // "" when the key is fine
+	}{
+		{"valid", now.Add(90 * 24 * time.Hour), 0o600, OK, "(localhost) is valid until 2027-03-06", ""},
+		{"expiring", now.Add(10 * 24 * time.Hour), 0o600, Warn, "expires on 2026-12-16, in 10 days", ""},
+		{"expired", now.Add(-24 * time.Hour), 0o600, Fail, "expired on 2026-12-05", ""},
+		{"key readable by others", now.Add(90 * 24 * time.Hour), 0o644, OK, "is valid", Fail},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, `{"mcpServers": {}}`)
+			certFile, keyFile := writeCert(t, f.dir, c.notAfter, c.keyMode)
+			cfg := fmt.Sprintf(`{"mcpServers": {"off": {"description": "d", "command": "x", "enabled": false}},
+ "gateway": {"tls": {"cert_file": %q, "key_file": %q}, "identities": {"alice": {"tokens": ["laptop", "phone"]}}}}`, certFile, keyFile)
+			if err := os.WriteFile(f.cfg, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f.opts.Now = func() time.Time { return now }
+			f.opts.Tokens = func(context.Context, *secrets.Store) ([]string, error) { return []string{"laptop", "old"}, nil }
+			got := gatewayChecks(t, f)
+			if tc := got["gateway.tls"]; tc.Status != c.want || !strings.Contains(tc.Message, c.message) {
+				t.Errorf("gateway.tls: %+v; want %s with %q", tc, c.want, c.message)
+			}
+			if kc := got["gateway.tls_key"]; kc.Status != c.keyCheck {
+				t.Errorf("gateway.tls_key: %+v; want %q", kc, c.keyCheck)
+			}
+			tok := got["gateway.tokens"]
+			details := strings.Join(tok.Details, "\n")
+			if tok.Status != Warn || !strings.Contains(details, `token "phone" of identity alice was never created`) || !strings.Contains(details, `token "old" is stored but no identity names it`) {
+				t.Errorf("gateway.tokens: %+v", tok)
+			}
+		})
+	}
 }

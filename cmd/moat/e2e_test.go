@@ -116,17 +116,6 @@ func groupEnum(t *testing.T, cs *mcp.ClientSession) []any {
 	return nil
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
 func TestServerEverythingOverStdio(t *testing.T) {
 	bin := testutil.NodeBin(t, testutil.EverythingBin)
 	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{
@@ -193,7 +182,7 @@ func TestReloadFromTheConfigFile(t *testing.T) {
 
 	// A broken file is refused; Moat keeps serving the old config.
 	testutil.ReplaceFile(t, cfg, []byte(`{"mcpServers": {"a": {"command": "x"}}}`))
-	waitFor(t, "the rejected reload in the log", func() bool { return strings.Contains(m.stderr.String(), "config reload rejected") })
+	testutil.Eventually(t, "the rejected reload in the log", func() bool { return strings.Contains(m.stderr.String(), "config reload rejected") })
 	if res := m.call(t, "call_dynamic_tool", map[string]any{"group": "b", "name": "echo", "args": map[string]any{"message": "still"}}); resultText(res) != "still" {
 		t.Fatalf("after a rejected reload: %q", resultText(res))
 	}
@@ -201,8 +190,8 @@ func TestReloadFromTheConfigFile(t *testing.T) {
 	// Remove b, add c: the client is told, b's processes go away.
 	before := m.toolChanges.Load()
 	testutil.WriteConfig(t, dir, map[string]any{"a": testServer(t, "a"), "c": testServer(t, "c")})
-	waitFor(t, "the new group list", func() bool { return slices.Equal(groupEnum(t, m.cs), []any{"a", "c"}) })
-	waitFor(t, "tools/list_changed", func() bool { return m.toolChanges.Load() > before })
+	testutil.Eventually(t, "the new group list", func() bool { return slices.Equal(groupEnum(t, m.cs), []any{"a", "c"}) })
+	testutil.Eventually(t, "tools/list_changed", func() bool { return m.toolChanges.Load() > before })
 	if res := m.call(t, "call_dynamic_tool", map[string]any{"group": "c", "name": "echo", "args": map[string]any{"message": "new"}}); resultText(res) != "new" {
 		t.Fatalf("added group c: %q", resultText(res))
 	}
@@ -252,7 +241,7 @@ func TestShutdownLeavesNoProcess(t *testing.T) {
 			case "SIGKILL":
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
-			waitFor(t, "moat to exit", func() bool { return !testutil.ProcessAlive(pid) })
+			testutil.Eventually(t, "moat to exit", func() bool { return !testutil.ProcessAlive(pid) })
 			testutil.NoProcessesLeft(t, tree)
 		})
 	}
@@ -429,7 +418,7 @@ func TestAuditLogOfASession(t *testing.T) {
 	m := startMoat(t, cfg)
 	m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "value-4d2c9e"}})
 	m.cs.Close()
-	waitFor(t, "moat to exit", func() bool { return m.cmd.ProcessState != nil || !testutil.ProcessAlive(m.cmd.Process.Pid) })
+	testutil.Eventually(t, "moat to exit", func() bool { return m.cmd.ProcessState != nil || !testutil.ProcessAlive(m.cmd.Process.Pid) })
 
 	env := m.cmd.Env
 	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
@@ -732,7 +721,7 @@ func TestCommandsAreAudited(t *testing.T) {
 	}
 	m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "echo", "args": map[string]any{"message": "after the command"}})
 	m.cs.Close()
-	waitFor(t, "moat to exit", func() bool { return !testutil.ProcessAlive(m.cmd.Process.Pid) })
+	testutil.Eventually(t, "moat to exit", func() bool { return !testutil.ProcessAlive(m.cmd.Process.Pid) })
 	run("", "secret", "rm", "while-serving")
 
 	data, err := os.ReadFile(logPath)
@@ -802,7 +791,7 @@ func TestTwoMoatsShareTheAuditLog(t *testing.T) {
 	}
 	for _, m := range moats {
 		m.cs.Close()
-		waitFor(t, "moat to exit", func() bool { return !testutil.ProcessAlive(m.cmd.Process.Pid) })
+		testutil.Eventually(t, "moat to exit", func() bool { return !testutil.ProcessAlive(m.cmd.Process.Pid) })
 	}
 
 	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
@@ -850,7 +839,7 @@ func TestCallWaitsForAFirstStart(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "moat call to say what it waits for", func() bool {
+	testutil.Eventually(t, "moat call to say what it waits for", func() bool {
 		return strings.Contains(stderr.String(), "moat: waiting for slow: starting for")
 	})
 	line := stderr.String()[strings.Index(stderr.String(), "moat: waiting for slow:"):]
@@ -896,7 +885,7 @@ func TestHeadlessServesWithoutKeySource(t *testing.T) {
 		t.Fatalf("call on a headless host: isError=%v %q\nstderr:\n%s", res.IsError, resultText(res), stderr)
 	}
 	cs.Close()
-	waitFor(t, "moat to exit", func() bool { return cmd.ProcessState != nil || !testutil.ProcessAlive(cmd.Process.Pid) })
+	testutil.Eventually(t, "moat to exit", func() bool { return cmd.ProcessState != nil || !testutil.ProcessAlive(cmd.Process.Pid) })
 	if !strings.Contains(stderr.String(), "protection=\"permissions only\"") {
 		t.Errorf("moat's log does not say which protection is in force:\n%s", stderr)
 	}
@@ -960,7 +949,7 @@ func TestOptOutsAreAudited(t *testing.T) {
 		return got
 	}
 	m.call(t, "get_dynamic_tools", map[string]any{"group": "a"})
-	waitFor(t, "opt_out records a:pin=off and audit.fsync=off at start", func() bool {
+	testutil.Eventually(t, "opt_out records a:pin=off and audit.fsync=off at start", func() bool {
 		got := optOuts()
 		return slices.Contains(got, "a:pin=off") && slices.Contains(got, ":audit.fsync=off")
 	})
@@ -969,7 +958,7 @@ func TestOptOutsAreAudited(t *testing.T) {
 	lax["policy"] = map[string]any{"redact": "off", "on_invalid_schema": "passthrough"}
 	lax["sandbox"] = map[string]any{"namespaces": false}
 	testutil.WriteConfig(t, dir, map[string]any{"a": lax})
-	waitFor(t, "the reload's opt_out records", func() bool {
+	testutil.Eventually(t, "the reload's opt_out records", func() bool {
 		got := optOuts()
 		return slices.Contains(got, "a:redact=off") && slices.Contains(got, "a:on_invalid_schema=passthrough") &&
 			slices.Contains(got, "a:sandbox.namespaces=false")
@@ -1004,7 +993,7 @@ func TestReloadChangesOnlyTheDescription(t *testing.T) {
 	}
 	srv["description"] = "second words"
 	testutil.WriteConfig(t, dir, map[string]any{"a": srv})
-	waitFor(t, "the new description", func() bool { return strings.Contains(describe(), "second words") })
+	testutil.Eventually(t, "the new description", func() bool { return strings.Contains(describe(), "second words") })
 	if now := testutil.Descendants(m.cmd.Process.Pid); !slices.Equal(now, pids) {
 		t.Errorf("a description change restarted the server: processes %v, then %v", pids, now)
 	}
@@ -1036,7 +1025,7 @@ func TestManagedPolicyChangeReachesARunningMoat(t *testing.T) {
 			t.Logf("the last echo answered %q", last)
 		}
 	}()
-	waitFor(t, "the managed policy's deny to reach the running moat", func() bool {
+	testutil.Eventually(t, "the managed policy's deny to reach the running moat", func() bool {
 		res := echo()
 		last = resultText(res)
 		return res.IsError && strings.Contains(last, `deny rule "echo"`)
@@ -1072,10 +1061,10 @@ func TestManagedPolicyHashIsAudited(t *testing.T) {
 			return strings.Contains(string(data), `"managed_policy_sha256":"`+sum+`"`)
 		}
 	}
-	waitFor(t, "a policy_load with the managed policy's hash", loaded(first))
+	testutil.Eventually(t, "a policy_load with the managed policy's hash", loaded(first))
 	second := write(`{"defaults": {"deny": ["rm", "mv"]}}`)
 	srv := testServer(t, "a")
 	srv["description"] = "reloaded"
 	testutil.WriteConfig(t, dir, map[string]any{"a": srv}) // a reload reads the managed policy again
-	waitFor(t, "a policy_load with the changed managed policy's hash", loaded(second))
+	testutil.Eventually(t, "a policy_load with the changed managed policy's hash", loaded(second))
 }

@@ -197,7 +197,7 @@ func BenchmarkGatewaySessions(b *testing.B) {
 	}
 	records := 0
 	for _, f := range append(files, logPath) {
-		for _, r := range readAudit(b, f) {
+		for _, r := range testutil.ReadAudit(b, f) {
 			if (r["event"] == "tool_call" || r["event"] == "resource_read") && r["outcome"] != nil {
 				records++
 			}

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
@@ -71,7 +69,7 @@ func startGateway(t *testing.T, cfgPath string) *gatewayProc {
 			t.Logf("gateway stderr:\n%s", testutil.Tail(g.stderr.String(), 8192))
 		}
 	})
-	waitFor(t, "the gateway's socket", func() bool {
+	testutil.Eventually(t, "the gateway's socket", func() bool {
 		_, err := os.Stat(g.sock)
 		return err == nil
 	})
@@ -212,7 +210,7 @@ func TestGatewayServesEachIdentityItsOwnView(t *testing.T) {
 	alice.Close()
 	bob.Close()
 	g.stop(t)
-	records := readAudit(t, filepath.Join(testutil.EnvValue(g.env, "XDG_STATE_HOME"), "moat", "audit.jsonl"))
+	records := testutil.ReadAudit(t, filepath.Join(testutil.EnvValue(g.env, "XDG_STATE_HOME"), "moat", "audit.jsonl"))
 	who := func(event, tool, name string) bool {
 		return slices.ContainsFunc(records, func(r map[string]any) bool {
 			id, _ := r["identity"].(map[string]any)
@@ -250,27 +248,7 @@ func TestConnectWithoutAGatewaySaysHowToStartOne(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("the client's error: %v, want it to say %q", err, want)
 	}
-	waitFor(t, "moat connect's stderr", func() bool { return strings.Contains(stderr.String(), want) })
-}
-
-func readAudit(t testing.TB, path string) []map[string]any {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var r map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("audit line %q: %v", sc.Text(), err)
-		}
-		out = append(out, r)
-	}
-	return out
+	testutil.Eventually(t, "moat connect's stderr", func() bool { return strings.Contains(stderr.String(), want) })
 }
 
 func withSandbox(server map[string]any, sandbox map[string]any) map[string]any {

@@ -59,7 +59,7 @@ func TestSuspiciousDescriptionWarnsOncePerChange(t *testing.T) {
 			t.Fatalf("set_description: %s", resultText(res))
 		}
 		// Wait until moat has seen the new list (the old description is gone).
-		waitFor(t, "the new description", func() bool {
+		testutil.Eventually(t, "the new description", func() bool {
 			return strings.Contains(resultText(m.call(t, "get_dynamic_tools", map[string]any{"group": "notes"})), strings.Fields(text)[0])
 		})
 	}

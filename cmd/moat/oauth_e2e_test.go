@@ -243,7 +243,7 @@ func startMoatWithEnv(t *testing.T, cfgPath string, env []string) *moatProc {
 func stopMoat(t *testing.T, m *moatProc) string {
 	t.Helper()
 	m.cs.Close()
-	waitFor(t, "moat to exit", func() bool { return m.cmd.ProcessState != nil || !testutil.ProcessAlive(m.cmd.Process.Pid) })
+	testutil.Eventually(t, "moat to exit", func() bool { return m.cmd.ProcessState != nil || !testutil.ProcessAlive(m.cmd.Process.Pid) })
 	return m.stderr.String()
 }
 

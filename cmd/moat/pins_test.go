@@ -36,10 +36,10 @@ func TestPinsDiffAfterCommandChange(t *testing.T) {
 	if out, stderr, code := moatCLIEnv(t, env, "pins", "approve", "test", "set_description"); code != exitOK {
 		t.Fatalf("moat pins approve test set_description: exit %d\n%s%s", code, out, stderr)
 	}
-	waitFor(t, "set_description to be callable", func() bool {
+	testutil.Eventually(t, "set_description to be callable", func() bool {
 		return !m.call(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "set_description", "args": map[string]any{"text": "Echoes, now louder."}}).IsError
 	})
-	waitFor(t, "echo's new description to be pinned as pending", func() bool {
+	testutil.Eventually(t, "echo's new description to be pinned as pending", func() bool {
 		out, _, _ := moatCLIEnv(t, env, "pins", "diff", cfg)
 		return strings.Contains(out, "louder")
 	})

@@ -48,9 +48,9 @@ func TestUnlockOnATerminal(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, a := range answers {
-			waitFor(t, "the prompt "+a[0], func() bool { return strings.Contains(screenBuf.String(), a[0]) })
+			testutil.Eventually(t, "the prompt "+a[0], func() bool { return strings.Contains(screenBuf.String(), a[0]) })
 			// A person types after the prompt has turned echo off.
-			waitFor(t, "echo off at "+a[0], func() bool {
+			testutil.Eventually(t, "echo off at "+a[0], func() bool {
 				tio, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
 				return err == nil && tio.Lflag&unix.ECHO == 0
 			})
@@ -140,7 +140,7 @@ func TestUnlockServesAClientLaunchedMoat(t *testing.T) {
 			t.Fatal(err)
 		}
 		cs.Close()
-		waitFor(t, "moat to exit", func() bool { return cmd.ProcessState != nil || !testutil.ProcessAlive(cmd.Process.Pid) })
+		testutil.Eventually(t, "moat to exit", func() bool { return cmd.ProcessState != nil || !testutil.ProcessAlive(cmd.Process.Pid) })
 		return res, stderr.String()
 	}
 	res, stderr := call()

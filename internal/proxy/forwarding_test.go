@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/testutil"
 )
 
 // TestElicitationReachesTheClient: as a request of Moat's own to a client
@@ -44,11 +46,11 @@ func TestRootsFollowTheClient(t *testing.T) {
 	ask := func() string {
 		return text(c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "ask_client", "args": map[string]any{"kind": "roots"}}))
 	}
-	eventually(t, "the client's root upstream", func() bool { return ask() == "file:///work/one" })
+	testutil.Eventually(t, "the client's root upstream", func() bool { return ask() == "file:///work/one" })
 	c.mc.AddRoots(&mcp.Root{URI: "file:///work/two"})
-	eventually(t, "the added root upstream", func() bool { return ask() == "file:///work/one\nfile:///work/two" })
+	testutil.Eventually(t, "the added root upstream", func() bool { return ask() == "file:///work/one\nfile:///work/two" })
 	c.mc.RemoveRoots("file:///work/one")
-	eventually(t, "the removed root gone upstream", func() bool { return ask() == "file:///work/two" })
+	testutil.Eventually(t, "the removed root gone upstream", func() bool { return ask() == "file:///work/two" })
 }
 
 // TestLoggingIsForwardedBothWays: a client of 2025-11-25 sets its level for
@@ -70,7 +72,7 @@ func TestLoggingIsForwardedBothWays(t *testing.T) {
 	}
 	// The upstream only sends log messages once its client set a level:
 	// receiving one proves logging/setLevel reached it.
-	eventually(t, "a log message from the upstream", func() bool {
+	testutil.Eventually(t, "a log message from the upstream", func() bool {
 		c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "log", "args": map[string]any{"level": "warning", "message": "disk almost full"}})
 		mu.Lock()
 		defer mu.Unlock()

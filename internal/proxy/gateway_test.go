@@ -19,6 +19,7 @@ import (
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/proxy"
+	"github.com/moatmcp/moat/internal/testutil"
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
@@ -141,11 +142,11 @@ func TestGatewayNotificationsReachOnlyTheirSession(t *testing.T) {
 	if _, err := a.cs.CallTool(ctx, params); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a's progress", func() bool { a.mu.Lock(); defer a.mu.Unlock(); return len(a.progress) == 3 })
+	testutil.Eventually(t, "a's progress", func() bool { a.mu.Lock(); defer a.mu.Unlock(); return len(a.progress) == 3 })
 
 	// Log messages: within a's call, to a.
 	a.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "log", "args": map[string]any{"level": "error", "message": "for a"}})
-	eventually(t, "a's log message", func() bool { return logsA.Load() == 1 })
+	testutil.Eventually(t, "a's log message", func() bool { return logsA.Load() == 1 })
 
 	// Resource updates: to the sessions subscribed, and the upstream stays
 	// subscribed while one of them is.
@@ -159,7 +160,7 @@ func TestGatewayNotificationsReachOnlyTheirSession(t *testing.T) {
 	touch := func() {
 		b.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "touch", "args": map[string]any{"uri": uri}})
 	}
-	eventually(t, "b's resource update after a left", func() bool {
+	testutil.Eventually(t, "b's resource update after a left", func() bool {
 		touch()
 		b.mu.Lock()
 		defer b.mu.Unlock()
@@ -217,10 +218,10 @@ func TestGatewayDisconnectEndsOnlyItsCalls(t *testing.T) {
 	go func() {
 		bDone <- b.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "slow", "args": map[string]any{"ms": 300}})
 	}()
-	eventually(t, "two sessions", func() bool { return gw.Sessions() == 2 })
+	testutil.Eventually(t, "two sessions", func() bool { return gw.Sessions() == 2 })
 	closeA()
 	<-aDone
-	eventually(t, "a's session to end", func() bool { return gw.Sessions() == 1 })
+	testutil.Eventually(t, "a's session to end", func() bool { return gw.Sessions() == 1 })
 	if res := <-bDone; res.IsError {
 		t.Fatalf("b's call failed when a left: %q", text(res))
 	}
@@ -277,7 +278,7 @@ func TestGatewaySlowClientBlocksNoOther(t *testing.T) {
 	// unread while b's keep arriving.
 	for i := range 5 {
 		b.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "touch", "args": map[string]any{"uri": uri}})
-		eventually(t, fmt.Sprintf("b's update %d", i+1), func() bool {
+		testutil.Eventually(t, fmt.Sprintf("b's update %d", i+1), func() bool {
 			b.mu.Lock()
 			defer b.mu.Unlock()
 			return len(b.updated) >= i+1

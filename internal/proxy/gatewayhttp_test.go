@@ -17,6 +17,7 @@ import (
 	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/proxy"
 	"github.com/moatmcp/moat/internal/redact"
+	"github.com/moatmcp/moat/internal/testutil"
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
@@ -131,17 +132,6 @@ func httpSession(t *testing.T, hg *httpGateway, name string, opts *mcp.ClientOpt
 	return cs
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestGatewayHTTPSessions: an HTTP session is a gateway session like a
 // socket's: shown what its identity may see, counted in the gateway's
 // sessions while it lasts, and gone (with its end told) once the client
@@ -161,8 +151,8 @@ func TestGatewayHTTPSessions(t *testing.T) {
 		t.Errorf("the gateway counts %d sessions, want 2", n)
 	}
 	a.Close() // DELETE
-	waitUntil(t, "session a's end", func() bool { return gw.Sessions() == 1 })
-	waitUntil(t, "session a's end to be told", func() bool {
+	testutil.Eventually(t, "session a's end", func() bool { return gw.Sessions() == 1 })
+	testutil.Eventually(t, "session a's end to be told", func() bool {
 		for _, e := range hg.seen() {
 			if e == "end a" {
 				return true
@@ -181,7 +171,7 @@ func TestGatewayHTTPSessionBelongsToItsIdentity(t *testing.T) {
 	gw := startGateway(t, cfgOf(stdio(t, "alpha")))
 	hg := serveHTTP(t, gw)
 	a := httpSession(t, hg, "a", nil)
-	waitUntil(t, "session a's start", func() bool { return len(hg.seen()) > 0 })
+	testutil.Eventually(t, "session a's start", func() bool { return len(hg.seen()) > 0 })
 	body := `{"jsonrpc":"2.0","id":7,"method":"tools/list"}`
 	req, _ := http.NewRequest(http.MethodPost, hg.url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -244,7 +234,7 @@ func TestGatewayHTTPClientBoundary(t *testing.T) {
 		defer mu.Unlock()
 		otherLogged = append(otherLogged, r.Params.Data.(string))
 	}})
-	waitUntil(t, "both sessions' notification streams", func() bool {
+	testutil.Eventually(t, "both sessions' notification streams", func() bool {
 		hg.mu.Lock()
 		defer hg.mu.Unlock()
 		return hg.listening >= 2
@@ -267,7 +257,7 @@ func TestGatewayHTTPClientBoundary(t *testing.T) {
 		}
 	}
 	c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "leaky", "name": "leak", "args": map[string]any{"channel": "log"}})
-	waitUntil(t, "the log message", func() bool {
+	testutil.Eventually(t, "the log message", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(logged) > 0

@@ -11,6 +11,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/proxy"
+	"github.com/moatmcp/moat/internal/testutil"
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
@@ -189,7 +190,7 @@ func TestNewClientsLogPerCall(t *testing.T) {
 	logCall("warning", "disk almost full", mcp.Meta{mcp.MetaKeyLogLevel: "warning"})
 	// The client handles notifications apart from results: wait for the
 	// last one; the ones not asked for were sent before it.
-	eventually(t, "the log message asked for", func() bool {
+	testutil.Eventually(t, "the log message asked for", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) > 0
@@ -234,5 +235,5 @@ func TestDiscoverOpensTheUpstreams(t *testing.T) {
 	}
 	defer cs.Close()
 	g, _ := p.Manager().Group("test")
-	eventually(t, "the group ready after server/discover alone", func() bool { return g.Status().State == upstream.Ready })
+	testutil.Eventually(t, "the group ready after server/discover alone", func() bool { return g.Status().State == upstream.Ready })
 }

@@ -186,17 +186,6 @@ func wantCode(t *testing.T, err error, code int64, fragment string) {
 	}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestToolsListIsTwoToolsFromConfigAtOnce(t *testing.T) {
 	// A group whose server never answers must not delay tools/list.
 	hang := stdio(t, "zeta")
@@ -335,7 +324,7 @@ func TestSlowCallDoesNotDelayOthersAndProgressFlows(t *testing.T) {
 	if _, err := c.cs.CallTool(context.Background(), params); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "3 progress notifications", func() bool {
+	testutil.Eventually(t, "3 progress notifications", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return len(c.progress) == 3
@@ -362,7 +351,7 @@ func TestResourcesAndPromptsAreMergedWithoutShadowing(t *testing.T) {
 	for _, g := range []string{"one", "two", "solo"} {
 		c.mustCall(t, "get_dynamic_tools", map[string]any{"group": g})
 	}
-	eventually(t, "resources of all three groups", func() bool {
+	testutil.Eventually(t, "resources of all three groups", func() bool {
 		seen := map[string]int{}
 		for r := range c.cs.Resources(ctx, nil) {
 			if r != nil {
@@ -434,7 +423,7 @@ func subscribeForwardsUpdates(t *testing.T, version string) {
 	}
 	// A 2026-07-28 subscription is a subscriptions/listen stream, which
 	// go-sdk's Subscribe opens without waiting for it to be in place.
-	eventually(t, "resources/updated", func() bool {
+	testutil.Eventually(t, "resources/updated", func() bool {
 		c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "touch", "args": map[string]any{"uri": "test://static/hello"}})
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -461,7 +450,7 @@ func TestUpstreamListChangedRefreshesTools(t *testing.T) {
 	c := start(t, cfgOf(stdio(t, "test")), nil)
 	c.mustCall(t, "get_dynamic_tools", map[string]any{"group": "test"})
 	c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "test", "name": "set_description", "args": map[string]any{"text": "a brand new description"}})
-	eventually(t, "the new description in get_dynamic_tools", func() bool {
+	testutil.Eventually(t, "the new description in get_dynamic_tools", func() bool {
 		return strings.Contains(text(c.mustCall(t, "get_dynamic_tools", map[string]any{"group": "test"})), "a brand new description")
 	})
 }
@@ -497,14 +486,14 @@ func TestFailedGroupRecoversWithoutRestart(t *testing.T) {
 	if err := os.WriteFile(flag, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "flaky to recover", func() bool {
+	testutil.Eventually(t, "flaky to recover", func() bool {
 		g, _ := c.p.Manager().Group("flaky")
 		return g.Status().State == upstream.Ready
 	})
 	if res := c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "flaky", "name": "echo", "args": map[string]any{"message": "back"}}); text(res) != "back" {
 		t.Fatalf("recovered group: %q", text(res))
 	}
-	eventually(t, "tools/list_changed after recovery", func() bool { return c.toolChanges.Load() > before })
+	testutil.Eventually(t, "tools/list_changed after recovery", func() bool { return c.toolChanges.Load() > before })
 }
 
 func TestReloadTouchesOnlyWhatChanged(t *testing.T) {

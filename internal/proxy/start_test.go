@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/testutil"
 )
 
 // groupList is the get_dynamic_tools description: the groups and their
@@ -36,7 +38,7 @@ func TestStartingGroupSaysSo(t *testing.T) {
 	c := start(t, cfgOf(stdio(t, "slow", "-start-gate", gate)), nil)
 
 	var list string
-	eventually(t, "the group list to show the starting group's stderr line", func() bool {
+	testutil.Eventually(t, "the group list to show the starting group's stderr line", func() bool {
 		list = groupList(t, c)
 		return strings.Contains(list, `last stderr line: "testserver slow: installing`)
 	})
@@ -54,7 +56,7 @@ func TestStartingGroupSaysSo(t *testing.T) {
 	if res.IsError || !strings.Contains(text(res), `"name":"echo"`) {
 		t.Fatalf("get_dynamic_tools after the slow start: isError=%v %.500s", res.IsError, text(res))
 	}
-	eventually(t, "the group list to say the group is ready", func() bool {
+	testutil.Eventually(t, "the group list to say the group is ready", func() bool {
 		list = groupList(t, c)
 		return strings.Contains(list, "- slow: test server slow (ready, ")
 	})

@@ -1,7 +1,6 @@
 package clients
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -57,7 +56,7 @@ func startHTTPGateway(t *testing.T, cfg string, env []string) *httpGateway {
 			t.Logf("gateway stderr (tail):\n%s", tail(g.stderr.String()))
 		}
 	})
-	waitUntil(t, "the gateway's HTTP address", func() bool {
+	testutil.Eventually(t, "the gateway's HTTP address", func() bool {
 		m := listeningURL.FindStringSubmatch(g.stderr.String())
 		if m != nil {
 			g.url = m[1]
@@ -74,17 +73,6 @@ func (g *httpGateway) stop(t *testing.T) {
 	g.cmd.Process.Signal(syscall.SIGTERM)
 	if err := g.cmd.Wait(); err != nil {
 		t.Errorf("the gateway exited with %v after SIGTERM", err)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -166,22 +154,7 @@ const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"pro
 
 func readAuditLog(t *testing.T, env []string) []map[string]any {
 	t.Helper()
-	f, err := os.Open(filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var r map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("audit line %.300q: %v", sc.Text(), err)
-		}
-		out = append(out, r)
-	}
-	return out
+	return testutil.ReadAudit(t, filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl"))
 }
 
 func tokenGatewayConfig(t *testing.T, dir string, top map[string]any) string {
@@ -269,7 +242,7 @@ func TestTypeScriptClientOverHTTPWithTokens(t *testing.T) {
 	// A revoked token stops working within two seconds or so.
 	moatCmd(t, env, cfg, "token", "revoke", "phone")
 	revoked := time.Now()
-	waitUntil(t, "the revoked token to be refused", func() bool {
+	testutil.Eventually(t, "the revoked token to be refused", func() bool {
 		code, _, _ := post(t, g.url, initialize, "Authorization", "Bearer "+phone)
 		return code == http.StatusUnauthorized
 	})
@@ -439,7 +412,7 @@ func TestGatewayBoundsHTTPSessionsPerIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	waitUntil(t, "room for a new session after one closed", func() bool {
+	testutil.Eventually(t, "room for a new session after one closed", func() bool {
 		code, _, _ := post(t, g.url, initialize, "Authorization", "Bearer "+laptop)
 		return code == http.StatusOK
 	})

@@ -424,3 +424,36 @@ func TestGatewayBoundsHTTPSessionsPerIdentity(t *testing.T) {
 		t.Error("no auth_refused record of the session over the limit")
 	}
 }
+
+// TestGatewayRefusesARebindingHost: a page that rebinds its own name to
+// 127.0.0.1 reaches a loopback gateway with that name as Host; go-sdk's
+// check refuses it, even with a valid token (which such a page would not
+// have, but a leaked one must not be enough).
+func TestGatewayRefusesARebindingHost(t *testing.T) {
+	env := testutil.MoatEnv(t)
+	cfg := tokenGatewayConfig(t, t.TempDir(), nil)
+	laptop := moatCmd(t, env, cfg, "token", "create", "laptop")
+	g := startHTTPGateway(t, cfg, env)
+	try := func(host string) int {
+		req, err := http.NewRequest(http.MethodPost, g.url, strings.NewReader(initialize))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+laptop)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := try("attacker.example:80"); code != http.StatusForbidden {
+		t.Errorf("a request whose Host is attacker.example: %d, want 403", code)
+	}
+	if code := try(strings.TrimSuffix(strings.TrimPrefix(g.url, "http://"), "/mcp")); code != http.StatusOK {
+		t.Errorf("the same request with the listener's own Host: %d, want 200", code)
+	}
+}

@@ -56,29 +56,44 @@ func readTokens(ctx context.Context, s *secrets.Store) ([]storedToken, error) {
 	if err != nil {
 		return nil, err
 	}
-	var doc struct {
-		Tokens []storedToken `json:"tokens"`
-	}
+	return decodeTokens(v)
+}
+
+// tokenList is the stored item's form.
+type tokenList struct {
+	Tokens []storedToken `json:"tokens"`
+}
+
+func decodeTokens(v secrets.Secret) ([]storedToken, error) {
+	var doc tokenList
 	if err := json.Unmarshal([]byte(v.Reveal()), &doc); err != nil {
 		return nil, fmt.Errorf("token: the secret-store item %s is not a token list: %w", tokensItem, err)
 	}
 	return doc.Tokens, nil
 }
 
-func writeTokens(ctx context.Context, s *secrets.Store, toks []storedToken) error {
-	if len(toks) == 0 {
-		if err := s.Delete(ctx, tokensItem); err != nil && !errors.Is(err, secrets.ErrNotFound) {
-			return err
+// updateTokens replaces the stored tokens with what f makes of them, under
+// the store's cross-process lock: two commands changing the list at once
+// each keep the other's change.
+func updateTokens(ctx context.Context, s *secrets.Store, f func([]storedToken) ([]storedToken, error)) error {
+	return s.Update(ctx, tokensItem, func(cur secrets.Secret, found bool) (secrets.Secret, error) {
+		var toks []storedToken
+		if found {
+			var err error
+			if toks, err = decodeTokens(cur); err != nil {
+				return secrets.Secret{}, err
+			}
 		}
-		return nil
-	}
-	b, err := json.Marshal(struct {
-		Tokens []storedToken `json:"tokens"`
-	}{toks})
-	if err != nil {
-		return err
-	}
-	return s.Set(ctx, tokensItem, secrets.NewSecret(string(b)))
+		toks, err := f(toks)
+		if err != nil {
+			return secrets.Secret{}, err
+		}
+		b, err := json.Marshal(tokenList{Tokens: toks})
+		if err != nil {
+			return secrets.Secret{}, err
+		}
+		return secrets.NewSecret(string(b)), nil
+	})
 }
 
 // newToken returns a fresh gateway token: the prefix and 32 random bytes
@@ -131,18 +146,20 @@ func tokenCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return fail(err)
 		}
-		toks, err := readTokens(ctx, s)
-		if err != nil {
-			return fail(err)
-		}
-		if slices.ContainsFunc(toks, func(t storedToken) bool { return t.Name == name }) {
-			printError(stderr, fmt.Errorf("token: a token named %q exists", name))
+		tok := newToken()
+		errExists := fmt.Errorf("token: a token named %q exists", name)
+		err = updateTokens(ctx, s, func(toks []storedToken) ([]storedToken, error) {
+			if slices.ContainsFunc(toks, func(t storedToken) bool { return t.Name == name }) {
+				return nil, errExists
+			}
+			return append(toks, storedToken{Name: name, SHA256: tokenHash(tok), Created: time.Now().UTC().Truncate(time.Second)}), nil
+		})
+		if errors.Is(err, errExists) {
+			printError(stderr, err)
 			fmt.Fprintf(stderr, "moat: hint: revoke it first (`moat token revoke %s`), or choose another name\n", name)
 			return exitFailure
 		}
-		tok := newToken()
-		toks = append(toks, storedToken{Name: name, SHA256: tokenHash(tok), Created: time.Now().UTC().Truncate(time.Second)})
-		if err := writeTokens(ctx, s, toks); err != nil {
+		if err != nil {
 			return fail(err)
 		}
 		fmt.Fprintln(stdout, tok)
@@ -184,15 +201,14 @@ func tokenCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return fail(err)
 		}
-		toks, err := readTokens(ctx, s)
+		err = updateTokens(ctx, s, func(toks []storedToken) ([]storedToken, error) {
+			i := slices.IndexFunc(toks, func(t storedToken) bool { return t.Name == name })
+			if i < 0 {
+				return nil, fmt.Errorf("token: no token named %q (see `moat token list`)", name)
+			}
+			return slices.Delete(toks, i, i+1), nil
+		})
 		if err != nil {
-			return fail(err)
-		}
-		i := slices.IndexFunc(toks, func(t storedToken) bool { return t.Name == name })
-		if i < 0 {
-			return fail(fmt.Errorf("token: no token named %q (see `moat token list`)", name))
-		}
-		if err := writeTokens(ctx, s, slices.Delete(toks, i, i+1)); err != nil {
 			return fail(err)
 		}
 		fmt.Fprintf(stdout, "revoked token %q; a running gateway refuses it within %v\n", name, 2*tokenCacheTTL)

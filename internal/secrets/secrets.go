@@ -368,6 +368,32 @@ func (s *Store) GetOrCreate(ctx context.Context, name string, gen func() (Secret
 	return v, nil
 }
 
+// Update replaces the secret called name with what f makes of its current
+// value (found is false when there is none), reading and writing under the
+// cross-process lock, so that processes updating one item at once (two
+// `moat token create`) each see the other's change. An error from f
+// changes nothing.
+func (s *Store) Update(ctx context.Context, name string, f func(cur Secret, found bool) (Secret, error)) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	return s.locked(func() error {
+		cur, err := s.b.get(ctx, name)
+		found := err == nil
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		next, err := f(cur, found)
+		if err != nil {
+			return err
+		}
+		if err := checkValue(name, next); err != nil {
+			return err
+		}
+		return s.b.set(ctx, name, next)
+	})
+}
+
 // ErrDamagedKey is wrapped by Key's error when the stored key is not size
 // bytes of base64: restore it from a backup, since a new key cannot read
 // what the old one protected.

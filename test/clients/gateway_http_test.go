@@ -21,6 +21,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -455,5 +456,31 @@ func TestGatewayRefusesARebindingHost(t *testing.T) {
 	}
 	if code := try(strings.TrimSuffix(strings.TrimPrefix(g.url, "http://"), "/mcp")); code != http.StatusOK {
 		t.Errorf("the same request with the listener's own Host: %d, want 200", code)
+	}
+}
+
+// TestTokensCreatedAtOnceAreAllKept: `moat token create` in several
+// processes at once (a provisioning script) keeps every token.
+func TestTokensCreatedAtOnceAreAllKept(t *testing.T) {
+	env := testutil.MoatEnv(t)
+	cfg := tokenGatewayConfig(t, t.TempDir(), nil)
+	moatCmd(t, env, cfg, "token", "create", "first") // the store exists before the race
+	const n = 6
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			cmd := exec.Command(testutil.BuildMoat(t), "token", "create", fmt.Sprintf("t%d", i))
+			cmd.Env = append(slices.Clone(env), "MOAT_CONFIG="+cfg)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("token create t%d: %v\n%s", i, err, tail(string(out)))
+			}
+		})
+	}
+	wg.Wait()
+	list := moatCmd(t, env, cfg, "token", "list")
+	for i := range n {
+		if !strings.Contains(list, fmt.Sprintf("t%d ", i)) {
+			t.Errorf("token t%d is not in the list:\n%s", i, list)
+		}
 	}
 }

@@ -2,22 +2,16 @@ package doctor
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/moatmcp/moat/internal/secrets"
 	"github.com/moatmcp/moat/internal/socket"
+	"github.com/moatmcp/moat/internal/testutil"
 )
 
 const gatewayConfig = `{"mcpServers": {"off": {"description": "d", "command": "x", "enabled": false}},
@@ -96,35 +90,6 @@ func TestGatewayChecks(t *testing.T) {
 	})
 }
 
-// writeCert writes a self-signed certificate for localhost valid until
-// notAfter, and its key with mode keyMode, and returns their paths.
-func writeCert(t *testing.T, dir string, notAfter time.Time, keyMode os.FileMode) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"localhost"},
-		NotBefore: notAfter.Add(-365 * 24 * time.Hour), NotAfter: notAfter}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), keyMode); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(keyFile, keyMode)
-	return certFile, keyFile
-}
-
 func TestGatewayTLSAndTokenChecks(t *testing.T) {
 	now := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
 	for _, c := range []struct {
@@ -142,7 +107,10 @@ func TestGatewayTLSAndTokenChecks(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFixture(t, `{"mcpServers": {}}`)
-			certFile, keyFile := writeCert(t, f.dir, c.notAfter, c.keyMode)
+			certFile, keyFile := testutil.WriteSelfSignedCert(t, f.dir, c.notAfter, "localhost")
+			if err := os.Chmod(keyFile, c.keyMode); err != nil {
+				t.Fatal(err)
+			}
 			cfg := fmt.Sprintf(`{"mcpServers": {"off": {"description": "d", "command": "x", "enabled": false}},
  "gateway": {"tls": {"cert_file": %q, "key_file": %q}, "identities": {"alice": {"tokens": ["laptop", "phone"]}}}}`, certFile, keyFile)
 			if err := os.WriteFile(f.cfg, []byte(cfg), 0o600); err != nil {

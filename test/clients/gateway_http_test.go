@@ -2,18 +2,10 @@ package clients
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -316,7 +308,7 @@ func TestGatewayRefusesPlainHTTPOffLoopback(t *testing.T) {
 func TestTypeScriptClientOverHTTPS(t *testing.T) {
 	requireSDK(t)
 	dir := t.TempDir()
-	certFile, keyFile := writeTestCert(t, dir)
+	certFile, keyFile := testutil.WriteSelfSignedCert(t, dir, time.Now().Add(24*time.Hour), "127.0.0.1")
 	env := testutil.MoatEnv(t)
 	cfg := tokenGatewayConfig(t, dir, map[string]any{"tls": map[string]any{"cert_file": certFile, "key_file": keyFile, "min_version": "1.3"}})
 	laptop := moatCmd(t, env, cfg, "token", "create", "laptop")
@@ -334,43 +326,6 @@ func TestTypeScriptClientOverHTTPS(t *testing.T) {
 		conn.Close()
 		t.Error("a TLS 1.2 handshake succeeded under min_version 1.3")
 	}
-}
-
-// writeTestCert writes a self-signed certificate for 127.0.0.1 and its
-// key into dir.
-func writeTestCert(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "moat test gateway"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }
 
 // TestGatewayBoundsHTTPSessionsPerIdentity: one identity's token cannot

@@ -24,7 +24,11 @@ func (p *Server) forward(ctx context.Context, c *guard.Call) (*guard.Result, err
 	if !ok {
 		return nil, fmt.Errorf("group %q is no longer configured", c.Group)
 	}
-	defer p.calls.enter(c.Group)()
+	if p.gw != nil {
+		// A shared server's requests and log messages find their session
+		// by its calls in progress; a stdio moat has one session.
+		defer p.calls.enter(c.Group)()
+	}
 	// A client of 2026-07-28 asks for log messages per request; the
 	// upstream is asked for them at the same level.
 	var meta mcp.Meta

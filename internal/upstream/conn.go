@@ -27,6 +27,8 @@ type conn struct {
 	// toolsWant is the group's toolsWant when this connection began: its
 	// first tool list answers every list_changed before it.
 	toolsWant uint64
+	// level is the log level this connection asked the server for.
+	level mcp.LoggingLevel
 
 	limit    time.Duration // how long this start may take
 	deadline time.Time     // when it runs out
@@ -137,6 +139,7 @@ func (g *Group) connect(ctx context.Context, limit time.Duration) (c *conn, err 
 		if err := c.session.SetLoggingLevel(lctx, &mcp.SetLoggingLevelParams{Level: level}); err != nil {
 			g.log.Debug("logging/setLevel not accepted", "err", err)
 		}
+		c.level = level
 	}
 	return c, nil
 }

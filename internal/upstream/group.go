@@ -359,6 +359,17 @@ func (g *Group) serve(c *conn) error {
 	g.toolsHave = max(g.toolsHave, c.toolsWant)
 	g.mu.Unlock()
 	g.setStatus(Status{State: Ready}, c.session, &c.lists)
+	// A client that set a level while this connection was being made found
+	// no ready session to tell (SetLoggingLevel): tell it now. Each side
+	// publishes its own state before reading the other's, so one of them
+	// sees the level.
+	if _, _, level := g.m.clientHooks(); level != "" && level != c.level && g.serverHasLogging() {
+		ctx, cancel := context.WithTimeout(g.ctx, g.m.opts.ConnectTimeout)
+		if err := c.session.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: level}); err != nil {
+			g.log.Debug("logging/setLevel not accepted", "err", err)
+		}
+		cancel()
+	}
 	ended := make(chan error, 1)
 	go func() { ended <- c.session.Wait() }()
 	defer c.close(g.m.opts.GracePeriod)

@@ -19,6 +19,9 @@ func gw(body string) string {
 	return `{"mcpServers": {"files": {"description": "d", "command": "x"}}, "gateway": ` + body + `}`
 }
 
+// mt is a config with no servers and the metrics block body.
+func mt(body string) string { return `{"mcpServers": {}, "metrics": ` + body + `}` }
+
 // stdio is a stdio server "s" with extra keys; sbx one with a sandbox
 // block; tlsSrv a remote one with a tls block.
 func stdio(body string) string { return srv(desc + `"command": "x", ` + body) }
@@ -326,6 +329,14 @@ func TestBadConfigs(t *testing.T) {
 		{"identity policy rate", gw(`{"identities": {"alice": {"uids": [1000], "policy": {"rate": "1/s"}}}}`), "/gateway/identities/alice/policy/rate", `write "global": {"rate": ...}`, true, nil, nil, 1},
 		{"identity policy typo", gw(`{"identities": {"alice": {"uids": [1000], "policy": {"dney": ["x"]}}}}`), "/gateway/identities/alice/policy/dney", `did you mean "deny"?`, true, nil, nil, 1},
 		{"identity policy secret", gw(`{"identities": {"alice": {"uids": [1000], "policy": {"deny": ["${secret:x}"]}}}}`), "/gateway/identities/alice/policy/deny/0", `secret`, false, nil, okSecret, 1},
+		// metrics
+		{"metrics no listen", mt(`{}`), "/metrics", `metrics has no "listen"`, true, nil, nil, 1},
+		{"metrics typo", mt(`{"listen": "127.0.0.1:9464", "token": ["p"]}`), "/metrics/token", `did you mean "tokens"?`, true, nil, nil, 1},
+		{"metrics listen no port", mt(`{"listen": "127.0.0.1"}`), "/metrics/listen", `metrics.listen "127.0.0.1" is not HOST:PORT: write "127.0.0.1:9464"`, true, nil, nil, 1},
+		{"metrics listen port 0", mt(`{"listen": "127.0.0.1:0"}`), "/metrics/listen", `port "0" is not a number from 1 to 65535`, false, nil, nil, 1},
+		{"metrics off loopback without tls", mt(`{"listen": "0.0.0.0:9464", "tokens": ["p"]}`), "/metrics/listen", `plain HTTP would show the metrics to the network: set "gateway": {"tls"`, false, nil, nil, 1},
+		{"metrics off loopback without tokens", `{"mcpServers": {}, "gateway": {"tls": {"cert_file": "/c.pem", "key_file": "/k.pem"}}, "metrics": {"listen": "192.0.2.1:9464"}}`, "/metrics/listen", "no metrics.tokens may scrape it: make a token with `moat token create prometheus`", false, nil, nil, 1},
+		{"metrics bad token", mt(`{"listen": "127.0.0.1:9464", "tokens": ["a b"]}`), "/metrics/tokens/0", `metrics.tokens[0] "a b" is not a token name`, true, nil, nil, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			opts := &LoadOptions{Getenv: env(tt.getenv), Secret: tt.secret}

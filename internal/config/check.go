@@ -22,7 +22,7 @@ var (
 	commonKeys = []string{"description", "type", "enabled", "features", "timeout", "policy", "max_message_bytes"}
 	stdioKeys  = []string{"command", "args", "env", "inherit_env", "cwd", "run_as", "sandbox"}
 	remoteKeys = []string{"url", "headers", "oauth_client_id", "oauth_scopes", "allow_insecure_http", "allow_private_network", "tls"}
-	topKeys    = []string{"mcpServers", "$schema", "defaults", "audit", "secrets", "gateway"}
+	topKeys    = []string{"mcpServers", "$schema", "defaults", "audit", "secrets", "gateway", "metrics"}
 	flagKeys   = []string{"tools", "resources", "prompts"}
 	timeKeys   = []string{"tools", "resources", "prompts", "connect"}
 )
@@ -52,7 +52,10 @@ func (c *checker) root(n *node, cfg *Config) {
 	cfg.Audit = c.audit(n.get("audit"))
 	cfg.Secrets = c.secrets(n.get("secrets"))
 	// The gateway's identities name servers, so they are read after them.
-	defer func() { cfg.Gateway = c.gateway(n.get("gateway"), cfg.Servers) }()
+	defer func() {
+		cfg.Gateway = c.gateway(n.get("gateway"), cfg.Servers)
+		cfg.Metrics = c.metrics(n.get("metrics"), &cfg.Gateway)
+	}()
 	m := n.get("mcpServers")
 	if m == nil {
 		c.ps.add("", n.off, `missing "mcpServers"`, `add "mcpServers": {} with one entry per upstream server`)

@@ -56,6 +56,23 @@ type Config struct {
 	Audit    Audit    // key "audit"
 	Secrets  Secrets  // key "secrets"
 	Gateway  Gateway  // key "gateway"
+	Metrics  Metrics  // key "metrics"
+}
+
+// Metrics is the "metrics" block: where `moat serve` serves Prometheus
+// metrics. It is top-level, not under "gateway", because a stdio moat
+// serves them too; a listener off loopback borrows gateway.tls.
+type Metrics struct {
+	// Listen is key "listen", HOST:PORT; "" when the block is absent
+	// (no metrics are served).
+	Listen string
+	// Tokens is key "tokens": names of gateway tokens (`moat token create
+	// NAME`) whose bearer may scrape. When set, a scrape needs one of them;
+	// a listener off loopback requires them.
+	Tokens []string
+	// TLS is set when Listen is off loopback: /metrics is then served over
+	// HTTPS with gateway.tls.
+	TLS bool
 }
 
 // DefaultSocketMode is gateway.socket_mode when the key is absent.

@@ -93,7 +93,21 @@ type Log struct {
 	retryAt time.Time
 
 	warned sync.Once
+
+	// pending counts the writes waiting to be in the log (Pending);
+	// observe, when set, is told how long each took (Observe).
+	pending atomic.Int64
+	observe atomic.Pointer[func(time.Duration)]
 }
+
+// Observe has f told how long each record took to write (to be durable,
+// or in the file for WriteBehind), so that a slow disk or a contended log
+// shows in the metrics; the audit log itself knows nothing of them.
+func (l *Log) Observe(f func(time.Duration)) { l.observe.Store(&f) }
+
+// Pending is how many records are waiting to be written: the log's queue,
+// as the callers waiting on it see it.
+func (l *Log) Pending() int64 { return l.pending.Load() }
 
 // reopenEvery spaces the attempts to open a log that could not be opened.
 const reopenEvery = time.Second
@@ -225,10 +239,16 @@ func (l *Log) WriteBehind(ctx context.Context, r *audit.Record) error {
 }
 
 func (l *Log) write(ctx context.Context, r *audit.Record, write func(*audit.Writer, context.Context, *audit.Record) error) error {
+	l.pending.Add(1)
+	start := time.Now()
 	w, err := l.wait(ctx)
 	if err == nil {
 		r.PID, r.User = l.pid, l.user
 		err = write(w, ctx, r)
+	}
+	l.pending.Add(-1)
+	if f := l.observe.Load(); f != nil {
+		(*f)(time.Since(start))
 	}
 	if err != nil {
 		if l.onFailure == audit.FailContinue {

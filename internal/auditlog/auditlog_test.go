@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -419,5 +420,26 @@ func TestIdentityInEveryRecord(t *testing.T) {
 	rep, err := audit.VerifyFiles([]string{h.path}, h.keys.MAC, h.keys.Signer.Public().(ed25519.PublicKey))
 	if err != nil || rep.Problem != nil {
 		t.Errorf("Verify = %+v, %v", rep, err)
+	}
+}
+
+// TestWritesAreObserved: every record written is timed for the metrics,
+// and the queue is empty once the writes returned.
+func TestWritesAreObserved(t *testing.T) {
+	h := open(t, audit.FailDeny, nil)
+	var seen atomic.Int32
+	h.log.Observe(func(d time.Duration) {
+		if d > 0 {
+			seen.Add(1)
+		}
+	})
+	if _, err := h.handler(ok)(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "g", Name: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := seen.Load(); n != 2 { // the intent and the outcome
+		t.Errorf("%d writes observed, want 2", n)
+	}
+	if n := h.log.Pending(); n != 0 {
+		t.Errorf("Pending() = %d after the writes returned, want 0", n)
 	}
 }

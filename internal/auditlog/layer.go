@@ -160,24 +160,40 @@ func callRecord(c *guard.Call, in *intent, res *guard.Result, err error, d time.
 		r.Args = c.Args
 	}
 	var denial *guard.Denial
+	r.Outcome, denial = Outcome(res, err)
 	switch {
-	case errors.As(err, &denial):
+	case denial != nil:
 		r.Decision, r.Rule, r.Reason = "deny", string(denial.Layer)+":"+denial.Rule, denial.Reason
-		r.Outcome = audit.OutcomeDenied
-		if denial.Layer == guard.LayerRate || denial.Layer == guard.LayerConcurrency {
-			r.Outcome = audit.OutcomeLimited
-		}
-	case errors.Is(err, guard.ErrTimeout):
-		r.Outcome, r.Reason = audit.OutcomeTimeout, err.Error()
-	case errors.Is(err, context.Canceled):
-		r.Outcome, r.Reason = audit.OutcomeCancelled, err.Error()
 	case err != nil:
-		r.Outcome, r.Reason = audit.OutcomeError, err.Error()
-	case res != nil && res.Tool != nil && res.Tool.IsError:
-		r.Outcome = audit.OutcomeError
+		r.Reason = err.Error()
 	}
 	r.BytesOut = resultSize(res)
 	return r
+}
+
+// Outcome classifies how a call ended, as its audit record says, and
+// returns its refusal when a layer refused it. It is the one
+// classification: the metrics count calls by it too.
+func Outcome(res *guard.Result, err error) (audit.Outcome, *guard.Denial) {
+	if err == nil { // first, so that a call that went through costs no allocation
+		if res != nil && res.Tool != nil && res.Tool.IsError {
+			return audit.OutcomeError, nil
+		}
+		return audit.OutcomeOK, nil
+	}
+	var denial *guard.Denial
+	switch {
+	case errors.As(err, &denial):
+		if denial.Layer == guard.LayerRate || denial.Layer == guard.LayerConcurrency {
+			return audit.OutcomeLimited, denial
+		}
+		return audit.OutcomeDenied, denial
+	case errors.Is(err, guard.ErrTimeout):
+		return audit.OutcomeTimeout, nil
+	case errors.Is(err, context.Canceled):
+		return audit.OutcomeCancelled, nil
+	}
+	return audit.OutcomeError, nil
 }
 
 // identity is the audit form of a gateway identity: nil for none (the

@@ -161,6 +161,9 @@ const (
 	LayerTimeout     LayerName = "timeout"
 	LayerRedact      LayerName = "redact"
 	LayerProxy       LayerName = "proxy"
+	// LayerMetrics counts calls for Prometheus; it refuses nothing and
+	// sits outside the audit layer, so it sees every refusal.
+	LayerMetrics LayerName = "metrics"
 )
 
 // A Denial is a call refused by a layer. Its Error text reaches the client

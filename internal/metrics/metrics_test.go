@@ -1,0 +1,105 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/upstream"
+)
+
+// TestLayerCountsAsTheAuditLogClassifies: each call is counted under the
+// outcome its audit record has, and a refusal under its layer and the kind
+// of its rule, never the part that names a tool or an argument.
+func TestLayerCountsAsTheAuditLogClassifies(t *testing.T) {
+	m := New()
+	results := []struct {
+		res *guard.Result
+		err error
+	}{
+		{&guard.Result{Tool: &mcp.CallToolResult{}}, nil},
+		{&guard.Result{Tool: &mcp.CallToolResult{IsError: true}}, nil},
+		{nil, &guard.Denial{Layer: guard.LayerPolicy, Rule: "args:write_file.path:prefix"}},
+		{nil, &guard.Denial{Layer: guard.LayerRate, Rule: "rate"}},
+		{nil, fmt.Errorf("upstream: %w", guard.ErrTimeout)},
+		{nil, context.Canceled},
+		{nil, errors.New("connection lost")},
+	}
+	i := 0
+	h := guard.Chain(func(context.Context, *guard.Call) (*guard.Result, error) {
+		r := results[i]
+		i++
+		return r.res, r.err
+	}, m.Layer())
+	for range results {
+		_, _ = h(context.Background(), &guard.Call{Kind: guard.KindTool, Group: "files", Name: "write_file"})
+	}
+	for outcome, want := range map[string]float64{"ok": 1, "error": 2, "denied": 1, "limited": 1, "timeout": 1, "cancelled": 1} {
+		if got := testutil.ToFloat64(m.calls.WithLabelValues("files", "tool", outcome)); got != want {
+			t.Errorf("calls{outcome=%s} = %v, want %v", outcome, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(m.refusals.WithLabelValues("policy", "args")); got != 1 {
+		t.Errorf("refusals{policy, args} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.refusals.WithLabelValues("rate", "rate")); got != 1 {
+		t.Errorf("refusals{rate, rate} = %v, want 1", got)
+	}
+	if n := testutil.CollectAndCount(m.refusals); n != 2 {
+		t.Errorf("%d refusal series, want 2", n)
+	}
+}
+
+// TestLayerAllocatesNothing: once a group's series exist, counting a call
+// costs no allocation.
+func TestLayerAllocatesNothing(t *testing.T) {
+	m := New()
+	res := &guard.Result{Tool: &mcp.CallToolResult{}}
+	h := m.Layer()(func(context.Context, *guard.Call) (*guard.Result, error) { return res, nil })
+	c := &guard.Call{Kind: guard.KindTool, Group: "files"}
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(100, func() { _, _ = h(ctx, c) }); n != 0 {
+		t.Errorf("%v allocations per call", n)
+	}
+}
+
+// TestUpstreamEvents: ready and unavailable set the group's up gauge;
+// every child start after the first is a restart.
+func TestUpstreamEvents(t *testing.T) {
+	m := New()
+	for _, kind := range []string{"child_start", "upstream_ready", "child_exit", "upstream_unavailable", "child_start"} {
+		m.Upstream(upstream.Event{Group: "files", Kind: kind})
+	}
+	if got := testutil.ToFloat64(m.up.WithLabelValues("files")); got != 0 {
+		t.Errorf("up = %v after upstream_unavailable, want 0", got)
+	}
+	if got := testutil.ToFloat64(m.restarts.WithLabelValues("files")); got != 1 {
+		t.Errorf("restarts = %v, want 1", got)
+	}
+	m.Upstream(upstream.Event{Group: "files", Kind: "upstream_ready"})
+	if got := testutil.ToFloat64(m.up.WithLabelValues("files")); got != 1 {
+		t.Errorf("up = %v after upstream_ready, want 1", got)
+	}
+}
+
+// TestNilCountsNothing: without a metrics block, every hook is a no-op and
+// the layer is no layer.
+func TestNilCountsNothing(t *testing.T) {
+	var m *Metrics
+	m.Refused(guard.LayerPolicy, "deny")
+	m.Upstream(upstream.Event{Group: "g", Kind: "child_start"})
+	m.AuthRefused(AuthNoToken)
+	m.SessionStarted("alice")()
+	m.Audit(nil)
+	called := false
+	h := m.Layer()(func(context.Context, *guard.Call) (*guard.Result, error) { called = true; return nil, nil })
+	_, _ = h(context.Background(), &guard.Call{})
+	if !called {
+		t.Error("a nil Metrics's layer does not call next")
+	}
+}

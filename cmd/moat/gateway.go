@@ -257,6 +257,7 @@ func serveConn(ctx context.Context, m *instance, gw *proxy.Gateway, path string,
 		return
 	}
 	defer leave()
+	defer m.mt.SessionStarted(id.Name)()
 	sid := proxy.NewSessionID()
 	m.log.Info("gateway session", "session", sid, "identity", id.Name, "uid", peer.UID, "pid", peer.PID)
 	_ = m.auditLog.Log.Write(ctx, &audit.Record{Event: "session_start", Session: sid, Identity: auditIdentity(id), Detail: map[string]string{"socket": path}})

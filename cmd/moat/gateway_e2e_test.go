@@ -38,8 +38,9 @@ type gatewayProc struct {
 }
 
 // startGateway runs moat as a gateway for cfgPath on a socket in a
-// directory every test user can reach.
-func startGateway(t *testing.T, cfgPath string) *gatewayProc {
+// directory every test user can reach, and on the --listen values of
+// extra.
+func startGateway(t *testing.T, cfgPath string, extra ...string) *gatewayProc {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "moat-gw-")
 	if err != nil {
@@ -58,7 +59,11 @@ func startGateway(t *testing.T, cfgPath string) *gatewayProc {
 		t.Fatal(err)
 	}
 	g := &gatewayProc{stderr: &testutil.SyncBuffer{}, env: testutil.MoatEnv(t), sock: filepath.Join(dir, "run", "gateway.sock"), bin: bin}
-	g.cmd = exec.Command(testutil.BuildMoat(t), "serve", "--listen", "unix:"+g.sock, cfgPath)
+	args := []string{"serve", "--listen", "unix:" + g.sock}
+	for _, l := range extra {
+		args = append(args, "--listen", l)
+	}
+	g.cmd = exec.Command(testutil.BuildMoat(t), append(args, cfgPath)...)
 	g.cmd.Env, g.cmd.Stderr = g.env, g.stderr
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)

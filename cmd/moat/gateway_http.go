@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/metrics"
 	"github.com/moatmcp/moat/internal/proxy"
 )
 
@@ -39,16 +39,6 @@ func tcpAddr(v string) (string, error) {
 		return "", fmt.Errorf("--listen %s: host %q is not a host name or IP address", v, host)
 	}
 	return net.JoinHostPort(host, port), nil
-}
-
-// isLoopback reports whether host names only this machine: localhost or a
-// loopback IP. An empty host is every interface.
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }
 
 // httpListener is one --listen HOST:PORT, open.
@@ -75,7 +65,7 @@ func httpListeners(cfg *config.Config, listen []string) ([]*httpListener, error)
 			continue
 		}
 		host, _, _ := net.SplitHostPort(addr)
-		if cfg.Gateway.TLS == nil && !isLoopback(host) {
+		if cfg.Gateway.TLS == nil && !config.IsLoopback(host) {
 			return fail(fmt.Errorf("--listen %s: plain HTTP on an address other machines can reach would send every token and call readable on the network; "+
 				`set "gateway": {"tls": {"cert_file": "/path/cert.pem", "key_file": "/path/key.pem"}} in %s, or listen on 127.0.0.1 (or [::1]) only`, addr, cfg.Path))
 		}
@@ -131,15 +121,9 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		return
 	}
 	a := &httpAuth{
-		m:       m,
-		origins: m.cfg.Gateway.AllowedOrigins,
-		tokens: &tokenVerifier{now: time.Now, read: func(ctx context.Context) ([]storedToken, error) {
-			s, err := processStore.get(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return readTokens(ctx, s)
-		}},
+		m:        m,
+		origins:  m.cfg.Gateway.AllowedOrigins,
+		tokens:   storeTokens(),
 		refusals: rate.NewLimiter(rate.Limit(refusalRecordsPerSecond), refusalRecordsPerSecond),
 		counts:   counts,
 	}
@@ -156,8 +140,11 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		Started: func(so proxy.SessionOptions, r *http.Request) {
 			// wrap refused a new session over the limit; sessions started
 			// at the same moment may pass it, and are not counted.
+			ended := m.mt.SessionStarted(so.Identity.Name)
 			if leave, err := counts.enter(identityKey(so.Identity)); err == nil {
-				leaves.Store(so.ID, leave)
+				leaves.Store(so.ID, func() { leave(); ended() })
+			} else {
+				leaves.Store(so.ID, ended)
 			}
 			m.log.Info("gateway session", "session", so.ID, "identity", so.Identity.Name, "remote", r.RemoteAddr)
 			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), &audit.Record{Event: "session_start", Session: so.ID, Identity: auditIdentity(so.Identity),
@@ -171,7 +158,7 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 				DurationMS: d.Milliseconds(), Detail: map[string]string{"transport": "http"}})
 		},
 		Refused: func(r *http.Request, id *guard.Identity, reason string) {
-			a.refused(r, reason, auditIdentity(id))
+			a.refused(r, metrics.AuthWrongSession, reason, auditIdentity(id))
 		},
 	})
 	mux := http.NewServeMux()
@@ -254,30 +241,30 @@ func (a *httpAuth) wrap(next http.Handler) http.Handler {
 		// Browsers send Origin; MCP clients do not. A page the user
 		// visits must not reach the gateway through the user's browser.
 		if o := r.Header.Get("Origin"); o != "" && !slices.Contains(a.origins, o) {
-			a.refused(r, fmt.Sprintf("origin %q is not in gateway.allowed_origins", o), nil)
+			a.refused(r, metrics.AuthOrigin, fmt.Sprintf("origin %q is not in gateway.allowed_origins", o), nil)
 			http.Error(w, "moat: requests from a browser origin are refused (gateway.allowed_origins)", http.StatusForbidden)
 			return
 		}
 		tok, ok := bearer(r.Header.Get("Authorization"))
 		if !ok {
-			a.unauthorized(w, r, "no bearer token", false)
+			a.unauthorized(w, r, metrics.AuthNoToken, "no bearer token")
 			return
 		}
 		name, err := a.tokens.verify(r.Context(), tok)
 		if err != nil {
-			a.unauthorized(w, r, err.Error(), true)
+			a.unauthorized(w, r, metrics.AuthBadToken, err.Error())
 			return
 		}
 		id, err := a.m.gs.IdentifyToken(name)
 		if err != nil {
 			a.m.log.Warn("refused a token of no identity", "token", name, "err", err)
-			a.unauthorized(w, r, fmt.Sprintf("token %q is no identity's (gateway.identities.NAME.tokens)", name), true)
+			a.unauthorized(w, r, metrics.AuthNoIdentity, fmt.Sprintf("token %q is no identity's (gateway.identities.NAME.tokens)", name))
 			return
 		}
 		if r.Method == http.MethodPost && r.Header.Get("Mcp-Session-Id") == "" {
 			// A new session: one identity may not take every other's room.
 			if err := a.counts.full(identityKey(id)); err != nil {
-				a.refused(r, err.Error(), auditIdentity(id))
+				a.refused(r, metrics.AuthTooMany, err.Error(), auditIdentity(id))
 				http.Error(w, "moat: "+err.Error(), http.StatusTooManyRequests)
 				return
 			}
@@ -290,10 +277,10 @@ func (a *httpAuth) wrap(next http.Handler) http.Handler {
 func identityKey(id *guard.Identity) string { return "identity " + id.Name }
 
 // unauthorized answers 401 as RFC 6750 says, and records why.
-func (a *httpAuth) unauthorized(w http.ResponseWriter, r *http.Request, reason string, given bool) {
-	a.refused(r, reason, nil)
+func (a *httpAuth) unauthorized(w http.ResponseWriter, r *http.Request, why metrics.AuthRefusal, reason string) {
+	a.refused(r, why, reason, nil)
 	challenge := `Bearer realm="moat"`
-	if given {
+	if why != metrics.AuthNoToken {
 		challenge += `, error="invalid_token"`
 	}
 	w.Header().Set("WWW-Authenticate", challenge)
@@ -301,8 +288,10 @@ func (a *httpAuth) unauthorized(w http.ResponseWriter, r *http.Request, reason s
 }
 
 // refused records a refused HTTP request: where from and why, never its
-// token or a hash of one; at most refusalRecordsPerSecond of them.
-func (a *httpAuth) refused(r *http.Request, reason string, id *audit.Identity) {
+// token or a hash of one; at most refusalRecordsPerSecond of them (the
+// metrics count every one).
+func (a *httpAuth) refused(r *http.Request, why metrics.AuthRefusal, reason string, id *audit.Identity) {
+	a.m.mt.AuthRefused(why)
 	a.m.log.Warn("refused an HTTP request", "remote", r.RemoteAddr, "reason", reason)
 	a.mu.Lock()
 	if !a.refusals.Allow() {

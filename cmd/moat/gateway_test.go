@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moatmcp/moat/internal/config"
 )
 
 func TestSessionsPerUserAreBounded(t *testing.T) {
@@ -93,8 +95,8 @@ func TestBearerAndListenAddresses(t *testing.T) {
 		}
 	}
 	for host, want := range map[string]bool{"127.0.0.1": true, "127.3.4.5": true, "::1": true, "localhost": true, "": false, "0.0.0.0": false, "192.168.1.2": false, "example.com": false} {
-		if isLoopback(host) != want {
-			t.Errorf("isLoopback(%q) = %v", host, !want)
+		if config.IsLoopback(host) != want {
+			t.Errorf("config.IsLoopback(%q) = %v", host, !want)
 		}
 	}
 	listen, rest, err := listenArgs([]string{"--listen", "unix:/tmp/g.sock", "--listen=127.0.0.1:0", "cfg.json"})

@@ -29,6 +29,7 @@ import (
 	"github.com/moatmcp/moat/internal/gate"
 	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/importer"
+	"github.com/moatmcp/moat/internal/metrics"
 	"github.com/moatmcp/moat/internal/netguard"
 	"github.com/moatmcp/moat/internal/oauth"
 	"github.com/moatmcp/moat/internal/proxy"
@@ -51,6 +52,9 @@ type instance struct {
 	cfg      *config.Config
 	gs       *gate.Gate
 	auditLog *auditLogCloser
+	// mt counts what a serving moat does; nil when the config has no
+	// "metrics" block, or for a one-shot command.
+	mt *metrics.Metrics
 	// opts build the proxy: one Server for a stdio client or the one-shot
 	// commands, or a Gateway for serve --listen.
 	opts proxy.Options
@@ -134,6 +138,8 @@ func setup(args []string, name string) (*instance, int) {
 		return nil, exitUsage
 	}
 	gs.Audit = func(event, group string, detail map[string]string) { auditEvent(auditLog.Log, event, group, detail) }
+	mt := newMetrics(cfg, name)
+	mt.Audit(auditLog.Log)
 	gs.Pins = openPins(gs.Audit)
 	oauthEvent = func(server, event string) { auditEvent(auditLog.Log, "oauth_"+event, server, nil) }
 	err = managedErr
@@ -149,7 +155,8 @@ func setup(args []string, name string) (*instance, int) {
 	opts := proxy.Options{
 		Logger:  log,
 		Version: version,
-		Layers:  gs.Layers(auditLog.Layer(), auditLog.Intent()),
+		// The metrics layer is outermost: it sees every refusal.
+		Layers:  slices.Concat([]guard.Layer{mt.Layer()}, gs.Layers(auditLog.Layer(), auditLog.Intent())),
 		Catalog: gs.Catalog,
 		Permit:  gs.Permit,
 		Refused: func(ctx context.Context, c *guard.Call, err error) {
@@ -160,6 +167,12 @@ func setup(args []string, name string) (*instance, int) {
 				rule, outcome = "proxy:cancelled", audit.OutcomeCancelled
 			case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 				rule, outcome = "proxy:unavailable", audit.OutcomeError
+			}
+			var denial *guard.Denial
+			if errors.As(err, &denial) {
+				mt.Refused(denial.Layer, denial.Rule)
+			} else {
+				mt.Refused(guard.LayerProxy, strings.TrimPrefix(rule, "proxy:"))
 			}
 			_ = auditLog.Refused(ctx, c, err, rule, outcome)
 		},
@@ -189,10 +202,11 @@ func setup(args []string, name string) (*instance, int) {
 			Hide:       hiddenPaths(cfg),
 			OnEvent: func(e upstream.Event) {
 				auditEvent(auditLog.Log, e.Kind, e.Group, e.Detail)
+				mt.Upstream(e)
 			},
 		},
 	}
-	return &instance{log: log, cfg: cfg, gs: gs, auditLog: auditLog, opts: opts}, exitOK
+	return &instance{log: log, cfg: cfg, gs: gs, auditLog: auditLog, mt: mt, opts: opts}, exitOK
 }
 
 // cliStartWait is how long a one-shot command (tools, call, policy check)
@@ -256,6 +270,7 @@ func runServe(ctx context.Context, args []string) int {
 	p.Apply(m.cfg)
 	var wg sync.WaitGroup
 	defer wg.Wait() // before server_stop and the log's close
+	serveMetrics(ctx, m.log, m.cfg, m.mt, &wg)
 	wg.Go(func() {
 		for _, r := range isolationOptOut(m.cfg, m.log) {
 			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), r)

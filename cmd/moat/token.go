@@ -234,6 +234,17 @@ type tokenVerifier struct {
 	err  error
 }
 
+// storeTokens verifies tokens against the process's secret store.
+func storeTokens() *tokenVerifier {
+	return &tokenVerifier{now: time.Now, read: func(ctx context.Context) ([]storedToken, error) {
+		s, err := processStore.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return readTokens(ctx, s)
+	}}
+}
+
 // verify returns the name of the stored token tok is, or an error saying
 // why none (never naming tok or a hash). Every stored hash is compared,
 // in constant time each, so the time taken does not say which matched.

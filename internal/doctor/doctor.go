@@ -202,6 +202,7 @@ func Run(ctx context.Context, o Options) *Report {
 	d.checkDynamicMCP()
 	d.checkServers(ctx)
 	d.checkGateway()
+	d.checkMetrics()
 	d.checkAudit(ctx)
 	d.checkMachine()
 	// Checks run in the order their inputs become known; people read them
@@ -238,7 +239,7 @@ type run struct {
 func (d *run) add(c Check) { d.checks = append(d.checks, c) }
 
 // sectionRank orders sections: config, secrets, the servers (already in name
-// order), the gateway, the audit log, the machine.
+// order), the gateway, the metrics, the audit log, the machine.
 func sectionRank(c Check) int {
 	switch c.Section {
 	case SectionConfig:
@@ -247,10 +248,12 @@ func sectionRank(c Check) int {
 		return 1
 	case SectionGateway:
 		return 3
-	case SectionAudit:
+	case SectionMetrics:
 		return 4
-	case SectionMachine:
+	case SectionAudit:
 		return 5
+	case SectionMachine:
+		return 6
 	}
 	return 2
 }

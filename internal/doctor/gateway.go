@@ -258,7 +258,7 @@ func (d *run) checkTokens(gw config.Gateway) {
 		}
 	}
 	for _, tok := range stored {
-		if _, ok := named[tok]; !ok {
+		if _, ok := named[tok]; !ok && !slices.Contains(d.cfg.Metrics.Tokens, tok) {
 			problems = append(problems, fmt.Sprintf("token %q is stored but no identity names it: it is refused (moat token revoke %s, or add it to an identity's tokens)", tok, tok))
 		}
 	}

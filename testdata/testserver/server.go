@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
 	"net"
@@ -204,6 +205,25 @@ func (ts *testServer) addTools() {
 	ts.tool("fail", "Always returns a tool error.", `{"type":"object"}`,
 		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			return toolError("tool failed on purpose"), nil
+		})
+
+	ts.tool("fail_with", "Answers with a JSON-RPC error whose message is the argument.",
+		`{"type":"object","properties":{"message":{"type":"string"}},"required":["message"]}`,
+		func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			var in struct{ Message string }
+			if err := args(req, &in); err != nil {
+				return toolError("%v", err), nil
+			}
+			return nil, errors.New(in.Message)
+		})
+
+	ts.tool("meta", "Returns the request's _meta as JSON (trace context, progress token).", `{"type":"object"}`,
+		func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			b, err := json.Marshal(req.Params.Meta)
+			if err != nil {
+				return toolError("%v", err), nil
+			}
+			return text(string(b)), nil
 		})
 
 	ts.tool("env", "Returns the process environment, one VAR=value per line, sorted.", `{"type":"object"}`,

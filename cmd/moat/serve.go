@@ -37,6 +37,7 @@ import (
 	"github.com/moatmcp/moat/internal/sandbox"
 	"github.com/moatmcp/moat/internal/secrets"
 	"github.com/moatmcp/moat/internal/socket"
+	"github.com/moatmcp/moat/internal/tracing"
 	"github.com/moatmcp/moat/internal/upstream"
 	"github.com/moatmcp/moat/policy"
 )
@@ -59,6 +60,8 @@ type instance struct {
 	// commands, or a Gateway for serve --listen.
 	opts proxy.Options
 	p    *proxy.Server
+	// tracer exports serve's spans; nil when tracing is off.
+	tracer *tracing.Tracer
 }
 
 // setup loads the config named by args (or the environment) and builds the
@@ -152,6 +155,17 @@ func setup(args []string, name string) (*instance, int) {
 		return nil, exitUsage
 	}
 	upstream.Version = version
+	var tracer *tracing.Tracer
+	if name == "serve" {
+		// A bad OTEL_* setting costs the traces, never the client's
+		// service.
+		if tracer, err = tracing.Setup(context.Background(), version, log); err != nil {
+			log.Error("serving without traces", "err", err)
+		}
+		if tracer != nil {
+			gs.Wrap = tracer.Layer
+		}
+	}
 	opts := proxy.Options{
 		Logger:  log,
 		Version: version,
@@ -159,6 +173,7 @@ func setup(args []string, name string) (*instance, int) {
 		Layers:  slices.Concat([]guard.Layer{mt.Layer()}, gs.Layers(auditLog.Layer(), auditLog.Intent())),
 		Catalog: gs.Catalog,
 		Permit:  gs.Permit,
+		Tracer:  tracer,
 		Refused: func(ctx context.Context, c *guard.Call, err error) {
 			rule, outcome := "proxy:invalid-request", audit.OutcomeDenied
 			switch {
@@ -206,7 +221,7 @@ func setup(args []string, name string) (*instance, int) {
 			},
 		},
 	}
-	return &instance{log: log, cfg: cfg, gs: gs, auditLog: auditLog, mt: mt, opts: opts}, exitOK
+	return &instance{log: log, cfg: cfg, gs: gs, auditLog: auditLog, mt: mt, opts: opts, tracer: tracer}, exitOK
 }
 
 // cliStartWait is how long a one-shot command (tools, call, policy check)
@@ -233,6 +248,11 @@ func runServe(ctx context.Context, args []string) int {
 		return code
 	}
 	defer m.auditLog.Close()
+	defer func() {
+		if err := m.tracer.Shutdown(context.Background()); err != nil {
+			m.log.Warn("flushing traces at exit failed", "err", err)
+		}
+	}()
 	var (
 		p   served
 		ls  []*socket.Listener

@@ -51,9 +51,11 @@ type Gate struct {
 	// error). Without it every tool call is refused and no tool is listed.
 	Pins func() (*pin.Store, error)
 
-	// trace, in tests only, wraps each layer to record the order calls
-	// pass through them.
-	trace  func(name guard.LayerName, l guard.Layer) guard.Layer
+	// Wrap, if set, wraps each layer Layers returns, by its name: the
+	// tracer's span per layer (tracing.Tracer.Layer), and in tests a
+	// record of the order calls pass through them.
+	Wrap func(name guard.LayerName, l guard.Layer) guard.Layer
+
 	log    *slog.Logger
 	limits *policy.Limits
 	// One validator per on_invalid_schema mode; argument size is the size
@@ -314,8 +316,8 @@ func (g *Gate) Layers(auditLayer, intentLayer guard.Layer) []guard.Layer {
 	out := make([]guard.Layer, len(layerOrder))
 	for i, name := range layerOrder {
 		l := byName[name]
-		if g.trace != nil {
-			l = g.trace(name, l)
+		if g.Wrap != nil {
+			l = g.Wrap(name, l)
 		}
 		out[i] = l
 	}

@@ -46,7 +46,7 @@ func TestLayerOrder(t *testing.T) {
 	}
 	const forward guard.LayerName = "forward"
 	var trace []guard.LayerName
-	gs.trace = func(name guard.LayerName, l guard.Layer) guard.Layer {
+	gs.Wrap = func(name guard.LayerName, l guard.Layer) guard.Layer {
 		return func(next guard.Handler) guard.Handler {
 			h := l(next)
 			return func(ctx context.Context, c *guard.Call) (*guard.Result, error) {

@@ -14,6 +14,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/tracing"
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
@@ -38,6 +39,8 @@ func (p *Server) forward(ctx context.Context, c *guard.Call) (*guard.Result, err
 			p.logLevels.raise(ctx, p.m, level)
 		}
 	}
+	// The upstream continues the client's trace (see tracing.Inject).
+	meta = tracing.Inject(ctx, meta)
 	switch c.Kind {
 	case guard.KindTool:
 		// The layers judged the decoded arguments; what leaves is their
@@ -67,7 +70,7 @@ func (p *Server) forward(ctx context.Context, c *guard.Call) (*guard.Result, err
 		r, err := g.GetPrompt(ctx, &mcp.GetPromptParams{Meta: meta, Name: c.Name, Arguments: c.Strings})
 		return &guard.Result{Prompt: r}, err
 	case guard.KindSubscribe:
-		return &guard.Result{}, g.Subscribe(ctx, &mcp.SubscribeParams{URI: c.URI})
+		return &guard.Result{}, g.Subscribe(ctx, &mcp.SubscribeParams{Meta: meta, URI: c.URI})
 	case guard.KindComplete:
 		r, err := g.Complete(ctx, c.Complete)
 		return &guard.Result{Complete: r}, err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/tracing"
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
@@ -70,6 +71,9 @@ type Options struct {
 	// (a request is refused to its upstream with it). nil passes them on
 	// as they are (Outbound still applies).
 	Relay func(group string, v any, size int) (any, error)
+	// Tracer makes the spans of each call and of its request upstream;
+	// nil makes none (a client's trace context is still passed on).
+	Tracer *tracing.Tracer
 }
 
 // shared is what every session of one Moat shares: the upstream groups, the
@@ -87,6 +91,7 @@ type shared struct {
 	maxClientFrame int
 	outbound       func([]byte) []byte
 	relay          func(group string, v any, size int) (any, error)
+	tracer         *tracing.Tracer
 	// logLevels is the level the upstreams were asked for on behalf of
 	// clients that ask per request or share them (see upstreamLevel).
 	logLevels upstreamLevel
@@ -103,6 +108,7 @@ func newShared(opts Options) *shared {
 		log:            opts.Logger,
 		version:        opts.Version,
 		layers:         opts.Layers,
+		tracer:         opts.Tracer,
 		killOnTimeout:  opts.KillOnTimeout,
 		refused:        opts.Refused,
 		onIncident:     opts.Incident,
@@ -178,7 +184,7 @@ func newServer(sh *shared, catalog Catalog, permit func(group string, kind guard
 		permitFn:  permit,
 		refreshCh: make(chan struct{}, 1),
 	}
-	p.handler = guard.Chain(p.forward, sh.layers...)
+	p.handler = sh.tracer.Calls(guard.Chain(sh.tracer.Upstream(p.forward), sh.layers...))
 	if p.catalogFn == nil {
 		p.catalogFn = allTools
 	}
@@ -202,7 +208,7 @@ func newServer(sh *shared, catalog Catalog, permit func(group string, kind guard
 		UnsubscribeHandler:      p.unsubscribe,
 		CompletionHandler:       p.complete,
 	})
-	p.srv.AddReceivingMiddleware(p.recoverPanics(""), p.relayInputs, p.route)
+	p.srv.AddReceivingMiddleware(p.recoverPanics(""), tracing.Extract, p.relayInputs, p.route)
 	return p
 }
 

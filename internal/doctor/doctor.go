@@ -148,7 +148,8 @@ func plural(n int, word string) string {
 type Options struct {
 	// ConfigPath is the config file, absolute (see config.ResolvePath).
 	ConfigPath string
-	// Getenv looks up ${VAR}; nil means os.LookupEnv.
+	// Getenv looks up ${VAR} and the OTEL_* variables of the trace
+	// exporter; nil means os.LookupEnv.
 	Getenv func(string) (string, bool)
 	// Home is the user's home directory, where dynamic-mcp left its tokens;
 	// "" skips that check.
@@ -204,6 +205,7 @@ func Run(ctx context.Context, o Options) *Report {
 	d.checkGateway()
 	d.checkMetrics()
 	d.checkAudit(ctx)
+	d.checkTracing(ctx)
 	d.checkMachine()
 	// Checks run in the order their inputs become known; people read them
 	// by section.
@@ -239,7 +241,7 @@ type run struct {
 func (d *run) add(c Check) { d.checks = append(d.checks, c) }
 
 // sectionRank orders sections: config, secrets, the servers (already in name
-// order), the gateway, the metrics, the audit log, the machine.
+// order), the gateway, the metrics, the audit log, tracing, the machine.
 func sectionRank(c Check) int {
 	switch c.Section {
 	case SectionConfig:
@@ -252,8 +254,10 @@ func sectionRank(c Check) int {
 		return 4
 	case SectionAudit:
 		return 5
-	case SectionMachine:
+	case SectionTracing:
 		return 6
+	case SectionMachine:
+		return 7
 	}
 	return 2
 }

@@ -80,7 +80,7 @@ func TestRun(t *testing.T) {
 		{"healthy", nil, map[string]Status{
 			"config.permissions": OK, "config.valid": OK, "config.literal_secret": OK,
 			"secrets.backend": OK, "secrets.permissions": OK, "secrets.dynamic_mcp_tokens": OK,
-			"server.enabled": OK, "audit.permissions": OK, "audit.keys": OK,
+			"server.enabled": OK, "audit.permissions": OK, "audit.keys": OK, "tracing.exporter": OK,
 			"machine.landlock_fs": OK, "machine.cgroup": Warn, "machine.base": OK,
 		}},
 		{"no secret store", func(t *testing.T, f *fixture) {
@@ -90,7 +90,7 @@ func TestRun(t *testing.T) {
 		}, map[string]Status{
 			"config.permissions": OK, "config.valid": OK, "config.literal_secret": OK,
 			"secrets.backend": Fail, "secrets.dynamic_mcp_tokens": OK,
-			"server.enabled": OK, "audit.permissions": OK, "audit.keys": Fail,
+			"server.enabled": OK, "audit.permissions": OK, "audit.keys": Fail, "tracing.exporter": OK,
 			"machine.landlock_fs": OK, "machine.cgroup": Warn, "machine.base": OK,
 		}},
 		{"unsafe modes and leftovers", func(t *testing.T, f *fixture) {
@@ -104,7 +104,7 @@ func TestRun(t *testing.T) {
 		}, map[string]Status{
 			"config.permissions": Fail, "config.valid": Fail, "config.literal_secret": OK,
 			"secrets.backend": OK, "secrets.permissions": OK, "secrets.dynamic_mcp_tokens": Warn,
-			"audit.permissions": Fail, "audit.keys": OK,
+			"audit.permissions": Fail, "audit.keys": OK, "tracing.exporter": OK,
 			"machine.landlock_fs": OK, "machine.cgroup": Warn, "machine.base": OK,
 		}},
 	} {

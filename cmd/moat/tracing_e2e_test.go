@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -227,8 +229,12 @@ func TestTracesCarryNoValues(t *testing.T) {
 		argCanary    = "arg-canary-5e1d"
 		secretCanary = "secret-canary-93ab"
 		errorCanary  = "error-canary-c07f"
+		// endpointCanary is the password of the OTLP endpoint's URL.
+		endpointCanary = "endpoint-canary-2b6e"
 	)
-	env := tracingEnv(t, "OTEL_EXPORTER_OTLP_ENDPOINT="+rcv.srv.URL, "MOAT_PASSPHRASE=correct horse battery staple")
+	// The endpoint's password must not reach moat's log either.
+	endpoint := strings.Replace(rcv.srv.URL, "http://", "http://user:"+endpointCanary+"@", 1)
+	env := tracingEnv(t, "OTEL_EXPORTER_OTLP_ENDPOINT="+endpoint, "MOAT_PASSPHRASE=correct horse battery staple")
 	set := exec.Command(testutil.BuildMoat(t), "secret", "set", "api-token")
 	set.Env = env
 	set.Stdin = strings.NewReader(secretCanary + "\n")
@@ -261,6 +267,9 @@ func TestTracesCarryNoValues(t *testing.T) {
 	}
 	if up := findSpan(spans, "tools/call fail_with", nil); up.Status.GetCode() != tracepb.Status_STATUS_CODE_ERROR {
 		t.Errorf("the failed upstream call's span has status %v, want an error", up.Status)
+	}
+	if strings.Contains(m.stderr.String(), endpointCanary) {
+		t.Error("moat's log holds the OTLP endpoint's password")
 	}
 	for _, b := range raw {
 		for _, c := range []string{argCanary, secretCanary, errorCanary} {
@@ -317,5 +326,87 @@ func TestBadTracingSettingKeepsServing(t *testing.T) {
 	}
 	if log := m.stderr.String(); !strings.Contains(log, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported") || !strings.Contains(log, "http/protobuf") {
 		t.Errorf("moat's log does not name the grpc setting and its fix:\n%s", log)
+	}
+}
+
+// headerTransport sets headers on every request of a go-sdk client.
+type headerTransport struct{ h http.Header }
+
+func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range t.h {
+		r.Header[k] = v
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestGatewayTakesTraceContextFromHTTPHeaders: on the gateway's HTTP
+// listener the traceparent header is the parent of a call's span when the
+// request's _meta has none; a _meta traceparent wins over the header. The
+// call's span names the token's identity.
+func TestGatewayTakesTraceContextFromHTTPHeaders(t *testing.T) {
+	rcv := newOTLPReceiver(t)
+	env := tracingEnv(t, "OTEL_EXPORTER_OTLP_ENDPOINT="+rcv.srv.URL)
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": testServer(t, "test")},
+		map[string]any{"gateway": map[string]any{"identities": map[string]any{"alice": map[string]any{"tokens": []string{"laptop"}}}}})
+	create := exec.Command(testutil.BuildMoat(t), "token", "create", "laptop")
+	create.Env = append(env, "MOAT_CONFIG="+cfg)
+	tok, err := create.Output()
+	if err != nil {
+		t.Fatalf("moat token create: %v", err)
+	}
+	gw := exec.Command(testutil.BuildMoat(t), "serve", "--listen", "127.0.0.1:0", cfg)
+	stderr := &testutil.SyncBuffer{}
+	gw.Env, gw.Stderr = env, stderr
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- gw.Wait() }()
+	t.Cleanup(func() {
+		gw.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("gateway stderr:\n%s", stderr)
+		}
+	})
+	var url string
+	testutil.Eventually(t, "the gateway's HTTP address", func() bool {
+		m := regexp.MustCompile(`http=(http://\S+/mcp)`).FindStringSubmatch(stderr.String())
+		if m != nil {
+			url = m[1]
+		}
+		return m != nil
+	})
+
+	const headerTraceID = "0af7651916cd43dd8448eb211c80319c"
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	h.Set("traceparent", "00-"+headerTraceID+"-b7ad6b7169203331-01")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: url, HTTPClient: &http.Client{Transport: headerTransport{h}}}, nil)
+	if err != nil {
+		t.Fatalf("connect to the gateway: %v", err)
+	}
+	fromHeader := upstreamMeta(t, callWithTrace(t, cs, "", "meta", nil))
+	fromMeta := upstreamMeta(t, callWithTrace(t, cs, clientParent, "meta", nil))
+	cs.Close()
+	if tp, _ := fromHeader["traceparent"].(string); !strings.HasPrefix(tp, "00-"+headerTraceID+"-") {
+		t.Errorf("with the header only, the upstream received traceparent %q, want one in the header's trace %s", tp, headerTraceID)
+	}
+	if tp, _ := fromMeta["traceparent"].(string); !strings.HasPrefix(tp, "00-"+clientTraceID+"-") {
+		t.Errorf("with both, the upstream received traceparent %q, want one in the _meta's trace %s (the _meta wins)", tp, clientTraceID)
+	}
+	gw.Process.Signal(syscall.SIGTERM) // the gateway flushes its spans as it exits
+	if err := <-exited; err != nil {
+		t.Errorf("the gateway exited with %v", err)
+	}
+	exited <- nil // for the cleanup
+	spans, _ := rcv.received()
+	call := findSpan(spans, "tools/call call_dynamic_tool", func(s *tracepb.Span) bool { return hex.EncodeToString(s.TraceId) == headerTraceID })
+	if call == nil || hex.EncodeToString(call.ParentSpanId) != "b7ad6b7169203331" || attr(call, "moat.identity.name") != "alice" {
+		t.Errorf("the header's call span: %v; want it under the header's span, naming identity alice (spans: %s)", call, spanNames(spans))
 	}
 }

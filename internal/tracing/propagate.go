@@ -42,11 +42,13 @@ func Extract(next mcp.MethodHandler) mcp.MethodHandler {
 }
 
 func extract(ctx context.Context, req mcp.Request) context.Context {
-	if p := req.GetParams(); p != nil {
-		if meta := p.GetMeta(); meta[metaTraceparent] != nil {
-			if sc := trace.SpanContextFromContext(w3c.Extract(context.Background(), metaCarrier(meta))); sc.IsValid() {
-				return trace.ContextWithRemoteSpanContext(ctx, sc)
-			}
+	meta, ok := callMeta(req)
+	if !ok {
+		return ctx
+	}
+	if meta[metaTraceparent] != nil {
+		if sc := trace.SpanContextFromContext(w3c.Extract(context.Background(), metaCarrier(meta))); sc.IsValid() {
+			return trace.ContextWithRemoteSpanContext(ctx, sc)
 		}
 	}
 	if x := req.GetExtra(); x != nil && x.Header.Get(metaTraceparent) != "" {
@@ -55,6 +57,35 @@ func extract(ctx context.Context, req mcp.Request) context.Context {
 		}
 	}
 	return ctx
+}
+
+// callMeta returns the _meta of a request that becomes a call (the others
+// carry no trace on), and whether req is one. (A request's params may be
+// a nil pointer: go-sdk's Params interface does not say.)
+func callMeta(req mcp.Request) (mcp.Meta, bool) {
+	switch r := req.(type) {
+	case *mcp.CallToolRequest:
+		if r.Params != nil {
+			return r.Params.Meta, true
+		}
+	case *mcp.ReadResourceRequest:
+		if r.Params != nil {
+			return r.Params.Meta, true
+		}
+	case *mcp.GetPromptRequest:
+		if r.Params != nil {
+			return r.Params.Meta, true
+		}
+	case *mcp.SubscribeRequest:
+		if r.Params != nil {
+			return r.Params.Meta, true
+		}
+	case *mcp.CompleteRequest:
+		if r.Params != nil {
+			return r.Params.Meta, true
+		}
+	}
+	return nil, false
 }
 
 // Inject adds ctx's trace context to meta, a forwarded request's _meta

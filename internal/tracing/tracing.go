@@ -136,7 +136,8 @@ func Setup(ctx context.Context, version string, log *slog.Logger) (*Tracer, erro
 		log.Warn("exporting traces failed; check the collector at the OTLP endpoint", "endpoint_var", s.EndpointVar, "err", err)
 	}))
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
-	log.Info("exporting traces", "endpoint", s.Endpoint, "protocol", s.Protocol)
+	u, _ := url.Parse(s.Endpoint) // ReadSettings checked it
+	log.Info("exporting traces", "endpoint", u.Redacted(), "protocol", s.Protocol)
 	return &Tracer{tp: tp, tr: tp.Tracer("github.com/moatmcp/moat")}, nil
 }
 

@@ -13,8 +13,8 @@ import (
 )
 
 var (
-	gatewayKeys    = []string{"socket_mode", "socket_group", "identities", "tls", "allowed_origins"}
-	identityKeys   = []string{"uids", "unix_groups", "tokens", "servers", "policy"}
+	gatewayKeys    = []string{"socket_mode", "socket_group", "identities", "tls", "allowed_origins", "oidc"}
+	identityKeys   = []string{"uids", "unix_groups", "tokens", "oidc", "servers", "policy"}
 	gatewayTLSKeys = []string{"cert_file", "key_file", "min_version"}
 	// unixGroup is a group name (as useradd accepts it) or a numeric gid.
 	unixGroup  = lazyregexp.New(`^([A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10})$`)
@@ -61,6 +61,9 @@ func (c *checker) gateway(m *member, servers map[string]*Server) Gateway {
 			g.AllowedOrigins = append(g.AllowedOrigins, it.str)
 		})
 	}
+	if f := n.get("oidc"); f != nil {
+		g.OIDC = c.gatewayOIDC(f)
+	}
 	f := n.get("identities")
 	if f == nil {
 		return g
@@ -70,9 +73,13 @@ func (c *checker) gateway(m *member, servers map[string]*Server) Gateway {
 			`write "identities": {"alice": {"uids": [1000], "servers": ["files"]}}`)
 		return g
 	}
-	owners := &owners{uid: map[int]string{}, token: map[string]string{}}
+	owners := &owners{uid: map[int]string{}, token: map[string]string{}, subject: oidcOwners{}}
 	for _, im := range f.val.members {
 		if id := c.identity(im, servers, owners); id != nil {
+			if id.OIDC != nil && g.OIDC == nil && n.get("oidc") == nil {
+				c.ps.add(pointer("gateway", "identities", im.key, "oidc"), im.val.off, fmt.Sprintf("identity %q has oidc, but gateway.oidc names no issuer whose tokens could match it", im.key),
+					`add "gateway": {"oidc": {"issuer": "https://login.example.com", "audience": "https://moat.example.com/mcp"}}, or remove the identity's oidc`)
+			}
 			if g.Identities == nil {
 				g.Identities = map[string]*Identity{}
 			}
@@ -117,8 +124,9 @@ func (c *checker) socketMode(m *member) os.FileMode {
 // owners map each uid and token name seen so far to its identity, so that
 // one under two identities is reported.
 type owners struct {
-	uid   map[int]string
-	token map[string]string
+	uid     map[int]string
+	token   map[string]string
+	subject oidcOwners
 }
 
 // identity reads one member of gateway.identities.
@@ -183,10 +191,14 @@ func (c *checker) identity(im member, servers map[string]*Server, own *owners) *
 			}
 		})
 	}
-	if len(id.UIDs) == 0 && len(id.Groups) == 0 && len(id.Tokens) == 0 &&
+	hasOIDC := n.get("oidc") != nil
+	if hasOIDC {
+		id.OIDC = c.identityOIDC(n.get("oidc"), path+"/oidc", name, own.subject)
+	}
+	if len(id.UIDs) == 0 && len(id.Groups) == 0 && len(id.Tokens) == 0 && !hasOIDC &&
 		!c.listHasItems(n, "uids") && !c.listHasItems(n, "unix_groups") && !c.listHasItems(n, "tokens") {
-		c.ps.add(path, n.off, fmt.Sprintf("%s has no uids, unix_groups or tokens, so no peer can ever be it", where),
-			`add "uids": [1000], "unix_groups": ["devs"] or "tokens": ["laptop"], or remove the identity`)
+		c.ps.add(path, n.off, fmt.Sprintf("%s has no uids, unix_groups, tokens or oidc, so no peer can ever be it", where),
+			`add "uids": [1000], "unix_groups": ["devs"], "tokens": ["laptop"] or "oidc": {"subjects": ["user-123"]}, or remove the identity`)
 	}
 	if m := n.get("servers"); m != nil {
 		id.Servers = []string{}

@@ -100,6 +100,9 @@ type Gateway struct {
 	// HTTP request may carry (MCP clients send none; browsers do). Nil
 	// refuses every request with an Origin.
 	AllowedOrigins []string
+	// OIDC is key "oidc": the issuer whose JWT access tokens the HTTP
+	// listener accepts; nil when absent (moat tokens only).
+	OIDC *GatewayOIDC
 }
 
 // GatewayTLS is gateway.tls: the HTTP listener's certificate.
@@ -130,6 +133,9 @@ type Identity struct {
 	// create NAME`) whose bearer is this identity over HTTP. No token is
 	// listed under two identities (the loader refuses it).
 	Tokens []string
+	// OIDC is key "oidc": the JWT bearers (of gateway.oidc's issuer) that
+	// are this identity; nil when absent.
+	OIDC *IdentityOIDC
 	// Policy is key "policy", kept raw with ${VAR} expanded in its string
 	// values like a server's, or nil; policy.ParseIdentity parses it. It
 	// holds only decision rules and "global" limits (per identity, over

@@ -335,3 +335,21 @@ func TestGatewayChangeKeepsServers(t *testing.T) {
 		t.Errorf("gateway = %+v", after.Gateway)
 	}
 }
+
+// TestGatewayOIDC: gateway.oidc's defaults (resource = audience, groups
+// claim, skew, algorithms) and an identity's oidc block as read.
+func TestGatewayOIDC(t *testing.T) {
+	cfg := mustParse(t, `{"mcpServers": {}, "gateway": {"oidc": {"issuer": "http://127.0.0.1:8443/realms/x", "audience": "https://moat.example.com/mcp"},
+		"identities": {"alice": {"oidc": {"subjects": ["u1"], "groups": ["devs"]}}, "ops": {"oidc": {"scopes": ["mcp:ops"]}}}}}`, nil)
+	want := &GatewayOIDC{Issuer: "http://127.0.0.1:8443/realms/x", Audience: "https://moat.example.com/mcp", Resource: "https://moat.example.com/mcp",
+		GroupsClaim: "groups", MaxClockSkew: 60 * time.Second, AllowedAlgs: []string{"RS256", "ES256"}}
+	if diff := cmp.Diff(want, cfg.Gateway.OIDC); diff != "" {
+		t.Errorf("gateway.oidc (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(&IdentityOIDC{Subjects: []string{"u1"}, Groups: []string{"devs"}}, cfg.Gateway.Identities["alice"].OIDC); diff != "" {
+		t.Errorf("alice's oidc (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(&IdentityOIDC{Scopes: []string{"mcp:ops"}}, cfg.Gateway.Identities["ops"].OIDC); diff != "" {
+		t.Errorf("ops' oidc (-want +got):\n%s", diff)
+	}
+}

@@ -30,6 +30,11 @@ type gateway struct {
 	// byToken is how IdentifyToken finds an HTTP client's identity: by
 	// the name of the gateway token it presented.
 	byToken map[string]string
+	// bySubject, oidcGroups and oidcScopes are how IdentifyOIDC finds a
+	// JWT bearer's identity: by its sub, else by its groups or scopes.
+	bySubject  map[string]string
+	oidcGroups map[string][]string
+	oidcScopes map[string][]string
 	// implicit is set when the config has no identities: rules then hold
 	// one, the gateway's own user, with no restriction.
 	implicit bool
@@ -72,7 +77,8 @@ var hostAccounts = osAccounts{
 // newGateway builds the gate's view of cfg.Gateway, parsing each
 // identity's policy; an error names the identity.
 func newGateway(cfg *config.Config, acct osAccounts) (*gateway, map[string]*policy.Policy, error) {
-	gw := &gateway{path: cfg.Path, rules: map[string]*limits.IdentityRules{}, byUID: map[int]string{}, groups: map[string][]string{}, byToken: map[string]string{}}
+	gw := &gateway{path: cfg.Path, rules: map[string]*limits.IdentityRules{}, byUID: map[int]string{}, groups: map[string][]string{}, byToken: map[string]string{},
+		bySubject: map[string]string{}, oidcGroups: map[string][]string{}, oidcScopes: map[string][]string{}}
 	pols := map[string]*policy.Policy{}
 	for name, id := range cfg.Gateway.Identities {
 		r := &limits.IdentityRules{Name: name, Servers: slices.Clone(id.Servers)}
@@ -98,6 +104,20 @@ func newGateway(cfg *config.Config, acct osAccounts) (*gateway, map[string]*poli
 				return nil, nil, fmt.Errorf("config: token %s is listed under identities %s and %s", tok, min(other, name), max(other, name))
 			}
 			gw.byToken[tok] = name
+		}
+		if o := id.OIDC; o != nil {
+			for _, sub := range o.Subjects {
+				if other, dup := gw.bySubject[sub]; dup && other != name {
+					return nil, nil, fmt.Errorf("config: OIDC subject %q is listed under identities %s and %s", sub, min(other, name), max(other, name))
+				}
+				gw.bySubject[sub] = name
+			}
+			if len(o.Groups) > 0 {
+				gw.oidcGroups[name] = slices.Clone(o.Groups)
+			}
+			if len(o.Scopes) > 0 {
+				gw.oidcScopes[name] = slices.Clone(o.Scopes)
+			}
 		}
 	}
 	if len(gw.rules) == 0 {
@@ -184,6 +204,56 @@ func (g *Gate) IdentifyToken(name string) (*guard.Identity, error) {
 		return nil, fmt.Errorf("gateway: token %q is no identity's; add it to gateway.identities.NAME.tokens in %s", name, gw.path)
 	}
 	return &guard.Identity{Name: id, UID: -1, GID: -1, PID: -1}, nil
+}
+
+// OIDCClaims are what IdentifyOIDC reads of a verified JWT access token.
+type OIDCClaims struct {
+	Issuer  string
+	Subject string
+	Groups  []string // the values of gateway.oidc.groups_claim
+	Scopes  []string // of the scope (space-separated) or scp claim
+}
+
+// IdentifyOIDC maps a verified JWT access token to its identity by the
+// config of the last Apply, as Identify does a peer (uids, then groups):
+// the identity whose oidc.subjects lists its sub; else the one identity
+// whose oidc.groups holds one of its groups or whose oidc.scopes it all
+// carries. Several of those is an error naming them: which is ambiguous,
+// and no identity is chosen for it. The identity has no uid, gid or pid.
+// An error's text is fit for the gateway's log and audit log.
+func (g *Gate) IdentifyOIDC(c OIDCClaims) (*guard.Identity, error) {
+	g.mu.RLock()
+	gw := g.gateway
+	g.mu.RUnlock()
+	if gw == nil {
+		return nil, errors.New("gateway: no config is loaded yet; retry once moat has started")
+	}
+	id := &guard.Identity{UID: -1, GID: -1, PID: -1}
+	if name, ok := gw.bySubject[c.Subject]; ok && c.Subject != "" {
+		id.Name = name
+		return id, nil
+	}
+	var matched []string
+	for name, groups := range gw.oidcGroups {
+		if slices.ContainsFunc(groups, func(g string) bool { return slices.Contains(c.Groups, g) }) {
+			matched = append(matched, name)
+		}
+	}
+	for name, scopes := range gw.oidcScopes {
+		if !slices.Contains(matched, name) && !slices.ContainsFunc(scopes, func(s string) bool { return !slices.Contains(c.Scopes, s) }) {
+			matched = append(matched, name)
+		}
+	}
+	slices.Sort(matched)
+	switch len(matched) {
+	case 1:
+		id.Name = matched[0]
+		return id, nil
+	case 0:
+		return nil, fmt.Errorf("gateway: the token of subject %q is no identity's; list it under gateway.identities.NAME.oidc.subjects in %s, or one of its groups under oidc.groups", c.Subject, gw.path)
+	}
+	return nil, fmt.Errorf("gateway: the token of subject %q matches the oidc groups or scopes of several identities (%s), so which it is is ambiguous; list the subject under gateway.identities.NAME.oidc.subjects of one of them in %s",
+		c.Subject, strings.Join(matched, ", "), gw.path)
 }
 
 // byGroup returns, sorted, the identities whose unix_groups hold one of

@@ -363,3 +363,39 @@ func TestIdentifyToken(t *testing.T) {
 		t.Errorf("with no identities, IdentifyToken(laptop) = %+v; want a refusal", id)
 	}
 }
+
+// TestIdentifyOIDC: a JWT's sub names its identity before its groups or
+// scopes do; one identity by groups or scopes is it; two are refused as
+// ambiguous, naming both; none is refused naming the fix.
+func TestIdentifyOIDC(t *testing.T) {
+	gs := applied(t, gatewayConfig(t, `{"oidc": {"issuer": "https://idp.example.com", "audience": "https://moat.example.com/mcp"}, "identities": {
+		"alice": {"oidc": {"subjects": ["u-alice"], "groups": ["devs"]}},
+		"ops": {"oidc": {"groups": ["ops"], "scopes": ["mcp:ops", "mcp:read"]}},
+		"bob": {"oidc": {"subjects": ["u-bob"]}}}}`), fakeAccounts(nil))
+	for _, tt := range []struct {
+		c    OIDCClaims
+		want string // identity, or a fragment of the error
+	}{
+		{OIDCClaims{Subject: "u-alice"}, "alice"},
+		{OIDCClaims{Subject: "u-bob", Groups: []string{"devs", "ops"}}, "bob"},
+		{OIDCClaims{Subject: "u-x", Groups: []string{"devs"}}, "alice"},
+		{OIDCClaims{Subject: "u-x", Scopes: []string{"mcp:read", "mcp:ops"}}, "ops"},
+		{OIDCClaims{Subject: "u-x", Scopes: []string{"mcp:read"}}, "is no identity's; list it under gateway.identities.NAME.oidc.subjects"},
+		{OIDCClaims{Subject: "u-x", Groups: []string{"devs", "ops"}}, "matches the oidc groups or scopes of several identities (alice, ops), so which it is is ambiguous"},
+		{OIDCClaims{Subject: "", Groups: nil}, "is no identity's"},
+	} {
+		id, err := gs.IdentifyOIDC(tt.c)
+		got := ""
+		if err != nil {
+			got = err.Error()
+		} else {
+			got = id.Name
+			if *id != (guard.Identity{Name: id.Name, UID: -1, GID: -1, PID: -1}) {
+				t.Errorf("IdentifyOIDC(%+v) = %+v; want no uid, gid or pid", tt.c, id)
+			}
+		}
+		if !strings.Contains(got, tt.want) || (err == nil) != (got == tt.want) {
+			t.Errorf("IdentifyOIDC(%+v) = %q; want %q", tt.c, got, tt.want)
+		}
+	}
+}

@@ -7,19 +7,24 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
 	"golang.org/x/time/rate"
 
 	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/gate"
 	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/metrics"
+	"github.com/moatmcp/moat/internal/oidcverify"
 	"github.com/moatmcp/moat/internal/proxy"
 )
 
@@ -127,6 +132,29 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		refusals: rate.NewLimiter(rate.Limit(refusalRecordsPerSecond), refusalRecordsPerSecond),
 		counts:   counts,
 	}
+	mux := http.NewServeMux()
+	if o := m.cfg.Gateway.OIDC; o != nil {
+		v, err := oidcverify.New(o, m.log)
+		if err != nil {
+			// The client is made of defaults only: this does not happen.
+			m.log.Error("gateway.oidc: no HTTP client for the issuer; JWT access tokens are refused", "err", err)
+		} else {
+			a.oidc, a.oidcCfg = v, o
+			wg.Go(func() { v.Discover(ctx) })
+		}
+		a.metadataURL = metadataURL(o.Resource)
+		prm := auth.ProtectedResourceMetadataHandler(&oauthex.ProtectedResourceMetadata{
+			Resource:               o.Resource,
+			AuthorizationServers:   []string{o.Issuer},
+			ScopesSupported:        o.RequiredScopes,
+			BearerMethodsSupported: []string{"header"},
+		})
+		// RFC 9728 §3.1: the metadata of resource https://h/mcp is at
+		// https://h/.well-known/oauth-protected-resource/mcp; some
+		// clients ask at the root.
+		mux.Handle(prmPath, prm)
+		mux.Handle(prmPath+mcpPath, prm)
+	}
 	var leaves sync.Map // session ID → its count's release
 	h := gw.HTTP(ctx, proxy.HTTPOptions{
 		Identity: func(r *http.Request) *guard.Identity {
@@ -161,7 +189,6 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 			a.refused(r, metrics.AuthWrongSession, reason, auditIdentity(id))
 		},
 	})
-	mux := http.NewServeMux()
 	mux.Handle(mcpPath, a.wrap(h))
 	for _, l := range ls {
 		srv := &http.Server{
@@ -201,13 +228,34 @@ func sessionOptions(m *instance, id *guard.Identity) proxy.SessionOptions {
 }
 
 // requestDetail is what an audit record says of an HTTP request: where it
-// came from, and the token's name when it had a valid one.
+// came from, and the token's name when it had a valid one (or, for an
+// OIDC token, its subject and issuer).
 func requestDetail(r *http.Request) map[string]string {
 	d := map[string]string{"transport": "http", "remote": r.RemoteAddr}
 	if who, _ := r.Context().Value(bearerKey{}).(*bearerOf); who != nil {
-		d["token"] = who.token
+		if who.oidc != nil {
+			d["sub"], d["issuer"] = who.oidc.Subject, who.oidc.Issuer
+		} else {
+			d["token"] = who.token
+		}
 	}
 	return d
+}
+
+// prmPath is where the gateway publishes its OAuth Protected Resource
+// Metadata (RFC 9728) when gateway.oidc is set.
+const prmPath = "/.well-known/oauth-protected-resource"
+
+// metadataURL is the URL of resource's Protected Resource Metadata: the
+// well-known path inserted between its host and its path (RFC 9728 §3.1).
+func metadataURL(resource string) string {
+	u, err := url.Parse(resource)
+	if err != nil { // the loader checked it
+		return ""
+	}
+	u.Path = prmPath + strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	return u.String()
 }
 
 // refusalRecordsPerSecond bounds the auth_refused records a flood of bad
@@ -223,6 +271,11 @@ type httpAuth struct {
 	tokens   *tokenVerifier
 	refusals *rate.Limiter
 	counts   *sessionCount
+	// oidc verifies JWT access tokens when gateway.oidc is set (oidcCfg);
+	// metadataURL is then named in every 401's challenge.
+	oidc        *oidcverify.Verifier
+	oidcCfg     *config.GatewayOIDC
+	metadataURL string
 
 	mu         sync.Mutex
 	suppressed int
@@ -230,7 +283,8 @@ type httpAuth struct {
 
 // bearerOf is who an authenticated request is.
 type bearerOf struct {
-	token string // the token's name
+	token string             // a moat token's name
+	oidc  *oidcverify.Claims // or the verified JWT's claims
 	id    *guard.Identity
 }
 
@@ -250,17 +304,26 @@ func (a *httpAuth) wrap(next http.Handler) http.Handler {
 			a.unauthorized(w, r, metrics.AuthNoToken, "no bearer token")
 			return
 		}
-		name, err := a.tokens.verify(r.Context(), tok)
-		if err != nil {
-			a.unauthorized(w, r, metrics.AuthBadToken, err.Error())
-			return
+		var who *bearerOf
+		if a.oidc != nil && oidcverify.LooksLikeJWT(tok) {
+			if who = a.jwt(w, r, tok); who == nil {
+				return
+			}
+		} else {
+			name, err := a.tokens.verify(r.Context(), tok)
+			if err != nil {
+				a.unauthorized(w, r, metrics.AuthBadToken, err.Error())
+				return
+			}
+			id, err := a.m.gs.IdentifyToken(name)
+			if err != nil {
+				a.m.log.Warn("refused a token of no identity", "token", name, "err", err)
+				a.unauthorized(w, r, metrics.AuthNoIdentity, fmt.Sprintf("token %q is no identity's (gateway.identities.NAME.tokens)", name))
+				return
+			}
+			who = &bearerOf{token: name, id: id}
 		}
-		id, err := a.m.gs.IdentifyToken(name)
-		if err != nil {
-			a.m.log.Warn("refused a token of no identity", "token", name, "err", err)
-			a.unauthorized(w, r, metrics.AuthNoIdentity, fmt.Sprintf("token %q is no identity's (gateway.identities.NAME.tokens)", name))
-			return
-		}
+		id := who.id
 		if r.Method == http.MethodPost && r.Header.Get("Mcp-Session-Id") == "" {
 			// A new session: one identity may not take every other's room.
 			if err := a.counts.full(identityKey(id)); err != nil {
@@ -269,8 +332,50 @@ func (a *httpAuth) wrap(next http.Handler) http.Handler {
 				return
 			}
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bearerKey{}, &bearerOf{token: name, id: id})))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bearerKey{}, who)))
 	})
+}
+
+// jwt verifies an OIDC access token and finds its identity; when it
+// cannot, it answers 401 (or 403 for a missing scope), records why and
+// returns nil.
+func (a *httpAuth) jwt(w http.ResponseWriter, r *http.Request, tok string) *bearerOf {
+	c, err := a.oidc.Verify(r.Context(), tok)
+	if err != nil {
+		var ve *oidcverify.Error
+		if errors.As(err, &ve) && ve.InsufficientScope {
+			a.refused(r, metrics.AuthScope, "OIDC token of subject "+strconv.Quote(c.Subject)+": "+ve.Reason, nil)
+			w.Header().Set("WWW-Authenticate", a.challenge(`error="insufficient_scope", error_description=`+strconv.Quote(ve.Reason)))
+			http.Error(w, "moat: the token lacks a scope this gateway requires ("+ve.Reason+")", http.StatusForbidden)
+			return nil
+		}
+		a.unauthorized(w, r, metrics.AuthBadToken, "OIDC token refused: "+err.Error())
+		return nil
+	}
+	id, err := a.m.gs.IdentifyOIDC(gate.OIDCClaims{Issuer: c.Issuer, Subject: c.Subject, Groups: c.Groups, Scopes: c.Scopes})
+	if err != nil {
+		a.unauthorized(w, r, metrics.AuthNoIdentity, "OIDC token refused: "+strings.TrimPrefix(err.Error(), "gateway: "))
+		return nil
+	}
+	id.Principal = "oidc " + c.Issuer + " " + c.Subject
+	return &bearerOf{oidc: c, id: id}
+}
+
+// challenge is the WWW-Authenticate value of a refusal with params: the
+// realm, and with gateway.oidc the metadata URL and required scopes, so
+// that an MCP client can find the issuer (RFC 9728 §5.1).
+func (a *httpAuth) challenge(params string) string {
+	c := `Bearer realm="moat"`
+	if a.oidcCfg != nil {
+		c += `, resource_metadata="` + a.metadataURL + `"`
+		if len(a.oidcCfg.RequiredScopes) > 0 {
+			c += `, scope="` + strings.Join(a.oidcCfg.RequiredScopes, " ") + `"`
+		}
+	}
+	if params != "" {
+		c += ", " + params
+	}
+	return c
 }
 
 // identityKey names an identity's sessions in a sessionCount.
@@ -279,11 +384,11 @@ func identityKey(id *guard.Identity) string { return "identity " + id.Name }
 // unauthorized answers 401 as RFC 6750 says, and records why.
 func (a *httpAuth) unauthorized(w http.ResponseWriter, r *http.Request, why metrics.AuthRefusal, reason string) {
 	a.refused(r, why, reason, nil)
-	challenge := `Bearer realm="moat"`
+	params := ""
 	if why != metrics.AuthNoToken {
-		challenge += `, error="invalid_token"`
+		params = `error="invalid_token"`
 	}
-	w.Header().Set("WWW-Authenticate", challenge)
+	w.Header().Set("WWW-Authenticate", a.challenge(params))
 	http.Error(w, "moat: a valid gateway token is required (Authorization: Bearer TOKEN; see `moat token create`)", http.StatusUnauthorized)
 }
 

@@ -45,6 +45,8 @@ const (
 	AuthOrigin       AuthRefusal = "origin"
 	AuthTooMany      AuthRefusal = "too_many_sessions"
 	AuthWrongSession AuthRefusal = "wrong_identity"
+	// AuthScope: a valid OIDC token without a required scope (403).
+	AuthScope AuthRefusal = "insufficient_scope"
 )
 
 // Metrics is one moat's registry and its collectors. A nil *Metrics (no

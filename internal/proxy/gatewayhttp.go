@@ -92,7 +92,7 @@ type httpSessions struct {
 	versions *mcp.Server
 
 	mu    sync.Mutex
-	owner map[string]string // session ID -> the identity it serves
+	owner map[string]string // session ID -> the principal it serves (ownerOf)
 }
 
 // opening is in the context of a request that may open a session (a POST
@@ -108,6 +108,11 @@ type opening struct {
 
 type openingKey struct{}
 
+// ownerOf is who a session of id serves: its identity and, within it, the
+// principal (an OIDC subject), so that another subject of the same
+// identity cannot use it.
+func ownerOf(id *guard.Identity) string { return id.Name + "\x00" + id.Principal }
+
 const sessionHeader = "Mcp-Session-Id"
 
 func (h *httpSessions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -120,11 +125,11 @@ func (h *httpSessions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
 		owner, ok := h.owner[sid]
 		h.mu.Unlock()
-		if ok && owner != id.Name {
+		if ok && owner != ownerOf(id) {
 			if h.o.Refused != nil {
-				h.o.Refused(r, id, "the session belongs to another identity")
+				h.o.Refused(r, id, "the session belongs to another identity or subject")
 			}
-			http.Error(w, "moat: this session belongs to another identity", http.StatusForbidden)
+			http.Error(w, "moat: this session belongs to another identity or subject", http.StatusForbidden)
 			return
 		}
 	}
@@ -169,7 +174,7 @@ func (h *httpSessions) server(r *http.Request) *mcp.Server {
 		// The session is the identity's from its first request on: the
 		// client may use its ID before this request's handler returns.
 		h.mu.Lock()
-		h.owner[so.ID] = op.id.Name
+		h.owner[so.ID] = ownerOf(op.id)
 		h.mu.Unlock()
 		op.s, op.ctx, op.end = s, ctx, func() {
 			h.mu.Lock()

@@ -189,7 +189,7 @@ func TestGatewayHTTPSessionBelongsToItsIdentity(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden || strings.Contains(string(got), "call_dynamic_tool") {
 		t.Errorf("b on a's session: %d %q; want 403 and no listing", resp.StatusCode, got)
 	}
-	if diff := cmp.Diff([]string{"start a", "refused b: the session belongs to another identity"}, hg.seen()); diff != "" {
+	if diff := cmp.Diff([]string{"start a", "refused b: the session belongs to another identity or subject"}, hg.seen()); diff != "" {
 		t.Errorf("told (-want +got):\n%s", diff)
 	}
 	// a's own session goes on.

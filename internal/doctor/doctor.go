@@ -184,6 +184,9 @@ type Options struct {
 	Tokens func(ctx context.Context, s *secrets.Store) ([]string, error)
 	// Now is the time certificates are judged at; nil means time.Now.
 	Now func() time.Time
+	// OIDCClient reaches gateway.oidc's issuer; nil means the gateway's
+	// own (oidcverify.NewClient).
+	OIDCClient *http.Client
 }
 
 // Run performs every check. It returns when all servers have answered or
@@ -204,6 +207,7 @@ func Run(ctx context.Context, o Options) *Report {
 	d.checkServers(ctx)
 	d.checkGateway()
 	d.checkMetrics()
+	d.checkOIDC(ctx)
 	d.checkAudit(ctx)
 	d.checkTracing(ctx)
 	d.checkMachine()

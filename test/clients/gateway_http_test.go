@@ -272,7 +272,7 @@ func TestTypeScriptClientOverHTTPWithTokens(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"no bearer token", "the token is not one of the gateway's (unknown or revoked)",
-		`origin "https://evil.example" is not in gateway.allowed_origins`, "the session belongs to another identity"} {
+		`origin "https://evil.example" is not in gateway.allowed_origins`, "the session belongs to another identity or subject"} {
 		if hasRemote, ok := reasons[want]; !ok || !hasRemote {
 			t.Errorf("no auth_refused record (with the remote address) saying %q; got %v", want, reasons)
 		}

@@ -28,8 +28,8 @@ const waitTimeout = 10 * time.Second
 
 // baseTools are the tools every test server instance offers.
 var baseTools = []string{
-	"add", "add_tool", "annotated_delete", "ask_client", "dial_unix", "echo", "env", "exit", "fail",
-	"large", "log", "progress", "read_only", "remove_tool", "set_description", "slow", "touch",
+	"add", "add_tool", "annotated_delete", "ask_client", "dial_unix", "echo", "env", "exit", "fail", "fail_with",
+	"large", "log", "meta", "progress", "read_only", "remove_tool", "set_description", "slow", "touch",
 }
 
 // stdioTransport runs bin as a real child process with its stderr in the test log.

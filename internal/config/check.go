@@ -19,7 +19,7 @@ var (
 
 // Keys a server object may have, by transport. The order is the one hints list.
 var (
-	commonKeys = []string{"description", "type", "enabled", "features", "timeout", "policy", "max_message_bytes"}
+	commonKeys = []string{"description", "type", "enabled", "features", "timeout", "policy", "max_message_bytes", "per_user"}
 	stdioKeys  = []string{"command", "args", "env", "inherit_env", "cwd", "run_as", "sandbox"}
 	remoteKeys = []string{"url", "headers", "oauth_client_id", "oauth_scopes", "allow_insecure_http", "allow_private_network", "tls"}
 	topKeys    = []string{"mcpServers", "$schema", "defaults", "audit", "secrets", "gateway", "metrics"}
@@ -109,6 +109,11 @@ func (c *checker) server(sm member) *Server {
 	}
 	s := &Server{Name: name, Enabled: true, Features: Features{true, true, true}}
 	c.transport(s, n, path)
+	// Read before the keys that expand ${secret:NAME}: a per-user server's
+	// secrets are each identity's own (LoadOptions.UserSecret).
+	if m := n.get("per_user"); m != nil {
+		s.PerUser = c.boolean(m, path+"/per_user", `"per_user"`)
+	}
 
 	own, other := stdioKeys, remoteKeys
 	if s.Type != Stdio {

@@ -48,5 +48,6 @@ func (s *Server) Equal(o *Server) bool {
 		s.Enabled == o.Enabled &&
 		s.Features == o.Features &&
 		s.Timeout == o.Timeout &&
-		s.MaxMessageBytes == o.MaxMessageBytes
+		s.MaxMessageBytes == o.MaxMessageBytes &&
+		s.PerUser == o.PerUser
 }

@@ -81,15 +81,18 @@ func (c *checker) resolve(ref string, at expansion) (string, bool) {
 				"secrets are expanded only in env, url, headers and oauth_client_id, where Moat redacts them; use ${VAR} or a literal here")
 			return "", false
 		}
-		if c.opts.Secret == nil {
+		resolve, fix := c.opts.Secret, fmt.Sprintf("store it with `moat secret set %s`", name)
+		if at.srv.PerUser && c.opts.UserSecret != nil {
+			resolve, fix = c.opts.UserSecret, fmt.Sprintf("store it for the identity with `moat secret set --identity NAME %s`", name)
+		}
+		if resolve == nil {
 			c.ps.add(at.path, at.off, fmt.Sprintf("${secret:%s} in %s: secret references need the secret store", name, at.where),
 				"run moat with its secret store available")
 			return "", false
 		}
-		v, err := c.opts.Secret(name)
+		v, err := resolve(name)
 		if err != nil {
-			c.ps.add(at.path, at.off, fmt.Sprintf("secret %q used in %s cannot be read: %v", name, at.where, err),
-				fmt.Sprintf("store it with `moat secret set %s`", name))
+			c.ps.add(at.path, at.off, fmt.Sprintf("secret %q used in %s cannot be read: %v", name, at.where, err), fix)
 			return "", false
 		}
 		if v != "" && !slices.Contains(at.srv.SecretValues, v) {

@@ -13,7 +13,7 @@ import (
 )
 
 var (
-	gatewayKeys    = []string{"socket_mode", "socket_group", "identities", "tls", "allowed_origins", "oidc"}
+	gatewayKeys    = []string{"socket_mode", "socket_group", "identities", "tls", "allowed_origins", "oidc", "per_user_idle"}
 	identityKeys   = []string{"uids", "unix_groups", "tokens", "oidc", "servers", "policy"}
 	gatewayTLSKeys = []string{"cert_file", "key_file", "min_version"}
 	// unixGroup is a group name (as useradd accepts it) or a numeric gid.
@@ -29,7 +29,7 @@ const maxID = 1<<32 - 2
 // ("servers" lists must name them); nil when mcpServers did not load, so
 // those names are not checked.
 func (c *checker) gateway(m *member, servers map[string]*Server) Gateway {
-	g := Gateway{SocketMode: DefaultSocketMode}
+	g := Gateway{SocketMode: DefaultSocketMode, PerUserIdle: DefaultPerUserIdle}
 	if m == nil || !c.object(m, "/gateway", `"gateway"`, gatewayKeys, `"gateway": {"socket_mode": "0660", "identities": {"alice": {"uids": [1000]}}}`) {
 		return g
 	}
@@ -49,6 +49,11 @@ func (c *checker) gateway(m *member, servers map[string]*Server) Gateway {
 	}
 	if f := n.get("tls"); f != nil {
 		g.TLS = c.gatewayTLS(f)
+	}
+	if f := n.get("per_user_idle"); f != nil {
+		if d := c.duration(f, "/gateway/per_user_idle"); d > 0 {
+			g.PerUserIdle = d
+		}
 	}
 	if f := n.get("allowed_origins"); f != nil {
 		g.AllowedOrigins = []string{}

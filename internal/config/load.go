@@ -26,6 +26,11 @@ type LoadOptions struct {
 	// Secret resolves ${secret:NAME} references; nil makes every such
 	// reference a problem ("secret references need the secret store").
 	Secret func(name string) (string, error)
+	// UserSecret, when set, resolves the ${secret:NAME} references of
+	// per-user servers ("per_user": true) instead of Secret: a gateway
+	// loads each identity's copy of them with that identity's secrets
+	// (and the shared config with none, since it never starts them).
+	UserSecret func(name string) (string, error)
 }
 
 // ResolvePath picks the config file: arg if non-empty, else MOAT_CONFIG,

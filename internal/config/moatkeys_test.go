@@ -157,7 +157,7 @@ func TestPolicyKeptRawAndExpanded(t *testing.T) {
 func TestTopLevelDefaults(t *testing.T) {
 	cfg := mustParse(t, `{"mcpServers": {"r": {"description": "d", "url": "https://h/"}}}`, nil)
 	want := Config{Audit: Audit{Fsync: "batch", OnFailure: "deny", Rotate: DefaultRotate, SyslogFormat: "json"}, Secrets: Secrets{Backend: "auto"},
-		Gateway: Gateway{SocketMode: 0o660}}
+		Gateway: Gateway{SocketMode: 0o660, PerUserIdle: DefaultPerUserIdle}}
 	got := Config{Audit: cfg.Audit, Secrets: cfg.Secrets, Defaults: cfg.Defaults, Gateway: cfg.Gateway}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults of absent blocks (-want +got):\n%s", diff)

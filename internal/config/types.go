@@ -103,7 +103,16 @@ type Gateway struct {
 	// OIDC is key "oidc": the issuer whose JWT access tokens the HTTP
 	// listener accepts; nil when absent (moat tokens only).
 	OIDC *GatewayOIDC
+	// PerUserIdle is key "per_user_idle": how long an identity's own
+	// sessions of per-user servers live unused; DefaultPerUserIdle when
+	// not set.
+	PerUserIdle time.Duration
 }
+
+// DefaultPerUserIdle is how long an identity's per-user servers stay up
+// unused: a working session keeps them warm, a user gone for the day does
+// not hold a process per server.
+const DefaultPerUserIdle = 15 * time.Minute
 
 // GatewayTLS is gateway.tls: the HTTP listener's certificate.
 type GatewayTLS struct {
@@ -254,6 +263,13 @@ type Server struct {
 	Enabled  bool
 	Features Features
 	Timeout  Timeouts
+
+	// PerUser is key "per_user": on a gateway, each identity gets its own
+	// session of this server (for stdio, its own process) with its own
+	// ${secret:NAME} values (`moat secret set --identity ID NAME`), started
+	// on its first use and stopped after Gateway.PerUserIdle unused. A
+	// stdio moat serves one user, and runs it as any other server.
+	PerUser bool
 
 	// MaxMessageBytes (key "max_message_bytes") is the largest message Moat
 	// reads from this server: one stdio line, one HTTP response body or one

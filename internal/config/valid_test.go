@@ -61,7 +61,7 @@ func TestFullConfig(t *testing.T) {
 			Name: "remote", Description: "Company knowledge base", Type: SSE, URL: "https://mcp.example.com/sse",
 			Headers:       map[string]string{"X-Team": "infra", "Authorization": "Bearer t-456"},
 			OAuthClientID: "moat-u", OAuthScopes: []string{"read"},
-			AllowPrivateNetwork: true,
+			AllowPrivateNetwork: true, PerUser: true,
 			TLS: TLS{
 				MinVersion: "1.3", CAFile: "/home/u/certs/ca.pem", CertFile: "/home/u/certs/client.pem", KeyFile: "/etc/moat/client.key",
 				Pins: []string{"sha256/mGobcTX0mGFQql+gAo/uqmbNrz7WoAo1XdhuBC9/tJQ=", "sha256/VNANhndYzvgWvEaF9Y4ye5SXErB+vRfDSF8//J6fUTM="},
@@ -109,6 +109,7 @@ func TestFullConfig(t *testing.T) {
 			SocketMode: 0o640, SocketGroup: "moat",
 			TLS:            &GatewayTLS{CertFile: "/home/u/.config/moat/cert.pem", KeyFile: "/etc/moat/key.pem", MinVersion: "1.3"},
 			AllowedOrigins: []string{"https://app.example.com", "http://localhost:6274"},
+			PerUserIdle:    30 * time.Minute,
 			Identities: map[string]*Identity{
 				"alice": {
 					Name: "alice", UIDs: []int{1000, 0}, Groups: []string{"devs", "1500"}, Servers: []string{"files", "remote"},
@@ -351,5 +352,36 @@ func TestGatewayOIDC(t *testing.T) {
 	}
 	if diff := cmp.Diff(&IdentityOIDC{Scopes: []string{"mcp:ops"}}, cfg.Gateway.Identities["ops"].OIDC); diff != "" {
 		t.Errorf("ops' oidc (-want +got):\n%s", diff)
+	}
+}
+
+// TestPerUserSecrets: with LoadOptions.UserSecret, a per-user server's
+// ${secret:NAME} is the identity's own value and every other server's is
+// the shared one, so one load per identity gives each its own credentials.
+func TestPerUserSecrets(t *testing.T) {
+	shared := map[string]string{"files-api-key": "k-123", "kb-token": "t-456"}
+	var asked []string
+	cfg, err := Load(copyFile(t, filepath.Join(testdata, "valid", "full.json")), &LoadOptions{
+		Getenv: env(map[string]string{"HOME": "/home/u", "USER": "u"}),
+		Secret: func(name string) (string, error) { return shared[name], nil },
+		UserSecret: func(name string) (string, error) {
+			asked = append(asked, name)
+			return "alice-" + name, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Servers["remote"].Headers["Authorization"]; got != "Bearer alice-kb-token" {
+		t.Errorf("per-user server's header = %q, want the identity's secret", got)
+	}
+	if diff := cmp.Diff([]string{"alice-kb-token"}, cfg.Servers["remote"].SecretValues); diff != "" {
+		t.Errorf("per-user server's secret values (-want +got):\n%s", diff)
+	}
+	if got := cfg.Servers["files"].Env["API_KEY"]; got != "k-123" {
+		t.Errorf("shared server's env = %q, want the shared secret", got)
+	}
+	if diff := cmp.Diff([]string{"kb-token"}, asked); diff != "" {
+		t.Errorf("UserSecret was asked for (-want +got):\n%s", diff)
 	}
 }

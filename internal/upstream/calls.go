@@ -20,6 +20,11 @@ var ErrTimeout = guard.ErrTimeout
 // which setting to raise.
 func withTimeout[R any](ctx context.Context, g *Group, d time.Duration, what string, f func(context.Context, *mcp.ClientSession) (R, error)) (R, error) {
 	var zero R
+	g.inUse.Add(1)
+	defer func() {
+		g.lastUse.Store(time.Now().UnixNano())
+		g.inUse.Add(-1)
+	}()
 	cs, err := g.Session(ctx)
 	if err != nil {
 		return zero, err
@@ -80,6 +85,9 @@ func (g *Group) Subscribe(ctx context.Context, p *mcp.SubscribeParams) error {
 	_, err := withTimeout(ctx, g, g.cfg.Timeout.Resources, "resources/subscribe", func(ctx context.Context, cs *mcp.ClientSession) (struct{}, error) {
 		return struct{}{}, cs.Subscribe(ctx, p)
 	})
+	if err == nil {
+		g.subscribed.Add(1)
+	}
 	return err
 }
 
@@ -88,6 +96,9 @@ func (g *Group) Unsubscribe(ctx context.Context, p *mcp.UnsubscribeParams) error
 	_, err := withTimeout(ctx, g, g.cfg.Timeout.Resources, "resources/unsubscribe", func(ctx context.Context, cs *mcp.ClientSession) (struct{}, error) {
 		return struct{}{}, cs.Unsubscribe(ctx, p)
 	})
+	if g.subscribed.Add(-1) < 0 {
+		g.subscribed.Store(0)
+	}
 	return err
 }
 

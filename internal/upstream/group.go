@@ -26,6 +26,7 @@ const (
 	Unavailable              // last attempt failed or the server went away; retrying
 	Stopped                  // removed from the config or Moat is shutting down
 	Starting                 // a stdio server's process is being started and initialized
+	Idle                     // stopped unused (Options.IdleAfter); the next request starts it
 )
 
 // Pending reports whether a start or connect attempt is under way: a
@@ -44,6 +45,8 @@ func (s State) String() string {
 		return "stopped"
 	case Starting:
 		return "starting"
+	case Idle:
+		return "idle (stopped unused; the next call starts it)"
 	}
 	return "unknown"
 }
@@ -121,6 +124,14 @@ type Group struct {
 	lists     Lists
 	toolsHave uint64
 	waiters   chan struct{} // closed and replaced on every status or list change
+
+	// For Options.IdleAfter: when a request last used the group, how many
+	// are in progress, and how many subscriptions it holds (a server with
+	// one is in use). wake asks an Idle group to start.
+	lastUse    atomic.Int64 // UnixNano
+	inUse      atomic.Int32
+	subscribed atomic.Int32
+	wake       chan struct{}
 }
 
 type listKind uint32
@@ -157,6 +168,7 @@ func newGroup(m *Manager, s *config.Server) *Group {
 		done:        make(chan struct{}),
 		refresh:     make(chan struct{}, 1),
 		restart:     make(chan string, 1),
+		wake:        make(chan struct{}, 1),
 		stderrLines: newTailWriter(log, 20),
 		waiters:     make(chan struct{}),
 	}
@@ -218,6 +230,7 @@ func (g *Group) ToolsSettled(ctx context.Context) error {
 // connects (bounded by ctx and the Manager's StartWait; a start may take
 // longer, and the error then says how far it is).
 func (g *Group) Session(ctx context.Context) (*mcp.ClientSession, error) {
+	g.lastUse.Store(time.Now().UnixNano())
 	limit := time.NewTimer(g.m.opts.StartWait)
 	defer limit.Stop()
 	for {
@@ -227,6 +240,11 @@ func (g *Group) Session(ctx context.Context) (*mcp.ClientSession, error) {
 		switch st.State {
 		case Ready:
 			return cs, nil
+		case Idle:
+			select {
+			case g.wake <- struct{}{}:
+			default:
+			}
 		case Unavailable:
 			return nil, g.unavailableError(st)
 		case Stopped:
@@ -276,7 +294,9 @@ func (g *Group) setStatus(st Status, cs *mcp.ClientSession, lists *Lists) {
 	if lists != nil {
 		g.lists = *lists
 		g.lists.Version = listsVersion.Add(1)
-	} else if st.State != Ready {
+	} else if st.State != Ready && st.State != Idle {
+		// An idle group keeps its lists: it is listed as it was, and the
+		// call that wakes it is judged against them.
 		g.lists = Lists{Version: listsVersion.Add(1)}
 	}
 	close(g.waiters)
@@ -327,6 +347,12 @@ func (g *Group) run() {
 			if g.ctx.Err() != nil {
 				return
 			}
+			if errors.Is(err, errIdle) {
+				if !g.sleep() {
+					return
+				}
+				continue
+			}
 		} else if line, n := g.stderrLines.last(); n > g.stderrSeen {
 			stderr = g.shown(line, "stderr")
 		}
@@ -373,10 +399,26 @@ func (g *Group) serve(c *conn) error {
 	ended := make(chan error, 1)
 	go func() { ended <- c.session.Wait() }()
 	defer c.close(g.m.opts.GracePeriod)
+	var idle <-chan time.Time // nil: never idle
+	if d := g.m.opts.IdleAfter; d > 0 {
+		g.lastUse.Store(time.Now().UnixNano())
+		t := time.NewTimer(d)
+		defer t.Stop()
+		idle = t.C
+	}
 	for {
 		select {
 		case <-g.ctx.Done():
 			return g.ctx.Err()
+		case <-idle:
+			if left := g.idleLeft(); left > 0 {
+				idle = time.After(left)
+				continue
+			}
+			// Idle before the connection closes, so no request is given
+			// a session about to end: one arriving now wakes the group.
+			g.setStatus(Status{State: Idle}, nil, nil)
+			return errIdle
 		case err := <-ended:
 			return c.endReason(err)
 		case why := <-g.restart:
@@ -404,6 +446,34 @@ func (g *Group) serve(c *conn) error {
 			g.log.Debug("lists re-read after list_changed", "kinds", kinds, "tools", len(lists.Tools), "resources", len(lists.Resources), "templates", len(lists.Templates), "prompts", len(lists.Prompts))
 			g.m.changed()
 		}
+	}
+}
+
+// errIdle ends a connection unused for Options.IdleAfter.
+var errIdle = errors.New("unused")
+
+// idleLeft is how long the group must still go unused before it stops: a
+// request in progress or a subscription held keeps it in use.
+func (g *Group) idleLeft() time.Duration {
+	d := g.m.opts.IdleAfter
+	if g.inUse.Load() > 0 || g.subscribed.Load() > 0 {
+		return d
+	}
+	return d - time.Since(time.Unix(0, g.lastUse.Load()))
+}
+
+// sleep waits, once an Idle group's connection has ended (its process
+// stopped), for a request to wake it; false when the group is stopped
+// meanwhile.
+func (g *Group) sleep() bool {
+	d := g.m.opts.IdleAfter
+	g.log.Info("upstream stopped unused", "idle_after", d)
+	g.m.event(g.name, "upstream_idle", map[string]string{"idle_after": d.String()})
+	select {
+	case <-g.wake:
+		return true
+	case <-g.ctx.Done():
+		return false
 	}
 }
 

@@ -82,6 +82,11 @@ type Options struct {
 	Backoff         []time.Duration
 	RetryEvery      time.Duration
 	MaxMessageBytes int
+	// IdleAfter, if set, stops a server's connection (and a stdio
+	// server's process) once no request has used it for that long, and
+	// no subscription holds it; the group keeps its lists and the next
+	// request starts it again. A gateway's per-user servers use it.
+	IdleAfter time.Duration
 
 	// Redact, if set, removes known secrets from upstream text that Moat
 	// shows the model (a failed start's reason, a starting server's last
@@ -303,7 +308,7 @@ func (m *Manager) clientHooks() (Client, []*mcp.Root, mcp.LoggingLevel) {
 // Event is something that happened to a group's connection or process.
 type Event struct {
 	Group  string
-	Kind   string // upstream_ready, upstream_unavailable, child_start, child_exit
+	Kind   string // upstream_ready, upstream_unavailable, upstream_idle, child_start, child_exit
 	Detail map[string]string
 }
 

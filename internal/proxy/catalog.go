@@ -49,9 +49,9 @@ type cachedEntries struct {
 // each session's identity.
 func (p *Server) catalog(g *upstream.Group) []Entry {
 	if p.gw == nil {
-		return p.cat.get(g, p.catalogFn)
+		return p.cat.get(g, p.catalogFn, "")
 	}
-	entries := p.gw.cat.get(g, p.gw.catalogFn)
+	entries := p.gw.cat.get(g, p.gw.catalogFn, p.ownerOf(g.Name()))
 	if p.narrow != nil {
 		entries = p.narrow(g.Name(), entries, g.Lists().Tools)
 	}
@@ -59,12 +59,18 @@ func (p *Server) catalog(g *upstream.Group) []Entry {
 }
 
 // get returns g's entries, computed by fn once per version of its tool
-// list and epoch.
-func (c *catalogCache) get(g *upstream.Group, fn Catalog) []Entry {
+// list and epoch. owner names the identity whose own session of the group
+// g is ("" when shared): each identity's copy of a per-user server has
+// lists of its own.
+func (c *catalogCache) get(g *upstream.Group, fn Catalog, owner string) []Entry {
 	l := g.Lists()
+	key := g.Name()
+	if owner != "" {
+		key += "\x00" + owner
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.entries[g.Name()]
+	e, ok := c.entries[key]
 	if ok && e.version == l.Version && e.epoch == c.epoch {
 		return e.entries
 	}
@@ -74,7 +80,7 @@ func (c *catalogCache) get(g *upstream.Group, fn Catalog) []Entry {
 	if c.entries == nil {
 		c.entries = map[string]cachedEntries{}
 	}
-	c.entries[g.Name()] = cachedEntries{version: l.Version, epoch: c.epoch, entries: entries}
+	c.entries[key] = cachedEntries{version: l.Version, epoch: c.epoch, entries: entries}
 	return entries
 }
 

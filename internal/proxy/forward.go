@@ -36,7 +36,7 @@ func (p *Server) forward(ctx context.Context, c *guard.Call) (*guard.Result, err
 	if x := exchangeOf(ctx); x != nil {
 		if level := x.joined(c.Group); level != "" {
 			meta = mcp.Meta{mcp.MetaKeyLogLevel: level}
-			p.logLevels.raise(ctx, p.m, level)
+			p.logLevels.raise(ctx, level, p.managers)
 		}
 	}
 	// The upstream continues the client's trace (see tracing.Inject).
@@ -92,7 +92,16 @@ var logLevelRank = map[mcp.LoggingLevel]int{
 	"debug": 0, "info": 1, "notice": 2, "warning": 3, "error": 4, "critical": 5, "alert": 6, "emergency": 7,
 }
 
-func (u *upstreamLevel) raise(ctx context.Context, m *upstream.Manager, level mcp.LoggingLevel) {
+// current is the level set so far ("" for none).
+func (u *upstreamLevel) current() mcp.LoggingLevel {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.level
+}
+
+// raise asks the upstreams of managers for level if it is more verbose
+// than the one they have.
+func (u *upstreamLevel) raise(ctx context.Context, level mcp.LoggingLevel, managers func() []*upstream.Manager) {
 	rank, ok := logLevelRank[level]
 	if !ok {
 		return
@@ -103,7 +112,9 @@ func (u *upstreamLevel) raise(ctx context.Context, m *upstream.Manager, level mc
 		return
 	}
 	u.level = level
-	m.SetLoggingLevel(ctx, level)
+	for _, m := range managers() {
+		m.SetLoggingLevel(ctx, level)
+	}
 }
 
 // timedOut reports whether a call failed for running out of time: its

@@ -28,15 +28,22 @@ type Gateway struct {
 	// narrows it to its identity.
 	catalogFn Catalog
 	cat       catalogCache
+	// upOpts make tenants' managers; perUser loads an identity's config.
+	upOpts  upstream.Options
+	perUser func(identity string) (*config.Config, error)
+	tenants tenants
 
 	mu       sync.Mutex
+	cfg      *config.Config // the last applied
 	sessions map[*Server]bool
 	// subs counts the sessions subscribed to each URI of each group: the
 	// upstream is unsubscribed when the last of them is.
 	subs map[subscription]int
 }
 
-type subscription struct{ group, uri string }
+// subscription is a group's URI; owner is the identity whose own session
+// of the group it is ("" for a shared group).
+type subscription struct{ group, uri, owner string }
 
 // SessionOptions say who a gateway session acts for and what it is shown.
 type SessionOptions struct {
@@ -56,10 +63,11 @@ type SessionOptions struct {
 // NewGateway returns a Gateway with no groups; call Apply to load a config,
 // then Open.
 func NewGateway(opts Options) *Gateway {
-	g := &Gateway{shared: newShared(opts), catalogFn: opts.Catalog, sessions: map[*Server]bool{}, subs: map[subscription]int{}}
+	g := &Gateway{shared: newShared(opts), catalogFn: opts.Catalog, perUser: opts.PerUser, sessions: map[*Server]bool{}, subs: map[subscription]int{}}
 	if g.catalogFn == nil {
 		g.catalogFn = allTools
 	}
+	g.upOpts = opts.Upstream
 	g.newManager(opts.Upstream, g.changed)
 	return g
 }
@@ -68,9 +76,14 @@ func NewGateway(opts Options) *Gateway {
 func (g *Gateway) Manager() *upstream.Manager { return g.m }
 
 // Apply loads cfg: new groups start, removed ones stop, changed ones
-// restart; every session is shown the change.
+// restart; every session is shown the change. Per-user servers run in
+// each identity's tenant, loaded again from Options.PerUser.
 func (g *Gateway) Apply(cfg *config.Config) {
-	g.m.Apply(cfg)
+	g.mu.Lock()
+	g.cfg = cfg
+	g.mu.Unlock()
+	g.m.Apply(sharedPart(cfg))
+	g.reloadTenants()
 	g.changed()
 }
 
@@ -107,13 +120,21 @@ func (g *Gateway) live() []*Server {
 // session whose call it belongs to and is refused when that session's
 // client cannot take it. Roots are not offered: the upstreams serve many
 // clients, whose roots differ.
-func (g *Gateway) Open() {
-	g.m.Open(upstream.Client{
+func (g *Gateway) Open() { g.m.Open(g.hooks("")) }
+
+// hooks route what the upstreams of owner's tenant (of the shared groups
+// when owner is "") send outside a call's result to the sessions that may
+// receive it.
+func (g *Gateway) hooks(owner string) upstream.Client {
+	return upstream.Client{
 		Middleware: g.recoverPanics,
 		Progress: func(ctx context.Context, group string, pp *mcp.ProgressNotificationParams) {
 			// Moat's progress tokens are unique in the process: the
 			// session that gave one out is the only one that finds it.
 			for _, s := range g.live() {
+				if !s.owns(owner) {
+					continue
+				}
 				if _, ok := s.progress.route(group, pp.ProgressToken); ok {
 					s.deliver(func(ctx context.Context) { s.forwardProgress(ctx, group, pp) })
 					return
@@ -122,7 +143,7 @@ func (g *Gateway) Open() {
 			g.log.Debug("dropped progress for a token no session gave this group", "group", group)
 		},
 		Log: func(ctx context.Context, group string, lp *mcp.LoggingMessageParams) {
-			s, err := g.caller(ctx, group, true)
+			s, err := g.caller(ctx, owner, group, true)
 			if err != nil {
 				g.log.Debug("dropped a log message of a shared server", "group", group, "err", err)
 				return
@@ -131,26 +152,29 @@ func (g *Gateway) Open() {
 		},
 		ResourceUpdated: func(ctx context.Context, group string, u *mcp.ResourceUpdatedNotificationParams) {
 			for _, s := range g.live() {
-				if owner, ok := s.subs.owner(u.URI); ok && owner == group {
+				if !s.owns(owner) {
+					continue
+				}
+				if o, ok := s.subs.owner(u.URI); ok && o == group {
 					s.deliver(func(ctx context.Context) { s.forwardResourceUpdated(ctx, group, u) })
 				}
 			}
 		},
 		CreateMessage: func(ctx context.Context, group string, cp *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error) {
-			s, err := g.caller(ctx, group, false)
+			s, err := g.caller(ctx, owner, group, false)
 			if err != nil {
 				return nil, fmt.Errorf("moat refused a sampling request: %w", err)
 			}
 			return s.createMessage(ctx, group, cp)
 		},
 		Elicit: func(ctx context.Context, group string, ep *mcp.ElicitParams) (*mcp.ElicitResult, error) {
-			s, err := g.caller(ctx, group, false)
+			s, err := g.caller(ctx, owner, group, false)
 			if err != nil {
 				return nil, fmt.Errorf("moat refused an elicitation request: %w", err)
 			}
 			return s.elicitInput(ctx, group, ep)
 		},
-	})
+	}
 }
 
 // caller is the session a request or log message of group's upstream
@@ -159,8 +183,8 @@ func (g *Gateway) Open() {
 // see callsInFlight). With none or several, it belongs to no session Moat
 // can name, and goes to none: a shared server's message never reaches a
 // client it was not meant for.
-func (g *Gateway) caller(ctx context.Context, group string, recent bool) (*Server, error) {
-	sessions := g.live()
+func (g *Gateway) caller(ctx context.Context, owner, group string, recent bool) (*Server, error) {
+	sessions := slices.DeleteFunc(g.live(), func(s *Server) bool { return !s.owns(owner) })
 	if x := exchangeOf(ctx); x != nil {
 		for _, s := range sessions {
 			if s.session.Load() == x.ss {
@@ -239,21 +263,24 @@ func (g *Gateway) Sessions() int {
 
 // Close stops every upstream. Sessions still running should have ended
 // first (their contexts cancelled).
-func (g *Gateway) Close() { g.m.Close() }
+func (g *Gateway) Close() {
+	g.closeTenants()
+	g.m.Close()
+}
 
 // subscribed records that a session holds a subscription to uri of group.
-func (g *Gateway) subscribed(group, uri string) {
+func (g *Gateway) subscribed(group, uri, owner string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.subs[subscription{group, uri}]++
+	g.subs[subscription{group, uri, owner}]++
 }
 
 // unsubscribed releases a session's subscription, and reports whether it
 // was the last one, so that the upstream's must end too.
-func (g *Gateway) unsubscribed(group, uri string) (last bool) {
+func (g *Gateway) unsubscribed(group, uri, owner string) (last bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	k := subscription{group, uri}
+	k := subscription{group, uri, owner}
 	if g.subs[k] <= 1 {
 		delete(g.subs, k)
 		return true
@@ -271,7 +298,7 @@ func (p *Server) releaseSubscriptions(ctx context.Context) {
 
 // groups are the groups this session may see, sorted by name.
 func (p *Server) groups() []*upstream.Group {
-	all := p.m.Groups()
+	all := withTenant(p.m.Groups(), p.tenant())
 	if p.visible == nil {
 		return all
 	}
@@ -282,6 +309,9 @@ func (p *Server) groups() []*upstream.Group {
 // group it may not see does not exist.
 func (p *Server) group(name string) (*upstream.Group, bool) {
 	g, ok := p.m.Group(name)
+	if t := p.tenant(); !ok && t != nil {
+		g, ok = t.m.Group(name)
+	}
 	if !ok || (p.visible != nil && !p.visible(name)) {
 		return nil, false
 	}

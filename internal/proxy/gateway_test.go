@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -26,9 +27,17 @@ import (
 // startGateway runs a gateway over cfg's groups, open to sessions.
 func startGateway(t *testing.T, cfg *config.Config) *proxy.Gateway {
 	t.Helper()
+	return startGatewayWith(t, cfg, nil)
+}
+
+// startGatewayWith is startGateway with a gateway that loads identities'
+// configs with perUser.
+func startGatewayWith(t *testing.T, cfg *config.Config, perUser func(string) (*config.Config, error)) *proxy.Gateway {
+	t.Helper()
 	useMoatLauncher(t)
 	gw := proxy.NewGateway(proxy.Options{
-		Logger: testLogger(t),
+		Logger:  testLogger(t),
+		PerUser: perUser,
 		Upstream: upstream.Options{
 			ConnectTimeout: 10 * time.Second,
 			GracePeriod:    2 * time.Second,
@@ -312,4 +321,89 @@ func TestRefuseAnswersEveryRequest(t *testing.T) {
 	if err := proxy.Refuse(endless, &out, "no"); err == nil || out.Len() != 0 {
 		t.Fatalf("a 2 MiB line: err %v, wrote %q", err, out.String())
 	}
+}
+
+// TestGatewayPerUserServers: a per-user server runs once per identity,
+// with that identity's own environment (its secrets), and what it sends
+// reaches only that identity's sessions; an identity whose copy cannot be
+// loaded is told why, and keeps its shared servers.
+func TestGatewayPerUserServers(t *testing.T) {
+	mine := func(canary string) *config.Server {
+		s := stdio(t, "mine")
+		s.PerUser = true
+		s.Env = map[string]string{"MOAT_TEST_CANARY": canary}
+		return s
+	}
+	cfg := cfgOf(stdio(t, "shared"), mine("the-shared-load-has-no-secrets"))
+	gw := startGatewayWith(t, cfg, func(identity string) (*config.Config, error) {
+		if identity == "carol" {
+			return nil, errors.New(`secret "token" used in server "mine" env cannot be read: store it for the identity with ` + "`moat secret set --identity carol token`")
+		}
+		return cfgOf(stdio(t, "shared"), mine("canary-of-"+identity)), nil
+	})
+	var logsA, logsB atomic.Int32
+	alice, _ := session(t, gw, proxy.SessionOptions{Identity: &guard.Identity{Name: "alice"}}, &mcp.ClientOptions{
+		LoggingMessageHandler: func(context.Context, *mcp.LoggingMessageRequest) { logsA.Add(1) },
+	})
+	bob, _ := session(t, gw, proxy.SessionOptions{Identity: &guard.Identity{Name: "bob"}}, &mcp.ClientOptions{
+		LoggingMessageHandler: func(context.Context, *mcp.LoggingMessageRequest) { logsB.Add(1) },
+	})
+	carol, _ := session(t, gw, proxy.SessionOptions{Identity: &guard.Identity{Name: "carol"}}, nil)
+
+	env := func(c *client, group string) string {
+		return text(c.mustCall(t, "call_dynamic_tool", map[string]any{"group": group, "name": "env", "args": map[string]any{}}))
+	}
+	for _, c := range []struct {
+		c          *client
+		own, other string
+	}{{alice, "canary-of-alice", "canary-of-bob"}, {bob, "canary-of-bob", "canary-of-alice"}} {
+		got := env(c.c, "mine")
+		if !strings.Contains(got, "MOAT_TEST_CANARY="+c.own) || strings.Contains(got, c.other) || strings.Contains(got, "the-shared-load") {
+			t.Errorf("%s's per-user server has MOAT_TEST_CANARY=%q, want only %s's own", c.own, canaryIn(got), c.own)
+		}
+	}
+
+	// alice's own server's log message goes to alice, even while bob has
+	// a call to his own copy in progress (on a shared server, two callers
+	// would leave Moat unable to say whose it is).
+	ctx := context.Background()
+	for _, c := range []*client{alice, bob} {
+		if err := c.cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow := make(chan error, 1)
+	go func() {
+		params := &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "mine", "name": "slow", "args": map[string]any{"ms": 3000}}}
+		params.SetProgressToken("bob's")
+		_, err := bob.cs.CallTool(ctx, params)
+		slow <- err
+	}()
+	testutil.Eventually(t, "bob's slow call to be running", func() bool { bob.mu.Lock(); defer bob.mu.Unlock(); return len(bob.progress) > 0 })
+	alice.mustCall(t, "call_dynamic_tool", map[string]any{"group": "mine", "name": "log", "args": map[string]any{"level": "error", "message": "for alice"}})
+	testutil.Eventually(t, "alice's log message", func() bool { return logsA.Load() == 1 })
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if n := logsB.Load(); n != 0 {
+		t.Errorf("bob received %d log messages of alice's server", n)
+	}
+
+	// carol: her copy could not be loaded; the model is told why and
+	// what to run, and her shared server still answers.
+	_, err := carol.call(t, "call_dynamic_tool", map[string]any{"group": "mine", "name": "env", "args": map[string]any{}})
+	wantCode(t, err, jsonrpc.CodeInvalidParams, "moat secret set --identity carol token")
+	if got := env(carol, "shared"); strings.Contains(got, "MOAT_TEST_CANARY") {
+		t.Errorf("the shared server has a per-user server's environment: %q", canaryIn(got))
+	}
+}
+
+// canaryIn is the MOAT_TEST_CANARY line of an env listing, for messages.
+func canaryIn(env string) string {
+	for line := range strings.Lines(env) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "MOAT_TEST_CANARY="); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -34,6 +34,10 @@ type Options struct {
 	// Layers wrap the handler that forwards every tool call, resource read
 	// and prompt get; Layers[0] is outermost (see guard.Chain).
 	Layers []guard.Layer
+	// PerUser loads the config as identity sees it: its per-user servers
+	// (config.Server.PerUser) with that identity's own secrets. A Gateway
+	// runs them per identity from it; without it, it runs none of them.
+	PerUser func(identity string) (*config.Config, error)
 	// Catalog decides what get_dynamic_tools shows; nil shows every tool.
 	Catalog Catalog
 	// Permit decides which of a group's resources (kind guard.KindResource,

@@ -77,7 +77,7 @@ func (p *Server) route(next mcp.MethodHandler) mcp.MethodHandler {
 				// Shared upstreams: one client asking for fewer messages
 				// must not silence them for the others (go-sdk filters
 				// each session's messages by its own level).
-				p.logLevels.raise(ctx, p.m, r.Params.Level)
+				p.logLevels.raise(ctx, r.Params.Level, p.managers)
 			default:
 				p.m.SetLoggingLevel(ctx, r.Params.Level)
 			}
@@ -375,7 +375,7 @@ func (p *Server) subscribe(ctx context.Context, r *mcp.SubscribeRequest) error {
 		return protocolError("subscribing", g.Name(), err)
 	}
 	if p.subs.add(uri, g.Name()) && p.gw != nil {
-		p.gw.subscribed(g.Name(), uri)
+		p.gw.subscribed(g.Name(), uri, p.ownerOf(g.Name()))
 	}
 	return nil
 }
@@ -392,10 +392,10 @@ func (p *Server) unsubscribe(ctx context.Context, r *mcp.UnsubscribeRequest) err
 // endSubscription unsubscribes group's upstream from uri, unless another
 // session of a gateway still holds that subscription.
 func (p *Server) endSubscription(ctx context.Context, group, uri string) error {
-	if p.gw != nil && !p.gw.unsubscribed(group, uri) {
+	if p.gw != nil && !p.gw.unsubscribed(group, uri, p.ownerOf(group)) {
 		return nil
 	}
-	g, ok := p.m.Group(group)
+	g, ok := p.group(group)
 	if !ok {
 		return nil
 	}

@@ -186,6 +186,9 @@ func (p *Server) lookupGroup(name string) (*upstream.Group, error) {
 	if g, ok := p.group(name); ok {
 		return g, nil
 	}
+	if err := p.perUserError(name); err != nil {
+		return nil, err
+	}
 	var names []string
 	for _, g := range p.groups() {
 		names = append(names, g.Name())

@@ -1,0 +1,231 @@
+package proxy
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/upstream"
+)
+
+// A tenant is one identity's own sessions of a gateway's per-user servers
+// (config.Server.PerUser): its own processes, started with its own
+// secrets, whose requests and notifications reach only its sessions. Its
+// servers stop when unused for gateway.per_user_idle and start again on
+// the next call.
+type tenant struct {
+	identity string
+	m        *upstream.Manager
+	// err is why the identity's copy of the config could not be loaded
+	// (a secret of its own not stored, say): its per-user servers are
+	// then stopped, and calls to them are refused with it.
+	err error
+}
+
+// tenants are a gateway's tenants, by identity name.
+type tenants struct {
+	mu sync.Mutex
+	by map[string]*tenant
+}
+
+// sharedPart is cfg without its per-user servers, which the shared manager
+// never runs; perUserPart is what a tenant runs of an identity's config.
+func sharedPart(cfg *config.Config) *config.Config { return serversWhere(cfg, false) }
+
+func perUserPart(cfg *config.Config) *config.Config { return serversWhere(cfg, true) }
+
+func serversWhere(cfg *config.Config, perUser bool) *config.Config {
+	c := *cfg
+	c.Servers = maps.Collect(func(yield func(string, *config.Server) bool) {
+		for name, s := range cfg.Servers {
+			if s.PerUser == perUser && !yield(name, s) {
+				return
+			}
+		}
+	})
+	return &c
+}
+
+// hasPerUser reports whether cfg has a per-user server enabled.
+func hasPerUser(cfg *config.Config) bool {
+	for _, s := range cfg.Servers {
+		if s.PerUser && s.Enabled {
+			return true
+		}
+	}
+	return false
+}
+
+// tenantOf is id's tenant, made (and its servers started) on the first
+// session that needs it; nil when the config has no per-user server.
+func (g *Gateway) tenantOf(id *guard.Identity) *tenant {
+	g.mu.Lock()
+	cfg := g.cfg
+	g.mu.Unlock()
+	if id == nil || cfg == nil || !hasPerUser(cfg) {
+		return nil
+	}
+	if g.perUser == nil {
+		// A gateway built without a way to load an identity's config
+		// runs no per-user server: none is shared by mistake.
+		return nil
+	}
+	g.tenants.mu.Lock()
+	if t, ok := g.tenants.by[id.Name]; ok {
+		g.tenants.mu.Unlock()
+		return t
+	}
+	name := id.Name
+	opts := g.upOpts
+	opts.Logger = g.log.With("identity", name)
+	opts.IdleAfter = cfg.Gateway.PerUserIdle
+	opts.OnChange = func() { g.changedFor(name) }
+	if onEvent := opts.OnEvent; onEvent != nil {
+		opts.OnEvent = func(e upstream.Event) {
+			d := maps.Clone(e.Detail)
+			if d == nil {
+				d = map[string]string{}
+			}
+			d["identity"] = name
+			e.Detail = d
+			onEvent(e)
+		}
+	}
+	t := &tenant{identity: name, m: upstream.NewManager(opts)}
+	g.load(t)
+	t.m.Open(g.hooks(name))
+	if g.tenants.by == nil {
+		g.tenants.by = map[string]*tenant{}
+	}
+	g.tenants.by[name] = t
+	g.tenants.mu.Unlock()
+	// Read after t is listed, and outside the tenants' lock (raise holds
+	// the level's lock while it lists them): a level raised meanwhile
+	// reaches t either way.
+	if level := g.logLevels.current(); level != "" {
+		t.m.SetLoggingLevel(context.Background(), level)
+	}
+	return t
+}
+
+// load applies t's identity's copy of the per-user servers. On failure
+// they stop: none keeps running with credentials the config no longer
+// gives.
+func (g *Gateway) load(t *tenant) {
+	cfg, err := g.perUser(t.identity)
+	if err != nil {
+		g.log.Warn("per-user servers not loaded for an identity", "identity", t.identity, "err", err)
+		t.err = err
+		t.m.Apply(&config.Config{})
+		return
+	}
+	t.err = nil
+	t.m.Apply(perUserPart(cfg))
+}
+
+// reloadTenants applies a new config to every tenant.
+func (g *Gateway) reloadTenants() {
+	g.tenants.mu.Lock()
+	defer g.tenants.mu.Unlock()
+	for _, t := range g.tenants.by {
+		g.load(t)
+	}
+}
+
+// closeTenants stops every tenant's servers.
+func (g *Gateway) closeTenants() {
+	g.tenants.mu.Lock()
+	defer g.tenants.mu.Unlock()
+	for _, t := range g.tenants.by {
+		t.m.Close()
+	}
+	g.tenants.by = nil
+}
+
+// tenantManagers are the running tenants' managers.
+func (g *Gateway) tenantManagers() []*upstream.Manager {
+	g.tenants.mu.Lock()
+	defer g.tenants.mu.Unlock()
+	var ms []*upstream.Manager
+	for _, t := range g.tenants.by {
+		ms = append(ms, t.m)
+	}
+	return ms
+}
+
+// managers are the upstream managers this session's calls may reach: the
+// shared one and, on a gateway, every tenant's (a level raised for one
+// session applies to every upstream, as on a shared server).
+func (p *Server) managers() []*upstream.Manager {
+	ms := []*upstream.Manager{p.m}
+	if p.gw != nil {
+		ms = append(ms, p.gw.tenantManagers()...)
+	}
+	return ms
+}
+
+// changedFor tells the sessions of identity that one of its groups changed.
+func (g *Gateway) changedFor(identity string) {
+	for _, s := range g.live() {
+		if s.owns(identity) {
+			s.changed()
+		}
+	}
+}
+
+// owns reports whether the session acts for identity; "" names what every
+// session shares.
+func (p *Server) owns(identity string) bool {
+	return identity == "" || p.identity != nil && p.identity.Name == identity
+}
+
+// tenant is this session's identity's tenant; nil on stdio or without
+// per-user servers.
+func (p *Server) tenant() *tenant {
+	if p.gw == nil {
+		return nil
+	}
+	return p.gw.tenantOf(p.identity)
+}
+
+// ownerOf is the identity whose own session of group this session uses,
+// or "" for a shared group.
+func (p *Server) ownerOf(group string) string {
+	if t := p.tenant(); t != nil {
+		if _, ok := t.m.Group(group); ok {
+			return t.identity
+		}
+	}
+	return ""
+}
+
+// perUserError is why a per-user group of this session's identity is not
+// there, if that is why name is unknown.
+func (p *Server) perUserError(name string) error {
+	t := p.tenant()
+	if t == nil || t.err == nil {
+		return nil
+	}
+	p.gw.mu.Lock()
+	s := p.gw.cfg.Servers[name]
+	p.gw.mu.Unlock()
+	if s == nil || !s.PerUser || (p.visible != nil && !p.visible(name)) {
+		return nil
+	}
+	return invalidParams("group %q runs per user, and identity %q's copy could not be loaded: %s",
+		name, t.identity, strings.TrimPrefix(t.err.Error(), "config: "))
+}
+
+// withTenant adds t's groups to shared ones, sorted by name.
+func withTenant(shared []*upstream.Group, t *tenant) []*upstream.Group {
+	if t == nil {
+		return shared
+	}
+	all := append(shared, t.m.Groups()...)
+	slices.SortFunc(all, func(a, b *upstream.Group) int { return strings.Compare(a.Name(), b.Name()) })
+	return all
+}

@@ -86,7 +86,7 @@ func authCommand(ctx context.Context, args []string, cfgPath func() (string, err
 		}
 		path = p
 	}
-	cfg, err := config.Load(path, loadOptions())
+	cfg, err := config.Load(path, loadOptions(false))
 	if err != nil {
 		printError(stderr, err)
 		return exitUsage

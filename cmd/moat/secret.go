@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/lazyregexp"
 	"github.com/moatmcp/moat/internal/secrets"
 )
 
@@ -32,6 +33,8 @@ flags:
   --dir DIR                        the file store's directory
   --yes                            decrypt without asking
   --for DURATION                   unlock for this long only (e.g. 8h)
+  --identity ID                    set or rm identity ID's own value of NAME: what the gateway's
+                                   per-user servers ("per_user": true) of that identity read as ${secret:NAME}
 With no keychain, the file store is encrypted when a key source answers: MOAT_PASSPHRASE, the
 systemd credential moat-passphrase ($CREDENTIALS_DIRECTORY), the kernel keyring after moat unlock,
 or a prompt on a terminal; else it is protected by its 0600/0700 modes only. secrets.require_encryption in the config named by
@@ -55,6 +58,7 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 	dir := fs.String("dir", "", "")
 	yes := fs.Bool("yes", false, "")
 	ttl := fs.Duration("for", 0, "")
+	identity := fs.String("identity", "", "")
 	// Flags may come before or after NAME.
 	pos, err := parseInterspersed(fs, args[1:])
 	if errors.Is(err, flag.ErrHelp) {
@@ -63,6 +67,10 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 	}
 	if err != nil {
 		return usageErr(err.Error())
+	}
+
+	if *identity != "" && sub != "set" && sub != "rm" {
+		return usageErr("--identity goes with `moat secret set` or `moat secret rm`")
 	}
 
 	cfgPath, _, _ := config.ResolvePath("", os.LookupEnv)
@@ -111,7 +119,10 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 				"run `moat secret set "+pos[0]+"` and type the value at the hidden prompt, or pipe it: "+
 					"`printf %s \"$TOKEN\" | moat secret set "+pos[0]+"`")
 		}
-		name := pos[0]
+		name, err := identityItem(pos[0], *identity)
+		if err != nil {
+			return usageErr(err.Error())
+		}
 		if err := secrets.ValidateName(name); err != nil {
 			printError(stderr, err)
 			return exitUsage
@@ -129,7 +140,11 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 			printError(stderr, err)
 			return exitFailure
 		}
-		fmt.Fprintf(stdout, "stored %q in the %s; refer to it as ${secret:%s}\n", name, s.Backend(), name)
+		if *identity != "" {
+			fmt.Fprintf(stdout, "stored %q in the %s; per-user servers (\"per_user\": true) of identity %q read it as ${secret:%s}\n", name, s.Backend(), *identity, pos[0])
+		} else {
+			fmt.Fprintf(stdout, "stored %q in the %s; refer to it as ${secret:%s}\n", name, s.Backend(), name)
+		}
 		commandEvent(ctx, stderr, "secret_set", "", map[string]string{"name": name, "backend": s.Backend()})
 		return exitOK
 
@@ -137,16 +152,20 @@ func secretCommand(ctx context.Context, args []string, stdin *os.File, stdout, s
 		if len(pos) != 1 {
 			return usageErr("moat secret rm takes exactly one NAME")
 		}
+		name, err := identityItem(pos[0], *identity)
+		if err != nil {
+			return usageErr(err.Error())
+		}
 		s, code := open()
 		if s == nil {
 			return code
 		}
-		if err := s.Delete(ctx, pos[0]); err != nil {
+		if err := s.Delete(ctx, name); err != nil {
 			printError(stderr, err)
 			return exitFailure
 		}
-		fmt.Fprintf(stdout, "removed %q from the %s\n", pos[0], s.Backend())
-		commandEvent(ctx, stderr, "secret_rm", "", map[string]string{"name": pos[0], "backend": s.Backend()})
+		fmt.Fprintf(stdout, "removed %q from the %s\n", name, s.Backend())
+		commandEvent(ctx, stderr, "secret_rm", "", map[string]string{"name": name, "backend": s.Backend()})
 		return exitOK
 
 	case "list", "ls":
@@ -415,3 +434,22 @@ func newStorePrompt(stdin *os.File, stderr io.Writer) func() ([]byte, error) {
 		return typedTwice(stdin, stderr, "Passphrase for moat's new encrypted secret store")
 	}
 }
+
+// identityItem is the store's name for identity's own value of the secret
+// name (name itself when identity is ""). Only set and rm take an
+// identity.
+func identityItem(name, identity string) (string, error) {
+	if identity == "" {
+		return name, nil
+	}
+	if !identityName.MatchString(identity) || identity == "." || identity == ".." {
+		return "", fmt.Errorf("--identity %q is not an identity name: use the name under gateway.identities (1 to 64 letters, digits, '_', '.' or '-')", identity)
+	}
+	if strings.Contains(name, "@") {
+		return "", fmt.Errorf("secret name %q already names an identity ('@'): give the plain NAME with --identity", name)
+	}
+	return secrets.ForIdentity(name, identity), nil
+}
+
+// identityName is an identity's name as the config allows it.
+var identityName = lazyregexp.New(`^[A-Za-z0-9_.-]{1,64}$`)

@@ -157,6 +157,9 @@ func TestSecretUsageAndFailures(t *testing.T) {
 		{"bad flag", []string{"list", "--nope"}, exitUsage, "flag provided but not defined"},
 		{"bad backend", []string{"list", "--backend", "vault"}, exitFailure, `unknown back end "vault"`},
 		{"list with args", []string{"list", "x"}, exitUsage, "takes no arguments"},
+		{"identity on list", []string{"list", "--identity", "alice"}, exitUsage, "--identity goes with `moat secret set` or `moat secret rm`"},
+		{"bad identity", []string{"set", "--identity", "a/b", "x"}, exitUsage, `--identity "a/b" is not an identity name`},
+		{"identity twice", []string{"set", "--identity", "alice", "x@bob"}, exitUsage, "give the plain NAME with --identity"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -284,5 +287,27 @@ func TestManagedPolicyRequiresEncryption(t *testing.T) {
 	t.Setenv("MOAT_PASSPHRASE", "pw")
 	if code, _, errs := runSecret(t, secretCanary, "set", "--dir", dir, "tok"); code != exitOK {
 		t.Errorf("set under the managed require_encryption with MOAT_PASSPHRASE: exit %d, stderr:\n%s", code, errs)
+	}
+}
+
+// TestSecretForIdentity: --identity stores and removes an identity's own
+// value of NAME, apart from the shared NAME.
+func TestSecretForIdentity(t *testing.T) {
+	dir := secretEnv(t)
+	code, out, errs := runSecret(t, "alice's value", "set", "--backend", "file", "--dir", dir, "--identity", "alice", "token")
+	if code != exitOK || !strings.Contains(out, `identity "alice" read it as ${secret:token}`) {
+		t.Fatalf("set --identity: exit %d\n%s%s", code, out, errs)
+	}
+	if v, err := storeValue(t, dir, "token@alice"); err != nil || v != "alice's value" {
+		t.Errorf("token@alice = %q, %v", v, err)
+	}
+	if _, err := storeValue(t, dir, "token"); !errors.Is(err, secrets.ErrNotFound) {
+		t.Errorf("the shared token: %v, want not found", err)
+	}
+	if code, _, errs := runSecret(t, "", "rm", "--backend", "file", "--dir", dir, "--identity", "alice", "token"); code != exitOK {
+		t.Fatalf("rm --identity: exit %d\n%s", code, errs)
+	}
+	if _, err := storeValue(t, dir, "token@alice"); !errors.Is(err, secrets.ErrNotFound) {
+		t.Errorf("token@alice after rm: %v", err)
 	}
 }

@@ -72,28 +72,54 @@ var processStore lazyStore
 var secretSink = func(name, value string) {}
 
 // loadOptions resolves ${VAR} from the environment and ${secret:NAME} from
-// the secret store.
-func loadOptions() *config.LoadOptions {
+// the secret store. A gateway's shared load (gateway true) resolves no
+// secret of a per-user server: it never runs them (each identity's load
+// does, see identityLoadOptions), and a gateway must not need secrets that
+// only its users hold. The placeholder keeps such a server's url valid.
+func loadOptions(gateway bool) *config.LoadOptions {
+	o := &config.LoadOptions{Getenv: os.LookupEnv, Secret: sharedSecret}
+	if gateway {
+		o.UserSecret = func(string) (string, error) { return "per-user", nil }
+	}
+	return o
+}
+
+// identityLoadOptions load the config as identity's per-user servers see
+// it: their ${secret:NAME} is identity's own (secrets.ForIdentity).
+func identityLoadOptions(identity string) *config.LoadOptions {
 	return &config.LoadOptions{
 		Getenv: os.LookupEnv,
-		Secret: func(name string) (string, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
-			defer cancel()
-			store, err := processStore.get(ctx)
-			if err != nil {
-				return "", fmt.Errorf("the secret store cannot be opened: %w", err)
-			}
-			s, err := store.Get(ctx, name)
-			if errors.Is(err, secrets.ErrNotFound) {
-				return "", fmt.Errorf("no secret %q in the %s", name, store.Backend())
-			}
-			if err != nil {
-				return "", err
-			}
-			secretSink(name, s.Reveal())
-			return s.Reveal(), nil
+		Secret: sharedSecret,
+		UserSecret: func(name string) (string, error) {
+			return storedSecret(secrets.ForIdentity(name, identity), func(backend string) error {
+				return fmt.Errorf("identity %q has no secret %q of its own in the %s: run `moat secret set --identity %s %s` as the gateway's user", identity, name, backend, identity, name)
+			})
 		},
 	}
+}
+
+func sharedSecret(name string) (string, error) {
+	return storedSecret(name, func(backend string) error { return fmt.Errorf("no secret %q in the %s", name, backend) })
+}
+
+// storedSecret reads a secret from the process's store, and tells the
+// redactor its value; missing says what is wrong when there is none.
+func storedSecret(name string, missing func(backend string) error) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
+	defer cancel()
+	store, err := processStore.get(ctx)
+	if err != nil {
+		return "", fmt.Errorf("the secret store cannot be opened: %w", err)
+	}
+	s, err := store.Get(ctx, name)
+	if errors.Is(err, secrets.ErrNotFound) {
+		return "", missing(store.Backend())
+	}
+	if err != nil {
+		return "", err
+	}
+	secretSink(name, s.Reveal())
+	return s.Reveal(), nil
 }
 
 // storedAudit is what `moat audit` reads from the process's secret store.

@@ -67,7 +67,7 @@ type instance struct {
 // setup loads the config named by args (or the environment) and builds the
 // proxy with its whole guard. On failure it has printed why and returns
 // the exit code.
-func setup(args []string, name string) (*instance, int) {
+func setup(args []string, name string, gateway bool) (*instance, int) {
 	if cfg, rest := configArg(args); len(cfg) == 1 {
 		args = append(cfg, rest...)
 	}
@@ -112,7 +112,7 @@ func setup(args []string, name string) (*instance, int) {
 		}
 		log.Info("secret store open", args...)
 	}
-	cfg, err := config.Load(path, loadOptions())
+	cfg, err := config.Load(path, loadOptions(gateway))
 	if err != nil {
 		printError(os.Stderr, err)
 		return nil, exitUsage
@@ -243,7 +243,7 @@ func runServe(ctx context.Context, args []string) int {
 	if err != nil {
 		return usageError("%v", err)
 	}
-	m, code := setup(args, "serve")
+	m, code := setup(args, "serve", len(listen) > 0)
 	if m == nil {
 		return code
 	}
@@ -273,6 +273,10 @@ func runServe(ctx context.Context, args []string) int {
 		// The gateway's sockets are hidden from every server it starts:
 		// a server must not call other servers' tools through it.
 		m.opts.Upstream.Hide = append(m.opts.Upstream.Hide, socketPaths(ls)...)
+		path := m.cfg.Path
+		m.opts.PerUser = func(identity string) (*config.Config, error) {
+			return config.Load(path, identityLoadOptions(identity))
+		}
 		p = proxy.NewGateway(m.opts)
 	} else {
 		m.p = proxy.New(m.opts)
@@ -431,7 +435,8 @@ func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p se
 	reload := func(trigger string) {
 		mu.Lock()
 		defer mu.Unlock()
-		next, err := config.Load(path, loadOptions())
+		_, gateway := p.(*proxy.Gateway)
+		next, err := config.Load(path, loadOptions(gateway))
 		if err != nil {
 			log.Error("config reload rejected; still serving the previous config", "path", path, "err", err)
 			auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "false", "old_hash": current, "new_hash": fileHash(path), "error": err.Error()})

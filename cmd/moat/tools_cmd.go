@@ -47,7 +47,7 @@ func client(ctx context.Context, m *instance) (*mcp.ClientSession, func(), error
 // session sets up the configured proxy (see setup) and connects a client
 // to it; on failure it has printed why and returns the exit code.
 func session(ctx context.Context, cfgArgs []string, name string) (*instance, *mcp.ClientSession, func(), int) {
-	m, code := setup(cfgArgs, name)
+	m, code := setup(cfgArgs, name, false)
 	if m == nil {
 		return nil, nil, nil, code
 	}

@@ -83,7 +83,8 @@ func (c *checker) resolve(ref string, at expansion) (string, bool) {
 		}
 		resolve, fix := c.opts.Secret, fmt.Sprintf("store it with `moat secret set %s`", name)
 		if at.srv.PerUser && c.opts.UserSecret != nil {
-			resolve, fix = c.opts.UserSecret, fmt.Sprintf("store it for the identity with `moat secret set --identity NAME %s`", name)
+			// Its error names the identity and the command.
+			resolve, fix = c.opts.UserSecret, ""
 		}
 		if resolve == nil {
 			c.ps.add(at.path, at.off, fmt.Sprintf("${secret:%s} in %s: secret references need the secret store", name, at.where),

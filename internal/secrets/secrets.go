@@ -600,3 +600,10 @@ func Lock(o *Options) (bool, error) {
 	}
 	return lockFileStore(opt)
 }
+
+// ForIdentity names identity's own value of the secret name: what a
+// gateway's per-user server of that identity reads for ${secret:NAME}
+// (`moat secret set --identity IDENTITY NAME`). A config cannot refer to
+// it directly ('@' is not allowed in its secret names), so no shared
+// server reads a user's secret.
+func ForIdentity(name, identity string) string { return name + "@" + identity }

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/moatmcp/moat/internal/testutil"
+)
+
+// TestGatewayPerUserServersEndToEnd: through the real gateway and `moat
+// connect` as two users, a per-user server runs once per identity with
+// that identity's own secret (stored with `moat secret set --identity`):
+// each user's server holds only that user's canary, a user without one is
+// told what to run, every process start is audited with its identity, and
+// an identity's server stops when unused and starts again on its next call.
+func TestGatewayPerUserServersEndToEnd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED LOUDLY: runs clients as other users, which needs root")
+	}
+	mine := testServer(t, "mine")
+	mine["per_user"] = true
+	mine["env"] = map[string]string{"MOAT_TEST_CANARY": "${secret:canary}"}
+	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{
+		"shared": testServer(t, "shared"),
+		"mine":   mine,
+	}, map[string]any{"gateway": map[string]any{
+		"socket_mode":   "0660",
+		"socket_group":  "4300",
+		"per_user_idle": "1s",
+		"identities": map[string]any{
+			"alice": map[string]any{"uids": []int{uidAlice}},
+			"bob":   map[string]any{"uids": []int{uidBob}},
+			"carol": map[string]any{"uids": []int{uidStranger}},
+		},
+	}})
+	g := startGateway(t, cfg)
+	canaries := map[string]string{"alice": "canary-of-alice-5e1f0a", "bob": "canary-of-bob-c27d94"}
+	for who, v := range canaries {
+		cmd := exec.Command(testutil.BuildMoat(t), "secret", "set", "--identity", who, "canary")
+		cmd.Env, cmd.Stdin = g.env, strings.NewReader(v)
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "canary@"+who) {
+			t.Fatalf("moat secret set --identity %s canary: %v\n%s", who, err, out)
+		}
+	}
+
+	call := func(cs *mcp.ClientSession, group, tool string) (string, error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": group, "name": tool, "args": map[string]any{}}})
+		if err != nil {
+			return "", err
+		}
+		return resultText(res), nil
+	}
+	sessions := map[string]*mcp.ClientSession{}
+	for who, uid := range map[string]int{"alice": uidAlice, "bob": uidBob, "carol": uidStranger} {
+		cs, err := g.connectAs(t, uid, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", who, err)
+		}
+		sessions[who] = cs
+	}
+
+	// Each user's copy has that user's secret: the client sees it only as
+	// the redaction marker that names it, and never the other user's.
+	for who, other := range map[string]string{"alice": "bob", "bob": "alice"} {
+		env, err := call(sessions[who], "mine", "env")
+		if err != nil {
+			t.Fatalf("%s's env: %v", who, err)
+		}
+		if !strings.Contains(env, "MOAT_TEST_CANARY=[REDACTED:canary_"+who+"]") || strings.Contains(env, other) ||
+			strings.Contains(env, canaries[who]) || strings.Contains(env, canaries[other]) {
+			t.Errorf("%s's per-user server: MOAT_TEST_CANARY line %q, want only %s's own secret, redacted", who, canaryIn(env), who)
+		}
+	}
+	if env, err := call(sessions["alice"], "shared", "env"); err != nil || strings.Contains(env, "MOAT_TEST_CANARY") {
+		t.Errorf("the shared server: %v %q, want no per-user secret", err, canaryIn(env))
+	}
+	// carol has no secret of her own: she is told what to run, and keeps
+	// her shared server.
+	if _, err := call(sessions["carol"], "mine", "env"); err == nil || !strings.Contains(err.Error(), "moat secret set --identity carol canary") {
+		t.Errorf("carol's call to her per-user server: %v, want the command that stores her secret", err)
+	}
+	if _, err := call(sessions["carol"], "shared", "echo"); err != nil {
+		t.Errorf("carol's shared server: %v", err)
+	}
+
+	// Unused for per_user_idle, alice's copy stops; her next call starts it.
+	testutil.Eventually(t, "alice's per-user server to stop unused", func() bool {
+		return slices.ContainsFunc(strings.Split(g.stderr.String(), "\n"), func(l string) bool {
+			return strings.Contains(l, "upstream stopped unused") && strings.Contains(l, "alice")
+		})
+	})
+	if env, err := call(sessions["alice"], "mine", "env"); err != nil || !strings.Contains(env, "[REDACTED:canary_alice]") {
+		t.Errorf("alice's call after her server stopped: %v %q", err, canaryIn(env))
+	}
+
+	for _, cs := range sessions {
+		cs.Close()
+	}
+	g.stop(t)
+	records := testutil.ReadAudit(t, filepath.Join(testutil.EnvValue(g.env, "XDG_STATE_HOME"), "moat", "audit.jsonl"))
+	starts := map[string]int{}
+	for _, r := range records {
+		d, _ := r["detail"].(map[string]any)
+		if r["event"] == "child_start" && r["group"] == "mine" {
+			who, _ := d["identity"].(string)
+			starts[who]++
+		}
+	}
+	if starts["alice"] != 2 || starts["bob"] != 1 || starts[""] != 0 || starts["carol"] != 0 {
+		t.Errorf("processes of the per-user server started, by identity: %v; want alice 2 (woken once), bob 1, none shared or for carol", starts)
+	}
+}
+
+// canaryIn is the MOAT_TEST_CANARY line of an env listing, for messages.
+func canaryIn(env string) string {
+	for line := range strings.Lines(env) {
+		if strings.HasPrefix(line, "MOAT_TEST_CANARY=") {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
+}

@@ -26,6 +26,8 @@ flags:
   --config FILE                    the config file (default: $MOAT_CONFIG, else $DYNAMIC_MCP_CONFIG)
   --backend auto|keychain|file     where secrets live (default auto: the keychain if it answers)
   --dir DIR                        the encrypted file store's directory
+  --identity ID                    (login, logout) the token of gateway identity ID for a per-user
+                                   server ("per_user": true), apart from every other identity's
   --adopt-dynamic-mcp              (login) bind the token that ` + "`moat secret migrate`" + ` moved from
                                    dynamic-mcp to NAME's current url, instead of a browser login
 The login URL is printed on stderr; a browser is opened when one is available.`
@@ -53,6 +55,7 @@ func authCommand(ctx context.Context, args []string, cfgPath func() (string, err
 	backend := fs.String("backend", secrets.BackendAuto, "")
 	dir := fs.String("dir", "", "")
 	adopt := fs.Bool("adopt-dynamic-mcp", false, "")
+	identity := fs.String("identity", "", "")
 	pos, err := parseInterspersed(fs, args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(stdout, authUsage)
@@ -76,6 +79,9 @@ func authCommand(ctx context.Context, args []string, cfgPath func() (string, err
 	if *adopt && sub != "login" {
 		return usageErr("--adopt-dynamic-mcp goes with `moat auth login NAME`")
 	}
+	if *identity != "" && (sub == "status" || *adopt) {
+		return usageErr("--identity goes with `moat auth login NAME` or `moat auth logout NAME`")
+	}
 
 	path := *cfgFlag
 	if path == "" {
@@ -86,7 +92,13 @@ func authCommand(ctx context.Context, args []string, cfgPath func() (string, err
 		}
 		path = p
 	}
-	cfg, err := config.Load(path, loadOptions(false))
+	opts := loadOptions(false)
+	if *identity != "" {
+		// The identity's server: its url and headers may hold its own
+		// secrets.
+		opts = identityLoadOptions(*identity)
+	}
+	cfg, err := config.Load(path, opts)
 	if err != nil {
 		printError(stderr, err)
 		return exitUsage
@@ -114,11 +126,20 @@ func authCommand(ctx context.Context, args []string, cfgPath func() (string, err
 		printError(stderr, fmt.Errorf("auth: server %q runs a command (stdio); only http and sse servers use OAuth", name))
 		return exitUsage
 	}
+	if *identity != "" {
+		if _, ok := cfg.Gateway.Identities[*identity]; !ok {
+			return usageErr(fmt.Sprintf("no identity %q under gateway.identities in %s", *identity, path))
+		}
+		if !s.PerUser {
+			return usageErr(fmt.Sprintf("server %q is shared by every identity; only a per-user server (\"per_user\": true) uses an identity's own token", name),
+				"log in without --identity for the shared token, or set \"per_user\": true on the server")
+		}
+	}
 	host := urlHost(s.URL)
 
 	switch {
 	case sub == "logout":
-		err := oauth.Logout(ctx, oauth.Options{Store: store, Server: name, URL: s.URL, ClientID: s.OAuthClientID})
+		err := oauth.Logout(ctx, oauth.Options{Store: store, Server: name, URL: s.URL, ClientID: s.OAuthClientID, Identity: *identity})
 		if err != nil {
 			printError(stderr, err)
 			return exitFailure
@@ -157,7 +178,7 @@ func authCommand(ctx context.Context, args []string, cfgPath func() (string, err
 		return exitUsage
 	}
 	err = oauth.Login(ctx, oauth.Options{
-		Store: store, Server: name, URL: s.URL, ClientID: s.OAuthClientID, Scopes: s.OAuthScopes,
+		Store: store, Server: name, URL: s.URL, ClientID: s.OAuthClientID, Scopes: s.OAuthScopes, Identity: *identity,
 		HTTP: oc, MCPHTTP: mc, OpenBrowser: authOpenBrowser, Prompt: stderr, Logger: logger,
 	})
 	if err != nil {

@@ -51,6 +51,8 @@ func TestAuthUsage(t *testing.T) {
 		{[]string{"logout", "--adopt-dynamic-mcp", "remote"}, exitUsage, "--adopt-dynamic-mcp goes with"},
 		{[]string{"login", "--dir", dir, "--backend", "file", "nope"}, exitUsage, "moat: hint: the servers are: local, other, remote"},
 		{[]string{"login", "--dir", dir, "--backend", "file", "local"}, exitUsage, "runs a command (stdio)"},
+		{[]string{"status", "--identity", "alice"}, exitUsage, "--identity goes with `moat auth login NAME` or `moat auth logout NAME`"},
+		{[]string{"login", "--dir", dir, "--backend", "file", "--identity", "alice", "remote"}, exitUsage, `no identity "alice" under gateway.identities`},
 	} {
 		code, _, errs := runAuth(t, cfg, tt.args...)
 		if code != tt.code || !strings.Contains(errs, tt.stderr) {

@@ -104,7 +104,7 @@ func doctorCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 			return processStore.get(ctx)
 		},
 		HTTPClient: httpClientFor,
-		OAuth:      oauthFor(slog.Default()),
+		OAuth:      oauthFor(slog.Default(), ""),
 		AuditPath:  auditLogPathOfDefault(),
 		Tokens: func(ctx context.Context, s *secrets.Store) ([]string, error) {
 			stored, err := readTokens(ctx, s)

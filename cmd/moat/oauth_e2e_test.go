@@ -247,15 +247,15 @@ func stopMoat(t *testing.T, m *moatProc) string {
 	return m.stderr.String()
 }
 
-// authLoginAsBrowser runs `moat auth login protected` and plays the
+// authLoginAsBrowser runs `moat auth login [flags] protected` and plays the
 // browser: it reads the authorize URL from stderr (no browser opens here),
 // asks the authorization server, which approves at once, and takes its
 // redirect to moat's loopback callback. It returns the login's stderr.
-func authLoginAsBrowser(t *testing.T, cfg string, env []string) string {
+func authLoginAsBrowser(t *testing.T, cfg string, env []string, flags ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	// No xdg-open in PATH: the URL on stderr is the only way to the login.
-	cmd := exec.CommandContext(ctx, testutil.BuildMoat(t), "auth", "login", "protected", "--config", cfg)
+	cmd := exec.CommandContext(ctx, testutil.BuildMoat(t), append(append([]string{"auth", "login"}, flags...), "protected", "--config", cfg)...)
 	cmd.Env = append(env, "PATH="+t.TempDir())
 	stderr := &testutil.SyncBuffer{}
 	pr, pw := io.Pipe()

@@ -131,3 +131,71 @@ func canaryIn(env string) string {
 	}
 	return ""
 }
+
+// TestGatewayPerUserOAuth: a per-user OAuth server (testdata/oauthserver)
+// on a gateway uses each identity's own token, from `moat auth login
+// --identity`: alice's calls carry the token of her login, bob is told the
+// command that logs him in, and after it his calls carry his own token
+// while alice's still carry hers.
+func TestGatewayPerUserOAuth(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED LOUDLY: runs clients as other users, which needs root")
+	}
+	work := t.TempDir()
+	record := filepath.Join(work, "oauthserver.jsonl")
+	cfg := testutil.WriteConfig(t, work, map[string]any{
+		"protected": map[string]any{"description": "OAuth-protected test server", "url": startOAuthServer(t, record), "per_user": true},
+	}, map[string]any{"gateway": map[string]any{
+		"socket_mode":  "0660",
+		"socket_group": "4300",
+		"identities": map[string]any{
+			"alice": map[string]any{"uids": []int{uidAlice}},
+			"bob":   map[string]any{"uids": []int{uidBob}},
+		},
+	}})
+	g := startGateway(t, cfg)
+	authLoginAsBrowser(t, cfg, g.env, "--identity", "alice")
+	aliceToken := issuedTokens(t, record)[0]
+
+	alice, err := g.connectAs(t, uidAlice, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := g.connectAs(t, uidBob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whoami := func(cs *mcp.ClientSession) (*mcp.CallToolResult, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		return cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "protected", "name": "whoami", "args": map[string]any{}}})
+	}
+	lastBearer := func() string {
+		b := bearerHeaders(t, record)
+		if len(b) == 0 {
+			return ""
+		}
+		return b[len(b)-1]
+	}
+
+	if res, err := whoami(alice); err != nil || res.IsError {
+		t.Fatalf("alice's whoami: %v %.500q", err, resultText(res))
+	}
+	if lastBearer() != "Bearer "+aliceToken {
+		t.Error("alice's call did not carry the token of her own login")
+	}
+	res, err := whoami(bob)
+	if err != nil || !res.IsError || !strings.Contains(resultText(res), "moat auth login --identity bob protected") {
+		t.Fatalf("bob's whoami before his login: %v %.500q, want the command that logs him in", err, resultText(res))
+	}
+
+	authLoginAsBrowser(t, cfg, g.env, "--identity", "bob")
+	bobToken := issuedTokens(t, record)[2]
+	testutil.Eventually(t, "bob's calls to use his own token", func() bool {
+		res, err := whoami(bob)
+		return err == nil && !res.IsError && lastBearer() == "Bearer "+bobToken
+	})
+	if res, err := whoami(alice); err != nil || res.IsError || lastBearer() != "Bearer "+aliceToken {
+		t.Errorf("alice's call after bob's login: %v, carried her token: %v", err, lastBearer() == "Bearer "+aliceToken)
+	}
+}

@@ -213,7 +213,7 @@ func setup(args []string, name string, gateway bool) (*instance, int) {
 			// reach the model: the secrets Moat resolved never do.
 			Redact:     gs.Redactor.String,
 			HTTPClient: httpClientFor,
-			OAuth:      oauthFor(log),
+			OAuth:      oauthFor(log, ""),
 			Hide:       hiddenPaths(cfg),
 			OnEvent: func(e upstream.Event) {
 				auditEvent(auditLog.Log, e.Kind, e.Group, e.Detail)
@@ -276,6 +276,9 @@ func runServe(ctx context.Context, args []string) int {
 		path := m.cfg.Path
 		m.opts.PerUser = func(identity string) (*config.Config, error) {
 			return config.Load(path, identityLoadOptions(identity))
+		}
+		m.opts.PerUserOAuth = func(identity string, s *config.Server) (auth.OAuthHandler, error) {
+			return oauthFor(m.log, identity)(s)
 		}
 		p = proxy.NewGateway(m.opts)
 	} else {
@@ -393,7 +396,7 @@ var oauthEvent func(server, event string)
 
 // oauthFor gives a streamable HTTP server its OAuth handler when it has
 // an oauth_client_id or a stored token (after `moat auth login`).
-func oauthFor(log *slog.Logger) func(s *config.Server) (auth.OAuthHandler, error) {
+func oauthFor(log *slog.Logger, identity string) func(s *config.Server) (auth.OAuthHandler, error) {
 	return func(s *config.Server) (auth.OAuthHandler, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
 		defer cancel()
@@ -409,7 +412,7 @@ func oauthFor(log *slog.Logger) func(s *config.Server) (auth.OAuthHandler, error
 			return nil, err
 		}
 		h, err := oauth.NewHandler(oauth.Options{
-			Store: store, Server: s.Name, URL: s.URL, ClientID: s.OAuthClientID, Scopes: s.OAuthScopes,
+			Store: store, Server: s.Name, URL: s.URL, ClientID: s.OAuthClientID, Scopes: s.OAuthScopes, Identity: identity,
 			HTTP: oc, Prompt: os.Stderr, Logger: log, OnToken: secretSink,
 			OnEvent: func(event string) {
 				if oauthEvent != nil {

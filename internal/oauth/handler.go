@@ -75,10 +75,10 @@ func (h *Handler) current(ctx context.Context) error {
 		return err
 	}
 	if r == nil {
-		return loginRequired(h.o.Server, "no token stored for "+hostOf(h.o.URL))
+		return h.o.loginRequired("no token stored for " + hostOf(h.o.URL))
 	}
 	if h.blocked != "" && h.rec != nil && sameToken(r.AccessToken, h.rec.AccessToken) {
-		return loginRequired(h.o.Server, h.blocked)
+		return h.o.loginRequired(h.blocked)
 	}
 	h.rec, h.blocked = r, ""
 	return nil
@@ -143,7 +143,7 @@ func (h *Handler) Authorize(ctx context.Context, req *http.Request, resp *http.R
 		cs, _ := oauthex.ParseWWWAuthenticate(resp.Header.Values("WWW-Authenticate"))
 		for _, c := range cs {
 			if c.Scheme == "bearer" && c.Params["error"] == "insufficient_scope" {
-				return loginRequired(h.o.Server, "the server needs more scopes ("+clean(c.Params["scope"])+") than the token has")
+				return h.o.loginRequired("the server needs more scopes (" + clean(c.Params["scope"]) + ") than the token has")
 			}
 		}
 		// Any other 403 is not about the token: let the transport retry once
@@ -166,11 +166,11 @@ func (h *Handler) Authorize(ctx context.Context, req *http.Request, resp *http.R
 	now := h.o.now()
 	if h.fresh != "" && sameToken(sent, h.fresh) && now.Sub(h.refreshedOn401) < rejectWindow {
 		h.blocked = "the server refused a freshly refreshed token"
-		return loginRequired(h.o.Server, h.blocked)
+		return h.o.loginRequired(h.blocked)
 	}
 	if h.rec.RefreshToken == "" || h.rec.TokenURL == "" {
 		h.blocked = "the server refused the token and it cannot be refreshed"
-		return loginRequired(h.o.Server, h.blocked)
+		return h.o.loginRequired(h.blocked)
 	}
 	if err := h.refresh(ctx); err != nil {
 		return err
@@ -196,7 +196,7 @@ func (h *Handler) refresh(ctx context.Context) error {
 	}
 	if h.rec.RefreshToken == "" || h.rec.TokenURL == "" {
 		h.blocked = "the token expired and cannot be refreshed"
-		return loginRequired(h.o.Server, h.blocked)
+		return h.o.loginRequired(h.blocked)
 	}
 	next, err := refreshRecord(ctx, &h.o, h.rec)
 	if err != nil {
@@ -207,7 +207,7 @@ func (h *Handler) refresh(ctx context.Context) error {
 			}
 			h.blocked = "the authorization server refused to refresh the token (" + re.code + ")"
 			h.o.Logger.Warn("oauth: refresh refused; a new login is needed", "server", h.o.Server, "error", re.code)
-			return loginRequired(h.o.Server, h.blocked)
+			return h.o.loginRequired(h.blocked)
 		}
 		return fmt.Errorf("oauth: refreshing the token of %q: %w", h.o.Server, err)
 	}

@@ -76,6 +76,10 @@ type Options struct {
 	URL      string
 	ClientID string
 	Scopes   []string
+	// Identity, when set, is the gateway identity whose own token this
+	// is (a per-user server's): stored apart from the user's own and every
+	// other identity's, and logged in with `moat auth login --identity`.
+	Identity string
 	// HTTP sends every OAuth request (discovery, registration, token). It
 	// must come from netguard.NewOAuthClient.
 	HTTP *http.Client
@@ -137,7 +141,23 @@ func (o *Options) check() error {
 	return nil
 }
 
-func (o *Options) key() string { return secrets.TokenKey(o.Server, o.URL, o.ClientID) }
+func (o *Options) key() string {
+	server := o.Server
+	if o.Identity != "" {
+		// A server's name never holds '@': no identity's key is another
+		// server's.
+		server = secrets.ForIdentity(server, o.Identity)
+	}
+	return secrets.TokenKey(server, o.URL, o.ClientID)
+}
+
+// loginCommand is what gets this token.
+func (o *Options) loginCommand() string {
+	if o.Identity != "" {
+		return "moat auth login --identity " + o.Identity + " " + o.Server
+	}
+	return "moat auth login " + o.Server
+}
 
 // record is what the store holds for one server. It holds secrets in plain
 // strings, so it is never logged or put into an error.
@@ -239,20 +259,20 @@ func save(ctx context.Context, o *Options, r *record) error {
 
 // loginRequired wraps ErrLoginRequired with the server's name, why, and
 // what to run.
-func loginRequired(server, why string) error {
-	return &loginError{server: server, why: why}
+func (o *Options) loginRequired(why string) error {
+	return &loginError{server: o.Server, why: why, cmd: o.loginCommand()}
 }
 
-type loginError struct{ server, why string }
+type loginError struct{ server, why, cmd string }
 
 func (e *loginError) Error() string {
-	return fmt.Sprintf("oauth: server %q: %s: run `moat auth login %s`", e.server, e.why, e.server)
+	return fmt.Sprintf("oauth: server %q: %s: run `%s`", e.server, e.why, e.cmd)
 }
 func (e *loginError) Unwrap() error { return ErrLoginRequired }
 
 // Hints lets the CLI print a `moat: hint:` line.
 func (e *loginError) Hints() []string {
-	return []string{"run `moat auth login " + e.server + "` in a terminal; it prints a URL to open in a browser"}
+	return []string{"run `" + e.cmd + "` in a terminal; it prints a URL to open in a browser"}
 }
 
 // clean makes text from the network safe for one terminal line: printable

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/config"
@@ -29,9 +30,10 @@ type Gateway struct {
 	catalogFn Catalog
 	cat       catalogCache
 	// upOpts make tenants' managers; perUser loads an identity's config.
-	upOpts  upstream.Options
-	perUser func(identity string) (*config.Config, error)
-	tenants tenants
+	upOpts       upstream.Options
+	perUser      func(identity string) (*config.Config, error)
+	perUserOAuth func(identity string, s *config.Server) (auth.OAuthHandler, error)
+	tenants      tenants
 
 	mu       sync.Mutex
 	cfg      *config.Config // the last applied
@@ -63,7 +65,7 @@ type SessionOptions struct {
 // NewGateway returns a Gateway with no groups; call Apply to load a config,
 // then Open.
 func NewGateway(opts Options) *Gateway {
-	g := &Gateway{shared: newShared(opts), catalogFn: opts.Catalog, perUser: opts.PerUser, sessions: map[*Server]bool{}, subs: map[subscription]int{}}
+	g := &Gateway{shared: newShared(opts), catalogFn: opts.Catalog, perUser: opts.PerUser, perUserOAuth: opts.PerUserOAuth, sessions: map[*Server]bool{}, subs: map[subscription]int{}}
 	if g.catalogFn == nil {
 		g.catalogFn = allTools
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
+
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/upstream"
@@ -83,6 +85,10 @@ func (g *Gateway) tenantOf(id *guard.Identity) *tenant {
 	opts := g.upOpts
 	opts.Logger = g.log.With("identity", name)
 	opts.IdleAfter = cfg.Gateway.PerUserIdle
+	opts.Identity = name
+	if g.perUserOAuth != nil {
+		opts.OAuth = func(s *config.Server) (auth.OAuthHandler, error) { return g.perUserOAuth(name, s) }
+	}
 	opts.OnChange = func() { g.changedFor(name) }
 	if onEvent := opts.OnEvent; onEvent != nil {
 		opts.OnEvent = func(e upstream.Event) {

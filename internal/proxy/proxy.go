@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/config"
@@ -38,6 +39,10 @@ type Options struct {
 	// (config.Server.PerUser) with that identity's own secrets. A Gateway
 	// runs them per identity from it; without it, it runs none of them.
 	PerUser func(identity string) (*config.Config, error)
+	// PerUserOAuth is Upstream.OAuth for identity's own sessions of the
+	// per-user servers: their tokens are that identity's (`moat auth login
+	// --identity`). Nil: they use Upstream.OAuth.
+	PerUserOAuth func(identity string, s *config.Server) (auth.OAuthHandler, error)
 	// Catalog decides what get_dynamic_tools shows; nil shows every tool.
 	Catalog Catalog
 	// Permit decides which of a group's resources (kind guard.KindResource,

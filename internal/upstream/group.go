@@ -363,7 +363,11 @@ func (g *Group) run() {
 		}
 		reason := g.shown(err.Error(), "reason")
 		if errors.Is(err, oauth.ErrLoginRequired) {
-			reason = fmt.Sprintf("waiting for login: run `moat auth login %s`", g.name)
+			login := "moat auth login " + g.name
+			if id := g.m.opts.Identity; id != "" {
+				login = "moat auth login --identity " + id + " " + g.name
+			}
+			reason = fmt.Sprintf("waiting for login: run `%s`", login)
 		}
 		g.m.event(g.name, "upstream_unavailable", map[string]string{"reason": reason, "attempts": strconv.Itoa(failures), "retry_in": wait.String()})
 		g.log.Warn("upstream unavailable", "err", err, "retry_in", wait, "stderr_tail", g.stderrLines.tail())

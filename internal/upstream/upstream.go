@@ -87,6 +87,9 @@ type Options struct {
 	// no subscription holds it; the group keeps its lists and the next
 	// request starts it again. A gateway's per-user servers use it.
 	IdleAfter time.Duration
+	// Identity is the gateway identity these servers run for (a tenant of
+	// per-user servers), or "": what a user is told to run names it.
+	Identity string
 
 	// Redact, if set, removes known secrets from upstream text that Moat
 	// shows the model (a failed start's reason, a starting server's last

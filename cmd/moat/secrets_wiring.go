@@ -79,7 +79,7 @@ var secretSink = func(name, value string) {}
 func loadOptions(gateway bool) *config.LoadOptions {
 	o := &config.LoadOptions{Getenv: os.LookupEnv, Secret: sharedSecret}
 	if gateway {
-		o.UserSecret = func(string) (string, error) { return "per-user", nil }
+		o.UserSecret = func(string, string) (string, error) { return "per-user", nil }
 	}
 	return o
 }
@@ -90,7 +90,7 @@ func identityLoadOptions(identity string) *config.LoadOptions {
 	return &config.LoadOptions{
 		Getenv: os.LookupEnv,
 		Secret: sharedSecret,
-		UserSecret: func(name string) (string, error) {
+		UserSecret: func(_, name string) (string, error) {
 			return storedSecret(secrets.ForIdentity(name, identity), func(backend string) error {
 				return fmt.Errorf("identity %q has no secret %q of its own in the %s: run `moat secret set --identity %s %s` as the gateway's user", identity, name, backend, identity, name)
 			})

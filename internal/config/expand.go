@@ -84,7 +84,8 @@ func (c *checker) resolve(ref string, at expansion) (string, bool) {
 		resolve, fix := c.opts.Secret, fmt.Sprintf("store it with `moat secret set %s`", name)
 		if at.srv.PerUser && c.opts.UserSecret != nil {
 			// Its error names the identity and the command.
-			resolve, fix = c.opts.UserSecret, ""
+			srv := at.srv.Name
+			resolve, fix = func(name string) (string, error) { return c.opts.UserSecret(srv, name) }, ""
 		}
 		if resolve == nil {
 			c.ps.add(at.path, at.off, fmt.Sprintf("${secret:%s} in %s: secret references need the secret store", name, at.where),

@@ -30,7 +30,8 @@ type LoadOptions struct {
 	// per-user servers ("per_user": true) instead of Secret: a gateway
 	// loads each identity's copy of them with that identity's secrets
 	// (and the shared config with none, since it never starts them).
-	UserSecret func(name string) (string, error)
+	// server is the per-user server whose value of name is wanted.
+	UserSecret func(server, name string) (string, error)
 }
 
 // ResolvePath picks the config file: arg if non-empty, else MOAT_CONFIG,

@@ -364,8 +364,8 @@ func TestPerUserSecrets(t *testing.T) {
 	cfg, err := Load(copyFile(t, filepath.Join(testdata, "valid", "full.json")), &LoadOptions{
 		Getenv: env(map[string]string{"HOME": "/home/u", "USER": "u"}),
 		Secret: func(name string) (string, error) { return shared[name], nil },
-		UserSecret: func(name string) (string, error) {
-			asked = append(asked, name)
+		UserSecret: func(server, name string) (string, error) {
+			asked = append(asked, server+"/"+name)
 			return "alice-" + name, nil
 		},
 	})
@@ -381,7 +381,7 @@ func TestPerUserSecrets(t *testing.T) {
 	if got := cfg.Servers["files"].Env["API_KEY"]; got != "k-123" {
 		t.Errorf("shared server's env = %q, want the shared secret", got)
 	}
-	if diff := cmp.Diff([]string{"kb-token"}, asked); diff != "" {
+	if diff := cmp.Diff([]string{"remote/kb-token"}, asked); diff != "" {
 		t.Errorf("UserSecret was asked for (-want +got):\n%s", diff)
 	}
 }

@@ -175,7 +175,7 @@ func privateProblem(path string, st *unix.Stat_t, bad uint32, chmod string) (msg
 // loadConfig loads the config as serve does, with ${secret:...} from the
 // store, and reports every problem at once.
 func (d *run) loadConfig() {
-	opts := &config.LoadOptions{Getenv: d.o.Getenv, Secret: d.secret}
+	opts := &config.LoadOptions{Getenv: d.o.Getenv, Secret: d.secret, UserSecret: d.perUserSecret}
 	cfg, err := config.Load(d.o.ConfigPath, opts)
 	c := Check{Section: SectionConfig, Name: "config.valid"}
 	var ce *config.Error

@@ -234,12 +234,16 @@ func (d *run) now() time.Time {
 
 // run is the state of one Run.
 type run struct {
-	o      Options
-	red    *redact.Redactor
-	store  *secrets.Store // nil when it cannot be opened
-	cfg    *config.Config // nil when the config does not load
-	probe  sandbox.Report // what this machine can enforce
-	checks []Check
+	o     Options
+	red   *redact.Redactor
+	store *secrets.Store // nil when it cannot be opened
+	cfg   *config.Config // nil when the config does not load
+	// perUser is what each per-user server takes per identity (its
+	// ${secret:} names); unshared, those with no shared value stored.
+	perUser  map[string][]string
+	unshared map[string]bool
+	probe    sandbox.Report // what this machine can enforce
+	checks   []Check
 }
 
 func (d *run) add(c Check) { d.checks = append(d.checks, c) }

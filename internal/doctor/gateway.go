@@ -48,6 +48,7 @@ func (d *run) checkGateway() {
 		return
 	}
 	d.checkIdentities(gw)
+	d.checkPerUser(gw)
 	mode := gw.SocketMode
 	if mode == 0 {
 		mode = config.DefaultSocketMode

@@ -45,6 +45,10 @@ func (d *run) checkServers(ctx context.Context) {
 			results[i] = []Check{{Section: "server " + name, Server: name, Name: "server.enabled", Status: OK, Message: "disabled (enabled: false): not checked"}}
 			continue
 		}
+		if d.unshared[name] {
+			results[i] = []Check{d.perUserServer(s)}
+			continue
+		}
 		wg.Go(func() {
 			sc := &serverCheck{run: d, s: s}
 			if s.Type == config.Stdio {

@@ -32,7 +32,7 @@ func runConfig(_ context.Context, args []string) int {
 			printError(os.Stderr, err)
 			return exitUsage
 		}
-		cfg, err := config.Load(path, loadOptions(false))
+		cfg, err := loadForCommand(path)
 		if err != nil {
 			printError(os.Stderr, err)
 			return exitUsage

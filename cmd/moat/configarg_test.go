@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -55,5 +57,34 @@ func TestConfigArg(t *testing.T) {
 		if !slices.Equal(cfg, tt.cfg) || !slices.Equal(rest, tt.rest) {
 			t.Errorf("configArg(%q) = %q, %q; want %q, %q", tt.in, cfg, rest, tt.cfg, tt.rest)
 		}
+	}
+}
+
+// TestConfigValidatePerUser: `moat config validate` and `moat pins diff`
+// do not demand a shared secret of a per-user server when the config names
+// gateway identities (each holds its own), and do when it names none (stdio
+// serve uses the shared one); seen failing with the shared load for both.
+func TestConfigValidatePerUser(t *testing.T) {
+	env := append(testutil.MoatEnv(t), "MOAT_CONFIG=", "DYNAMIC_MCP_CONFIG=")
+	const server = `"kb": {"description": "d", "url": "https://kb.example.com/mcp", "per_user": true,
+		"headers": {"Authorization": "Bearer ${secret:kb-token}"}}`
+	dir := t.TempDir()
+	gateway := filepath.Join(dir, "gateway.json")
+	stdio := filepath.Join(dir, "stdio.json")
+	for p, body := range map[string]string{
+		gateway: `{"mcpServers": {` + server + `}, "gateway": {"identities": {"alice": {"uids": [1000]}}}}`,
+		stdio:   `{"mcpServers": {` + server + `}}`,
+	} {
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{{"config", "validate", gateway}, {"pins", "diff", gateway}} {
+		if out, stderr, code := moatCLIEnv(t, env, args...); code != exitOK {
+			t.Errorf("moat %s: exit %d, stdout %.300q, stderr %.300q; want 0", strings.Join(args, " "), code, out, stderr)
+		}
+	}
+	if _, stderr, code := moatCLIEnv(t, env, "config", "validate", stdio); code == exitOK || !strings.Contains(stderr, "moat secret set kb-token") {
+		t.Errorf("moat config validate without identities: exit %d, stderr %.400q; want the shared secret demanded", code, stderr)
 	}
 }

@@ -78,7 +78,7 @@ func pinsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		if known := store.Groups(); !slices.Contains(known, group) {
 			// A configured group that was never listed has no pins yet.
 			if p, _, err := config.ResolvePath("", os.LookupEnv); err == nil {
-				if cfg, err := config.Load(p, loadOptions(false)); err == nil {
+				if cfg, err := loadForCommand(p); err == nil {
 					known = append(known, sortedServerNames(cfg)...)
 				}
 			}
@@ -109,7 +109,7 @@ func pinsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		cfgPath = cfgArgs[0]
 	}
 	if p, _, err := config.ResolvePath(cfgPath, os.LookupEnv); err == nil {
-		cfg, err := config.Load(p, loadOptions(false))
+		cfg, err := loadForCommand(p)
 		if err != nil {
 			printError(stderr, err)
 			return exitUsage

@@ -84,6 +84,23 @@ func loadOptions(gateway bool) *config.LoadOptions {
 	return o
 }
 
+// loadForCommand loads path for a command that serves neither way (config
+// validate, pins): per-user servers' secrets are each identity's own when
+// the config names gateway identities, and shared ones (what stdio serve
+// uses) when it names none.
+func loadForCommand(path string) (*config.Config, error) {
+	cfg, err := config.Load(path, loadOptions(true))
+	if err != nil || len(cfg.Gateway.Identities) > 0 {
+		return cfg, err
+	}
+	for _, s := range cfg.Servers {
+		if s.PerUser {
+			return config.Load(path, loadOptions(false))
+		}
+	}
+	return cfg, nil
+}
+
 // identityLoadOptions load the config as identity's per-user servers see
 // it: their ${secret:NAME} is identity's own (secrets.ForIdentity).
 func identityLoadOptions(identity string) *config.LoadOptions {

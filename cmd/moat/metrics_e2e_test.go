@@ -115,7 +115,7 @@ func TestMetricsOfAStdioSession(t *testing.T) {
 	}
 	url := "http://" + addr + metricsPath
 	testutil.Eventually(t, "the upstream to restart", func() bool {
-		v, _ := sample(scrape(t, http.DefaultClient, url), "moat_upstream_restarts_total", map[string]string{"group": "test"})
+		v, _ := sample(scrape(t, http.DefaultClient, url), "moat_upstream_restarts_total", map[string]string{"group": "test", "identity": ""})
 		return v == 1
 	})
 	if res := call("echo", map[string]any{"message": "again"}); res.IsError {
@@ -137,8 +137,8 @@ func TestMetricsOfAStdioSession(t *testing.T) {
 	wantSample(t, fams, "moat_calls_total", with("outcome", "timeout"), 0)
 	wantSample(t, fams, "moat_refusals_total", map[string]string{"layer": "policy", "rule": "deny"}, 1)
 	wantSample(t, fams, "moat_call_duration_seconds", tool, 6)
-	wantSample(t, fams, "moat_upstream_up", map[string]string{"group": "test"}, 1)
-	wantSample(t, fams, "moat_upstream_child_exits_total", map[string]string{"group": "test"}, 1)
+	wantSample(t, fams, "moat_upstream_up", map[string]string{"group": "test", "identity": ""}, 1)
+	wantSample(t, fams, "moat_upstream_child_exits_total", map[string]string{"group": "test", "identity": ""}, 1)
 	if v, ok := sample(fams, "moat_audit_write_duration_seconds", nil); !ok || v < 6 {
 		t.Errorf("moat_audit_write_duration_seconds count = %v (present: %v), want at least a write per call", v, ok)
 	}

@@ -101,14 +101,14 @@ func New() *Metrics {
 			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}},
 			[]string{"group", "kind"}),
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "moat_upstream_up",
-			Help: "1 while the group's upstream is connected and ready, 0 while it is unavailable (absent until it first starts)."},
-			[]string{"group"}),
+			Help: "1 while the group's upstream is connected and ready, 0 while it is unavailable or stopped idle (absent until it first starts); identity names a per-user server's copy."},
+			[]string{"group", "identity"}),
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_upstream_restarts_total",
-			Help: "Child processes of the group started after its first."},
-			[]string{"group"}),
+			Help: "Child processes of the group started after its first; identity names a per-user server's copy."},
+			[]string{"group", "identity"}),
 		exits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_upstream_child_exits_total",
-			Help: "Child processes of the group that exited (crashed, or stopped by moat)."},
-			[]string{"group"}),
+			Help: "Child processes of the group that exited (crashed, or stopped by moat); identity names a per-user server's copy."},
+			[]string{"group", "identity"}),
 		auditWrite: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "moat_audit_write_duration_seconds",
 			Help:    "Time to write one audit record (until durable, or in the file for a call's outcome), waiting included.",
 			Buckets: []float64{.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5}}),
@@ -188,26 +188,31 @@ func (m *Metrics) Refused(layer guard.LayerName, rule string) {
 	m.refusals.WithLabelValues(string(layer), kind).Inc()
 }
 
-// Upstream follows an upstream's events (upstream.Options.OnEvent).
+// Upstream follows an upstream's events (upstream.Options.OnEvent). A
+// gateway runs a per-user server once per identity (its events' detail
+// names it): each copy is its own series, so one identity's copy going
+// idle or down never hides another's, and its first start is no restart.
 func (m *Metrics) Upstream(e upstream.Event) {
 	if m == nil {
 		return
 	}
+	identity := e.Detail["identity"]
 	switch e.Kind {
 	case "upstream_ready":
-		m.up.WithLabelValues(e.Group).Set(1)
-	case "upstream_unavailable":
-		m.up.WithLabelValues(e.Group).Set(0)
+		m.up.WithLabelValues(e.Group, identity).Set(1)
+	case "upstream_unavailable", "upstream_idle":
+		m.up.WithLabelValues(e.Group, identity).Set(0)
 	case "child_start":
+		key := e.Group + "\x00" + identity
 		m.startMu.Lock()
-		m.started[e.Group]++
-		n := m.started[e.Group]
+		m.started[key]++
+		n := m.started[key]
 		m.startMu.Unlock()
 		if n > 1 {
-			m.restarts.WithLabelValues(e.Group).Inc()
+			m.restarts.WithLabelValues(e.Group, identity).Inc()
 		}
 	case "child_exit":
-		m.exits.WithLabelValues(e.Group).Inc()
+		m.exits.WithLabelValues(e.Group, identity).Inc()
 	}
 }
 

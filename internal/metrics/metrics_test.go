@@ -69,21 +69,38 @@ func TestLayerAllocatesNothing(t *testing.T) {
 }
 
 // TestUpstreamEvents: ready and unavailable set the group's up gauge;
-// every child start after the first is a restart.
+// every child start after the first is a restart; a per-user server's
+// copies (events naming an identity) are series of their own, and one
+// going idle is down (seen failing with copies sharing the group's series).
 func TestUpstreamEvents(t *testing.T) {
 	m := New()
 	for _, kind := range []string{"child_start", "upstream_ready", "child_exit", "upstream_unavailable", "child_start"} {
 		m.Upstream(upstream.Event{Group: "files", Kind: kind})
 	}
-	if got := testutil.ToFloat64(m.up.WithLabelValues("files")); got != 0 {
+	if got := testutil.ToFloat64(m.up.WithLabelValues("files", "")); got != 0 {
 		t.Errorf("up = %v after upstream_unavailable, want 0", got)
 	}
-	if got := testutil.ToFloat64(m.restarts.WithLabelValues("files")); got != 1 {
+	if got := testutil.ToFloat64(m.restarts.WithLabelValues("files", "")); got != 1 {
 		t.Errorf("restarts = %v, want 1", got)
 	}
 	m.Upstream(upstream.Event{Group: "files", Kind: "upstream_ready"})
-	if got := testutil.ToFloat64(m.up.WithLabelValues("files")); got != 1 {
+	if got := testutil.ToFloat64(m.up.WithLabelValues("files", "")); got != 1 {
 		t.Errorf("up = %v after upstream_ready, want 1", got)
+	}
+
+	alice, bob := map[string]string{"identity": "alice"}, map[string]string{"identity": "bob"}
+	for _, e := range []upstream.Event{
+		{Group: "gh", Kind: "child_start", Detail: alice}, {Group: "gh", Kind: "upstream_ready", Detail: alice},
+		{Group: "gh", Kind: "child_start", Detail: bob}, {Group: "gh", Kind: "upstream_ready", Detail: bob},
+		{Group: "gh", Kind: "upstream_idle", Detail: bob},
+	} {
+		m.Upstream(e)
+	}
+	if a, b := testutil.ToFloat64(m.up.WithLabelValues("gh", "alice")), testutil.ToFloat64(m.up.WithLabelValues("gh", "bob")); a != 1 || b != 0 {
+		t.Errorf("up: alice's copy %v (want 1), bob's idle copy %v (want 0)", a, b)
+	}
+	if n := testutil.CollectAndCount(m.restarts); n != 1 {
+		t.Errorf("restarts has %d series, want files' only: each copy's first start is no restart", n)
 	}
 }
 

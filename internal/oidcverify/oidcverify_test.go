@@ -125,4 +125,22 @@ func TestVerify(t *testing.T) {
 	if _, err := v.Verify(ctx, last); err == nil || !strings.Contains(err.Error(), "bad signature") {
 		t.Errorf("Verify(a dropped key, keysMaxAge later) = %v; want bad signature", err)
 	}
+
+	// An issuer whose discovery points the keys at cloud metadata (SSRF)
+	// gets no request sent there: the guarded client refuses the address.
+	p.SetJWKSURI("https://169.254.169.254/jwks")
+	v2, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done2 := make(chan struct{})
+	go func() { defer close(done2); v2.Discover(ctx) }()
+	t.Cleanup(func() { cancel(); <-done2 })
+	testutil.Eventually(t, "discovery of the issuer pointing at 169.254.169.254", func() bool {
+		_, err := v2.Verify(ctx, p.Mint(t, claims(nil)))
+		return err == nil || !strings.Contains(err.Error(), "could not be reached")
+	})
+	if _, err := v2.Verify(ctx, p.Mint(t, claims(nil))); err == nil || !strings.Contains(err.Error(), "refusing to connect") || !strings.Contains(err.Error(), "link-local") {
+		t.Errorf("Verify with jwks_uri at 169.254.169.254 = %v; want the guarded client's refusal", err)
+	}
 }

@@ -35,11 +35,12 @@ type Provider struct {
 
 	srv *httptest.Server
 
-	mu    sync.Mutex
-	keys  []signingKey // published in the JWKS, newest last
-	n     int
-	down  bool // discovery and JWKS answer 503
-	jwksN int  // JWKS requests served
+	mu      sync.Mutex
+	keys    []signingKey // published in the JWKS, newest last
+	n       int
+	down    bool   // discovery and JWKS answer 503
+	jwksURI string // the discovery document's jwks_uri; "" is URL/jwks
+	jwksN   int    // JWKS requests served
 }
 
 type signingKey struct {
@@ -74,6 +75,14 @@ func (p *Provider) SetDown(down bool) {
 	p.mu.Unlock()
 }
 
+// SetJWKSURI makes the discovery document point the keys at u (a hostile
+// issuer's SSRF attempt); "" restores the issuer's own.
+func (p *Provider) SetJWKSURI(u string) {
+	p.mu.Lock()
+	p.jwksURI = u
+	p.mu.Unlock()
+}
+
 // JWKSRequests is how many times the JWKS was fetched.
 func (p *Provider) JWKSRequests() int {
 	p.mu.Lock()
@@ -83,16 +92,19 @@ func (p *Provider) JWKSRequests() int {
 
 func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
-	down := p.down
+	down, jwksURI := p.down, p.jwksURI
 	p.mu.Unlock()
 	if down {
 		http.Error(w, "down", http.StatusServiceUnavailable)
 		return
 	}
+	if jwksURI == "" {
+		jwksURI = p.URL + "/jwks"
+	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{
 		"issuer":                                p.URL,
-		"jwks_uri":                              p.URL + "/jwks",
+		"jwks_uri":                              jwksURI,
 		"authorization_endpoint":                p.URL + "/authorize",
 		"token_endpoint":                        p.URL + "/token",
 		"response_types_supported":              []string{"code"},

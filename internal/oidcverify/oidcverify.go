@@ -2,7 +2,8 @@
 // Connect issuer (gateway.oidc), so that the HTTP listener can be an OAuth
 // 2.1 resource server as the MCP authorization spec asks. It finds the
 // issuer's keys by discovery and refetches them when a token names a key
-// it does not know (key rotation), through the one HTTP client factory
+// it does not know (key rotation), at a bounded rate (keys.go), through the
+// one HTTP client factory
 // (internal/netguard), and checks what go-oidc leaves to its caller: exp,
 // nbf and iat with a bounded clock skew, and the required scopes.
 package oidcverify
@@ -108,7 +109,7 @@ func (v *Verifier) Discover(ctx context.Context) {
 			}
 		}
 		if err == nil {
-			keys := &keySet{ctx: oidc.ClientContext(context.WithoutCancel(ctx), v.client), url: doc.JWKS, now: func() time.Time { return v.now() }}
+			keys := newKeySet(v.client, doc.JWKS, v.cfg.AllowedAlgs, func() time.Time { return v.now() })
 			// go-oidc checks exp without leeway and nbf with 5 minutes;
 			// Verify checks all three times with max_clock_skew instead.
 			vf := oidc.NewVerifier(v.cfg.Issuer, keys, &oidc.Config{ClientID: v.cfg.Audience, SupportedSigningAlgs: v.cfg.AllowedAlgs, SkipExpiryCheck: true})
@@ -130,34 +131,6 @@ func (v *Verifier) Discover(ctx context.Context) {
 		}
 		wait = min(2*wait, lastRetry)
 	}
-}
-
-// keysMaxAge is how long keys fetched from the JWKS are trusted before
-// they are fetched again: a key the issuer dropped (rotated out) is
-// refused from then on. A token of a key not yet fetched refetches at
-// once (go-oidc's RemoteKeySet).
-const keysMaxAge = 5 * time.Minute
-
-// keySet is go-oidc's RemoteKeySet, made anew once keysMaxAge has passed,
-// since it keeps a key until a token fails to verify with it.
-type keySet struct {
-	ctx context.Context // carries the netguard client (oidc.ClientContext)
-	url string
-	now func() time.Time
-
-	mu   sync.Mutex
-	set  *oidc.RemoteKeySet
-	made time.Time
-}
-
-func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
-	k.mu.Lock()
-	if now := k.now(); k.set == nil || now.Sub(k.made) >= keysMaxAge {
-		k.set, k.made = oidc.NewRemoteKeySet(k.ctx, k.url), now
-	}
-	set := k.set
-	k.mu.Unlock()
-	return set.VerifySignature(ctx, jwt)
 }
 
 // LooksLikeJWT reports whether a bearer token has a JWT's form (three

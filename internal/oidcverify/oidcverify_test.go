@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -124,6 +125,42 @@ func TestVerify(t *testing.T) {
 	v.now = func() time.Time { return time.Now().Add(keysMaxAge) }
 	if _, err := v.Verify(ctx, last); err == nil || !strings.Contains(err.Error(), "bad signature") {
 		t.Errorf("Verify(a dropped key, keysMaxAge later) = %v; want bad signature", err)
+	}
+
+	// A flood of tokens naming keys the issuer never published (anyone who
+	// reaches the gateway can send them) becomes at most fetchBurst
+	// requests to the issuer while the clock stands still; a rotated-in
+	// key still works once the limit refills.
+	fixed := time.Now()
+	v3, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3.now = func() time.Time { return fixed }
+	done3 := make(chan struct{})
+	go func() { defer close(done3); v3.Discover(ctx) }()
+	t.Cleanup(func() { cancel(); <-done3 })
+	testutil.Eventually(t, "discovery", func() bool { _, err := v3.Verify(ctx, p.Mint(t, claims(nil))); return err == nil })
+	before := p.JWKSRequests()
+	for i := range 50 {
+		if _, err := v3.Verify(ctx, oidcprovider.Sign(t, otherKey, jose.ES256, fmt.Sprintf("flood-%d", i), claims(nil))); err == nil {
+			t.Fatal("a token of an unpublished key verified")
+		}
+	}
+	if _, err := v3.Verify(ctx, oidcprovider.Sign(t, otherKey, jose.ES256, "key-2", claims(nil))); err == nil || !strings.Contains(err.Error(), "bad signature") {
+		t.Errorf("a forged token naming a published kid = %v; want bad signature", err)
+	}
+	if n := p.JWKSRequests() - before; n > fetchBurst {
+		t.Errorf("50 tokens of unknown keys made %d JWKS requests; want at most %d (seen failing with go-oidc's RemoteKeySet)", n, fetchBurst)
+	}
+	if _, err := v3.Verify(ctx, p.Mint(t, claims(nil))); err != nil {
+		t.Errorf("a valid token during the flood = %v", err)
+	}
+	p.AddKey(t, jose.ES256)
+	rotated := p.Mint(t, claims(nil))
+	fixed = fixed.Add(fetchEvery)
+	if _, err := v3.Verify(ctx, rotated); err != nil {
+		t.Errorf("a rotated-in key, a second after the flood = %v", err)
 	}
 
 	// An issuer whose discovery points the keys at cloud metadata (SSRF)

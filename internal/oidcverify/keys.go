@@ -59,7 +59,7 @@ func newKeySet(client *http.Client, url string, algs []string, now func() time.T
 // one they do not hold; a kid they hold whose key does not verify is a bad
 // signature, without a fetch.
 func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
-	jws, err := jose.ParseSigned(jwt, k.algs)
+	jws, err := jose.ParseSignedCompact(jwt, k.algs)
 	if err != nil {
 		return nil, fmt.Errorf("malformed jwt: %v", err)
 	}

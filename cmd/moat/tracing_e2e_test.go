@@ -410,3 +410,37 @@ func TestGatewayTakesTraceContextFromHTTPHeaders(t *testing.T) {
 		t.Errorf("the header's call span: %v; want it under the header's span, naming identity alice (spans: %s)", call, spanNames(spans))
 	}
 }
+
+// TestHTTPUpstreamsGetTheTraceInHeaders: an HTTP upstream receives the
+// call's trace context as the W3C traceparent and tracestate headers too,
+// the same as in _meta: Moat's upstream span as parent with tracing on,
+// the client's own context with tracing off; a call without one sends no
+// header (seen failing without netguard's injection).
+func TestHTTPUpstreamsGetTheTraceInHeaders(t *testing.T) {
+	rcv := newOTLPReceiver(t)
+	url := testutil.StartHTTPServer(t, testutil.BuildTestServer(t))
+	srv := map[string]any{"description": "Go test server over HTTP", "url": url}
+	for _, tt := range []struct {
+		name string
+		env  []string
+	}{
+		{"on", []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + rcv.srv.URL}},
+		{"off", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testutil.WriteConfig(t, t.TempDir(), map[string]any{"test": srv})
+			m := startMoatEnv(t, cfg, tracingEnv(t, tt.env...))
+			meta := upstreamMeta(t, callWithTrace(t, m.cs, clientParent, "meta", nil))
+			tp, _ := meta["traceparent"].(string)
+			if !strings.HasPrefix(tp, "00-"+clientTraceID+"-") || meta["http.traceparent"] != tp || meta["http.tracestate"] != "vendor=opaque" {
+				t.Errorf("the HTTP upstream received _meta traceparent %q and headers traceparent %v, tracestate %v; want the same trace context in both", tp, meta["http.traceparent"], meta["http.tracestate"])
+			}
+			if tt.name == "off" && tp != clientParent {
+				t.Errorf("tracing off: the upstream received %q, want the client's %q", tp, clientParent)
+			}
+			if none := upstreamMeta(t, callWithTrace(t, m.cs, "", "meta", nil)); none["http.traceparent"] != nil && tt.name == "off" {
+				t.Errorf("a call without trace context sent the header %v", none["http.traceparent"])
+			}
+		})
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/moatmcp/moat/internal/tracing"
 )
 
 // guard is the RoundTripper of every netguard client. It checks each request
@@ -71,6 +73,18 @@ func (g *guard) proxy(req *http.Request) (*url.URL, error) {
 func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := g.check(req); err != nil {
 		return nil, g.refuse(req, err)
+	}
+	if g.bound != nil && tracing.HasContext(req.Context()) {
+		// A request to an upstream carries its call's trace context in
+		// the W3C headers too (go-sdk makes the request with the call's
+		// context); OAuth endpoints are sent none.
+		r2 := *req
+		r2.Header = req.Header.Clone()
+		if r2.Header == nil {
+			r2.Header = http.Header{}
+		}
+		tracing.InjectHeader(req.Context(), r2.Header)
+		req = &r2
 	}
 	if len(g.headers) > 0 {
 		r2 := *req

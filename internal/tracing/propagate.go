@@ -5,6 +5,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"net/http"
 )
 
 // w3c reads and writes traceparent and tracestate; it refuses a malformed
@@ -101,4 +102,14 @@ func Inject(ctx context.Context, meta mcp.Meta) mcp.Meta {
 	}
 	w3c.Inject(ctx, metaCarrier(meta))
 	return meta
+}
+
+// HasContext reports whether ctx carries a trace context to pass on.
+func HasContext(ctx context.Context) bool { return trace.SpanContextFromContext(ctx).IsValid() }
+
+// InjectHeader sets ctx's trace context as the W3C traceparent and
+// tracestate headers of an HTTP request to an upstream, as Inject does in
+// its _meta: servers that trace at the HTTP layer read them there.
+func InjectHeader(ctx context.Context, h http.Header) {
+	w3c.Inject(ctx, propagation.HeaderCarrier(h))
 }

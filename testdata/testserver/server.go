@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -217,9 +218,20 @@ func (ts *testServer) addTools() {
 			return nil, errors.New(in.Message)
 		})
 
-	ts.tool("meta", "Returns the request's _meta as JSON (trace context, progress token).", `{"type":"object"}`,
+	ts.tool("meta", "Returns the request's _meta as JSON (trace context, progress token); over HTTP, with the request's traceparent and tracestate headers as http.traceparent and http.tracestate.", `{"type":"object"}`,
 		func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-			b, err := json.Marshal(req.Params.Meta)
+			meta := maps.Clone(req.Params.Meta)
+			if x := req.Extra; x != nil && x.Header != nil {
+				for _, h := range []string{"traceparent", "tracestate"} {
+					if v := x.Header.Get(h); v != "" {
+						if meta == nil {
+							meta = mcp.Meta{}
+						}
+						meta["http."+h] = v
+					}
+				}
+			}
+			b, err := json.Marshal(meta)
 			if err != nil {
 				return toolError("%v", err), nil
 			}

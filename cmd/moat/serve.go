@@ -317,7 +317,7 @@ func runServe(ctx context.Context, args []string) int {
 		}
 	})
 
-	go watchConfig(ctx, m.log, m.cfg, p, m.auditLog.Log, m.gs)
+	go watchConfig(ctx, m.log, m.cfg, p, m.auditLog.Log, m.gs, m.mt)
 	go watchPins(ctx, m.log, p, m.auditLog.Log, m.gs)
 
 	if gw, ok := p.(*proxy.Gateway); ok {
@@ -432,7 +432,7 @@ func oauthFor(log *slog.Logger, identity string) func(s *config.Server) (auth.OA
 // changes: an administrator's change reaches every running moat, not only
 // at its user's next edit. A config or policy that does not load is
 // reported, audited and ignored: Moat keeps serving the last good one.
-func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p served, auditLog *auditlog.Log, gs *gate.Gate) {
+func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p served, auditLog *auditlog.Log, gs *gate.Gate, mt *metrics.Metrics) {
 	path, current := cfg.Path, cfg.Hash
 	var mu sync.Mutex // the two watchers' reloads never overlap
 	reload := func(trigger string) {
@@ -463,6 +463,7 @@ func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p se
 		}
 		p.Apply(next)
 		p.Invalidate()
+		mt.Retain(next)
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()

@@ -25,6 +25,7 @@ import (
 
 	"github.com/moatmcp/moat/audit"
 	"github.com/moatmcp/moat/internal/auditlog"
+	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/upstream"
 )
@@ -70,9 +71,10 @@ type Metrics struct {
 	series map[seriesKey]*callSeries
 
 	// started counts each group's child processes, to tell a restart
-	// from the first start.
-	startMu sync.Mutex
-	started map[string]int
+	// from the first start; upGroups are the groups with an up series.
+	startMu  sync.Mutex
+	started  map[string]int
+	upGroups map[string]bool
 }
 
 type seriesKey struct {
@@ -197,6 +199,14 @@ func (m *Metrics) Upstream(e upstream.Event) {
 		return
 	}
 	identity := e.Detail["identity"]
+	if e.Kind == "upstream_ready" || e.Kind == "upstream_unavailable" || e.Kind == "upstream_idle" {
+		m.startMu.Lock()
+		if m.upGroups == nil {
+			m.upGroups = map[string]bool{}
+		}
+		m.upGroups[e.Group] = true
+		m.startMu.Unlock()
+	}
 	switch e.Kind {
 	case "upstream_ready":
 		m.up.WithLabelValues(e.Group, identity).Set(1)
@@ -213,6 +223,23 @@ func (m *Metrics) Upstream(e upstream.Event) {
 		}
 	case "child_exit":
 		m.exits.WithLabelValues(e.Group, identity).Inc()
+	}
+}
+
+// Retain drops the up series of groups a reloaded config no longer runs
+// (removed or disabled): a server that is gone is neither up nor down.
+// Counters keep their history.
+func (m *Metrics) Retain(cfg *config.Config) {
+	if m == nil {
+		return
+	}
+	m.startMu.Lock()
+	defer m.startMu.Unlock()
+	for g := range m.upGroups {
+		if s := cfg.Servers[g]; s == nil || !s.Enabled {
+			m.up.DeletePartialMatch(prometheus.Labels{"group": g})
+			delete(m.upGroups, g)
+		}
 	}
 }
 

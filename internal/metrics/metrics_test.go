@@ -9,6 +9,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/guard"
 	"github.com/moatmcp/moat/internal/upstream"
 )
@@ -101,6 +102,13 @@ func TestUpstreamEvents(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(m.restarts); n != 1 {
 		t.Errorf("restarts has %d series, want files' only: each copy's first start is no restart", n)
+	}
+
+	// A reload that removes gh drops its copies' up series, not files'
+	// (seen failing with the series kept).
+	m.Retain(&config.Config{Servers: map[string]*config.Server{"files": {Name: "files", Enabled: true}}})
+	if n := testutil.CollectAndCount(m.up); n != 1 || testutil.ToFloat64(m.up.WithLabelValues("files", "")) != 1 {
+		t.Errorf("after gh was removed: %d up series, want files' only", n)
 	}
 }
 

@@ -27,7 +27,8 @@ const tokenUsage = `usage:
   moat token list          token names, when each was made, and a short fingerprint (never the token)
   moat token revoke NAME   remove a token: a running gateway refuses it within 2 seconds
 A token lets an HTTP client of moat serve --listen HOST:PORT act as the identity whose
-gateway.identities.NAME.tokens lists its NAME; it is kept in the secret store of the config
+gateway.identities.NAME.tokens lists its NAME, and a Prometheus scrape reach /metrics when
+metrics.tokens lists it; it is kept in the secret store of the config
 named by MOAT_CONFIG (its secrets.backend), as item ` + tokensItem + `.
 exit status: 0 ok, 1 runtime failure, 2 usage`
 
@@ -164,7 +165,7 @@ func tokenCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		fmt.Fprintln(stdout, tok)
 		fmt.Fprintf(stderr, "moat: token %q created; it is shown once, only its hash is kept (in the %s). "+
-			"List it under gateway.identities.NAME.tokens, and give it to the client as the header Authorization: Bearer TOKEN\n", name, s.Backend())
+			"List it under gateway.identities.NAME.tokens (or metrics.tokens, for a Prometheus scrape), and give it to the client as the header Authorization: Bearer TOKEN\n", name, s.Backend())
 		commandEvent(ctx, stderr, "token_create", "", map[string]string{"name": name, "backend": s.Backend()})
 		return exitOK
 

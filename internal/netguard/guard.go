@@ -74,23 +74,18 @@ func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := g.check(req); err != nil {
 		return nil, g.refuse(req, err)
 	}
-	if g.bound != nil && tracing.HasContext(req.Context()) {
-		// A request to an upstream carries its call's trace context in
-		// the W3C headers too (go-sdk makes the request with the call's
-		// context); OAuth endpoints are sent none.
+	// A request to an upstream carries its call's trace context in the
+	// W3C headers too (go-sdk makes the request with the call's context);
+	// OAuth endpoints are sent none.
+	trace := g.bound != nil && tracing.HasContext(req.Context())
+	if trace || len(g.headers) > 0 {
 		r2 := *req
 		r2.Header = req.Header.Clone()
 		if r2.Header == nil {
 			r2.Header = http.Header{}
 		}
-		tracing.InjectHeader(req.Context(), r2.Header)
-		req = &r2
-	}
-	if len(g.headers) > 0 {
-		r2 := *req
-		r2.Header = req.Header.Clone()
-		if r2.Header == nil {
-			r2.Header = http.Header{}
+		if trace {
+			tracing.InjectHeader(req.Context(), r2.Header)
 		}
 		for k, v := range g.headers {
 			if k == "Authorization" && r2.Header.Get(k) != "" {

@@ -35,9 +35,12 @@ type Gateway struct {
 	perUserOAuth func(identity string, s *config.Server) (auth.OAuthHandler, error)
 	tenants      tenants
 
-	mu       sync.Mutex
-	cfg      *config.Config // the last applied
-	sessions map[*Server]bool
+	mu  sync.Mutex
+	cfg *config.Config // the last applied
+	// perUserOn says cfg has a per-user server enabled: read on every
+	// lookup of a session's groups, so found once per Apply.
+	perUserOn bool
+	sessions  map[*Server]bool
 	// subs counts the sessions subscribed to each URI of each group: the
 	// upstream is unsubscribed when the last of them is.
 	subs map[subscription]int
@@ -82,7 +85,7 @@ func (g *Gateway) Manager() *upstream.Manager { return g.m }
 // each identity's tenant, loaded again from Options.PerUser.
 func (g *Gateway) Apply(cfg *config.Config) {
 	g.mu.Lock()
-	g.cfg = cfg
+	g.cfg, g.perUserOn = cfg, hasPerUser(cfg)
 	g.mu.Unlock()
 	g.m.Apply(sharedPart(cfg))
 	g.reloadTenants()

@@ -66,9 +66,9 @@ func hasPerUser(cfg *config.Config) bool {
 // session that needs it; nil when the config has no per-user server.
 func (g *Gateway) tenantOf(id *guard.Identity) *tenant {
 	g.mu.Lock()
-	cfg := g.cfg
+	cfg, on := g.cfg, g.perUserOn
 	g.mu.Unlock()
-	if id == nil || cfg == nil || !hasPerUser(cfg) {
+	if id == nil || !on {
 		return nil
 	}
 	if g.perUser == nil {

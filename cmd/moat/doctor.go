@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/doctor"
+	"github.com/moatmcp/moat/internal/netguard"
 	"github.com/moatmcp/moat/internal/secrets"
 	"github.com/moatmcp/moat/internal/upstream"
 )
@@ -105,7 +107,10 @@ func doctorCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 		},
 		HTTPClient: httpClientFor,
 		OAuth:      oauthFor(slog.Default(), ""),
-		AuditPath:  auditLogPathOfDefault(),
+		OAuthClient: func(s *config.Server) (*http.Client, error) {
+			return netguard.NewOAuthClient(netOptions(s))
+		},
+		AuditPath: auditLogPathOfDefault(),
 		Tokens: func(ctx context.Context, s *secrets.Store) ([]string, error) {
 			stored, err := readTokens(ctx, s)
 			var names []string

@@ -358,6 +358,10 @@ func (a *httpAuth) jwt(w http.ResponseWriter, r *http.Request, tok string) *bear
 		return nil
 	}
 	id.Principal = "oidc " + c.Issuer + " " + c.Subject
+	if a.m.signIns != nil {
+		// What a token_exchange server's copy for this person exchanges.
+		a.m.signIns.put(id.Principal, tok, c.Expiry)
+	}
 	return &bearerOf{oidc: c, id: id}
 }
 

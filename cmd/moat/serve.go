@@ -62,6 +62,9 @@ type instance struct {
 	p    *proxy.Server
 	// tracer exports serve's spans; nil when tracing is off.
 	tracer *tracing.Tracer
+	// signIns hold the gateway's OIDC sign-in tokens for token_exchange
+	// servers.
+	signIns *signIns
 }
 
 // setup loads the config named by args (or the environment) and builds the
@@ -274,11 +277,15 @@ func runServe(ctx context.Context, args []string) int {
 		// a server must not call other servers' tools through it.
 		m.opts.Upstream.Hide = append(m.opts.Upstream.Hide, socketPaths(ls)...)
 		path := m.cfg.Path
+		m.signIns = newSignIns()
 		m.opts.PerUser = func(identity string) (*config.Config, error) {
 			return config.Load(path, identityLoadOptions(identity))
 		}
-		m.opts.PerUserOAuth = func(identity string, s *config.Server) (auth.OAuthHandler, error) {
-			return oauthFor(m.log, identity)(s)
+		m.opts.PerUserOAuth = func(id *guard.Identity, s *config.Server) (auth.OAuthHandler, error) {
+			if s.TokenExchange != nil {
+				return exchangerFor(m.log, m.auditLog.Log, m.signIns, id, s)
+			}
+			return oauthFor(m.log, id.Name)(s)
 		}
 		p = proxy.NewGateway(m.opts)
 	} else {
@@ -398,6 +405,10 @@ var oauthEvent func(server, event string)
 // an oauth_client_id or a stored token (after `moat auth login`).
 func oauthFor(log *slog.Logger, identity string) func(s *config.Server) (auth.OAuthHandler, error) {
 	return func(s *config.Server) (auth.OAuthHandler, error) {
+		if s.TokenExchange != nil {
+			// Not on a gateway: there is no sign-in token to exchange.
+			return exchangerFor(log, nil, nil, nil, s)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), secretTimeout)
 		defer cancel()
 		store, err := processStore.get(ctx)

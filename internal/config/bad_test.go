@@ -30,6 +30,12 @@ func tlsSrv(body string) string {
 	return srv(desc + `"url": "https://h/", "tls": {` + body + `}`)
 }
 
+// xchg is a remote server "s" with extra keys, in a config whose gateway
+// accepts OIDC tokens (which token_exchange needs).
+func xchg(body string) string {
+	return `{"mcpServers": {"s": {` + desc + `"url": "https://h/mcp", ` + body + `}}, "gateway": {"oidc": {"issuer": "https://idp.example.com", "audience": "https://moat.example.com/mcp"}}}`
+}
+
 // okSecret resolves every ${secret:NAME}, so a case fails only for where
 // the reference is.
 func okSecret(string) (string, error) { return "sv", nil }
@@ -163,6 +169,14 @@ func TestBadConfigs(t *testing.T) {
 		{"inherit_env inner star", stdio(`"inherit_env": ["A*B"]`), "/mcpServers/s/inherit_env/0", "not a variable name", true, nil, nil, 1},
 		{"inherit_env leading digit", stdio(`"inherit_env": ["1A"]`), "/mcpServers/s/inherit_env/0", "not a variable name", true, nil, nil, 1},
 		{"per_user string", stdio(`"per_user": "yes"`), "/mcpServers/s/per_user", `"per_user" is a string, not true or false`, true, nil, nil, 1},
+		// token_exchange
+		{"token_exchange not per user", xchg(`"oauth_client_id": "moat", "token_exchange": {}`), "/mcpServers/s/token_exchange", `token_exchange gets each person's own token, but server "s" is shared by every user: add "per_user": true to the server`, false, nil, nil, 1},
+		{"token_exchange without client id", xchg(`"per_user": true, "token_exchange": {}`), "/mcpServers/s/token_exchange", `server "s" has no oauth_client_id`, false, nil, nil, 1},
+		{"token_exchange on sse", xchg(`"type": "sse", "per_user": true, "oauth_client_id": "moat", "token_exchange": {}`), "/mcpServers/s/token_exchange", `token_exchange needs a streamable HTTP server; server "s" is sse`, false, nil, nil, 1},
+		{"token_exchange without gateway.oidc", srv(desc + `"url": "https://h/", "per_user": true, "oauth_client_id": "moat", "token_exchange": {}`), "/mcpServers/s/token_exchange", `server "s" exchanges each person's OIDC sign-in token, but the config has no gateway.oidc`, false, nil, nil, 1},
+		{"token_exchange plain secret", xchg(`"per_user": true, "oauth_client_id": "moat", "token_exchange": {"client_secret": "hunter2"}`), "/mcpServers/s/token_exchange/client_secret", "token_exchange.client_secret is written in the config file in plain text: store it with `moat secret set NAME`", false, nil, nil, 1},
+		{"token_exchange http token_url", xchg(`"per_user": true, "oauth_client_id": "moat", "token_exchange": {"token_url": "http://auth.example.com/token"}`), "/mcpServers/s/token_exchange/token_url", `uses plain http:// to a host that is not loopback`, false, nil, nil, 1},
+		{"token_exchange unknown key", xchg(`"per_user": true, "oauth_client_id": "moat", "token_exchange": {"secret": "x"}`), "/mcpServers/s/token_exchange/secret", `unknown key "secret"`, true, nil, nil, 1},
 		{"inherit_env on http", srv(desc + `"url": "https://h/", "inherit_env": []`), "/mcpServers/s/inherit_env", `"inherit_env" is not valid for a http server`, true, nil, nil, 1},
 		// cwd
 		{"cwd number", stdio(`"cwd": 1`), "/mcpServers/s/cwd", `"cwd" is a number, not a string: quote it`, true, nil, nil, 1},
@@ -171,7 +185,7 @@ func TestBadConfigs(t *testing.T) {
 		{"cwd tilde without HOME", stdio(`"cwd": "~/p"`), "/mcpServers/s/cwd", `server "s" cwd starts with ~ but HOME is not set: set HOME, or write an absolute path`, false, nil, nil, 1},
 		{"cwd tilde user", stdio(`"cwd": "~bob/p"`), "/mcpServers/s/cwd", `"~bob/p" is not an absolute path`, false, map[string]string{"HOME": "/home/u"}, nil, 1},
 		{"cwd undefined var", stdio(`"cwd": "${PROJ}"`), "/mcpServers/s/cwd", `${PROJ} is not set (used in server "s" cwd)`, false, nil, nil, 1},
-		{"cwd secret", stdio(`"cwd": "/p/${secret:k}"`), "/mcpServers/s/cwd", `${secret:k} cannot be used in server "s" cwd: secrets are expanded only in env, url, headers and oauth_client_id, where Moat redacts them; use ${VAR} or a literal here`, false, nil, okSecret, 1},
+		{"cwd secret", stdio(`"cwd": "/p/${secret:k}"`), "/mcpServers/s/cwd", `${secret:k} cannot be used in server "s" cwd: secrets are expanded only in env, url, headers, oauth_client_id and token_exchange.client_secret, where Moat redacts them; use ${VAR} or a literal here`, false, nil, okSecret, 1},
 		{"cwd NUL via env", stdio(`"cwd": "/p/${N}"`), "/mcpServers/s/cwd", `server "s" cwd holds a NUL byte`, false, map[string]string{"N": "a\x00b"}, nil, 1},
 		{"cwd on http", srv(desc + `"url": "https://h/", "cwd": "/"`), "/mcpServers/s/cwd", `"cwd" is not valid for a http server`, true, nil, nil, 1},
 		// sandbox

@@ -21,7 +21,7 @@ var (
 var (
 	commonKeys = []string{"description", "type", "enabled", "features", "timeout", "policy", "max_message_bytes", "per_user"}
 	stdioKeys  = []string{"command", "args", "env", "inherit_env", "cwd", "run_as", "sandbox"}
-	remoteKeys = []string{"url", "headers", "oauth_client_id", "oauth_scopes", "allow_insecure_http", "allow_private_network", "tls"}
+	remoteKeys = []string{"url", "headers", "oauth_client_id", "oauth_scopes", "token_exchange", "allow_insecure_http", "allow_private_network", "tls"}
 	topKeys    = []string{"mcpServers", "$schema", "defaults", "audit", "secrets", "gateway", "metrics"}
 	flagKeys   = []string{"tools", "resources", "prompts"}
 	timeKeys   = []string{"tools", "resources", "prompts", "connect"}
@@ -55,6 +55,7 @@ func (c *checker) root(n *node, cfg *Config) {
 	defer func() {
 		cfg.Gateway = c.gateway(n.get("gateway"), cfg.Servers)
 		cfg.Metrics = c.metrics(n.get("metrics"), &cfg.Gateway)
+		c.tokenExchangeNeedsOIDC(n, cfg)
 	}()
 	m := n.get("mcpServers")
 	if m == nil {
@@ -209,7 +210,7 @@ func (c *checker) stdio(s *Server, n *node, path, where string) {
 		c.ps.add(path, n.off, fmt.Sprintf("server %q has no \"command\"", s.Name),
 			`add "command" (a program on PATH) for a stdio server, or "url" for a remote one`)
 	} else if raw, ok := c.str(m, path); ok {
-		at := expansion{path + "/command", m.val.off, where + " command", s, true}
+		at := expansion{path + "/command", m.val.off, where + " command", s, true, false}
 		if strings.TrimSpace(raw) == "" {
 			c.ps.add(at.path, at.off, "the command is empty", "give the program to run, e.g. \"npx\"")
 		} else if v, ok := c.expand(raw, at); ok {
@@ -230,7 +231,7 @@ func (c *checker) stdio(s *Server, n *node, path, where string) {
 					c.ps.add(p, it.off, fmt.Sprintf("args[%d] is %s, not a string", i, it.kind), "quote it")
 					continue
 				}
-				at := expansion{p, it.off, fmt.Sprintf("%s args[%d]", where, i), s, true}
+				at := expansion{p, it.off, fmt.Sprintf("%s args[%d]", where, i), s, true, false}
 				if v, ok := c.expand(it.str, at); ok {
 					c.noNUL(v, at)
 					s.Args = append(s.Args, v)
@@ -247,7 +248,7 @@ func (c *checker) stdio(s *Server, n *node, path, where string) {
 	c.inheritEnv(s, n.get("inherit_env"), path+"/inherit_env")
 	if m := n.get("cwd"); m != nil {
 		if raw, ok := c.str(m, path); ok {
-			s.Cwd, _ = c.filePath(raw, expansion{path + "/cwd", m.val.off, where + " cwd", nil, false})
+			s.Cwd, _ = c.filePath(raw, expansion{path + "/cwd", m.val.off, where + " cwd", nil, false, false})
 		}
 	}
 	if m := n.get("run_as"); m != nil {
@@ -277,7 +278,7 @@ func (c *checker) remote(s *Server, n *node, path, where string) {
 		c.ps.add(path, n.off, fmt.Sprintf("server %q has type %q but no \"url\"", s.Name, s.Type),
 			`add "url": "https://host/mcp"`)
 	} else if raw, ok := c.str(m, path); ok {
-		at := expansion{path + "/url", m.val.off, where + " url", s, false}
+		at := expansion{path + "/url", m.val.off, where + " url", s, false, false}
 		if v, ok := c.expand(raw, at); ok {
 			shown := fmt.Sprintf("%q", raw)
 			if v != raw {
@@ -299,7 +300,7 @@ func (c *checker) remote(s *Server, n *node, path, where string) {
 	})
 	if m := n.get("oauth_client_id"); m != nil {
 		if raw, ok := c.str(m, path); ok {
-			if v, ok := c.expand(raw, expansion{path + "/oauth_client_id", m.val.off, where + " oauth_client_id", s, false}); ok {
+			if v, ok := c.expand(raw, expansion{path + "/oauth_client_id", m.val.off, where + " oauth_client_id", s, false, false}); ok {
 				s.OAuthClientID = v
 			}
 		}
@@ -318,6 +319,7 @@ func (c *checker) remote(s *Server, n *node, path, where string) {
 			}
 		}
 	}
+	c.tokenExchange(s, n.get("token_exchange"), path+"/token_exchange", where)
 	c.tls(s, n.get("tls"), path+"/tls", where)
 }
 
@@ -358,7 +360,7 @@ func (c *checker) stringMap(s *Server, m *member, path, where string, badKey fun
 			c.ps.add(p, e.val.off, fmt.Sprintf("%s %q is %s, not a string", where, e.key, e.val.kind), "quote it")
 			continue
 		}
-		at := expansion{p, e.val.off, fmt.Sprintf("%s %q", where, e.key), s, false}
+		at := expansion{p, e.val.off, fmt.Sprintf("%s %q", where, e.key), s, false, false}
 		c.sawSecret = false
 		if v, ok := c.expand(e.val.str, at); ok {
 			if c.sawSecret {

@@ -38,6 +38,7 @@ func (s *Server) Equal(o *Server) bool {
 		slices.Equal(s.SecretHeaders, o.SecretHeaders) &&
 		s.OAuthClientID == o.OAuthClientID &&
 		slices.Equal(s.OAuthScopes, o.OAuthScopes) &&
+		s.TokenExchange.equal(o.TokenExchange) &&
 		s.AllowInsecureHTTP == o.AllowInsecureHTTP &&
 		s.AllowPrivateNetwork == o.AllowPrivateNetwork &&
 		s.TLS.MinVersion == o.TLS.MinVersion &&

@@ -25,6 +25,10 @@ type expansion struct {
 	// argv marks a stdio server's command and args: the child's
 	// /proc/PID/cmdline, which every local user can read, so no secret.
 	argv bool
+	// shared marks a per-user server's value that is the gateway's own
+	// (token_exchange.client_secret): its secrets come from the shared
+	// store, not each identity's.
+	shared bool
 }
 
 // expand replaces every ${NAME} with the environment variable NAME and every
@@ -78,11 +82,11 @@ func (c *checker) resolve(ref string, at expansion) (string, bool) {
 		}
 		if at.srv == nil {
 			c.ps.add(at.path, at.off, fmt.Sprintf("${secret:%s} cannot be used in %s", name, at.where),
-				"secrets are expanded only in env, url, headers and oauth_client_id, where Moat redacts them; use ${VAR} or a literal here")
+				"secrets are expanded only in env, url, headers, oauth_client_id and token_exchange.client_secret, where Moat redacts them; use ${VAR} or a literal here")
 			return "", false
 		}
 		resolve, fix := c.opts.Secret, fmt.Sprintf("store it with `moat secret set %s`", name)
-		if at.srv.PerUser && c.opts.UserSecret != nil {
+		if at.srv.PerUser && c.opts.UserSecret != nil && !at.shared {
 			// Its error names the identity and the command.
 			srv := at.srv.Name
 			resolve, fix = func(name string) (string, error) { return c.opts.UserSecret(srv, name) }, ""

@@ -289,7 +289,7 @@ func (c *checker) gatewayTLS(m *member) *GatewayTLS {
 			c.ps.add(path+"/"+k.key, f.val.off, fmt.Sprintf("gateway.tls.%s is empty", k.key), "give the absolute path of a PEM file")
 			continue
 		}
-		if v, ok := c.filePath(raw, expansion{path + "/" + k.key, f.val.off, "gateway.tls." + k.key, nil, false}); ok {
+		if v, ok := c.filePath(raw, expansion{path + "/" + k.key, f.val.off, "gateway.tls." + k.key, nil, false, false}); ok {
 			*k.dst = v
 		}
 	}

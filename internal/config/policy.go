@@ -131,7 +131,7 @@ func (c *checker) encodeExpanded(b *bytes.Buffer, n *node, path, where string) b
 	case kindNumber:
 		b.WriteString(n.str)
 	case kindString:
-		v, ok := c.expand(n.str, expansion{path, n.off, where, nil, false})
+		v, ok := c.expand(n.str, expansion{path, n.off, where, nil, false, false})
 		writeJSONString(b, v)
 		return ok
 	case kindArray:

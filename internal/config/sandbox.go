@@ -85,7 +85,7 @@ func (c *checker) sandbox(m *member, path, where string) Sandbox {
 			}
 			name := "sandbox.fs." + l.key
 			c.stringList(lm, path+"/fs/"+l.key, name, fmt.Sprintf(`"%s": ["/home/me/project"]`, l.key), func(i int, it *node, p string) {
-				if v, ok := c.filePath(it.str, expansion{p, it.off, fmt.Sprintf("%s %s[%d]", where, name, i), nil, false}); ok {
+				if v, ok := c.filePath(it.str, expansion{p, it.off, fmt.Sprintf("%s %s[%d]", where, name, i), nil, false, false}); ok {
 					*l.dst = append(*l.dst, v)
 				}
 			})

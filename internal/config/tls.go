@@ -49,7 +49,7 @@ func (c *checker) tls(s *Server, m *member, path, where string) {
 		if !ok || raw == "" {
 			continue
 		}
-		if v, ok := c.filePath(raw, expansion{path + "/" + k.key, f.val.off, where + " tls." + k.key, nil, false}); ok {
+		if v, ok := c.filePath(raw, expansion{path + "/" + k.key, f.val.off, where + " tls." + k.key, nil, false, false}); ok {
 			*k.dst = v
 		}
 	}

@@ -45,7 +45,7 @@ func (c *checker) audit(m *member) Audit {
 	n := m.val
 	if f := n.get("path"); f != nil {
 		if raw, ok := c.str(f, "/audit"); ok && raw != "" {
-			a.Path, _ = c.filePath(raw, expansion{"/audit/path", f.val.off, "audit.path", nil, false})
+			a.Path, _ = c.filePath(raw, expansion{"/audit/path", f.val.off, "audit.path", nil, false, false})
 		}
 	}
 	if f := n.get("fsync"); f != nil {

@@ -248,6 +248,8 @@ type Server struct {
 	Headers       map[string]string
 	OAuthClientID string
 	OAuthScopes   []string
+	// TokenExchange is key "token_exchange"; nil when absent.
+	TokenExchange *TokenExchange
 	// AllowInsecureHTTP permits a plain http:// url to a host that is not
 	// loopback (key allow_insecure_http).
 	AllowInsecureHTTP bool

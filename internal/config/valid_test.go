@@ -385,3 +385,48 @@ func TestPerUserSecrets(t *testing.T) {
 		t.Errorf("UserSecret was asked for (-want +got):\n%s", diff)
 	}
 }
+
+// TestTokenExchangeConfig: a per-user server's token_exchange client
+// secret is the gateway's, read from the shared store (never asked of
+// each identity) and redacted like every secret; a changed client secret
+// restarts the server.
+func TestTokenExchangeConfig(t *testing.T) {
+	src := `{"mcpServers": {"gh": {"description": "d", "url": "https://mcp.example.com/mcp", "per_user": true,
+		"oauth_client_id": "moat-gw", "oauth_scopes": ["repo"],
+		"token_exchange": {"client_secret": "${secret:gw-secret}", "audience": "https://auth.example.com", "token_url": "https://auth.example.com/token"}}},
+		"gateway": {"oidc": {"issuer": "https://idp.example.com", "audience": "https://moat.example.com/mcp"}}}`
+	path := filepath.Join(t.TempDir(), "moat.json")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	cfg, err := Load(path, &LoadOptions{
+		Getenv: env(map[string]string{"HOME": "/home/u"}),
+		Secret: func(name string) (string, error) { return "shared-" + name, nil },
+		UserSecret: func(server, name string) (string, error) {
+			asked = append(asked, server+"/"+name)
+			return "alice-" + name, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Servers["gh"]
+	want := &TokenExchange{ClientSecret: "shared-gw-secret", Audience: "https://auth.example.com", TokenURL: "https://auth.example.com/token"}
+	if diff := cmp.Diff(want, s.TokenExchange); diff != "" {
+		t.Errorf("token_exchange (-want +got):\n%s", diff)
+	}
+	if len(asked) != 0 {
+		t.Errorf("the client secret was asked of an identity: %v", asked)
+	}
+	if !slices.Contains(s.SecretValues, "shared-gw-secret") {
+		t.Errorf("the client secret is not among the values redacted: %d values", len(s.SecretValues))
+	}
+	other := *s
+	te := *s.TokenExchange
+	te.ClientSecret = "rotated"
+	other.TokenExchange = &te
+	if s.Equal(&other) {
+		t.Error("a server whose client secret changed is Equal to the old one: a reload would keep the old secret")
+	}
+}

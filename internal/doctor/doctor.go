@@ -187,6 +187,10 @@ type Options struct {
 	// OIDCClient reaches gateway.oidc's issuer; nil means the gateway's
 	// own (oidcverify.NewClient).
 	OIDCClient *http.Client
+	// OAuthClient builds the client that reaches a server's authorization
+	// server (netguard.NewOAuthClient); nil skips the token_exchange
+	// discovery.
+	OAuthClient func(s *config.Server) (*http.Client, error)
 }
 
 // Run performs every check. It returns when all servers have answered or

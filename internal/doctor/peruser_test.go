@@ -2,9 +2,14 @@ package doctor
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/moatmcp/moat/internal/config"
+	"github.com/moatmcp/moat/internal/netguard"
 	"github.com/moatmcp/moat/internal/secrets"
 )
 
@@ -69,4 +74,54 @@ func TestPerUserChecks(t *testing.T) {
 			t.Errorf("gateway.per_user without identities: %+v", got["gateway.per_user"])
 		}
 	})
+}
+
+// TestTokenExchangeCheck: doctor finds where a token_exchange server's
+// tokens are exchanged (its Protected Resource Metadata, then its
+// authorization server's), says so without connecting, fails naming the
+// fix when that server offers no token exchange, and does not warn that
+// the people of an OIDC-groups identity share credentials (each exchanges
+// their own).
+func TestTokenExchangeCheck(t *testing.T) {
+	var grants []string
+	mux := http.NewServeMux()
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	mux.HandleFunc("GET /.well-known/oauth-protected-resource/mcp", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"resource": srv.URL + "/mcp", "authorization_servers": []string{srv.URL}})
+	})
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"issuer": srv.URL, "authorization_endpoint": srv.URL + "/authorize", "token_endpoint": srv.URL + "/token",
+			"grant_types_supported": grants, "code_challenge_methods_supported": []string{"S256"}})
+	})
+	mux.HandleFunc("/mcp", func(w http.ResponseWriter, _ *http.Request) {
+		t.Error("doctor connected to a token_exchange server")
+	})
+	cfg := `{"mcpServers": {"gh": {"description": "d", "url": "` + srv.URL + `/mcp", "per_user": true, "oauth_client_id": "moat-gw", "token_exchange": {}}},
+		"gateway": {"oidc": {"issuer": "https://idp.example.com", "audience": "https://moat.example.com/mcp"}, "identities": {"devs": {"oidc": {"groups": ["devs"]}}}}}`
+	run := func() map[string]Check {
+		f := newFixture(t, cfg)
+		f.opts.OAuthClient = func(*config.Server) (*http.Client, error) { return netguard.NewOAuthClient(nil) }
+		m := map[string]Check{}
+		for _, c := range Run(context.Background(), f.opts).Checks {
+			m[c.Name] = c
+		}
+		return m
+	}
+
+	grants = []string{"authorization_code", "urn:ietf:params:oauth:grant-type:token-exchange"}
+	got := run()
+	if c := got["server.token_exchange"]; c.Status != OK || !strings.Contains(c.Message, "at "+srv.URL+"/token (authorization server "+srv.URL+")") {
+		t.Errorf("server.token_exchange: %+v", c)
+	}
+	if c := got["gateway.per_user"]; c.Status != OK {
+		t.Errorf("gateway.per_user warns for an OIDC-groups identity of a token_exchange server: %+v", c)
+	}
+
+	grants = []string{"authorization_code"}
+	if c := run()["server.token_exchange"]; c.Status != Fail || !strings.Contains(c.Message, "does not offer token exchange (RFC 8693)") {
+		t.Errorf("server.token_exchange without the grant: %+v", c)
+	}
 }

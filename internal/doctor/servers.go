@@ -185,6 +185,10 @@ var notAskedFix = map[string]string{
 func (sc *serverCheck) remote(ctx context.Context) {
 	s := sc.s
 	sc.transportChecks()
+	if s.TokenExchange != nil {
+		sc.tokenExchange(ctx)
+		return
+	}
 	sc.oauthCheck(ctx)
 	if sc.o.HTTPClient == nil {
 		sc.add("server.reachable", Warn, "not checked: no HTTP client configured (a Moat wiring bug)", "")
@@ -226,6 +230,33 @@ func (sc *serverCheck) remote(ctx context.Context) {
 	sc.handshake(ctx, sse(), func(err error) error {
 		return fmt.Errorf("streamable HTTP: %v; legacy SSE: %w", httpErr, err)
 	})
+}
+
+// tokenExchange reports where a token_exchange server's tokens are
+// exchanged. It does not connect: only a person's sign-in token, which
+// doctor has not, gets a token for the server.
+func (sc *serverCheck) tokenExchange(ctx context.Context) {
+	s := sc.s
+	const what = "each person's copy gets its token by exchanging their OIDC sign-in token"
+	if tu := s.TokenExchange.TokenURL; tu != "" {
+		sc.add("server.token_exchange", OK, fmt.Sprintf("%s at %s (token_exchange.token_url); not connected here: doctor has no sign-in token", what, tu), "")
+		return
+	}
+	if sc.o.OAuthClient == nil {
+		sc.add("server.token_exchange", Warn, "not checked: no OAuth client configured (a Moat wiring bug)", "")
+		return
+	}
+	c, err := sc.o.OAuthClient(s)
+	if err != nil {
+		sc.add("server.token_exchange", Fail, fmt.Sprintf("cannot build its OAuth client: %v", err), "check its tls block")
+		return
+	}
+	tokenURL, issuer, err := oauth.DiscoverTokenExchange(ctx, c, s.Name, s.URL)
+	if err != nil {
+		sc.add("server.token_exchange", Fail, strings.TrimPrefix(err.Error(), "oauth: "), "")
+		return
+	}
+	sc.add("server.token_exchange", OK, fmt.Sprintf("%s at %s (authorization server %s); not connected here: doctor has no sign-in token", what, tokenURL, issuer), "")
 }
 
 // transportChecks reports HTTPS or the plain-HTTP opt-in, TLS and pins.

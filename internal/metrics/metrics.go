@@ -70,10 +70,12 @@ type Metrics struct {
 	mu     sync.RWMutex
 	series map[seriesKey]*callSeries
 
-	// started counts each group's child processes, to tell a restart
-	// from the first start; upGroups are the groups with an up series.
+	// started counts each copy's child processes (by group, identity and
+	// principal), to tell a restart from the first start; ready holds the
+	// copies ready; upGroups are the groups with an up series.
 	startMu  sync.Mutex
 	started  map[string]int
+	ready    map[string]bool
 	upGroups map[string]bool
 }
 
@@ -103,7 +105,7 @@ func New() *Metrics {
 			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}},
 			[]string{"group", "kind"}),
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "moat_upstream_up",
-			Help: "1 while the group's upstream is connected and ready, 0 while it is unavailable or stopped idle (absent until it first starts); identity names a per-user server's copy."},
+			Help: "1 while the group's upstream is connected and ready, 0 while it is unavailable or stopped idle (absent until it first starts); identity names a per-user server's copies, and the value counts those ready (one per person of an identity that can be several)."},
 			[]string{"group", "identity"}),
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_upstream_restarts_total",
 			Help: "Child processes of the group started after its first; identity names a per-user server's copy."},
@@ -122,6 +124,7 @@ func New() *Metrics {
 			[]string{"reason"}),
 		series:  map[seriesKey]*callSeries{},
 		started: map[string]int{},
+		ready:   map[string]bool{},
 	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.calls, m.refusals, m.duration, m.up, m.restarts, m.exits, m.auditWrite, m.sessions, m.authRefused)
@@ -192,33 +195,40 @@ func (m *Metrics) Refused(layer guard.LayerName, rule string) {
 
 // Upstream follows an upstream's events (upstream.Options.OnEvent). A
 // gateway runs a per-user server once per identity (its events' detail
-// names it): each copy is its own series, so one identity's copy going
-// idle or down never hides another's, and its first start is no restart.
+// names it), and once per person for an identity that can be several
+// (detail "principal"): each identity's copies are a series of their own,
+// whose up value counts the copies ready, so one copy going idle or down
+// never hides another's, and a copy's first start is no restart.
 func (m *Metrics) Upstream(e upstream.Event) {
 	if m == nil {
 		return
 	}
 	identity := e.Detail["identity"]
-	if e.Kind == "upstream_ready" || e.Kind == "upstream_unavailable" || e.Kind == "upstream_idle" {
-		m.startMu.Lock()
+	copyKey := e.Group + "\x00" + identity + "\x00" + e.Detail["principal"]
+	m.startMu.Lock()
+	defer m.startMu.Unlock()
+	switch e.Kind {
+	case "upstream_ready", "upstream_unavailable", "upstream_idle":
 		if m.upGroups == nil {
 			m.upGroups = map[string]bool{}
 		}
 		m.upGroups[e.Group] = true
-		m.startMu.Unlock()
-	}
-	switch e.Kind {
-	case "upstream_ready":
-		m.up.WithLabelValues(e.Group, identity).Set(1)
-	case "upstream_unavailable", "upstream_idle":
-		m.up.WithLabelValues(e.Group, identity).Set(0)
+		if e.Kind == "upstream_ready" {
+			m.ready[copyKey] = true
+		} else {
+			delete(m.ready, copyKey)
+		}
+		n := 0
+		prefix := e.Group + "\x00" + identity + "\x00"
+		for k := range m.ready {
+			if strings.HasPrefix(k, prefix) {
+				n++
+			}
+		}
+		m.up.WithLabelValues(e.Group, identity).Set(float64(n))
 	case "child_start":
-		key := e.Group + "\x00" + identity
-		m.startMu.Lock()
-		m.started[key]++
-		n := m.started[key]
-		m.startMu.Unlock()
-		if n > 1 {
+		m.started[copyKey]++
+		if m.started[copyKey] > 1 {
 			m.restarts.WithLabelValues(e.Group, identity).Inc()
 		}
 	case "child_exit":
@@ -239,6 +249,11 @@ func (m *Metrics) Retain(cfg *config.Config) {
 		if s := cfg.Servers[g]; s == nil || !s.Enabled {
 			m.up.DeletePartialMatch(prometheus.Labels{"group": g})
 			delete(m.upGroups, g)
+			for k := range m.ready {
+				if strings.HasPrefix(k, g+"\x00") {
+					delete(m.ready, k)
+				}
+			}
 		}
 	}
 }

@@ -104,6 +104,28 @@ func TestUpstreamEvents(t *testing.T) {
 		t.Errorf("restarts has %d series, want files' only: each copy's first start is no restart", n)
 	}
 
+	// Two people of one identity (OIDC groups) have a copy each: the
+	// series counts the copies ready, and one going idle leaves the other
+	// counted (seen failing with the last event's state as the value).
+	dev1 := map[string]string{"identity": "devs", "principal": "oidc https://idp u-1"}
+	dev2 := map[string]string{"identity": "devs", "principal": "oidc https://idp u-2"}
+	for _, e := range []upstream.Event{
+		{Group: "gh", Kind: "child_start", Detail: dev1}, {Group: "gh", Kind: "upstream_ready", Detail: dev1},
+		{Group: "gh", Kind: "child_start", Detail: dev2}, {Group: "gh", Kind: "upstream_ready", Detail: dev2},
+	} {
+		m.Upstream(e)
+	}
+	if got := testutil.ToFloat64(m.up.WithLabelValues("gh", "devs")); got != 2 {
+		t.Errorf("up of devs' two ready copies = %v, want 2", got)
+	}
+	m.Upstream(upstream.Event{Group: "gh", Kind: "upstream_idle", Detail: dev2})
+	if got := testutil.ToFloat64(m.up.WithLabelValues("gh", "devs")); got != 1 {
+		t.Errorf("up after one of devs' copies went idle = %v, want 1", got)
+	}
+	if n := testutil.CollectAndCount(m.restarts); n != 1 {
+		t.Errorf("restarts has %d series, want files' only: each person's first start is no restart", n)
+	}
+
 	// A reload that removes gh drops its copies' up series, not files'
 	// (seen failing with the series kept).
 	m.Retain(&config.Config{Servers: map[string]*config.Server{"files": {Name: "files", Enabled: true}}})

@@ -238,37 +238,65 @@ type tokenResponse struct {
 	ExpiresIn    int64  `json:"expires_in"`
 	RefreshToken string `json:"refresh_token"`
 	Scope        string `json:"scope"`
-	Error        string `json:"error"`
-	ErrorDesc    string `json:"error_description"`
+	// IssuedTokenType is RFC 8693's: what a token exchange issued.
+	IssuedTokenType string `json:"issued_token_type"`
+	Error           string `json:"error"`
+	ErrorDesc       string `json:"error_description"`
 }
 
 // refreshRecord runs the refresh_token grant for r, with the RFC 8707
 // resource, and returns the new record. x/oauth2 cannot add `resource` to a
 // refresh, hence this small client of our own.
 func refreshRecord(ctx context.Context, o *Options, r *record) (*record, error) {
-	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
-	defer cancel()
 	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {r.RefreshToken}}
 	if r.Resource != "" {
 		form.Set("resource", r.Resource)
 	}
 	basic := r.ClientSecret != "" && oauth2.AuthStyle(r.AuthStyle) != oauth2.AuthStyleInParams
+	tr, err := postToken(ctx, o.HTTP, r.TokenURL, form, r.ClientID, r.ClientSecret, basic)
+	if err != nil {
+		return nil, err
+	}
+	now := o.now()
+	next := *r
+	next.AccessToken, next.TokenType, next.Obtained = tr.AccessToken, tr.TokenType, now
+	next.Expiry = time.Time{}
+	if tr.ExpiresIn > 0 {
+		next.Expiry = now.Add(time.Duration(tr.ExpiresIn) * time.Second)
+	}
+	if tr.RefreshToken != "" { // rotation; otherwise the old one stays valid
+		next.RefreshToken = tr.RefreshToken
+	}
+	if tr.Scope != "" {
+		next.Scope = tr.Scope
+	}
+	return &next, nil
+}
+
+// postToken sends one grant to a token endpoint, authenticating as
+// clientID (with its secret in HTTP Basic when basic, else in the form),
+// and returns the token response. An OAuth error answer is a
+// *refusedError; no error ever quotes the answer's body, which may hold a
+// token.
+func postToken(ctx context.Context, client *http.Client, tokenURL string, form url.Values, clientID, secret string, basic bool) (*tokenResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
 	if !basic {
-		form.Set("client_id", r.ClientID)
-		if r.ClientSecret != "" {
-			form.Set("client_secret", r.ClientSecret)
+		form.Set("client_id", clientID)
+		if secret != "" {
+			form.Set("client_secret", secret)
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.TokenURL, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
 	if err != nil {
-		return nil, fmt.Errorf("token endpoint %q: %v", r.TokenURL, err)
+		return nil, fmt.Errorf("token endpoint %q: %v", tokenURL, err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
 	if basic {
-		req.SetBasicAuth(url.QueryEscape(r.ClientID), url.QueryEscape(r.ClientSecret))
+		req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
 	}
-	resp, err := o.HTTP.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -296,20 +324,7 @@ func refreshRecord(ctx context.Context, o *Options, r *record) (*record, error) 
 	if jsonErr != nil || tr.AccessToken == "" {
 		return nil, errors.New("the token endpoint's answer is not a token response")
 	}
-	now := o.now()
-	next := *r
-	next.AccessToken, next.TokenType, next.Obtained = tr.AccessToken, tr.TokenType, now
-	next.Expiry = time.Time{}
-	if tr.ExpiresIn > 0 {
-		next.Expiry = now.Add(time.Duration(tr.ExpiresIn) * time.Second)
-	}
-	if tr.RefreshToken != "" { // rotation; otherwise the old one stays valid
-		next.RefreshToken = tr.RefreshToken
-	}
-	if tr.Scope != "" {
-		next.Scope = tr.Scope
-	}
-	return &next, nil
+	return &tr, nil
 }
 
 // sameToken compares two token strings in constant time.

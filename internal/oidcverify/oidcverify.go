@@ -32,6 +32,7 @@ type Claims struct {
 	Subject string
 	Groups  []string // of the configured groups claim
 	Scopes  []string // of the scope (space-separated) or scp claim
+	Expiry  time.Time
 }
 
 // Error is a refused token: Reason says why in a few words fit for the
@@ -199,7 +200,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if tok.Subject == "" {
 		return nil, refuse("the token has no sub claim")
 	}
-	out := &Claims{Issuer: tok.Issuer, Subject: tok.Subject, Scopes: scopes(c.Scope, c.Scp), Groups: strs(all[v.cfg.GroupsClaim])}
+	out := &Claims{Issuer: tok.Issuer, Subject: tok.Subject, Scopes: scopes(c.Scope, c.Scp), Groups: strs(all[v.cfg.GroupsClaim]), Expiry: exp}
 	for _, s := range v.cfg.RequiredScopes {
 		if !slices.Contains(out.Scopes, s) {
 			return out, &Error{Reason: fmt.Sprintf("the token lacks the required scope %q", s), InsufficientScope: true}

@@ -59,9 +59,9 @@ func (p *Server) catalog(g *upstream.Group) []Entry {
 }
 
 // get returns g's entries, computed by fn once per version of its tool
-// list and epoch. owner names the identity whose own session of the group
-// g is ("" when shared): each identity's copy of a per-user server has
-// lists of its own.
+// list and epoch. owner names the tenant (by key) whose own session of
+// the group g is ("" when shared): each tenant's copy of a per-user server
+// has lists of its own.
 func (c *catalogCache) get(g *upstream.Group, fn Catalog, owner string) []Entry {
 	l := g.Lists()
 	key := g.Name()

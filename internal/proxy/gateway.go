@@ -32,7 +32,7 @@ type Gateway struct {
 	// upOpts make tenants' managers; perUser loads an identity's config.
 	upOpts       upstream.Options
 	perUser      func(identity string) (*config.Config, error)
-	perUserOAuth func(identity string, s *config.Server) (auth.OAuthHandler, error)
+	perUserOAuth func(id *guard.Identity, s *config.Server) (auth.OAuthHandler, error)
 	tenants      tenants
 
 	mu  sync.Mutex
@@ -46,8 +46,8 @@ type Gateway struct {
 	subs map[subscription]int
 }
 
-// subscription is a group's URI; owner is the identity whose own session
-// of the group it is ("" for a shared group).
+// subscription is a group's URI; owner is the tenant (by key) whose own
+// session of the group it is ("" for a shared group).
 type subscription struct{ group, uri, owner string }
 
 // SessionOptions say who a gateway session acts for and what it is shown.

@@ -19,8 +19,14 @@ import (
 // secrets, whose requests and notifications reach only its sessions. Its
 // servers stop when unused for gateway.per_user_idle and start again on
 // the next call.
+//
+// An identity whose sessions can be several people (an OIDC identity
+// matched by groups or scopes) has one tenant per person (guard.Identity
+// Principal): a server whose token is exchanged from the person's own
+// sign-in token (token_exchange) must never act for another person.
 type tenant struct {
-	identity string
+	identity string // the identity's name: its secrets and logins
+	key      string // ownerOf the identity: who its sessions serve
 	m        *upstream.Manager
 	// err is why the identity's copy of the config could not be loaded
 	// (a secret of its own not stored, say): its per-user servers are
@@ -28,7 +34,7 @@ type tenant struct {
 	err error
 }
 
-// tenants are a gateway's tenants, by identity name.
+// tenants are a gateway's tenants, by key.
 type tenants struct {
 	mu sync.Mutex
 	by map[string]*tenant
@@ -76,20 +82,21 @@ func (g *Gateway) tenantOf(id *guard.Identity) *tenant {
 		// runs no per-user server: none is shared by mistake.
 		return nil
 	}
+	key := ownerOf(id)
 	g.tenants.mu.Lock()
-	if t, ok := g.tenants.by[id.Name]; ok {
+	if t, ok := g.tenants.by[key]; ok {
 		g.tenants.mu.Unlock()
 		return t
 	}
-	name := id.Name
+	name, who := id.Name, *id
 	opts := g.upOpts
 	opts.Logger = g.log.With("identity", name)
 	opts.IdleAfter = cfg.Gateway.PerUserIdle
 	opts.Identity = name
 	if g.perUserOAuth != nil {
-		opts.OAuth = func(s *config.Server) (auth.OAuthHandler, error) { return g.perUserOAuth(name, s) }
+		opts.OAuth = func(s *config.Server) (auth.OAuthHandler, error) { return g.perUserOAuth(&who, s) }
 	}
-	opts.OnChange = func() { g.changedFor(name) }
+	opts.OnChange = func() { g.changedFor(key) }
 	if onEvent := opts.OnEvent; onEvent != nil {
 		opts.OnEvent = func(e upstream.Event) {
 			d := maps.Clone(e.Detail)
@@ -97,17 +104,20 @@ func (g *Gateway) tenantOf(id *guard.Identity) *tenant {
 				d = map[string]string{}
 			}
 			d["identity"] = name
+			if who.Principal != "" {
+				d["principal"] = who.Principal
+			}
 			e.Detail = d
 			onEvent(e)
 		}
 	}
-	t := &tenant{identity: name, m: upstream.NewManager(opts)}
+	t := &tenant{identity: name, key: key, m: upstream.NewManager(opts)}
 	g.load(t)
-	t.m.Open(g.hooks(name))
+	t.m.Open(g.hooks(key))
 	if g.tenants.by == nil {
 		g.tenants.by = map[string]*tenant{}
 	}
-	g.tenants.by[name] = t
+	g.tenants.by[key] = t
 	g.tenants.mu.Unlock()
 	// Read after t is listed, and outside the tenants' lock (raise holds
 	// the level's lock while it lists them): a level raised meanwhile
@@ -174,19 +184,20 @@ func (p *Server) managers() []*upstream.Manager {
 	return ms
 }
 
-// changedFor tells the sessions of identity that one of its groups changed.
-func (g *Gateway) changedFor(identity string) {
+// changedFor tells the sessions of a tenant (by key) that one of its
+// groups changed.
+func (g *Gateway) changedFor(key string) {
 	for _, s := range g.live() {
-		if s.owns(identity) {
+		if s.owns(key) {
 			s.changed()
 		}
 	}
 }
 
-// owns reports whether the session acts for identity; "" names what every
-// session shares.
-func (p *Server) owns(identity string) bool {
-	return identity == "" || p.identity != nil && p.identity.Name == identity
+// owns reports whether the session is one of a tenant's (by key); ""
+// names what every session shares.
+func (p *Server) owns(key string) bool {
+	return key == "" || p.identity != nil && ownerOf(p.identity) == key
 }
 
 // tenant is this session's identity's tenant; nil on stdio or without
@@ -198,12 +209,12 @@ func (p *Server) tenant() *tenant {
 	return p.gw.tenantOf(p.identity)
 }
 
-// ownerOf is the identity whose own session of group this session uses,
-// or "" for a shared group.
+// ownerOf is the tenant (by key) whose own session of group this session
+// uses, or "" for a shared group.
 func (p *Server) ownerOf(group string) string {
 	if t := p.tenant(); t != nil {
 		if _, ok := t.m.Group(group); ok {
-			return t.identity
+			return t.key
 		}
 	}
 	return ""

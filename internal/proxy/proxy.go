@@ -39,10 +39,11 @@ type Options struct {
 	// (config.Server.PerUser) with that identity's own secrets. A Gateway
 	// runs them per identity from it; without it, it runs none of them.
 	PerUser func(identity string) (*config.Config, error)
-	// PerUserOAuth is Upstream.OAuth for identity's own sessions of the
-	// per-user servers: their tokens are that identity's (`moat auth login
-	// --identity`). Nil: they use Upstream.OAuth.
-	PerUserOAuth func(identity string, s *config.Server) (auth.OAuthHandler, error)
+	// PerUserOAuth is Upstream.OAuth for the per-user servers of id's
+	// tenant: their tokens are that identity's (`moat auth login
+	// --identity`), or exchanged from its principal's own sign-in token
+	// (token_exchange). Nil: they use Upstream.OAuth.
+	PerUserOAuth func(id *guard.Identity, s *config.Server) (auth.OAuthHandler, error)
 	// Catalog decides what get_dynamic_tools shows; nil shows every tool.
 	Catalog Catalog
 	// Permit decides which of a group's resources (kind guard.KindResource,

@@ -33,9 +33,16 @@ func StartHTTPServer(t testing.TB, bin string, args ...string) string {
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(strings.TrimLeft(a, "-"), "transport") }) {
 		args = append([]string{"-transport", "http"}, args...)
 	}
-	cmd := exec.Command(bin, args...)
-	stdout := startGroup(t, cmd)
+	return StartListening(t, exec.Command(bin, args...))
+}
 
+// StartListening starts cmd, a server that prints "LISTEN <url>" as its
+// first stdout line, and returns that url. It runs in its own process
+// group, which is killed when the test ends; its stderr goes to the test
+// log.
+func StartListening(t testing.TB, cmd *exec.Cmd) string {
+	t.Helper()
+	stdout := startGroup(t, cmd)
 	type line struct {
 		s   string
 		err error
@@ -52,11 +59,11 @@ func StartHTTPServer(t testing.TB, bin string, args ...string) string {
 	case l := <-lc:
 		url, ok := strings.CutPrefix(strings.TrimSpace(l.s), "LISTEN ")
 		if l.err != nil || !ok {
-			t.Fatalf("%s %v did not print its LISTEN line: got %q (%v); see its stderr in the log", bin, args, l.s, l.err)
+			t.Fatalf("%s %v did not print its LISTEN line: got %q (%v); see its stderr in the log", cmd.Path, cmd.Args[1:], l.s, l.err)
 		}
 		return url
 	case <-time.After(startTimeout):
-		t.Fatalf("%s %v printed no LISTEN line within %v", bin, args, startTimeout)
+		t.Fatalf("%s %v printed no LISTEN line within %v", cmd.Path, cmd.Args[1:], startTimeout)
 		return ""
 	}
 }

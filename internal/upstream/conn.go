@@ -268,7 +268,9 @@ func (g *Group) connectHTTP(ctx context.Context, client *mcp.Client, c *conn, or
 		}
 	}
 	err = g.handshake(ctx, client, t, c)
-	if err == nil || !g.cfg.TypeInferred || errors.Is(err, oauth.ErrLoginRequired) {
+	if err == nil || !g.cfg.TypeInferred || errors.Is(err, oauth.ErrLoginRequired) || g.cfg.TokenExchange != nil {
+		// A server whose token is exchanged speaks streamable HTTP
+		// (config requires it): SSE would go without the token.
 		return err
 	}
 	// A url without a type may be a legacy HTTP+SSE server: the MCP spec's

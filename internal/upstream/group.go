@@ -362,6 +362,11 @@ func (g *Group) run() {
 			wait = g.m.opts.Backoff[failures-1]
 		}
 		reason := g.shown(err.Error(), "reason")
+		var xe *oauth.ExchangeError
+		if errors.As(err, &xe) {
+			// Not the transport's wrapping: what went wrong, and what to do.
+			reason = g.shown("token exchange: "+xe.Why, "reason")
+		}
 		if errors.Is(err, oauth.ErrLoginRequired) {
 			login := "moat auth login " + g.name
 			if id := g.m.opts.Identity; id != "" {

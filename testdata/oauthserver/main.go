@@ -9,16 +9,26 @@
 //     (PKCE S256 and the RFC 8707 resource required), and a token endpoint
 //     that verifies the PKCE verifier and the resource, and rotates refresh
 //     tokens (a spent one is refused with invalid_grant);
+//   - with -trust-issuer, the RFC 8693 token-exchange grant at the same
+//     token endpoint, as a gateway uses it to get a token per user: a
+//     statically registered confidential client (-exchange-client ID:SECRET,
+//     HTTP Basic or form fields) exchanges a JWT access token of the trusted
+//     OIDC issuer (signature, iss, exp, and aud containing -subject-audience
+//     checked) for an access token to the MCP server (resource required),
+//     with no refresh token; the subjects given with -refuse-subject (the
+//     flag may be repeated) are refused with invalid_grant;
 //   - a go-sdk streamable MCP server behind auth.RequireBearerToken, with
-//     RFC 9728 protected-resource metadata, offering the tools whoami and
+//     RFC 9728 protected-resource metadata, offering the tools whoami (the
+//     token's user: alice, or the subject of an exchanged token) and
 //     echo_auth (which returns the Authorization header it received, so a
 //     test can check that Moat redacts a token echoed back).
 //
 // The first stdout line is "LISTEN <mcp url>". With -record FILE, every
 // token issued and every Authorization header the MCP endpoint receives is
 // appended to FILE as a JSON line, so a test can prove which token went
-// where and scan for the values. The tokens are test values; nothing here
-// is meant for real use.
+// where and scan for the values; a token exchange records the subject and
+// the subject token it was issued for, and a refused one its reason. The
+// tokens are test values; nothing here is meant for real use.
 package main
 
 import (
@@ -50,19 +60,29 @@ import (
 func main() {
 	record := flag.String("record", "", "append issued tokens and received Authorization headers to this file as JSON lines")
 	expiresIn := flag.Int("expires-in", 3600, "lifetime of access tokens, in seconds")
+	trustIssuer := flag.String("trust-issuer", "", "accept JWT access tokens of this OIDC issuer as token-exchange subject tokens")
+	audience := flag.String("subject-audience", "", "the audience a subject token must carry (with -trust-issuer)")
+	client := flag.String("exchange-client", "", "ID:SECRET of the confidential client allowed to exchange tokens (with -trust-issuer)")
+	var refused stringList
+	flag.Var(&refused, "refuse-subject", "a subject whose tokens are refused for exchange; may be repeated")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("oauthserver: ")
 
+	x, err := newExchanger(*trustIssuer, *audience, *client, refused)
+	if err != nil {
+		log.Print(err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *record, *expiresIn); err != nil {
+	if err := run(ctx, *record, *expiresIn, x); err != nil {
 		log.Print(err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, recordPath string, expiresIn int) error {
+func run(ctx context.Context, recordPath string, expiresIn int, x *exchanger) error {
 	rec, err := openRecorder(recordPath)
 	if err != nil {
 		return err
@@ -77,9 +97,9 @@ func run(ctx context.Context, recordPath string, expiresIn int) error {
 		asLn.Close()
 		return fmt.Errorf("listen for the MCP server: %w", err)
 	}
-	as := newAuthServer("http://"+asLn.Addr().String(), expiresIn, rec)
 	base := "http://" + mcpLn.Addr().String()
 	mcpURL := base + "/mcp"
+	as := newAuthServer("http://"+asLn.Addr().String(), mcpURL, expiresIn, rec, x)
 
 	servers := []*http.Server{
 		{Handler: as.mux(), ReadHeaderTimeout: 10 * time.Second},
@@ -146,8 +166,10 @@ func (r *recorder) close() {
 // authServer is the authorization server's state.
 type authServer struct {
 	issuer    string
+	resource  string // the MCP server's URL, the one resource a token exchange may target
 	expiresIn int
 	rec       *recorder
+	exchange  *exchanger // nil: no token exchange
 
 	mu      sync.Mutex
 	clients map[string][]string // client id -> registered redirect uris
@@ -162,14 +184,17 @@ type codeGrant struct {
 
 type grant struct {
 	client, resource, scope string
+	user                    string // whom the MCP server's whoami names
 	expiry                  time.Time
 }
 
-func newAuthServer(issuer string, expiresIn int, rec *recorder) *authServer {
+func newAuthServer(issuer, resource string, expiresIn int, rec *recorder, x *exchanger) *authServer {
 	return &authServer{
 		issuer:    issuer,
+		resource:  resource,
 		expiresIn: expiresIn,
 		rec:       rec,
+		exchange:  x,
 		clients:   map[string][]string{},
 		codes:     map[string]codeGrant{},
 		access:    map[string]grant{},
@@ -187,15 +212,20 @@ func (as *authServer) mux() http.Handler {
 }
 
 func (as *authServer) metadata(w http.ResponseWriter, _ *http.Request) {
+	grants, methods := []string{"authorization_code", "refresh_token"}, []string{"none"}
+	if as.exchange != nil {
+		grants = append(grants, grantTokenExchange)
+		methods = append(methods, "client_secret_basic")
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"issuer":                                         as.issuer,
 		"authorization_endpoint":                         as.issuer + "/authorize",
 		"token_endpoint":                                 as.issuer + "/token",
 		"registration_endpoint":                          as.issuer + "/register",
 		"response_types_supported":                       []string{"code"},
-		"grant_types_supported":                          []string{"authorization_code", "refresh_token"},
+		"grant_types_supported":                          grants,
 		"code_challenge_methods_supported":               []string{"S256"},
-		"token_endpoint_auth_methods_supported":          []string{"none"},
+		"token_endpoint_auth_methods_supported":          methods,
 		"scopes_supported":                               []string{"tools", "offline_access"},
 		"authorization_response_iss_parameter_supported": true,
 	})
@@ -251,6 +281,12 @@ func (as *authServer) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
+	if f.Get("grant_type") == grantTokenExchange && as.exchange != nil {
+		// Not under as.mu: verifying the subject token may wait on the
+		// trusted issuer.
+		as.tokenExchange(w, r)
+		return
+	}
 	as.mu.Lock()
 	defer as.mu.Unlock()
 	var g grant
@@ -270,7 +306,8 @@ func (as *authServer) token(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_target"})
 			return
 		}
-		g = grant{client: c.client, resource: c.resource, scope: c.scope}
+		// The authorization endpoint approves as one user, alice.
+		g = grant{client: c.client, resource: c.resource, scope: c.scope, user: "alice"}
 	case "refresh_token":
 		old, ok := as.refresh[f.Get("refresh_token")]
 		if !ok || old.client != f.Get("client_id") || old.resource != f.Get("resource") {
@@ -305,7 +342,7 @@ func (as *authServer) verify(resource string) auth.TokenVerifier {
 		if !ok || time.Now().After(g.expiry) || g.resource != resource {
 			return nil, auth.ErrInvalidToken
 		}
-		return &auth.TokenInfo{Expiration: g.expiry, Scopes: strings.Fields(g.scope), UserID: "alice"}, nil
+		return &auth.TokenInfo{Expiration: g.expiry, Scopes: strings.Fields(g.scope), UserID: g.user}, nil
 	}
 }
 

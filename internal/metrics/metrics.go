@@ -233,6 +233,10 @@ func (m *Metrics) Upstream(e upstream.Event) {
 		}
 	case "child_exit":
 		m.exits.WithLabelValues(e.Group, identity).Inc()
+	case "per_user_retired":
+		// The copy is gone (its person left): its next start is a first.
+		delete(m.started, copyKey)
+		delete(m.ready, copyKey)
 	}
 }
 

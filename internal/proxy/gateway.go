@@ -253,6 +253,9 @@ func (g *Gateway) begin(ctx context.Context, so SessionOptions) (s *Server, sctx
 		delete(g.sessions, s)
 		g.mu.Unlock()
 		s.releaseSubscriptions(context.WithoutCancel(ctx))
+		if s.identity != nil {
+			g.left(ownerOf(s.identity))
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,6 +35,13 @@ func startGateway(t *testing.T, cfg *config.Config) *proxy.Gateway {
 // configs with perUser.
 func startGatewayWith(t *testing.T, cfg *config.Config, perUser func(string) (*config.Config, error)) *proxy.Gateway {
 	t.Helper()
+	return startGatewayEvents(t, cfg, perUser, nil)
+}
+
+// startGatewayEvents is startGatewayWith whose upstreams' events go to
+// onEvent.
+func startGatewayEvents(t *testing.T, cfg *config.Config, perUser func(string) (*config.Config, error), onEvent func(upstream.Event)) *proxy.Gateway {
+	t.Helper()
 	useMoatLauncher(t)
 	gw := proxy.NewGateway(proxy.Options{
 		Logger:  testLogger(t),
@@ -43,6 +51,7 @@ func startGatewayWith(t *testing.T, cfg *config.Config, perUser func(string) (*c
 			GracePeriod:    2 * time.Second,
 			Backoff:        []time.Duration{200 * time.Millisecond},
 			RetryEvery:     200 * time.Millisecond,
+			OnEvent:        onEvent,
 		},
 	})
 	gw.Apply(cfg)
@@ -406,4 +415,57 @@ func canaryIn(env string) string {
 		}
 	}
 	return ""
+}
+
+// TestPerUserCopiesRetire: a tenant (an identity's, or a person's, copies
+// of the per-user servers) is retired once none of its sessions has been
+// live for gateway.per_user_idle and its servers have stopped, so a person
+// gone for the day leaves nothing running; one with a session left is
+// kept, and the next session gets a working copy again (seen failing
+// with tenants kept for the gateway's lifetime).
+func TestPerUserCopiesRetire(t *testing.T) {
+	mine := stdio(t, "mine")
+	mine.PerUser = true
+	cfg := cfgOf(stdio(t, "shared"), mine)
+	cfg.Gateway.PerUserIdle = 300 * time.Millisecond
+	var mu sync.Mutex
+	retired := map[string]int{}
+	retiredOf := func(who string) int { mu.Lock(); defer mu.Unlock(); return retired[who] }
+	gw := startGatewayEvents(t, cfg, func(string) (*config.Config, error) { return cfg, nil }, func(e upstream.Event) {
+		if e.Kind == "per_user_retired" {
+			mu.Lock()
+			retired[e.Detail["identity"]+" "+e.Detail["principal"]]++
+			mu.Unlock()
+		}
+	})
+	call := func(c *client) {
+		t.Helper()
+		if got := text(c.mustCall(t, "call_dynamic_tool", map[string]any{"group": "mine", "name": "echo", "args": map[string]any{"message": "hi"}})); !strings.Contains(got, "hi") {
+			t.Fatalf("echo through the per-user copy: %q", got)
+		}
+	}
+	x := &guard.Identity{Name: "devs", Principal: "oidc https://idp u-x"}
+	y := &guard.Identity{Name: "devs", Principal: "oidc https://idp u-y"}
+	x1, leaveX1 := session(t, gw, proxy.SessionOptions{Identity: x}, nil)
+	x2, leaveX2 := session(t, gw, proxy.SessionOptions{Identity: x}, nil)
+	y1, leaveY1 := session(t, gw, proxy.SessionOptions{Identity: y}, nil)
+	for _, c := range []*client{x1, x2, y1} {
+		call(c)
+	}
+	// x1 leaves first, then y1: u-y's copy is retired (after its server
+	// has gone idle); u-x's, whose x2 is still live, is not. u-x's timer
+	// was set before u-y's, so by u-y's retirement it has run.
+	leaveX1()
+	leaveY1()
+	testutil.Eventually(t, "u-y's copies retired", func() bool { return retiredOf("devs oidc https://idp u-y") == 1 })
+	if n := retiredOf("devs oidc https://idp u-x"); n != 0 {
+		t.Fatalf("u-x's copies were retired %d times while x2 was live", n)
+	}
+	call(x2)
+	leaveX2()
+	testutil.Eventually(t, "u-x's copies retired once x2 left", func() bool { return retiredOf("devs oidc https://idp u-x") == 1 })
+
+	// u-y comes back: a copy of her own again.
+	y2, _ := session(t, gw, proxy.SessionOptions{Identity: y}, nil)
+	call(y2)
 }

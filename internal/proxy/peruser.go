@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 
@@ -28,16 +29,36 @@ type tenant struct {
 	identity string // the identity's name: its secrets and logins
 	key      string // ownerOf the identity: who its sessions serve
 	m        *upstream.Manager
+	// event reports an event of the tenant's (its upstreams' OnEvent,
+	// naming the identity and principal); nil without one.
+	event func(upstream.Event)
+	// retire, while set, closes the tenant once no session of it has
+	// been live for gateway.per_user_idle (guarded by tenants.mu).
+	retire *time.Timer
+	// exchangers are its token_exchange servers' OAuth handlers, by
+	// server: kept across reconnects, since what they hold (a token
+	// exchanged, a sign-in token refused) must outlive a connection.
+	mu         sync.Mutex
+	exchangers map[string]heldHandler
 	// err is why the identity's copy of the config could not be loaded
 	// (a secret of its own not stored, say): its per-user servers are
 	// then stopped, and calls to them are refused with it.
 	err error
 }
 
+type heldHandler struct {
+	s *config.Server
+	h auth.OAuthHandler
+}
+
 // tenants are a gateway's tenants, by key.
 type tenants struct {
-	mu sync.Mutex
-	by map[string]*tenant
+	mu     sync.Mutex
+	by     map[string]*tenant
+	closed bool // the gateway closed: no tenant is made or retired
+	// retiring counts tenants being closed by retireTenant, which
+	// closeTenants waits for: none outlives the gateway.
+	retiring sync.WaitGroup
 }
 
 // sharedPart is cfg without its per-user servers, which the shared manager
@@ -88,13 +109,18 @@ func (g *Gateway) tenantOf(id *guard.Identity) *tenant {
 		g.tenants.mu.Unlock()
 		return t
 	}
+	if g.tenants.closed {
+		g.tenants.mu.Unlock()
+		return nil
+	}
 	name, who := id.Name, *id
+	t := &tenant{identity: name, key: key}
 	opts := g.upOpts
 	opts.Logger = g.log.With("identity", name)
 	opts.IdleAfter = cfg.Gateway.PerUserIdle
 	opts.Identity = name
 	if g.perUserOAuth != nil {
-		opts.OAuth = func(s *config.Server) (auth.OAuthHandler, error) { return g.perUserOAuth(&who, s) }
+		opts.OAuth = func(s *config.Server) (auth.OAuthHandler, error) { return t.oauth(s, func() (auth.OAuthHandler, error) { return g.perUserOAuth(&who, s) }) }
 	}
 	opts.OnChange = func() { g.changedFor(key) }
 	if onEvent := opts.OnEvent; onEvent != nil {
@@ -111,7 +137,8 @@ func (g *Gateway) tenantOf(id *guard.Identity) *tenant {
 			onEvent(e)
 		}
 	}
-	t := &tenant{identity: name, key: key, m: upstream.NewManager(opts)}
+	t.event = opts.OnEvent
+	t.m = upstream.NewManager(opts)
 	g.load(t)
 	t.m.Open(g.hooks(key))
 	if g.tenants.by == nil {
@@ -154,12 +181,97 @@ func (g *Gateway) reloadTenants() {
 
 // closeTenants stops every tenant's servers.
 func (g *Gateway) closeTenants() {
+	defer g.tenants.retiring.Wait()
 	g.tenants.mu.Lock()
 	defer g.tenants.mu.Unlock()
+	g.tenants.closed = true
 	for _, t := range g.tenants.by {
+		if t.retire != nil {
+			t.retire.Stop()
+		}
 		t.m.Close()
 	}
 	g.tenants.by = nil
+}
+
+// oauth is the OAuth handler of t's copy of s: made anew for each
+// connection, except a token_exchange server's, which is kept while the
+// server's config is unchanged.
+func (t *tenant) oauth(s *config.Server, newHandler func() (auth.OAuthHandler, error)) (auth.OAuthHandler, error) {
+	if s.TokenExchange == nil {
+		return newHandler()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if held, ok := t.exchangers[s.Name]; ok && held.s.Equal(s) {
+		return held.h, nil
+	}
+	h, err := newHandler()
+	if err != nil {
+		return nil, err
+	}
+	if t.exchangers == nil {
+		t.exchangers = map[string]heldHandler{}
+	}
+	t.exchangers[s.Name] = heldHandler{s, h}
+	return h, nil
+}
+
+// left is told that a session of key's tenant ended. When none of its
+// sessions is left, the tenant is retired after gateway.per_user_idle: a
+// person gone for the day leaves no manager, goroutine or process behind.
+func (g *Gateway) left(key string) {
+	g.tenants.mu.Lock()
+	defer g.tenants.mu.Unlock()
+	t := g.tenants.by[key]
+	if t == nil || g.tenants.closed {
+		return
+	}
+	if t.retire != nil {
+		t.retire.Stop()
+	}
+	t.retire = time.AfterFunc(g.perUserIdle(), func() { g.retireTenant(t) })
+}
+
+func (g *Gateway) perUserIdle() time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cfg == nil || g.cfg.Gateway.PerUserIdle <= 0 {
+		return config.DefaultPerUserIdle
+	}
+	return g.cfg.Gateway.PerUserIdle
+}
+
+// retireTenant closes t unless a session of it is live (its end retires
+// it later) or one of its servers is still up or starting (it is looked
+// at again after gateway.per_user_idle, by when an unused one has stopped).
+// The check is made under the tenants' lock, which a session takes to
+// find its tenant: one that begins meanwhile gets a new tenant.
+func (g *Gateway) retireTenant(t *tenant) {
+	g.tenants.mu.Lock()
+	if g.tenants.closed || g.tenants.by[t.key] != t || slices.ContainsFunc(g.live(), func(s *Server) bool { return s.identity != nil && s.owns(t.key) }) {
+		g.tenants.mu.Unlock()
+		return
+	}
+	for _, grp := range t.m.Groups() {
+		if st := grp.Status().State; st == upstream.Ready || st.Pending() {
+			t.retire = time.AfterFunc(g.perUserIdle(), func() { g.retireTenant(t) })
+			g.tenants.mu.Unlock()
+			return
+		}
+	}
+	delete(g.tenants.by, t.key)
+	g.tenants.retiring.Add(1)
+	defer g.tenants.retiring.Done()
+	g.tenants.mu.Unlock()
+	groups := t.m.Groups()
+	t.m.Close()
+	g.log.Info("per-user servers retired: no session of their identity for gateway.per_user_idle", "identity", t.identity)
+	if t.event != nil {
+		for _, grp := range groups {
+			t.event(upstream.Event{Group: grp.Name(), Kind: "per_user_retired"})
+		}
+	}
 }
 
 // tenantManagers are the running tenants' managers.

@@ -120,7 +120,9 @@ func (g *Gateway) tenantOf(id *guard.Identity) *tenant {
 	opts.IdleAfter = cfg.Gateway.PerUserIdle
 	opts.Identity = name
 	if g.perUserOAuth != nil {
-		opts.OAuth = func(s *config.Server) (auth.OAuthHandler, error) { return t.oauth(s, func() (auth.OAuthHandler, error) { return g.perUserOAuth(&who, s) }) }
+		opts.OAuth = func(s *config.Server) (auth.OAuthHandler, error) {
+			return t.oauth(s, func() (auth.OAuthHandler, error) { return g.perUserOAuth(&who, s) })
+		}
 	}
 	opts.OnChange = func() { g.changedFor(key) }
 	if onEvent := opts.OnEvent; onEvent != nil {

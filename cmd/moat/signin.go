@@ -84,7 +84,7 @@ func exchangerFor(log *slog.Logger, l *auditlog.Log, sis *signIns, id *guard.Ide
 	}
 	o := oauth.ExchangeOptions{
 		Server: s.Name, URL: s.URL, ClientID: s.OAuthClientID, Scopes: s.OAuthScopes,
-		ClientSecret: s.TokenExchange.ClientSecret, Audience: s.TokenExchange.Audience, TokenURL: s.TokenExchange.TokenURL,
+		ClientSecret: s.TokenExchange.ClientSecret, Issuer: s.TokenExchange.Issuer, Audience: s.TokenExchange.Audience, TokenURL: s.TokenExchange.TokenURL,
 		HTTP: oc, Logger: log, OnToken: secretSink,
 	}
 	if sis != nil {

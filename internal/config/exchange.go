@@ -2,7 +2,7 @@ package config
 
 import "fmt"
 
-var tokenExchangeKeys = []string{"client_secret", "audience", "token_url"}
+var tokenExchangeKeys = []string{"issuer", "client_secret", "audience", "token_url"}
 
 // TokenExchange is a server's key "token_exchange": on a gateway that
 // accepts OIDC tokens (gateway.oidc), each person's copy of this per-user
@@ -10,17 +10,22 @@ var tokenExchangeKeys = []string{"client_secret", "audience", "token_url"}
 // that person's own sign-in token at the server's authorization server,
 // instead of a stored login. Moat is the client oauth_client_id there.
 type TokenExchange struct {
+	// Issuer is key "issuer": the authorization server Moat is a client
+	// of, whose metadata (RFC 8414) names its token endpoint. The MCP
+	// server's own metadata is never asked: a sign-in token, good at the
+	// gateway, goes only where the config says. Issuer or TokenURL is
+	// required.
+	Issuer string
 	// ClientSecret is key "client_secret": Moat's client secret at the
 	// authorization server, usually "${secret:NAME}" (read from the shared
 	// store even though the server is per user: it is the gateway's
 	// credential, not a user's); "" for a public client.
 	ClientSecret string
 	// Audience is key "audience": the token exchange's audience parameter;
-	// the authorization server's issuer when absent.
+	// Issuer when absent.
 	Audience string
 	// TokenURL is key "token_url": the authorization server's token
-	// endpoint; found from the server's Protected Resource Metadata (RFC
-	// 9728) and its authorization server's metadata (RFC 8414) when absent.
+	// endpoint; found from Issuer's metadata when absent.
 	TokenURL string
 }
 
@@ -66,23 +71,41 @@ func (c *checker) tokenExchange(s *Server, m *member, path, where string) {
 			te.Audience = v
 		}
 	}
-	if f := n.get("token_url"); f != nil {
-		if raw, ok := c.str(f, path); ok {
-			at := expansion{path + "/token_url", f.val.off, where + " token_exchange.token_url", nil, false, false}
-			if v, ok := c.expand(raw, at); ok {
-				switch msg := checkURL(v); {
-				case msg != "":
-					c.ps.add(at.path, at.off, fmt.Sprintf("token_exchange.token_url %q %s", v, msg), `write the token endpoint's URL, such as "https://auth.example.com/oauth/token"`)
-				case insecureHTTP(v):
-					c.ps.add(at.path, at.off, fmt.Sprintf("token_exchange.token_url %q uses plain http:// to a host that is not loopback", v),
-						"the token endpoint receives the users' sign-in tokens: use https://")
-				default:
-					te.TokenURL = v
-				}
-			}
-		}
+	te.Issuer = c.exchangeURL(n, path, where, "issuer", `write the authorization server's issuer URL, such as "https://auth.example.com"`)
+	te.TokenURL = c.exchangeURL(n, path, where, "token_url", `write the token endpoint's URL, such as "https://auth.example.com/oauth/token"`)
+	if te.Issuer == "" && te.TokenURL == "" && n.get("issuer") == nil && n.get("token_url") == nil {
+		c.ps.add(path, m.keyOff, fmt.Sprintf("server %q's token_exchange names no authorization server", s.Name),
+			`add "issuer": the authorization server Moat is registered with (its token endpoint is found from its metadata), or "token_url"; the MCP server is never asked where to send the users' sign-in tokens`)
 	}
 	s.TokenExchange = te
+}
+
+// exchangeURL reads key of a token_exchange block: an https URL (http
+// only to loopback), since it receives the users' sign-in tokens.
+func (c *checker) exchangeURL(n *node, path, where, key, hint string) string {
+	f := n.get(key)
+	if f == nil {
+		return ""
+	}
+	raw, ok := c.str(f, path)
+	if !ok {
+		return ""
+	}
+	at := expansion{path + "/" + key, f.val.off, where + " token_exchange." + key, nil, false, false}
+	v, ok := c.expand(raw, at)
+	if !ok {
+		return ""
+	}
+	switch msg := checkURL(v); {
+	case msg != "":
+		c.ps.add(at.path, at.off, fmt.Sprintf("token_exchange.%s %q %s", key, v, msg), hint)
+	case insecureHTTP(v):
+		c.ps.add(at.path, at.off, fmt.Sprintf("token_exchange.%s %q uses plain http:// to a host that is not loopback", key, v),
+			"it receives the users' sign-in tokens: use https://")
+	default:
+		return v
+	}
+	return ""
 }
 
 // tokenExchangeNeedsOIDC reports the servers with token_exchange in a

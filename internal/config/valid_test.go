@@ -393,7 +393,7 @@ func TestPerUserSecrets(t *testing.T) {
 func TestTokenExchangeConfig(t *testing.T) {
 	src := `{"mcpServers": {"gh": {"description": "d", "url": "https://mcp.example.com/mcp", "per_user": true,
 		"oauth_client_id": "moat-gw", "oauth_scopes": ["repo"],
-		"token_exchange": {"client_secret": "${secret:gw-secret}", "audience": "https://auth.example.com", "token_url": "https://auth.example.com/token"}}},
+		"token_exchange": {"issuer": "https://auth.example.com", "client_secret": "${secret:gw-secret}", "audience": "https://auth.example.com/api", "token_url": "https://auth.example.com/token"}}},
 		"gateway": {"oidc": {"issuer": "https://idp.example.com", "audience": "https://moat.example.com/mcp"}}}`
 	path := filepath.Join(t.TempDir(), "moat.json")
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
@@ -412,7 +412,7 @@ func TestTokenExchangeConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := cfg.Servers["gh"]
-	want := &TokenExchange{ClientSecret: "shared-gw-secret", Audience: "https://auth.example.com", TokenURL: "https://auth.example.com/token"}
+	want := &TokenExchange{Issuer: "https://auth.example.com", ClientSecret: "shared-gw-secret", Audience: "https://auth.example.com/api", TokenURL: "https://auth.example.com/token"}
 	if diff := cmp.Diff(want, s.TokenExchange); diff != "" {
 		t.Errorf("token_exchange (-want +got):\n%s", diff)
 	}

@@ -77,8 +77,8 @@ func TestPerUserChecks(t *testing.T) {
 }
 
 // TestTokenExchangeCheck: doctor finds where a token_exchange server's
-// tokens are exchanged (its Protected Resource Metadata, then its
-// authorization server's), says so without connecting, fails naming the
+// tokens are exchanged (its issuer's metadata), says so without
+// connecting, fails naming the
 // fix when that server offers no token exchange, and does not warn that
 // the people of an OIDC-groups identity share credentials (each exchanges
 // their own).
@@ -87,10 +87,6 @@ func TestTokenExchangeCheck(t *testing.T) {
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	mux.HandleFunc("GET /.well-known/oauth-protected-resource/mcp", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"resource": srv.URL + "/mcp", "authorization_servers": []string{srv.URL}})
-	})
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"issuer": srv.URL, "authorization_endpoint": srv.URL + "/authorize", "token_endpoint": srv.URL + "/token",
@@ -99,7 +95,7 @@ func TestTokenExchangeCheck(t *testing.T) {
 	mux.HandleFunc("/mcp", func(w http.ResponseWriter, _ *http.Request) {
 		t.Error("doctor connected to a token_exchange server")
 	})
-	cfg := `{"mcpServers": {"gh": {"description": "d", "url": "` + srv.URL + `/mcp", "per_user": true, "oauth_client_id": "moat-gw", "token_exchange": {}}},
+	cfg := `{"mcpServers": {"gh": {"description": "d", "url": "` + srv.URL + `/mcp", "per_user": true, "oauth_client_id": "moat-gw", "token_exchange": {"issuer": "` + srv.URL + `"}}},
 		"gateway": {"oidc": {"issuer": "https://idp.example.com", "audience": "https://moat.example.com/mcp"}, "identities": {"devs": {"oidc": {"groups": ["devs"]}}}}}`
 	run := func() map[string]Check {
 		f := newFixture(t, cfg)

@@ -236,10 +236,10 @@ func (sc *serverCheck) remote(ctx context.Context) {
 // exchanged. It does not connect: only a person's sign-in token, which
 // doctor has not, gets a token for the server.
 func (sc *serverCheck) tokenExchange(ctx context.Context) {
-	s := sc.s
+	s, te := sc.s, sc.s.TokenExchange
 	const what = "each person's copy gets its token by exchanging their OIDC sign-in token"
-	if tu := s.TokenExchange.TokenURL; tu != "" {
-		sc.add("server.token_exchange", OK, fmt.Sprintf("%s at %s (token_exchange.token_url); not connected here: doctor has no sign-in token", what, tu), "")
+	if te.TokenURL != "" {
+		sc.add("server.token_exchange", OK, fmt.Sprintf("%s at %s (token_exchange.token_url); not connected here: doctor has no sign-in token", what, te.TokenURL), "")
 		return
 	}
 	if sc.o.OAuthClient == nil {
@@ -251,12 +251,12 @@ func (sc *serverCheck) tokenExchange(ctx context.Context) {
 		sc.add("server.token_exchange", Fail, fmt.Sprintf("cannot build its OAuth client: %v", err), "check its tls block")
 		return
 	}
-	tokenURL, issuer, err := oauth.DiscoverTokenExchange(ctx, c, s.Name, s.URL)
+	tokenURL, err := oauth.DiscoverTokenExchange(ctx, c, s.Name, te.Issuer)
 	if err != nil {
 		sc.add("server.token_exchange", Fail, strings.TrimPrefix(err.Error(), "oauth: "), "")
 		return
 	}
-	sc.add("server.token_exchange", OK, fmt.Sprintf("%s at %s (authorization server %s); not connected here: doctor has no sign-in token", what, tokenURL, issuer), "")
+	sc.add("server.token_exchange", OK, fmt.Sprintf("%s at %s (authorization server %s); not connected here: doctor has no sign-in token", what, tokenURL, te.Issuer), "")
 }
 
 // transportChecks reports HTTPS or the plain-HTTP opt-in, TLS and pins.

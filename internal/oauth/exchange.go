@@ -43,14 +43,16 @@ const (
 // ExchangeOptions describe one person's copy of a server whose token is
 // exchanged (config token_exchange).
 type ExchangeOptions struct {
-	// Server, URL, ClientID, Scopes, ClientSecret, Audience and TokenURL
-	// come from the config: the server's name, url, oauth_client_id,
-	// oauth_scopes and token_exchange block.
+	// Server, URL, ClientID, Scopes, ClientSecret, Issuer, Audience and
+	// TokenURL come from the config: the server's name, url,
+	// oauth_client_id, oauth_scopes and token_exchange block. Issuer or
+	// TokenURL is set; the audience is Issuer when not given.
 	Server       string
 	URL          string
 	ClientID     string
 	Scopes       []string
 	ClientSecret string
+	Issuer       string
 	Audience     string
 	TokenURL     string
 	// SubjectToken returns the person's current sign-in token (the
@@ -84,8 +86,8 @@ type Exchanger struct {
 	o ExchangeOptions
 
 	mu sync.Mutex
-	// tokenURL and audience are found on the first exchange when the
-	// config does not give them.
+	// tokenURL is found on the first exchange when the config does not
+	// give it.
 	tokenURL, audience string
 	tok                *record // the exchanged token; nil before the first
 	// exchangedOn401 is when a 401 last made us exchange, and fresh the
@@ -113,6 +115,8 @@ func NewExchanger(o ExchangeOptions) (*Exchanger, error) {
 		return nil, fmt.Errorf("oauth: server %q: token_exchange needs oauth_client_id", o.Server)
 	case o.HTTP == nil:
 		return nil, errors.New("oauth: no HTTP client (use netguard.NewOAuthClient)")
+	case o.Issuer == "" && o.TokenURL == "":
+		return nil, fmt.Errorf("oauth: server %q: token_exchange needs its issuer or token_url", o.Server)
 	case o.SubjectToken == nil:
 		return nil, fmt.Errorf("oauth: server %q exchanges each person's sign-in token, and runs only on a gateway with gateway.oidc (moat serve --listen HOST:PORT)", o.Server)
 	}
@@ -122,7 +126,11 @@ func NewExchanger(o ExchangeOptions) (*Exchanger, error) {
 	if o.now == nil {
 		o.now = time.Now
 	}
-	return &Exchanger{o: o, tokenURL: o.TokenURL, audience: o.Audience}, nil
+	audience := o.Audience
+	if audience == "" {
+		audience = o.Issuer
+	}
+	return &Exchanger{o: o, tokenURL: o.TokenURL, audience: audience}, nil
 }
 
 // TokenSource returns the source of the exchanged token, exchanging one
@@ -266,62 +274,40 @@ func (x *Exchanger) event(e string) {
 	}
 }
 
-// discover finds the token endpoint and, unless configured, the
-// audience. The caller holds x.mu.
+// discover finds the token endpoint from the configured issuer's
+// metadata. The caller holds x.mu.
 func (x *Exchanger) discover(ctx context.Context) error {
-	tokenURL, issuer, err := DiscoverTokenExchange(ctx, x.o.HTTP, x.o.Server, x.o.URL)
+	tokenURL, err := DiscoverTokenExchange(ctx, x.o.HTTP, x.o.Server, x.o.Issuer)
 	if err != nil {
 		return err
 	}
 	x.tokenURL = tokenURL
-	if x.audience == "" {
-		x.audience = issuer
-	}
 	return nil
 }
 
-// DiscoverTokenExchange finds the token endpoint where server's tokens
-// are exchanged, and its authorization server's issuer, from the server's
-// Protected Resource Metadata (RFC 9728) and the authorization server's
-// metadata (RFC 8414), through client (netguard.NewOAuthClient). An error
-// says what is missing and what to do.
-func DiscoverTokenExchange(ctx context.Context, client *http.Client, server, serverURL string) (tokenURL, issuer string, err error) {
+// DiscoverTokenExchange finds the token endpoint of issuer, the
+// authorization server a token_exchange server's config names, from its
+// metadata (RFC 8414, or OpenID Connect discovery), through client
+// (netguard.NewOAuthClient), and checks that it offers token exchange. It
+// never asks the MCP server which authorization server to use: a
+// sign-in token goes only where the config says. An error says what is
+// missing and what to do.
+func DiscoverTokenExchange(ctx context.Context, client *http.Client, server, issuer string) (tokenURL string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
-	fix := "set token_exchange.token_url in the config"
-	u, err := url.Parse(serverURL)
-	if err != nil {
-		return "", "", exchangeFail(server, "its url does not parse")
-	}
-	var prm *oauthex.ProtectedResourceMetadata
-	var errs []string
-	for _, path := range []string{"/.well-known/oauth-protected-resource" + strings.TrimSuffix(u.Path, "/"), "/.well-known/oauth-protected-resource"} {
-		m := url.URL{Scheme: u.Scheme, Host: u.Host, Path: path}
-		prm, err = oauthex.GetProtectedResourceMetadata(ctx, m.String(), serverURL, client)
-		if err == nil {
-			break
-		}
-		errs = append(errs, err.Error())
-	}
-	if prm == nil {
-		return "", "", exchangeFail(server, "its Protected Resource Metadata (RFC 9728) could not be read (%s); %s", strings.Join(errs, "; "), fix)
-	}
-	if len(prm.AuthorizationServers) == 0 {
-		return "", "", exchangeFail(server, "it names no authorization server in its Protected Resource Metadata; %s", fix)
-	}
-	issuer = prm.AuthorizationServers[0]
+	fix := "check token_exchange.issuer, or set token_exchange.token_url"
 	asm, err := auth.GetAuthServerMetadata(ctx, issuer, client)
 	if err != nil || asm == nil {
 		if err == nil {
-			err = errors.New("no metadata document")
+			err = errors.New("no metadata document at its well-known paths")
 		}
-		return "", "", exchangeFail(server, "the metadata of its authorization server %s could not be read (%v); %s", issuer, err, fix)
+		return "", exchangeFail(server, "the metadata of its authorization server %s could not be read (%v); %s", issuer, err, fix)
 	}
 	if len(asm.GrantTypesSupported) > 0 && !slices.Contains(asm.GrantTypesSupported, grantTokenExchange) {
-		return "", "", exchangeFail(server, "its authorization server %s does not offer token exchange (RFC 8693); log each identity in with `moat auth login --identity ID %s` instead, and remove token_exchange", issuer, server)
+		return "", exchangeFail(server, "its authorization server %s does not offer token exchange (RFC 8693); log each identity in with `moat auth login --identity ID %s` instead, and remove token_exchange", issuer, server)
 	}
 	if asm.TokenEndpoint == "" {
-		return "", "", exchangeFail(server, "its authorization server %s names no token endpoint; %s", issuer, fix)
+		return "", exchangeFail(server, "its authorization server %s names no token endpoint; %s", issuer, fix)
 	}
-	return asm.TokenEndpoint, asm.Issuer, nil
+	return asm.TokenEndpoint, nil
 }

@@ -23,6 +23,7 @@ import (
 type exchangeAS struct {
 	srv    *httptest.Server
 	mcpURL string
+	prmAS  string   // the authorization server its MCP server names
 	grants []string // grant types in its metadata
 
 	mu        sync.Mutex
@@ -32,7 +33,11 @@ type exchangeAS struct {
 	refuseAll bool              // the MCP server takes no token
 }
 
-func newExchangeAS(t *testing.T) *exchangeAS {
+func newExchangeAS(t *testing.T) *exchangeAS { return newExchangeASNaming(t, "") }
+
+// newExchangeASNaming is newExchangeAS whose MCP server names prmAS as its
+// authorization server ("": its own).
+func newExchangeASNaming(t *testing.T, prmAS string) *exchangeAS {
 	as := &exchangeAS{people: map[string]string{}, access: map[string]string{},
 		grants: []string{"authorization_code", grantTokenExchange}}
 	mux := http.NewServeMux()
@@ -40,13 +45,17 @@ func newExchangeAS(t *testing.T) *exchangeAS {
 	t.Cleanup(as.srv.Close)
 	base := as.srv.URL
 	as.mcpURL = base + "/mcp"
+	if prmAS == "" {
+		prmAS = base
+	}
+	as.prmAS = prmAS
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, 200, map[string]any{"issuer": base, "authorization_endpoint": base + "/authorize",
 			"token_endpoint": base + "/token", "grant_types_supported": as.grants,
 			"response_types_supported": []string{"code"}, "code_challenge_methods_supported": []string{"S256"}})
 	})
 	mux.Handle("/.well-known/oauth-protected-resource/mcp", auth.ProtectedResourceMetadataHandler(&oauthex.ProtectedResourceMetadata{
-		Resource: as.mcpURL, AuthorizationServers: []string{base}}))
+		Resource: as.mcpURL, AuthorizationServers: []string{as.prmAS}}))
 	mux.HandleFunc("POST /token", func(w http.ResponseWriter, r *http.Request) {
 		r.ParseForm()
 		f := r.PostForm
@@ -108,7 +117,7 @@ func (p *person) options(t *testing.T, as *exchangeAS) ExchangeOptions {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ExchangeOptions{Server: "gh", URL: as.mcpURL, ClientID: "moat-gw", ClientSecret: "gw-secret", Scopes: []string{"repo"}, HTTP: c,
+	return ExchangeOptions{Server: "gh", URL: as.mcpURL, ClientID: "moat-gw", ClientSecret: "gw-secret", Scopes: []string{"repo"}, HTTP: c, Issuer: as.srv.URL,
 		SubjectToken: func() string { p.mu.Lock(); defer p.mu.Unlock(); return p.subject },
 		OnToken:      func(_, v string) { p.mu.Lock(); p.tokens = append(p.tokens, v); p.mu.Unlock() },
 		OnEvent:      func(e string) { p.mu.Lock(); p.events = append(p.events, e); p.mu.Unlock() }}
@@ -246,9 +255,39 @@ func TestExchangeFailures(t *testing.T) {
 	})
 	t.Run("not on a gateway", func(t *testing.T) {
 		c, _ := netguard.NewOAuthClient(nil)
-		_, err := NewExchanger(ExchangeOptions{Server: "gh", URL: "https://h/mcp", ClientID: "moat-gw", HTTP: c})
+		_, err := NewExchanger(ExchangeOptions{Server: "gh", URL: "https://h/mcp", ClientID: "moat-gw", HTTP: c, Issuer: "https://auth.example.com"})
 		if err == nil || !strings.Contains(err.Error(), "runs only on a gateway with gateway.oidc") {
 			t.Errorf("err = %v", err)
 		}
+	})
+}
+
+// TestExchangeGoesOnlyToTheConfiguredIssuer: an MCP server whose metadata
+// names another authorization server (one that would collect the
+// sign-in tokens, good at the gateway) gets nothing sent there: the
+// exchange goes to the configured issuer. (The first version found the
+// token endpoint through the MCP server's Protected Resource Metadata,
+// which here names the other server.)
+func TestExchangeGoesOnlyToTheConfiguredIssuer(t *testing.T) {
+	var evilHits sync.Map
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		evilHits.Store(r.URL.Path, true)
+		writeJSON(w, 200, map[string]any{"issuer": "http://" + r.Host, "token_endpoint": "http://" + r.Host + "/token",
+			"authorization_endpoint": "http://" + r.Host + "/authorize", "code_challenge_methods_supported": []string{"S256"},
+			"access_token": "x", "token_type": "Bearer"})
+	}))
+	defer evil.Close()
+	as := newExchangeASNaming(t, evil.URL)
+	as.people["st-alice"] = "alice"
+	x, err := NewExchanger((&person{subject: "st-alice"}).options(t, as))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := whoamiExchanged(t, as, x); err != nil || got != "alice" {
+		t.Fatalf("whoami = %q, %v", got, err)
+	}
+	evilHits.Range(func(k, _ any) bool {
+		t.Errorf("the authorization server the MCP server named got a request: %v", k)
+		return true
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"maps"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,8 +22,9 @@ import (
 // an HTTP gateway whose users sign in with a real OIDC issuer. Two people
 // of one identity (matched by an OIDC group) call it through the official
 // TypeScript SDK client, and the server sees each as themselves: the
-// gateway exchanged each one's own sign-in token at the server's
-// authorization server (RFC 8693, found by discovery) and each person's
+// gateway exchanged each one's own sign-in token at the configured
+// authorization server (RFC 8693, its token endpoint found from its
+// metadata) and each person's
 // copy sent only its own exchanged token; the sign-in tokens never reached
 // the MCP server. A server echoing its token back has it redacted. A
 // person the authorization server refuses is told why, and no one else's
@@ -40,10 +42,24 @@ func TestTokenExchangePerPerson(t *testing.T) {
 	as.Env = append(os.Environ(), "SSL_CERT_FILE="+p.CAFile)
 	mcpURL := testutil.StartListening(t, as)
 	setSecret(t, env, "gw-secret", clientSecret)
+	// The authorization server the admin registered the gateway with.
+	resp, err := http.Get(strings.Replace(mcpURL, "/mcp", "/.well-known/oauth-protected-resource/mcp", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prm struct {
+		AuthorizationServers []string `json:"authorization_servers"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&prm)
+	resp.Body.Close()
+	if err != nil || len(prm.AuthorizationServers) != 1 {
+		t.Fatalf("the test server's metadata: %v %v", prm, err)
+	}
+	issuer := prm.AuthorizationServers[0]
 
 	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]server{
 		"gh": {"description": "an OAuth-protected server", "url": mcpURL, "per_user": true,
-			"oauth_client_id": "moat-gw", "token_exchange": map[string]any{"client_secret": "${secret:gw-secret}"}},
+			"oauth_client_id": "moat-gw", "token_exchange": map[string]any{"issuer": issuer, "client_secret": "${secret:gw-secret}"}},
 	}, map[string]any{"gateway": map[string]any{
 		"oidc": map[string]any{"issuer": p.URL, "audience": oidcAudience},
 		"identities": map[string]any{

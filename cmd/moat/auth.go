@@ -126,6 +126,10 @@ func authCommand(ctx context.Context, args []string, cfgPath func() (string, err
 		printError(stderr, fmt.Errorf("auth: server %q runs a command (stdio); only http and sse servers use OAuth", name))
 		return exitUsage
 	}
+	if s.TokenExchange != nil && sub == "login" {
+		printError(stderr, fmt.Errorf("auth: server %q gets each person's token by exchanging their OIDC sign-in token (token_exchange): there is nothing to log in to; `moat doctor` checks its authorization server", name))
+		return exitUsage
+	}
 	if *identity != "" {
 		if _, ok := cfg.Gateway.Identities[*identity]; !ok {
 			return usageErr(fmt.Sprintf("no identity %q under gateway.identities in %s", *identity, path))

@@ -133,3 +133,22 @@ func TestAuthLoginNoOAuth(t *testing.T) {
 		t.Errorf("exit %d, stderr:\n%s\nwant exit 1 and that no token is needed", code, errs)
 	}
 }
+
+// TestAuthLoginTokenExchange: a token_exchange server has nothing to log
+// in to; `moat auth login` says so instead of storing a token nobody uses.
+func TestAuthLoginTokenExchange(t *testing.T) {
+	dir := secretEnv(t)
+	cfg := filepath.Join(t.TempDir(), "moat.json")
+	body := `{"mcpServers": {"tickets": {"description": "d", "url": "https://tickets.example.com/mcp", "per_user": true,
+  "oauth_client_id": "moat-gw", "token_exchange": {"issuer": "https://auth.example.com"}}},
+  "gateway": {"oidc": {"issuer": "https://idp.example.com", "audience": "https://moat.example.com/mcp"}, "identities": {"devs": {"oidc": {"groups": ["devs"]}}}}}`
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"login", "--backend", "file", "--dir", dir, "tickets"}, {"login", "--backend", "file", "--dir", dir, "--identity", "devs", "tickets"}} {
+		code, _, errs := runAuth(t, cfg, args...)
+		if code != exitUsage || !strings.Contains(errs, `server "tickets" gets each person's token by exchanging their OIDC sign-in token (token_exchange): there is nothing to log in to`) {
+			t.Errorf("moat auth %q: exit %d, stderr:\n%s", args, code, errs)
+		}
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
-	"github.com/modelcontextprotocol/go-sdk/oauthex"
 	"golang.org/x/oauth2"
 )
 
@@ -181,17 +179,13 @@ func (x *Exchanger) current(ctx context.Context) error {
 // again means the server does not take what its authorization server
 // issues, and retrying would loop.
 func (x *Exchanger) Authorize(ctx context.Context, req *http.Request, resp *http.Response) error {
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
 	if resp.StatusCode == http.StatusForbidden {
-		cs, _ := oauthex.ParseWWWAuthenticate(resp.Header.Values("WWW-Authenticate"))
-		for _, c := range cs {
-			if c.Scheme == "bearer" && c.Params["error"] == "insufficient_scope" {
-				return exchangeFail(x.o.Server, "it needs more scopes (%s) than the exchanged token has: add them to its oauth_scopes", clean(c.Params["scope"]))
-			}
+		if scope, ok := insufficientScope(resp); ok {
+			return exchangeFail(x.o.Server, "it needs more scopes (%s) than the exchanged token has: add them to its oauth_scopes", scope)
 		}
 		return nil
 	}
+	drain(resp)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	sent := strings.TrimSpace(strings.TrimPrefix(req.Header.Get("Authorization"), "Bearer "))

@@ -137,19 +137,15 @@ func (t tokenSource) Token() (*oauth2.Token, error) {
 // inside a connect or a tool call), but returns an error wrapping
 // ErrLoginRequired instead.
 func (h *Handler) Authorize(ctx context.Context, req *http.Request, resp *http.Response) error {
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
 	if resp.StatusCode == http.StatusForbidden {
-		cs, _ := oauthex.ParseWWWAuthenticate(resp.Header.Values("WWW-Authenticate"))
-		for _, c := range cs {
-			if c.Scheme == "bearer" && c.Params["error"] == "insufficient_scope" {
-				return h.o.loginRequired("the server needs more scopes (" + clean(c.Params["scope"]) + ") than the token has")
-			}
+		if scope, ok := insufficientScope(resp); ok {
+			return h.o.loginRequired("the server needs more scopes (" + scope + ") than the token has")
 		}
 		// Any other 403 is not about the token: let the transport retry once
 		// and report the server's answer, as go-sdk's own handler does.
 		return nil
 	}
+	drain(resp)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.current(ctx); err != nil {
@@ -242,6 +238,26 @@ type tokenResponse struct {
 	IssuedTokenType string `json:"issued_token_type"`
 	Error           string `json:"error"`
 	ErrorDesc       string `json:"error_description"`
+}
+
+// drain reads a little of a refused response and closes it, so its
+// connection can be reused.
+func drain(resp *http.Response) {
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}
+
+// insufficientScope drains a 403 and reports whether its challenge says
+// the token lacks a scope (RFC 6750 §3.1), and which (cleaned for a line).
+func insufficientScope(resp *http.Response) (scope string, ok bool) {
+	drain(resp)
+	cs, _ := oauthex.ParseWWWAuthenticate(resp.Header.Values("WWW-Authenticate"))
+	for _, c := range cs {
+		if c.Scheme == "bearer" && c.Params["error"] == "insufficient_scope" {
+			return clean(c.Params["scope"]), true
+		}
+	}
+	return "", false
 }
 
 // refreshRecord runs the refresh_token grant for r, with the RFC 8707

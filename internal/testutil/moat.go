@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -47,6 +48,18 @@ func MoatEnv(t testing.TB) []string {
 		"CREDENTIALS_DIRECTORY=",
 		"MOAT_MANAGED_POLICY=",
 		"MOAT_LOG=debug")
+}
+
+// SetSecret stores value as the secret name with `moat secret set`, in the
+// store of a moat with env.
+func SetSecret(t testing.TB, env []string, name, value string) {
+	t.Helper()
+	cmd := exec.Command(BuildMoat(t), "secret", "set", name)
+	cmd.Env = env
+	cmd.Stdin = strings.NewReader(value + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("moat secret set %s: %v\n%s", name, err, out)
+	}
 }
 
 // EnvValue is the value of key in env (the last one wins, as for exec).

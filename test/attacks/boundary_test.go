@@ -33,7 +33,7 @@ import (
 func TestSecretsNeverReachTheClient(t *testing.T) {
 	const secret = "sk-leak-canary-5d7c0a91e2b4"
 	env := testutil.MoatEnv(t)
-	setSecret(t, env, "leaky-token", secret)
+	testutil.SetSecret(t, env, "leaky-token", secret)
 	srv := testServer(t, "leaky", "-leak-env", "LEAK_TOKEN")
 	srv["env"] = map[string]string{"LEAK_TOKEN": "${secret:leaky-token}"}
 	seen, raw := leakThroughEveryChannel(t, env, srv)
@@ -207,7 +207,7 @@ func leakThroughEveryChannel(t *testing.T, env []string, srv server) (map[string
 func TestEncodedSecretsNeverReachTheClient(t *testing.T) {
 	const secret = "sk-leak-canary-5d7c0a91e2b4"
 	env := testutil.MoatEnv(t)
-	setSecret(t, env, "leaky-token", secret)
+	testutil.SetSecret(t, env, "leaky-token", secret)
 	srv := testServer(t, "leaky", "-leak-env", "LEAK_TOKEN")
 	srv["env"] = map[string]string{"LEAK_TOKEN": "${secret:leaky-token}"}
 	m := startMoatWith(t, env, nil, testutil.WriteConfig(t, t.TempDir(), map[string]server{"leaky": srv}))
@@ -287,7 +287,7 @@ var messageKinds = map[string]string{
 func TestEveryMessageKindCrossesTheBoundary(t *testing.T) {
 	const secret = "sk-kinds-canary-7b1e4d0c92a5"
 	env := testutil.MoatEnv(t)
-	setSecret(t, env, "leaky-token", secret)
+	testutil.SetSecret(t, env, "leaky-token", secret)
 	srv := testServer(t, "leaky", "-leak-env", "LEAK_TOKEN")
 	srv["env"] = map[string]string{"LEAK_TOKEN": "${secret:leaky-token}"}
 	cfg := testutil.WriteConfig(t, t.TempDir(), map[string]server{"leaky": srv})

@@ -53,7 +53,7 @@ func TestServersCannotReachEachOther(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := append(testutil.MoatEnv(t), "XDG_RUNTIME_DIR="+runtime)
-	setSecret(t, env, "victim_token", canary)
+	testutil.SetSecret(t, env, "victim_token", canary)
 	victimDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(victimDir, "notes.txt"), []byte("victim's private notes"), 0o600); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package attacks
 
 import (
 	"net"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,17 +37,6 @@ func startSink(t *testing.T) (string, func() []string) {
 	}
 }
 
-// setSecret stores value as the secret name in the store of a moat with env.
-func setSecret(t *testing.T, env []string, name, value string) {
-	t.Helper()
-	cmd := exec.Command(testutil.BuildMoat(t), "secret", "set", name)
-	cmd.Env = env
-	cmd.Stdin = strings.NewReader(value + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("moat secret set %s: %v\n%s", name, err, out)
-	}
-}
-
 // TestRedirectToAnotherOriginWithBearerToken: an upstream that holds a
 // bearer token (from the secret store) redirects every request to another
 // origin. Moat does not follow: the other origin receives nothing at all,
@@ -64,7 +52,7 @@ func TestRedirectToAnotherOriginWithBearerToken(t *testing.T) {
 	redirRec := filepath.Join(dir, "redirect.txt")
 	url := startHostileHTTP(t, "-mode", "redirect", "-target", sinkURL+"/mcp", "-record", redirRec)
 	env := testutil.MoatEnv(t)
-	setSecret(t, env, "upstream-token", token)
+	testutil.SetSecret(t, env, "upstream-token", token)
 	m := startMoatWith(t, env, nil, testutil.WriteConfig(t, dir, map[string]server{
 		"evil": {"description": "redirects", "url": url, "type": "http", "headers": map[string]string{"Authorization": "Bearer ${secret:upstream-token}"}},
 		"good": testServer(t, "good"),

@@ -57,7 +57,7 @@ func TestLeakedEnvironmentCanary(t *testing.T) {
 func TestSecretEchoedBackByATool(t *testing.T) {
 	const value = "echoed-secret-5a7c0d9e"
 	env := testutil.MoatEnv(t)
-	setSecret(t, env, "api-key", value)
+	testutil.SetSecret(t, env, "api-key", value)
 	srv := testServer(t, "test")
 	srv["env"] = map[string]string{"API_KEY": "${secret:api-key}"}
 	m := startMoatWith(t, env, nil, testutil.WriteConfig(t, t.TempDir(), map[string]server{"test": srv}))
@@ -90,7 +90,7 @@ func TestWorldReadableSecretFile(t *testing.T) {
 	rec := filepath.Join(dir, "calls.jsonl")
 	cfg := testutil.WriteConfig(t, dir, map[string]server{"test": testServer(t, "test", "-record", rec)})
 	env := testutil.MoatEnv(t)
-	setSecret(t, env, "oauth-token", "token-value-1")
+	testutil.SetSecret(t, env, "oauth-token", "token-value-1")
 	m := startMoatWith(t, env, nil, cfg)
 	m.echoWorks(t, "test")
 	m.stop(t)

@@ -41,7 +41,7 @@ func TestTokenExchangePerPerson(t *testing.T) {
 		"-exchange-client", "moat-gw:"+clientSecret, "-refuse-subject", "u-mallory")
 	as.Env = append(os.Environ(), "SSL_CERT_FILE="+p.CAFile)
 	mcpURL := testutil.StartListening(t, as)
-	setSecret(t, env, "gw-secret", clientSecret)
+	testutil.SetSecret(t, env, "gw-secret", clientSecret)
 	// The authorization server the admin registered the gateway with.
 	resp, err := http.Get(strings.Replace(mcpURL, "/mcp", "/.well-known/oauth-protected-resource/mcp", 1))
 	if err != nil {
@@ -157,16 +157,5 @@ func TestTokenExchangePerPerson(t *testing.T) {
 		if bytes.Contains(auditFile, []byte(leak)) || strings.Contains(g.stderr.String(), leak) {
 			t.Errorf("the audit log or the gateway's log holds a secret or token (%.12s…)", leak)
 		}
-	}
-}
-
-// setSecret stores value as the secret name in the store of a moat with env.
-func setSecret(t *testing.T, env []string, name, value string) {
-	t.Helper()
-	cmd := exec.Command(testutil.BuildMoat(t), "secret", "set", name)
-	cmd.Env = env
-	cmd.Stdin = strings.NewReader(value + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("moat secret set %s: %v\n%s", name, err, out)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/moatmcp/moat/audit"
+	"github.com/moatmcp/moat/internal/auditlog"
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/gate"
 	"github.com/moatmcp/moat/internal/guard"
@@ -129,7 +130,7 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		m:        m,
 		origins:  m.cfg.Gateway.AllowedOrigins,
 		tokens:   storeTokens(),
-		refusals: rate.NewLimiter(rate.Limit(refusalRecordsPerSecond), refusalRecordsPerSecond),
+		refusals: newRefusalLog(m.auditLog.Log),
 		counts:   counts,
 	}
 	mux := http.NewServeMux()
@@ -269,16 +270,13 @@ type httpAuth struct {
 	m        *instance
 	origins  []string
 	tokens   *tokenVerifier
-	refusals *rate.Limiter
+	refusals *refusalLog
 	counts   *sessionCount
 	// oidc verifies JWT access tokens when gateway.oidc is set (oidcCfg);
 	// metadataURL is then named in every 401's challenge.
 	oidc        *oidcverify.Verifier
 	oidcCfg     *config.GatewayOIDC
 	metadataURL string
-
-	mu         sync.Mutex
-	suppressed int
 }
 
 // bearerOf is who an authenticated request is.
@@ -402,18 +400,40 @@ func (a *httpAuth) unauthorized(w http.ResponseWriter, r *http.Request, why metr
 func (a *httpAuth) refused(r *http.Request, why metrics.AuthRefusal, reason string, id *audit.Identity) {
 	a.m.mt.AuthRefused(why)
 	a.m.log.Warn("refused an HTTP request", "remote", r.RemoteAddr, "reason", reason)
-	a.mu.Lock()
-	if !a.refusals.Allow() {
-		a.suppressed++
-		a.mu.Unlock()
+	a.refusals.write(r, id, map[string]string{"reason": reason})
+}
+
+// refusalLog writes the auth_refused records of one listener: where a
+// refused request came from and why, never its token or a hash of one; at
+// most refusalRecordsPerSecond of them, since each is durable (a write to
+// disk) and a flood must not become one; the ones over it are counted in
+// the next record written.
+type refusalLog struct {
+	l   *auditlog.Log
+	lim *rate.Limiter
+
+	mu         sync.Mutex
+	suppressed int
+}
+
+func newRefusalLog(l *auditlog.Log) *refusalLog {
+	return &refusalLog{l: l, lim: rate.NewLimiter(rate.Limit(refusalRecordsPerSecond), refusalRecordsPerSecond)}
+}
+
+// write records r's refusal with detail (remote and method are added).
+func (rl *refusalLog) write(r *http.Request, id *audit.Identity, detail map[string]string) {
+	rl.mu.Lock()
+	if !rl.lim.Allow() {
+		rl.suppressed++
+		rl.mu.Unlock()
 		return
 	}
-	detail := map[string]string{"remote": r.RemoteAddr, "reason": reason, "method": r.Method}
-	if a.suppressed > 0 {
-		detail["suppressed"] = strconv.Itoa(a.suppressed)
-		a.suppressed = 0
+	detail["remote"], detail["method"] = r.RemoteAddr, r.Method
+	if rl.suppressed > 0 {
+		detail["suppressed"] = strconv.Itoa(rl.suppressed)
+		rl.suppressed = 0
 	}
-	a.mu.Unlock()
-	_ = a.m.auditLog.Log.Write(context.WithoutCancel(r.Context()), &audit.Record{Event: "auth_refused", Decision: "deny", Outcome: audit.OutcomeDenied,
+	rl.mu.Unlock()
+	_ = rl.l.Write(context.WithoutCancel(r.Context()), &audit.Record{Event: "auth_refused", Decision: "deny", Outcome: audit.OutcomeDenied,
 		Identity: id, Detail: detail})
 }

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -251,6 +253,23 @@ func TestMetricsOffLoopbackNeedAToken(t *testing.T) {
 	}
 	if fams := scrape(t, &http.Client{Transport: bearerTransport{client.Transport, prom}}, url); fams["go_goroutines"] == nil {
 		t.Error("a scrape with a metrics token has no go_goroutines")
+	}
+	// Each refusal is audited (written before the 401 is sent), without
+	// the token (seen failing with refusals only logged).
+	auditPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
+	var reasons []string
+	for _, r := range testutil.ReadAudit(t, auditPath) {
+		if d, _ := r["detail"].(map[string]any); r["event"] == "auth_refused" && d["listener"] == "metrics" {
+			reason, _ := d["reason"].(string)
+			reasons = append(reasons, reason)
+		}
+	}
+	slices.Sort(reasons)
+	if want := []string{"no bearer token", "token \"other\" is not in metrics.tokens"}; len(reasons) != 3 || !slices.Contains(reasons, want[0]) || !slices.Contains(reasons, want[1]) {
+		t.Errorf("auth_refused records of the metrics listener: %q; want three, among them %q", reasons, want)
+	}
+	if b, _ := os.ReadFile(auditPath); bytes.Contains(b, []byte(other)) || bytes.Contains(b, []byte("moat_not-a-token")) {
+		t.Error("the audit log holds a refused scrape's token")
 	}
 	// Plain HTTP is not served there.
 	if res, err := http.Get("http://127.0.0.1:" + port + metricsPath); err == nil {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moatmcp/moat/internal/auditlog"
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/metrics"
 )
@@ -33,7 +34,7 @@ func newMetrics(cfg *config.Config, command string) *metrics.Metrics {
 // for its server. It never fails serve: a port already taken (a second
 // stdio moat of this config, started by a second client) or a certificate
 // that does not load is one warning, and MCP is served without metrics.
-func serveMetrics(ctx context.Context, log *slog.Logger, cfg *config.Config, mt *metrics.Metrics, wg *sync.WaitGroup) {
+func serveMetrics(ctx context.Context, log *slog.Logger, cfg *config.Config, mt *metrics.Metrics, auditLog *auditlog.Log, wg *sync.WaitGroup) {
 	if mt == nil {
 		return
 	}
@@ -62,7 +63,7 @@ func serveMetrics(ctx context.Context, log *slog.Logger, cfg *config.Config, mt 
 	mux := http.NewServeMux()
 	h := mt.Handler()
 	if len(mc.Tokens) > 0 {
-		h = scrapeAuth(log, mc.Tokens, storeTokens(), h)
+		h = scrapeAuth(log, newRefusalLog(auditLog), mc.Tokens, storeTokens(), h)
 	}
 	mux.Handle(metricsPath, h)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
@@ -92,7 +93,8 @@ func scheme(tls bool) string {
 // scrapeAuth lets through a request whose bearer token is one of allowed
 // (token names, checked against the secret store like the gateway's):
 // metrics show which servers and identities exist and how they are used.
-func scrapeAuth(log *slog.Logger, allowed []string, tokens *tokenVerifier, next http.Handler) http.Handler {
+// A refused scrape is audited as the gateway's refusals are.
+func scrapeAuth(log *slog.Logger, refusals *refusalLog, allowed []string, tokens *tokenVerifier, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := bearer(r.Header.Get("Authorization"))
 		challenge := `Bearer realm="moat-metrics"`
@@ -106,7 +108,10 @@ func scrapeAuth(log *slog.Logger, allowed []string, tokens *tokenVerifier, next 
 				err = fmt.Errorf("token %q is not in metrics.tokens", name)
 			}
 			log.Warn("refused a metrics scrape", "remote", r.RemoteAddr, "reason", err.Error())
+			refusals.write(r, nil, map[string]string{"listener": "metrics", "reason": err.Error()})
 			challenge += `, error="invalid_token"`
+		} else {
+			refusals.write(r, nil, map[string]string{"listener": "metrics", "reason": "no bearer token"})
 		}
 		w.Header().Set("WWW-Authenticate", challenge)
 		http.Error(w, "moat: a token listed in metrics.tokens is required (Authorization: Bearer TOKEN; see `moat token create`)", http.StatusUnauthorized)

@@ -304,7 +304,7 @@ func runServe(ctx context.Context, args []string) int {
 	p.Apply(m.cfg)
 	var wg sync.WaitGroup
 	defer wg.Wait() // before server_stop and the log's close
-	serveMetrics(ctx, m.log, m.cfg, m.mt, &wg)
+	serveMetrics(ctx, m.log, m.cfg, m.mt, m.auditLog.Log, &wg)
 	wg.Go(func() {
 		for _, r := range isolationOptOut(m.cfg, m.log) {
 			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), r)

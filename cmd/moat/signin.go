@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,7 +72,7 @@ func (s *signIns) get(principal string) string {
 // sis), with each exchange and refusal in the audit log l. Outside a
 // gateway (sis nil) the Exchanger says it runs only on one.
 func exchangerFor(log *slog.Logger, l *auditlog.Log, sis *signIns, id *guard.Identity, s *config.Server) (auth.OAuthHandler, error) {
-	if sis != nil && (id == nil || id.Principal == "") {
+	if sis != nil && (id == nil || !strings.HasPrefix(id.Principal, "oidc ")) {
 		name := ""
 		if id != nil {
 			name = id.Name

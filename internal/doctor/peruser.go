@@ -35,8 +35,7 @@ func (d *run) perUserSecret(server, name string) (string, error) {
 // checkPerUser says, for each per-user server, which identities get a copy
 // of their own and what each lacks: its own ${secret:} values (a copy
 // without them does not start), or a person of its own (an identity matched
-// by Unix groups is everyone in them, sharing one copy; one matched by OIDC
-// groups or scopes gives each person a copy, but with the identity's
+// by groups or scopes gives each person a copy, but with the identity's
 // credentials, unless the server's token is exchanged from each person's).
 func (d *run) checkPerUser(gw config.Gateway) {
 	var servers []string
@@ -63,11 +62,8 @@ func (d *run) checkPerUser(gw config.Gateway) {
 		s := d.cfg.Servers[server]
 		ownToken := s.TokenExchange != nil && len(d.perUser[server]) == 0
 		for _, name := range ids {
-			id := gw.Identities[name]
-			if by := sharedCopy(id); by != "" {
-				problems = append(problems, fmt.Sprintf("identity %s is matched by %s: everyone in it shares one copy of %s and its credentials; give each person an identity of their own (uids, tokens or oidc.subjects) to keep theirs apart", name, by, server))
-			} else if by := sharedCredentials(id); by != "" && !ownToken {
-				problems = append(problems, fmt.Sprintf("identity %s is matched by %s: each person in it gets a copy of %s of their own, but all use the identity's credentials (its secrets and login); give each person an identity of their own (oidc.subjects), or use token_exchange where the server's authorization server offers it", name, by, server))
+			if by := sharedBy(gw.Identities[name]); by != "" && !ownToken {
+				problems = append(problems, fmt.Sprintf("identity %s is matched by %s: each person in it gets a copy of %s of their own, but all use the identity's credentials (its secrets and login); give each person an identity of their own (uids, tokens or oidc.subjects), or, for OIDC sign-ins, use token_exchange where the server's authorization server offers it", name, by, server))
 			}
 			for _, secret := range d.perUser[server] {
 				if p := d.identitySecret(name, secret); p != "" {
@@ -76,7 +72,7 @@ func (d *run) checkPerUser(gw config.Gateway) {
 			}
 		}
 	}
-	c.Message = fmt.Sprintf("per-user servers, one copy per identity (per person of an OIDC identity): %s", strings.Join(summary, "; "))
+	c.Message = fmt.Sprintf("per-user servers, one copy per person of each identity: %s", strings.Join(summary, "; "))
 	if len(problems) > 0 {
 		c.Status, c.Details = Warn, problems
 		c.Fix = "an identity without its secrets is told why when it uses the server; store them as the gateway's user"
@@ -102,10 +98,10 @@ func (d *run) identitySecret(identity, secret string) string {
 	return ""
 }
 
-// sharedCopy names what makes id match more than one person who then
-// share one copy of each per-user server (Unix peers and moat tokens carry
-// no principal of their own), or "".
-func sharedCopy(id *config.Identity) string {
+// sharedBy names what makes id match more than one person, or "": each
+// gets a copy of their own (guard.Identity.Principal), with the
+// identity's credentials.
+func sharedBy(id *config.Identity) string {
 	var by []string
 	if len(id.UIDs) > 1 {
 		by = append(by, "several uids")
@@ -113,14 +109,6 @@ func sharedCopy(id *config.Identity) string {
 	if len(id.Groups) > 0 {
 		by = append(by, "unix_groups")
 	}
-	return strings.Join(by, " and ")
-}
-
-// sharedCredentials names what makes id match more than one person who
-// each get a copy of their own (an OIDC token names its subject), with the
-// identity's credentials, or "".
-func sharedCredentials(id *config.Identity) string {
-	var by []string
 	if id.OIDC != nil && len(id.OIDC.Groups) > 0 {
 		by = append(by, "oidc.groups")
 	}

@@ -165,7 +165,9 @@ func (g *Gate) Identify(uid, gid, pid int) (*guard.Identity, error) {
 	if gw == nil {
 		return nil, errors.New("gateway: no config is loaded yet; retry once moat has started")
 	}
-	id := &guard.Identity{UID: uid, GID: gid, PID: pid}
+	// The uid is who within an identity of several uids or groups: a
+	// per-user server runs once per person.
+	id := &guard.Identity{UID: uid, GID: gid, PID: pid, Principal: "uid " + strconv.Itoa(uid)}
 	if name, ok := gw.byUID[uid]; ok {
 		id.Name = name
 		return id, nil
@@ -203,7 +205,7 @@ func (g *Gate) IdentifyToken(name string) (*guard.Identity, error) {
 	if !ok {
 		return nil, fmt.Errorf("gateway: token %q is no identity's; add it to gateway.identities.NAME.tokens in %s", name, gw.path)
 	}
-	return &guard.Identity{Name: id, UID: -1, GID: -1, PID: -1}, nil
+	return &guard.Identity{Name: id, Principal: "token " + name, UID: -1, GID: -1, PID: -1}, nil
 }
 
 // OIDCClaims are what IdentifyOIDC reads of a verified JWT access token.

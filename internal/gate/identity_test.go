@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -119,7 +120,7 @@ func TestIdentify(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Identify(%d, %d): %v", tt.uid, tt.gid, err)
 			}
-			if want := (guard.Identity{Name: tt.want, UID: tt.uid, GID: tt.gid, PID: tt.pid}); *id != want {
+			if want := (guard.Identity{Name: tt.want, Principal: fmt.Sprintf("uid %d", tt.uid), UID: tt.uid, GID: tt.gid, PID: tt.pid}); *id != want {
 				t.Errorf("Identify(%d, %d, %d) = %+v, want %+v", tt.uid, tt.gid, tt.pid, *id, want)
 			}
 		})
@@ -132,7 +133,7 @@ func TestIdentifyWithoutIdentities(t *testing.T) {
 	acct := fakeAccounts(nil)
 	gs := applied(t, gatewayConfig(t, ""), acct)
 	id, err := gs.Identify(500, 500, 9)
-	if err != nil || *id != (guard.Identity{Name: "gw", UID: 500, GID: 500, PID: 9}) {
+	if err != nil || *id != (guard.Identity{Name: "gw", Principal: "uid 500", UID: 500, GID: 500, PID: 9}) {
 		t.Errorf("Identify(own uid) = %+v, %v; want identity gw", id, err)
 	}
 	if !gs.Visible(id, "files") || !gs.Visible(id, "kb") {
@@ -342,8 +343,8 @@ func TestIdentifyToken(t *testing.T) {
 		"ci": {"tokens": ["runner", "nightly"], "servers": ["kb"]}}}`), acct)
 	for tok, want := range map[string]string{"laptop": "alice", "runner": "ci", "nightly": "ci"} {
 		id, err := gs.IdentifyToken(tok)
-		if err != nil || *id != (guard.Identity{Name: want, UID: -1, GID: -1, PID: -1}) {
-			t.Errorf("IdentifyToken(%q) = %+v, %v; want identity %s with no uid, gid or pid", tok, id, err, want)
+		if err != nil || *id != (guard.Identity{Name: want, Principal: "token " + tok, UID: -1, GID: -1, PID: -1}) {
+			t.Errorf("IdentifyToken(%q) = %+v, %v; want identity %s, the token as its principal, and no uid, gid or pid", tok, id, err, want)
 		}
 	}
 	if id, _ := gs.IdentifyToken("runner"); gs.Visible(id, "files") || !gs.Visible(id, "kb") {

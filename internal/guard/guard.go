@@ -86,10 +86,10 @@ type Call struct {
 // call names it.
 type Identity struct {
 	Name string
-	// Principal names who within the identity, where that can differ
-	// between requests of one identity: an OIDC token's issuer and
-	// subject. "" for a peer (its uid says it) and a moat token. A
-	// gateway session serves one Name and Principal.
+	// Principal names who within the identity: "oidc ISSUER SUBJECT" for
+	// an OIDC token, "uid N" for a Unix socket peer, "token NAME" for a
+	// moat token; "" on stdio. A gateway session serves one Name and
+	// Principal, and a per-user server runs once per Name and Principal.
 	Principal string
 	// UID, GID and PID of the peer process; -1 when not known (a TCP peer).
 	UID, GID, PID int

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/moatmcp/moat/internal/netguard"
 	"github.com/moatmcp/moat/internal/testutil"
 )
 
@@ -286,32 +284,12 @@ func authLoginAsBrowser(t *testing.T, cfg string, env []string, flags ...string)
 		t.Fatalf("moat auth login printed no authorize URL:\n%s", stderr)
 	}
 
-	c, err := netguard.NewOAuthClient(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// netguard follows only same-origin redirects, so the hop to moat's
-	// callback, on another port, is the browser's second request.
-	resp, err := c.Get(authURL)
-	if resp == nil {
-		t.Fatalf("browser: authorize: %v", err)
-	}
-	resp.Body.Close()
-	loc, _ := url.Parse(resp.Header.Get("Location"))
-	if resp.StatusCode != http.StatusFound || loc == nil || loc.Hostname() != "127.0.0.1" || loc.Path != "/callback" {
-		t.Fatalf("browser: authorize answered %s with Location %q; want a redirect to moat's loopback callback", resp.Status, resp.Header.Get("Location"))
-	}
-	resp, err = c.Get(loc.String())
-	if err != nil {
-		t.Fatalf("browser: callback: %v", err)
-	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	status, page := testutil.Browse(t, authURL)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("moat auth login: %v\nstderr:\n%s", err, stderr)
 	}
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "Logged in") {
-		t.Errorf("browser: the callback page is %s %q; want the success page", resp.Status, page)
+	if status != http.StatusOK || !strings.Contains(page, "Logged in") {
+		t.Errorf("browser: the callback page is %d %q; want the success page", status, page)
 	}
 	if !strings.Contains(stderr.String(), "No browser opened") {
 		t.Errorf("moat auth login did not say that no browser opened:\n%s", stderr)

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/moatmcp/moat/internal/testutil"
@@ -197,5 +201,104 @@ func TestGatewayPerUserOAuth(t *testing.T) {
 	})
 	if res, err := whoami(alice); err != nil || res.IsError || lastBearer() != "Bearer "+aliceToken {
 		t.Errorf("alice's call after bob's login: %v, carried her token: %v", err, lastBearer() == "Bearer "+aliceToken)
+	}
+}
+
+// TestGatewaySelfServiceLogin: a person whose own copy of a per-user OAuth
+// server waits for a login gets, in a client that shows login links (MCP
+// URL-mode elicitation), a URLElicitationRequired error with the authorize
+// URL instead of the admin's command; opening it logs their identity in,
+// the client is told the login completed, and the next call carries their
+// own token. A client that shows no links is told why none is offered, and
+// the login is audited (seen failing without Options.Login: the command
+// only).
+func TestGatewaySelfServiceLogin(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED LOUDLY: runs clients as other users, which needs root")
+	}
+	work := t.TempDir()
+	record := filepath.Join(work, "oauthserver.jsonl")
+	cfg := testutil.WriteConfig(t, work, map[string]any{
+		"protected": map[string]any{"description": "OAuth-protected test server", "url": startOAuthServer(t, record), "per_user": true},
+	}, map[string]any{"gateway": map[string]any{
+		"socket_mode":  "0660",
+		"socket_group": "4300",
+		"identities": map[string]any{
+			"alice": map[string]any{"uids": []int{uidAlice}},
+			"bob":   map[string]any{"uids": []int{uidBob}},
+		},
+	}})
+	g := startGateway(t, cfg)
+	completed := make(chan string, 1)
+	bob, err := g.connectAs(t, uidBob, &mcp.ClientOptions{
+		Capabilities: &mcp.ClientCapabilities{Elicitation: &mcp.ElicitationCapabilities{URL: &mcp.URLElicitationCapabilities{}}},
+		ElicitationCompleteHandler: func(_ context.Context, r *mcp.ElicitationCompleteNotificationRequest) {
+			completed <- r.Params.ElicitationID
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, err := g.connectAs(t, uidAlice, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whoami := func(cs *mcp.ClientSession) (*mcp.CallToolResult, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		return cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "protected", "name": "whoami", "args": map[string]any{}}})
+	}
+
+	// The copy is waiting for a login once it has tried to connect.
+	var rpcErr *jsonrpc.Error
+	testutil.Eventually(t, "bob to be offered a login link", func() bool {
+		_, err := whoami(bob)
+		return errors.As(err, &rpcErr) && rpcErr.Code == mcp.CodeURLElicitationRequired
+	})
+	var data struct {
+		Elicitations []mcp.ElicitParams `json:"elicitations"`
+	}
+	if err := json.Unmarshal(rpcErr.Data, &data); err != nil || len(data.Elicitations) != 1 {
+		t.Fatalf("the error's data: %s (%v)", rpcErr.Data, err)
+	}
+	e := data.Elicitations[0]
+	if e.Mode != "url" || !strings.Contains(e.URL, "/authorize?") || e.ElicitationID == "" || !strings.Contains(e.Message, `as identity "bob"`) {
+		t.Fatalf("the elicitation: %+v", e)
+	}
+	// Alice's client shows no links: she is told why, and the command.
+	if res, err := whoami(alice); err != nil || !res.IsError || !strings.Contains(resultText(res), "moat auth login --identity alice protected") ||
+		!strings.Contains(resultText(res), "a login link cannot be offered: your client does not show login links") {
+		t.Errorf("alice's whoami: %v %.500q", err, resultText(res))
+	}
+
+	if status, page := testutil.Browse(t, e.URL); status != http.StatusOK || !strings.Contains(page, "Logged in") {
+		t.Fatalf("browser: the callback page is %d %q", status, page)
+	}
+	select {
+	case id := <-completed:
+		if id != e.ElicitationID {
+			t.Errorf("elicitation complete for %q, want %q", id, e.ElicitationID)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("bob's client was not told that the login completed")
+	}
+	bobToken := issuedTokens(t, record)[0]
+	if res, err := whoami(bob); err != nil || res.IsError {
+		t.Fatalf("bob's whoami after his login: %v %.500q", err, resultText(res))
+	}
+	if b := bearerHeaders(t, record); len(b) == 0 || b[len(b)-1] != "Bearer "+bobToken {
+		t.Error("bob's call did not carry the token of his own login")
+	}
+	if res, err := whoami(alice); err != nil || !res.IsError {
+		t.Errorf("alice's whoami after bob's login: %v %.200q; want her still waiting for her own", err, resultText(res))
+	}
+
+	g.stop(t)
+	if !slices.ContainsFunc(testutil.ReadAudit(t, filepath.Join(testutil.EnvValue(g.env, "XDG_STATE_HOME"), "moat", "audit.jsonl")), func(r map[string]any) bool {
+		id, _ := r["identity"].(map[string]any)
+		d, _ := r["detail"].(map[string]any)
+		return r["event"] == "oauth_login" && r["group"] == "protected" && id != nil && id["name"] == "bob" && d["via"] == "client" && d["outcome"] == "ok"
+	}) {
+		t.Error("no oauth_login record of bob's login through his client")
 	}
 }

@@ -278,6 +278,9 @@ func runServe(ctx context.Context, args []string) int {
 		m.opts.Upstream.Hide = append(m.opts.Upstream.Hide, socketPaths(ls)...)
 		path := m.cfg.Path
 		m.signIns = newSignIns()
+		logins := newSelfLogins(m.log, path, m.auditLog.Log)
+		defer logins.close()
+		m.opts.Login = logins.login
 		m.opts.PerUser = func(identity string) (*config.Config, error) {
 			return config.Load(path, identityLoadOptions(identity))
 		}

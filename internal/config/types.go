@@ -27,6 +27,7 @@ package config
 import (
 	"encoding/json"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -150,6 +151,27 @@ type Identity struct {
 	// holds only decision rules and "global" limits (per identity, over
 	// all its calls).
 	Policy json.RawMessage
+}
+
+// SharedBy names what makes id match more than one person ("several
+// uids", "unix_groups", "oidc.groups", "oidc.scopes"), or "": each such
+// person gets their own copy of a per-user server, but with the
+// identity's secrets and login.
+func (id *Identity) SharedBy() string {
+	var by []string
+	if len(id.UIDs) > 1 {
+		by = append(by, "several uids")
+	}
+	if len(id.Groups) > 0 {
+		by = append(by, "unix_groups")
+	}
+	if id.OIDC != nil && len(id.OIDC.Groups) > 0 {
+		by = append(by, "oidc.groups")
+	}
+	if id.OIDC != nil && len(id.OIDC.Scopes) > 0 {
+		by = append(by, "oidc.scopes")
+	}
+	return strings.Join(by, " and ")
 }
 
 // Defaults apply to every server.

@@ -62,7 +62,7 @@ func (d *run) checkPerUser(gw config.Gateway) {
 		s := d.cfg.Servers[server]
 		ownToken := s.TokenExchange != nil && len(d.perUser[server]) == 0
 		for _, name := range ids {
-			if by := sharedBy(gw.Identities[name]); by != "" && !ownToken {
+			if by := gw.Identities[name].SharedBy(); by != "" && !ownToken {
 				problems = append(problems, fmt.Sprintf("identity %s is matched by %s: each person in it gets a copy of %s of their own, but all use the identity's credentials (its secrets and login); give each person an identity of their own (uids, tokens or oidc.subjects), or, for OIDC sign-ins, use token_exchange where the server's authorization server offers it", name, by, server))
 			}
 			for _, secret := range d.perUser[server] {
@@ -96,26 +96,6 @@ func (d *run) identitySecret(identity, secret string) string {
 		return fmt.Sprintf("identity %s's secret %q cannot be read: %v", identity, secret, err)
 	}
 	return ""
-}
-
-// sharedBy names what makes id match more than one person, or "": each
-// gets a copy of their own (guard.Identity.Principal), with the
-// identity's credentials.
-func sharedBy(id *config.Identity) string {
-	var by []string
-	if len(id.UIDs) > 1 {
-		by = append(by, "several uids")
-	}
-	if len(id.Groups) > 0 {
-		by = append(by, "unix_groups")
-	}
-	if id.OIDC != nil && len(id.OIDC.Groups) > 0 {
-		by = append(by, "oidc.groups")
-	}
-	if id.OIDC != nil && len(id.OIDC.Scopes) > 0 {
-		by = append(by, "oidc.scopes")
-	}
-	return strings.Join(by, " and ")
 }
 
 // perUserServer is the check of a per-user server whose secrets have no

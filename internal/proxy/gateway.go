@@ -33,6 +33,7 @@ type Gateway struct {
 	upOpts       upstream.Options
 	perUser      func(identity string) (*config.Config, error)
 	perUserOAuth func(id *guard.Identity, s *config.Server) (auth.OAuthHandler, error)
+	login        Login
 	tenants      tenants
 
 	mu  sync.Mutex
@@ -68,7 +69,7 @@ type SessionOptions struct {
 // NewGateway returns a Gateway with no groups; call Apply to load a config,
 // then Open.
 func NewGateway(opts Options) *Gateway {
-	g := &Gateway{shared: newShared(opts), catalogFn: opts.Catalog, perUser: opts.PerUser, perUserOAuth: opts.PerUserOAuth, sessions: map[*Server]bool{}, subs: map[subscription]int{}}
+	g := &Gateway{shared: newShared(opts), catalogFn: opts.Catalog, perUser: opts.PerUser, perUserOAuth: opts.PerUserOAuth, login: opts.Login, sessions: map[*Server]bool{}, subs: map[subscription]int{}}
 	if g.catalogFn == nil {
 		g.catalogFn = allTools
 	}

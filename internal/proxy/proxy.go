@@ -44,6 +44,9 @@ type Options struct {
 	// --identity`), or exchanged from its principal's own sign-in token
 	// (token_exchange). Nil: they use Upstream.OAuth.
 	PerUserOAuth func(id *guard.Identity, s *config.Server) (auth.OAuthHandler, error)
+	// Login lets a person log their own copy of a per-user server in from
+	// their client (see askLogin); nil offers no login links.
+	Login Login
 	// Catalog decides what get_dynamic_tools shows; nil shows every tool.
 	Catalog Catalog
 	// Permit decides which of a group's resources (kind guard.KindResource,

@@ -216,6 +216,11 @@ func (p *Server) getDynamicTools(ctx context.Context, req *mcp.CallToolRequest) 
 		return textResult("[]"), nil
 	}
 	if _, err := g.Session(ctx); err != nil {
+		if why, offered := p.askLogin(ctx, req.Session, g); offered != nil {
+			return nil, offered
+		} else if why != "" {
+			return toolError("%s; a login link cannot be offered: %s", unavailableText(err), why), nil
+		}
 		return toolError("%s", unavailableText(err)), nil
 	}
 	if err := g.ToolsSettled(ctx); err != nil {
@@ -338,6 +343,12 @@ func (p *Server) callDynamicToolChecked(ctx context.Context, req *mcp.CallToolRe
 		return refuse(d, toolError("%s", d.Reason))
 	}
 	if _, err := g.Session(ctx); err != nil {
+		if why, offered := p.askLogin(ctx, req.Session, g); offered != nil {
+			refuse(err, nil)
+			return nil, offered
+		} else if why != "" {
+			return refuse(err, toolError("%s; a login link cannot be offered: %s", unavailableText(err), why))
+		}
 		return refuse(err, toolError("%s", unavailableText(err)))
 	}
 	// A server that announced a new tool list is judged by that list:

@@ -10,8 +10,11 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +23,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/moatmcp/moat/internal/netguard"
 )
 
 // MoatPassphrase is the encrypted file store's passphrase in MoatEnv.
@@ -60,6 +65,35 @@ func SetSecret(t testing.TB, env []string, name, value string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("moat secret set %s: %v\n%s", name, err, out)
 	}
+}
+
+// Browse plays the user's browser on an authorize URL of the oauthserver,
+// which approves at once: it follows the redirect to moat's loopback
+// callback and returns the callback page's status and text.
+func Browse(t *testing.T, authURL string) (int, string) {
+	t.Helper()
+	c, err := netguard.NewOAuthClient(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// netguard follows only same-origin redirects, so the hop to moat's
+	// callback, on another port, is the browser's second request.
+	resp, err := c.Get(authURL)
+	if resp == nil {
+		t.Fatalf("browser: authorize: %v", err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusFound || loc == nil || loc.Hostname() != "127.0.0.1" || loc.Path != "/callback" {
+		t.Fatalf("browser: authorize answered %s with Location %q; want a redirect to moat's loopback callback", resp.Status, resp.Header.Get("Location"))
+	}
+	resp, err = c.Get(loc.String())
+	if err != nil {
+		t.Fatalf("browser: callback: %v", err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(page)
 }
 
 // EnvValue is the value of key in env (the last one wins, as for exec).

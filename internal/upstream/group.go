@@ -58,6 +58,9 @@ type Status struct {
 	Reason   string    // why Unavailable
 	Attempts int       // failed attempts since the last success
 	NextTry  time.Time // when Unavailable: the next attempt
+	// LoginRequired: Unavailable because the server needs an OAuth login
+	// (oauth.ErrLoginRequired) that Moat does not have.
+	LoginRequired bool
 
 	// While Pending: when this attempt began, how long it may take, and
 	// whether the server has never been ready since Moat started it (a
@@ -132,6 +135,8 @@ type Group struct {
 	inUse      atomic.Int32
 	subscribed atomic.Int32
 	wake       chan struct{}
+	// retry cuts short the wait of an Unavailable group (RetryNow).
+	retry chan struct{}
 }
 
 type listKind uint32
@@ -169,6 +174,7 @@ func newGroup(m *Manager, s *config.Server) *Group {
 		refresh:     make(chan struct{}, 1),
 		restart:     make(chan string, 1),
 		wake:        make(chan struct{}, 1),
+		retry:       make(chan struct{}, 1),
 		stderrLines: newTailWriter(log, 20),
 		waiters:     make(chan struct{}),
 	}
@@ -367,19 +373,22 @@ func (g *Group) run() {
 			// Not the transport's wrapping: what went wrong, and what to do.
 			reason = g.shown("token exchange: "+xe.Why, "reason")
 		}
-		if errors.Is(err, oauth.ErrLoginRequired) {
-			login := "moat auth login " + g.name
+		login := errors.Is(err, oauth.ErrLoginRequired)
+		if login {
+			cmd := "moat auth login " + g.name
 			if id := g.m.opts.Identity; id != "" {
-				login = "moat auth login --identity " + id + " " + g.name
+				cmd = "moat auth login --identity " + id + " " + g.name
 			}
-			reason = fmt.Sprintf("waiting for login: run `%s`", login)
+			reason = fmt.Sprintf("waiting for login: run `%s`", cmd)
 		}
 		g.m.event(g.name, "upstream_unavailable", map[string]string{"reason": reason, "attempts": strconv.Itoa(failures), "retry_in": wait.String()})
 		g.log.Warn("upstream unavailable", "err", err, "retry_in", wait, "stderr_tail", g.stderrLines.tail())
-		g.setStatus(Status{State: Unavailable, Reason: reason, Attempts: failures, NextTry: time.Now().Add(wait), Stderr: stderr}, nil, nil)
+		g.setStatus(Status{State: Unavailable, Reason: reason, Attempts: failures, NextTry: time.Now().Add(wait), Stderr: stderr, LoginRequired: login}, nil, nil)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
+		case <-g.retry:
+			t.Stop()
 		case <-g.ctx.Done():
 			t.Stop()
 			return
@@ -483,6 +492,15 @@ func (g *Group) sleep() bool {
 		return true
 	case <-g.ctx.Done():
 		return false
+	}
+}
+
+// RetryNow makes an Unavailable group try again at once instead of at the
+// end of its backoff (a login just stored the token it was waiting for).
+func (g *Group) RetryNow() {
+	select {
+	case g.retry <- struct{}{}:
+	default:
 	}
 }
 

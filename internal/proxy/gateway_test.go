@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -15,11 +16,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/oauth2"
 
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/netguard"
 	"github.com/moatmcp/moat/internal/proxy"
 	"github.com/moatmcp/moat/internal/testutil"
 	"github.com/moatmcp/moat/internal/upstream"
@@ -468,4 +472,77 @@ func TestPerUserCopiesRetire(t *testing.T) {
 	// u-y comes back: a copy of her own again.
 	y2, _ := session(t, gw, proxy.SessionOptions{Identity: y}, nil)
 	call(y2)
+}
+
+// staticToken is an OAuth handler that always has one token.
+type staticToken struct{}
+
+func (staticToken) TokenSource(context.Context) (oauth2.TokenSource, error) {
+	return oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "t", TokenType: "Bearer"}), nil
+}
+func (staticToken) Authorize(context.Context, *http.Request, *http.Response) error { return nil }
+
+// TestExchangeHandlerOutlivesAReconnect: a token_exchange server's OAuth
+// handler, which holds the token it exchanged (or a sign-in token it saw
+// refused), is made once per person's copy and kept when the copy
+// reconnects (here: after it stopped idle), so nothing is exchanged again
+// for nothing; other servers get a new handler per connection (seen
+// failing with a handler made on every connect).
+func TestExchangeHandlerOutlivesAReconnect(t *testing.T) {
+	bin := testutil.BuildTestServer(t)
+	xs := remote("xs", testutil.StartHTTPServer(t, bin, "-name", "xs"), config.HTTP)
+	xs.PerUser, xs.TokenExchange = true, &config.TokenExchange{Issuer: "https://auth.example.com"}
+	plain := remote("plain", testutil.StartHTTPServer(t, bin, "-name", "plain"), config.HTTP)
+	plain.PerUser = true
+	cfg := cfgOf(xs, plain)
+	cfg.Gateway.PerUserIdle = 300 * time.Millisecond
+	var mu sync.Mutex
+	made := map[string]int{}
+	idled := map[string]bool{}
+	useMoatLauncher(t)
+	gw := proxy.NewGateway(proxy.Options{
+		Logger:  testLogger(t),
+		PerUser: func(string) (*config.Config, error) { return cfg, nil },
+		PerUserOAuth: func(_ *guard.Identity, s *config.Server) (auth.OAuthHandler, error) {
+			mu.Lock()
+			made[s.Name]++
+			mu.Unlock()
+			return staticToken{}, nil
+		},
+		Upstream: upstream.Options{
+			ConnectTimeout: 10 * time.Second,
+			Backoff:        []time.Duration{200 * time.Millisecond},
+			RetryEvery:     200 * time.Millisecond,
+			HTTPClient: func(s *config.Server) (*http.Client, error) {
+				return netguard.NewClient(s.URL, nil)
+			},
+			OnEvent: func(e upstream.Event) {
+				if e.Kind == "upstream_idle" {
+					mu.Lock()
+					idled[e.Group] = true
+					mu.Unlock()
+				}
+			},
+		},
+	})
+	gw.Apply(cfg)
+	gw.Open()
+	t.Cleanup(gw.Close)
+	c, _ := session(t, gw, proxy.SessionOptions{Identity: &guard.Identity{Name: "alice", Principal: "oidc https://idp u-alice"}}, nil)
+	call := func(group string) {
+		t.Helper()
+		if got := text(c.mustCall(t, "call_dynamic_tool", map[string]any{"group": group, "name": "echo", "args": map[string]any{"message": "hi"}})); got != "hi" {
+			t.Fatalf("echo through %s: %q", group, got)
+		}
+	}
+	call("xs")
+	call("plain")
+	testutil.Eventually(t, "both copies to stop idle", func() bool { mu.Lock(); defer mu.Unlock(); return idled["xs"] && idled["plain"] })
+	call("xs")
+	call("plain")
+	mu.Lock()
+	defer mu.Unlock()
+	if made["xs"] != 1 || made["plain"] != 2 {
+		t.Errorf("handlers made: token_exchange server %d (want 1, kept), other %d (want 2, one per connection)", made["xs"], made["plain"])
+	}
 }

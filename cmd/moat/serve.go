@@ -221,6 +221,10 @@ func setup(args []string, name string, gateway bool) (*instance, int) {
 			OnEvent: func(e upstream.Event) {
 				auditEvent(auditLog.Log, e.Kind, e.Group, e.Detail)
 				mt.Upstream(e)
+				if e.Kind == "per_user_retired" {
+					// Its exchanged tokens are gone with it.
+					redactor.Forget(oauth.ExchangedTokenName(e.Group, e.Detail["principal"]))
+				}
 			},
 		},
 	}

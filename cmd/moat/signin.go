@@ -88,6 +88,9 @@ func exchangerFor(log *slog.Logger, l *auditlog.Log, sis *signIns, id *guard.Ide
 		ClientSecret: s.TokenExchange.ClientSecret, Issuer: s.TokenExchange.Issuer, Audience: s.TokenExchange.Audience, TokenURL: s.TokenExchange.TokenURL,
 		HTTP: oc, Logger: log, OnToken: secretSink,
 	}
+	if id != nil {
+		o.Principal = id.Principal
+	}
 	if sis != nil {
 		principal := id.Principal
 		o.SubjectToken = func() string { return sis.get(principal) }

@@ -2,6 +2,8 @@ package oauth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -53,6 +55,10 @@ type ExchangeOptions struct {
 	Issuer       string
 	Audience     string
 	TokenURL     string
+	// Principal names the person (guard.Identity.Principal): the
+	// exchanged tokens are registered with OnToken under a name of their
+	// own (ExchangedTokenName), so no one's are dropped for another's.
+	Principal string
 	// SubjectToken returns the person's current sign-in token (the
 	// gateway's OIDC access token of its last request), or "" when none
 	// unexpired is held.
@@ -255,11 +261,19 @@ func (x *Exchanger) exchange(ctx context.Context) error {
 	}
 	x.tok = next
 	if x.o.OnToken != nil {
-		x.o.OnToken("oauth-"+x.o.Server+"-exchanged-token", next.AccessToken)
+		x.o.OnToken(ExchangedTokenName(x.o.Server, x.o.Principal), next.AccessToken)
 	}
 	x.o.Logger.Info("oauth: token exchanged", "server", x.o.Server, "expires", next.Expiry)
 	x.event("exchanged")
 	return nil
+}
+
+// ExchangedTokenName is the name under which the tokens exchanged for
+// principal's copy of server are redacted: one per person (a redactor
+// keeps a few values per name), and not naming the person.
+func ExchangedTokenName(server, principal string) string {
+	sum := sha256.Sum256([]byte(principal))
+	return "oauth-" + server + "-exchanged-" + hex.EncodeToString(sum[:4])
 }
 
 func (x *Exchanger) event(e string) {

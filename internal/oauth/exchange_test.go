@@ -110,6 +110,7 @@ type person struct {
 	subject string
 	events  []string
 	tokens  []string
+	names   []string // the names the tokens were reported under
 }
 
 func (p *person) options(t *testing.T, as *exchangeAS) ExchangeOptions {
@@ -118,9 +119,14 @@ func (p *person) options(t *testing.T, as *exchangeAS) ExchangeOptions {
 		t.Fatal(err)
 	}
 	return ExchangeOptions{Server: "gh", URL: as.mcpURL, ClientID: "moat-gw", ClientSecret: "gw-secret", Scopes: []string{"repo"}, HTTP: c, Issuer: as.srv.URL,
+		Principal:    p.subject + "-principal",
 		SubjectToken: func() string { p.mu.Lock(); defer p.mu.Unlock(); return p.subject },
-		OnToken:      func(_, v string) { p.mu.Lock(); p.tokens = append(p.tokens, v); p.mu.Unlock() },
-		OnEvent:      func(e string) { p.mu.Lock(); p.events = append(p.events, e); p.mu.Unlock() }}
+		OnToken: func(n, v string) {
+			p.mu.Lock()
+			p.tokens, p.names = append(p.tokens, v), append(p.names, n)
+			p.mu.Unlock()
+		},
+		OnEvent: func(e string) { p.mu.Lock(); p.events = append(p.events, e); p.mu.Unlock() }}
 }
 
 // whoamiExchanged connects to as's MCP server with x and calls whoami.
@@ -179,6 +185,12 @@ func TestExchangeGivesEachPersonTheirOwnToken(t *testing.T) {
 	}
 	if len(alice.tokens) != 1 || !strings.HasPrefix(alice.tokens[0], "xt-") || len(alice.events) != 1 || alice.events[0] != "exchanged" {
 		t.Errorf("alice's exchanger reported tokens %d and events %v; want the exchanged token once and [exchanged]", len(alice.tokens), alice.events)
+	}
+	// Each person's tokens are redacted under a name of their own (a
+	// redactor keeps a few values per name: with one name for everyone,
+	// others' exchanges would push alice's still-valid token out).
+	if alice.names[0] == bob.names[0] || alice.names[0] != ExchangedTokenName("gh", "st-alice-principal") || strings.Contains(alice.names[0], "alice") {
+		t.Errorf("token names: alice %q, bob %q; want one per person, not naming them", alice.names[0], bob.names[0])
 	}
 
 	// The server stops taking alice's token: one new exchange, and the

@@ -239,9 +239,15 @@ func (o *Options) learn(r *record) {
 	if o.OnToken == nil {
 		return
 	}
-	o.OnToken("oauth-"+o.Server+"-access-token", r.AccessToken)
+	// An identity's token is named for it: a redactor keeps a few values
+	// per name, and one identity's refreshes must not drop another's.
+	name := "oauth-" + o.Server
+	if o.Identity != "" {
+		name += "-" + o.Identity
+	}
+	o.OnToken(name+"-access-token", r.AccessToken)
 	if r.RefreshToken != "" {
-		o.OnToken("oauth-"+o.Server+"-refresh-token", r.RefreshToken)
+		o.OnToken(name+"-refresh-token", r.RefreshToken)
 	}
 }
 

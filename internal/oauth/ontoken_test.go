@@ -30,6 +30,17 @@ func TestOnTokenLearnsEveryStoredToken(t *testing.T) {
 	if learned["oauth-protected-access-token"] != "rotated-access-token-value" {
 		t.Fatal("OnToken did not learn a newly stored token")
 	}
+	// An identity's token (a per-user server's) is learned under a name of
+	// its own: a redactor keeps a few values per name, and other
+	// identities' refreshes must not push this one out.
+	clear(learned)
+	o.Identity = "alice"
+	if err := save(t.Context(), &o, r); err != nil {
+		t.Fatal(err)
+	}
+	if learned["oauth-protected-alice-access-token"] != "rotated-access-token-value" {
+		t.Fatalf("OnToken learned an identity's token as %v", learned)
+	}
 }
 
 // TestOnEventLearnsOfRefreshes: a refresh is reported (for the audit log),

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,6 +114,22 @@ func (r *Redactor) Add(name, value string) {
 	secrets = append(secrets, secret{name, value})
 	r.secrets = secrets
 	r.auto.Store(compile(secrets))
+}
+
+// Forget stops redacting the values registered under name: the holder of
+// a secret that no longer exists anywhere (a retired per-user copy's
+// exchanged token) drops it, so a gateway that people come and go from
+// keeps no growing list.
+func (r *Redactor) Forget(name string) {
+	name = cleanName(name)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	kept := slices.DeleteFunc(slices.Clone(r.secrets), func(s secret) bool { return s.name == name })
+	if len(kept) == len(r.secrets) {
+		return
+	}
+	r.secrets = kept
+	r.auto.Store(compile(kept))
 }
 
 // inMarker reports whether a form of value occurs in the marker of name,

@@ -155,6 +155,19 @@ func TestAddRefuses(t *testing.T) {
 	}
 }
 
+// TestForget: the values of a forgotten name are no longer redacted; the
+// others are.
+func TestForget(t *testing.T) {
+	r := New()
+	r.Add("oauth-gh-exchanged-1", "exchanged-token-one")
+	r.Add("oauth-gh-exchanged-2", "exchanged-token-two")
+	r.Forget("oauth-gh-exchanged-1")
+	r.Forget("never-added")
+	if got := r.String("exchanged-token-one exchanged-token-two"); got != "exchanged-token-one [REDACTED:oauth-gh-exchanged-2]" {
+		t.Errorf("String = %q", got)
+	}
+}
+
 func TestPatterns(t *testing.T) {
 	pem := "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx\nabc+/=\n-----END RSA PRIVATE KEY-----"
 	tests := []struct {

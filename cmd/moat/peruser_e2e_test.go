@@ -145,18 +145,7 @@ func TestGatewayPerUserOAuth(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED LOUDLY: runs clients as other users, which needs root")
 	}
-	work := t.TempDir()
-	record := filepath.Join(work, "oauthserver.jsonl")
-	cfg := testutil.WriteConfig(t, work, map[string]any{
-		"protected": map[string]any{"description": "OAuth-protected test server", "url": startOAuthServer(t, record), "per_user": true},
-	}, map[string]any{"gateway": map[string]any{
-		"socket_mode":  "0660",
-		"socket_group": "4300",
-		"identities": map[string]any{
-			"alice": map[string]any{"uids": []int{uidAlice}},
-			"bob":   map[string]any{"uids": []int{uidBob}},
-		},
-	}})
+	cfg, record := perUserOAuthConfig(t)
 	g := startGateway(t, cfg)
 	authLoginAsBrowser(t, cfg, g.env, "--identity", "alice")
 	aliceToken := issuedTokens(t, record)[0]
@@ -216,18 +205,7 @@ func TestGatewaySelfServiceLogin(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED LOUDLY: runs clients as other users, which needs root")
 	}
-	work := t.TempDir()
-	record := filepath.Join(work, "oauthserver.jsonl")
-	cfg := testutil.WriteConfig(t, work, map[string]any{
-		"protected": map[string]any{"description": "OAuth-protected test server", "url": startOAuthServer(t, record), "per_user": true},
-	}, map[string]any{"gateway": map[string]any{
-		"socket_mode":  "0660",
-		"socket_group": "4300",
-		"identities": map[string]any{
-			"alice": map[string]any{"uids": []int{uidAlice}},
-			"bob":   map[string]any{"uids": []int{uidBob}},
-		},
-	}})
+	cfg, record := perUserOAuthConfig(t)
 	g := startGateway(t, cfg)
 	completed := make(chan string, 1)
 	bob, err := g.connectAs(t, uidBob, &mcp.ClientOptions{
@@ -301,4 +279,24 @@ func TestGatewaySelfServiceLogin(t *testing.T) {
 	}) {
 		t.Error("no oauth_login record of bob's login through his client")
 	}
+}
+
+// perUserOAuthConfig writes a gateway config of identities alice and bob
+// (uids uidAlice, uidBob) with one per-user server, "protected", a running
+// testdata/oauthserver whose record file it returns too.
+func perUserOAuthConfig(t *testing.T) (cfg, record string) {
+	t.Helper()
+	work := t.TempDir()
+	record = filepath.Join(work, "oauthserver.jsonl")
+	cfg = testutil.WriteConfig(t, work, map[string]any{
+		"protected": map[string]any{"description": "OAuth-protected test server", "url": startOAuthServer(t, record), "per_user": true},
+	}, map[string]any{"gateway": map[string]any{
+		"socket_mode":  "0660",
+		"socket_group": "4300",
+		"identities": map[string]any{
+			"alice": map[string]any{"uids": []int{uidAlice}},
+			"bob":   map[string]any{"uids": []int{uidBob}},
+		},
+	}})
+	return cfg, record
 }

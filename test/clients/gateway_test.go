@@ -9,7 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/moatmcp/moat/internal/testutil"
 )
@@ -25,31 +24,8 @@ func TestTypeScriptClientThroughMoatConnect(t *testing.T) {
 	cfg := testutil.WriteConfig(t, dir, map[string]server{
 		"test": entry("Go test server", command{Command: testutil.BuildTestServer(t), Args: []string{"-name", "test"}}),
 	})
-	sock := filepath.Join(dir, "run", "gateway.sock")
 	env := testutil.MoatEnv(t)
-	gw := exec.Command(moat, "serve", "--listen", "unix:"+sock, cfg)
-	stderr := &testutil.SyncBuffer{}
-	gw.Env, gw.Stderr = env, stderr
-	if err := gw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		gw.Process.Signal(syscall.SIGTERM)
-		gw.Wait()
-		if t.Failed() {
-			t.Logf("gateway stderr (tail):\n%s", tail(stderr.String()))
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the gateway's socket did not appear")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	sock := startSocketGateway(t, moat, cfg, env)
 
 	// Two clients at once, as two desktop apps of one user.
 	type seen struct {
@@ -89,4 +65,27 @@ func TestTypeScriptClientThroughMoatConnect(t *testing.T) {
 			t.Errorf("echo through the gateway: %+v", s.Result)
 		}
 	}
+}
+
+// startSocketGateway runs moat serve --listen unix:... for cfg with env,
+// stopped (SIGTERM) when the test ends, and returns its socket once it is
+// there.
+func startSocketGateway(t *testing.T, moat, cfg string, env []string) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "run", "gateway.sock")
+	gw := exec.Command(moat, "serve", "--listen", "unix:"+sock, cfg)
+	stderr := &testutil.SyncBuffer{}
+	gw.Env, gw.Stderr = env, stderr
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		gw.Process.Signal(syscall.SIGTERM)
+		gw.Wait()
+		if t.Failed() {
+			t.Logf("gateway stderr (tail):\n%s", tail(stderr.String()))
+		}
+	})
+	testutil.Eventually(t, "the gateway's socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	return sock
 }

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,22 +30,8 @@ func TestTypeScriptClientLogsInThroughTheGateway(t *testing.T) {
 	cfg := testutil.WriteConfig(t, dir, map[string]server{
 		"protected": {"description": "OAuth-protected test server", "url": mcpURL, "per_user": true},
 	}, map[string]any{"gateway": map[string]any{"identities": map[string]any{"me": map[string]any{"uids": []int{os.Getuid()}}}}})
-	sock := filepath.Join(dir, "run", "gateway.sock")
 	env := testutil.MoatEnv(t)
-	gw := exec.Command(moat, "serve", "--listen", "unix:"+sock, cfg)
-	stderr := &testutil.SyncBuffer{}
-	gw.Env, gw.Stderr = env, stderr
-	if err := gw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		gw.Process.Signal(syscall.SIGTERM)
-		gw.Wait()
-		if t.Failed() {
-			t.Logf("gateway stderr (tail):\n%s", tail(stderr.String()))
-		}
-	})
-	testutil.Eventually(t, "the gateway's socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	sock := startSocketGateway(t, moat, cfg, env)
 
 	// The copy says it waits for a login once it has tried to connect; the
 	// driver then reports the link.

@@ -83,7 +83,7 @@ func (g *Gateway) Manager() *upstream.Manager { return g.m }
 
 // Apply loads cfg: new groups start, removed ones stop, changed ones
 // restart; every session is shown the change. Per-user servers run in
-// each identity's tenant, loaded again from Options.PerUser.
+// each tenant, loaded again from Options.PerUser.
 func (g *Gateway) Apply(cfg *config.Config) {
 	g.mu.Lock()
 	g.cfg, g.perUserOn = cfg, hasPerUser(cfg)

@@ -15,16 +15,18 @@ import (
 	"github.com/moatmcp/moat/internal/upstream"
 )
 
-// A tenant is one identity's own sessions of a gateway's per-user servers
-// (config.Server.PerUser): its own processes, started with its own
-// secrets, whose requests and notifications reach only its sessions. Its
-// servers stop when unused for gateway.per_user_idle and start again on
-// the next call.
+// A tenant is one person's own sessions of a gateway's per-user servers
+// (config.Server.PerUser): its own processes, started with its identity's
+// secrets, whose requests and notifications reach only that person's
+// sessions. Its servers stop when unused for gateway.per_user_idle and
+// start again on the next call; the tenant is retired once none of its
+// sessions has been live for as long.
 //
-// An identity whose sessions can be several people (an OIDC identity
-// matched by groups or scopes) has one tenant per person (guard.Identity
-// Principal): a server whose token is exchanged from the person's own
-// sign-in token (token_exchange) must never act for another person.
+// A person is an identity and a principal (guard.Identity: a uid, a moat
+// token, an OIDC subject), so the people of a group identity do not share
+// a process or its notifications, and a server whose token is exchanged
+// from a person's own sign-in token (token_exchange) never acts for
+// another.
 type tenant struct {
 	identity string // the identity's name: its secrets and logins
 	key      string // ownerOf the identity: who its sessions serve
@@ -314,7 +316,7 @@ func (p *Server) owns(key string) bool {
 	return key == "" || p.identity != nil && ownerOf(p.identity) == key
 }
 
-// tenant is this session's identity's tenant; nil on stdio or without
+// tenant is this session's person's tenant; nil on stdio or without
 // per-user servers.
 func (p *Server) tenant() *tenant {
 	if p.gw == nil {

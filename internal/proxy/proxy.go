@@ -37,7 +37,8 @@ type Options struct {
 	Layers []guard.Layer
 	// PerUser loads the config as identity sees it: its per-user servers
 	// (config.Server.PerUser) with that identity's own secrets. A Gateway
-	// runs them per identity from it; without it, it runs none of them.
+	// runs them per person of each identity from it; without it, it runs
+	// none of them.
 	PerUser func(identity string) (*config.Config, error)
 	// PerUserOAuth is Upstream.OAuth for the per-user servers of id's
 	// tenant: their tokens are that identity's (`moat auth login

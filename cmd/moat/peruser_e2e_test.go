@@ -158,11 +158,6 @@ func TestGatewayPerUserOAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	whoami := func(cs *mcp.ClientSession) (*mcp.CallToolResult, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		return cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "protected", "name": "whoami", "args": map[string]any{}}})
-	}
 	lastBearer := func() string {
 		b := bearerHeaders(t, record)
 		if len(b) == 0 {
@@ -220,11 +215,6 @@ func TestGatewaySelfServiceLogin(t *testing.T) {
 	alice, err := g.connectAs(t, uidAlice, nil)
 	if err != nil {
 		t.Fatal(err)
-	}
-	whoami := func(cs *mcp.ClientSession) (*mcp.CallToolResult, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		return cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "protected", "name": "whoami", "args": map[string]any{}}})
 	}
 
 	// The copy is waiting for a login once it has tried to connect.
@@ -299,4 +289,11 @@ func perUserOAuthConfig(t *testing.T) (cfg, record string) {
 		},
 	}})
 	return cfg, record
+}
+
+// whoami calls the oauthserver's whoami through group "protected".
+func whoami(cs *mcp.ClientSession) (*mcp.CallToolResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return cs.CallTool(ctx, &mcp.CallToolParams{Name: "call_dynamic_tool", Arguments: map[string]any{"group": "protected", "name": "whoami", "args": map[string]any{}}})
 }

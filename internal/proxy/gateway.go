@@ -7,7 +7,6 @@ import (
 	"io"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -149,7 +148,7 @@ func (g *Gateway) hooks(owner string) upstream.Client {
 			g.log.Debug("dropped progress for a token no session gave this group", "group", group)
 		},
 		Log: func(ctx context.Context, group string, lp *mcp.LoggingMessageParams) {
-			s, err := g.caller(ctx, owner, group, true)
+			s, err := g.caller(ctx, owner, group)
 			if err != nil {
 				g.log.Debug("dropped a log message of a shared server", "group", group, "err", err)
 				return
@@ -167,14 +166,14 @@ func (g *Gateway) hooks(owner string) upstream.Client {
 			}
 		},
 		CreateMessage: func(ctx context.Context, group string, cp *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error) {
-			s, err := g.caller(ctx, owner, group, false)
+			s, err := g.caller(ctx, owner, group)
 			if err != nil {
 				return nil, fmt.Errorf("moat refused a sampling request: %w", err)
 			}
 			return s.createMessage(ctx, group, cp)
 		},
 		Elicit: func(ctx context.Context, group string, ep *mcp.ElicitParams) (*mcp.ElicitResult, error) {
-			s, err := g.caller(ctx, owner, group, false)
+			s, err := g.caller(ctx, owner, group)
 			if err != nil {
 				return nil, fmt.Errorf("moat refused an elicitation request: %w", err)
 			}
@@ -185,11 +184,10 @@ func (g *Gateway) hooks(owner string) upstream.Client {
 
 // caller is the session a request or log message of group's upstream
 // belongs to: the one whose exchange it came through, else the one session
-// with a call to group in progress (for a log message, recent counts too:
-// see callsInFlight). With none or several, it belongs to no session Moat
+// with a call to group in progress. With none or several, it belongs to no session Moat
 // can name, and goes to none: a shared server's message never reaches a
 // client it was not meant for.
-func (g *Gateway) caller(ctx context.Context, owner, group string, recent bool) (*Server, error) {
+func (g *Gateway) caller(ctx context.Context, owner, group string) (*Server, error) {
 	sessions := slices.DeleteFunc(g.live(), func(s *Server) bool { return !s.owns(owner) })
 	if x := exchangeOf(ctx); x != nil {
 		for _, s := range sessions {
@@ -200,7 +198,7 @@ func (g *Gateway) caller(ctx context.Context, owner, group string, recent bool) 
 	}
 	var found []*Server
 	for _, s := range sessions {
-		if s.calls.count(group, recent) > 0 {
+		if s.calls.count(group) > 0 {
 			found = append(found, s)
 		}
 	}
@@ -338,14 +336,13 @@ func (p *Server) sessionID(ss *mcp.ServerSession) string {
 	return p.sid
 }
 
-// callsInFlight counts a session's calls in progress per group, and those
-// that ended less than progressGrace ago, so that what a shared upstream
-// sends can be given to the session that called it: an upstream's last
-// log messages may be handled after its result.
+// callsInFlight counts a session's calls in progress per group, so that
+// what a shared upstream sends can be given to the session that called it.
+// A call's last log messages are handled before its result (upstream's
+// notificationOrder), so a call that ended has nothing more to claim.
 type callsInFlight struct {
-	mu     sync.Mutex
-	n      map[string]int
-	recent map[string]int
+	mu sync.Mutex
+	n  map[string]int
 }
 
 // enter counts a call to group until the returned func is called.
@@ -353,30 +350,20 @@ func (c *callsInFlight) enter(group string) (leave func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.n == nil {
-		c.n, c.recent = map[string]int{}, map[string]int{}
+		c.n = map[string]int{}
 	}
 	c.n[group]++
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.n[group]--
-		c.recent[group]++
-		time.AfterFunc(progressGrace, func() {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			c.recent[group]--
-		})
 	}
 }
 
-// count is how many calls to group are in progress, and with recent those
-// that just ended too.
-func (c *callsInFlight) count(group string, recent bool) int {
+// count is how many calls to group are in progress.
+func (c *callsInFlight) count(group string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if recent {
-		return c.n[group] + c.recent[group]
-	}
 	return c.n[group]
 }
 

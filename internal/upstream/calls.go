@@ -52,9 +52,7 @@ func timeoutKey(what string) string {
 func (g *Group) CallTool(ctx context.Context, p *mcp.CallToolParams) (*mcp.CallToolResult, error) {
 	return withTimeout(ctx, g, g.cfg.Timeout.Tools, "tools/call", func(ctx context.Context, cs *mcp.ClientSession) (*mcp.CallToolResult, error) {
 		r, err := cs.CallTool(ctx, p)
-		if p.GetProgressToken() != nil {
-			g.order.Load().settle()
-		}
+		g.order.Load().settle()
 		return r, err
 	})
 }

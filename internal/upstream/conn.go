@@ -166,7 +166,7 @@ func (g *Group) handshake(ctx context.Context, client *mcp.Client, t mcp.Transpo
 	return nil
 }
 
-func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn, order *progressOrder) error {
+func (g *Group) connectStdio(ctx context.Context, client *mcp.Client, c *conn, order *notificationOrder) error {
 	sctx, cancel := context.WithDeadline(ctx, c.deadline)
 	defer cancel()
 	path, err := sandbox.Resolve(g.cfg.Command, g.cfg.Env)
@@ -246,7 +246,7 @@ func LimitsOf(s config.Sandbox) sandbox.Limits {
 	return l
 }
 
-func (g *Group) connectHTTP(ctx context.Context, client *mcp.Client, c *conn, order *progressOrder) error {
+func (g *Group) connectHTTP(ctx context.Context, client *mcp.Client, c *conn, order *notificationOrder) error {
 	hc, err := g.httpClient()
 	if err != nil {
 		return err
@@ -283,7 +283,7 @@ func (g *Group) connectHTTP(ctx context.Context, client *mcp.Client, c *conn, or
 	return nil
 }
 
-func (g *Group) connectSSE(ctx context.Context, client *mcp.Client, c *conn, order *progressOrder) error {
+func (g *Group) connectSSE(ctx context.Context, client *mcp.Client, c *conn, order *notificationOrder) error {
 	hc, err := g.httpClient()
 	if err != nil {
 		return err
@@ -331,10 +331,10 @@ func (g *Group) httpClient() (_ *http.Client, err error) {
 // newClient builds the go-sdk client for one connection, declaring exactly
 // the capabilities the downstream client has, and forwarding what the
 // upstream sends to the client.
-// newClient returns the client of one connection, with the progressOrder
-// its progress handler reports to.
-func (g *Group) newClient() (*mcp.Client, *progressOrder) {
-	order := &progressOrder{}
+// newClient returns the client of one connection, with the notificationOrder
+// its progress and log handlers report to.
+func (g *Group) newClient() (*mcp.Client, *notificationOrder) {
+	order := &notificationOrder{}
 	hooks, _, _ := g.m.clientHooks()
 	caps := &mcp.ClientCapabilities{}
 	if hooks.Roots {
@@ -370,8 +370,9 @@ func (g *Group) newClient() (*mcp.Client, *progressOrder) {
 			hooks.Progress(ctx, name, r.Params)
 		}
 	}
-	if hooks.Log != nil {
-		opts.LoggingMessageHandler = func(ctx context.Context, r *mcp.LoggingMessageRequest) {
+	opts.LoggingMessageHandler = func(ctx context.Context, r *mcp.LoggingMessageRequest) {
+		defer order.done()
+		if hooks.Log != nil {
 			hooks.Log(ctx, name, r.Params)
 		}
 	}

@@ -57,7 +57,7 @@ type limitReader struct {
 	// rather than handed on cut short.
 	capped func(error) (int, bool)
 	// seen, when set, is given each whole message within the limit, in
-	// order, before any of it is handed out (progressOrder.seen).
+	// order, before any of it is handed out (notificationOrder.seen).
 	seen func(msg []byte)
 
 	buf   []byte // bytes read and not yet handed out

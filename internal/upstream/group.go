@@ -96,8 +96,8 @@ type Group struct {
 	cfg  *config.Server // fixed for the group's life: a change that needs a restart makes a new Group
 	m    *Manager
 	log  *slog.Logger
-	// order is the current connection's progressOrder.
-	order atomic.Pointer[progressOrder]
+	// order is the current connection's notificationOrder.
+	order atomic.Pointer[notificationOrder]
 	// desc is the description the client is told; a reload that changes
 	// only it keeps the group (config.Server.Equal ignores it).
 	desc atomic.Pointer[string]

@@ -28,11 +28,11 @@ type limitTransport struct {
 	limit int
 	group string
 	drop  func(oversize) []byte
-	order *progressOrder // counts the progress in event streams
+	order *notificationOrder // counts the progress and log messages in event streams
 }
 
 // limitClient returns a copy of hc whose responses are bounded as above.
-func (g *Group) limitClient(hc *http.Client, limit int, order *progressOrder) *http.Client {
+func (g *Group) limitClient(hc *http.Client, limit int, order *notificationOrder) *http.Client {
 	c := *hc
 	base := c.Transport
 	if base == nil { // netguard always sets one; never fall back to a default
@@ -60,7 +60,7 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		l := newLimitReader(resp.Body, t.limit, &eventFraming{drop: t.drop})
 		l.capped = netguardLimit
 		l.seen = func(event []byte) {
-			if bytes.Contains(event, progressMethod) {
+			if mayHoldOrdered(event) {
 				if ev, ok := parseEvent(event); ok {
 					t.order.seen(ev.data)
 				}

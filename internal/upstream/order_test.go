@@ -12,12 +12,15 @@ import (
 	"github.com/moatmcp/moat/internal/testutil"
 )
 
-// TestProgressComesBeforeTheResult: a server sends three progress
-// notifications and answers at once, over stdio, streamable HTTP (an event
-// stream per call) and legacy SSE. go-sdk queues the notifications and
-// hands the response straight to the caller; CallTool still returns only
-// once the client's progress handler has had all three, every time.
-func TestProgressComesBeforeTheResult(t *testing.T) {
+// TestNotificationsComeBeforeTheResult: a server sends three progress
+// notifications, or a log message, and answers at once, over stdio,
+// streamable HTTP (an event stream per call) and legacy SSE. go-sdk queues
+// the notifications and hands the response straight to the caller;
+// CallTool still returns only once the client's handlers have had them,
+// every time: a client drops progress that comes after the result, and a
+// gateway gives a shared server's log message to the session whose call is
+// in progress.
+func TestNotificationsComeBeforeTheResult(t *testing.T) {
 	for _, transport := range []config.Transport{config.Stdio, config.HTTP, config.SSE} {
 		t.Run(string(transport), func(t *testing.T) {
 			s := stdioTestServer(t, "p")
@@ -26,28 +29,42 @@ func TestProgressComesBeforeTheResult(t *testing.T) {
 				s = remoteServer("p", url, transport)
 			}
 			var mu sync.Mutex
-			var got []float64
+			var progress, logs int
 			h := startGroupClient(t, s, nil, netguard.Options{}, Client{
-				Progress: func(_ context.Context, _ string, p *mcp.ProgressNotificationParams) {
+				Progress: func(context.Context, string, *mcp.ProgressNotificationParams) {
 					mu.Lock()
-					got = append(got, p.Progress)
+					progress++
+					mu.Unlock()
+				},
+				Log: func(context.Context, string, *mcp.LoggingMessageParams) {
+					mu.Lock()
+					logs++
 					mu.Unlock()
 				},
 			})
-			for i := range 30 {
+			h.m.SetLoggingLevel(context.Background(), "debug")
+			handled := func() (int, int) {
 				mu.Lock()
-				got = nil
-				mu.Unlock()
+				defer mu.Unlock()
+				p, l := progress, logs
+				progress, logs = 0, 0
+				return p, l
+			}
+			for i := range 30 {
 				params := &mcp.CallToolParams{Name: "progress", Arguments: map[string]any{"steps": 3}}
 				params.SetProgressToken("tok")
 				if _, err := h.g.CallTool(context.Background(), params); err != nil {
 					t.Fatal(err)
 				}
-				mu.Lock()
-				n := len(got)
-				mu.Unlock()
-				if n != 3 {
-					t.Fatalf("call %d: the result came back with %d of its 3 progress notifications handled", i+1, n)
+				if p, _ := handled(); p != 3 {
+					t.Fatalf("call %d: the result came back with %d of its 3 progress notifications handled", i+1, p)
+				}
+				params = &mcp.CallToolParams{Name: "log", Arguments: map[string]any{"level": "info", "message": "m"}}
+				if _, err := h.g.CallTool(context.Background(), params); err != nil {
+					t.Fatal(err)
+				}
+				if _, l := handled(); l != 1 {
+					t.Fatalf("call %d: the result came back with %d of its 1 log message handled", i+1, l)
 				}
 			}
 		})

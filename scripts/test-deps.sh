@@ -5,6 +5,7 @@
 #     server-filesystem), into testdata/node_modules;
 #   - gnome-keyring (a real Secret Service for the keyring tests), with apt-get
 #     when run as root; otherwise it prints the command to run;
+#   - systemd (systemd-socket-activate, systemd-analyze) the same way;
 #   - qemu-system-x86 and xz-utils the same way, and Debian's kernel .deb
 #     (apt-get download, not installed) into the cache of scripts/vm-run.sh,
 #     for the tests that run in a cgroup v2 VM.
@@ -57,6 +58,20 @@ for sh in zsh fish; do
 		fi
 	fi
 done
+
+# systemd's own tools: systemd-socket-activate starts the gateway as a
+# .socket unit would, and systemd-analyze verifies README's units.
+if ! command -v systemd-socket-activate >/dev/null 2>&1 || ! command -v systemd-analyze >/dev/null 2>&1; then
+	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+		say "installing systemd (systemd-socket-activate and systemd-analyze, for the gateway's socket activation)"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+	else
+		say "systemd-socket-activate or systemd-analyze is missing; the socket activation tests will skip."
+		say "Install them: sudo apt-get install --no-install-recommends systemd"
+		if [ "${CI:-}" = true ]; then status=1; fi
+	fi
+fi
 
 # qemu-system-x86 boots the cgroup v2 VM (scripts/vm-run.sh,
 # testutil.RunInVM) and xz-utils unpacks the kernel's modules for its

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -261,28 +260,25 @@ func withSandbox(server map[string]any, sandbox map[string]any) map[string]any {
 	return server
 }
 
-// TestGatewayUnderSocketActivation: systemd's socket activation protocol
-// (LISTEN_PID, LISTEN_FDS, the socket as fd 3), spoken here by a shell so
-// the test needs no systemd: the gateway serves the socket it is given and
-// leaves its file to its owner when it stops.
+// TestGatewayUnderSocketActivation: systemd's socket activation, by
+// systemd's own systemd-socket-activate (what a .socket unit does: it
+// listens, and on the first connection starts the service with the socket
+// as fd 3, LISTEN_PID and LISTEN_FDS): the gateway serves the socket it is
+// given and leaves its file to its owner when it stops.
 func TestGatewayUnderSocketActivation(t *testing.T) {
+	activate := testutil.SystemdTool(t, "systemd-socket-activate")
 	dir := t.TempDir()
 	cfg := testutil.WriteConfig(t, dir, map[string]any{"test": testServer(t, "test")})
 	sock := filepath.Join(dir, "gateway.sock")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
+	// systemd-socket-activate gives the service only the variables it is
+	// told to, as a unit's Environment= does.
+	args := []string{"--listen", sock}
+	for _, kv := range testutil.MoatEnv(t) {
+		args = append(args, "--setenv", kv)
 	}
-	defer l.Close()
-	f, err := l.File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	gw := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" serve --listen systemd "$1"`, testutil.BuildMoat(t), cfg)
+	gw := exec.Command(activate, append(args, testutil.BuildMoat(t), "serve", "--listen", "systemd", cfg)...)
 	stderr := &testutil.SyncBuffer{}
-	gw.Env = append(testutil.MoatEnv(t), "LISTEN_FDS=1")
-	gw.Stderr, gw.ExtraFiles = stderr, []*os.File{f}
+	gw.Stderr = stderr
 	if err := gw.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -293,9 +289,13 @@ func TestGatewayUnderSocketActivation(t *testing.T) {
 			gw.Wait()
 		}
 		if t.Failed() {
-			t.Logf("gateway stderr:\n%s", testutil.Tail(stderr.String(), 8192))
+			t.Logf("systemd-socket-activate and gateway stderr:\n%s", testutil.Tail(stderr.String(), 8192))
 		}
 	}()
+	testutil.Eventually(t, "systemd-socket-activate's socket", func() bool {
+		_, err := os.Stat(sock)
+		return err == nil
+	})
 
 	cmd := exec.Command(testutil.BuildMoat(t), "connect", sock)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -309,7 +309,12 @@ func TestGatewayUnderSocketActivation(t *testing.T) {
 		t.Fatalf("echo: %v %v", err, res)
 	}
 	cs.Close()
+	if !strings.Contains(stderr.String(), "gateway listening") {
+		t.Errorf("the gateway did not say it was listening")
+	}
 
+	// systemd-socket-activate became the gateway (exec): the signal is the
+	// one systemctl stop sends it.
 	gw.Process.Signal(syscall.SIGTERM)
 	stopped = true
 	if err := gw.Wait(); err != nil {

@@ -285,6 +285,18 @@ func RequireNode(t testing.TB) {
 	}
 }
 
+// SystemdTool returns the path of one of systemd's own tools
+// (systemd-socket-activate, systemd-analyze), skipping (or, under CI=true,
+// failing) the test when it is not installed.
+func SystemdTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		missing(t, name+" is not on PATH (Debian/Ubuntu: the systemd package)")
+	}
+	return p
+}
+
 // NodeBin returns the path of testdata/node_modules/.bin/<name>, skipping (or,
 // under CI=true, failing) the test when Node or the npm package is missing.
 func NodeBin(t testing.TB, name string) string {

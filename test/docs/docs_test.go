@@ -1,5 +1,6 @@
-// Package docs checks that the security documents stay true to the code:
-// every test SECURITY.md and THREAT_MODEL.md name as proof exists.
+// Package docs checks that the documents stay true to the code: every test
+// SECURITY.md and THREAT_MODEL.md name as proof exists, and the systemd
+// units README.md shows are ones systemd accepts.
 package docs
 
 import (

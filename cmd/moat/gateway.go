@@ -26,7 +26,8 @@ const connectUsage = `usage: moat connect [SOCKET]
   names "moat connect" and every client of the user shares one Moat: one
   set of servers, one policy, one audit log
   SOCKET defaults to $MOAT_GATEWAY_SOCKET, else
-  $XDG_RUNTIME_DIR/moat/gateway.sock; start the gateway with
+  $XDG_RUNTIME_DIR/moat/gateway.sock (without XDG_RUNTIME_DIR: the same in
+  /run/user/UID when it is yours); start the gateway with
   moat serve --listen unix:SOCKET CONFIG
 exit status: 0 ok, 1 no gateway or the gateway went away, 2 usage error`
 

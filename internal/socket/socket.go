@@ -17,6 +17,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/moatmcp/moat/internal/safepath"
@@ -24,8 +25,9 @@ import (
 
 // DefaultPath is where a user's gateway listens and `moat connect` dials
 // when no path is given: $MOAT_GATEWAY_SOCKET, else
-// $XDG_RUNTIME_DIR/moat/gateway.sock, else moat-UID/gateway.sock in the
-// temporary directory (0700, the user's own).
+// $XDG_RUNTIME_DIR/moat/gateway.sock, else the same in the user's runtime
+// directory when there is one, else moat-UID/gateway.sock in the temporary
+// directory (0700, the user's own).
 func DefaultPath() string {
 	if p := os.Getenv("MOAT_GATEWAY_SOCKET"); p != "" {
 		return p
@@ -33,7 +35,28 @@ func DefaultPath() string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "moat", "gateway.sock")
 	}
+	// A shell without XDG_RUNTIME_DIR (su, cron, some SSH and container
+	// sessions) still finds the gateway systemd's user manager started on
+	// the socket of its unit (%t/moat/gateway.sock).
+	if d := filepath.Join(userRuntimeDirs, strconv.Itoa(os.Getuid())); isPrivateDir(d) {
+		return filepath.Join(d, "moat", "gateway.sock")
+	}
 	return filepath.Join(os.TempDir(), "moat-"+strconv.Itoa(os.Getuid()), "gateway.sock")
+}
+
+// userRuntimeDirs holds each user's runtime directory, named by uid, as
+// systemd-logind makes them.
+var userRuntimeDirs = "/run/user"
+
+// isPrivateDir reports whether dir is a directory (not a link to one) of
+// this user's that no one else may enter.
+func isPrivateDir(dir string) bool {
+	fi, err := os.Lstat(dir)
+	if err != nil || !fi.IsDir() || fi.Mode().Perm()&0o077 != 0 {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Getuid()
 }
 
 // A Listener accepts a gateway's connections. Close removes the socket

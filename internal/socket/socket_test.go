@@ -242,3 +242,41 @@ func TestDescends(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultPath: where `moat connect` looks and `moat serve --listen
+// unix:` listens. Without XDG_RUNTIME_DIR (su, cron, a bare SSH session),
+// the user's runtime directory, where systemd's user manager put the
+// socket of a socket-activated gateway, is still found, but only when it
+// is the user's own and private.
+func TestDefaultPath(t *testing.T) {
+	runtimeDirs := t.TempDir()
+	defer socket.SetUserRuntimeDirs(runtimeDirs)()
+	mine := filepath.Join(runtimeDirs, strconv.Itoa(os.Getuid()))
+	tmp := filepath.Join(os.TempDir(), "moat-"+strconv.Itoa(os.Getuid()), "gateway.sock")
+	for _, c := range []struct {
+		name, socketEnv, xdg string
+		runtimeMode          os.FileMode // 0: no runtime directory
+		want                 string
+	}{
+		{name: "MOAT_GATEWAY_SOCKET first", socketEnv: "/srv/moat.sock", xdg: "/run/user/77", runtimeMode: 0o700, want: "/srv/moat.sock"},
+		{name: "XDG_RUNTIME_DIR", xdg: "/run/user/77", runtimeMode: 0o700, want: "/run/user/77/moat/gateway.sock"},
+		{name: "the runtime directory without XDG_RUNTIME_DIR", runtimeMode: 0o700, want: filepath.Join(mine, "moat", "gateway.sock")},
+		{name: "a runtime directory others may enter", runtimeMode: 0o755, want: tmp},
+		{name: "no runtime directory", want: tmp},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("MOAT_GATEWAY_SOCKET", c.socketEnv)
+			t.Setenv("XDG_RUNTIME_DIR", c.xdg)
+			os.RemoveAll(mine)
+			if c.runtimeMode != 0 {
+				if err := os.Mkdir(mine, c.runtimeMode); err != nil {
+					t.Fatal(err)
+				}
+				os.Chmod(mine, c.runtimeMode) // past the umask
+			}
+			if got := socket.DefaultPath(); got != c.want {
+				t.Errorf("DefaultPath() = %q, want %q", got, c.want)
+			}
+		})
+	}
+}

@@ -76,6 +76,23 @@ func TestTokenVerifier(t *testing.T) {
 	if _, err := v.verify(ctx, tok); err == nil || !strings.Contains(err.Error(), "cannot be read") {
 		t.Errorf("with the store unreadable: %v, want a refusal", err)
 	}
+
+	// A request that goes away as it triggers a read (anyone's, with any
+	// token) does not end the read that every other request then uses.
+	readErr = nil
+	v.read = func(ctx context.Context) ([]storedToken, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err // as the keychain backend does
+		}
+		return stored, nil
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	now = now.Add(tokenCacheTTL)
+	v.verify(gone, "moat_not-a-token")
+	if _, err := v.verify(ctx, tok); err != nil {
+		t.Errorf("after a request that went away triggered the read, the token was refused: %v", err)
+	}
 }
 
 func TestBearerAndListenAddresses(t *testing.T) {

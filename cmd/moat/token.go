@@ -223,6 +223,10 @@ func tokenCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // tokens: a revoked token works at most this long (plus one store read).
 const tokenCacheTTL = time.Second
 
+// tokenReadTimeout bounds one read of the stored tokens (a keychain may
+// hang).
+const tokenReadTimeout = 10 * time.Second
+
 // tokenVerifier checks bearer tokens against the stored hashes, reading the
 // store at most once per tokenCacheTTL.
 type tokenVerifier struct {
@@ -278,7 +282,12 @@ func (v *tokenVerifier) current(ctx context.Context) ([]storedToken, error) {
 	defer v.mu.Unlock()
 	now := v.now()
 	if v.at.IsZero() || now.Sub(v.at) >= tokenCacheTTL {
-		toks, err := v.read(ctx)
+		// The list read serves every request until the next read: the
+		// request that happens to trigger it (anyone's, a token or not)
+		// must not end it by going away.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tokenReadTimeout)
+		toks, err := v.read(rctx)
+		cancel()
 		v.at = now
 		if err != nil {
 			// A store that cannot be read refuses every token: fail closed.

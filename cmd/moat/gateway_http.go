@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -24,6 +26,7 @@ import (
 	"github.com/moatmcp/moat/internal/config"
 	"github.com/moatmcp/moat/internal/gate"
 	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/hygiene"
 	"github.com/moatmcp/moat/internal/metrics"
 	"github.com/moatmcp/moat/internal/oidcverify"
 	"github.com/moatmcp/moat/internal/proxy"
@@ -130,7 +133,7 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		m:        m,
 		origins:  m.cfg.Gateway.AllowedOrigins,
 		tokens:   storeTokens(),
-		refusals: newRefusalLog(m.auditLog.Log),
+		refusals: newRefusalLog(m.auditLog.Log, m.log),
 		counts:   counts,
 	}
 	mux := http.NewServeMux()
@@ -399,28 +402,34 @@ func (a *httpAuth) unauthorized(w http.ResponseWriter, r *http.Request, why metr
 // metrics count every one).
 func (a *httpAuth) refused(r *http.Request, why metrics.AuthRefusal, reason string, id *audit.Identity) {
 	a.m.mt.AuthRefused(why)
-	a.m.log.Warn("refused an HTTP request", "remote", r.RemoteAddr, "reason", reason)
 	a.refusals.write(r, id, map[string]string{"reason": reason})
 }
 
-// refusalLog writes the auth_refused records of one listener: where a
-// refused request came from and why, never its token or a hash of one; at
-// most refusalRecordsPerSecond of them, since each is durable (a write to
-// disk) and a flood must not become one; the ones over it are counted in
-// the next record written.
+// refusalLog writes the auth_refused records of one listener, and logs
+// them: where a refused request came from and why, never its token or a
+// hash of one; at most refusalRecordsPerSecond of them, since each is
+// durable (a write to disk) and a flood must not become one; the ones over
+// it are counted in the next record written.
 type refusalLog struct {
 	l   *auditlog.Log
+	log *slog.Logger
 	lim *rate.Limiter
 
 	mu         sync.Mutex
 	suppressed int
 }
 
-func newRefusalLog(l *auditlog.Log) *refusalLog {
-	return &refusalLog{l: l, lim: rate.NewLimiter(rate.Limit(refusalRecordsPerSecond), refusalRecordsPerSecond)}
+// maxRefusalReason bounds a refusal's reason, in runes: it may quote what
+// the peer sent (an Origin, an unverified token's issuer), and a header
+// may be 64 KiB.
+const maxRefusalReason = 300
+
+func newRefusalLog(l *auditlog.Log, log *slog.Logger) *refusalLog {
+	return &refusalLog{l: l, log: log, lim: rate.NewLimiter(rate.Limit(refusalRecordsPerSecond), refusalRecordsPerSecond)}
 }
 
-// write records r's refusal with detail (remote and method are added).
+// write records and logs r's refusal with detail (remote and method are
+// added, the reason is cut to maxRefusalReason).
 func (rl *refusalLog) write(r *http.Request, id *audit.Identity, detail map[string]string) {
 	rl.mu.Lock()
 	if !rl.lim.Allow() {
@@ -428,12 +437,14 @@ func (rl *refusalLog) write(r *http.Request, id *audit.Identity, detail map[stri
 		rl.mu.Unlock()
 		return
 	}
+	detail["reason"] = hygiene.Line(detail["reason"], maxRefusalReason)
 	detail["remote"], detail["method"] = r.RemoteAddr, r.Method
 	if rl.suppressed > 0 {
 		detail["suppressed"] = strconv.Itoa(rl.suppressed)
 		rl.suppressed = 0
 	}
 	rl.mu.Unlock()
+	rl.log.Warn("refused an HTTP request", "listener", cmp.Or(detail["listener"], "gateway"), "remote", r.RemoteAddr, "reason", detail["reason"])
 	_ = rl.l.Write(context.WithoutCancel(r.Context()), &audit.Record{Event: "auth_refused", Decision: "deny", Outcome: audit.OutcomeDenied,
 		Identity: id, Detail: detail})
 }

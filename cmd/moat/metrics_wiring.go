@@ -63,7 +63,7 @@ func serveMetrics(ctx context.Context, log *slog.Logger, cfg *config.Config, mt 
 	mux := http.NewServeMux()
 	h := mt.Handler()
 	if len(mc.Tokens) > 0 {
-		h = scrapeAuth(log, newRefusalLog(auditLog), mc.Tokens, storeTokens(), h)
+		h = scrapeAuth(newRefusalLog(auditLog, log), mc.Tokens, storeTokens(), h)
 	}
 	mux.Handle(metricsPath, h)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
@@ -94,7 +94,7 @@ func scheme(tls bool) string {
 // (token names, checked against the secret store like the gateway's):
 // metrics show which servers and identities exist and how they are used.
 // A refused scrape is audited as the gateway's refusals are.
-func scrapeAuth(log *slog.Logger, refusals *refusalLog, allowed []string, tokens *tokenVerifier, next http.Handler) http.Handler {
+func scrapeAuth(refusals *refusalLog, allowed []string, tokens *tokenVerifier, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := bearer(r.Header.Get("Authorization"))
 		challenge := `Bearer realm="moat-metrics"`
@@ -107,7 +107,6 @@ func scrapeAuth(log *slog.Logger, refusals *refusalLog, allowed []string, tokens
 			if err == nil {
 				err = fmt.Errorf("token %q is not in metrics.tokens", name)
 			}
-			log.Warn("refused a metrics scrape", "remote", r.RemoteAddr, "reason", err.Error())
 			refusals.write(r, nil, map[string]string{"listener": "metrics", "reason": err.Error()})
 			challenge += `, error="invalid_token"`
 		} else {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -437,5 +438,54 @@ func TestTokensCreatedAtOnceAreAllKept(t *testing.T) {
 		if !strings.Contains(list, fmt.Sprintf("t%d ", i)) {
 			t.Errorf("token t%d is not in the list:\n%s", i, list)
 		}
+	}
+}
+
+// TestAFloodOfRefusalsStaysSmall: a peer without a token that sends
+// requests with a 60 KB Origin as fast as it can gets each refused, but
+// the audit log and the gateway's log take at most 20 refusals a second
+// (the rest are counted), each with a reason of at most 300 characters:
+// a flood of headers is not a flood of disk.
+func TestAFloodOfRefusalsStaysSmall(t *testing.T) {
+	env := testutil.MoatEnv(t)
+	cfg := tokenGatewayConfig(t, t.TempDir(), nil)
+	g := startHTTPGateway(t, cfg, env)
+	origin := "https://" + strings.Repeat("\xff", 60<<10)
+	const sent = 100
+	start := time.Now()
+	for range sent {
+		if code, _, _ := post(t, g.url, initialize, "Origin", origin); code != http.StatusForbidden {
+			t.Fatalf("a request with a foreign Origin: %d, want 403", code)
+		}
+	}
+	// A burst of 20, then 20 a second.
+	allowed := 20 + int(20*time.Since(start).Seconds()) + 1
+	g.stop(t)
+
+	recorded, suppressed, long := 0, 0, 0
+	for _, r := range readAuditLog(t, env) {
+		if r["event"] != "auth_refused" {
+			continue
+		}
+		recorded++
+		d, _ := r["detail"].(map[string]any)
+		reason, _ := d["reason"].(string)
+		if n := len([]rune(reason)); (n > 300 || !strings.HasPrefix(reason, "origin ")) && long == 0 {
+			t.Errorf("a refusal's reason has %d characters, want at most 300: %.80q…", n, reason)
+			long++
+		}
+		if s, ok := d["suppressed"].(string); ok {
+			n, _ := strconv.Atoi(s)
+			suppressed += n
+		}
+	}
+	if recorded == 0 || recorded > allowed || suppressed == 0 || recorded+suppressed > sent {
+		t.Errorf("%d refusals recorded and %d counted as suppressed, for %d sent: want at most %d recorded and the others counted", recorded, suppressed, sent, allowed)
+	}
+	if lines := strings.Count(g.stderr.String(), "refused an HTTP request"); lines != recorded {
+		t.Errorf("the gateway logged %d refusals and recorded %d: want the log as bounded as the records", lines, recorded)
+	}
+	if n := len(g.stderr.String()); n > 256<<10 {
+		t.Errorf("the gateway's log grew by %d bytes for %d refused requests", n, sent)
 	}
 }

@@ -199,8 +199,8 @@ type sessionCount struct {
 func (s *sessionCount) enter(key string) (leave func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.fullLocked(key); err != nil {
-		return nil, err
+	if s.byKey[key] >= maxSessionsPerUser {
+		return nil, fmt.Errorf("%s already has %d sessions open on this gateway, its most; close some clients", key, maxSessionsPerUser)
 	}
 	if s.byKey == nil {
 		s.byKey = map[string]int{}
@@ -213,20 +213,6 @@ func (s *sessionCount) enter(key string) (leave func(), err error) {
 			delete(s.byKey, key)
 		}
 	}, nil
-}
-
-// full says why key may open no session now, or nil.
-func (s *sessionCount) full(key string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.fullLocked(key)
-}
-
-func (s *sessionCount) fullLocked(key string) error {
-	if s.byKey[key] >= maxSessionsPerUser {
-		return fmt.Errorf("%s already has %d sessions open on this gateway, its most; close some clients", key, maxSessionsPerUser)
-	}
-	return nil
 }
 
 // serveConn serves one connection as a session of the identity its peer

@@ -170,14 +170,8 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		},
 		Session: func(id *guard.Identity) proxy.SessionOptions { return sessionOptions(m, id) },
 		Started: func(so proxy.SessionOptions, r *http.Request) {
-			// wrap refused a new session over the limit; sessions started
-			// at the same moment may pass it, and are not counted.
-			ended := m.mt.SessionStarted(so.Identity.Name)
-			if leave, err := counts.enter(identityKey(so.Identity)); err == nil {
-				leaves.Store(so.ID, func() { leave(); ended() })
-			} else {
-				leaves.Store(so.ID, ended)
-			}
+			ended, leave := m.mt.SessionStarted(so.Identity.Name), takeSlot(r)
+			leaves.Store(so.ID, func() { leave(); ended() })
 			m.log.Info("gateway session", "session", so.ID, "identity", so.Identity.Name, "remote", r.RemoteAddr)
 			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), &audit.Record{Event: "session_start", Session: so.ID, Identity: auditIdentity(so.Identity),
 				Detail: requestDetail(r)})
@@ -194,6 +188,12 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		},
 	})
 	mux.Handle(mcpPath, a.wrap(h))
+	// Sessions end with ctx; their last records are written before the
+	// gateway closes the audit log.
+	wg.Go(func() {
+		<-ctx.Done()
+		h.Wait()
+	})
 	for _, l := range ls {
 		srv := &http.Server{
 			Handler:           mux,
@@ -325,16 +325,49 @@ func (a *httpAuth) wrap(next http.Handler) http.Handler {
 			who = &bearerOf{token: name, id: id}
 		}
 		id := who.id
+		ctx := context.WithValue(r.Context(), bearerKey{}, who)
 		if r.Method == http.MethodPost && r.Header.Get("Mcp-Session-Id") == "" {
 			// A new session: one identity may not take every other's room.
-			if err := a.counts.full(identityKey(id)); err != nil {
+			// Its place is taken now, so that requests at once cannot all
+			// pass the limit; Started keeps it for the session.
+			leave, err := a.counts.enter(identityKey(id))
+			if err != nil {
 				a.refused(r, metrics.AuthTooMany, err.Error(), auditIdentity(id))
 				http.Error(w, "moat: "+err.Error(), http.StatusTooManyRequests)
 				return
 			}
+			slot := &sessionSlot{leave: leave}
+			defer slot.give()
+			ctx = context.WithValue(ctx, sessionSlotKey{}, slot)
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bearerKey{}, who)))
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// sessionSlot is the place in its identity's count of a session that a
+// request may open: the session's once Started takes it, given back when
+// the request opened none.
+type sessionSlot struct {
+	leave func()
+}
+
+type sessionSlotKey struct{}
+
+// takeSlot returns the leave func of the slot of the session r opened.
+func takeSlot(r *http.Request) (leave func()) {
+	slot, _ := r.Context().Value(sessionSlotKey{}).(*sessionSlot)
+	if slot == nil || slot.leave == nil {
+		return func() {}
+	}
+	leave, slot.leave = slot.leave, nil
+	return leave
+}
+
+// give returns the slot to the count unless a session took it.
+func (s *sessionSlot) give() {
+	if s.leave != nil {
+		s.leave()
+	}
 }
 
 // jwt verifies an OIDC access token and finds its identity; when it

@@ -55,15 +55,16 @@ type HTTPOptions struct {
 // Server, shown what its identity may see. Every message to the client
 // passes Options.Outbound (httpOutbound); a session serves only the
 // identity that opened it. Sessions end when ctx does.
-func (g *Gateway) HTTP(ctx context.Context, o HTTPOptions) http.Handler {
+func (g *Gateway) HTTP(ctx context.Context, o HTTPOptions) *HTTPSessions {
 	if o.SessionTimeout == 0 {
 		o.SessionTimeout = DefaultSessionTimeout
 	}
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = frame.DefaultMaxBytes
 	}
-	h := &httpSessions{g: g, ctx: ctx, o: o, owner: map[string]string{},
+	h := &HTTPSessions{g: g, ctx: ctx, o: o, owner: map[string]string{},
 		versions: mcp.NewServer(&mcp.Implementation{Name: "moat"}, &mcp.ServerOptions{SupportedProtocolVersions: protocolVersions})}
+	h.over = sync.NewCond(&h.mu)
 	sdk := mcp.NewStreamableHTTPHandler(h.server, &mcp.StreamableHTTPOptions{
 		Logger:              g.log,
 		SessionTimeout:      o.SessionTimeout,
@@ -81,8 +82,8 @@ func (g *Gateway) HTTP(ctx context.Context, o HTTPOptions) http.Handler {
 	return h
 }
 
-// httpSessions is the handler Gateway.HTTP returns.
-type httpSessions struct {
+// HTTPSessions is the handler Gateway.HTTP returns.
+type HTTPSessions struct {
 	g   *Gateway
 	ctx context.Context
 	o   HTTPOptions
@@ -93,6 +94,22 @@ type httpSessions struct {
 
 	mu    sync.Mutex
 	owner map[string]string // session ID -> the principal it serves (ownerOf)
+	// live counts the sessions whose HTTPOptions.Ended has not returned;
+	// over is signalled when it falls to zero.
+	live int
+	over *sync.Cond
+}
+
+// Wait returns once no session is left and HTTPOptions.Ended has returned
+// for each: called once the ctx given to Gateway.HTTP is done (which ends
+// every session), so that the last session_end records are written
+// before the audit log closes.
+func (h *HTTPSessions) Wait() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for h.live > 0 {
+		h.over.Wait()
+	}
 }
 
 // opening is in the context of a request that may open a session (a POST
@@ -115,7 +132,7 @@ func ownerOf(id *guard.Identity) string { return id.Name + "\x00" + id.Principal
 
 const sessionHeader = "Mcp-Session-Id"
 
-func (h *httpSessions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *HTTPSessions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := h.o.Identity(r)
 	if id == nil {
 		http.Error(w, "moat: unauthenticated", http.StatusUnauthorized)
@@ -161,7 +178,7 @@ func (h *httpSessions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // server is go-sdk's getServer: for a request that opens a session, the
 // new session's server, begun on the first ask.
-func (h *httpSessions) server(r *http.Request) *mcp.Server {
+func (h *HTTPSessions) server(r *http.Request) *mcp.Server {
 	op, _ := r.Context().Value(openingKey{}).(*opening)
 	if op == nil {
 		return h.versions
@@ -189,7 +206,7 @@ func (h *httpSessions) server(r *http.Request) *mcp.Server {
 // opened follows a session that op's request began: go-sdk connected it
 // (and keeps it until DELETE or SessionTimeout), or it did not (the
 // request was refused, or was no initialize), and it ends now.
-func (h *httpSessions) opened(op *opening, r *http.Request) {
+func (h *HTTPSessions) opened(op *opening, r *http.Request) {
 	var ss *mcp.ServerSession
 	for x := range op.s.srv.Sessions() {
 		ss = x
@@ -203,7 +220,17 @@ func (h *httpSessions) opened(op *opening, r *http.Request) {
 		h.o.Started(op.so, r)
 	}
 	start := time.Now()
+	h.mu.Lock()
+	h.live++
+	h.mu.Unlock()
 	go func() {
+		defer func() {
+			h.mu.Lock()
+			if h.live--; h.live == 0 {
+				h.over.Broadcast()
+			}
+			h.mu.Unlock()
+		}()
 		done := make(chan struct{})
 		go func() {
 			_ = ss.Wait()

@@ -283,3 +283,53 @@ func TestGatewayHTTPClientBoundary(t *testing.T) {
 		t.Errorf("the wire does not show the log message and the result, so the test proves nothing:\n%.2000s", wire)
 	}
 }
+
+// TestGatewayHTTPWaitOutlastsTheSessions: once the gateway's context is
+// done, Wait returns only after every session's Ended has returned, so
+// cmd/moat closes the audit log after the last session_end record.
+func TestGatewayHTTPWaitOutlastsTheSessions(t *testing.T) {
+	gw := startGateway(t, cfgOf(stdio(t, "alpha")))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	release := make(chan struct{})
+	var mu sync.Mutex
+	entered := 0
+	h := gw.HTTP(ctx, proxy.HTTPOptions{
+		Identity: func(*http.Request) *guard.Identity { return &guard.Identity{Name: "a", UID: -1, GID: -1, PID: -1} },
+		Session:  func(*guard.Identity) proxy.SessionOptions { return proxy.SessionOptions{} },
+		Ended: func(proxy.SessionOptions, time.Duration) {
+			mu.Lock()
+			entered++
+			mu.Unlock()
+			<-release // a slow audit write
+		},
+	})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	hg := &httpGateway{url: srv.URL}
+	httpSession(t, hg, "a", nil)
+	httpSession(t, hg, "a", nil)
+
+	waited := make(chan struct{})
+	go func() {
+		h.Wait()
+		close(waited)
+	}()
+	cancel()
+	testutil.Eventually(t, "both sessions' Ended", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return entered == 2
+	})
+	select {
+	case <-waited:
+		t.Fatal("Wait returned while the sessions' Ended had not")
+	default:
+	}
+	close(release)
+	select {
+	case <-waited:
+	case <-time.After(time.Minute):
+		t.Fatal("Wait did not return once the sessions ended")
+	}
+}

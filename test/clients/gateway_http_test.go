@@ -339,20 +339,36 @@ func TestGatewayBoundsHTTPSessionsPerIdentity(t *testing.T) {
 	phone := moatCmd(t, env, cfg, "token", "create", "phone")
 	g := startHTTPGateway(t, cfg, env)
 
-	const most = 256 // cmd/moat's maxSessionsPerUser
-	var first string
-	for i := range most {
-		code, h, body := post(t, g.url, initialize, "Authorization", "Bearer "+laptop)
-		if code != http.StatusOK {
-			t.Fatalf("session %d: %d %s", i+1, code, body)
-		}
-		if i == 0 {
-			first = h.Get("Mcp-Session-Id")
-		}
+	// Sessions opened at once, 16 at a time, as many clients would: the
+	// limit holds for requests that pass it together.
+	const most, extra = 256, 24 // cmd/moat's maxSessionsPerUser
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var first, refusal string
+	var wg sync.WaitGroup
+	queue := make(chan struct{}, 16)
+	for range most + extra {
+		queue <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-queue }()
+			code, h, body := post(t, g.url, initialize, "Authorization", "Bearer "+laptop)
+			mu.Lock()
+			defer mu.Unlock()
+			codes[code]++
+			switch {
+			case code == http.StatusOK && first == "":
+				first = h.Get("Mcp-Session-Id")
+			case code == http.StatusTooManyRequests:
+				refusal = body
+			}
+		})
 	}
-	code, _, body := post(t, g.url, initialize, "Authorization", "Bearer "+laptop)
-	if code != http.StatusTooManyRequests || !strings.Contains(body, "identity alice already has 256 sessions") {
-		t.Fatalf("session %d of one identity: %d %s; want 429 naming the limit", most+1, code, body)
+	wg.Wait()
+	if codes[http.StatusOK] != most || codes[http.StatusTooManyRequests] != extra {
+		t.Fatalf("%d sessions of one identity asked for at once: answers %v; want %d opened and %d refused (429)", most+extra, codes, most, extra)
+	}
+	if !strings.Contains(refusal, "identity alice already has 256 sessions") {
+		t.Errorf("the refusal says %q; want it to name the limit", refusal)
 	}
 	if code, _, body := post(t, g.url, initialize, "Authorization", "Bearer "+phone); code != http.StatusOK {
 		t.Fatalf("another identity's session: %d %s", code, body)
@@ -487,5 +503,42 @@ func TestAFloodOfRefusalsStaysSmall(t *testing.T) {
 	}
 	if n := len(g.stderr.String()); n > 256<<10 {
 		t.Errorf("the gateway's log grew by %d bytes for %d refused requests", n, sent)
+	}
+}
+
+// TestHTTPSessionsEndInTheAuditLogWhenTheGatewayStops: sessions still
+// open when the gateway is stopped, each subscribed to a resource, each
+// get their session_end record: the gateway closes its audit log only
+// after the last one is written.
+func TestHTTPSessionsEndInTheAuditLogWhenTheGatewayStops(t *testing.T) {
+	env := testutil.MoatEnv(t)
+	cfg := tokenGatewayConfig(t, t.TempDir(), nil)
+	laptop := moatCmd(t, env, cfg, "token", "create", "laptop")
+	g := startHTTPGateway(t, cfg, env)
+	const n = 20
+	open := map[string]bool{}
+	for range n {
+		code, h, _ := post(t, g.url, initialize, "Authorization", "Bearer "+laptop)
+		sid := h.Get("Mcp-Session-Id")
+		if code != http.StatusOK || sid == "" {
+			t.Fatalf("initialize: %d, session %q", code, sid)
+		}
+		open[sid] = true
+		// A subscription makes its end take a call to the server.
+		for _, m := range []string{`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+			`{"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"alpha://static/hello"}}`} {
+			if code, _, body := post(t, g.url, m, "Authorization", "Bearer "+laptop, "Mcp-Session-Id", sid, "Mcp-Protocol-Version", "2025-06-18"); code >= 300 || strings.Contains(body, `"error"`) {
+				t.Fatalf("%s: %d %s", m, code, body)
+			}
+		}
+	}
+	g.stop(t)
+	for _, r := range readAuditLog(t, env) {
+		if r["event"] == "session_end" {
+			delete(open, r["session"].(string))
+		}
+	}
+	if len(open) > 0 {
+		t.Errorf("%d of %d sessions open at the gateway's stop have no session_end record", len(open), n)
 	}
 }

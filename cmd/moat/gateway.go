@@ -215,20 +215,30 @@ func (s *sessionCount) enter(key string) (leave func(), err error) {
 	}, nil
 }
 
+// notOwnServer refuses a peer that is a server this gateway started, where
+// its sandbox could not hide the socket (it would call other servers'
+// tools as the gateway's user), and a peer it cannot tell apart from one.
+func notOwnServer(c *net.UnixConn, peer socket.Peer) error {
+	own, err := socket.Descends(c, peer.PID, os.Getpid())
+	switch {
+	case err != nil:
+		return fmt.Errorf("whether the peer is a server this gateway started cannot be told: %w", err)
+	case own:
+		return errors.New("a server started by this gateway may not connect to it")
+	}
+	return nil
+}
+
 // serveConn serves one connection as a session of the identity its peer
 // is, or refuses it, saying why, when its peer is no identity.
 func serveConn(ctx context.Context, m *instance, gw *proxy.Gateway, path string, c *net.UnixConn, counts *sessionCount) {
 	peer, err := socket.PeerOf(c)
 	var id *guard.Identity
 	leave := func() {}
-	switch {
-	case err != nil:
-	case socket.Descends(peer.PID, os.Getpid()):
-		// A server this gateway started, where its sandbox could not hide
-		// the socket: it would call other servers' tools as the gateway's
-		// user.
-		err = errors.New("a server started by this gateway may not connect to it")
-	default:
+	if err == nil {
+		err = notOwnServer(c, peer)
+	}
+	if err == nil {
 		if id, err = m.gs.Identify(peer.UID, peer.GID, peer.PID); err == nil {
 			leave, err = counts.enter("uid " + strconv.Itoa(peer.UID))
 		}

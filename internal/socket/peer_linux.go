@@ -2,6 +2,7 @@ package socket
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -40,34 +41,63 @@ func inode(fi fs.FileInfo) uint64 {
 	return 0
 }
 
-// Descends reports whether process pid is a descendant of ancestor, by
-// the parent links in /proc. A process whose parent it cannot read (it
-// exited) is not taken for one.
-func Descends(pid, ancestor int) bool {
+// Descends reports whether the peer of c, process pid (PeerOf), descends
+// from ancestor, by the parent links in /proc. When it cannot tell (the
+// peer, or a process between it and ancestor, exited while it looked) it
+// says so with an error rather than no: a server that connects, hands the
+// connection to a child and exits must not pass for a stranger. Where the
+// kernel gives the peer's pidfd (SO_PEERPIDFD, Linux 6.5), the peer is
+// checked to be alive once the walk is done, so the pid walked was not
+// another process's by then. A pid of 0 is a peer in a pid namespace the
+// gateway cannot see, which holds none of its descendants.
+func Descends(c *net.UnixConn, pid, ancestor int) (bool, error) {
+	pidfd := -1
+	if rc, err := c.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			if n, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD); err == nil {
+				pidfd = n
+			}
+		})
+	}
+	if pidfd >= 0 {
+		defer unix.Close(pidfd)
+	}
+	yes, err := descends(pid, ancestor)
+	if err != nil || yes {
+		return yes, err
+	}
+	if pidfd >= 0 && unix.PidfdSendSignal(pidfd, 0, nil, 0) != nil {
+		return false, fmt.Errorf("the process that connected (pid %d) exited before its parents could be read", pid)
+	}
+	return false, nil
+}
+
+// descends is Descends by pids alone.
+func descends(pid, ancestor int) (bool, error) {
 	for range 4096 { // bounds a walk through a /proc that changes under it
 		if pid == ancestor {
-			return true
+			return true, nil
 		}
 		if pid <= 1 {
-			return false
+			return false, nil
 		}
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 		if err != nil {
-			return false
+			return false, fmt.Errorf("the parent of process %d cannot be read (it exited?): %w", pid, err)
 		}
 		// The command name, in parentheses, may hold anything; the fields
 		// after its last ')' are state, then the parent's pid.
 		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			return false
+		var f []string
+		if i >= 0 {
+			f = strings.Fields(string(b[i+1:]))
 		}
-		f := strings.Fields(string(b[i+1:]))
 		if len(f) < 2 {
-			return false
+			return false, fmt.Errorf("/proc/%d/stat has no parent pid", pid)
 		}
 		if pid, err = strconv.Atoi(f[1]); err != nil {
-			return false
+			return false, fmt.Errorf("/proc/%d/stat: parent pid: %w", pid, err)
 		}
 	}
-	return false
+	return false, errors.New("the chain of parent processes does not end")
 }

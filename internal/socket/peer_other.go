@@ -17,4 +17,4 @@ func PeerOf(*net.UnixConn) (Peer, error) {
 func inode(fs.FileInfo) uint64 { return 0 }
 
 // Descends is Linux-only: elsewhere no process is taken for a descendant.
-func Descends(pid, ancestor int) bool { return false }
+func Descends(c *net.UnixConn, pid, ancestor int) (bool, error) { return false, nil }

@@ -1,0 +1,4 @@
+package socket
+
+// DescendsByPID is the walk of Descends alone.
+var DescendsByPID = descends

@@ -198,8 +198,14 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		srv := &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
-			MaxHeaderBytes:    64 << 10,
-			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+			// A kept-alive connection with no request is closed, so that
+			// idle connections (anyone's, before any token is checked) do
+			// not pile up. No ReadTimeout or WriteTimeout: event streams
+			// last.
+			IdleTimeout:    2 * time.Minute,
+			MaxHeaderBytes: 64 << 10,
+			BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+			ErrorLog:       slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
 		}
 		wg.Go(func() {
 			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

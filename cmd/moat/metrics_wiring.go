@@ -66,7 +66,7 @@ func serveMetrics(ctx context.Context, log *slog.Logger, cfg *config.Config, mt 
 		h = scrapeAuth(newRefusalLog(auditLog, log), mc.Tokens, storeTokens(), h)
 	}
 	mux.Handle(metricsPath, h)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	log.Info("metrics listening", "url", scheme(tc != nil)+"://"+l.Addr().String()+metricsPath)
 	wg.Go(func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -409,6 +409,21 @@ func TestGatewayPerUserServers(t *testing.T) {
 	if got := env(carol, "shared"); strings.Contains(got, "MOAT_TEST_CANARY") {
 		t.Errorf("the shared server has a per-user server's environment: %q", canaryIn(got))
 	}
+
+	// Reloads while carol is told why: each replaces the reason while her
+	// calls read it, and she is still told.
+	reloaded := make(chan struct{})
+	go func() {
+		defer close(reloaded)
+		for range 50 {
+			gw.Apply(cfg)
+		}
+	}()
+	for range 50 {
+		_, err := carol.call(t, "call_dynamic_tool", map[string]any{"group": "mine", "name": "env", "args": map[string]any{}})
+		wantCode(t, err, jsonrpc.CodeInvalidParams, "moat secret set --identity carol token")
+	}
+	<-reloaded
 }
 
 // canaryIn is the MOAT_TEST_CANARY line of an env listing, for messages.

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
@@ -42,10 +43,11 @@ type tenant struct {
 	// exchanged, a sign-in token refused) must outlive a connection.
 	mu         sync.Mutex
 	exchangers map[string]heldHandler
-	// err is why the identity's copy of the config could not be loaded
-	// (a secret of its own not stored, say): its per-user servers are
-	// then stopped, and calls to them are refused with it.
-	err error
+	// loadErr is why the identity's copy of the config could not be
+	// loaded (a secret of its own not stored, say), or nil: its per-user
+	// servers are then stopped, and calls to them are refused with it.
+	// Written under tenants.mu, read by sessions without it.
+	loadErr atomic.Pointer[error]
 }
 
 type heldHandler struct {
@@ -166,11 +168,11 @@ func (g *Gateway) load(t *tenant) {
 	cfg, err := g.perUser(t.identity)
 	if err != nil {
 		g.log.Warn("per-user servers not loaded for an identity", "identity", t.identity, "err", err)
-		t.err = err
+		t.loadErr.Store(&err)
 		t.m.Apply(&config.Config{})
 		return
 	}
-	t.err = nil
+	t.loadErr.Store(nil)
 	t.m.Apply(perUserPart(cfg))
 }
 
@@ -340,7 +342,11 @@ func (p *Server) ownerOf(group string) string {
 // there, if that is why name is unknown.
 func (p *Server) perUserError(name string) error {
 	t := p.tenant()
-	if t == nil || t.err == nil {
+	if t == nil {
+		return nil
+	}
+	loadErr := t.loadErr.Load()
+	if loadErr == nil {
 		return nil
 	}
 	p.gw.mu.Lock()
@@ -350,7 +356,7 @@ func (p *Server) perUserError(name string) error {
 		return nil
 	}
 	return invalidParams("group %q runs per user, and identity %q's copy could not be loaded: %s",
-		name, t.identity, strings.TrimPrefix(t.err.Error(), "config: "))
+		name, t.identity, strings.TrimPrefix((*loadErr).Error(), "config: "))
 }
 
 // withTenant adds t's groups to shared ones, sorted by name.

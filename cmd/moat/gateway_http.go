@@ -135,6 +135,7 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		tokens:   storeTokens(),
 		refusals: newRefusalLog(m.auditLog.Log, m.log),
 		counts:   counts,
+		sessions: newBearerSessions(),
 	}
 	mux := http.NewServeMux()
 	if o := m.cfg.Gateway.OIDC; o != nil {
@@ -172,6 +173,9 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		Started: func(so proxy.SessionOptions, r *http.Request) {
 			ended, leave := m.mt.SessionStarted(so.Identity.Name), takeSlot(r)
 			leaves.Store(so.ID, func() { leave(); ended() })
+			if who, _ := r.Context().Value(bearerKey{}).(*bearerOf); who != nil {
+				a.sessions.add(so.ID, who)
+			}
 			m.log.Info("gateway session", "session", so.ID, "identity", so.Identity.Name, "remote", r.RemoteAddr)
 			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), &audit.Record{Event: "session_start", Session: so.ID, Identity: auditIdentity(so.Identity),
 				Detail: requestDetail(r)})
@@ -180,8 +184,12 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 			if leave, ok := leaves.LoadAndDelete(so.ID); ok {
 				leave.(func())()
 			}
+			detail := map[string]string{"transport": "http"}
+			if reason := a.sessions.remove(so.ID); reason != "" {
+				detail["reason"] = reason
+			}
 			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), &audit.Record{Event: "session_end", Session: so.ID, Identity: auditIdentity(so.Identity),
-				DurationMS: d.Milliseconds(), Detail: map[string]string{"transport": "http"}})
+				DurationMS: d.Milliseconds(), Detail: detail})
 		},
 		Refused: func(r *http.Request, id *guard.Identity, reason string) {
 			a.refused(r, metrics.AuthWrongSession, reason, auditIdentity(id))
@@ -194,6 +202,7 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		<-ctx.Done()
 		h.Wait()
 	})
+	wg.Go(func() { a.endStaleSessions(ctx, h) })
 	for _, l := range ls {
 		srv := &http.Server{
 			Handler:           mux,
@@ -281,6 +290,7 @@ type httpAuth struct {
 	tokens   *tokenVerifier
 	refusals *refusalLog
 	counts   *sessionCount
+	sessions *bearerSessions
 	// oidc verifies JWT access tokens when gateway.oidc is set (oidcCfg);
 	// metadataURL is then named in every 401's challenge.
 	oidc        *oidcverify.Verifier
@@ -332,6 +342,9 @@ func (a *httpAuth) wrap(next http.Handler) http.Handler {
 		}
 		id := who.id
 		ctx := context.WithValue(r.Context(), bearerKey{}, who)
+		if sid := r.Header.Get("Mcp-Session-Id"); sid != "" {
+			a.sessions.renew(sid, who)
+		}
 		if r.Method == http.MethodPost && r.Header.Get("Mcp-Session-Id") == "" {
 			// A new session: one identity may not take every other's room.
 			// Its place is taken now, so that requests at once cannot all
@@ -373,6 +386,43 @@ func takeSlot(r *http.Request) (leave func()) {
 func (s *sessionSlot) give() {
 	if s.leave != nil {
 		s.leave()
+	}
+}
+
+// endStaleSessions ends, every tokenCacheTTL until ctx is done, the
+// sessions whose credential is no longer good (bearerSessions.over).
+func (a *httpAuth) endStaleSessions(ctx context.Context, h *proxy.HTTPSessions) {
+	var skew time.Duration
+	if a.oidcCfg != nil {
+		skew = a.oidcCfg.MaxClockSkew
+	}
+	t := time.NewTicker(tokenCacheTTL)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		tokens, oidc := a.sessions.kinds()
+		if !tokens && !oidc {
+			continue
+		}
+		var stored map[string]bool
+		if tokens {
+			// A store that cannot be read ends no session: its requests
+			// are refused meanwhile.
+			if toks, err := a.tokens.current(ctx); err == nil {
+				stored = map[string]bool{}
+				for _, t := range toks {
+					stored[t.Name] = true
+				}
+			}
+		}
+		for _, id := range a.sessions.over(time.Now(), stored, skew) {
+			a.m.log.Info("ending an HTTP session whose credential is no longer good", "session", id)
+			h.End(id)
+		}
 	}
 }
 

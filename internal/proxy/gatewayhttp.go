@@ -62,7 +62,7 @@ func (g *Gateway) HTTP(ctx context.Context, o HTTPOptions) *HTTPSessions {
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = frame.DefaultMaxBytes
 	}
-	h := &HTTPSessions{g: g, ctx: ctx, o: o, owner: map[string]string{},
+	h := &HTTPSessions{g: g, ctx: ctx, o: o, owner: map[string]string{}, stop: map[string]context.CancelFunc{},
 		versions: mcp.NewServer(&mcp.Implementation{Name: "moat"}, &mcp.ServerOptions{SupportedProtocolVersions: protocolVersions})}
 	h.over = sync.NewCond(&h.mu)
 	sdk := mcp.NewStreamableHTTPHandler(h.server, &mcp.StreamableHTTPOptions{
@@ -98,6 +98,20 @@ type HTTPSessions struct {
 	// over is signalled when it falls to zero.
 	live int
 	over *sync.Cond
+	// stop ends a session going on, by ID (End).
+	stop map[string]context.CancelFunc
+}
+
+// End ends session id, if it is going on, as the gateway's end would: its
+// event stream closes, its calls are cancelled, HTTPOptions.Ended follows.
+// For a session whose credentials are no longer good (a revoked token).
+func (h *HTTPSessions) End(id string) {
+	h.mu.Lock()
+	stop := h.stop[id]
+	h.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }
 
 // Wait returns once no session is left and HTTPOptions.Ended has returned
@@ -220,12 +234,16 @@ func (h *HTTPSessions) opened(op *opening, r *http.Request) {
 		h.o.Started(op.so, r)
 	}
 	start := time.Now()
+	ctx, stop := context.WithCancel(op.ctx)
 	h.mu.Lock()
 	h.live++
+	h.stop[op.so.ID] = stop
 	h.mu.Unlock()
 	go func() {
 		defer func() {
+			stop()
 			h.mu.Lock()
+			delete(h.stop, op.so.ID)
 			if h.live--; h.live == 0 {
 				h.over.Broadcast()
 			}
@@ -238,7 +256,7 @@ func (h *HTTPSessions) opened(op *opening, r *http.Request) {
 		}()
 		select {
 		case <-done:
-		case <-op.ctx.Done(): // the gateway's end
+		case <-ctx.Done(): // the gateway's end, or End
 			_ = ss.Close()
 			<-done
 		}

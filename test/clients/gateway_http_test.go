@@ -542,3 +542,78 @@ func TestHTTPSessionsEndInTheAuditLogWhenTheGatewayStops(t *testing.T) {
 		t.Errorf("%d of %d sessions open at the gateway's stop have no session_end record", len(open), n)
 	}
 }
+
+// TestRevokingATokenEndsItsSessions: a session's event stream, opened with
+// a token since revoked, does not go on receiving: the gateway ends the
+// sessions of a revoked token within seconds (and records why), and leaves
+// other tokens' sessions alone.
+func TestRevokingATokenEndsItsSessions(t *testing.T) {
+	env := testutil.MoatEnv(t)
+	cfg := tokenGatewayConfig(t, t.TempDir(), nil)
+	laptop := moatCmd(t, env, cfg, "token", "create", "laptop")
+	phone := moatCmd(t, env, cfg, "token", "create", "phone")
+	g := startHTTPGateway(t, cfg, env)
+
+	open := func(token string) string {
+		t.Helper()
+		code, h, body := post(t, g.url, initialize, "Authorization", "Bearer "+token)
+		sid := h.Get("Mcp-Session-Id")
+		if code != http.StatusOK || sid == "" {
+			t.Fatalf("initialize: %d %s", code, body)
+		}
+		post(t, g.url, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, "Authorization", "Bearer "+token, "Mcp-Session-Id", sid, "Mcp-Protocol-Version", "2025-06-18")
+		return sid
+	}
+	laptopSession, phoneSession := open(laptop), open(phone)
+
+	// The laptop's event stream, read until the gateway ends it.
+	req, err := http.NewRequest(http.MethodGet, g.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"Accept": "text/event-stream", "Authorization": "Bearer " + laptop,
+		"Mcp-Session-Id": laptopSession, "Mcp-Protocol-Version": "2025-06-18"} {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the laptop's event stream: %d", resp.StatusCode)
+	}
+	streamEnded := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, resp.Body)
+		close(streamEnded)
+	}()
+
+	moatCmd(t, env, cfg, "token", "revoke", "laptop")
+	select {
+	case <-streamEnded:
+	case <-time.After(time.Minute):
+		t.Fatal("the event stream of a revoked token's session is still open a minute later")
+	}
+	code, _, body := post(t, g.url, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`,
+		"Authorization", "Bearer "+phone, "Mcp-Session-Id", phoneSession, "Mcp-Protocol-Version", "2025-06-18")
+	if code != http.StatusOK || !strings.Contains(body, "call_dynamic_tool") {
+		t.Errorf("another token's session after the revocation: %d %.200s", code, body)
+	}
+
+	g.stop(t)
+	ended := map[string]string{}
+	for _, r := range readAuditLog(t, env) {
+		if r["event"] == "session_end" {
+			d, _ := r["detail"].(map[string]any)
+			reason, _ := d["reason"].(string)
+			ended[r["session"].(string)] = reason
+		}
+	}
+	if ended[laptopSession] != "its token was revoked" {
+		t.Errorf("the revoked token's session_end says %q, want it to say the token was revoked", ended[laptopSession])
+	}
+	if reason, ok := ended[phoneSession]; !ok || reason != "" {
+		t.Errorf("the other session's session_end: %q (recorded: %v), want one with no reason (it ended with the gateway)", reason, ok)
+	}
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/moatmcp/moat/internal/guard"
+	"github.com/moatmcp/moat/internal/oidcverify"
+)
+
+// TestBearerSessionsEnd: which HTTP sessions end because their credential
+// did: a revoked token's (not while the store cannot be read), an OIDC
+// session once its latest token is past expiry and skew, unless the same
+// person presented a newer one; another person's newer token keeps
+// nothing alive. Each is ended once, and says why.
+func TestBearerSessionsEnd(t *testing.T) {
+	now := time.Unix(10_000, 0)
+	const skew = time.Minute
+	alice := &guard.Identity{Name: "staff", Principal: "oidc https://idp sub-alice"}
+	bob := &guard.Identity{Name: "staff", Principal: "oidc https://idp sub-bob"}
+	oidcOf := func(id *guard.Identity, exp time.Time) *bearerOf {
+		return &bearerOf{oidc: &oidcverify.Claims{Expiry: exp}, id: id}
+	}
+	b := newBearerSessions()
+	b.add("laptop-session", &bearerOf{token: "laptop", id: &guard.Identity{Name: "ops", Principal: "token laptop"}})
+	b.add("alice-session", oidcOf(alice, now.Add(5*time.Minute)))
+	b.add("bob-session", oidcOf(bob, now.Add(5*time.Minute)))
+
+	if got := b.over(now, nil, skew); len(got) != 0 {
+		t.Errorf("with the token list unknown and no token expired: %v ended", got)
+	}
+	if got := b.over(now, map[string]bool{"laptop": true}, skew); len(got) != 0 {
+		t.Errorf("with every token stored: %v ended", got)
+	}
+	if got := b.over(now, map[string]bool{}, skew); !slices.Equal(got, []string{"laptop-session"}) {
+		t.Errorf("laptop revoked: %v ended, want laptop-session", got)
+	}
+	if got := b.over(now, map[string]bool{}, skew); len(got) != 0 {
+		t.Errorf("a second look ended %v again", got)
+	}
+
+	// Alice refreshed her token; her newer token shown on bob's session
+	// does not keep his alive.
+	b.renew("alice-session", oidcOf(alice, now.Add(time.Hour)))
+	b.renew("bob-session", oidcOf(alice, now.Add(time.Hour)))
+	later := now.Add(5*time.Minute + skew + time.Second)
+	if got := b.over(later, nil, skew); !slices.Equal(got, []string{"bob-session"}) {
+		t.Errorf("past the first tokens' expiry and skew: %v ended, want bob-session (alice renewed hers)", got)
+	}
+	for id, want := range map[string]string{
+		"laptop-session": "its token was revoked",
+		"bob-session":    "its OIDC token expired, and no newer one was presented",
+		"alice-session":  "",
+	} {
+		if got := b.remove(id); got != want {
+			t.Errorf("remove(%s) = %q, want %q", id, got, want)
+		}
+	}
+}

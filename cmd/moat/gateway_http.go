@@ -88,6 +88,12 @@ func httpListeners(cfg *config.Config, listen []string) ([]*httpListener, error)
 		if err != nil {
 			return fail(fmt.Errorf("--listen %s: %w", addr, err))
 		}
+		// "localhost" is a name: where the hosts file says otherwise, it
+		// is not loopback, and plain HTTP must not follow it there.
+		if ta, ok := l.Addr().(*net.TCPAddr); tc == nil && (!ok || !ta.IP.IsLoopback()) {
+			l.Close()
+			return fail(fmt.Errorf("--listen %s: %s is %s here, not a loopback address; plain HTTP is served on loopback only: listen on 127.0.0.1 (or [::1]), or set gateway.tls", addr, host, l.Addr()))
+		}
 		hl := &httpListener{Listener: l}
 		if tc != nil {
 			hl.Listener, hl.tls = tls.NewListener(l, tc), true

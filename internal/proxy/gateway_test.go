@@ -426,6 +426,59 @@ func TestGatewayPerUserServers(t *testing.T) {
 	<-reloaded
 }
 
+// TestAPersonsFirstLoadHoldsUpNoOneElse: making a person's copy reads
+// their identity's secrets (a keychain may take seconds); meanwhile the
+// other sessions' calls go on, and the person's own session gets its
+// copy once the load is done (seen failing with the copy made under the
+// lock every session's lookups take: alice's call waited for carol's
+// load).
+func TestAPersonsFirstLoadHoldsUpNoOneElse(t *testing.T) {
+	mine := stdio(t, "mine")
+	mine.PerUser = true
+	cfg := cfgOf(stdio(t, "shared"), mine)
+	loading, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	gw := startGatewayWith(t, cfg, func(identity string) (*config.Config, error) {
+		if identity == "carol" {
+			once.Do(func() { close(loading) })
+			<-release // a slow keychain
+		}
+		return cfg, nil
+	})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	carolDone := make(chan *client, 1)
+	go func() {
+		c, _ := session(t, gw, proxy.SessionOptions{Identity: &guard.Identity{Name: "carol"}}, nil)
+		carolDone <- c
+	}()
+	<-loading
+
+	aliceDone := make(chan string, 1)
+	go func() {
+		alice, _ := session(t, gw, proxy.SessionOptions{Identity: &guard.Identity{Name: "alice"}}, nil)
+		aliceDone <- text(alice.mustCall(t, "call_dynamic_tool", map[string]any{"group": "shared", "name": "echo", "args": map[string]any{"message": "not held up"}}))
+	}()
+	select {
+	case got := <-aliceDone:
+		if !strings.Contains(got, "not held up") {
+			t.Fatalf("alice's call while carol's copy loads: %q", got)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("alice's session and call waited a minute for carol's copy to load")
+	}
+	close(release)
+	carol := <-carolDone
+	if got := text(carol.mustCall(t, "call_dynamic_tool", map[string]any{"group": "mine", "name": "echo", "args": map[string]any{"message": "mine"}})); !strings.Contains(got, "mine") {
+		t.Errorf("carol's own copy after the load: %q", got)
+	}
+}
+
 // canaryIn is the MOAT_TEST_CANARY line of an env listing, for messages.
 func canaryIn(env string) string {
 	for line := range strings.Lines(env) {

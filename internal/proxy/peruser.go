@@ -46,7 +46,7 @@ type tenant struct {
 	// loadErr is why the identity's copy of the config could not be
 	// loaded (a secret of its own not stored, say), or nil: its per-user
 	// servers are then stopped, and calls to them are refused with it.
-	// Written under tenants.mu, read by sessions without it.
+	// Written by load, read by sessions.
 	loadErr atomic.Pointer[error]
 }
 
@@ -57,9 +57,16 @@ type heldHandler struct {
 
 // tenants are a gateway's tenants, by key.
 type tenants struct {
-	mu     sync.Mutex
-	by     map[string]*tenant
-	closed bool // the gateway closed: no tenant is made or retired
+	mu sync.Mutex
+	by map[string]*tenant
+	// making holds the keys whose tenant is being made, outside mu (its
+	// config load reads secrets, which may take seconds, and every
+	// session's lookups take mu); each channel is closed when done.
+	making map[string]chan struct{}
+	// reloads counts reloadTenants calls, so that a tenant made while one
+	// ran is loaded again.
+	reloads int
+	closed  bool // the gateway closed: no tenant is made or retired
 	// retiring counts tenants being closed by retireTenant, which
 	// closeTenants waits for: none outlives the gateway.
 	retiring sync.WaitGroup
@@ -109,14 +116,31 @@ func (g *Gateway) tenantOf(id *guard.Identity) *tenant {
 	}
 	key := ownerOf(id)
 	g.tenants.mu.Lock()
-	if t, ok := g.tenants.by[key]; ok {
+	for {
+		if t, ok := g.tenants.by[key]; ok {
+			g.tenants.mu.Unlock()
+			return t
+		}
+		if g.tenants.closed {
+			g.tenants.mu.Unlock()
+			return nil
+		}
+		made, busy := g.tenants.making[key]
+		if !busy {
+			break
+		}
 		g.tenants.mu.Unlock()
-		return t
+		<-made
+		g.tenants.mu.Lock()
 	}
-	if g.tenants.closed {
-		g.tenants.mu.Unlock()
-		return nil
+	made := make(chan struct{})
+	if g.tenants.making == nil {
+		g.tenants.making = map[string]chan struct{}{}
 	}
+	g.tenants.making[key] = made
+	reloads := g.tenants.reloads
+	g.tenants.mu.Unlock()
+
 	name, who := id.Name, *id
 	t := &tenant{identity: name, key: key}
 	opts := g.upOpts
@@ -147,11 +171,27 @@ func (g *Gateway) tenantOf(id *guard.Identity) *tenant {
 	t.m = upstream.NewManager(opts)
 	g.load(t)
 	t.m.Open(g.hooks(key))
-	if g.tenants.by == nil {
-		g.tenants.by = map[string]*tenant{}
+
+	g.tenants.mu.Lock()
+	closed, reloaded := g.tenants.closed, g.tenants.reloads != reloads
+	if !closed {
+		if g.tenants.by == nil {
+			g.tenants.by = map[string]*tenant{}
+		}
+		g.tenants.by[key] = t
 	}
-	g.tenants.by[key] = t
+	delete(g.tenants.making, key)
 	g.tenants.mu.Unlock()
+	// closeTenants waits for made: t's servers stop before it returns.
+	defer close(made)
+	if closed {
+		t.m.Close()
+		return nil
+	}
+	if reloaded {
+		// Loaded with a config a reload has replaced since.
+		g.load(t)
+	}
 	// Read after t is listed, and outside the tenants' lock (raise holds
 	// the level's lock while it lists them): a level raised meanwhile
 	// reaches t either way.
@@ -176,28 +216,40 @@ func (g *Gateway) load(t *tenant) {
 	t.m.Apply(perUserPart(cfg))
 }
 
-// reloadTenants applies a new config to every tenant.
+// reloadTenants applies a new config to every tenant, outside the
+// tenants' lock (a load reads secrets).
 func (g *Gateway) reloadTenants() {
 	g.tenants.mu.Lock()
-	defer g.tenants.mu.Unlock()
-	for _, t := range g.tenants.by {
+	g.tenants.reloads++
+	ts := slices.Collect(maps.Values(g.tenants.by))
+	g.tenants.mu.Unlock()
+	for _, t := range ts {
 		g.load(t)
 	}
 }
 
-// closeTenants stops every tenant's servers.
+// closeTenants stops every tenant's servers, those being made included.
 func (g *Gateway) closeTenants() {
 	defer g.tenants.retiring.Wait()
 	g.tenants.mu.Lock()
-	defer g.tenants.mu.Unlock()
 	g.tenants.closed = true
-	for _, t := range g.tenants.by {
+	making := slices.Collect(maps.Values(g.tenants.making))
+	ts := g.tenants.by
+	g.tenants.by = nil
+	for _, t := range ts {
 		if t.retire != nil {
 			t.retire.Stop()
 		}
+	}
+	g.tenants.mu.Unlock()
+	for _, t := range ts {
 		t.m.Close()
 	}
-	g.tenants.by = nil
+	// A tenant being made sees closed once made, and its maker closes
+	// its servers before made is closed.
+	for _, made := range making {
+		<-made
+	}
 }
 
 // oauth is the OAuth handler of t's copy of s: made anew for each

@@ -51,22 +51,34 @@ func inode(fi fs.FileInfo) uint64 {
 // another process's by then. A pid of 0 is a peer in a pid namespace the
 // gateway cannot see, which holds none of its descendants.
 func Descends(c *net.UnixConn, pid, ancestor int) (bool, error) {
-	pidfd := -1
-	if rc, err := c.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) {
-			if n, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD); err == nil {
-				pidfd = n
-			}
-		})
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false, err
 	}
-	if pidfd >= 0 {
+	pidfd, perr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		pidfd, perr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+	}); err != nil {
+		return false, err
+	}
+	switch {
+	case perr == nil:
 		defer unix.Close(pidfd)
+	case errors.Is(perr, unix.ENOPROTOOPT):
+		pidfd = -1 // a kernel before 6.5: the walk alone
+	default:
+		// The peer is gone (ESRCH on some kernels): its pid may be
+		// another process's by now.
+		return false, fmt.Errorf("the process that connected (pid %d) is gone: %w", pid, perr)
 	}
 	yes, err := descends(pid, ancestor)
-	if err != nil || yes {
+	if err != nil || yes || pidfd < 0 {
 		return yes, err
 	}
-	if pidfd >= 0 && unix.PidfdSendSignal(pidfd, 0, nil, 0) != nil {
+	// Signal 0 only asks whether the process exists; EPERM (another
+	// user's process) says it does, and EINVAL that it is in a pid
+	// namespace the gateway cannot see, where none of its descendants is.
+	if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); errors.Is(err, unix.ESRCH) {
 		return false, fmt.Errorf("the process that connected (pid %d) exited before its parents could be read", pid)
 	}
 	return false, nil

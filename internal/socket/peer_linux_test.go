@@ -1,6 +1,8 @@
 package socket_test
 
 import (
+	"bufio"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -93,5 +95,66 @@ func TestDescends(t *testing.T) {
 	c, p = accept()
 	if own, err := socket.Descends(c, p.PID, me); err == nil {
 		t.Errorf("Descends(the connection of a child that exited) = %v, nil; want an error (cannot tell)", own)
+	}
+}
+
+// checkOnePeer listens on path (open to every user), says "ready", and
+// writes whether its first peer descends from it: "OWN ERR".
+func checkOnePeer(path string) int {
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	os.Chmod(path, 0o777)
+	fmt.Println("ready")
+	c, err := l.AcceptUnix()
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	p, err := socket.PeerOf(c)
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	own, err := socket.Descends(c, p.PID, os.Getpid())
+	fmt.Println(own, err)
+	return 0
+}
+
+// TestDescendsAsAnotherUser: a gateway that runs as a user of its own (a
+// host-wide one) tells another user's process apart from its servers,
+// though it may not signal that process (pidfd_send_signal: EPERM): the
+// process is alive, not gone (seen failing when any error was taken for
+// gone: every other user was refused).
+func TestDescendsAsAnotherUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED LOUDLY: needs root to run a gateway as another user")
+	}
+	dir, bin := testBinaryForAll(t)
+	path := filepath.Join(dir, "gateway.sock")
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"MOAT_SOCKET_TEST_CHECK=" + path}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4205, Gid: 4205}}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	r := bufio.NewReader(out)
+	if line, _ := r.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("the gateway as uid 4205 said %q", line)
+	}
+	c, err := net.Dial("unix", path) // this process: root's, alive
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if line, _ := r.ReadString('\n'); line != "false <nil>\n" {
+		t.Errorf("Descends(root's live process) as uid 4205 = %q, want %q", strings.TrimSpace(line), "false <nil>")
 	}
 }

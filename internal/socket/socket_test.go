@@ -17,9 +17,13 @@ import (
 )
 
 // TestMain doubles as a listener run as another user (see
-// TestDialRefusesAnotherUsersListener), and as a peer that connects and
-// exits (see TestDescends).
+// TestDialRefusesAnotherUsersListener), as a peer that connects and exits
+// (see TestDescends), and as a gateway of another user that tells whether
+// its one peer descends from it (see TestDescendsAsAnotherUser).
 func TestMain(m *testing.M) {
+	if path := os.Getenv("MOAT_SOCKET_TEST_CHECK"); path != "" {
+		os.Exit(checkOnePeer(path))
+	}
 	if path := os.Getenv("MOAT_SOCKET_TEST_DIAL"); path != "" {
 		if _, err := net.Dial("unix", path); err != nil {
 			os.Exit(1)
@@ -147,20 +151,7 @@ func TestDialRefusesAnotherUsersListener(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED LOUDLY: needs root to run a listener as another user")
 	}
-	dir, err := os.MkdirTemp("", "moat-socket-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o1777)
-	bin := filepath.Join(dir, "socket.test")
-	data, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, bin := testBinaryForAll(t)
 	path := filepath.Join(dir, "gateway.sock")
 	cmd := exec.Command(bin)
 	cmd.Env = []string{"MOAT_SOCKET_TEST_LISTEN=" + path}
@@ -184,6 +175,27 @@ func TestDialRefusesAnotherUsersListener(t *testing.T) {
 	if !strings.Contains(err.Error(), "runs as uid 4204") {
 		t.Fatalf("Dial: %v, want it to name uid 4204", err)
 	}
+}
+
+// testBinaryForAll copies this test binary into a directory every user
+// may enter and write, for running it as another user.
+func testBinaryForAll(t *testing.T) (dir, bin string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "moat-socket-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o1777)
+	bin = filepath.Join(dir, "socket.test")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, bin
 }
 
 func TestPeerOfNamesTheOtherEnd(t *testing.T) {

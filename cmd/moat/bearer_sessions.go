@@ -18,7 +18,7 @@ type bearerSessions struct {
 }
 
 type bearerSession struct {
-	token     string    // the moat token's name, or ""
+	token     string    // the moat token's SHA-256, or ""
 	principal string    // guard.Identity.Principal
 	expiry    time.Time // of the latest OIDC token presented; zero for none
 	reason    string    // why it is being ended, once it is
@@ -30,7 +30,7 @@ func newBearerSessions() *bearerSessions {
 
 // add records session id, opened by who.
 func (b *bearerSessions) add(id string, who *bearerOf) {
-	s := &bearerSession{token: who.token, principal: who.id.Principal}
+	s := &bearerSession{token: who.sum, principal: who.id.Principal}
 	if who.oidc != nil {
 		s.expiry = who.oidc.Expiry
 	}
@@ -64,8 +64,9 @@ func (b *bearerSessions) remove(id string) (reason string) {
 }
 
 // over returns the sessions whose credential is no longer good at now:
-// a moat token not among stored (nil when the stored list is unknown:
-// then none is taken for revoked), an OIDC token past its expiry and
+// a moat token whose hash is not among stored (nil when the stored list
+// is unknown: then none is taken for revoked; by hash, so that a token
+// revoked and made again under its name within a second is still gone), an OIDC token past its expiry and
 // skew. Each is returned once.
 func (b *bearerSessions) over(now time.Time, stored map[string]bool, skew time.Duration) []string {
 	b.mu.Lock()

@@ -10,7 +10,8 @@ import (
 )
 
 // TestBearerSessionsEnd: which HTTP sessions end because their credential
-// did: a revoked token's (not while the store cannot be read), an OIDC
+// did: a revoked token's, even made again under its name (not while the
+// store cannot be read), an OIDC
 // session once its latest token is past expiry and skew, unless the same
 // person presented a newer one; another person's newer token keeps
 // nothing alive. Each is ended once, and says why.
@@ -23,18 +24,20 @@ func TestBearerSessionsEnd(t *testing.T) {
 		return &bearerOf{oidc: &oidcverify.Claims{Expiry: exp}, id: id}
 	}
 	b := newBearerSessions()
-	b.add("laptop-session", &bearerOf{token: "laptop", id: &guard.Identity{Name: "ops", Principal: "token laptop"}})
+	b.add("laptop-session", &bearerOf{token: "laptop", sum: "hash-of-the-first-laptop", id: &guard.Identity{Name: "ops", Principal: "token laptop"}})
 	b.add("alice-session", oidcOf(alice, now.Add(5*time.Minute)))
 	b.add("bob-session", oidcOf(bob, now.Add(5*time.Minute)))
 
 	if got := b.over(now, nil, skew); len(got) != 0 {
 		t.Errorf("with the token list unknown and no token expired: %v ended", got)
 	}
-	if got := b.over(now, map[string]bool{"laptop": true}, skew); len(got) != 0 {
+	if got := b.over(now, map[string]bool{"hash-of-the-first-laptop": true}, skew); len(got) != 0 {
 		t.Errorf("with every token stored: %v ended", got)
 	}
-	if got := b.over(now, map[string]bool{}, skew); !slices.Equal(got, []string{"laptop-session"}) {
-		t.Errorf("laptop revoked: %v ended, want laptop-session", got)
+	// Revoked, and a new token made under its name (moat token revoke
+	// laptop && moat token create laptop) within the second.
+	if got := b.over(now, map[string]bool{"hash-of-the-new-laptop": true}, skew); !slices.Equal(got, []string{"laptop-session"}) {
+		t.Errorf("laptop revoked and made again: %v ended, want laptop-session", got)
 	}
 	if got := b.over(now, map[string]bool{}, skew); len(got) != 0 {
 		t.Errorf("a second look ended %v again", got)

@@ -307,6 +307,7 @@ type httpAuth struct {
 // bearerOf is who an authenticated request is.
 type bearerOf struct {
 	token string             // a moat token's name
+	sum   string             // and its SHA-256, as stored
 	oidc  *oidcverify.Claims // or the verified JWT's claims
 	id    *guard.Identity
 }
@@ -344,7 +345,7 @@ func (a *httpAuth) wrap(next http.Handler) http.Handler {
 				a.unauthorized(w, r, metrics.AuthNoIdentity, fmt.Sprintf("token %q is no identity's (gateway.identities.NAME.tokens)", name))
 				return
 			}
-			who = &bearerOf{token: name, id: id}
+			who = &bearerOf{token: name, sum: tokenHash(tok), id: id}
 		}
 		id := who.id
 		ctx := context.WithValue(r.Context(), bearerKey{}, who)
@@ -421,7 +422,7 @@ func (a *httpAuth) endStaleSessions(ctx context.Context, h *proxy.HTTPSessions) 
 			if toks, err := a.tokens.current(ctx); err == nil {
 				stored = map[string]bool{}
 				for _, t := range toks {
-					stored[t.Name] = true
+					stored[t.SHA256] = true
 				}
 			}
 		}

@@ -177,17 +177,20 @@ func (h *HTTPSessions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(groupParamsInBody(body)))
 	}
-	var op *opening
 	if r.Method == http.MethodPost && r.Header.Get(sessionHeader) == "" {
-		op = &opening{id: id}
+		op := &opening{id: id}
 		r = r.WithContext(context.WithValue(r.Context(), openingKey{}, op))
+		// Deferred: a session begun is followed (or ended) whatever
+		// go-sdk's handler did, a panic included.
+		defer func() {
+			if op.s != nil {
+				h.opened(op, r)
+			}
+		}()
 	}
 	ow := &outboundWriter{ResponseWriter: w, outbound: h.g.outbound}
 	h.sdk.ServeHTTP(ow, r)
 	ow.finish()
-	if op != nil && op.s != nil {
-		h.opened(op, r)
-	}
 }
 
 // server is go-sdk's getServer: for a request that opens a session, the
@@ -204,8 +207,11 @@ func (h *HTTPSessions) server(r *http.Request) *mcp.Server {
 		s, ctx, end := h.g.begin(h.ctx, so)
 		// The session is the identity's from its first request on: the
 		// client may use its ID before this request's handler returns.
+		// It counts as live from now, so that Wait outlasts a session
+		// still being opened when the gateway stops.
 		h.mu.Lock()
 		h.owner[so.ID] = ownerOf(op.id)
+		h.live++
 		h.mu.Unlock()
 		op.s, op.ctx, op.end = s, ctx, func() {
 			h.mu.Lock()
@@ -215,6 +221,16 @@ func (h *HTTPSessions) server(r *http.Request) *mcp.Server {
 		}
 	}
 	return op.s.srv
+}
+
+// left counts session id out of the live ones, once it is over.
+func (h *HTTPSessions) left(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.stop, id)
+	if h.live--; h.live == 0 {
+		h.over.Broadcast()
+	}
 }
 
 // opened follows a session that op's request began: go-sdk connected it
@@ -227,28 +243,22 @@ func (h *HTTPSessions) opened(op *opening, r *http.Request) {
 	}
 	if ss == nil {
 		op.end()
+		h.left(op.so.ID)
 		return
 	}
 	op.s.session.CompareAndSwap(nil, ss)
+	// End can end the session from before Started learns of it.
+	ctx, stop := context.WithCancel(op.ctx)
+	h.mu.Lock()
+	h.stop[op.so.ID] = stop
+	h.mu.Unlock()
 	if h.o.Started != nil {
 		h.o.Started(op.so, r)
 	}
 	start := time.Now()
-	ctx, stop := context.WithCancel(op.ctx)
-	h.mu.Lock()
-	h.live++
-	h.stop[op.so.ID] = stop
-	h.mu.Unlock()
 	go func() {
-		defer func() {
-			stop()
-			h.mu.Lock()
-			delete(h.stop, op.so.ID)
-			if h.live--; h.live == 0 {
-				h.over.Broadcast()
-			}
-			h.mu.Unlock()
-		}()
+		defer h.left(op.so.ID)
+		defer stop()
 		done := make(chan struct{})
 		go func() {
 			_ = ss.Wait()

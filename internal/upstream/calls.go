@@ -17,7 +17,8 @@ var ErrTimeout = guard.ErrTimeout
 
 // withTimeout runs f under the configured timeout d, waiting first for the
 // group to be ready, and names the timeout in the error so the user knows
-// which setting to raise.
+// which setting to raise. It returns once the notifications the server
+// sent before its answer have been handled.
 func withTimeout[R any](ctx context.Context, g *Group, d time.Duration, what string, f func(context.Context, *mcp.ClientSession) (R, error)) (R, error) {
 	var zero R
 	g.inUse.Add(1)
@@ -32,6 +33,10 @@ func withTimeout[R any](ctx context.Context, g *Group, d time.Duration, what str
 	cctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	r, err := f(cctx, cs)
+	// What the server sent before its answer is handled before it
+	// (notificationOrder): a call's progress and log messages, of any
+	// kind of request.
+	g.order.Load().settle()
 	if err != nil && errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
 		return zero, fmt.Errorf("%s did not answer within %s (timeout.%s in the config for %q): %w", what, d, timeoutKey(what), g.name, ErrTimeout)
 	}
@@ -51,9 +56,7 @@ func timeoutKey(what string) string {
 // CallTool forwards tools/call.
 func (g *Group) CallTool(ctx context.Context, p *mcp.CallToolParams) (*mcp.CallToolResult, error) {
 	return withTimeout(ctx, g, g.cfg.Timeout.Tools, "tools/call", func(ctx context.Context, cs *mcp.ClientSession) (*mcp.CallToolResult, error) {
-		r, err := cs.CallTool(ctx, p)
-		g.order.Load().settle()
-		return r, err
+		return cs.CallTool(ctx, p)
 	})
 }
 

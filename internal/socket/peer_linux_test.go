@@ -1,7 +1,6 @@
 package socket_test
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -134,21 +133,7 @@ func TestDescendsAsAnotherUser(t *testing.T) {
 	}
 	dir, bin := testBinaryForAll(t)
 	path := filepath.Join(dir, "gateway.sock")
-	cmd := exec.Command(bin)
-	cmd.Env = []string{"MOAT_SOCKET_TEST_CHECK=" + path}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4205, Gid: 4205}}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	r := bufio.NewReader(out)
-	if line, _ := r.ReadString('\n'); line != "ready\n" {
-		t.Fatalf("the gateway as uid 4205 said %q", line)
-	}
+	r := startAs(t, 4205, bin, "MOAT_SOCKET_TEST_CHECK="+path)
 	c, err := net.Dial("unix", path) // this process: root's, alive
 	if err != nil {
 		t.Fatal(err)

@@ -153,20 +153,7 @@ func TestDialRefusesAnotherUsersListener(t *testing.T) {
 	}
 	dir, bin := testBinaryForAll(t)
 	path := filepath.Join(dir, "gateway.sock")
-	cmd := exec.Command(bin)
-	cmd.Env = []string{"MOAT_SOCKET_TEST_LISTEN=" + path}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4204, Gid: 4204}}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
-		t.Fatalf("the listener as uid 4204 said %q", line)
-	}
+	startAs(t, 4204, bin, "MOAT_SOCKET_TEST_LISTEN="+path)
 	c, err := socket.Dial(path)
 	if err == nil {
 		c.Close()
@@ -196,6 +183,28 @@ func testBinaryForAll(t *testing.T) (dir, bin string) {
 		t.Fatal(err)
 	}
 	return dir, bin
+}
+
+// startAs runs bin (testBinaryForAll) as uid, group uid, with env, until
+// the test ends, and returns its output once it has said "ready".
+func startAs(t *testing.T, uid uint32, bin string, env ...string) *bufio.Reader {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	r := bufio.NewReader(out)
+	if line, _ := r.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("the test binary as uid %d said %q", uid, line)
+	}
+	return r
 }
 
 func TestPeerOfNamesTheOtherEnd(t *testing.T) {

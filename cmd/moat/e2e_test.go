@@ -1030,13 +1030,19 @@ func TestManagedPolicyChangeReachesARunningMoat(t *testing.T) {
 		last = resultText(res)
 		return res.IsError && strings.Contains(last, `deny rule "echo"`)
 	})
-	// The reload is recorded once applied: it may follow the first call
-	// the new rule refused.
-	logPath := filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl")
-	testutil.Eventually(t, "the reload the managed policy caused, in the audit log with its trigger", func() bool {
-		data, _ := os.ReadFile(logPath)
-		return strings.Contains(string(data), `"trigger":"managed_policy"`)
+	// The reload is recorded before its policy judges a call: an auditor
+	// reads the new rule before the first refusal that cites it.
+	records := testutil.ReadAudit(t, filepath.Join(testutil.EnvValue(env, "XDG_STATE_HOME"), "moat", "audit.jsonl"))
+	reloaded := slices.IndexFunc(records, func(r map[string]any) bool {
+		d, _ := r["detail"].(map[string]any)
+		return r["event"] == "config_reload" && d["trigger"] == "managed_policy"
 	})
+	refused := slices.IndexFunc(records, func(r map[string]any) bool {
+		return r["event"] == "tool_call" && r["tool"] == "echo" && r["decision"] == "deny"
+	})
+	if reloaded < 0 || refused < 0 || reloaded > refused {
+		t.Errorf("the reload the managed policy caused is record %d of the audit log and the first refusal of echo record %d: want the reload, with its trigger, first", reloaded, refused)
+	}
 }
 
 // policy and the SHA-256 of its contents, so a change of the

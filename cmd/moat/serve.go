@@ -464,17 +464,21 @@ func watchConfig(ctx context.Context, log *slog.Logger, cfg *config.Config, p se
 			return
 		}
 		managed, err := gate.ReadManaged()
+		var prepared *gate.Prepared
 		if err == nil {
-			err = gs.Apply(next, managed)
+			prepared, err = gs.Prepare(next, managed)
 		}
 		if err != nil {
 			log.Error("config reload rejected: its policy does not load; still serving the previous config", "path", path, "err", err)
 			auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "false", "old_hash": current, "new_hash": next.Hash, "error": err.Error()})
 			return
 		}
+		// Recorded before it is in force: no call is judged by a policy
+		// the log has not shown yet.
 		_ = auditLog.Write(context.Background(), &audit.Record{Event: "policy_load", Detail: policyDetail(managed, nil)})
 		log.Info("config reloaded", "path", path, "servers", len(next.Servers), "hash", next.Hash, "trigger", trigger)
 		auditEvent(auditLog, "config_reload", "", map[string]string{"accepted": "true", "old_hash": current, "new_hash": next.Hash, "trigger": trigger})
+		gs.Commit(prepared)
 		current = next.Hash
 		for _, r := range append(optOuts(next, managed, log), isolationOptOut(next, log)...) {
 			_ = auditLog.Write(context.Background(), r)

@@ -182,24 +182,50 @@ func EffectivePolicies(cfg *config.Config, managed *config.Managed) (map[string]
 // config. Sessions of the gateway are judged by the identities of the
 // latest Apply: one a reload removed is refused everything.
 func (g *Gate) Apply(cfg *config.Config, managed *config.Managed) error {
-	policies, global, err := EffectivePolicies(cfg, managed)
+	next, err := g.Prepare(cfg, managed)
 	if err != nil {
 		return err
 	}
+	g.Commit(next)
+	return nil
+}
+
+// Prepared is a config's policies, checked and built by Prepare, that
+// Commit puts in force.
+type Prepared struct {
+	policies   map[string]*policy.Policy
+	global     *policy.Policy
+	identities map[string]string
+	gateway    *gateway
+	idPolicies map[string]*policy.Policy
+}
+
+// Prepare checks and builds what Apply would put in force, changing
+// nothing: so that a reload can be recorded before its policy judges a
+// call.
+func (g *Gate) Prepare(cfg *config.Config, managed *config.Managed) (*Prepared, error) {
+	policies, global, err := EffectivePolicies(cfg, managed)
+	if err != nil {
+		return nil, err
+	}
 	gw, idPolicies, err := newGateway(cfg, g.accounts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ids := map[string]string{}
 	for name, s := range cfg.Servers {
 		ids[name] = pin.Identity(s.Command, s.Args, s.URL)
 	}
+	return &Prepared{policies: policies, global: global, identities: ids, gateway: gw, idPolicies: idPolicies}, nil
+}
+
+// Commit puts next in force.
+func (g *Gate) Commit(next *Prepared) {
 	g.mu.Lock()
-	g.policies, g.identities, g.gateway = policies, ids, gw
+	g.policies, g.identities, g.gateway = next.policies, next.identities, next.gateway
 	g.mu.Unlock()
-	g.limits.Update(global, policies)
-	g.limits.UpdateIdentities(idPolicies)
-	return nil
+	g.limits.Update(next.global, next.policies)
+	g.limits.UpdateIdentities(next.idPolicies)
 }
 
 // Policy is the limits.PolicyFunc: nil (refuse) for an unknown group.

@@ -147,9 +147,9 @@ func TestGatewayHTTPSessions(t *testing.T) {
 	if diff := cmp.Diff([]any{"alpha", "beta"}, groupEnum(t, &client{cs: b})); diff != "" {
 		t.Errorf("session b's groups (-want +got):\n%s", diff)
 	}
-	if n := gw.Sessions(); n != 2 {
-		t.Errorf("the gateway counts %d sessions, want 2", n)
-	}
+	// A request that begins a session go-sdk does not keep (one that is
+	// no initialize) ends it once answered: it may be counted a moment.
+	testutil.Eventually(t, "the gateway to count the 2 sessions", func() bool { return gw.Sessions() == 2 })
 	a.Close() // DELETE
 	testutil.Eventually(t, "session a's end", func() bool { return gw.Sessions() == 1 })
 	testutil.Eventually(t, "session a's end to be told", func() bool {

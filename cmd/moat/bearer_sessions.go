@@ -6,7 +6,8 @@ import (
 )
 
 // bearerSessions are a gateway's HTTP sessions with the credential that
-// opened each, so that a session ends when its credential does: a moat
+// opened each, and what to release when each ends (its place in the
+// session counts). A session ends when its credential does: a moat
 // token revoked (gone from the store), or an OIDC token expired with no
 // newer one of the same person presented on the session since (a client
 // that refreshes its token keeps its session). Authentication is per
@@ -22,17 +23,22 @@ type bearerSession struct {
 	principal string    // guard.Identity.Principal
 	expiry    time.Time // of the latest OIDC token presented; zero for none
 	reason    string    // why it is being ended, once it is
+	release   func()    // called once it has ended
 }
 
 func newBearerSessions() *bearerSessions {
 	return &bearerSessions{by: map[string]*bearerSession{}}
 }
 
-// add records session id, opened by who.
-func (b *bearerSessions) add(id string, who *bearerOf) {
-	s := &bearerSession{token: who.sum, principal: who.id.Principal}
-	if who.oidc != nil {
-		s.expiry = who.oidc.Expiry
+// add records session id, opened by who (nil: by no credential to
+// watch), with release to call when it ends.
+func (b *bearerSessions) add(id string, who *bearerOf, release func()) {
+	s := &bearerSession{release: release}
+	if who != nil {
+		s.token, s.principal = who.sum, who.id.Principal
+		if who.oidc != nil {
+			s.expiry = who.oidc.Expiry
+		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -52,15 +58,20 @@ func (b *bearerSessions) renew(id string, who *bearerOf) {
 	}
 }
 
-// remove forgets session id, and returns why it was ended, if it was.
+// remove forgets session id, which has ended, calls its release, and
+// returns why it was ended, if it was.
 func (b *bearerSessions) remove(id string) (reason string) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if s := b.by[id]; s != nil {
-		reason = s.reason
-	}
+	s := b.by[id]
 	delete(b.by, id)
-	return reason
+	b.mu.Unlock()
+	if s == nil {
+		return ""
+	}
+	if s.release != nil {
+		s.release()
+	}
+	return s.reason
 }
 
 // over returns the sessions whose credential is no longer good at now:

@@ -24,9 +24,11 @@ func TestBearerSessionsEnd(t *testing.T) {
 		return &bearerOf{oidc: &oidcverify.Claims{Expiry: exp}, id: id}
 	}
 	b := newBearerSessions()
-	b.add("laptop-session", &bearerOf{token: "laptop", sum: "hash-of-the-first-laptop", id: &guard.Identity{Name: "ops", Principal: "token laptop"}})
-	b.add("alice-session", oidcOf(alice, now.Add(5*time.Minute)))
-	b.add("bob-session", oidcOf(bob, now.Add(5*time.Minute)))
+	released := map[string]bool{}
+	add := func(id string, who *bearerOf) { b.add(id, who, func() { released[id] = true }) }
+	add("laptop-session", &bearerOf{token: "laptop", sum: "hash-of-the-first-laptop", id: &guard.Identity{Name: "ops", Principal: "token laptop"}})
+	add("alice-session", oidcOf(alice, now.Add(5*time.Minute)))
+	add("bob-session", oidcOf(bob, now.Add(5*time.Minute)))
 
 	if got := b.over(now, nil, skew); len(got) != 0 {
 		t.Errorf("with the token list unknown and no token expired: %v ended", got)
@@ -56,8 +58,8 @@ func TestBearerSessionsEnd(t *testing.T) {
 		"bob-session":    "its OIDC token expired, and no newer one was presented",
 		"alice-session":  "",
 	} {
-		if got := b.remove(id); got != want {
-			t.Errorf("remove(%s) = %q, want %q", id, got, want)
+		if got := b.remove(id); got != want || !released[id] {
+			t.Errorf("remove(%s) = %q (released: %v), want %q, released", id, got, released[id], want)
 		}
 	}
 }

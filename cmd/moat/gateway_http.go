@@ -166,7 +166,6 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		mux.Handle(prmPath, prm)
 		mux.Handle(prmPath+mcpPath, prm)
 	}
-	var leaves sync.Map // session ID → its count's release
 	h := gw.HTTP(ctx, proxy.HTTPOptions{
 		Identity: func(r *http.Request) *guard.Identity {
 			who, _ := r.Context().Value(bearerKey{}).(*bearerOf)
@@ -178,18 +177,13 @@ func serveHTTP(ctx context.Context, m *instance, gw *proxy.Gateway, ls []*httpLi
 		Session: func(id *guard.Identity) proxy.SessionOptions { return sessionOptions(m, id) },
 		Started: func(so proxy.SessionOptions, r *http.Request) {
 			ended, leave := m.mt.SessionStarted(so.Identity.Name), takeSlot(r)
-			leaves.Store(so.ID, func() { leave(); ended() })
-			if who, _ := r.Context().Value(bearerKey{}).(*bearerOf); who != nil {
-				a.sessions.add(so.ID, who)
-			}
+			who, _ := r.Context().Value(bearerKey{}).(*bearerOf)
+			a.sessions.add(so.ID, who, func() { leave(); ended() })
 			m.log.Info("gateway session", "session", so.ID, "identity", so.Identity.Name, "remote", r.RemoteAddr)
 			_ = m.auditLog.Log.Write(context.WithoutCancel(ctx), &audit.Record{Event: "session_start", Session: so.ID, Identity: auditIdentity(so.Identity),
 				Detail: requestDetail(r)})
 		},
 		Ended: func(so proxy.SessionOptions, d time.Duration) {
-			if leave, ok := leaves.LoadAndDelete(so.ID); ok {
-				leave.(func())()
-			}
 			detail := map[string]string{"transport": "http"}
 			if reason := a.sessions.remove(so.ID); reason != "" {
 				detail["reason"] = reason
